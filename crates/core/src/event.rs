@@ -1,0 +1,139 @@
+//! Events: what devices, functions and the cloud publish on topics.
+
+use bytes::Bytes;
+
+use crate::name::FunctionName;
+use crate::trace::TraceParent;
+
+/// Where an event came from. Flows match on it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[non_exhaustive]
+pub enum EventSource {
+    /// A device, by its id (an MQTT client id, a serial number...).
+    Device(String),
+    /// The output of a function.
+    Function(FunctionName),
+    /// A message from the cloud side of a bridge.
+    Cloud,
+    /// The application embedding the hub, a timer, or the hub itself.
+    Local,
+}
+
+/// Small ordered header map carried by events (MQTT 5 user properties, HTTP headers).
+///
+/// Names compare case-insensitively. Kept as a vector: events carry a handful of headers,
+/// where a scan beats hashing.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct Headers(Vec<(String, String)>);
+
+impl Headers {
+    /// The header carrying W3C trace context.
+    pub const TRACEPARENT: &'static str = "traceparent";
+
+    /// No headers.
+    pub fn new() -> Headers {
+        Headers(Vec::new())
+    }
+
+    /// The value of `name`, if present.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Sets `name` to `value`, replacing an earlier value.
+    pub fn insert(&mut self, name: impl Into<String>, value: impl Into<String>) {
+        let name = name.into();
+        let value = value.into();
+        match self.0.iter_mut().find(|(k, _)| k.eq_ignore_ascii_case(&name)) {
+            Some(slot) => slot.1 = value,
+            None => self.0.push((name, value)),
+        }
+    }
+
+    /// Removes `name`, returning its value.
+    pub fn remove(&mut self, name: &str) -> Option<String> {
+        let at = self.0.iter().position(|(k, _)| k.eq_ignore_ascii_case(name))?;
+        Some(self.0.remove(at).1)
+    }
+
+    /// All headers in insertion order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+
+    /// Number of headers.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The trace context header, when present and valid.
+    pub fn trace(&self) -> Option<TraceParent> {
+        self.get(Self::TRACEPARENT)?.parse().ok()
+    }
+}
+
+/// A message on a topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[non_exhaustive]
+pub struct Event {
+    /// The topic name (MQTT syntax; validated by `fnhub-router`).
+    pub topic: String,
+    /// The body.
+    pub payload: Bytes,
+    /// Who published it.
+    pub source: EventSource,
+    /// Headers; trace context travels in `traceparent`.
+    pub headers: Headers,
+}
+
+impl Event {
+    /// An event on `topic` from `source` with no headers.
+    pub fn new(topic: impl Into<String>, payload: impl Into<Bytes>, source: EventSource) -> Event {
+        Event {
+            topic: topic.into(),
+            payload: payload.into(),
+            source,
+            headers: Headers::new(),
+        }
+    }
+
+    /// Sets the trace context header.
+    pub fn with_trace(mut self, trace: TraceParent) -> Event {
+        self.headers.insert(Headers::TRACEPARENT, trace.to_string());
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_are_case_insensitive() {
+        let mut h = Headers::new();
+        h.insert("TraceParent", "x");
+        h.insert("traceparent", "y");
+        assert_eq!(h.len(), 1);
+        assert_eq!(h.get("TRACEPARENT"), Some("y"));
+        assert_eq!(h.remove("traceParent"), Some("y".to_owned()));
+        assert!(h.is_empty());
+    }
+
+    #[test]
+    fn trace_round_trips_through_headers() {
+        let t = TraceParent::new_root();
+        let e = Event::new("a/b", "x", EventSource::Local).with_trace(t);
+        assert_eq!(e.headers.trace(), Some(t));
+    }
+}

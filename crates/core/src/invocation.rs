@@ -1,0 +1,162 @@
+//! Invocations and the context they carry.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use bytes::Bytes;
+
+use crate::ids::{ExecutionId, InvocationId};
+use crate::name::FunctionRef;
+use crate::trace::TraceParent;
+
+/// How urgent an invocation is. Higher runs first; within one priority, the earlier
+/// deadline runs first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct Priority(pub u8);
+
+impl Priority {
+    /// Background work that may wait (batch, retries).
+    pub const LOW: Priority = Priority(64);
+    /// The default.
+    pub const NORMAL: Priority = Priority(128);
+    /// Interactive work.
+    pub const HIGH: Priority = Priority(192);
+    /// Control traffic: health checks, shutdown hooks.
+    pub const CRITICAL: Priority = Priority(255);
+}
+
+impl Default for Priority {
+    fn default() -> Self {
+        Priority::NORMAL
+    }
+}
+
+/// Who an invocation runs on behalf of: the tenant that fairness and access control see.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(from = "String", into = "String"))]
+pub struct Principal(Arc<str>);
+
+impl Principal {
+    /// The principal of unauthenticated local callers.
+    pub const ANONYMOUS: &'static str = "anonymous";
+
+    /// A principal named `name`.
+    pub fn new(name: impl AsRef<str>) -> Principal {
+        Principal(Arc::from(name.as_ref()))
+    }
+
+    /// The principal of unauthenticated local callers.
+    pub fn anonymous() -> Principal {
+        Principal::new(Self::ANONYMOUS)
+    }
+
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Default for Principal {
+    fn default() -> Self {
+        Principal::anonymous()
+    }
+}
+
+impl fmt::Display for Principal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for Principal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Principal({:?})", &*self.0)
+    }
+}
+
+impl From<String> for Principal {
+    fn from(s: String) -> Self {
+        Principal(Arc::from(s))
+    }
+}
+
+impl From<Principal> for String {
+    fn from(p: Principal) -> String {
+        p.0.to_string()
+    }
+}
+
+/// What travels with an invocation besides its payload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[non_exhaustive]
+pub struct InvocationContext {
+    /// W3C trace context of the caller; every call carries one.
+    pub trace: TraceParent,
+    /// W3C `tracestate`, passed through untouched.
+    pub tracestate: Option<String>,
+    /// Wall-clock time by which the caller needs the outcome. `None`: only the function's
+    /// own timeout applies. Wall-clock so that it means the same on every machine.
+    pub deadline: Option<SystemTime>,
+    /// Scheduling priority.
+    pub priority: Priority,
+    /// The tenant the invocation runs for.
+    pub principal: Principal,
+    /// Invocations with the same key prefer the same warm environment.
+    pub affinity_key: Option<String>,
+    /// The durable execution that started this one, for child invocations.
+    pub parent: Option<ExecutionId>,
+    /// Delivery attempt, from 1.
+    pub attempt: u32,
+}
+
+impl Default for InvocationContext {
+    fn default() -> Self {
+        InvocationContext {
+            trace: TraceParent::new_root(),
+            tracestate: None,
+            deadline: None,
+            priority: Priority::NORMAL,
+            principal: Principal::anonymous(),
+            affinity_key: None,
+            parent: None,
+            attempt: 1,
+        }
+    }
+}
+
+/// One request to run a function once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[non_exhaustive]
+pub struct Invocation {
+    /// The request id.
+    pub id: InvocationId,
+    /// The function, version or alias to run.
+    pub function: FunctionRef,
+    /// The input.
+    pub payload: Bytes,
+    /// Trace context, deadline, priority, principal, affinity and parent.
+    pub context: InvocationContext,
+}
+
+impl Invocation {
+    /// An invocation of `function` with a random id, a new root trace and default context.
+    pub fn new(function: FunctionRef, payload: impl Into<Bytes>) -> Invocation {
+        Invocation {
+            id: InvocationId::random(),
+            function,
+            payload: payload.into(),
+            context: InvocationContext::default(),
+        }
+    }
+
+    /// Replaces the context.
+    pub fn with_context(mut self, context: InvocationContext) -> Invocation {
+        self.context = context;
+        self
+    }
+}
