@@ -1,1 +1,44 @@
-//! x
+//! Execution environments for fnhub.
+//!
+//! A [`Sandbox`](fnhub_core::Sandbox) prepares an [`Environment`](fnhub_core::Environment)
+//! from a [`FunctionSpec`](fnhub_core::FunctionSpec); the scheduler keeps environments warm
+//! and runs invocations in them. This crate ships:
+//!
+//! - [`InProcessSandbox`]: native Rust [`Function`](fnhub_core::Function)s inside the hub
+//!   process. A panic becomes an outcome of kind `Crashed`, the function's timeout and the
+//!   invocation's deadline are enforced, and dropping the invocation future cancels it. It
+//!   confines nothing, so it refuses a capability profile that asks for confinement unless
+//!   told to run best effort.
+//!
+//! The process backend (AWS Lambda Runtime API) and the WebAssembly backend (feature `wasm`)
+//! are not built yet.
+//!
+//! # Example
+//!
+//! ```
+//! use fnhub_core::{from_fn, FunctionName, FunctionSpec, Invocation, Sandbox};
+//! use fnhub_sandbox::InProcessSandbox;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let sandbox = InProcessSandbox::new();
+//! sandbox.register("echo", from_fn(|inv: Invocation| async move { Ok(inv.payload) }));
+//!
+//! let spec = FunctionSpec::in_process(FunctionName::new("echo")?);
+//! let env = sandbox.prepare(&spec).await?;
+//! let out = env.invoke(Invocation::new(spec.name.clone().into(), "hi")).await?;
+//! assert_eq!(&out[..], b"hi");
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Cargo features
+//!
+//! None yet; `wasm` (wasmtime) will come with the WebAssembly backend.
+
+#![warn(missing_docs)]
+#![forbid(unsafe_code)]
+
+mod in_process;
+
+pub use in_process::{Enforcement, InProcessSandbox};

@@ -1,1 +1,59 @@
-//! x
+//! Admission, queueing and worker pools for fnhub.
+//!
+//! A [`Scheduler`] admits [`Invocation`](fnhub_core::Invocation)s into a bounded queue —
+//! a full queue hands the invocation back inside [`SubmitError::Full`] — orders them by
+//! priority, then earliest deadline, then arrival, and runs them on a fixed set of workers in
+//! environments prepared by its [`Sandbox`](fnhub_core::Sandbox)es and kept warm per
+//! function version. [`Scheduler::shutdown`] stops admitting and runs every admitted
+//! invocation to completion.
+//!
+//! Not built yet (see the scheduler issue): per-tenant fairness and limits, per-function
+//! reserved/maximum concurrency, affinity, cancellation by id, reservation policies.
+//!
+//! # Example
+//!
+//! ```
+//! use std::sync::Arc;
+//! use fnhub_core::{from_fn, FunctionName, FunctionSpec, Invocation};
+//! use fnhub_sandbox::InProcessSandbox;
+//! use fnhub_scheduler::Scheduler;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let sandbox = InProcessSandbox::new();
+//! sandbox.register("double", from_fn(|inv: Invocation| async move {
+//!     let n: i64 = std::str::from_utf8(&inv.payload).unwrap_or("0").parse().unwrap_or(0);
+//!     Ok((n * 2).to_string().into())
+//! }));
+//! let scheduler = Scheduler::builder().workers(4).sandbox(Arc::new(sandbox)).build()?;
+//! scheduler.deploy(FunctionSpec::in_process(FunctionName::new("double")?))?;
+//!
+//! let ticket = scheduler.try_submit(Invocation::new("double".parse()?, "21"))?;
+//! let completion = ticket.await;
+//! assert_eq!(&completion.outcome?[..], b"42");
+//! scheduler.shutdown().await;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Metrics
+//!
+//! Through the `metrics` facade (install any recorder): `fnhub_invocations_total`
+//! (labels `function`, `outcome`, `start`), `fnhub_submit_rejected_total` (`reason`),
+//! histograms `fnhub_invocation_queued_seconds` and `fnhub_invocation_run_seconds`.
+//!
+//! # Cargo features
+//!
+//! None.
+
+#![warn(missing_docs)]
+#![forbid(unsafe_code)]
+
+mod pool;
+mod queue;
+mod registry;
+mod scheduler;
+
+pub use pool::Start;
+pub use registry::DeployError;
+pub use scheduler::{BuildError, Completion, Observer, Scheduler, SchedulerBuilder, SubmitError, Ticket};

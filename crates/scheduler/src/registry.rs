@@ -1,0 +1,197 @@
+//! Deployed functions: versions and aliases, and how references resolve to them.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use fnhub_core::{Alias, AliasName, FunctionName, FunctionRef, FunctionSpec, Qualifier, Version};
+
+/// A deployment was refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DeployError {
+    /// Versions are immutable: this version is already deployed with a different spec.
+    #[error("{name} version {version} is already deployed with a different spec")]
+    VersionConflict {
+        /// The function.
+        name: FunctionName,
+        /// The version.
+        version: Version,
+    },
+    /// No sandbox of this scheduler runs the spec's runtime kind.
+    #[error("no sandbox runs {runtime} functions (function {name})")]
+    NoSandbox {
+        /// The function.
+        name: FunctionName,
+        /// The runtime kind.
+        runtime: &'static str,
+    },
+    /// The alias points at a version that is not deployed.
+    #[error("alias {alias} of {name} points at version {version}, which is not deployed")]
+    UnknownVersion {
+        /// The function.
+        name: FunctionName,
+        /// The alias.
+        alias: AliasName,
+        /// The missing version.
+        version: Version,
+    },
+    /// The function is not deployed.
+    #[error("function {0} is not deployed")]
+    UnknownFunction(FunctionName),
+    /// The spec is not valid (zero concurrency, zero timeout...).
+    #[error("invalid spec for {name}: {reason}")]
+    InvalidSpec {
+        /// The function.
+        name: FunctionName,
+        /// What is wrong.
+        reason: &'static str,
+    },
+}
+
+#[derive(Default)]
+struct Entry {
+    versions: BTreeMap<Version, Arc<FunctionSpec>>,
+    aliases: HashMap<AliasName, Alias>,
+}
+
+/// The functions a scheduler can run.
+#[derive(Default)]
+pub(crate) struct Registry {
+    functions: HashMap<FunctionName, Entry>,
+}
+
+impl Registry {
+    pub(crate) fn deploy(&mut self, spec: FunctionSpec) -> Result<Arc<FunctionSpec>, DeployError> {
+        let reason = if spec.resources.concurrency == 0 {
+            Some("resources.concurrency must be at least 1")
+        } else if spec.resources.timeout.is_zero() {
+            Some("resources.timeout must be above zero")
+        } else if spec.resources.max_concurrency == Some(0) {
+            Some("resources.max_concurrency must be at least 1 when set")
+        } else {
+            None
+        };
+        if let Some(reason) = reason {
+            return Err(DeployError::InvalidSpec {
+                name: spec.name,
+                reason,
+            });
+        }
+        let entry = self.functions.entry(spec.name.clone()).or_default();
+        match entry.versions.get(&spec.version) {
+            Some(existing) if **existing == spec => Ok(existing.clone()),
+            Some(_) => Err(DeployError::VersionConflict {
+                name: spec.name,
+                version: spec.version,
+            }),
+            None => {
+                let spec = Arc::new(spec);
+                entry.versions.insert(spec.version, spec.clone());
+                Ok(spec)
+            }
+        }
+    }
+
+    pub(crate) fn set_alias(&mut self, name: &FunctionName, alias: Alias) -> Result<(), DeployError> {
+        let entry = self
+            .functions
+            .get_mut(name)
+            .ok_or_else(|| DeployError::UnknownFunction(name.clone()))?;
+        let targets = std::iter::once(alias.primary()).chain(alias.secondary().map(|(v, _)| v));
+        for version in targets {
+            if !entry.versions.contains_key(&version) {
+                return Err(DeployError::UnknownVersion {
+                    name: name.clone(),
+                    alias: alias.name().clone(),
+                    version,
+                });
+            }
+        }
+        entry.aliases.insert(alias.name().clone(), alias);
+        Ok(())
+    }
+
+    pub(crate) fn resolve(&self, function: &FunctionRef, roll: u64) -> Option<Arc<FunctionSpec>> {
+        let entry = self.functions.get(&function.name)?;
+        let version = match &function.qualifier {
+            Qualifier::Latest => *entry.versions.keys().next_back()?,
+            Qualifier::Version(v) => *v,
+            Qualifier::Alias(a) => entry.aliases.get(a)?.pick(roll),
+            _ => return None,
+        };
+        entry.versions.get(&version).cloned()
+    }
+
+    pub(crate) fn specs(&self) -> impl Iterator<Item = &Arc<FunctionSpec>> {
+        self.functions.values().flat_map(|e| e.versions.values())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(name: &str, version: u32) -> FunctionSpec {
+        FunctionSpec::in_process(FunctionName::new(name).unwrap())
+            .with_version(Version::new(version).unwrap())
+    }
+
+    #[test]
+    fn resolves_latest_version_and_alias() {
+        let mut r = Registry::default();
+        r.deploy(spec("f", 1)).unwrap();
+        r.deploy(spec("f", 2)).unwrap();
+        let name = FunctionName::new("f").unwrap();
+        let latest = r.resolve(&FunctionRef::latest(name.clone()), 0).unwrap();
+        assert_eq!(latest.version.get(), 2);
+        let v1 = r.resolve(&"f:1".parse().unwrap(), 0).unwrap();
+        assert_eq!(v1.version.get(), 1);
+        assert!(r.resolve(&"f:3".parse().unwrap(), 0).is_none());
+        assert!(r.resolve(&"g".parse().unwrap(), 0).is_none());
+
+        let alias = Alias::new(AliasName::new("prod").unwrap(), Version::FIRST);
+        r.set_alias(&name, alias).unwrap();
+        let prod = r.resolve(&"f:prod".parse().unwrap(), 0).unwrap();
+        assert_eq!(prod.version.get(), 1);
+        assert!(r.resolve(&"f:beta".parse().unwrap(), 0).is_none());
+    }
+
+    #[test]
+    fn versions_are_immutable() {
+        let mut r = Registry::default();
+        r.deploy(spec("f", 1)).unwrap();
+        r.deploy(spec("f", 1)).unwrap();
+        let changed = spec("f", 1).with_memory_mb(256);
+        assert!(matches!(
+            r.deploy(changed),
+            Err(DeployError::VersionConflict { .. })
+        ));
+    }
+
+    #[test]
+    fn alias_to_missing_version_is_refused() {
+        let mut r = Registry::default();
+        r.deploy(spec("f", 1)).unwrap();
+        let name = FunctionName::new("f").unwrap();
+        let alias = Alias::new(AliasName::new("prod").unwrap(), Version::new(9).unwrap());
+        assert!(matches!(
+            r.set_alias(&name, alias),
+            Err(DeployError::UnknownVersion { .. })
+        ));
+        let missing = FunctionName::new("g").unwrap();
+        let alias = Alias::new(AliasName::new("prod").unwrap(), Version::FIRST);
+        assert!(matches!(
+            r.set_alias(&missing, alias),
+            Err(DeployError::UnknownFunction(_))
+        ));
+    }
+
+    #[test]
+    fn invalid_specs_are_refused() {
+        let mut r = Registry::default();
+        let zero = spec("f", 1).with_concurrency(0);
+        assert!(matches!(r.deploy(zero), Err(DeployError::InvalidSpec { .. })));
+        let zero = spec("f", 1).with_timeout(std::time::Duration::ZERO);
+        assert!(matches!(r.deploy(zero), Err(DeployError::InvalidSpec { .. })));
+    }
+}

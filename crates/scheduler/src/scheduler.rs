@@ -1,0 +1,541 @@
+//! The scheduler: admission, the queue, and the workers that run invocations.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use fnhub_core::{
+    Alias, Clock, ErrorKind, FunctionError, FunctionName, FunctionSpec, Invocation, InvocationId,
+    LoadProbe, LoadSnapshot, Outcome, Sandbox, SystemClock, Version,
+};
+use parking_lot::{Mutex, RwLock};
+use tokio::sync::{Notify, oneshot};
+use tokio::task::JoinHandle;
+
+use crate::pool::{Pool, Start};
+use crate::queue::{Job, Queue};
+use crate::registry::{DeployError, Registry};
+
+/// A submission was not admitted. The invocation is handed back untouched.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SubmitError {
+    /// The queue is at capacity.
+    #[error("queue full; invocation {} of {} not admitted", .0.id, .0.function)]
+    Full(Invocation),
+    /// The scheduler is shutting down and admits nothing new.
+    #[error("shutting down; invocation {} of {} not admitted", .0.id, .0.function)]
+    ShuttingDown(Invocation),
+    /// No deployed function, version or alias matches the reference.
+    #[error("no deployed function matches {}", .0.function)]
+    UnknownFunction(Invocation),
+}
+
+impl SubmitError {
+    /// The invocation that was not admitted.
+    pub fn into_invocation(self) -> Invocation {
+        match self {
+            SubmitError::Full(i) | SubmitError::ShuttingDown(i) | SubmitError::UnknownFunction(i) => i,
+        }
+    }
+
+    /// The invocation that was not admitted.
+    pub fn invocation(&self) -> &Invocation {
+        match self {
+            SubmitError::Full(i) | SubmitError::ShuttingDown(i) | SubmitError::UnknownFunction(i) => i,
+        }
+    }
+
+    /// A stable snake_case name of the reason, for metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            SubmitError::Full(_) => "full",
+            SubmitError::ShuttingDown(_) => "shutting_down",
+            SubmitError::UnknownFunction(_) => "unknown_function",
+        }
+    }
+}
+
+/// The scheduler could not be built.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// `build` was called outside a tokio runtime; the workers need one.
+    #[error("no tokio runtime: build the scheduler from inside one")]
+    NoRuntime,
+    /// A setting is out of range.
+    #[error("invalid scheduler setting: {0}")]
+    Invalid(&'static str),
+}
+
+/// How one admitted invocation ended.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Completion {
+    /// The invocation.
+    pub id: InvocationId,
+    /// The function that ran.
+    pub function: FunctionName,
+    /// The exact version it was resolved to at admission.
+    pub version: Version,
+    /// Its result.
+    pub outcome: Outcome,
+    /// Cold or warm start.
+    pub start: Start,
+    /// Time from admission to a worker taking it.
+    pub queued: Duration,
+    /// Time the worker spent on it (environment start included on a cold start).
+    pub ran: Duration,
+}
+
+/// Hooks called by the scheduler. Every method has a no-op default.
+///
+/// Hooks run on the scheduler's own tasks: keep them short and never block.
+pub trait Observer: Send + Sync + 'static {
+    /// An invocation was admitted.
+    fn on_admitted(&self, _invocation: &Invocation, _spec: &FunctionSpec) {}
+    /// A submission was rejected.
+    fn on_rejected(&self, _error: &SubmitError) {}
+    /// An admitted invocation ended, before its [`Ticket`] resolves.
+    fn on_completed(&self, _completion: &Completion, _spec: &FunctionSpec) {}
+}
+
+struct NoObserver;
+impl Observer for NoObserver {}
+
+/// Resolves to the [`Completion`] of an admitted invocation.
+///
+/// Dropping it does not cancel the invocation: it still runs, and its completion still
+/// reaches the [`Observer`].
+#[derive(Debug)]
+pub struct Ticket {
+    id: InvocationId,
+    function: FunctionName,
+    version: Version,
+    rx: oneshot::Receiver<Completion>,
+}
+
+impl Ticket {
+    /// The invocation's id.
+    pub fn id(&self) -> InvocationId {
+        self.id
+    }
+}
+
+impl Future for Ticket {
+    type Output = Completion;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Completion> {
+        match Pin::new(&mut self.rx).poll(cx) {
+            Poll::Ready(Ok(c)) => Poll::Ready(c),
+            // The worker task was torn down (its runtime shut down) before it finished.
+            Poll::Ready(Err(_)) => Poll::Ready(Completion {
+                id: self.id,
+                function: self.function.clone(),
+                version: self.version,
+                outcome: Err(FunctionError::new(
+                    ErrorKind::Cancelled,
+                    "the scheduler stopped before the invocation completed",
+                )),
+                start: Start::NotStarted,
+                queued: Duration::ZERO,
+                ran: Duration::ZERO,
+            }),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+/// Builds a [`Scheduler`].
+pub struct SchedulerBuilder {
+    workers: usize,
+    queue_capacity: usize,
+    max_idle_per_version: Option<usize>,
+    sandboxes: Vec<Arc<dyn Sandbox>>,
+    clock: Arc<dyn Clock>,
+    observer: Arc<dyn Observer>,
+}
+
+impl std::fmt::Debug for SchedulerBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SchedulerBuilder")
+            .field("workers", &self.workers)
+            .field("queue_capacity", &self.queue_capacity)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SchedulerBuilder {
+    /// Number of workers: invocations that run at once. Default 16. Each is a tokio task;
+    /// an idle one costs a few hundred bytes.
+    pub fn workers(mut self, workers: usize) -> Self {
+        self.workers = workers;
+        self
+    }
+
+    /// Invocations that may wait for a worker; one more is rejected with
+    /// [`SubmitError::Full`]. Default 1024. Memory grows with the payloads held.
+    pub fn queue_capacity(mut self, capacity: usize) -> Self {
+        self.queue_capacity = capacity;
+        self
+    }
+
+    /// Idle environments kept warm per function version. Default: the number of workers.
+    /// Each holds whatever its backend holds (a process, a wasm instance).
+    pub fn max_idle_per_version(mut self, max: usize) -> Self {
+        self.max_idle_per_version = Some(max);
+        self
+    }
+
+    /// Adds a sandbox. A function runs in the first one that supports its runtime kind.
+    pub fn sandbox(mut self, sandbox: Arc<dyn Sandbox>) -> Self {
+        self.sandboxes.push(sandbox);
+        self
+    }
+
+    /// The clock for queue and run times. Default: the system clock.
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Hooks called on admission, rejection and completion. Default: none.
+    pub fn observer(mut self, observer: Arc<dyn Observer>) -> Self {
+        self.observer = observer;
+        self
+    }
+
+    /// Starts the workers on the current tokio runtime.
+    pub fn build(self) -> Result<Scheduler, BuildError> {
+        if self.workers == 0 {
+            return Err(BuildError::Invalid("workers must be at least 1"));
+        }
+        if self.queue_capacity == 0 {
+            return Err(BuildError::Invalid("queue_capacity must be at least 1"));
+        }
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| BuildError::NoRuntime)?;
+        let inner = Arc::new(Inner {
+            registry: RwLock::new(Registry::default()),
+            queue: Mutex::new(Queue::new(self.queue_capacity)),
+            work: Notify::new(),
+            closed: AtomicBool::new(false),
+            pool: Pool::new(
+                self.sandboxes,
+                self.max_idle_per_version.unwrap_or(self.workers),
+            ),
+            clock: self.clock,
+            observer: self.observer,
+            workers: self.workers,
+            running: AtomicUsize::new(0),
+            admitted: AtomicU64::new(0),
+            rejected: AtomicU64::new(0),
+            completed: AtomicU64::new(0),
+        });
+        let handles = (0..self.workers)
+            .map(|_| runtime.spawn(worker(inner.clone())))
+            .collect();
+        Ok(Scheduler {
+            inner,
+            handles: Mutex::new(handles),
+        })
+    }
+}
+
+struct Inner {
+    registry: RwLock<Registry>,
+    queue: Mutex<Queue>,
+    /// Signalled when a job is queued or the scheduler closes.
+    work: Notify,
+    closed: AtomicBool,
+    pool: Pool,
+    clock: Arc<dyn Clock>,
+    observer: Arc<dyn Observer>,
+    workers: usize,
+    running: AtomicUsize,
+    admitted: AtomicU64,
+    rejected: AtomicU64,
+    completed: AtomicU64,
+}
+
+/// Admits invocations into a bounded priority queue and runs them on a fixed set of
+/// workers, in environments from its sandboxes kept warm per function version.
+///
+/// Queue order: higher [`Priority`](fnhub_core::Priority) first, then the earlier deadline,
+/// then arrival. An invocation whose deadline passes while it waits completes with
+/// [`ErrorKind::DeadlineExceeded`] without running.
+///
+/// Dropping the scheduler closes it: queued work still runs to completion on the runtime,
+/// but nothing waits for it. Call [`Scheduler::shutdown`] to wait.
+pub struct Scheduler {
+    inner: Arc<Inner>,
+    handles: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for Scheduler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scheduler")
+            .field("load", &self.snapshot())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Scheduler {
+    /// A builder with the defaults.
+    pub fn builder() -> SchedulerBuilder {
+        SchedulerBuilder {
+            workers: 16,
+            queue_capacity: 1024,
+            max_idle_per_version: None,
+            sandboxes: Vec::new(),
+            clock: Arc::new(SystemClock),
+            observer: Arc::new(NoObserver),
+        }
+    }
+
+    /// Deploys one version of a function. Deploying the same spec again is a no-op;
+    /// a different spec under a deployed version is refused (versions are immutable).
+    pub fn deploy(&self, spec: FunctionSpec) -> Result<Arc<FunctionSpec>, DeployError> {
+        if self.inner.pool.sandbox_for(&spec).is_none() {
+            return Err(DeployError::NoSandbox {
+                runtime: spec.runtime.kind(),
+                name: spec.name,
+            });
+        }
+        self.inner.registry.write().deploy(spec)
+    }
+
+    /// Creates or moves an alias of `function`.
+    pub fn set_alias(&self, function: &FunctionName, alias: Alias) -> Result<(), DeployError> {
+        self.inner.registry.write().set_alias(function, alias)
+    }
+
+    /// Every deployed spec.
+    pub fn deployed(&self) -> Vec<Arc<FunctionSpec>> {
+        self.inner.registry.read().specs().cloned().collect()
+    }
+
+    /// Admits `invocation`, or hands it back inside the error. The [`Ticket`] resolves to
+    /// its completion.
+    pub fn try_submit(&self, invocation: Invocation) -> Result<Ticket, SubmitError> {
+        let (tx, rx) = oneshot::channel();
+        let (id, function, version) = self.admit(invocation, Some(tx))?;
+        Ok(Ticket {
+            id,
+            function,
+            version,
+            rx,
+        })
+    }
+
+    /// Admits `invocation` without a ticket: its completion reaches only the
+    /// [`Observer`]. Cheaper than [`Scheduler::try_submit`] for fire-and-forget events.
+    pub fn try_submit_detached(&self, invocation: Invocation) -> Result<InvocationId, SubmitError> {
+        self.admit(invocation, None).map(|(id, _, _)| id)
+    }
+
+    fn admit(
+        &self,
+        invocation: Invocation,
+        reply: Option<oneshot::Sender<Completion>>,
+    ) -> Result<(InvocationId, FunctionName, Version), SubmitError> {
+        let inner = &*self.inner;
+        let result = (|| {
+            if inner.closed.load(Ordering::Acquire) {
+                return Err(SubmitError::ShuttingDown(invocation));
+            }
+            // The alias roll: the low bits of the id are random.
+            let roll = invocation.id.as_u128() as u64;
+            let Some(spec) = inner.registry.read().resolve(&invocation.function, roll) else {
+                return Err(SubmitError::UnknownFunction(invocation));
+            };
+            let mut queue = inner.queue.lock();
+            // Checked under the queue lock, so shutdown cannot slip between check and push.
+            if inner.closed.load(Ordering::Acquire) {
+                return Err(SubmitError::ShuttingDown(invocation));
+            }
+            if queue.is_full() {
+                return Err(SubmitError::Full(invocation));
+            }
+            inner.observer.on_admitted(&invocation, &spec);
+            let ids = (invocation.id, spec.name.clone(), spec.version);
+            let seq = queue.next_seq();
+            queue.push(Job {
+                seq,
+                invocation,
+                spec,
+                admitted_at: inner.clock.now(),
+                reply,
+            });
+            Ok(ids)
+        })();
+        match &result {
+            Ok(_) => {
+                inner.admitted.fetch_add(1, Ordering::Relaxed);
+                inner.work.notify_one();
+            }
+            Err(e) => {
+                inner.rejected.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!("fnhub_submit_rejected_total", "reason" => e.reason())
+                    .increment(1);
+                inner.observer.on_rejected(e);
+            }
+        }
+        result
+    }
+
+    /// Stops admitting, runs every admitted invocation to completion, stops the workers and
+    /// shuts down the warm environments. Every invocation admitted before the call gets its
+    /// completion. Calling it again waits for nothing more.
+    pub async fn shutdown(&self) {
+        self.close();
+        let handles: Vec<_> = std::mem::take(&mut *self.handles.lock());
+        for handle in handles {
+            // A worker only ends by returning; a panic inside a function is caught lower down.
+            let _ = handle.await;
+        }
+        self.inner.pool.drain().await;
+    }
+
+    fn close(&self) {
+        // Set under the queue lock so no admission is in flight past the check.
+        let _queue = self.inner.queue.lock();
+        self.inner.closed.store(true, Ordering::Release);
+        self.inner.work.notify_waiters();
+    }
+
+    /// Whether [`Scheduler::shutdown`] has begun.
+    pub fn is_closed(&self) -> bool {
+        self.inner.closed.load(Ordering::Acquire)
+    }
+
+    /// Idle environments kept warm now.
+    pub fn idle_environments(&self) -> usize {
+        self.inner.pool.idle_count()
+    }
+}
+
+impl LoadProbe for Scheduler {
+    fn snapshot(&self) -> LoadSnapshot {
+        let inner = &*self.inner;
+        let (queued, queue_capacity) = {
+            let q = inner.queue.lock();
+            (q.len(), q.capacity())
+        };
+        let mut s = LoadSnapshot::default();
+        s.queued = queued;
+        s.queue_capacity = queue_capacity;
+        s.running = inner.running.load(Ordering::Relaxed);
+        s.workers = inner.workers;
+        s.admitted_total = inner.admitted.load(Ordering::Relaxed);
+        s.rejected_total = inner.rejected.load(Ordering::Relaxed);
+        s.completed_total = inner.completed.load(Ordering::Relaxed);
+        s
+    }
+}
+
+impl Drop for Scheduler {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// Takes the next job, waiting for one; `None` once closed and drained.
+async fn next_job(inner: &Inner) -> Option<Job> {
+    loop {
+        let notified = inner.work.notified();
+        tokio::pin!(notified);
+        // Registered before looking, so a close between the look and the wait is not missed.
+        notified.as_mut().enable();
+        {
+            let mut queue = inner.queue.lock();
+            if let Some(job) = queue.pop() {
+                return Some(job);
+            }
+            if inner.closed.load(Ordering::Acquire) {
+                return None;
+            }
+        }
+        notified.await;
+    }
+}
+
+async fn worker(inner: Arc<Inner>) {
+    while let Some(job) = next_job(&inner).await {
+        inner.running.fetch_add(1, Ordering::Relaxed);
+        run(&inner, job).await;
+        inner.running.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+async fn run(inner: &Inner, job: Job) {
+    let Job {
+        invocation,
+        spec,
+        admitted_at,
+        reply,
+        ..
+    } = job;
+    let taken_at = inner.clock.now();
+    let id = invocation.id;
+    let expired = invocation
+        .context
+        .deadline
+        .is_some_and(|d| d <= inner.clock.system_time());
+    let (outcome, start) = if expired {
+        let error = FunctionError::new(
+            ErrorKind::DeadlineExceeded,
+            "the deadline passed while the invocation was queued",
+        );
+        (Err(error), Start::NotStarted)
+    } else {
+        match inner.pool.checkout(&spec).await {
+            Ok((env, start)) => {
+                let outcome = env.invoke(invocation).await;
+                inner.pool.checkin(&spec, env);
+                (outcome, start)
+            }
+            Err(error) => {
+                tracing::warn!(function = %spec.name, version = %spec.version, %error, "environment failed to start");
+                let error = FunctionError::new(ErrorKind::Rejected, error.to_string())
+                    .with_type("EnvironmentStartFailed");
+                (Err(error), Start::NotStarted)
+            }
+        }
+    };
+    let done_at = inner.clock.now();
+    let completion = Completion {
+        id,
+        function: spec.name.clone(),
+        version: spec.version,
+        outcome,
+        start,
+        queued: taken_at.saturating_duration_since(admitted_at),
+        ran: done_at.saturating_duration_since(taken_at),
+    };
+    inner.completed.fetch_add(1, Ordering::Relaxed);
+    record_metrics(&completion);
+    inner.observer.on_completed(&completion, &spec);
+    if let Some(reply) = reply {
+        // The caller may have dropped its ticket; that is fine.
+        let _ = reply.send(completion);
+    }
+}
+
+fn record_metrics(c: &Completion) {
+    let outcome = match &c.outcome {
+        Ok(_) => "ok",
+        Err(e) => e.kind.as_str(),
+    };
+    metrics::counter!(
+        "fnhub_invocations_total",
+        "function" => c.function.to_string(),
+        "outcome" => outcome,
+        "start" => c.start.as_str(),
+    )
+    .increment(1);
+    metrics::histogram!("fnhub_invocation_queued_seconds").record(c.queued.as_secs_f64());
+    metrics::histogram!("fnhub_invocation_run_seconds").record(c.ran.as_secs_f64());
+}

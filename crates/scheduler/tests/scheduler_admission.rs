@@ -1,0 +1,283 @@
+//! Admission, ordering, deadlines, failures and shutdown of the scheduler, with real
+//! in-process functions.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use fnhub_core::{
+    ErrorKind, FunctionName, FunctionSpec, Invocation, LoadProbe, Priority, from_fn,
+};
+use fnhub_sandbox::InProcessSandbox;
+use fnhub_scheduler::{DeployError, Scheduler, Start, SubmitError};
+use parking_lot::Mutex;
+use tokio::sync::Semaphore;
+
+fn name(s: &str) -> FunctionName {
+    FunctionName::new(s).unwrap()
+}
+
+/// A function that waits for a permit of `gate` and records its payload in `order`.
+fn gated(sandbox: &InProcessSandbox, gate: Arc<Semaphore>, order: Arc<Mutex<Vec<String>>>) {
+    sandbox.register(
+        "gated",
+        from_fn(move |inv: Invocation| {
+            let gate = gate.clone();
+            let order = order.clone();
+            async move {
+                gate.acquire().await.unwrap().forget();
+                order
+                    .lock()
+                    .push(String::from_utf8_lossy(&inv.payload).into_owned());
+                Ok(inv.payload)
+            }
+        }),
+    );
+}
+
+async fn wait_running(s: &Scheduler, n: usize) {
+    for _ in 0..1000 {
+        if s.snapshot().running == n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    panic!("never reached {n} running");
+}
+
+#[tokio::test]
+async fn full_queue_hands_the_invocation_back() {
+    let sandbox = InProcessSandbox::new();
+    let gate = Arc::new(Semaphore::new(0));
+    gated(&sandbox, gate.clone(), Arc::default());
+    let s = Scheduler::builder()
+        .workers(1)
+        .queue_capacity(2)
+        .sandbox(Arc::new(sandbox))
+        .build()
+        .unwrap();
+    s.deploy(FunctionSpec::in_process(name("gated"))).unwrap();
+
+    let first = s.try_submit(Invocation::new("gated".parse().unwrap(), "0")).unwrap();
+    wait_running(&s, 1).await;
+    let queued: Vec<_> = (1..=2)
+        .map(|i| {
+            s.try_submit(Invocation::new("gated".parse().unwrap(), i.to_string()))
+                .unwrap()
+        })
+        .collect();
+
+    let extra = Invocation::new("gated".parse().unwrap(), "overflow");
+    let extra_id = extra.id;
+    match s.try_submit(extra) {
+        Err(SubmitError::Full(back)) => {
+            assert_eq!(back.id, extra_id);
+            assert_eq!(back.payload, Bytes::from_static(b"overflow"));
+        }
+        other => panic!("expected Full, got {other:?}"),
+    }
+    let load = s.snapshot();
+    assert_eq!((load.queued, load.queue_capacity, load.rejected_total), (2, 2, 1));
+
+    gate.add_permits(3);
+    assert_eq!(&first.await.outcome.unwrap()[..], b"0");
+    for t in queued {
+        assert!(t.await.outcome.is_ok());
+    }
+    s.shutdown().await;
+}
+
+#[tokio::test]
+async fn runs_by_priority_then_deadline_then_arrival() {
+    let sandbox = InProcessSandbox::new();
+    let gate = Arc::new(Semaphore::new(0));
+    let order = Arc::new(Mutex::new(Vec::new()));
+    gated(&sandbox, gate.clone(), order.clone());
+    let s = Scheduler::builder()
+        .workers(1)
+        .sandbox(Arc::new(sandbox))
+        .build()
+        .unwrap();
+    s.deploy(FunctionSpec::in_process(name("gated"))).unwrap();
+
+    let blocker = s.try_submit(Invocation::new("gated".parse().unwrap(), "blocker")).unwrap();
+    wait_running(&s, 1).await;
+
+    let far = SystemTime::now() + Duration::from_secs(600);
+    let near = SystemTime::now() + Duration::from_secs(300);
+    let cases = [
+        ("low", Priority::LOW, None),
+        ("normal-a", Priority::NORMAL, None),
+        ("normal-far", Priority::NORMAL, Some(far)),
+        ("high", Priority::HIGH, None),
+        ("normal-near", Priority::NORMAL, Some(near)),
+        ("normal-b", Priority::NORMAL, None),
+    ];
+    let mut tickets = Vec::new();
+    for (label, priority, deadline) in cases {
+        let mut inv = Invocation::new("gated".parse().unwrap(), label);
+        inv.context.priority = priority;
+        inv.context.deadline = deadline;
+        tickets.push(s.try_submit(inv).unwrap());
+    }
+    gate.add_permits(100);
+    blocker.await;
+    for t in tickets {
+        t.await;
+    }
+    assert_eq!(
+        *order.lock(),
+        ["blocker", "high", "normal-near", "normal-far", "normal-a", "normal-b", "low"]
+    );
+    s.shutdown().await;
+}
+
+#[tokio::test]
+async fn deadline_passing_in_the_queue_completes_without_running() {
+    let sandbox = InProcessSandbox::new();
+    let gate = Arc::new(Semaphore::new(0));
+    let order = Arc::new(Mutex::new(Vec::new()));
+    gated(&sandbox, gate.clone(), order.clone());
+    let s = Scheduler::builder()
+        .workers(1)
+        .sandbox(Arc::new(sandbox))
+        .build()
+        .unwrap();
+    s.deploy(FunctionSpec::in_process(name("gated"))).unwrap();
+    let blocker = s.try_submit(Invocation::new("gated".parse().unwrap(), "blocker")).unwrap();
+    wait_running(&s, 1).await;
+
+    let mut inv = Invocation::new("gated".parse().unwrap(), "expires");
+    inv.context.deadline = Some(SystemTime::now() + Duration::from_millis(20));
+    let ticket = s.try_submit(inv).unwrap();
+    tokio::time::sleep(Duration::from_millis(40)).await;
+    gate.add_permits(10);
+    blocker.await;
+    let c = ticket.await;
+    assert_eq!(c.outcome.unwrap_err().kind, ErrorKind::DeadlineExceeded);
+    assert_eq!(c.start, Start::NotStarted);
+    assert_eq!(*order.lock(), ["blocker"], "the expired invocation must not run");
+    s.shutdown().await;
+}
+
+#[tokio::test]
+async fn panics_and_timeouts_get_their_kinds_and_serving_goes_on() {
+    let sandbox = InProcessSandbox::new();
+    sandbox.register(
+        "moody",
+        from_fn(|inv: Invocation| async move {
+            match &inv.payload[..] {
+                b"panic" => panic!("bad reading"),
+                b"hang" => {
+                    tokio::time::sleep(Duration::from_secs(30)).await;
+                    Ok(inv.payload)
+                }
+                b"fail" => Err(fnhub_core::FunctionError::handled("rejected reading")),
+                _ => Ok(inv.payload),
+            }
+        }),
+    );
+    let s = Scheduler::builder()
+        .workers(2)
+        .sandbox(Arc::new(sandbox))
+        .build()
+        .unwrap();
+    s.deploy(
+        FunctionSpec::in_process(name("moody")).with_timeout(Duration::from_millis(50)),
+    )
+    .unwrap();
+    let call = |p: &'static str| s.try_submit(Invocation::new("moody".parse().unwrap(), p)).unwrap();
+
+    assert_eq!(call("panic").await.outcome.unwrap_err().kind, ErrorKind::Crashed);
+    assert_eq!(call("hang").await.outcome.unwrap_err().kind, ErrorKind::Timeout);
+    assert_eq!(call("fail").await.outcome.unwrap_err().kind, ErrorKind::Handled);
+    for _ in 0..10 {
+        assert_eq!(&call("ok").await.outcome.unwrap()[..], b"ok");
+    }
+    assert_eq!(s.snapshot().completed_total, 13);
+    s.shutdown().await;
+}
+
+#[tokio::test]
+async fn first_call_is_cold_then_warm() {
+    let sandbox = InProcessSandbox::new();
+    sandbox.register("echo", from_fn(|inv: Invocation| async move { Ok(inv.payload) }));
+    let s = Scheduler::builder()
+        .workers(1)
+        .sandbox(Arc::new(sandbox))
+        .build()
+        .unwrap();
+    s.deploy(FunctionSpec::in_process(name("echo"))).unwrap();
+    let call = || s.try_submit(Invocation::new("echo".parse().unwrap(), "x")).unwrap();
+    assert_eq!(call().await.start, Start::Cold);
+    assert_eq!(call().await.start, Start::Warm);
+    assert_eq!(s.idle_environments(), 1);
+    s.shutdown().await;
+    assert_eq!(s.idle_environments(), 0);
+}
+
+#[tokio::test]
+async fn unknown_functions_and_unrunnable_specs() {
+    let sandbox = InProcessSandbox::new();
+    let s = Scheduler::builder().sandbox(Arc::new(sandbox)).build().unwrap();
+
+    let inv = Invocation::new("ghost".parse().unwrap(), "x");
+    assert!(matches!(s.try_submit(inv), Err(SubmitError::UnknownFunction(i)) if &i.payload[..] == b"x"));
+
+    let wasm = FunctionSpec::new(
+        name("w"),
+        fnhub_core::Runtime::Wasm { module: "m.wat".into(), export: "handle".into() },
+    );
+    assert!(matches!(s.deploy(wasm), Err(DeployError::NoSandbox { runtime: "wasm", .. })));
+
+    // Deployed, but no handler registered: the environment fails to start.
+    s.deploy(FunctionSpec::in_process(name("unregistered"))).unwrap();
+    let c = s
+        .try_submit(Invocation::new("unregistered".parse().unwrap(), "x"))
+        .unwrap()
+        .await;
+    let err = c.outcome.unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Rejected);
+    assert!(err.message.contains("unregistered"), "{}", err.message);
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_completes_every_admitted_invocation() {
+    let sandbox = InProcessSandbox::new();
+    let ran = Arc::new(AtomicUsize::new(0));
+    let counter = ran.clone();
+    sandbox.register(
+        "work",
+        from_fn(move |inv: Invocation| {
+            let counter = counter.clone();
+            async move {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                counter.fetch_add(1, Ordering::SeqCst);
+                Ok(inv.payload)
+            }
+        }),
+    );
+    let s = Arc::new(
+        Scheduler::builder()
+            .workers(4)
+            .queue_capacity(10_000)
+            .sandbox(Arc::new(sandbox))
+            .build()
+            .unwrap(),
+    );
+    s.deploy(FunctionSpec::in_process(name("work"))).unwrap();
+
+    let tickets: Vec<_> = (0..500)
+        .map(|i| s.try_submit(Invocation::new("work".parse().unwrap(), i.to_string())).unwrap())
+        .collect();
+    s.shutdown().await;
+
+    let late = Invocation::new("work".parse().unwrap(), "late");
+    assert!(matches!(s.try_submit(late), Err(SubmitError::ShuttingDown(_))));
+    assert_eq!(ran.load(Ordering::SeqCst), 500, "shutdown returned before the queue drained");
+    for (i, t) in tickets.into_iter().enumerate() {
+        assert_eq!(t.await.outcome.unwrap(), Bytes::from(i.to_string()));
+    }
+}
