@@ -31,6 +31,9 @@ pub struct Headers(Vec<(String, String)>);
 impl Headers {
     /// The header carrying W3C trace context.
     pub const TRACEPARENT: &'static str = "traceparent";
+    /// The header carrying the causal depth of an event (see
+    /// [`InvocationContext::depth`](crate::InvocationContext::depth)).
+    pub const DEPTH: &'static str = "fnhub-depth";
 
     /// No headers.
     pub fn new() -> Headers {
@@ -80,6 +83,13 @@ impl Headers {
     pub fn trace(&self) -> Option<TraceParent> {
         self.get(Self::TRACEPARENT)?.parse().ok()
     }
+
+    /// The causal depth header; 0 when absent. A value that is not a number counts as
+    /// `u32::MAX`, so a forged header cannot reset a loop's count.
+    pub fn depth(&self) -> u32 {
+        self.get(Self::DEPTH)
+            .map_or(0, |v| v.parse().unwrap_or(u32::MAX))
+    }
 }
 
 /// A message on a topic.
@@ -113,6 +123,12 @@ impl Event {
         self.headers.insert(Headers::TRACEPARENT, trace.to_string());
         self
     }
+
+    /// Sets the causal depth header.
+    pub fn with_depth(mut self, depth: u32) -> Event {
+        self.headers.insert(Headers::DEPTH, depth.to_string());
+        self
+    }
 }
 
 #[cfg(test)]
@@ -135,5 +151,15 @@ mod tests {
         let t = TraceParent::new_root();
         let e = Event::new("a/b", "x", EventSource::Local).with_trace(t);
         assert_eq!(e.headers.trace(), Some(t));
+    }
+
+    #[test]
+    fn depth_defaults_to_zero_and_garbage_counts_as_deep() {
+        let e = Event::new("a", "x", EventSource::Local);
+        assert_eq!(e.headers.depth(), 0);
+        assert_eq!(e.clone().with_depth(3).headers.depth(), 3);
+        let mut forged = e;
+        forged.headers.insert(Headers::DEPTH, "-1");
+        assert_eq!(forged.headers.depth(), u32::MAX);
     }
 }

@@ -111,6 +111,12 @@ pub struct InvocationContext {
     pub parent: Option<ExecutionId>,
     /// Delivery attempt, from 1.
     pub attempt: u32,
+    /// The topic of the event that triggered this invocation, when an event did (the
+    /// "subject" a handler reads to know which device spoke).
+    pub topic: Option<String>,
+    /// How many invocations and events led to this one: 0 for a call from outside. Hubs
+    /// refuse chains deeper than their limit, which stops a function that triggers itself.
+    pub depth: u32,
 }
 
 impl Default for InvocationContext {
@@ -124,6 +130,8 @@ impl Default for InvocationContext {
             affinity_key: None,
             parent: None,
             attempt: 1,
+            topic: None,
+            depth: 0,
         }
     }
 }
