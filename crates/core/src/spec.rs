@@ -226,7 +226,10 @@ pub struct FunctionSpec {
     pub sidecars: Vec<SidecarSpec>,
     /// Host requirements.
     pub placement: Placement,
-    /// Topic its successful outputs are published on, if any.
+    /// Topic its successful outputs are published on, if any. `{N}` stands for level `N`
+    /// (from 0) of the topic of the event that triggered the invocation, so
+    /// `smoothed/{1}` turns `sensors/dev-7/temperature` into `smoothed/dev-7`. Empty outputs
+    /// are not published.
     pub output_topic: Option<String>,
 }
 

@@ -1,1 +1,76 @@
-//! x
+//! fnhub: an embeddable edge hub and cloud runtime for running functions on demand.
+//!
+//! This crate assembles the fnhub libraries. [`EdgeHub`] puts together the router
+//! (`fnhub-router`: topics, flows, local bus), the scheduler (`fnhub-scheduler`: bounded
+//! admission, priority and deadline order, warm environments), the sandboxes
+//! (`fnhub-sandbox`: in-process today) and a checkpoint store (`fnhub-checkpoint`).
+//!
+//! The way of one event: [`EdgeHub::publish`] hands it to the router, which delivers it to
+//! local subscribers and returns the functions its flows target; each becomes an
+//! [`Invocation`] carrying the event's topic, trace context and depth; the scheduler runs it
+//! in a warm environment; a successful, non-empty output is published on the function's
+//! output topic, a hop deeper.
+//!
+//! # Example
+//!
+//! ```
+//! use fnhub::{EdgeHub, Event, EventSource, Flow, FunctionName, FunctionSpec, Invocation, from_fn};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let double = from_fn(|inv: Invocation| async move {
+//!     let n: f64 = std::str::from_utf8(&inv.payload).unwrap_or("").parse().unwrap_or(0.0);
+//!     Ok((n * 2.0).to_string().into())
+//! });
+//! let hub = EdgeHub::builder()
+//!     .function(
+//!         FunctionSpec::in_process(FunctionName::new("double")?).with_output_topic("doubled/{1}"),
+//!         double,
+//!     )
+//!     .flow(Flow::parse("device:*", "sensors/+/value", "function:double")?)
+//!     .build()?;
+//!
+//! let mut doubled = hub.subscribe("doubled/#", 16)?;
+//! hub.publish(Event::new("sensors/d1/value", "21", EventSource::Device("d1".into())))?;
+//! let out = doubled.recv().await.expect("an output");
+//! assert_eq!((out.topic.as_str(), &out.payload[..]), ("doubled/d1", &b"42"[..]));
+//!
+//! assert_eq!(hub.invoke("double".parse()?, "1.5").await?, Ok("3".into()));
+//! hub.shutdown().await;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Cargo features
+//!
+//! - `serde`: serde support for the core data types.
+//!
+//! Planned, not built yet: `mqtt`, `nats`, `http` (router bridges and front door), `wasm`
+//! (WebAssembly sandbox).
+
+#![warn(missing_docs)]
+#![forbid(unsafe_code)]
+
+mod edge;
+mod stats;
+
+pub use edge::{EdgeHub, EdgeHubBuilder, HubError, PublishError, PublishReport};
+pub use stats::{FunctionStats, HubStats, LatencySummary};
+
+pub use fnhub_core::{
+    Alias, AliasName, CapabilityProfile, Checkpoint, CheckpointStore, Clock, ErrorKind, Event,
+    EventSource, ExecutionId, Function, FunctionError, FunctionName, FunctionRef, FunctionSpec,
+    Headers, Invocation, InvocationContext, InvocationId, LoadProbe, LoadSnapshot, ManualClock,
+    Outcome, Principal, Priority, Qualifier, Runtime, SystemClock, TraceParent, Version, from_fn,
+};
+pub use fnhub_router::{Flow, FlowId, SourceFilter, Subscription, Target};
+pub use fnhub_scheduler::{Completion, Start, SubmitError};
+
+/// The libraries this crate assembles, for what it does not re-export.
+pub mod libs {
+    pub use fnhub_checkpoint as checkpoint;
+    pub use fnhub_core as core;
+    pub use fnhub_router as router;
+    pub use fnhub_sandbox as sandbox;
+    pub use fnhub_scheduler as scheduler;
+}

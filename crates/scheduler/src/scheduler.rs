@@ -8,7 +8,8 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use fnhub_core::{
-    Alias, Clock, ErrorKind, FunctionError, FunctionName, FunctionSpec, Invocation, InvocationId,
+    Alias, Clock, ErrorKind, FunctionError, FunctionName, FunctionSpec, Invocation,
+    InvocationContext, InvocationId,
     LoadProbe, LoadSnapshot, Outcome, Sandbox, SystemClock, Version,
 };
 use parking_lot::{Mutex, RwLock};
@@ -81,6 +82,8 @@ pub struct Completion {
     pub function: FunctionName,
     /// The exact version it was resolved to at admission.
     pub version: Version,
+    /// The context it was invoked with (trace, topic, depth, principal...).
+    pub context: InvocationContext,
     /// Its result.
     pub outcome: Outcome,
     /// Cold or warm start.
@@ -136,6 +139,7 @@ impl Future for Ticket {
                 id: self.id,
                 function: self.function.clone(),
                 version: self.version,
+                context: InvocationContext::default(),
                 outcome: Err(FunctionError::new(
                     ErrorKind::Cancelled,
                     "the scheduler stopped before the invocation completed",
@@ -480,6 +484,7 @@ async fn run(inner: &Inner, job: Job) {
     } = job;
     let taken_at = inner.clock.now();
     let id = invocation.id;
+    let context = invocation.context.clone();
     let expired = invocation
         .context
         .deadline
@@ -510,6 +515,7 @@ async fn run(inner: &Inner, job: Job) {
         id,
         function: spec.name.clone(),
         version: spec.version,
+        context,
         outcome,
         start,
         queued: taken_at.saturating_duration_since(admitted_at),

@@ -1,0 +1,454 @@
+//! The edge hub: router + scheduler + sandboxes + checkpoint store.
+
+use std::sync::{Arc, OnceLock, Weak};
+
+use bytes::Bytes;
+use fnhub_checkpoint::MemoryStore;
+use fnhub_core::{
+    CheckpointStore, Clock, Event, EventSource, Function, FunctionRef, FunctionSpec,
+    Invocation, InvocationContext, LoadProbe, LoadSnapshot, Outcome, Runtime, Sandbox,
+    SystemClock,
+};
+use fnhub_router::topic::{TopicError, TopicFilter, expand_template};
+use fnhub_router::{Flow, FlowId, RouteError, Router, Subscription, Target};
+use fnhub_sandbox::InProcessSandbox;
+use fnhub_scheduler::{
+    BuildError, Completion, DeployError, Observer, Scheduler, Start, SubmitError,
+};
+
+use crate::stats::{HubStats, Stats};
+
+/// The hub could not be built or changed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum HubError {
+    /// The scheduler could not start.
+    #[error("the scheduler could not start")]
+    Scheduler(#[from] BuildError),
+    /// A function could not be deployed.
+    #[error("a function could not be deployed")]
+    Deploy(#[from] DeployError),
+    /// A flow targets a function that is not deployed.
+    #[error("flow {flow} targets {function}, which is not deployed")]
+    UnknownFlowTarget {
+        /// The flow, as text.
+        flow: String,
+        /// The missing function.
+        function: FunctionRef,
+    },
+    /// A handler was given with a spec whose runtime is not in-process.
+    #[error("{0} is given a handler but its runtime is not in-process")]
+    NotInProcess(fnhub_core::FunctionName),
+    /// An in-process spec names a handler that is not registered.
+    #[error("{function} names handler {handler:?}, which is not registered")]
+    NoHandler {
+        /// The function.
+        function: fnhub_core::FunctionName,
+        /// The handler name.
+        handler: String,
+    },
+}
+
+/// An event was not accepted by the hub. The event is handed back inside.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PublishError {
+    /// The router refused it.
+    #[error(transparent)]
+    Route(#[from] RouteError),
+}
+
+/// What publishing one event did.
+#[derive(Debug, Default)]
+#[non_exhaustive]
+pub struct PublishReport {
+    /// Invocations admitted.
+    pub invocations: usize,
+    /// Deliveries to local subscribers.
+    pub delivered: usize,
+    /// Local subscribers skipped because their queue was full.
+    pub full: usize,
+    /// Invocations refused at admission, each handed back for the caller to retry or drop.
+    pub rejected: Vec<SubmitError>,
+}
+
+/// Builds an [`EdgeHub`].
+pub struct EdgeHubBuilder {
+    name: String,
+    workers: usize,
+    queue_capacity: usize,
+    max_depth: u32,
+    in_process: InProcessSandbox,
+    sandboxes: Vec<Arc<dyn Sandbox>>,
+    functions: Vec<FunctionSpec>,
+    flows: Vec<Flow>,
+    store: Option<Arc<dyn CheckpointStore>>,
+    clock: Arc<dyn Clock>,
+    error: Option<HubError>,
+}
+
+impl std::fmt::Debug for EdgeHubBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EdgeHubBuilder")
+            .field("name", &self.name)
+            .field("functions", &self.functions.len())
+            .field("flows", &self.flows.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl EdgeHubBuilder {
+    /// The hub's name, recorded in checkpoints it takes. Default `fnhub`.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// Invocations that run at once. Default 16.
+    pub fn workers(mut self, workers: usize) -> Self {
+        self.workers = workers;
+        self
+    }
+
+    /// Invocations that may wait for a worker before admission refuses more. Default 1024.
+    pub fn queue_capacity(mut self, capacity: usize) -> Self {
+        self.queue_capacity = capacity;
+        self
+    }
+
+    /// Longest chain of republishes and function outputs an event may start. Default 16.
+    pub fn max_depth(mut self, max_depth: u32) -> Self {
+        self.max_depth = max_depth;
+        self
+    }
+
+    /// Deploys a native function: `spec` must have an in-process runtime (see
+    /// [`FunctionSpec::in_process`]), and `handler` is registered under its handler name.
+    /// A spec of another runtime makes [`build`](Self::build) fail with
+    /// [`HubError::NotInProcess`].
+    pub fn function(mut self, spec: FunctionSpec, handler: impl Function) -> Self {
+        match &spec.runtime {
+            Runtime::InProcess { handler: key } => {
+                self.in_process.register(key.clone(), handler);
+            }
+            _ => {
+                self.error
+                    .get_or_insert(HubError::NotInProcess(spec.name.clone()));
+            }
+        }
+        self.functions.push(spec);
+        self
+    }
+
+    /// Deploys a function that runs in one of the added sandboxes.
+    pub fn deploy(mut self, spec: FunctionSpec) -> Self {
+        self.functions.push(spec);
+        self
+    }
+
+    /// Adds a sandbox backend (process, wasm...). The in-process sandbox is always there.
+    pub fn sandbox(mut self, sandbox: Arc<dyn Sandbox>) -> Self {
+        self.sandboxes.push(sandbox);
+        self
+    }
+
+    /// Adds a flow.
+    pub fn flow(mut self, flow: Flow) -> Self {
+        self.flows.push(flow);
+        self
+    }
+
+    /// Where checkpoints of suspended executions go. Default: a [`MemoryStore`].
+    pub fn checkpoint_store(mut self, store: Arc<dyn CheckpointStore>) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    /// The clock. Default: the system clock.
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Starts the hub on the current tokio runtime.
+    pub fn build(self) -> Result<EdgeHub, HubError> {
+        if let Some(error) = self.error {
+            return Err(error);
+        }
+        let observer = Arc::new(HubObserver {
+            hub: OnceLock::new(),
+        });
+        let in_process = self.in_process.with_clock(self.clock.clone());
+        let mut scheduler = Scheduler::builder()
+            .workers(self.workers)
+            .queue_capacity(self.queue_capacity)
+            .clock(self.clock.clone())
+            .observer(observer.clone())
+            .sandbox(Arc::new(in_process.clone()));
+        for sandbox in self.sandboxes {
+            scheduler = scheduler.sandbox(sandbox);
+        }
+        let scheduler = scheduler.build()?;
+        let router = Router::new().with_max_depth(self.max_depth);
+        let inner = Arc::new(HubInner {
+            name: self.name,
+            router,
+            scheduler,
+            in_process,
+            store: self
+                .store
+                .unwrap_or_else(|| Arc::new(MemoryStore::new())),
+            stats: Stats::new(),
+        });
+        let hub = EdgeHub { inner };
+        for spec in self.functions {
+            hub.deploy(spec)?;
+        }
+        for flow in self.flows {
+            hub.add_flow(flow)?;
+        }
+        // Only now may completions publish outputs through the hub.
+        let _ = observer.hub.set(Arc::downgrade(&hub.inner));
+        Ok(hub)
+    }
+}
+
+struct HubInner {
+    name: String,
+    router: Router,
+    scheduler: Scheduler,
+    in_process: InProcessSandbox,
+    store: Arc<dyn CheckpointStore>,
+    stats: Stats,
+}
+
+/// Feeds completions into the hub's stats and publishes outputs on output topics.
+struct HubObserver {
+    hub: OnceLock<Weak<HubInner>>,
+}
+
+impl Observer for HubObserver {
+    fn on_completed(&self, c: &Completion, spec: &FunctionSpec) {
+        let Some(hub) = self.hub.get().and_then(Weak::upgrade) else {
+            return;
+        };
+        let outcome = match &c.outcome {
+            Ok(_) => "ok",
+            Err(e) => e.kind.as_str(),
+        };
+        hub.stats
+            .completed(&c.function, outcome, c.start == Start::Cold, c.queued + c.ran);
+        if let (Ok(output), Some(template)) = (&c.outcome, &spec.output_topic)
+            && !output.is_empty()
+        {
+            hub.publish_output(c, template, output.clone());
+        }
+    }
+}
+
+impl HubInner {
+    fn publish_output(&self, c: &Completion, template: &str, payload: Bytes) {
+        let trigger = c.context.topic.as_deref().unwrap_or("");
+        let topic = match expand_template(template, trigger) {
+            Ok(t) => t,
+            Err(error) => {
+                Stats::add(&self.stats.counters.events_refused, 1);
+                tracing::warn!(function = %c.function, %error, "output topic does not fit; output dropped");
+                return;
+            }
+        };
+        let event = Event::new(
+            topic.as_str(),
+            payload,
+            EventSource::Function(c.function.clone()),
+        )
+        .with_trace(c.context.trace.child())
+        .with_depth(c.context.depth.saturating_add(1));
+        Stats::add(&self.stats.counters.events_out, 1);
+        match self.route(event) {
+            Ok(report) => {
+                for rejected in report.rejected {
+                    tracing::warn!(function = %c.function, error = %rejected, "invocation triggered by an output was not admitted");
+                }
+            }
+            Err(error) => {
+                tracing::warn!(function = %c.function, %error, "output event refused");
+            }
+        }
+    }
+
+    fn route(&self, event: Event) -> Result<PublishReport, PublishError> {
+        let dispatch = self.router.dispatch(event).inspect_err(|_| {
+            Stats::add(&self.stats.counters.events_refused, 1);
+        })?;
+        let c = &self.stats.counters;
+        Stats::add(&c.delivered, dispatch.delivered);
+        Stats::add(&c.delivery_full, dispatch.full);
+        Stats::add(&c.events_refused, dispatch.refused);
+        let mut report = PublishReport {
+            delivered: dispatch.delivered,
+            full: dispatch.full,
+            ..PublishReport::default()
+        };
+        for (function, event) in dispatch.invocations {
+            match self.scheduler.try_submit_detached(invocation_for(function, event)) {
+                Ok(_) => report.invocations += 1,
+                Err(e) => report.rejected.push(e),
+            }
+        }
+        Stats::add(&c.rejected, report.rejected.len());
+        Ok(report)
+    }
+}
+
+/// The invocation an event triggers: its payload, its topic, its trace context (or a new
+/// trace) and its depth.
+fn invocation_for(function: FunctionRef, event: Event) -> Invocation {
+    let mut context = InvocationContext::default();
+    if let Some(trace) = event.headers.trace() {
+        context.trace = trace;
+    }
+    context.tracestate = event.headers.get("tracestate").map(str::to_owned);
+    context.depth = event.headers.depth();
+    context.topic = Some(event.topic);
+    Invocation::new(function, event.payload).with_context(context)
+}
+
+/// An edge hub: routes events to functions and local subscribers, runs functions in warm
+/// environments under a bounded scheduler, and publishes their outputs.
+///
+/// Cheap to clone; clones are handles to the same hub.
+#[derive(Clone)]
+pub struct EdgeHub {
+    inner: Arc<HubInner>,
+}
+
+impl std::fmt::Debug for EdgeHub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EdgeHub")
+            .field("name", &self.inner.name)
+            .field("router", &self.inner.router)
+            .field("scheduler", &self.inner.scheduler)
+            .finish()
+    }
+}
+
+impl EdgeHub {
+    /// A builder with the defaults: 16 workers, a queue of 1024, a memory checkpoint store,
+    /// the system clock.
+    pub fn builder() -> EdgeHubBuilder {
+        EdgeHubBuilder {
+            name: "fnhub".to_owned(),
+            workers: 16,
+            queue_capacity: 1024,
+            max_depth: Router::DEFAULT_MAX_DEPTH,
+            in_process: InProcessSandbox::new(),
+            sandboxes: Vec::new(),
+            functions: Vec::new(),
+            flows: Vec::new(),
+            store: None,
+            clock: Arc::new(SystemClock),
+            error: None,
+        }
+    }
+
+    /// The hub's name.
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// Publishes an event from outside the hub: delivers it to local subscribers and starts
+    /// the invocations its flows ask for. Does not wait for them.
+    ///
+    /// Invocations that admission refuses are handed back in
+    /// [`PublishReport::rejected`]; an event the router refuses is handed back in the error.
+    pub fn publish(&self, event: Event) -> Result<PublishReport, PublishError> {
+        Stats::add(&self.inner.stats.counters.events_in, 1);
+        self.inner.route(event)
+    }
+
+    /// Runs `function` with `payload` and waits for its outcome. A refused admission hands
+    /// the invocation back.
+    pub async fn invoke(
+        &self,
+        function: FunctionRef,
+        payload: impl Into<Bytes>,
+    ) -> Result<Outcome, SubmitError> {
+        let completion = self.call(Invocation::new(function, payload)).await?;
+        Ok(completion.outcome)
+    }
+
+    /// Runs an invocation built by the caller (trace context, deadline, priority,
+    /// principal...) and waits for its completion, with its start kind and timings.
+    pub async fn call(&self, invocation: Invocation) -> Result<Completion, SubmitError> {
+        let ticket = self.inner.scheduler.try_submit(invocation).inspect_err(|_| {
+            Stats::add(&self.inner.stats.counters.rejected, 1);
+        })?;
+        Ok(ticket.await)
+    }
+
+    /// Adds a flow at run time. Its function target must be deployed.
+    pub fn add_flow(&self, flow: Flow) -> Result<FlowId, HubError> {
+        if let Target::Function(function) = &flow.target {
+            let deployed = self.inner.scheduler.deployed();
+            if !deployed.iter().any(|s| s.name == function.name) {
+                return Err(HubError::UnknownFlowTarget {
+                    flow: format!("{} {} -> {}", flow.source, flow.filter, flow.target),
+                    function: function.clone(),
+                });
+            }
+        }
+        Ok(self.inner.router.add_flow(flow))
+    }
+
+    /// Removes a flow, returning it.
+    pub fn remove_flow(&self, id: FlowId) -> Option<Flow> {
+        self.inner.router.remove_flow(id)
+    }
+
+    /// Deploys another function version at run time (in a sandbox the hub already has).
+    ///
+    /// An in-process spec whose handler is not registered is refused.
+    pub fn deploy(&self, spec: FunctionSpec) -> Result<(), HubError> {
+        if let Runtime::InProcess { handler } = &spec.runtime
+            && !self.inner.in_process.contains(handler)
+        {
+            return Err(HubError::NoHandler {
+                function: spec.name,
+                handler: handler.clone(),
+            });
+        }
+        self.inner.scheduler.deploy(spec)?;
+        Ok(())
+    }
+
+    /// Subscribes to events on `filter` with a queue of `capacity`; see
+    /// [`Subscription`]. A full queue skips (and counts) events rather than slowing the hub.
+    pub fn subscribe(&self, filter: &str, capacity: usize) -> Result<Subscription, TopicError> {
+        let filter: TopicFilter = filter.parse()?;
+        Ok(self.inner.router.subscribe(filter, capacity))
+    }
+
+    /// The checkpoint store.
+    pub fn checkpoint_store(&self) -> &Arc<dyn CheckpointStore> {
+        &self.inner.store
+    }
+
+    /// Counters and latency since start.
+    pub fn stats(&self) -> HubStats {
+        self.inner.stats.snapshot()
+    }
+
+    /// Stops admitting work, runs every admitted invocation to completion and stops the
+    /// workers. Outputs of those last invocations still reach local subscribers; the
+    /// invocations they would trigger are refused (and counted as rejected).
+    pub async fn shutdown(&self) {
+        self.inner.scheduler.shutdown().await;
+    }
+}
+
+impl LoadProbe for EdgeHub {
+    fn snapshot(&self) -> LoadSnapshot {
+        self.inner.scheduler.snapshot()
+    }
+}

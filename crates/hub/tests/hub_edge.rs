@@ -1,0 +1,265 @@
+//! The edge hub end to end: events in, functions run, outputs out; failures, overload,
+//! loops and shutdown.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use fnhub::{
+    EdgeHub, ErrorKind, Event, EventSource, Flow, FunctionError, FunctionName, FunctionSpec,
+    HubError, Invocation, SubmitError, TraceParent, from_fn,
+};
+use tokio::sync::Semaphore;
+
+fn name(s: &str) -> FunctionName {
+    FunctionName::new(s).unwrap()
+}
+
+fn reading(device: &str, value: &str) -> Event {
+    Event::new(
+        format!("sensors/{device}/temperature"),
+        value.to_owned(),
+        EventSource::Device(device.to_owned()),
+    )
+}
+
+fn parse(inv: &Invocation) -> Result<f64, FunctionError> {
+    std::str::from_utf8(&inv.payload)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| FunctionError::handled("not a number").with_type("BadReading"))
+}
+
+#[tokio::test]
+async fn events_flow_through_functions_to_subscribers_with_their_trace() {
+    let hub = EdgeHub::builder()
+        .function(
+            FunctionSpec::in_process(name("celsius")).with_output_topic("celsius/{1}"),
+            from_fn(|inv: Invocation| async move {
+                let f = parse(&inv)?;
+                Ok(format!("{:.1}", (f - 32.0) / 1.8).into())
+            }),
+        )
+        .flow(Flow::parse("device:*", "sensors/+/temperature", "function:celsius").unwrap())
+        .build()
+        .unwrap();
+    let mut out = hub.subscribe("celsius/+", 8).unwrap();
+    let mut raw = hub.subscribe("sensors/#", 8).unwrap();
+
+    let trace = TraceParent::new_root();
+    let report = hub.publish(reading("d7", "212").with_trace(trace)).unwrap();
+    assert_eq!((report.invocations, report.delivered), (1, 1));
+    assert!(report.rejected.is_empty());
+
+    let e = out.recv().await.unwrap();
+    assert_eq!(e.topic, "celsius/d7");
+    assert_eq!(&e.payload[..], b"100.0");
+    assert_eq!(e.source, EventSource::Function(name("celsius")));
+    let out_trace = e.headers.trace().expect("outputs carry trace context");
+    assert_eq!(out_trace.trace_id(), trace.trace_id(), "same trace");
+    assert_ne!(out_trace.parent_id(), trace.parent_id(), "new span");
+    assert_eq!(e.headers.depth(), 1);
+    assert_eq!(raw.recv().await.unwrap().topic, "sensors/d7/temperature");
+
+    // A bad reading is a handled error and publishes nothing.
+    hub.publish(reading("d7", "hot")).unwrap();
+    hub.shutdown().await;
+    assert!(out.try_recv().is_none());
+    let stats = hub.stats();
+    assert_eq!(stats.events_in, 2);
+    assert_eq!(stats.events_out, 1);
+    assert_eq!(stats.functions["celsius"].invocations, 2);
+    assert_eq!(stats.outcomes["ok"], 1);
+    assert_eq!(stats.outcomes["handled"], 1);
+}
+
+#[tokio::test]
+async fn panicking_and_slow_functions_get_their_kinds_and_the_hub_keeps_serving() {
+    let hub = EdgeHub::builder()
+        .function(
+            FunctionSpec::in_process(name("panics")),
+            from_fn(|_| async { panic!("driver bug") }),
+        )
+        .function(
+            FunctionSpec::in_process(name("sleeps")).with_timeout(Duration::from_millis(30)),
+            from_fn(|_| async {
+                tokio::time::sleep(Duration::from_secs(30)).await;
+                Ok("late".into())
+            }),
+        )
+        .function(
+            FunctionSpec::in_process(name("echo")),
+            from_fn(|inv: Invocation| async move { Ok(inv.payload) }),
+        )
+        .build()
+        .unwrap();
+    for _ in 0..3 {
+        let crashed = hub.invoke("panics".parse().unwrap(), "x").await.unwrap();
+        assert_eq!(crashed.unwrap_err().kind, ErrorKind::Crashed);
+        let timed_out = hub.invoke("sleeps".parse().unwrap(), "x").await.unwrap();
+        assert_eq!(timed_out.unwrap_err().kind, ErrorKind::Timeout);
+        let ok = hub.invoke("echo".parse().unwrap(), "still here").await.unwrap();
+        assert_eq!(ok.unwrap(), "still here");
+    }
+    hub.shutdown().await;
+    let stats = hub.stats();
+    assert_eq!(
+        (stats.outcomes["crashed"], stats.outcomes["timeout"], stats.outcomes["ok"]),
+        (3, 3, 3)
+    );
+}
+
+#[tokio::test]
+async fn a_full_queue_hands_invocations_back() {
+    let gate = Arc::new(Semaphore::new(0));
+    let g = gate.clone();
+    let hub = EdgeHub::builder()
+        .workers(1)
+        .queue_capacity(1)
+        .function(
+            FunctionSpec::in_process(name("gated")).with_timeout(Duration::from_secs(30)),
+            from_fn(move |inv: Invocation| {
+                let g = g.clone();
+                async move {
+                    g.acquire().await.unwrap().forget();
+                    Ok(inv.payload)
+                }
+            }),
+        )
+        .flow(Flow::parse("any", "in", "function:gated").unwrap())
+        .build()
+        .unwrap();
+    let running = tokio::spawn({
+        let hub = hub.clone();
+        async move { hub.invoke("gated".parse().unwrap(), "first").await }
+    });
+    while fnhub::LoadProbe::snapshot(&hub).running == 0 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let queued = hub.publish(Event::new("in", "second", EventSource::Local)).unwrap();
+    assert_eq!(queued.invocations, 1);
+
+    let mut report = hub.publish(Event::new("in", "third", EventSource::Local)).unwrap();
+    assert_eq!(report.invocations, 0);
+    let back = report.rejected.pop().expect("handed back");
+    assert!(matches!(back, SubmitError::Full(_)));
+    let back = back.into_invocation();
+    assert_eq!(&back.payload[..], b"third");
+    assert_eq!(back.context.topic.as_deref(), Some("in"));
+
+    match hub.invoke("gated".parse().unwrap(), "fourth").await {
+        Err(SubmitError::Full(inv)) => assert_eq!(&inv.payload[..], b"fourth"),
+        other => panic!("expected Full, got {other:?}"),
+    }
+    assert_eq!(hub.stats().rejected, 2);
+    gate.add_permits(10);
+    assert_eq!(running.await.unwrap().unwrap().unwrap(), "first");
+    hub.shutdown().await;
+    assert_eq!(hub.stats().functions["gated"].invocations, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_gives_every_accepted_invocation_an_outcome() {
+    let ran = Arc::new(AtomicUsize::new(0));
+    let counter = ran.clone();
+    let hub = EdgeHub::builder()
+        .workers(3)
+        .queue_capacity(5_000)
+        .function(
+            FunctionSpec::in_process(name("work")),
+            from_fn(move |inv: Invocation| {
+                let counter = counter.clone();
+                async move {
+                    tokio::time::sleep(Duration::from_micros(200)).await;
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    Ok(inv.payload)
+                }
+            }),
+        )
+        .flow(Flow::parse("any", "jobs/+", "function:work").unwrap())
+        .build()
+        .unwrap();
+    let mut accepted = 0;
+    for i in 0..2_000 {
+        let r = hub
+            .publish(Event::new(format!("jobs/{}", i % 7), "x", EventSource::Local))
+            .unwrap();
+        accepted += r.invocations;
+    }
+    let direct = tokio::spawn({
+        let hub = hub.clone();
+        async move { hub.invoke("work".parse().unwrap(), "direct").await }
+    });
+    tokio::task::yield_now().await;
+    hub.shutdown().await;
+    let direct = direct.await.unwrap();
+    let direct_accepted = usize::from(direct.is_ok());
+    if let Err(e) = &direct {
+        assert!(matches!(e, SubmitError::ShuttingDown(_)), "{e}");
+    }
+    let stats = hub.stats();
+    assert_eq!(accepted, 2_000);
+    assert_eq!(ran.load(Ordering::SeqCst), accepted + direct_accepted);
+    assert_eq!(stats.functions["work"].invocations as usize, accepted + direct_accepted);
+    assert_eq!(stats.outcomes["ok"] as usize, accepted + direct_accepted);
+
+    let late = hub.publish(Event::new("jobs/1", "late", EventSource::Local)).unwrap();
+    assert!(matches!(late.rejected.as_slice(), [SubmitError::ShuttingDown(_)]));
+}
+
+#[tokio::test]
+async fn a_function_that_triggers_itself_stops_at_the_depth_limit() {
+    let hub = EdgeHub::builder()
+        .max_depth(5)
+        .function(
+            FunctionSpec::in_process(name("echo")).with_output_topic("ping"),
+            from_fn(|inv: Invocation| async move { Ok(inv.payload) }),
+        )
+        .flow(Flow::parse("any", "ping", "function:echo").unwrap())
+        .build()
+        .unwrap();
+    let mut pings = hub.subscribe("ping", 64).unwrap();
+    hub.publish(Event::new("ping", "x", EventSource::Local)).unwrap();
+    let mut depths = Vec::new();
+    while let Ok(Some(e)) = tokio::time::timeout(Duration::from_millis(300), pings.recv()).await {
+        depths.push(e.headers.depth());
+    }
+    assert_eq!(depths, [0, 1, 2, 3, 4, 5]);
+    hub.shutdown().await;
+    let stats = hub.stats();
+    assert_eq!(stats.functions["echo"].invocations, 6);
+    assert_eq!(stats.events_refused, 1, "the output at depth 6 is refused");
+}
+
+#[tokio::test]
+async fn misconfiguration_is_refused_at_build() {
+    let err = EdgeHub::builder()
+        .flow(Flow::parse("any", "x", "function:ghost").unwrap())
+        .build()
+        .unwrap_err();
+    assert!(matches!(err, HubError::UnknownFlowTarget { .. }), "{err}");
+
+    let err = EdgeHub::builder()
+        .deploy(FunctionSpec::in_process(name("unregistered")))
+        .build()
+        .unwrap_err();
+    assert!(matches!(err, HubError::NoHandler { .. }), "{err}");
+
+    let wasm = FunctionSpec::new(
+        name("w"),
+        fnhub::Runtime::Wasm { module: "m.wat".into(), export: "handle".into() },
+    );
+    let err = EdgeHub::builder()
+        .function(wasm.clone(), from_fn(|inv: Invocation| async move { Ok(inv.payload) }))
+        .build()
+        .unwrap_err();
+    assert!(matches!(err, HubError::NotInProcess(_)), "{err}");
+    let err = EdgeHub::builder().deploy(wasm).build().unwrap_err();
+    assert!(err.to_string().contains("deployed"), "{err}");
+
+    let hub = EdgeHub::builder().build().unwrap();
+    let bad = Event::new("a/#", "x", EventSource::Local);
+    assert!(hub.publish(bad).is_err());
+    assert!(hub.subscribe("a/b#", 1).is_err());
+    hub.shutdown().await;
+}
