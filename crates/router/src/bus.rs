@@ -1,6 +1,6 @@
 //! The local bus: in-process subscribers with bounded queues.
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use fnhub_core::Event;
@@ -11,7 +11,8 @@ use crate::topic::{TopicFilter, TopicName};
 
 struct Subscriber {
     tx: mpsc::Sender<Event>,
-    dropped: AtomicU64,
+    /// Shared with the [`Subscription`], which must not hold the sender.
+    dropped: Arc<AtomicU64>,
 }
 
 /// Delivers events to in-process subscribers (devices attached in-process, the embedding
@@ -51,16 +52,17 @@ impl LocalBus {
     /// Dropping the [`Subscription`] unsubscribes.
     pub fn subscribe(&self, filter: TopicFilter, capacity: usize) -> Subscription {
         let (tx, rx) = mpsc::channel(capacity.max(1));
-        let shared = Arc::new(Subscriber {
+        let dropped = Arc::new(AtomicU64::new(0));
+        let subscriber = Arc::new(Subscriber {
             tx,
-            dropped: AtomicU64::new(0),
+            dropped: dropped.clone(),
         });
-        let id = self.table.insert(filter, shared.clone());
+        let id = self.table.insert(filter, subscriber);
         Subscription {
             id,
             rx,
-            shared,
-            table: self.table.clone(),
+            dropped,
+            table: Arc::downgrade(&self.table),
         }
     }
 
@@ -93,12 +95,14 @@ impl LocalBus {
     }
 }
 
-/// Events on a subscribed filter, in publish order. Unsubscribes when dropped.
+/// Events on a subscribed filter, in publish order. Unsubscribes when dropped; ends
+/// (`recv` gives `None`) when the bus is dropped.
 pub struct Subscription {
     id: SubscriptionId,
     rx: mpsc::Receiver<Event>,
-    shared: Arc<Subscriber>,
-    table: Arc<SubscriptionTable<Arc<Subscriber>>>,
+    dropped: Arc<AtomicU64>,
+    /// Weak, so that dropping the bus closes every subscription.
+    table: Weak<SubscriptionTable<Arc<Subscriber>>>,
 }
 
 impl std::fmt::Debug for Subscription {
@@ -111,7 +115,7 @@ impl std::fmt::Debug for Subscription {
 }
 
 impl Subscription {
-    /// The next event; `None` only if the bus is gone.
+    /// The next event; `None` once the bus is dropped and the queue is empty.
     pub async fn recv(&mut self) -> Option<Event> {
         self.rx.recv().await
     }
@@ -123,7 +127,7 @@ impl Subscription {
 
     /// Events not delivered to this subscription because its queue was full.
     pub fn dropped(&self) -> u64 {
-        self.shared.dropped.load(Ordering::Relaxed)
+        self.dropped.load(Ordering::Relaxed)
     }
 
     /// Its id in the bus.
@@ -134,6 +138,8 @@ impl Subscription {
 
 impl Drop for Subscription {
     fn drop(&mut self) {
-        self.table.remove(self.id);
+        if let Some(table) = self.table.upgrade() {
+            table.remove(self.id);
+        }
     }
 }

@@ -273,6 +273,16 @@ mod tests {
         assert!(r.bus().is_empty());
     }
 
+    #[tokio::test]
+    async fn dropping_the_router_ends_subscriptions() {
+        let r = Router::new();
+        let mut sub = r.subscribe("a".parse().unwrap(), 4);
+        r.dispatch(device("a")).unwrap();
+        drop(r);
+        assert!(sub.recv().await.is_some(), "queued events are still delivered");
+        assert!(sub.recv().await.is_none());
+    }
+
     #[test]
     fn flows_change_at_run_time() {
         let r = Router::new();
