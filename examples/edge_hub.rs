@@ -70,7 +70,9 @@ fn parse_args() -> Result<Options, String> {
                     .parse()
                     .ok()
                     .filter(|r: &f64| r.is_finite() && *r > 0.0 && *r <= 100_000.0)
-                    .ok_or_else(|| format!("--rate takes readings per second per device\n{USAGE}"))?;
+                    .ok_or_else(|| {
+                        format!("--rate takes readings per second per device\n{USAGE}")
+                    })?;
             }
             "--json" => o.json = true,
             "-h" | "--help" => return Err(USAGE.to_owned()),
@@ -116,7 +118,10 @@ fn build_hub(devices: usize) -> Result<EdgeHub, Box<dyn std::error::Error>> {
         let value = reading(&inv)?;
         if value > ALERT_ABOVE {
             let device = device_of(&inv);
-            Ok(format!(r#"{{"device":"{device}","smoothed":{value},"above":{ALERT_ABOVE}}}"#).into())
+            Ok(
+                format!(r#"{{"device":"{device}","smoothed":{value},"above":{ALERT_ABOVE}}}"#)
+                    .into(),
+            )
         } else {
             Ok(bytes::Bytes::new()) // empty output: nothing is published
         }
@@ -129,7 +134,7 @@ fn build_hub(devices: usize) -> Result<EdgeHub, Box<dyn std::error::Error>> {
             let mut map = counts.lock();
             let n = map.entry(device_of(&inv)).or_insert(0);
             *n += 1;
-            Ok(if *n % 100 == 0 {
+            Ok(if n.is_multiple_of(100) {
                 n.to_string().into()
             } else {
                 bytes::Bytes::new()
@@ -151,13 +156,24 @@ fn build_hub(devices: usize) -> Result<EdgeHub, Box<dyn std::error::Error>> {
             alert,
         )
         .function(
-            FunctionSpec::in_process(FunctionName::new("counter")?)
-                .with_output_topic("counts/{1}"),
+            FunctionSpec::in_process(FunctionName::new("counter")?).with_output_topic("counts/{1}"),
             counter,
         )
-        .flow(Flow::parse("device:*", "sensors/+/temperature", "function:smoother")?)
-        .flow(Flow::parse("device:*", "sensors/+/temperature", "function:counter")?)
-        .flow(Flow::parse("function:smoother", "smoothed/+", "function:alert")?)
+        .flow(Flow::parse(
+            "device:*",
+            "sensors/+/temperature",
+            "function:smoother",
+        )?)
+        .flow(Flow::parse(
+            "device:*",
+            "sensors/+/temperature",
+            "function:counter",
+        )?)
+        .flow(Flow::parse(
+            "function:smoother",
+            "smoothed/+",
+            "function:alert",
+        )?)
         .build()?;
     Ok(hub)
 }

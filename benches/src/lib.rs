@@ -1,1 +1,39 @@
-//! Helpers shared by the benchmarks.
+//! Helpers shared by the benchmarks: where criterion writes, and the ratio of our path to
+//! its peer read back from criterion's own estimates.
+
+use std::path::PathBuf;
+
+/// Where criterion writes its reports: `$CARGO_TARGET_DIR/criterion`, else
+/// `<workspace>/target/criterion`.
+pub fn criterion_dir() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    target.join("criterion")
+}
+
+/// The mean time per iteration, in nanoseconds, criterion estimated for `group/bench`.
+pub fn mean_ns(group: &str, bench: &str) -> Option<f64> {
+    let path = criterion_dir()
+        .join(group)
+        .join(bench)
+        .join("new")
+        .join("estimates.json");
+    let text = std::fs::read_to_string(path).ok()?;
+    let json: serde_json::Value = serde_json::from_str(&text).ok()?;
+    json["mean"]["point_estimate"].as_f64()
+}
+
+/// Prints `ours` beside `peer` with the ratio of their means, as measured in this run.
+pub fn print_ratio(group: &str, ours: &str, peer: &str) {
+    match (mean_ns(group, ours), mean_ns(group, peer)) {
+        (Some(a), Some(b)) => println!(
+            "RATIO {group}: {ours} {a:.0} ns / {peer} {b:.0} ns = {:.2}x",
+            a / b
+        ),
+        _ => println!(
+            "RATIO {group}: estimates not found under {:?}",
+            criterion_dir()
+        ),
+    }
+}

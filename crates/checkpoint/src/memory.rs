@@ -68,11 +68,20 @@ impl CheckpointStore for MemoryStore {
     }
 
     fn remove(&self, id: ExecutionId) -> BoxFuture<'_, Result<bool, StoreError>> {
-        Box::pin(std::future::ready(Ok(self.map.write().remove(&id).is_some())))
+        Box::pin(std::future::ready(Ok(self
+            .map
+            .write()
+            .remove(&id)
+            .is_some())))
     }
 
     fn list(&self) -> BoxFuture<'_, Result<Vec<ExecutionId>, StoreError>> {
-        Box::pin(std::future::ready(Ok(self.map.read().keys().copied().collect())))
+        Box::pin(std::future::ready(Ok(self
+            .map
+            .read()
+            .keys()
+            .copied()
+            .collect())))
     }
 }
 
@@ -99,7 +108,12 @@ mod tests {
         let store = MemoryStore::new();
         let mut cp = checkpoint();
         store.save(&cp).await.unwrap();
-        cp.journal.push(JournalEntry::new(0, "read", Operation::Step, Ok("21".into())));
+        cp.journal.push(JournalEntry::new(
+            0,
+            "read",
+            Operation::Step,
+            Ok("21".into()),
+        ));
         store.save(&cp).await.unwrap();
         assert_eq!(store.len(), 1);
         assert_eq!(store.load(cp.execution_id).await.unwrap(), Some(cp.clone()));

@@ -52,7 +52,11 @@ impl Headers {
     pub fn insert(&mut self, name: impl Into<String>, value: impl Into<String>) {
         let name = name.into();
         let value = value.into();
-        match self.0.iter_mut().find(|(k, _)| k.eq_ignore_ascii_case(&name)) {
+        match self
+            .0
+            .iter_mut()
+            .find(|(k, _)| k.eq_ignore_ascii_case(&name))
+        {
             Some(slot) => slot.1 = value,
             None => self.0.push((name, value)),
         }
@@ -60,7 +64,10 @@ impl Headers {
 
     /// Removes `name`, returning its value.
     pub fn remove(&mut self, name: &str) -> Option<String> {
-        let at = self.0.iter().position(|(k, _)| k.eq_ignore_ascii_case(name))?;
+        let at = self
+            .0
+            .iter()
+            .position(|(k, _)| k.eq_ignore_ascii_case(name))?;
         Some(self.0.remove(at).1)
     }
 

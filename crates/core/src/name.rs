@@ -279,9 +279,7 @@ impl Alias {
     /// affinity key, so one key keeps to one version).
     pub fn pick(&self, roll: u64) -> Version {
         match self.secondary {
-            Some((version, weight)) if roll % u64::from(Self::WHOLE) < u64::from(weight) => {
-                version
-            }
+            Some((version, weight)) if roll % u64::from(Self::WHOLE) < u64::from(weight) => version,
             _ => self.primary,
         }
     }

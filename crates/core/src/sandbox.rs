@@ -93,7 +93,10 @@ pub enum PrepareError {
 }
 
 fn list(r: &[Restriction]) -> String {
-    r.iter().map(|r| r.to_string()).collect::<Vec<_>>().join(", ")
+    r.iter()
+        .map(|r| r.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Prepares environments for functions. A `dyn` plug-in: the hub picks backends at run time.

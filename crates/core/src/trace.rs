@@ -153,8 +153,7 @@ impl FromStr for TraceParent {
         if version == 0xff {
             return Err(TraceParentError::Version);
         }
-        if (version == 0 && b.len() != Self::LEN) || (b.len() > Self::LEN && b[Self::LEN] != b'-')
-        {
+        if (version == 0 && b.len() != Self::LEN) || (b.len() > Self::LEN && b[Self::LEN] != b'-') {
             return Err(TraceParentError::Length(b.len()));
         }
         let trace_id = lower_hex(&b[3..35], TraceParentError::TraceId)?;
@@ -209,31 +208,72 @@ mod tests {
         use TraceParentError::*;
         let cases: &[(&str, TraceParentError)] = &[
             ("", Length(0)),
-            ("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-0", Length(54)),
-            ("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-", Length(56)),
-            ("00_4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", Delimiter),
-            ("00-4bf92f3577b34da6a3ce929d0e0e4736_00f067aa0ba902b7-01", Delimiter),
-            ("ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", Version),
-            ("0g-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", Version),
-            ("00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01", TraceId),
-            ("00-00000000000000000000000000000000-00f067aa0ba902b7-01", TraceId),
-            ("00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01", ParentId),
-            ("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902bZ-01", ParentId),
-            ("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-0x", Flags),
-            ("01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01x", Length(56)),
+            (
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-0",
+                Length(54),
+            ),
+            (
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-",
+                Length(56),
+            ),
+            (
+                "00_4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+                Delimiter,
+            ),
+            (
+                "00-4bf92f3577b34da6a3ce929d0e0e4736_00f067aa0ba902b7-01",
+                Delimiter,
+            ),
+            (
+                "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+                Version,
+            ),
+            (
+                "0g-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+                Version,
+            ),
+            (
+                "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+                TraceId,
+            ),
+            (
+                "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+                TraceId,
+            ),
+            (
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+                ParentId,
+            ),
+            (
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902bZ-01",
+                ParentId,
+            ),
+            (
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-0x",
+                Flags,
+            ),
+            (
+                "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01x",
+                Length(56),
+            ),
         ];
         for (text, expected) in cases {
             assert_eq!(text.parse::<TraceParent>(), Err(*expected), "{text:?}");
         }
         // A multi-byte character where a delimiter belongs must not panic.
-        assert!("00-4bf92f3577b34da6a3ce929d0e0e473é00f067aa0ba902b7-01".parse::<TraceParent>().is_err());
+        assert!(
+            "00-4bf92f3577b34da6a3ce929d0e0e473é00f067aa0ba902b7-01"
+                .parse::<TraceParent>()
+                .is_err()
+        );
     }
 
     #[test]
     fn accepts_future_versions() {
-        let t: TraceParent = "cc-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-what-the-future-holds"
-            .parse()
-            .unwrap();
+        let t: TraceParent =
+            "cc-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-what-the-future-holds"
+                .parse()
+                .unwrap();
         assert_eq!(t.to_string(), GOOD);
     }
 

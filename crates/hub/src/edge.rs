@@ -5,9 +5,8 @@ use std::sync::{Arc, OnceLock, Weak};
 use bytes::Bytes;
 use fnhub_checkpoint::MemoryStore;
 use fnhub_core::{
-    CheckpointStore, Clock, Event, EventSource, Function, FunctionRef, FunctionSpec,
-    Invocation, InvocationContext, LoadProbe, LoadSnapshot, Outcome, Runtime, Sandbox,
-    SystemClock,
+    CheckpointStore, Clock, Event, EventSource, Function, FunctionRef, FunctionSpec, Invocation,
+    InvocationContext, LoadProbe, LoadSnapshot, Outcome, Runtime, Sandbox, SystemClock,
 };
 use fnhub_router::topic::{TopicError, TopicFilter, expand_template};
 use fnhub_router::{Flow, FlowId, RouteError, Router, Subscription, Target};
@@ -195,9 +194,7 @@ impl EdgeHubBuilder {
             router,
             scheduler,
             in_process,
-            store: self
-                .store
-                .unwrap_or_else(|| Arc::new(MemoryStore::new())),
+            store: self.store.unwrap_or_else(|| Arc::new(MemoryStore::new())),
             stats: Stats::new(),
         });
         let hub = EdgeHub { inner };
@@ -236,8 +233,12 @@ impl Observer for HubObserver {
             Ok(_) => "ok",
             Err(e) => e.kind.as_str(),
         };
-        hub.stats
-            .completed(&c.function, outcome, c.start == Start::Cold, c.queued + c.ran);
+        hub.stats.completed(
+            &c.function,
+            outcome,
+            c.start == Start::Cold,
+            c.queued + c.ran,
+        );
         if let (Ok(output), Some(template)) = (&c.outcome, &spec.output_topic)
             && !output.is_empty()
         {
@@ -291,7 +292,10 @@ impl HubInner {
             ..PublishReport::default()
         };
         for (function, event) in dispatch.invocations {
-            match self.scheduler.try_submit_detached(invocation_for(function, event)) {
+            match self
+                .scheduler
+                .try_submit_detached(invocation_for(function, event))
+            {
                 Ok(_) => report.invocations += 1,
                 Err(e) => report.rejected.push(e),
             }
@@ -381,9 +385,13 @@ impl EdgeHub {
     /// Runs an invocation built by the caller (trace context, deadline, priority,
     /// principal...) and waits for its completion, with its start kind and timings.
     pub async fn call(&self, invocation: Invocation) -> Result<Completion, SubmitError> {
-        let ticket = self.inner.scheduler.try_submit(invocation).inspect_err(|_| {
-            Stats::add(&self.inner.stats.counters.rejected, 1);
-        })?;
+        let ticket = self
+            .inner
+            .scheduler
+            .try_submit(invocation)
+            .inspect_err(|_| {
+                Stats::add(&self.inner.stats.counters.rejected, 1);
+            })?;
         Ok(ticket.await)
     }
 

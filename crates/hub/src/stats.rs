@@ -50,7 +50,11 @@ impl Histogram {
 
     /// The value at quantile `q` (0.0 to 1.0): the floor of the bucket holding it.
     pub(crate) fn quantile(&self, q: f64) -> Option<u64> {
-        let counts: Vec<u64> = self.counts.iter().map(|c| c.load(Ordering::Relaxed)).collect();
+        let counts: Vec<u64> = self
+            .counts
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .collect();
         let total: u64 = counts.iter().sum();
         if total == 0 {
             return None;
@@ -131,9 +135,12 @@ pub(crate) struct Counters {
     pub(crate) rejected: AtomicU64,
 }
 
+/// A function's figures and its outcomes by kind.
+type PerFunction = (FunctionStats, BTreeMap<&'static str, u64>);
+
 pub(crate) struct Stats {
     pub(crate) counters: Counters,
-    per_function: Mutex<HashMap<FunctionName, (FunctionStats, BTreeMap<&'static str, u64>)>>,
+    per_function: Mutex<HashMap<FunctionName, PerFunction>>,
     latency: Histogram,
 }
 

@@ -1,6 +1,8 @@
 //! The edge hub end to end: events in, functions run, outputs out; failures, overload,
 //! loops and shutdown.
 
+#![allow(clippy::unwrap_used)] // tests may unwrap
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -98,13 +100,20 @@ async fn panicking_and_slow_functions_get_their_kinds_and_the_hub_keeps_serving(
         assert_eq!(crashed.unwrap_err().kind, ErrorKind::Crashed);
         let timed_out = hub.invoke("sleeps".parse().unwrap(), "x").await.unwrap();
         assert_eq!(timed_out.unwrap_err().kind, ErrorKind::Timeout);
-        let ok = hub.invoke("echo".parse().unwrap(), "still here").await.unwrap();
+        let ok = hub
+            .invoke("echo".parse().unwrap(), "still here")
+            .await
+            .unwrap();
         assert_eq!(ok.unwrap(), "still here");
     }
     hub.shutdown().await;
     let stats = hub.stats();
     assert_eq!(
-        (stats.outcomes["crashed"], stats.outcomes["timeout"], stats.outcomes["ok"]),
+        (
+            stats.outcomes["crashed"],
+            stats.outcomes["timeout"],
+            stats.outcomes["ok"]
+        ),
         (3, 3, 3)
     );
 }
@@ -136,10 +145,14 @@ async fn a_full_queue_hands_invocations_back() {
     while fnhub::LoadProbe::snapshot(&hub).running == 0 {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
-    let queued = hub.publish(Event::new("in", "second", EventSource::Local)).unwrap();
+    let queued = hub
+        .publish(Event::new("in", "second", EventSource::Local))
+        .unwrap();
     assert_eq!(queued.invocations, 1);
 
-    let mut report = hub.publish(Event::new("in", "third", EventSource::Local)).unwrap();
+    let mut report = hub
+        .publish(Event::new("in", "third", EventSource::Local))
+        .unwrap();
     assert_eq!(report.invocations, 0);
     let back = report.rejected.pop().expect("handed back");
     assert!(matches!(back, SubmitError::Full(_)));
@@ -182,7 +195,11 @@ async fn shutdown_gives_every_accepted_invocation_an_outcome() {
     let mut accepted = 0;
     for i in 0..2_000 {
         let r = hub
-            .publish(Event::new(format!("jobs/{}", i % 7), "x", EventSource::Local))
+            .publish(Event::new(
+                format!("jobs/{}", i % 7),
+                "x",
+                EventSource::Local,
+            ))
             .unwrap();
         accepted += r.invocations;
     }
@@ -200,11 +217,19 @@ async fn shutdown_gives_every_accepted_invocation_an_outcome() {
     let stats = hub.stats();
     assert_eq!(accepted, 2_000);
     assert_eq!(ran.load(Ordering::SeqCst), accepted + direct_accepted);
-    assert_eq!(stats.functions["work"].invocations as usize, accepted + direct_accepted);
+    assert_eq!(
+        stats.functions["work"].invocations as usize,
+        accepted + direct_accepted
+    );
     assert_eq!(stats.outcomes["ok"] as usize, accepted + direct_accepted);
 
-    let late = hub.publish(Event::new("jobs/1", "late", EventSource::Local)).unwrap();
-    assert!(matches!(late.rejected.as_slice(), [SubmitError::ShuttingDown(_)]));
+    let late = hub
+        .publish(Event::new("jobs/1", "late", EventSource::Local))
+        .unwrap();
+    assert!(matches!(
+        late.rejected.as_slice(),
+        [SubmitError::ShuttingDown(_)]
+    ));
 }
 
 #[tokio::test]
@@ -219,7 +244,8 @@ async fn a_function_that_triggers_itself_stops_at_the_depth_limit() {
         .build()
         .unwrap();
     let mut pings = hub.subscribe("ping", 64).unwrap();
-    hub.publish(Event::new("ping", "x", EventSource::Local)).unwrap();
+    hub.publish(Event::new("ping", "x", EventSource::Local))
+        .unwrap();
     let mut depths = Vec::new();
     while let Ok(Some(e)) = tokio::time::timeout(Duration::from_millis(300), pings.recv()).await {
         depths.push(e.headers.depth());
@@ -247,10 +273,16 @@ async fn misconfiguration_is_refused_at_build() {
 
     let wasm = FunctionSpec::new(
         name("w"),
-        fnhub::Runtime::Wasm { module: "m.wat".into(), export: "handle".into() },
+        fnhub::Runtime::Wasm {
+            module: "m.wat".into(),
+            export: "handle".into(),
+        },
     );
     let err = EdgeHub::builder()
-        .function(wasm.clone(), from_fn(|inv: Invocation| async move { Ok(inv.payload) }))
+        .function(
+            wasm.clone(),
+            from_fn(|inv: Invocation| async move { Ok(inv.payload) }),
+        )
         .build()
         .unwrap_err();
     assert!(matches!(err, HubError::NotInProcess(_)), "{err}");

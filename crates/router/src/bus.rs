@@ -1,7 +1,7 @@
 //! The local bus: in-process subscribers with bounded queues.
 
-use std::sync::{Arc, Weak};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
 
 use fnhub_core::Event;
 use tokio::sync::mpsc;

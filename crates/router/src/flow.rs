@@ -163,7 +163,14 @@ mod tests {
 
     #[test]
     fn endpoints_parse_and_print() {
-        for s in ["any", "local", "cloud", "device:*", "device:d-1", "function:f"] {
+        for s in [
+            "any",
+            "local",
+            "cloud",
+            "device:*",
+            "device:d-1",
+            "function:f",
+        ] {
             assert_eq!(s.parse::<SourceFilter>().unwrap().to_string(), s);
         }
         for t in ["function:f", "function:f:prod", "topic:alerts/{1}"] {

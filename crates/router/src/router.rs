@@ -190,7 +190,10 @@ impl Router {
     fn republish(&self, event: &Event, template: &str) -> Result<(TopicName, Event), String> {
         let depth = event.headers.depth().saturating_add(1);
         if depth > self.max_depth {
-            return Err(format!("depth {depth} is over the limit {}", self.max_depth));
+            return Err(format!(
+                "depth {depth} is over the limit {}",
+                self.max_depth
+            ));
         }
         let topic = expand_template(template, &event.topic).map_err(|e| e.to_string())?;
         let mut next = event.clone();
@@ -258,7 +261,10 @@ mod tests {
             other => panic!("{other:?}"),
         }
         let deep = device("a").with_depth(17);
-        assert!(matches!(r.dispatch(deep), Err(RouteError::TooDeep { limit: 16, .. })));
+        assert!(matches!(
+            r.dispatch(deep),
+            Err(RouteError::TooDeep { limit: 16, .. })
+        ));
     }
 
     #[tokio::test]
@@ -279,7 +285,10 @@ mod tests {
         let mut sub = r.subscribe("a".parse().unwrap(), 4);
         r.dispatch(device("a")).unwrap();
         drop(r);
-        assert!(sub.recv().await.is_some(), "queued events are still delivered");
+        assert!(
+            sub.recv().await.is_some(),
+            "queued events are still delivered"
+        );
         assert!(sub.recv().await.is_none());
     }
 

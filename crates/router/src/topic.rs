@@ -224,11 +224,13 @@ pub fn expand_template(template: &str, trigger: &str) -> Result<TopicName, Templ
         let level: usize = after[..close]
             .parse()
             .map_err(|_| TemplateError::BadPlaceholder(template.to_owned()))?;
-        let value = levels.get(level).ok_or_else(|| TemplateError::NoSuchLevel {
-            level,
-            topic: trigger.to_owned(),
-            levels: levels.len(),
-        })?;
+        let value = levels
+            .get(level)
+            .ok_or_else(|| TemplateError::NoSuchLevel {
+                level,
+                topic: trigger.to_owned(),
+                levels: levels.len(),
+            })?;
         out.push_str(value);
         rest = &after[close + 1..];
     }
@@ -252,7 +254,10 @@ mod tests {
         // MQTT 3.1.1 §4.7.1.2
         assert!(m("sport/tennis/player1/#", "sport/tennis/player1"));
         assert!(m("sport/tennis/player1/#", "sport/tennis/player1/ranking"));
-        assert!(m("sport/tennis/player1/#", "sport/tennis/player1/score/wimbledon"));
+        assert!(m(
+            "sport/tennis/player1/#",
+            "sport/tennis/player1/score/wimbledon"
+        ));
         assert!(m("sport/#", "sport"));
         assert!(m("#", "sport/tennis"));
         // §4.7.1.3
@@ -293,25 +298,47 @@ mod tests {
         assert_eq!(TopicName::new("a/#"), Err(TopicError::WildcardInName));
         assert_eq!(TopicName::new(""), Err(TopicError::Empty));
         let long = "a".repeat(MAX_TOPIC_LEN + 1);
-        assert_eq!(TopicName::new(&long), Err(TopicError::TooLong(MAX_TOPIC_LEN + 1)));
+        assert_eq!(
+            TopicName::new(&long),
+            Err(TopicError::TooLong(MAX_TOPIC_LEN + 1))
+        );
         assert!(TopicName::new(&long[1..]).is_ok());
     }
 
     #[test]
     fn templates() {
         let t = "sensors/dev-7/temperature";
-        assert_eq!(expand_template("alerts/{1}", t).unwrap().as_str(), "alerts/dev-7");
-        assert_eq!(expand_template("x/{2}/{0}", t).unwrap().as_str(), "x/temperature/sensors");
+        assert_eq!(
+            expand_template("alerts/{1}", t).unwrap().as_str(),
+            "alerts/dev-7"
+        );
+        assert_eq!(
+            expand_template("x/{2}/{0}", t).unwrap().as_str(),
+            "x/temperature/sensors"
+        );
         assert_eq!(expand_template("fixed", t).unwrap().as_str(), "fixed");
-        assert!(matches!(expand_template("a/{9}", t), Err(TemplateError::NoSuchLevel { level: 9, .. })));
-        assert!(matches!(expand_template("a/{x}", t), Err(TemplateError::BadPlaceholder(_))));
-        assert!(matches!(expand_template("a/{1", t), Err(TemplateError::BadPlaceholder(_))));
-        assert!(matches!(expand_template("a/#", t), Err(TemplateError::Invalid(_))));
+        assert!(matches!(
+            expand_template("a/{9}", t),
+            Err(TemplateError::NoSuchLevel { level: 9, .. })
+        ));
+        assert!(matches!(
+            expand_template("a/{x}", t),
+            Err(TemplateError::BadPlaceholder(_))
+        ));
+        assert!(matches!(
+            expand_template("a/{1", t),
+            Err(TemplateError::BadPlaceholder(_))
+        ));
+        assert!(matches!(
+            expand_template("a/#", t),
+            Err(TemplateError::Invalid(_))
+        ));
     }
 
     /// A reference matcher written independently: recursive over level vectors.
     fn reference(filter: &[&str], topic: &[&str], first: bool) -> bool {
-        if first && topic.first().is_some_and(|l| l.starts_with('$'))
+        if first
+            && topic.first().is_some_and(|l| l.starts_with('$'))
             && filter.first().is_some_and(|l| *l == "+" || *l == "#")
         {
             return false;
@@ -326,7 +353,12 @@ mod tests {
     }
 
     fn level() -> impl Strategy<Value = String> {
-        prop_oneof![Just(String::new()), Just("a".to_owned()), Just("b".to_owned()), Just("$s".to_owned())]
+        prop_oneof![
+            Just(String::new()),
+            Just("a".to_owned()),
+            Just("b".to_owned()),
+            Just("$s".to_owned())
+        ]
     }
 
     fn filter_level() -> impl Strategy<Value = String> {

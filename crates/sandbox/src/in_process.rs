@@ -298,7 +298,10 @@ mod tests {
     #[tokio::test]
     async fn fails_closed_on_confinement_unless_best_effort() {
         let sandbox = InProcessSandbox::new();
-        sandbox.register("f", from_fn(|inv: Invocation| async move { Ok(inv.payload) }));
+        sandbox.register(
+            "f",
+            from_fn(|inv: Invocation| async move { Ok(inv.payload) }),
+        );
         let confined = spec("f").with_capabilities(CapabilityProfile::default());
         match sandbox.prepare(&confined).await {
             Err(PrepareError::CannotEnforce { missing, .. }) => {
@@ -336,7 +339,10 @@ mod tests {
         assert!(!sandbox.supports(&wasm));
         assert!(matches!(
             sandbox.prepare(&wasm).await,
-            Err(PrepareError::UnsupportedRuntime { runtime: "wasm", .. })
+            Err(PrepareError::UnsupportedRuntime {
+                runtime: "wasm",
+                ..
+            })
         ));
     }
 
@@ -361,6 +367,9 @@ mod tests {
         let env = sandbox.prepare(&spec).await.unwrap();
         let fut = env.invoke(invocation(&spec));
         drop(fut);
-        assert!(rx.await.is_err(), "the guard must be dropped with the future");
+        assert!(
+            rx.await.is_err(),
+            "the guard must be dropped with the future"
+        );
     }
 }

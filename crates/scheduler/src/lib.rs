@@ -56,4 +56,6 @@ mod scheduler;
 
 pub use pool::Start;
 pub use registry::DeployError;
-pub use scheduler::{BuildError, Completion, Observer, Scheduler, SchedulerBuilder, SubmitError, Ticket};
+pub use scheduler::{
+    BuildError, Completion, Observer, Scheduler, SchedulerBuilder, SubmitError, Ticket,
+};

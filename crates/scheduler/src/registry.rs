@@ -92,7 +92,11 @@ impl Registry {
         }
     }
 
-    pub(crate) fn set_alias(&mut self, name: &FunctionName, alias: Alias) -> Result<(), DeployError> {
+    pub(crate) fn set_alias(
+        &mut self,
+        name: &FunctionName,
+        alias: Alias,
+    ) -> Result<(), DeployError> {
         let entry = self
             .functions
             .get_mut(name)
@@ -190,8 +194,14 @@ mod tests {
     fn invalid_specs_are_refused() {
         let mut r = Registry::default();
         let zero = spec("f", 1).with_concurrency(0);
-        assert!(matches!(r.deploy(zero), Err(DeployError::InvalidSpec { .. })));
+        assert!(matches!(
+            r.deploy(zero),
+            Err(DeployError::InvalidSpec { .. })
+        ));
         let zero = spec("f", 1).with_timeout(std::time::Duration::ZERO);
-        assert!(matches!(r.deploy(zero), Err(DeployError::InvalidSpec { .. })));
+        assert!(matches!(
+            r.deploy(zero),
+            Err(DeployError::InvalidSpec { .. })
+        ));
     }
 }

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use fnhub_core::{
     Alias, Clock, ErrorKind, FunctionError, FunctionName, FunctionSpec, Invocation,
-    InvocationContext, InvocationId,
-    LoadProbe, LoadSnapshot, Outcome, Sandbox, SystemClock, Version,
+    InvocationContext, InvocationId, LoadProbe, LoadSnapshot, Outcome, Sandbox, SystemClock,
+    Version,
 };
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::{Notify, oneshot};
@@ -39,14 +39,18 @@ impl SubmitError {
     /// The invocation that was not admitted.
     pub fn into_invocation(self) -> Invocation {
         match self {
-            SubmitError::Full(i) | SubmitError::ShuttingDown(i) | SubmitError::UnknownFunction(i) => i,
+            SubmitError::Full(i)
+            | SubmitError::ShuttingDown(i)
+            | SubmitError::UnknownFunction(i) => i,
         }
     }
 
     /// The invocation that was not admitted.
     pub fn invocation(&self) -> &Invocation {
         match self {
-            SubmitError::Full(i) | SubmitError::ShuttingDown(i) | SubmitError::UnknownFunction(i) => i,
+            SubmitError::Full(i)
+            | SubmitError::ShuttingDown(i)
+            | SubmitError::UnknownFunction(i) => i,
         }
     }
 

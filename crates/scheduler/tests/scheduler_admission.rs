@@ -1,14 +1,14 @@
 //! Admission, ordering, deadlines, failures and shutdown of the scheduler, with real
 //! in-process functions.
 
+#![allow(clippy::unwrap_used)] // tests may unwrap
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use fnhub_core::{
-    ErrorKind, FunctionName, FunctionSpec, Invocation, LoadProbe, Priority, from_fn,
-};
+use fnhub_core::{ErrorKind, FunctionName, FunctionSpec, Invocation, LoadProbe, Priority, from_fn};
 use fnhub_sandbox::InProcessSandbox;
 use fnhub_scheduler::{DeployError, Scheduler, Start, SubmitError};
 use parking_lot::Mutex;
@@ -59,7 +59,9 @@ async fn full_queue_hands_the_invocation_back() {
         .unwrap();
     s.deploy(FunctionSpec::in_process(name("gated"))).unwrap();
 
-    let first = s.try_submit(Invocation::new("gated".parse().unwrap(), "0")).unwrap();
+    let first = s
+        .try_submit(Invocation::new("gated".parse().unwrap(), "0"))
+        .unwrap();
     wait_running(&s, 1).await;
     let queued: Vec<_> = (1..=2)
         .map(|i| {
@@ -78,7 +80,10 @@ async fn full_queue_hands_the_invocation_back() {
         other => panic!("expected Full, got {other:?}"),
     }
     let load = s.snapshot();
-    assert_eq!((load.queued, load.queue_capacity, load.rejected_total), (2, 2, 1));
+    assert_eq!(
+        (load.queued, load.queue_capacity, load.rejected_total),
+        (2, 2, 1)
+    );
 
     gate.add_permits(3);
     assert_eq!(&first.await.outcome.unwrap()[..], b"0");
@@ -101,7 +106,9 @@ async fn runs_by_priority_then_deadline_then_arrival() {
         .unwrap();
     s.deploy(FunctionSpec::in_process(name("gated"))).unwrap();
 
-    let blocker = s.try_submit(Invocation::new("gated".parse().unwrap(), "blocker")).unwrap();
+    let blocker = s
+        .try_submit(Invocation::new("gated".parse().unwrap(), "blocker"))
+        .unwrap();
     wait_running(&s, 1).await;
 
     let far = SystemTime::now() + Duration::from_secs(600);
@@ -128,7 +135,15 @@ async fn runs_by_priority_then_deadline_then_arrival() {
     }
     assert_eq!(
         *order.lock(),
-        ["blocker", "high", "normal-near", "normal-far", "normal-a", "normal-b", "low"]
+        [
+            "blocker",
+            "high",
+            "normal-near",
+            "normal-far",
+            "normal-a",
+            "normal-b",
+            "low"
+        ]
     );
     s.shutdown().await;
 }
@@ -145,7 +160,9 @@ async fn deadline_passing_in_the_queue_completes_without_running() {
         .build()
         .unwrap();
     s.deploy(FunctionSpec::in_process(name("gated"))).unwrap();
-    let blocker = s.try_submit(Invocation::new("gated".parse().unwrap(), "blocker")).unwrap();
+    let blocker = s
+        .try_submit(Invocation::new("gated".parse().unwrap(), "blocker"))
+        .unwrap();
     wait_running(&s, 1).await;
 
     let mut inv = Invocation::new("gated".parse().unwrap(), "expires");
@@ -157,7 +174,11 @@ async fn deadline_passing_in_the_queue_completes_without_running() {
     let c = ticket.await;
     assert_eq!(c.outcome.unwrap_err().kind, ErrorKind::DeadlineExceeded);
     assert_eq!(c.start, Start::NotStarted);
-    assert_eq!(*order.lock(), ["blocker"], "the expired invocation must not run");
+    assert_eq!(
+        *order.lock(),
+        ["blocker"],
+        "the expired invocation must not run"
+    );
     s.shutdown().await;
 }
 
@@ -183,15 +204,25 @@ async fn panics_and_timeouts_get_their_kinds_and_serving_goes_on() {
         .sandbox(Arc::new(sandbox))
         .build()
         .unwrap();
-    s.deploy(
-        FunctionSpec::in_process(name("moody")).with_timeout(Duration::from_millis(50)),
-    )
-    .unwrap();
-    let call = |p: &'static str| s.try_submit(Invocation::new("moody".parse().unwrap(), p)).unwrap();
+    s.deploy(FunctionSpec::in_process(name("moody")).with_timeout(Duration::from_millis(50)))
+        .unwrap();
+    let call = |p: &'static str| {
+        s.try_submit(Invocation::new("moody".parse().unwrap(), p))
+            .unwrap()
+    };
 
-    assert_eq!(call("panic").await.outcome.unwrap_err().kind, ErrorKind::Crashed);
-    assert_eq!(call("hang").await.outcome.unwrap_err().kind, ErrorKind::Timeout);
-    assert_eq!(call("fail").await.outcome.unwrap_err().kind, ErrorKind::Handled);
+    assert_eq!(
+        call("panic").await.outcome.unwrap_err().kind,
+        ErrorKind::Crashed
+    );
+    assert_eq!(
+        call("hang").await.outcome.unwrap_err().kind,
+        ErrorKind::Timeout
+    );
+    assert_eq!(
+        call("fail").await.outcome.unwrap_err().kind,
+        ErrorKind::Handled
+    );
     for _ in 0..10 {
         assert_eq!(&call("ok").await.outcome.unwrap()[..], b"ok");
     }
@@ -202,14 +233,20 @@ async fn panics_and_timeouts_get_their_kinds_and_serving_goes_on() {
 #[tokio::test]
 async fn first_call_is_cold_then_warm() {
     let sandbox = InProcessSandbox::new();
-    sandbox.register("echo", from_fn(|inv: Invocation| async move { Ok(inv.payload) }));
+    sandbox.register(
+        "echo",
+        from_fn(|inv: Invocation| async move { Ok(inv.payload) }),
+    );
     let s = Scheduler::builder()
         .workers(1)
         .sandbox(Arc::new(sandbox))
         .build()
         .unwrap();
     s.deploy(FunctionSpec::in_process(name("echo"))).unwrap();
-    let call = || s.try_submit(Invocation::new("echo".parse().unwrap(), "x")).unwrap();
+    let call = || {
+        s.try_submit(Invocation::new("echo".parse().unwrap(), "x"))
+            .unwrap()
+    };
     assert_eq!(call().await.start, Start::Cold);
     assert_eq!(call().await.start, Start::Warm);
     assert_eq!(s.idle_environments(), 1);
@@ -220,19 +257,34 @@ async fn first_call_is_cold_then_warm() {
 #[tokio::test]
 async fn unknown_functions_and_unrunnable_specs() {
     let sandbox = InProcessSandbox::new();
-    let s = Scheduler::builder().sandbox(Arc::new(sandbox)).build().unwrap();
+    let s = Scheduler::builder()
+        .sandbox(Arc::new(sandbox))
+        .build()
+        .unwrap();
 
     let inv = Invocation::new("ghost".parse().unwrap(), "x");
-    assert!(matches!(s.try_submit(inv), Err(SubmitError::UnknownFunction(i)) if &i.payload[..] == b"x"));
+    assert!(
+        matches!(s.try_submit(inv), Err(SubmitError::UnknownFunction(i)) if &i.payload[..] == b"x")
+    );
 
     let wasm = FunctionSpec::new(
         name("w"),
-        fnhub_core::Runtime::Wasm { module: "m.wat".into(), export: "handle".into() },
+        fnhub_core::Runtime::Wasm {
+            module: "m.wat".into(),
+            export: "handle".into(),
+        },
     );
-    assert!(matches!(s.deploy(wasm), Err(DeployError::NoSandbox { runtime: "wasm", .. })));
+    assert!(matches!(
+        s.deploy(wasm),
+        Err(DeployError::NoSandbox {
+            runtime: "wasm",
+            ..
+        })
+    ));
 
     // Deployed, but no handler registered: the environment fails to start.
-    s.deploy(FunctionSpec::in_process(name("unregistered"))).unwrap();
+    s.deploy(FunctionSpec::in_process(name("unregistered")))
+        .unwrap();
     let c = s
         .try_submit(Invocation::new("unregistered".parse().unwrap(), "x"))
         .unwrap()
@@ -270,13 +322,23 @@ async fn shutdown_completes_every_admitted_invocation() {
     s.deploy(FunctionSpec::in_process(name("work"))).unwrap();
 
     let tickets: Vec<_> = (0..500)
-        .map(|i| s.try_submit(Invocation::new("work".parse().unwrap(), i.to_string())).unwrap())
+        .map(|i| {
+            s.try_submit(Invocation::new("work".parse().unwrap(), i.to_string()))
+                .unwrap()
+        })
         .collect();
     s.shutdown().await;
 
     let late = Invocation::new("work".parse().unwrap(), "late");
-    assert!(matches!(s.try_submit(late), Err(SubmitError::ShuttingDown(_))));
-    assert_eq!(ran.load(Ordering::SeqCst), 500, "shutdown returned before the queue drained");
+    assert!(matches!(
+        s.try_submit(late),
+        Err(SubmitError::ShuttingDown(_))
+    ));
+    assert_eq!(
+        ran.load(Ordering::SeqCst),
+        500,
+        "shutdown returned before the queue drained"
+    );
     for (i, t) in tickets.into_iter().enumerate() {
         assert_eq!(t.await.outcome.unwrap(), Bytes::from(i.to_string()));
     }
