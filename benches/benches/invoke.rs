@@ -1,5 +1,9 @@
 //! A no-op invocation through `EdgeHub::invoke` (and through the bare scheduler) beside its
-//! peer: `tokio::spawn` of the same closure with a oneshot for the result, in the same run.
+//! peer, `tokio::spawn` of the same closure with a oneshot for the result, in the same run.
+//!
+//! Two groups: on a current-thread runtime (our CPU cost per call, no thread hops) and on a
+//! two-worker multi-thread runtime (what an application sees; cross-thread wake-ups
+//! dominate and the figures are noisier).
 //!
 //! ```text
 //! cargo bench -p fnhub-benches --bench invoke
@@ -12,22 +16,19 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use fnhub::libs::sandbox::InProcessSandbox;
 use fnhub::libs::scheduler::Scheduler;
 use fnhub::{EdgeHub, Function, FunctionName, FunctionRef, FunctionSpec, Invocation, from_fn};
+use tokio::runtime::Runtime;
 
-const GROUP: &str = "invoke_noop";
+const OURS: &str = "edge_hub_invoke";
+const SCHEDULER: &str = "scheduler_try_submit";
+const PEER: &str = "tokio_spawn_oneshot";
 
 fn noop() -> impl Function + Clone {
     from_fn(|inv: Invocation| async move { Ok(inv.payload) })
 }
 
-fn bench(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+fn group(c: &mut Criterion, group_name: &str, rt: &Runtime) {
     let name = FunctionName::new("noop").expect("name");
     let target = FunctionRef::latest(name.clone());
-
     let hub = rt.block_on(async {
         EdgeHub::builder()
             .function(FunctionSpec::in_process(name.clone()), noop())
@@ -47,17 +48,17 @@ fn bench(c: &mut Criterion) {
     });
     let peer = noop();
 
-    let mut group = c.benchmark_group(GROUP);
-    group.bench_function("edge_hub_invoke", |b| {
-        b.to_async(&rt).iter(|| async {
+    let mut g = c.benchmark_group(group_name);
+    g.bench_function(OURS, |b| {
+        b.to_async(rt).iter(|| async {
             hub.invoke(target.clone(), Bytes::new())
                 .await
                 .expect("admitted")
                 .expect("ok")
         })
     });
-    group.bench_function("scheduler_try_submit", |b| {
-        b.to_async(&rt).iter(|| async {
+    g.bench_function(SCHEDULER, |b| {
+        b.to_async(rt).iter(|| async {
             let inv = Invocation::new(target.clone(), Bytes::new());
             scheduler
                 .try_submit(inv)
@@ -67,8 +68,8 @@ fn bench(c: &mut Criterion) {
                 .expect("ok")
         })
     });
-    group.bench_function("tokio_spawn_oneshot", |b| {
-        b.to_async(&rt).iter(|| async {
+    g.bench_function(PEER, |b| {
+        b.to_async(rt).iter(|| async {
             let (tx, rx) = tokio::sync::oneshot::channel();
             let f = peer.clone();
             let inv = Invocation::new(target.clone(), Bytes::new());
@@ -78,14 +79,27 @@ fn bench(c: &mut Criterion) {
             rx.await.expect("sent").expect("ok")
         })
     });
-    group.finish();
+    g.finish();
     rt.block_on(async {
         hub.shutdown().await;
         scheduler.shutdown().await;
     });
+    fnhub_benches::print_ratio(group_name, OURS, PEER);
+    fnhub_benches::print_ratio(group_name, SCHEDULER, PEER);
+}
 
-    fnhub_benches::print_ratio(GROUP, "edge_hub_invoke", "tokio_spawn_oneshot");
-    fnhub_benches::print_ratio(GROUP, "scheduler_try_submit", "tokio_spawn_oneshot");
+fn bench(c: &mut Criterion) {
+    let current = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    group(c, "invoke_noop_current_thread", &current);
+    let multi = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    group(c, "invoke_noop_multi_thread", &multi);
 }
 
 fn config() -> Criterion {

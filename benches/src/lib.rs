@@ -12,8 +12,9 @@ pub fn criterion_dir() -> PathBuf {
     target.join("criterion")
 }
 
-/// The mean time per iteration, in nanoseconds, criterion estimated for `group/bench`.
-pub fn mean_ns(group: &str, bench: &str) -> Option<f64> {
+/// The time per iteration, in nanoseconds, criterion estimated for `group/bench`: the
+/// slope of its linear fit (the middle figure criterion prints), else the mean.
+pub fn estimate_ns(group: &str, bench: &str) -> Option<f64> {
     let path = criterion_dir()
         .join(group)
         .join(bench)
@@ -21,12 +22,14 @@ pub fn mean_ns(group: &str, bench: &str) -> Option<f64> {
         .join("estimates.json");
     let text = std::fs::read_to_string(path).ok()?;
     let json: serde_json::Value = serde_json::from_str(&text).ok()?;
-    json["mean"]["point_estimate"].as_f64()
+    json["slope"]["point_estimate"]
+        .as_f64()
+        .or_else(|| json["mean"]["point_estimate"].as_f64())
 }
 
-/// Prints `ours` beside `peer` with the ratio of their means, as measured in this run.
+/// Prints `ours` beside `peer` with the ratio of their estimates, as measured in this run.
 pub fn print_ratio(group: &str, ours: &str, peer: &str) {
-    match (mean_ns(group, ours), mean_ns(group, peer)) {
+    match (estimate_ns(group, ours), estimate_ns(group, peer)) {
         (Some(a), Some(b)) => println!(
             "RATIO {group}: {ours} {a:.0} ns / {peer} {b:.0} ns = {:.2}x",
             a / b
