@@ -57,7 +57,7 @@ pub use event::{Event, EventSource, Headers};
 pub use function::{BoxFuture, DynFunction, FnFunction, Function, from_fn};
 pub use ids::{ExecutionId, IdError, InvocationId};
 pub use invocation::{Invocation, InvocationContext, Principal, Priority};
-pub use load::{LoadProbe, LoadSnapshot};
+pub use load::{FunctionLoad, LoadProbe, LoadSnapshot};
 pub use name::{Alias, AliasName, FunctionName, FunctionRef, NameError, Qualifier, Version};
 pub use outcome::{ErrorKind, FunctionError, Outcome};
 pub use sandbox::{Environment, IsolationReport, PrepareError, Restriction, Sandbox};

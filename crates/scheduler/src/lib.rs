@@ -1,14 +1,22 @@
 //! Admission, queueing and worker pools for fnhub.
 //!
-//! A [`Scheduler`] admits [`Invocation`](fnhub_core::Invocation)s into a bounded queue —
-//! a full queue hands the invocation back inside [`SubmitError::Full`] — orders them by
-//! priority, then earliest deadline, then arrival, and runs them on a fixed set of workers in
+//! A [`Scheduler`] admits [`Invocation`](fnhub_core::Invocation)s into a queue bounded
+//! overall, per function and per principal — a refused submit hands the invocation back
+//! inside a [`SubmitError`] naming the reason — and runs them on a fixed set of workers in
 //! environments prepared by its [`Sandbox`](fnhub_core::Sandbox)es and kept warm per
-//! function version. [`Scheduler::shutdown`] stops admitting and runs every admitted
-//! invocation to completion.
+//! function version.
 //!
-//! Not built yet (see the scheduler issue): per-tenant fairness and limits, per-function
-//! reserved/maximum concurrency, affinity, cancellation by id, reservation policies.
+//! Order: strict priority classes; inside a class, weighted fair share between principals
+//! (stride scheduling, with the bound of [`fairness_bound`]); inside a principal's share,
+//! earliest deadline first, then arrival. An invocation whose deadline passes while queued
+//! completes with `DeadlineExceeded` without running. A function's `max_concurrency` holds
+//! its extra invocations back without blocking other functions. [`Scheduler::cancel`]
+//! cancels a queued or running invocation by id. [`Scheduler::shutdown`] stops admitting and
+//! runs every admitted invocation to completion.
+//!
+//! Not built yet (see the scheduler issue): reserved concurrency, several invocations per
+//! environment, affinity, version draining, placement, reservation policies, child
+//! deadlines.
 //!
 //! # Example
 //!
@@ -55,6 +63,7 @@ mod registry;
 mod scheduler;
 
 pub use pool::Start;
+pub use queue::fairness_bound;
 pub use registry::DeployError;
 pub use scheduler::{
     BuildError, Completion, Observer, Scheduler, SchedulerBuilder, SubmitError, Ticket,

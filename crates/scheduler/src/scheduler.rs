@@ -1,23 +1,24 @@
 //! The scheduler: admission, the queue, and the workers that run invocations.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use fnhub_core::{
     Alias, Clock, ErrorKind, FunctionError, FunctionName, FunctionSpec, Invocation,
-    InvocationContext, InvocationId, LoadProbe, LoadSnapshot, Outcome, Sandbox, SystemClock,
-    Version,
+    InvocationContext, InvocationId, LoadProbe, LoadSnapshot, Outcome, Principal, Sandbox,
+    SystemClock, Version,
 };
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::{Notify, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::pool::{Pool, Start};
-use crate::queue::{Job, Queue};
+use crate::queue::{Job, Limits, Queue, Refusal};
 use crate::registry::{DeployError, Registry};
 
 /// A submission was not admitted. The invocation is handed back untouched.
@@ -27,6 +28,12 @@ pub enum SubmitError {
     /// The queue is at capacity.
     #[error("queue full; invocation {} of {} not admitted", .0.id, .0.function)]
     Full(Invocation),
+    /// The function has as many invocations queued as one function may.
+    #[error("function queue limit reached; invocation {} of {} not admitted", .0.id, .0.function)]
+    FunctionLimit(Invocation),
+    /// The principal has as many invocations queued as it may.
+    #[error("tenant {} is at its queue limit; invocation {} of {} not admitted", .0.context.principal, .0.id, .0.function)]
+    TenantLimit(Invocation),
     /// The scheduler is shutting down and admits nothing new.
     #[error("shutting down; invocation {} of {} not admitted", .0.id, .0.function)]
     ShuttingDown(Invocation),
@@ -40,6 +47,8 @@ impl SubmitError {
     pub fn into_invocation(self) -> Invocation {
         match self {
             SubmitError::Full(i)
+            | SubmitError::FunctionLimit(i)
+            | SubmitError::TenantLimit(i)
             | SubmitError::ShuttingDown(i)
             | SubmitError::UnknownFunction(i) => i,
         }
@@ -49,6 +58,8 @@ impl SubmitError {
     pub fn invocation(&self) -> &Invocation {
         match self {
             SubmitError::Full(i)
+            | SubmitError::FunctionLimit(i)
+            | SubmitError::TenantLimit(i)
             | SubmitError::ShuttingDown(i)
             | SubmitError::UnknownFunction(i) => i,
         }
@@ -58,6 +69,8 @@ impl SubmitError {
     pub fn reason(&self) -> &'static str {
         match self {
             SubmitError::Full(_) => "full",
+            SubmitError::FunctionLimit(_) => "function_limit",
+            SubmitError::TenantLimit(_) => "tenant_limit",
             SubmitError::ShuttingDown(_) => "shutting_down",
             SubmitError::UnknownFunction(_) => "unknown_function",
         }
@@ -161,6 +174,10 @@ impl Future for Ticket {
 pub struct SchedulerBuilder {
     workers: usize,
     queue_capacity: usize,
+    per_function_queue: Option<usize>,
+    per_tenant_queue: Option<usize>,
+    weights: HashMap<Principal, u32>,
+    tenant_limits: HashMap<Principal, usize>,
     max_idle_per_version: Option<usize>,
     sandboxes: Vec<Arc<dyn Sandbox>>,
     clock: Arc<dyn Clock>,
@@ -188,6 +205,35 @@ impl SchedulerBuilder {
     /// [`SubmitError::Full`]. Default 1024. Memory grows with the payloads held.
     pub fn queue_capacity(mut self, capacity: usize) -> Self {
         self.queue_capacity = capacity;
+        self
+    }
+
+    /// Most invocations of one function that may wait at once; one more is rejected with
+    /// [`SubmitError::FunctionLimit`]. Default: the queue capacity (no separate limit).
+    pub fn function_queue_limit(mut self, limit: usize) -> Self {
+        self.per_function_queue = Some(limit);
+        self
+    }
+
+    /// Most invocations of one principal that may wait at once; one more is rejected with
+    /// [`SubmitError::TenantLimit`]. Default: the queue capacity (no separate limit).
+    pub fn tenant_queue_limit(mut self, limit: usize) -> Self {
+        self.per_tenant_queue = Some(limit);
+        self
+    }
+
+    /// Gives `principal` its own queue limit instead of
+    /// [`tenant_queue_limit`](Self::tenant_queue_limit).
+    pub fn tenant_queue_limit_for(mut self, principal: Principal, limit: usize) -> Self {
+        self.tenant_limits.insert(principal, limit);
+        self
+    }
+
+    /// Gives `principal` `weight` shares of the workers within a priority class when several
+    /// principals are backlogged. Default 1; 0 counts as 1. A principal of weight 3 is served
+    /// about three times as often as one of weight 1.
+    pub fn tenant_weight(mut self, principal: Principal, weight: u32) -> Self {
+        self.weights.insert(principal, weight);
         self
     }
 
@@ -225,9 +271,17 @@ impl SchedulerBuilder {
             return Err(BuildError::Invalid("queue_capacity must be at least 1"));
         }
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| BuildError::NoRuntime)?;
+        let limits = Limits {
+            capacity: self.queue_capacity,
+            per_function: self.per_function_queue.unwrap_or(self.queue_capacity),
+            per_tenant: self.per_tenant_queue.unwrap_or(self.queue_capacity),
+            weights: self.weights,
+            tenant_limits: self.tenant_limits,
+        };
         let inner = Arc::new(Inner {
             registry: RwLock::new(Registry::default()),
-            queue: Mutex::new(Queue::new(self.queue_capacity)),
+            queue: Mutex::new(Queue::new(limits)),
+            slots: (0..self.workers).map(|_| WorkerSlot::default()).collect(),
             work: Notify::new(),
             closed: AtomicBool::new(false),
             pool: Pool::new(
@@ -243,7 +297,7 @@ impl SchedulerBuilder {
             completed: AtomicU64::new(0),
         });
         let handles = (0..self.workers)
-            .map(|_| runtime.spawn(worker(inner.clone())))
+            .map(|index| runtime.spawn(worker(inner.clone(), index)))
             .collect();
         Ok(Scheduler {
             inner,
@@ -252,9 +306,18 @@ impl SchedulerBuilder {
     }
 }
 
+/// Per-worker cancellation signal: `cancel` is notified with the sequence number of the job
+/// to cancel in `cancel_seq`, so a late signal never cancels the next job.
+#[derive(Default)]
+struct WorkerSlot {
+    cancel: Notify,
+    cancel_seq: AtomicU64,
+}
+
 struct Inner {
     registry: RwLock<Registry>,
     queue: Mutex<Queue>,
+    slots: Vec<WorkerSlot>,
     /// Signalled when a job is queued or the scheduler closes.
     work: Notify,
     closed: AtomicBool,
@@ -296,6 +359,10 @@ impl Scheduler {
         SchedulerBuilder {
             workers: 16,
             queue_capacity: 1024,
+            per_function_queue: None,
+            per_tenant_queue: None,
+            weights: HashMap::new(),
+            tenant_limits: HashMap::new(),
             max_idle_per_version: None,
             sandboxes: Vec::new(),
             clock: Arc::new(SystemClock),
@@ -364,8 +431,12 @@ impl Scheduler {
             if inner.closed.load(Ordering::Acquire) {
                 return Err(SubmitError::ShuttingDown(invocation));
             }
-            if queue.is_full() {
-                return Err(SubmitError::Full(invocation));
+            if let Err(refusal) = queue.check(&spec, &invocation.context.principal) {
+                return Err(match refusal {
+                    Refusal::Full => SubmitError::Full(invocation),
+                    Refusal::FunctionLimit => SubmitError::FunctionLimit(invocation),
+                    Refusal::TenantLimit => SubmitError::TenantLimit(invocation),
+                });
             }
             inner.observer.on_admitted(&invocation, &spec);
             let ids = (invocation.id, spec.name.clone(), spec.version);
@@ -392,6 +463,54 @@ impl Scheduler {
             }
         }
         result
+    }
+
+    /// Cancels an admitted invocation. A queued one completes at once with
+    /// [`ErrorKind::Cancelled`] without running; a running one is stopped (its environment
+    /// future is dropped) and completes with `Cancelled`. Returns `false` when the id is
+    /// neither queued nor running (unknown, or already completed).
+    pub fn cancel(&self, id: InvocationId) -> bool {
+        let inner = &*self.inner;
+        let queued = {
+            let mut queue = inner.queue.lock();
+            match queue.cancel(id) {
+                Some(job) => Some(job),
+                None => {
+                    let Some((worker, seq)) = queue.running_job(id) else {
+                        return false;
+                    };
+                    let slot = &inner.slots[worker];
+                    slot.cancel_seq.store(seq, Ordering::Release);
+                    slot.cancel.notify_one();
+                    return true;
+                }
+            }
+        };
+        if let Some(job) = queued {
+            let now = inner.clock.now();
+            let Job {
+                invocation,
+                spec,
+                admitted_at,
+                reply,
+                ..
+            } = job;
+            let error = FunctionError::new(ErrorKind::Cancelled, "cancelled while queued");
+            complete(
+                inner,
+                &spec,
+                Finished {
+                    id: invocation.id,
+                    context: invocation.context,
+                    outcome: Err(error),
+                    start: Start::NotStarted,
+                    admitted_at,
+                    taken_at: now,
+                },
+                reply,
+            );
+        }
+        true
     }
 
     /// Stops admitting, runs every admitted invocation to completion, stops the workers and
@@ -428,9 +547,9 @@ impl Scheduler {
 impl LoadProbe for Scheduler {
     fn snapshot(&self) -> LoadSnapshot {
         let inner = &*self.inner;
-        let (queued, queue_capacity) = {
+        let (queued, queue_capacity, functions) = {
             let q = inner.queue.lock();
-            (q.len(), q.capacity())
+            (q.len(), q.capacity(), q.function_loads())
         };
         let mut s = LoadSnapshot::default();
         s.queued = queued;
@@ -440,6 +559,7 @@ impl LoadProbe for Scheduler {
         s.admitted_total = inner.admitted.load(Ordering::Relaxed);
         s.rejected_total = inner.rejected.load(Ordering::Relaxed);
         s.completed_total = inner.completed.load(Ordering::Relaxed);
+        s.functions = functions;
         s
     }
 }
@@ -450,8 +570,8 @@ impl Drop for Scheduler {
     }
 }
 
-/// Takes the next job, waiting for one; `None` once closed and drained.
-async fn next_job(inner: &Inner) -> Option<Job> {
+/// Takes the next job for worker `index`, waiting for one; `None` once closed and drained.
+async fn next_job(inner: &Inner, index: usize) -> Option<Job> {
     loop {
         let notified = inner.work.notified();
         tokio::pin!(notified);
@@ -459,10 +579,10 @@ async fn next_job(inner: &Inner) -> Option<Job> {
         notified.as_mut().enable();
         {
             let mut queue = inner.queue.lock();
-            if let Some(job) = queue.pop() {
+            if let Some(job) = queue.pop(index) {
                 return Some(job);
             }
-            if inner.closed.load(Ordering::Acquire) {
+            if inner.closed.load(Ordering::Acquire) && queue.len() == 0 {
                 return None;
             }
         }
@@ -470,21 +590,31 @@ async fn next_job(inner: &Inner) -> Option<Job> {
     }
 }
 
-async fn worker(inner: Arc<Inner>) {
-    while let Some(job) = next_job(&inner).await {
+async fn worker(inner: Arc<Inner>, index: usize) {
+    while let Some(job) = next_job(&inner, index).await {
         inner.running.fetch_add(1, Ordering::Relaxed);
-        run(&inner, job).await;
+        run(&inner, index, job).await;
         inner.running.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
-async fn run(inner: &Inner, job: Job) {
+/// How one job ended, before it becomes a [`Completion`].
+struct Finished {
+    id: InvocationId,
+    context: InvocationContext,
+    outcome: Outcome,
+    start: Start,
+    admitted_at: Instant,
+    taken_at: Instant,
+}
+
+async fn run(inner: &Inner, index: usize, job: Job) {
     let Job {
+        seq,
         invocation,
         spec,
         admitted_at,
         reply,
-        ..
     } = job;
     let taken_at = inner.clock.now();
     let id = invocation.id;
@@ -502,7 +632,24 @@ async fn run(inner: &Inner, job: Job) {
     } else {
         match inner.pool.checkout(&spec).await {
             Ok((env, start)) => {
-                let outcome = env.invoke(invocation).await;
+                let slot = &inner.slots[index];
+                let mut call = env.invoke(invocation);
+                let outcome = loop {
+                    tokio::select! {
+                        biased;
+                        outcome = &mut call => break outcome,
+                        () = slot.cancel.notified() => {
+                            // A signal meant for an earlier job is ignored.
+                            if slot.cancel_seq.load(Ordering::Acquire) == seq {
+                                break Err(FunctionError::new(
+                                    ErrorKind::Cancelled,
+                                    "cancelled while running",
+                                ));
+                            }
+                        }
+                    }
+                };
+                drop(call);
                 inner.pool.checkin(&spec, env);
                 (outcome, start)
             }
@@ -514,20 +661,51 @@ async fn run(inner: &Inner, job: Job) {
             }
         }
     };
+    let unparked = inner.queue.lock().finished(
+        &spec.name,
+        id,
+        start == Start::Cold,
+        taken_at.saturating_duration_since(admitted_at),
+    );
+    if unparked {
+        inner.work.notify_one();
+    }
+    complete(
+        inner,
+        &spec,
+        Finished {
+            id,
+            context,
+            outcome,
+            start,
+            admitted_at,
+            taken_at,
+        },
+        reply,
+    );
+}
+
+/// Records a finished job and hands its completion to the observer and the caller.
+fn complete(
+    inner: &Inner,
+    spec: &FunctionSpec,
+    f: Finished,
+    reply: Option<oneshot::Sender<Completion>>,
+) {
     let done_at = inner.clock.now();
     let completion = Completion {
-        id,
+        id: f.id,
         function: spec.name.clone(),
         version: spec.version,
-        context,
-        outcome,
-        start,
-        queued: taken_at.saturating_duration_since(admitted_at),
-        ran: done_at.saturating_duration_since(taken_at),
+        context: f.context,
+        outcome: f.outcome,
+        start: f.start,
+        queued: f.taken_at.saturating_duration_since(f.admitted_at),
+        ran: done_at.saturating_duration_since(f.taken_at),
     };
     inner.completed.fetch_add(1, Ordering::Relaxed);
     record_metrics(&completion);
-    inner.observer.on_completed(&completion, &spec);
+    inner.observer.on_completed(&completion, spec);
     if let Some(reply) = reply {
         // The caller may have dropped its ticket; that is fine.
         let _ = reply.send(completion);

@@ -343,3 +343,145 @@ async fn shutdown_completes_every_admitted_invocation() {
         assert_eq!(t.await.outcome.unwrap(), Bytes::from(i.to_string()));
     }
 }
+
+#[tokio::test]
+async fn cancel_by_id_stops_queued_and_running_invocations() {
+    let sandbox = InProcessSandbox::new();
+    let gate = Arc::new(Semaphore::new(0));
+    let order = Arc::new(Mutex::new(Vec::new()));
+    gated(&sandbox, gate.clone(), order.clone());
+    let s = Scheduler::builder()
+        .workers(1)
+        .sandbox(Arc::new(sandbox))
+        .build()
+        .unwrap();
+    s.deploy(FunctionSpec::in_process(name("gated")).with_timeout(Duration::from_secs(60)))
+        .unwrap();
+    let running = s
+        .try_submit(Invocation::new("gated".parse().unwrap(), "running"))
+        .unwrap();
+    wait_running(&s, 1).await;
+    let queued = s
+        .try_submit(Invocation::new("gated".parse().unwrap(), "queued"))
+        .unwrap();
+    let after = s
+        .try_submit(Invocation::new("gated".parse().unwrap(), "after"))
+        .unwrap();
+
+    assert!(s.cancel(queued.id()));
+    let c = queued.await;
+    assert_eq!(c.outcome.unwrap_err().kind, ErrorKind::Cancelled);
+    assert_eq!(c.start, Start::NotStarted);
+    assert!(!s.cancel(c.id), "already completed");
+
+    assert!(s.cancel(running.id()));
+    let c = running.await;
+    assert_eq!(c.outcome.unwrap_err().kind, ErrorKind::Cancelled);
+
+    // The worker goes on with the next job, which a stale signal must not cancel.
+    gate.add_permits(1);
+    assert_eq!(&after.await.outcome.unwrap()[..], b"after");
+    assert_eq!(*order.lock(), ["after"]);
+    assert!(!s.cancel(fnhub_core::InvocationId::random()));
+    s.shutdown().await;
+}
+
+#[tokio::test]
+async fn function_and_tenant_limits_name_their_reason() {
+    let sandbox = InProcessSandbox::new();
+    let gate = Arc::new(Semaphore::new(0));
+    gated(&sandbox, gate.clone(), Arc::default());
+    sandbox.register(
+        "other",
+        from_fn(|inv: Invocation| async move { Ok(inv.payload) }),
+    );
+    let s = Scheduler::builder()
+        .workers(1)
+        .queue_capacity(100)
+        .function_queue_limit(2)
+        .tenant_queue_limit(2)
+        .sandbox(Arc::new(sandbox))
+        .build()
+        .unwrap();
+    s.deploy(FunctionSpec::in_process(name("gated"))).unwrap();
+    s.deploy(FunctionSpec::in_process(name("other"))).unwrap();
+    let blocker = s
+        .try_submit(Invocation::new("gated".parse().unwrap(), "b"))
+        .unwrap();
+    wait_running(&s, 1).await;
+
+    let as_tenant = |f: &str, t: &str| {
+        let mut inv = Invocation::new(f.parse().unwrap(), "x");
+        inv.context.principal = fnhub_core::Principal::new(t);
+        inv
+    };
+    let mut tickets = vec![
+        s.try_submit(as_tenant("gated", "t1")).unwrap(),
+        s.try_submit(as_tenant("gated", "t2")).unwrap(),
+    ];
+    let e = s.try_submit(as_tenant("gated", "t3")).unwrap_err();
+    assert!(matches!(e, SubmitError::FunctionLimit(_)), "{e}");
+    assert_eq!(e.reason(), "function_limit");
+    tickets.push(s.try_submit(as_tenant("other", "t1")).unwrap());
+    let e = s.try_submit(as_tenant("other", "t1")).unwrap_err();
+    assert!(
+        matches!(e, SubmitError::TenantLimit(ref i) if i.context.principal.as_str() == "t1"),
+        "{e}"
+    );
+    let loads = s.snapshot().functions;
+    assert_eq!((loads["gated"].queued, loads["gated"].running), (2, 1));
+    assert_eq!(loads["other"].queued, 1);
+
+    gate.add_permits(10);
+    blocker.await;
+    for t in tickets {
+        assert!(t.await.outcome.is_ok());
+    }
+    let loads = s.snapshot().functions;
+    assert_eq!(loads["gated"].completed_total, 3);
+    assert_eq!(loads["gated"].cold_starts_total, 1);
+    s.shutdown().await;
+}
+
+#[tokio::test]
+async fn max_concurrency_holds_back_one_function_only() {
+    let sandbox = InProcessSandbox::new();
+    let gate = Arc::new(Semaphore::new(0));
+    gated(&sandbox, gate.clone(), Arc::default());
+    sandbox.register(
+        "free",
+        from_fn(|inv: Invocation| async move { Ok(inv.payload) }),
+    );
+    let s = Scheduler::builder()
+        .workers(4)
+        .sandbox(Arc::new(sandbox))
+        .build()
+        .unwrap();
+    let mut spec = FunctionSpec::in_process(name("gated"));
+    spec.resources.max_concurrency = Some(1);
+    s.deploy(spec).unwrap();
+    s.deploy(FunctionSpec::in_process(name("free"))).unwrap();
+    let gated_tickets: Vec<_> = (0..3)
+        .map(|i| {
+            s.try_submit(Invocation::new("gated".parse().unwrap(), i.to_string()))
+                .unwrap()
+        })
+        .collect();
+    wait_running(&s, 1).await;
+    // Three workers are free, but only one gated invocation may run; others still flow.
+    for _ in 0..5 {
+        let c = s
+            .try_submit(Invocation::new("free".parse().unwrap(), "f"))
+            .unwrap()
+            .await;
+        assert!(c.outcome.is_ok());
+    }
+    let load = s.snapshot();
+    assert_eq!(load.functions["gated"].running, 1);
+    assert_eq!(load.functions["gated"].queued, 2);
+    gate.add_permits(3);
+    for t in gated_tickets {
+        assert!(t.await.outcome.is_ok());
+    }
+    s.shutdown().await;
+}

@@ -1,0 +1,419 @@
+//! The admission queue.
+//!
+//! Three layers, from the outside in:
+//!
+//! 1. **Priority classes**: a higher [`Priority`] is always served first.
+//! 2. **Fair share between principals** inside a class, by stride scheduling: each
+//!    backlogged principal has a *pass*; the one with the lowest pass is served and its pass
+//!    grows by `STRIDE_ONE / weight`. A principal that becomes backlogged resumes at its own
+//!    pass or the class's virtual time (the pass last served), whichever is later: idle time
+//!    earns no credit, and leaving does not forgive what it was served ahead. Between two
+//!    services of a backlogged principal `i`, any other principal `j` is served at most
+//!    `⌊w_j / w_i⌋ + 1` times ([`fairness_bound`]).
+//! 3. **Earliest deadline first** inside one principal's share, then arrival order.
+//!
+//! Jobs of a function at its `max_concurrency` are parked when popped and put back when one
+//! of its invocations finishes, so they wait without blocking other functions.
+
+mod order;
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use fnhub_core::{
+    FunctionLoad, FunctionName, FunctionSpec, Invocation, InvocationId, Principal, Priority,
+};
+use tokio::sync::oneshot;
+
+use crate::Completion;
+
+/// The pass increment of a principal of weight 1.
+const STRIDE_ONE: u64 = 1 << 20;
+
+/// One admitted invocation waiting for a worker.
+pub(crate) struct Job {
+    pub(crate) seq: u64,
+    pub(crate) invocation: Invocation,
+    pub(crate) spec: Arc<FunctionSpec>,
+    pub(crate) admitted_at: Instant,
+    pub(crate) reply: Option<oneshot::Sender<Completion>>,
+}
+
+/// Why a job could not be queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    Full,
+    FunctionLimit,
+    TenantLimit,
+}
+
+/// Queue limits and principal weights.
+#[derive(Debug, Clone)]
+pub(crate) struct Limits {
+    pub(crate) capacity: usize,
+    pub(crate) per_function: usize,
+    pub(crate) per_tenant: usize,
+    pub(crate) weights: HashMap<Principal, u32>,
+    pub(crate) tenant_limits: HashMap<Principal, usize>,
+}
+
+impl Limits {
+    fn weight(&self, p: &Principal) -> u32 {
+        self.weights.get(p).copied().unwrap_or(1).max(1)
+    }
+
+    fn tenant_limit(&self, p: &Principal) -> usize {
+        self.tenant_limits
+            .get(p)
+            .copied()
+            .unwrap_or(self.per_tenant)
+    }
+}
+
+/// The fairness guarantee: while principal `i` (weight `weight_i`) is backlogged in a
+/// priority class, another principal `j` (weight `weight_j`) is served at most this many
+/// times between two services of `i`, or before `i`'s first: `⌊w_j / w_i⌋ + 1`.
+pub fn fairness_bound(weight_i: u32, weight_j: u32) -> u64 {
+    u64::from(weight_j.max(1) / weight_i.max(1)) + 1
+}
+
+struct Tenant {
+    jobs: BinaryHeap<Job>,
+    pass: u64,
+}
+
+/// Idle tenants kept for their pass before a sweep drops those with no debt.
+const IDLE_SWEEP: usize = 64;
+
+#[derive(Default)]
+struct Class {
+    tenants: HashMap<Principal, Tenant>,
+    /// Backlogged principals by (pass, join order).
+    ready: BinaryHeap<Reverse<(u64, u64, Principal)>>,
+    vtime: u64,
+    joins: u64,
+}
+
+impl Class {
+    fn push(&mut self, job: Job) {
+        let principal = job.invocation.context.principal.clone();
+        let vtime = self.vtime;
+        let tenant = self
+            .tenants
+            .entry(principal.clone())
+            .or_insert_with(|| Tenant {
+                jobs: BinaryHeap::new(),
+                pass: vtime,
+            });
+        if tenant.jobs.is_empty() {
+            tenant.pass = tenant.pass.max(vtime);
+            self.joins += 1;
+            self.ready
+                .push(Reverse((tenant.pass, self.joins, principal)));
+        }
+        tenant.jobs.push(job);
+    }
+
+    fn pop(&mut self, limits: &Limits) -> Option<Job> {
+        while let Some(Reverse((pass, _, principal))) = self.ready.pop() {
+            let Some(tenant) = self.tenants.get_mut(&principal) else {
+                continue;
+            };
+            // A stale entry: the tenant was emptied by cancellation, or re-joined later.
+            if tenant.pass != pass {
+                continue;
+            }
+            let Some(job) = tenant.jobs.pop() else {
+                continue;
+            };
+            self.vtime = pass;
+            tenant.pass = pass + STRIDE_ONE / u64::from(limits.weight(&principal));
+            if tenant.jobs.is_empty() {
+                // Kept, with its pass, until a sweep finds it owes nothing.
+                self.sweep();
+            } else {
+                self.joins += 1;
+                self.ready
+                    .push(Reverse((tenant.pass, self.joins, principal)));
+            }
+            return Some(job);
+        }
+        None
+    }
+
+    /// Drops idle tenants whose pass is not ahead of the virtual time: they would rejoin at
+    /// the virtual time anyway.
+    fn sweep(&mut self) {
+        if self.tenants.len() > self.ready.len() + IDLE_SWEEP {
+            let vtime = self.vtime;
+            self.tenants
+                .retain(|_, t| !t.jobs.is_empty() || t.pass > vtime);
+        }
+    }
+
+    fn remove(&mut self, principal: &Principal, id: InvocationId) -> Option<Job> {
+        let tenant = self.tenants.get_mut(principal)?;
+        let mut found = None;
+        let jobs = std::mem::take(&mut tenant.jobs);
+        tenant.jobs = jobs
+            .into_iter()
+            .filter_map(|j| {
+                if j.invocation.id == id && found.is_none() {
+                    found = Some(j);
+                    None
+                } else {
+                    Some(j)
+                }
+            })
+            .collect();
+        found
+    }
+
+    /// Whether no tenant has a job queued.
+    fn is_empty(&self) -> bool {
+        self.ready.is_empty()
+    }
+}
+
+/// Admitted jobs: bounded overall, per function and per principal.
+pub(crate) struct Queue {
+    classes: BTreeMap<Reverse<Priority>, Class>,
+    parked: HashMap<FunctionName, VecDeque<Job>>,
+    len: usize,
+    next_seq: u64,
+    queued_by_function: HashMap<FunctionName, usize>,
+    queued_by_tenant: HashMap<Principal, usize>,
+    running_by_function: HashMap<FunctionName, u32>,
+    /// Where each queued job is, for cancellation.
+    index: HashMap<InvocationId, (Priority, Principal)>,
+    /// Which worker runs each running job, and the job's sequence number.
+    running_jobs: HashMap<InvocationId, (usize, u64)>,
+    history: HashMap<FunctionName, History>,
+    limits: Limits,
+}
+
+/// Completed work of one function, for load snapshots.
+#[derive(Default)]
+struct History {
+    completed: u64,
+    cold: u64,
+    /// Moving average of queue wait, in nanoseconds (weight 1/8 per completion).
+    wait_ns: u64,
+}
+
+fn decrement<K: std::hash::Hash + Eq>(map: &mut HashMap<K, usize>, key: &K) {
+    if let Some(n) = map.get_mut(key) {
+        *n -= 1;
+        if *n == 0 {
+            map.remove(key);
+        }
+    }
+}
+
+impl Queue {
+    pub(crate) fn new(limits: Limits) -> Queue {
+        Queue {
+            classes: BTreeMap::new(),
+            parked: HashMap::new(),
+            len: 0,
+            next_seq: 0,
+            queued_by_function: HashMap::new(),
+            queued_by_tenant: HashMap::new(),
+            running_by_function: HashMap::new(),
+            index: HashMap::new(),
+            running_jobs: HashMap::new(),
+            history: HashMap::new(),
+            limits,
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    pub(crate) fn capacity(&self) -> usize {
+        self.limits.capacity
+    }
+
+    /// Whether a job of `spec` for `principal` would be admitted now.
+    pub(crate) fn check(&self, spec: &FunctionSpec, principal: &Principal) -> Result<(), Refusal> {
+        if self.len >= self.limits.capacity {
+            return Err(Refusal::Full);
+        }
+        let by_fn = self
+            .queued_by_function
+            .get(&spec.name)
+            .copied()
+            .unwrap_or(0);
+        if by_fn >= self.limits.per_function {
+            return Err(Refusal::FunctionLimit);
+        }
+        let by_tenant = self.queued_by_tenant.get(principal).copied().unwrap_or(0);
+        if by_tenant >= self.limits.tenant_limit(principal) {
+            return Err(Refusal::TenantLimit);
+        }
+        Ok(())
+    }
+
+    /// The sequence number the next job gets.
+    pub(crate) fn next_seq(&mut self) -> u64 {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        seq
+    }
+
+    /// Adds a job that passed [`Queue::check`] under the same lock.
+    pub(crate) fn push(&mut self, job: Job) {
+        let ctx = &job.invocation.context;
+        *self
+            .queued_by_function
+            .entry(job.spec.name.clone())
+            .or_default() += 1;
+        *self
+            .queued_by_tenant
+            .entry(ctx.principal.clone())
+            .or_default() += 1;
+        self.index
+            .insert(job.invocation.id, (ctx.priority, ctx.principal.clone()));
+        self.len += 1;
+        self.insert(job);
+    }
+
+    fn insert(&mut self, job: Job) {
+        let priority = job.invocation.context.priority;
+        self.classes.entry(Reverse(priority)).or_default().push(job);
+    }
+
+    /// The next job that may run now, on `worker`; jobs of functions at their concurrency
+    /// limit are parked on the way. The job counts as running until [`Queue::finished`].
+    pub(crate) fn pop(&mut self, worker: usize) -> Option<Job> {
+        loop {
+            let (&key, class) = self.classes.iter_mut().find(|(_, c)| !c.is_empty())?;
+            let job = class.pop(&self.limits);
+            if class.is_empty() {
+                self.classes.remove(&key);
+            }
+            let Some(job) = job else { continue };
+            let name = &job.spec.name;
+            let running = self.running_by_function.get(name).copied().unwrap_or(0);
+            if job
+                .spec
+                .resources
+                .max_concurrency
+                .is_some_and(|max| running >= max)
+            {
+                self.parked.entry(name.clone()).or_default().push_back(job);
+                continue;
+            }
+            *self.running_by_function.entry(name.clone()).or_default() += 1;
+            self.running_jobs
+                .insert(job.invocation.id, (worker, job.seq));
+            self.forget(&job);
+            return Some(job);
+        }
+    }
+
+    fn forget(&mut self, job: &Job) {
+        let ctx = &job.invocation.context;
+        decrement(&mut self.queued_by_function, &job.spec.name);
+        decrement(&mut self.queued_by_tenant, &ctx.principal);
+        self.index.remove(&job.invocation.id);
+        self.len -= 1;
+    }
+
+    /// A popped job finished after waiting `waited` in the queue; returns whether a parked
+    /// job was put back.
+    pub(crate) fn finished(
+        &mut self,
+        function: &FunctionName,
+        id: InvocationId,
+        cold: bool,
+        waited: Duration,
+    ) -> bool {
+        self.running_jobs.remove(&id);
+        let h = match self.history.get_mut(function) {
+            Some(h) => h,
+            None => self.history.entry(function.clone()).or_default(),
+        };
+        h.completed += 1;
+        h.cold += u64::from(cold);
+        let w = u64::try_from(waited.as_nanos()).unwrap_or(u64::MAX);
+        h.wait_ns = if h.completed == 1 {
+            w
+        } else {
+            h.wait_ns - h.wait_ns / 8 + w / 8
+        };
+        if let Some(n) = self.running_by_function.get_mut(function) {
+            *n -= 1;
+            if *n == 0 {
+                self.running_by_function.remove(function);
+            }
+        }
+        let Some(parked) = self.parked.get_mut(function) else {
+            return false;
+        };
+        let job = parked.pop_front();
+        if parked.is_empty() {
+            self.parked.remove(function);
+        }
+        match job {
+            Some(job) => {
+                self.insert(job);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Removes a queued (or parked) job.
+    pub(crate) fn cancel(&mut self, id: InvocationId) -> Option<Job> {
+        let (priority, principal) = self.index.get(&id)?.clone();
+        let mut job = None;
+        if let Some(class) = self.classes.get_mut(&Reverse(priority)) {
+            job = class.remove(&principal, id);
+            if class.is_empty() {
+                self.classes.remove(&Reverse(priority));
+            }
+        }
+        if job.is_none() {
+            for list in self.parked.values_mut() {
+                if let Some(at) = list.iter().position(|j| j.invocation.id == id) {
+                    job = list.remove(at);
+                    break;
+                }
+            }
+            self.parked.retain(|_, l| !l.is_empty());
+        }
+        let job = job?;
+        self.forget(&job);
+        Some(job)
+    }
+
+    /// The worker running `id` and the job's sequence number, if it is running.
+    pub(crate) fn running_job(&self, id: InvocationId) -> Option<(usize, u64)> {
+        self.running_jobs.get(&id).copied()
+    }
+
+    /// Per-function load, for snapshots.
+    pub(crate) fn function_loads(&self) -> BTreeMap<String, FunctionLoad> {
+        let mut out: BTreeMap<String, FunctionLoad> = BTreeMap::new();
+        for (name, h) in &self.history {
+            let l = out.entry(name.to_string()).or_default();
+            l.completed_total = h.completed;
+            l.cold_starts_total = h.cold;
+            l.mean_wait = Duration::from_nanos(h.wait_ns);
+        }
+        for (name, n) in &self.queued_by_function {
+            out.entry(name.to_string()).or_default().queued = *n;
+        }
+        for (name, n) in &self.running_by_function {
+            out.entry(name.to_string()).or_default().running = *n as usize;
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests;
