@@ -33,7 +33,7 @@ pub enum Enforcement {
 /// clone: clones share the registry.
 #[derive(Clone)]
 pub struct InProcessSandbox {
-    handlers: Arc<RwLock<HashMap<String, Arc<dyn DynFunction>>>>,
+    handlers: Arc<RwLock<HashMap<String, Arc<dyn Handler>>>>,
     clock: Arc<dyn Clock>,
     enforcement: Enforcement,
 }
@@ -77,23 +77,22 @@ impl InProcessSandbox {
         self
     }
 
-    /// Registers `function` under `handler`, returning the one it replaces. Environments
+    /// Registers `function` under `handler`; returns whether it replaced one. Environments
     /// prepared earlier keep the handler they were prepared with.
-    pub fn register(
-        &self,
-        handler: impl Into<String>,
-        function: impl Function,
-    ) -> Option<Arc<dyn DynFunction>> {
-        self.register_dyn(handler, Arc::new(function))
+    pub fn register(&self, handler: impl Into<String>, function: impl Function) -> bool {
+        self.handlers
+            .write()
+            .insert(handler.into(), Arc::new(Typed(function)))
+            .is_some()
     }
 
-    /// Registers an already shared handler.
-    pub fn register_dyn(
-        &self,
-        handler: impl Into<String>,
-        function: Arc<dyn DynFunction>,
-    ) -> Option<Arc<dyn DynFunction>> {
-        self.handlers.write().insert(handler.into(), function)
+    /// Registers an already shared, type-erased handler. Each call through it costs one
+    /// more allocation than a handler registered with [`register`](Self::register).
+    pub fn register_dyn(&self, handler: impl Into<String>, function: Arc<dyn DynFunction>) -> bool {
+        self.handlers
+            .write()
+            .insert(handler.into(), Arc::new(Erased(function)))
+            .is_some()
     }
 
     /// Whether a handler is registered under `handler`.
@@ -146,7 +145,7 @@ impl Sandbox for InProcessSandbox {
 }
 
 struct InProcessEnvironment {
-    function: Arc<dyn DynFunction>,
+    function: Arc<dyn Handler>,
     timeout: Duration,
     clock: Arc<dyn Clock>,
     report: IsolationReport,
@@ -170,20 +169,8 @@ impl Environment for InProcessEnvironment {
                 "the deadline passed before the invocation started",
             ))));
         }
-        let call = CatchUnwind(self.function.call_boxed(invocation));
-        Box::pin(async move {
-            match tokio::time::timeout(limit, call).await {
-                Ok(outcome) => outcome,
-                Err(_) if by_deadline => Err(FunctionError::new(
-                    ErrorKind::DeadlineExceeded,
-                    format!("the invocation's deadline passed after {limit:?}"),
-                )),
-                Err(_) => Err(FunctionError::new(
-                    ErrorKind::Timeout,
-                    format!("timed out after {limit:?}"),
-                )),
-            }
-        })
+        self.function
+            .call_limited(invocation, Limit { limit, by_deadline })
     }
 
     fn isolation(&self) -> &IsolationReport {
@@ -191,30 +178,107 @@ impl Environment for InProcessEnvironment {
     }
 }
 
-/// Turns a panic while polling the inner future into a `Crashed` outcome.
-struct CatchUnwind<'a>(BoxFuture<'a, Outcome>);
+/// How long one call may run, and whether that limit comes from the invocation's deadline
+/// (rather than the function's timeout).
+#[derive(Clone, Copy)]
+struct Limit {
+    limit: Duration,
+    by_deadline: bool,
+}
 
-impl Future for CatchUnwind<'_> {
-    type Output = Outcome;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Outcome> {
-        let inner = &mut self.0;
-        match catch_unwind(AssertUnwindSafe(|| inner.as_mut().poll(cx))) {
-            Ok(poll) => poll,
-            Err(payload) => {
-                let message = payload
-                    .downcast_ref::<&str>()
-                    .map(|s| (*s).to_owned())
-                    .or_else(|| payload.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "panic with a non-string payload".to_owned());
-                Poll::Ready(Err(FunctionError::new(
-                    ErrorKind::Crashed,
-                    format!("the function panicked: {message}"),
-                )
-                .with_type("Panic")))
-            }
+impl Limit {
+    fn error(self) -> FunctionError {
+        if self.by_deadline {
+            FunctionError::new(
+                ErrorKind::DeadlineExceeded,
+                format!("the invocation's deadline passed after {:?}", self.limit),
+            )
+        } else {
+            FunctionError::new(
+                ErrorKind::Timeout,
+                format!("timed out after {:?}", self.limit),
+            )
         }
     }
+}
+
+/// A handler as the sandbox stores it: one call is one allocation, the future already
+/// wrapped with panic catching and the time limit.
+trait Handler: Send + Sync + 'static {
+    fn call_limited(&self, invocation: Invocation, limit: Limit) -> BoxFuture<'_, Outcome>;
+}
+
+struct Typed<F>(F);
+
+impl<F: Function> Handler for Typed<F> {
+    fn call_limited(&self, invocation: Invocation, limit: Limit) -> BoxFuture<'_, Outcome> {
+        Box::pin(Guarded::new(self.0.call(invocation), limit))
+    }
+}
+
+struct Erased(Arc<dyn DynFunction>);
+
+impl Handler for Erased {
+    fn call_limited(&self, invocation: Invocation, limit: Limit) -> BoxFuture<'_, Outcome> {
+        Box::pin(Guarded::new(self.0.call_boxed(invocation), limit))
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// Runs a handler's future with a panic guard and a time limit, pinned in place inside
+    /// the call's one allocation. The timer is armed only if the first poll does not finish
+    /// the call, so a handler that completes at once costs no timer registration.
+    struct Guarded<Fut> {
+        #[pin]
+        inner: Fut,
+        #[pin]
+        timer: Option<tokio::time::Sleep>,
+        limit: Limit,
+    }
+}
+
+impl<Fut> Guarded<Fut> {
+    fn new(inner: Fut, limit: Limit) -> Self {
+        Guarded {
+            inner,
+            timer: None,
+            limit,
+        }
+    }
+}
+
+impl<Fut: Future<Output = Outcome>> Future for Guarded<Fut> {
+    type Output = Outcome;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Outcome> {
+        let mut this = self.project();
+        let inner = this.inner;
+        match catch_unwind(AssertUnwindSafe(|| inner.poll(cx))) {
+            Ok(Poll::Ready(outcome)) => return Poll::Ready(outcome),
+            Ok(Poll::Pending) => {}
+            Err(payload) => return Poll::Ready(Err(crashed(payload.as_ref()))),
+        }
+        if this.timer.is_none() {
+            this.timer.set(Some(tokio::time::sleep(this.limit.limit)));
+        }
+        match this.timer.as_pin_mut().map(|t| t.poll(cx)) {
+            Some(Poll::Ready(())) => Poll::Ready(Err(this.limit.error())),
+            _ => Poll::Pending,
+        }
+    }
+}
+
+fn crashed(payload: &(dyn std::any::Any + Send)) -> FunctionError {
+    let message = payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "panic with a non-string payload".to_owned());
+    FunctionError::new(
+        ErrorKind::Crashed,
+        format!("the function panicked: {message}"),
+    )
+    .with_type("Panic")
 }
 
 #[cfg(test)]

@@ -46,9 +46,11 @@
 //!
 //! # Metrics
 //!
-//! Through the `metrics` facade (install any recorder): `fnhub_invocations_total`
-//! (labels `function`, `outcome`, `start`), `fnhub_submit_rejected_total` (`reason`),
-//! histograms `fnhub_invocation_queued_seconds` and `fnhub_invocation_run_seconds`.
+//! Through the `metrics` facade: `fnhub_invocations_total` (labels `function`, `version`,
+//! `outcome`, `start`), `fnhub_submit_rejected_total` (`reason`), histograms
+//! `fnhub_invocation_queued_seconds` and `fnhub_invocation_run_seconds`. Handles are
+//! registered when the scheduler is built and when a function is deployed, so completions
+//! record without allocating: install the recorder before that.
 //!
 //! # Cargo features
 //!
@@ -57,6 +59,7 @@
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
+mod deployed;
 mod pool;
 mod queue;
 mod registry;

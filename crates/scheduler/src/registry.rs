@@ -5,6 +5,8 @@ use std::sync::Arc;
 
 use fnhub_core::{Alias, AliasName, FunctionName, FunctionRef, FunctionSpec, Qualifier, Version};
 
+use crate::deployed::Deployed;
+
 /// A deployment was refused.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -50,7 +52,7 @@ pub enum DeployError {
 
 #[derive(Default)]
 struct Entry {
-    versions: BTreeMap<Version, Arc<FunctionSpec>>,
+    versions: BTreeMap<Version, Arc<Deployed>>,
     aliases: HashMap<AliasName, Alias>,
 }
 
@@ -61,7 +63,7 @@ pub(crate) struct Registry {
 }
 
 impl Registry {
-    pub(crate) fn deploy(&mut self, spec: FunctionSpec) -> Result<Arc<FunctionSpec>, DeployError> {
+    pub(crate) fn deploy(&mut self, spec: FunctionSpec) -> Result<Arc<Deployed>, DeployError> {
         let reason = if spec.resources.concurrency == 0 {
             Some("resources.concurrency must be at least 1")
         } else if spec.resources.timeout.is_zero() {
@@ -79,15 +81,15 @@ impl Registry {
         }
         let entry = self.functions.entry(spec.name.clone()).or_default();
         match entry.versions.get(&spec.version) {
-            Some(existing) if **existing == spec => Ok(existing.clone()),
+            Some(existing) if *existing.spec == spec => Ok(existing.clone()),
             Some(_) => Err(DeployError::VersionConflict {
                 name: spec.name,
                 version: spec.version,
             }),
             None => {
-                let spec = Arc::new(spec);
-                entry.versions.insert(spec.version, spec.clone());
-                Ok(spec)
+                let deployed = Arc::new(Deployed::new(spec));
+                entry.versions.insert(deployed.version, deployed.clone());
+                Ok(deployed)
             }
         }
     }
@@ -115,7 +117,7 @@ impl Registry {
         Ok(())
     }
 
-    pub(crate) fn resolve(&self, function: &FunctionRef, roll: u64) -> Option<Arc<FunctionSpec>> {
+    pub(crate) fn resolve(&self, function: &FunctionRef, roll: u64) -> Option<Arc<Deployed>> {
         let entry = self.functions.get(&function.name)?;
         let version = match &function.qualifier {
             Qualifier::Latest => *entry.versions.keys().next_back()?,
@@ -127,7 +129,9 @@ impl Registry {
     }
 
     pub(crate) fn specs(&self) -> impl Iterator<Item = &Arc<FunctionSpec>> {
-        self.functions.values().flat_map(|e| e.versions.values())
+        self.functions
+            .values()
+            .flat_map(|e| e.versions.values().map(|d| &d.spec))
     }
 }
 

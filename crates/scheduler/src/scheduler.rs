@@ -17,6 +17,7 @@ use parking_lot::{Mutex, RwLock};
 use tokio::sync::{Notify, oneshot};
 use tokio::task::JoinHandle;
 
+use crate::deployed::Deployed;
 use crate::pool::{Pool, Start};
 use crate::queue::{Job, Limits, Queue, Refusal};
 use crate::registry::{DeployError, Registry};
@@ -279,6 +280,8 @@ impl SchedulerBuilder {
             tenant_limits: self.tenant_limits,
         };
         let inner = Arc::new(Inner {
+            queued_seconds: metrics::histogram!("fnhub_invocation_queued_seconds"),
+            run_seconds: metrics::histogram!("fnhub_invocation_run_seconds"),
             registry: RwLock::new(Registry::default()),
             queue: Mutex::new(Queue::new(limits)),
             slots: (0..self.workers).map(|_| WorkerSlot::default()).collect(),
@@ -315,6 +318,8 @@ struct WorkerSlot {
 }
 
 struct Inner {
+    queued_seconds: metrics::Histogram,
+    run_seconds: metrics::Histogram,
     registry: RwLock<Registry>,
     queue: Mutex<Queue>,
     slots: Vec<WorkerSlot>,
@@ -379,7 +384,8 @@ impl Scheduler {
                 name: spec.name,
             });
         }
-        self.inner.registry.write().deploy(spec)
+        let deployed = self.inner.registry.write().deploy(spec)?;
+        Ok(deployed.spec.clone())
     }
 
     /// Creates or moves an alias of `function`.
@@ -458,7 +464,7 @@ impl Scheduler {
             Err(e) => {
                 inner.rejected.fetch_add(1, Ordering::Relaxed);
                 metrics::counter!("fnhub_submit_rejected_total", "reason" => e.reason())
-                    .increment(1);
+                    .increment(1); // a static key: no allocation
                 inner.observer.on_rejected(e);
             }
         }
@@ -688,7 +694,7 @@ async fn run(inner: &Inner, index: usize, job: Job) {
 /// Records a finished job and hands its completion to the observer and the caller.
 fn complete(
     inner: &Inner,
-    spec: &FunctionSpec,
+    spec: &Deployed,
     f: Finished,
     reply: Option<oneshot::Sender<Completion>>,
 ) {
@@ -704,26 +710,13 @@ fn complete(
         ran: done_at.saturating_duration_since(f.taken_at),
     };
     inner.completed.fetch_add(1, Ordering::Relaxed);
-    record_metrics(&completion);
-    inner.observer.on_completed(&completion, spec);
+    spec.metrics
+        .completed(&completion.outcome, completion.start);
+    inner.queued_seconds.record(completion.queued.as_secs_f64());
+    inner.run_seconds.record(completion.ran.as_secs_f64());
+    inner.observer.on_completed(&completion, &spec.spec);
     if let Some(reply) = reply {
         // The caller may have dropped its ticket; that is fine.
         let _ = reply.send(completion);
     }
-}
-
-fn record_metrics(c: &Completion) {
-    let outcome = match &c.outcome {
-        Ok(_) => "ok",
-        Err(e) => e.kind.as_str(),
-    };
-    metrics::counter!(
-        "fnhub_invocations_total",
-        "function" => c.function.to_string(),
-        "outcome" => outcome,
-        "start" => c.start.as_str(),
-    )
-    .increment(1);
-    metrics::histogram!("fnhub_invocation_queued_seconds").record(c.queued.as_secs_f64());
-    metrics::histogram!("fnhub_invocation_run_seconds").record(c.ran.as_secs_f64());
 }

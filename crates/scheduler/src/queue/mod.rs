@@ -28,6 +28,7 @@ use fnhub_core::{
 use tokio::sync::oneshot;
 
 use crate::Completion;
+use crate::deployed::Deployed;
 
 /// The pass increment of a principal of weight 1.
 const STRIDE_ONE: u64 = 1 << 20;
@@ -36,7 +37,7 @@ const STRIDE_ONE: u64 = 1 << 20;
 pub(crate) struct Job {
     pub(crate) seq: u64,
     pub(crate) invocation: Invocation,
-    pub(crate) spec: Arc<FunctionSpec>,
+    pub(crate) spec: Arc<Deployed>,
     pub(crate) admitted_at: Instant,
     pub(crate) reply: Option<oneshot::Sender<Completion>>,
 }
@@ -179,7 +180,11 @@ impl Class {
 
 /// Admitted jobs: bounded overall, per function and per principal.
 pub(crate) struct Queue {
-    classes: BTreeMap<Reverse<Priority>, Class>,
+    /// One class per priority value, kept even when empty so a class that drains and
+    /// refills costs no allocation.
+    classes: Box<[Class]>,
+    /// Bit `p` is set when class `p` has work.
+    nonempty: [u64; 4],
     parked: HashMap<FunctionName, VecDeque<Job>>,
     len: usize,
     next_seq: u64,
@@ -215,7 +220,8 @@ fn decrement<K: std::hash::Hash + Eq>(map: &mut HashMap<K, usize>, key: &K) {
 impl Queue {
     pub(crate) fn new(limits: Limits) -> Queue {
         Queue {
-            classes: BTreeMap::new(),
+            classes: (0..256).map(|_| Class::default()).collect(),
+            nonempty: [0; 4],
             parked: HashMap::new(),
             len: 0,
             next_seq: 0,
@@ -282,19 +288,32 @@ impl Queue {
     }
 
     fn insert(&mut self, job: Job) {
-        let priority = job.invocation.context.priority;
-        self.classes.entry(Reverse(priority)).or_default().push(job);
+        let p = usize::from(job.invocation.context.priority.0);
+        self.classes[p].push(job);
+        self.nonempty[p / 64] |= 1 << (p % 64);
+    }
+
+    /// The highest priority with work.
+    fn top_class(&self) -> Option<usize> {
+        (0..4).rev().find_map(|w| {
+            let bits = self.nonempty[w];
+            (bits != 0).then(|| w * 64 + 63 - bits.leading_zeros() as usize)
+        })
+    }
+
+    fn mark_if_empty(&mut self, p: usize) {
+        if self.classes[p].is_empty() {
+            self.nonempty[p / 64] &= !(1 << (p % 64));
+        }
     }
 
     /// The next job that may run now, on `worker`; jobs of functions at their concurrency
     /// limit are parked on the way. The job counts as running until [`Queue::finished`].
     pub(crate) fn pop(&mut self, worker: usize) -> Option<Job> {
         loop {
-            let (&key, class) = self.classes.iter_mut().find(|(_, c)| !c.is_empty())?;
-            let job = class.pop(&self.limits);
-            if class.is_empty() {
-                self.classes.remove(&key);
-            }
+            let p = self.top_class()?;
+            let job = self.classes[p].pop(&self.limits);
+            self.mark_if_empty(p);
             let Some(job) = job else { continue };
             let name = &job.spec.name;
             let running = self.running_by_function.get(name).copied().unwrap_or(0);
@@ -370,13 +389,9 @@ impl Queue {
     /// Removes a queued (or parked) job.
     pub(crate) fn cancel(&mut self, id: InvocationId) -> Option<Job> {
         let (priority, principal) = self.index.get(&id)?.clone();
-        let mut job = None;
-        if let Some(class) = self.classes.get_mut(&Reverse(priority)) {
-            job = class.remove(&principal, id);
-            if class.is_empty() {
-                self.classes.remove(&Reverse(priority));
-            }
-        }
+        let p = usize::from(priority.0);
+        let mut job = self.classes[p].remove(&principal, id);
+        self.mark_if_empty(p);
         if job.is_none() {
             for list in self.parked.values_mut() {
                 if let Some(at) = list.iter().position(|j| j.invocation.id == id) {

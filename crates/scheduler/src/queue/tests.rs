@@ -13,13 +13,15 @@ fn limits(capacity: usize) -> Limits {
     }
 }
 
-fn spec(name: &str) -> Arc<FunctionSpec> {
-    Arc::new(FunctionSpec::in_process(FunctionName::new(name).unwrap()))
+fn spec(name: &str) -> Arc<Deployed> {
+    Arc::new(Deployed::new(FunctionSpec::in_process(
+        FunctionName::new(name).unwrap(),
+    )))
 }
 
 fn job(
     q: &mut Queue,
-    spec: &Arc<FunctionSpec>,
+    spec: &Arc<Deployed>,
     tenant: &str,
     priority: u8,
     deadline: Option<u64>,
@@ -39,7 +41,7 @@ fn job(
 
 fn push(
     q: &mut Queue,
-    spec: &Arc<FunctionSpec>,
+    spec: &Arc<Deployed>,
     tenant: &str,
     priority: u8,
     deadline: Option<u64>,
@@ -106,7 +108,7 @@ fn limits_refuse_with_their_reason() {
 fn max_concurrency_parks_and_releases() {
     let mut f = FunctionSpec::in_process(FunctionName::new("f").unwrap());
     f.resources.max_concurrency = Some(1);
-    let f = Arc::new(f);
+    let f = Arc::new(Deployed::new(f));
     let g = spec("g");
     let mut q = Queue::new(limits(10));
     let f1 = push(&mut q, &f, "t", 128, None);
@@ -131,7 +133,7 @@ fn max_concurrency_parks_and_releases() {
 fn cancel_removes_queued_and_parked_jobs() {
     let mut f = FunctionSpec::in_process(FunctionName::new("f").unwrap());
     f.resources.max_concurrency = Some(1);
-    let f = Arc::new(f);
+    let f = Arc::new(Deployed::new(f));
     let mut q = Queue::new(limits(10));
     let a = push(&mut q, &f, "t", 128, None);
     let b = push(&mut q, &f, "t", 128, None);
