@@ -70,14 +70,18 @@ impl FunctionMetrics {
 pub(crate) struct Deployed {
     pub(crate) spec: Arc<FunctionSpec>,
     pub(crate) metrics: FunctionMetrics,
+    /// Dense index of the function (all versions share it), for per-function state kept
+    /// in vectors rather than hash maps.
+    pub(crate) slot: usize,
 }
 
 impl Deployed {
-    pub(crate) fn new(spec: FunctionSpec) -> Deployed {
+    pub(crate) fn new(spec: FunctionSpec, slot: usize) -> Deployed {
         let metrics = FunctionMetrics::register(&spec);
         Deployed {
             spec: Arc::new(spec),
             metrics,
+            slot,
         }
     }
 }

@@ -3,7 +3,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use fnhub_core::{Environment, FunctionName, FunctionSpec, PrepareError, Sandbox, Version};
+use fnhub_core::{Environment, FunctionSpec, PrepareError, Sandbox, Version};
+
+use crate::deployed::Deployed;
 use parking_lot::Mutex;
 
 /// Whether an invocation found a warm environment.
@@ -29,7 +31,8 @@ impl Start {
     }
 }
 
-type Key = (FunctionName, Version);
+/// A function's slot and a version.
+type Key = (usize, Version);
 
 pub(crate) struct Pool {
     sandboxes: Vec<Arc<dyn Sandbox>>,
@@ -53,9 +56,9 @@ impl Pool {
     /// A warm environment for `spec`, or a new one.
     pub(crate) async fn checkout(
         &self,
-        spec: &FunctionSpec,
+        spec: &Deployed,
     ) -> Result<(Box<dyn Environment>, Start), PrepareError> {
-        let key = (spec.name.clone(), spec.version);
+        let key = (spec.slot, spec.version);
         if let Some(env) = self.idle.lock().get_mut(&key).and_then(Vec::pop) {
             return Ok((env, Start::Warm));
         }
@@ -71,10 +74,10 @@ impl Pool {
 
     /// Returns an environment after use. Unhealthy ones, and ones beyond the idle limit,
     /// are shut down.
-    pub(crate) fn checkin(&self, spec: &FunctionSpec, env: Box<dyn Environment>) {
+    pub(crate) fn checkin(&self, spec: &Deployed, env: Box<dyn Environment>) {
         let rejected = if env.is_healthy() {
             let mut idle = self.idle.lock();
-            let slot = idle.entry((spec.name.clone(), spec.version)).or_default();
+            let slot = idle.entry((spec.slot, spec.version)).or_default();
             if slot.len() < self.max_idle_per_version {
                 slot.push(env);
                 None

@@ -50,8 +50,8 @@ pub enum DeployError {
     },
 }
 
-#[derive(Default)]
 struct Entry {
+    slot: usize,
     versions: BTreeMap<Version, Arc<Deployed>>,
     aliases: HashMap<AliasName, Alias>,
 }
@@ -79,7 +79,15 @@ impl Registry {
                 reason,
             });
         }
-        let entry = self.functions.entry(spec.name.clone()).or_default();
+        let slot = self.functions.len();
+        let entry = self
+            .functions
+            .entry(spec.name.clone())
+            .or_insert_with(|| Entry {
+                slot,
+                versions: BTreeMap::new(),
+                aliases: HashMap::new(),
+            });
         match entry.versions.get(&spec.version) {
             Some(existing) if *existing.spec == spec => Ok(existing.clone()),
             Some(_) => Err(DeployError::VersionConflict {
@@ -87,7 +95,7 @@ impl Registry {
                 version: spec.version,
             }),
             None => {
-                let deployed = Arc::new(Deployed::new(spec));
+                let deployed = Arc::new(Deployed::new(spec, entry.slot));
                 entry.versions.insert(deployed.version, deployed.clone());
                 Ok(deployed)
             }

@@ -283,7 +283,7 @@ impl SchedulerBuilder {
             queued_seconds: metrics::histogram!("fnhub_invocation_queued_seconds"),
             run_seconds: metrics::histogram!("fnhub_invocation_run_seconds"),
             registry: RwLock::new(Registry::default()),
-            queue: Mutex::new(Queue::new(limits)),
+            queue: Mutex::new(Queue::new(limits, self.workers)),
             slots: (0..self.workers).map(|_| WorkerSlot::default()).collect(),
             work: Notify::new(),
             closed: AtomicBool::new(false),
@@ -640,17 +640,24 @@ async fn run(inner: &Inner, index: usize, job: Job) {
             Ok((env, start)) => {
                 let slot = &inner.slots[index];
                 let mut call = env.invoke(invocation);
-                let outcome = loop {
-                    tokio::select! {
-                        biased;
-                        outcome = &mut call => break outcome,
-                        () = slot.cancel.notified() => {
-                            // A signal meant for an earlier job is ignored.
-                            if slot.cancel_seq.load(Ordering::Acquire) == seq {
-                                break Err(FunctionError::new(
-                                    ErrorKind::Cancelled,
-                                    "cancelled while running",
-                                ));
+                // Most calls finish on their first poll; only a call that waits needs to
+                // listen for cancellation (which registers with the worker's `Notify`).
+                let first = std::future::poll_fn(|cx| Poll::Ready(call.as_mut().poll(cx))).await;
+                let outcome = if let Poll::Ready(outcome) = first {
+                    outcome
+                } else {
+                    loop {
+                        tokio::select! {
+                            biased;
+                            outcome = &mut call => break outcome,
+                            () = slot.cancel.notified() => {
+                                // A signal meant for an earlier job is ignored.
+                                if slot.cancel_seq.load(Ordering::Acquire) == seq {
+                                    break Err(FunctionError::new(
+                                        ErrorKind::Cancelled,
+                                        "cancelled while running",
+                                    ));
+                                }
                             }
                         }
                     }
@@ -668,8 +675,8 @@ async fn run(inner: &Inner, index: usize, job: Job) {
         }
     };
     let unparked = inner.queue.lock().finished(
-        &spec.name,
-        id,
+        index,
+        &spec,
         start == Start::Cold,
         taken_at.saturating_duration_since(admitted_at),
     );

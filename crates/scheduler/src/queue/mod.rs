@@ -22,9 +22,7 @@ use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use fnhub_core::{
-    FunctionLoad, FunctionName, FunctionSpec, Invocation, InvocationId, Principal, Priority,
-};
+use fnhub_core::{FunctionLoad, FunctionName, Invocation, InvocationId, Principal};
 use tokio::sync::oneshot;
 
 use crate::Completion;
@@ -154,8 +152,13 @@ impl Class {
         }
     }
 
-    fn remove(&mut self, principal: &Principal, id: InvocationId) -> Option<Job> {
-        let tenant = self.tenants.get_mut(principal)?;
+    fn remove_id(&mut self, id: InvocationId) -> Option<Job> {
+        let principal = self
+            .tenants
+            .iter()
+            .find(|(_, t)| t.jobs.iter().any(|j| j.invocation.id == id))
+            .map(|(p, _)| p.clone())?;
+        let tenant = self.tenants.get_mut(&principal)?;
         let mut found = None;
         let jobs = std::mem::take(&mut tenant.jobs);
         tenant.jobs = jobs
@@ -178,6 +181,19 @@ impl Class {
     }
 }
 
+/// Per-function state, in a vector indexed by [`Deployed::slot`].
+#[derive(Default)]
+struct FunctionState {
+    name: Option<FunctionName>,
+    queued: usize,
+    running: u32,
+    parked: VecDeque<Job>,
+    completed: u64,
+    cold: u64,
+    /// Moving average of queue wait, in nanoseconds (weight 1/8 per completion).
+    wait_ns: u64,
+}
+
 /// Admitted jobs: bounded overall, per function and per principal.
 pub(crate) struct Queue {
     /// One class per priority value, kept even when empty so a class that drains and
@@ -185,52 +201,25 @@ pub(crate) struct Queue {
     classes: Box<[Class]>,
     /// Bit `p` is set when class `p` has work.
     nonempty: [u64; 4],
-    parked: HashMap<FunctionName, VecDeque<Job>>,
     len: usize,
     next_seq: u64,
-    queued_by_function: HashMap<FunctionName, usize>,
+    functions: Vec<FunctionState>,
     queued_by_tenant: HashMap<Principal, usize>,
-    running_by_function: HashMap<FunctionName, u32>,
-    /// Where each queued job is, for cancellation.
-    index: HashMap<InvocationId, (Priority, Principal)>,
-    /// Which worker runs each running job, and the job's sequence number.
-    running_jobs: HashMap<InvocationId, (usize, u64)>,
-    history: HashMap<FunctionName, History>,
+    /// What each worker runs: the invocation and the job's sequence number.
+    running_jobs: Vec<Option<(InvocationId, u64)>>,
     limits: Limits,
 }
 
-/// Completed work of one function, for load snapshots.
-#[derive(Default)]
-struct History {
-    completed: u64,
-    cold: u64,
-    /// Moving average of queue wait, in nanoseconds (weight 1/8 per completion).
-    wait_ns: u64,
-}
-
-fn decrement<K: std::hash::Hash + Eq>(map: &mut HashMap<K, usize>, key: &K) {
-    if let Some(n) = map.get_mut(key) {
-        *n -= 1;
-        if *n == 0 {
-            map.remove(key);
-        }
-    }
-}
-
 impl Queue {
-    pub(crate) fn new(limits: Limits) -> Queue {
+    pub(crate) fn new(limits: Limits, workers: usize) -> Queue {
         Queue {
             classes: (0..256).map(|_| Class::default()).collect(),
             nonempty: [0; 4],
-            parked: HashMap::new(),
             len: 0,
             next_seq: 0,
-            queued_by_function: HashMap::new(),
+            functions: Vec::new(),
             queued_by_tenant: HashMap::new(),
-            running_by_function: HashMap::new(),
-            index: HashMap::new(),
-            running_jobs: HashMap::new(),
-            history: HashMap::new(),
+            running_jobs: vec![None; workers],
             limits,
         }
     }
@@ -243,16 +232,24 @@ impl Queue {
         self.limits.capacity
     }
 
+    fn function(&mut self, d: &Deployed) -> &mut FunctionState {
+        if self.functions.len() <= d.slot {
+            self.functions
+                .resize_with(d.slot + 1, FunctionState::default);
+        }
+        let f = &mut self.functions[d.slot];
+        if f.name.is_none() {
+            f.name = Some(d.name.clone());
+        }
+        f
+    }
+
     /// Whether a job of `spec` for `principal` would be admitted now.
-    pub(crate) fn check(&self, spec: &FunctionSpec, principal: &Principal) -> Result<(), Refusal> {
+    pub(crate) fn check(&self, spec: &Deployed, principal: &Principal) -> Result<(), Refusal> {
         if self.len >= self.limits.capacity {
             return Err(Refusal::Full);
         }
-        let by_fn = self
-            .queued_by_function
-            .get(&spec.name)
-            .copied()
-            .unwrap_or(0);
+        let by_fn = self.functions.get(spec.slot).map_or(0, |f| f.queued);
         if by_fn >= self.limits.per_function {
             return Err(Refusal::FunctionLimit);
         }
@@ -272,17 +269,14 @@ impl Queue {
 
     /// Adds a job that passed [`Queue::check`] under the same lock.
     pub(crate) fn push(&mut self, job: Job) {
-        let ctx = &job.invocation.context;
-        *self
-            .queued_by_function
-            .entry(job.spec.name.clone())
-            .or_default() += 1;
-        *self
-            .queued_by_tenant
-            .entry(ctx.principal.clone())
-            .or_default() += 1;
-        self.index
-            .insert(job.invocation.id, (ctx.priority, ctx.principal.clone()));
+        self.function(&job.spec).queued += 1;
+        let principal = &job.invocation.context.principal;
+        match self.queued_by_tenant.get_mut(principal) {
+            Some(n) => *n += 1,
+            None => {
+                self.queued_by_tenant.insert(principal.clone(), 1);
+            }
+        }
         self.len += 1;
         self.insert(job);
     }
@@ -315,69 +309,58 @@ impl Queue {
             let job = self.classes[p].pop(&self.limits);
             self.mark_if_empty(p);
             let Some(job) = job else { continue };
-            let name = &job.spec.name;
-            let running = self.running_by_function.get(name).copied().unwrap_or(0);
-            if job
-                .spec
-                .resources
-                .max_concurrency
-                .is_some_and(|max| running >= max)
-            {
-                self.parked.entry(name.clone()).or_default().push_back(job);
+            let max = job.spec.resources.max_concurrency;
+            let f = self.function(&job.spec);
+            if max.is_some_and(|max| f.running >= max) {
+                f.parked.push_back(job);
                 continue;
             }
-            *self.running_by_function.entry(name.clone()).or_default() += 1;
-            self.running_jobs
-                .insert(job.invocation.id, (worker, job.seq));
+            f.running += 1;
+            if let Some(slot) = self.running_jobs.get_mut(worker) {
+                *slot = Some((job.invocation.id, job.seq));
+            }
             self.forget(&job);
             return Some(job);
         }
     }
 
     fn forget(&mut self, job: &Job) {
-        let ctx = &job.invocation.context;
-        decrement(&mut self.queued_by_function, &job.spec.name);
-        decrement(&mut self.queued_by_tenant, &ctx.principal);
-        self.index.remove(&job.invocation.id);
+        if let Some(f) = self.functions.get_mut(job.spec.slot) {
+            f.queued -= 1;
+        }
+        let principal = &job.invocation.context.principal;
+        if let Some(n) = self.queued_by_tenant.get_mut(principal) {
+            *n -= 1;
+            if *n == 0 {
+                self.queued_by_tenant.remove(principal);
+            }
+        }
         self.len -= 1;
     }
 
-    /// A popped job finished after waiting `waited` in the queue; returns whether a parked
-    /// job was put back.
+    /// The job `worker` popped, of function `spec`, finished after waiting `waited` in the
+    /// queue; returns whether a parked job was put back.
     pub(crate) fn finished(
         &mut self,
-        function: &FunctionName,
-        id: InvocationId,
+        worker: usize,
+        spec: &Deployed,
         cold: bool,
         waited: Duration,
     ) -> bool {
-        self.running_jobs.remove(&id);
-        let h = match self.history.get_mut(function) {
-            Some(h) => h,
-            None => self.history.entry(function.clone()).or_default(),
-        };
-        h.completed += 1;
-        h.cold += u64::from(cold);
+        if let Some(slot) = self.running_jobs.get_mut(worker) {
+            *slot = None;
+        }
+        let f = self.function(spec);
+        f.running = f.running.saturating_sub(1);
+        f.completed += 1;
+        f.cold += u64::from(cold);
         let w = u64::try_from(waited.as_nanos()).unwrap_or(u64::MAX);
-        h.wait_ns = if h.completed == 1 {
+        f.wait_ns = if f.completed == 1 {
             w
         } else {
-            h.wait_ns - h.wait_ns / 8 + w / 8
+            f.wait_ns - f.wait_ns / 8 + w / 8
         };
-        if let Some(n) = self.running_by_function.get_mut(function) {
-            *n -= 1;
-            if *n == 0 {
-                self.running_by_function.remove(function);
-            }
-        }
-        let Some(parked) = self.parked.get_mut(function) else {
-            return false;
-        };
-        let job = parked.pop_front();
-        if parked.is_empty() {
-            self.parked.remove(function);
-        }
-        match job {
+        match f.parked.pop_front() {
             Some(job) => {
                 self.insert(job);
                 true
@@ -386,47 +369,55 @@ impl Queue {
         }
     }
 
-    /// Removes a queued (or parked) job.
+    /// Removes a queued (or parked) job. Cancellation is rare: it scans.
     pub(crate) fn cancel(&mut self, id: InvocationId) -> Option<Job> {
-        let (priority, principal) = self.index.get(&id)?.clone();
-        let p = usize::from(priority.0);
-        let mut job = self.classes[p].remove(&principal, id);
-        self.mark_if_empty(p);
-        if job.is_none() {
-            for list in self.parked.values_mut() {
-                if let Some(at) = list.iter().position(|j| j.invocation.id == id) {
-                    job = list.remove(at);
+        let mut found = None;
+        for p in 0..self.classes.len() {
+            if self.nonempty[p / 64] & (1 << (p % 64)) == 0 {
+                continue;
+            }
+            found = self.classes[p].remove_id(id);
+            if found.is_some() {
+                self.mark_if_empty(p);
+                break;
+            }
+        }
+        if found.is_none() {
+            for f in &mut self.functions {
+                if let Some(at) = f.parked.iter().position(|j| j.invocation.id == id) {
+                    found = f.parked.remove(at);
                     break;
                 }
             }
-            self.parked.retain(|_, l| !l.is_empty());
         }
-        let job = job?;
+        let job = found?;
         self.forget(&job);
         Some(job)
     }
 
     /// The worker running `id` and the job's sequence number, if it is running.
     pub(crate) fn running_job(&self, id: InvocationId) -> Option<(usize, u64)> {
-        self.running_jobs.get(&id).copied()
+        self.running_jobs
+            .iter()
+            .enumerate()
+            .find_map(|(w, r)| r.filter(|(i, _)| *i == id).map(|(_, seq)| (w, seq)))
     }
 
     /// Per-function load, for snapshots.
     pub(crate) fn function_loads(&self) -> BTreeMap<String, FunctionLoad> {
-        let mut out: BTreeMap<String, FunctionLoad> = BTreeMap::new();
-        for (name, h) in &self.history {
-            let l = out.entry(name.to_string()).or_default();
-            l.completed_total = h.completed;
-            l.cold_starts_total = h.cold;
-            l.mean_wait = Duration::from_nanos(h.wait_ns);
-        }
-        for (name, n) in &self.queued_by_function {
-            out.entry(name.to_string()).or_default().queued = *n;
-        }
-        for (name, n) in &self.running_by_function {
-            out.entry(name.to_string()).or_default().running = *n as usize;
-        }
-        out
+        self.functions
+            .iter()
+            .filter_map(|f| {
+                let name = f.name.as_ref()?;
+                let mut l = FunctionLoad::default();
+                l.queued = f.queued;
+                l.running = f.running as usize;
+                l.completed_total = f.completed;
+                l.cold_starts_total = f.cold;
+                l.mean_wait = Duration::from_nanos(f.wait_ns);
+                Some((name.to_string(), l))
+            })
+            .collect()
     }
 }
 

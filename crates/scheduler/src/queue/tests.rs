@@ -1,5 +1,5 @@
 use super::*;
-use fnhub_core::FunctionName;
+use fnhub_core::{FunctionName, FunctionSpec, Priority};
 use proptest::prelude::*;
 use std::time::{Duration, SystemTime};
 
@@ -14,9 +14,15 @@ fn limits(capacity: usize) -> Limits {
 }
 
 fn spec(name: &str) -> Arc<Deployed> {
-    Arc::new(Deployed::new(FunctionSpec::in_process(
-        FunctionName::new(name).unwrap(),
-    )))
+    let slot = match name {
+        "f" => 0,
+        "g" => 1,
+        _ => 2,
+    };
+    Arc::new(Deployed::new(
+        FunctionSpec::in_process(FunctionName::new(name).unwrap()),
+        slot,
+    ))
 }
 
 fn job(
@@ -60,13 +66,13 @@ fn pop_finish(q: &mut Queue) -> Option<Job> {
 }
 
 fn finish(q: &mut Queue, j: &Job) -> bool {
-    q.finished(&j.spec.name, j.invocation.id, false, Duration::ZERO)
+    q.finished(0, &j.spec, false, Duration::ZERO)
 }
 
 #[test]
 fn priority_first_then_deadline_then_arrival() {
     let f = spec("f");
-    let mut q = Queue::new(limits(100));
+    let mut q = Queue::new(limits(100), 4);
     let a = push(&mut q, &f, "t", 128, None);
     let b = push(&mut q, &f, "t", 128, Some(50));
     let c = push(&mut q, &f, "t", 200, None);
@@ -86,7 +92,7 @@ fn limits_refuse_with_their_reason() {
     l.per_function = 2;
     l.per_tenant = 3;
     l.tenant_limits.insert(Principal::new("small"), 1);
-    let mut q = Queue::new(l);
+    let mut q = Queue::new(l, 4);
     push(&mut q, &f, "a", 128, None);
     push(&mut q, &f, "a", 128, None);
     assert_eq!(
@@ -108,9 +114,9 @@ fn limits_refuse_with_their_reason() {
 fn max_concurrency_parks_and_releases() {
     let mut f = FunctionSpec::in_process(FunctionName::new("f").unwrap());
     f.resources.max_concurrency = Some(1);
-    let f = Arc::new(Deployed::new(f));
+    let f = Arc::new(Deployed::new(f, 0));
     let g = spec("g");
-    let mut q = Queue::new(limits(10));
+    let mut q = Queue::new(limits(10), 4);
     let f1 = push(&mut q, &f, "t", 128, None);
     let f2 = push(&mut q, &f, "t", 128, None);
     let g1 = push(&mut q, &g, "t", 128, None);
@@ -118,7 +124,8 @@ fn max_concurrency_parks_and_releases() {
     assert_eq!(first.invocation.id, f1);
     assert_eq!(q.running_job(f1).map(|(w, _)| w), Some(0));
     // f2 is parked on the way; g1 runs.
-    assert_eq!(q.pop(1).unwrap().invocation.id, g1);
+    let second = q.pop(1).unwrap();
+    assert_eq!(second.invocation.id, g1);
     assert!(q.pop(2).is_none());
     assert_eq!(q.len(), 1, "the parked job is still queued");
     let loads = q.function_loads();
@@ -133,8 +140,8 @@ fn max_concurrency_parks_and_releases() {
 fn cancel_removes_queued_and_parked_jobs() {
     let mut f = FunctionSpec::in_process(FunctionName::new("f").unwrap());
     f.resources.max_concurrency = Some(1);
-    let f = Arc::new(Deployed::new(f));
-    let mut q = Queue::new(limits(10));
+    let f = Arc::new(Deployed::new(f, 0));
+    let mut q = Queue::new(limits(10), 4);
     let a = push(&mut q, &f, "t", 128, None);
     let b = push(&mut q, &f, "t", 128, None);
     let c = push(&mut q, &f, "u", 128, None);
@@ -151,7 +158,7 @@ fn cancel_removes_queued_and_parked_jobs() {
 #[test]
 fn a_heavy_tenant_does_not_starve_a_light_one() {
     let f = spec("f");
-    let mut q = Queue::new(limits(10_000));
+    let mut q = Queue::new(limits(10_000), 4);
     for _ in 0..1000 {
         push(&mut q, &f, "heavy", 128, None);
     }
@@ -194,7 +201,7 @@ proptest! {
         for (i, w) in weights.iter().enumerate() {
             l.weights.insert(Principal::new(names[i]), *w);
         }
-        let mut q = Queue::new(l);
+        let mut q = Queue::new(l, 4);
         let mut backlog = [0usize; 4];
         let mut since = [[0u64; 4]; 4];
         for op in ops {
@@ -233,7 +240,7 @@ proptest! {
     #[test]
     fn one_principal_pops_in_deadline_order(deadlines in proptest::collection::vec(proptest::option::of(0u64..50), 0..100)) {
         let f = spec("f");
-        let mut q = Queue::new(limits(1000));
+        let mut q = Queue::new(limits(1000), 4);
         let ids: Vec<_> = deadlines.iter().map(|d| push(&mut q, &f, "t", 128, *d)).collect();
         let mut expected: Vec<_> = ids.iter().zip(&deadlines).enumerate().collect();
         expected.sort_by_key(|(seq, (_, d))| (d.is_none(), **d, *seq));
