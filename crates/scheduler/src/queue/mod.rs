@@ -20,7 +20,7 @@ mod order;
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use fnhub_core::{FunctionLoad, FunctionName, Invocation, InvocationId, Principal};
 use tokio::sync::oneshot;
@@ -78,8 +78,17 @@ pub fn fairness_bound(weight_i: u32, weight_j: u32) -> u64 {
     u64::from(weight_j.max(1) / weight_i.max(1)) + 1
 }
 
+/// Where a queued job sits: the heaps hold these small keys, the jobs stay put in the
+/// queue's slab, so reordering a heap moves 32 bytes rather than a whole job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Key {
+    pub(crate) deadline: Option<SystemTime>,
+    pub(crate) seq: u64,
+    pub(crate) slot: u32,
+}
+
 struct Tenant {
-    jobs: BinaryHeap<Job>,
+    jobs: BinaryHeap<Key>,
     pass: u64,
 }
 
@@ -96,26 +105,25 @@ struct Class {
 }
 
 impl Class {
-    fn push(&mut self, job: Job) {
-        let principal = job.invocation.context.principal.clone();
+    fn push(&mut self, principal: &Principal, key: Key) {
         let vtime = self.vtime;
-        let tenant = self
-            .tenants
-            .entry(principal.clone())
-            .or_insert_with(|| Tenant {
+        let tenant = match self.tenants.get_mut(principal) {
+            Some(t) => t,
+            None => self.tenants.entry(principal.clone()).or_insert(Tenant {
                 jobs: BinaryHeap::new(),
                 pass: vtime,
-            });
+            }),
+        };
         if tenant.jobs.is_empty() {
             tenant.pass = tenant.pass.max(vtime);
             self.joins += 1;
             self.ready
-                .push(Reverse((tenant.pass, self.joins, principal)));
+                .push(Reverse((tenant.pass, self.joins, principal.clone())));
         }
-        tenant.jobs.push(job);
+        tenant.jobs.push(key);
     }
 
-    fn pop(&mut self, limits: &Limits) -> Option<Job> {
+    fn pop(&mut self, limits: &Limits) -> Option<Key> {
         while let Some(Reverse((pass, _, principal))) = self.ready.pop() {
             let Some(tenant) = self.tenants.get_mut(&principal) else {
                 continue;
@@ -124,7 +132,7 @@ impl Class {
             if tenant.pass != pass {
                 continue;
             }
-            let Some(job) = tenant.jobs.pop() else {
+            let Some(key) = tenant.jobs.pop() else {
                 continue;
             };
             self.vtime = pass;
@@ -137,7 +145,7 @@ impl Class {
                 self.ready
                     .push(Reverse((tenant.pass, self.joins, principal)));
             }
-            return Some(job);
+            return Some(key);
         }
         None
     }
@@ -152,27 +160,14 @@ impl Class {
         }
     }
 
-    fn remove_id(&mut self, id: InvocationId) -> Option<Job> {
-        let principal = self
-            .tenants
-            .iter()
-            .find(|(_, t)| t.jobs.iter().any(|j| j.invocation.id == id))
-            .map(|(p, _)| p.clone())?;
-        let tenant = self.tenants.get_mut(&principal)?;
-        let mut found = None;
-        let jobs = std::mem::take(&mut tenant.jobs);
-        tenant.jobs = jobs
-            .into_iter()
-            .filter_map(|j| {
-                if j.invocation.id == id && found.is_none() {
-                    found = Some(j);
-                    None
-                } else {
-                    Some(j)
-                }
-            })
-            .collect();
-        found
+    /// Removes the key of slab slot `slot` from `principal`'s heap.
+    fn remove_slot(&mut self, principal: &Principal, slot: u32) -> bool {
+        let Some(tenant) = self.tenants.get_mut(principal) else {
+            return false;
+        };
+        let before = tenant.jobs.len();
+        tenant.jobs.retain(|k| k.slot != slot);
+        tenant.jobs.len() != before
     }
 
     /// Whether no tenant has a job queued.
@@ -207,6 +202,9 @@ pub(crate) struct Queue {
     queued_by_tenant: HashMap<Principal, usize>,
     /// What each worker runs: the invocation and the job's sequence number.
     running_jobs: Vec<Option<(InvocationId, u64)>>,
+    /// Queued jobs, by the slot their [`Key`] names.
+    slab: Vec<Option<Job>>,
+    free: Vec<u32>,
     limits: Limits,
 }
 
@@ -220,6 +218,8 @@ impl Queue {
             functions: Vec::new(),
             queued_by_tenant: HashMap::new(),
             running_jobs: vec![None; workers],
+            slab: Vec::new(),
+            free: Vec::new(),
             limits,
         }
     }
@@ -283,8 +283,31 @@ impl Queue {
 
     fn insert(&mut self, job: Job) {
         let p = usize::from(job.invocation.context.priority.0);
-        self.classes[p].push(job);
+        let principal = job.invocation.context.principal.clone();
+        let mut key = Key {
+            deadline: job.invocation.context.deadline,
+            seq: job.seq,
+            slot: 0,
+        };
+        key.slot = match self.free.pop() {
+            Some(slot) => {
+                self.slab[slot as usize] = Some(job);
+                slot
+            }
+            None => {
+                self.slab.push(Some(job));
+                // The queue is bounded far below u32::MAX.
+                (self.slab.len() - 1) as u32
+            }
+        };
+        self.classes[p].push(&principal, key);
         self.nonempty[p / 64] |= 1 << (p % 64);
+    }
+
+    fn take(&mut self, slot: u32) -> Option<Job> {
+        let job = self.slab.get_mut(slot as usize)?.take()?;
+        self.free.push(slot);
+        Some(job)
     }
 
     /// The highest priority with work.
@@ -306,9 +329,11 @@ impl Queue {
     pub(crate) fn pop(&mut self, worker: usize) -> Option<Job> {
         loop {
             let p = self.top_class()?;
-            let job = self.classes[p].pop(&self.limits);
+            let key = self.classes[p].pop(&self.limits);
             self.mark_if_empty(p);
-            let Some(job) = job else { continue };
+            let Some(job) = key.and_then(|k| self.take(k.slot)) else {
+                continue;
+            };
             let max = job.spec.resources.max_concurrency;
             let f = self.function(&job.spec);
             if max.is_some_and(|max| f.running >= max) {
@@ -372,15 +397,20 @@ impl Queue {
     /// Removes a queued (or parked) job. Cancellation is rare: it scans.
     pub(crate) fn cancel(&mut self, id: InvocationId) -> Option<Job> {
         let mut found = None;
-        for p in 0..self.classes.len() {
-            if self.nonempty[p / 64] & (1 << (p % 64)) == 0 {
-                continue;
-            }
-            found = self.classes[p].remove_id(id);
-            if found.is_some() {
-                self.mark_if_empty(p);
-                break;
-            }
+        let queued = self.slab.iter().enumerate().find_map(|(slot, j)| {
+            let j = j.as_ref().filter(|j| j.invocation.id == id)?;
+            let ctx = &j.invocation.context;
+            Some((
+                slot as u32,
+                usize::from(ctx.priority.0),
+                ctx.principal.clone(),
+            ))
+        });
+        if let Some((slot, p, principal)) = queued
+            && self.classes[p].remove_slot(&principal, slot)
+        {
+            found = self.take(slot);
+            self.mark_if_empty(p);
         }
         if found.is_none() {
             for f in &mut self.functions {

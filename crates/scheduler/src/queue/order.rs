@@ -3,7 +3,7 @@
 use std::cmp::Ordering;
 use std::time::SystemTime;
 
-use super::Job;
+use super::Key;
 
 /// "Greater" runs first: an earlier deadline (any deadline before none), then the earlier
 /// arrival.
@@ -17,28 +17,14 @@ pub(crate) fn run_order(a: (Option<SystemTime>, u64), b: (Option<SystemTime>, u6
     deadline.then(b.1.cmp(&a.1))
 }
 
-impl Job {
-    fn key(&self) -> (Option<SystemTime>, u64) {
-        (self.invocation.context.deadline, self.seq)
-    }
-}
-
-impl PartialEq for Job {
-    fn eq(&self, other: &Self) -> bool {
-        self.seq == other.seq
-    }
-}
-
-impl Eq for Job {}
-
-impl PartialOrd for Job {
+impl PartialOrd for Key {
     fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
         Some(self.cmp(other))
     }
 }
 
-impl Ord for Job {
+impl Ord for Key {
     fn cmp(&self, other: &Self) -> Ordering {
-        run_order(self.key(), other.key())
+        run_order((self.deadline, self.seq), (other.deadline, other.seq))
     }
 }
