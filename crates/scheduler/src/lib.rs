@@ -60,6 +60,7 @@
 #![forbid(unsafe_code)]
 
 mod deployed;
+pub mod policy;
 mod pool;
 mod queue;
 mod registry;
