@@ -86,7 +86,7 @@ impl HybridHistogram {
     }
 
     /// The windows from `h` if it is representative.
-    fn from_histogram(&self, h: &Histogram) -> Option<Windows> {
+    fn windows_from(&self, h: &Histogram) -> Option<Windows> {
         let c = &self.config;
         if h.total < c.min_samples {
             return None;
@@ -159,7 +159,7 @@ impl ReservationPolicy for HybridHistogram {
     fn decide(&mut self, function: usize, _: Instant) -> Windows {
         self.functions
             .get(&function)
-            .and_then(|h| self.from_histogram(h))
+            .and_then(|h| self.windows_from(h))
             .unwrap_or(Windows::keep(self.config.fallback))
     }
 }

@@ -257,6 +257,8 @@ pub struct SimReport {
     pub decision_ns: f64,
     /// Cold-start percentage in each hour of the day (minutes 0–59 are hour 0).
     pub cold_start_pct_by_hour: Vec<f64>,
+    /// Per function, in trace order: (invocations, cold starts, wasted GB-minutes).
+    pub per_function: Vec<(u64, u64, f64)>,
 }
 
 /// Replays `trace` under `policy`.
@@ -268,10 +270,12 @@ pub fn simulate(trace: &Trace, policy: &mut dyn ReservationPolicy) -> SimReport 
     let (mut invocations, mut cold_starts) = (0u64, 0u64);
     let mut wasted_mb_minutes = 0.0;
     let mut per_function_pct = Vec::with_capacity(trace.functions.len());
+    let mut per_function = Vec::with_capacity(trace.functions.len());
     let mut policy_time = Duration::ZERO;
 
     for (index, f) in trace.functions.iter().enumerate() {
         let (mut f_inv, mut f_cold) = (0u64, 0u64);
+        let wasted_before = wasted_mb_minutes;
         let mut last: Option<(usize, Windows)> = None; // (minute it went idle, windows)
         for (minute, &count) in f.per_minute.iter().enumerate() {
             if count == 0 {
@@ -305,6 +309,7 @@ pub fn simulate(trace: &Trace, policy: &mut dyn ReservationPolicy) -> SimReport 
         if f_inv > 0 {
             per_function_pct.push(100.0 * f_cold as f64 / f_inv as f64);
         }
+        per_function.push((f_inv, f_cold, (wasted_mb_minutes - wasted_before) / 1024.0));
         invocations += f_inv;
         cold_starts += f_cold;
     }
@@ -339,6 +344,7 @@ pub fn simulate(trace: &Trace, policy: &mut dyn ReservationPolicy) -> SimReport 
             .zip(&inv_by_hour)
             .map(|(&c, &n)| pct(c, n))
             .collect(),
+        per_function,
     }
 }
 
