@@ -18,6 +18,7 @@ use tokio::sync::{Notify, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::deployed::Deployed;
+use crate::policy::{FixedKeepAlive, ReservationPolicy};
 use crate::pool::{Pool, Start};
 use crate::queue::{Job, Limits, Queue, Refusal};
 use crate::registry::{DeployError, Registry};
@@ -173,6 +174,8 @@ impl Future for Ticket {
 
 /// Builds a [`Scheduler`].
 pub struct SchedulerBuilder {
+    policy: Box<dyn ReservationPolicy>,
+    maintenance_interval: Duration,
     workers: usize,
     queue_capacity: usize,
     per_function_queue: Option<usize>,
@@ -238,6 +241,23 @@ impl SchedulerBuilder {
         self
     }
 
+    /// How long idle environments are kept and when they are pre-warmed. Default
+    /// [`FixedKeepAlive`] of 10 minutes. The policy hears of each function's busy periods
+    /// (arrivals, run time, the idle time before) when the function goes idle, and its
+    /// decision is applied by the maintenance pass.
+    pub fn reservation_policy(mut self, policy: Box<dyn ReservationPolicy>) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// How often the maintenance pass evicts and pre-warms environments. Default 1 s;
+    /// `Duration::ZERO` turns the background pass off (call [`Scheduler::maintain`]
+    /// yourself, as tests on a manual clock do).
+    pub fn maintenance_interval(mut self, interval: Duration) -> Self {
+        self.maintenance_interval = interval;
+        self
+    }
+
     /// Idle environments kept warm per function version. Default: the number of workers.
     /// Each holds whatever its backend holds (a process, a wasm instance).
     pub fn max_idle_per_version(mut self, max: usize) -> Self {
@@ -280,12 +300,16 @@ impl SchedulerBuilder {
             tenant_limits: self.tenant_limits,
         };
         let inner = Arc::new(Inner {
+            policy: Mutex::new(self.policy),
+            prewarms: metrics::counter!("fnhub_prewarms_total"),
+            evictions: metrics::counter!("fnhub_evictions_total"),
             queued_seconds: metrics::histogram!("fnhub_invocation_queued_seconds"),
             run_seconds: metrics::histogram!("fnhub_invocation_run_seconds"),
             registry: RwLock::new(Registry::default()),
             queue: Mutex::new(Queue::new(limits, self.workers)),
             slots: (0..self.workers).map(|_| WorkerSlot::default()).collect(),
             work: Notify::new(),
+            closing: Notify::new(),
             closed: AtomicBool::new(false),
             pool: Pool::new(
                 self.sandboxes,
@@ -299,9 +323,13 @@ impl SchedulerBuilder {
             rejected: AtomicU64::new(0),
             completed: AtomicU64::new(0),
         });
-        let handles = (0..self.workers)
+        let mut handles: Vec<_> = (0..self.workers)
             .map(|index| runtime.spawn(worker(inner.clone(), index)))
             .collect();
+        if !self.maintenance_interval.is_zero() {
+            let interval = self.maintenance_interval;
+            handles.push(runtime.spawn(maintenance(inner.clone(), interval)));
+        }
         Ok(Scheduler {
             inner,
             handles: Mutex::new(handles),
@@ -318,6 +346,9 @@ struct WorkerSlot {
 }
 
 struct Inner {
+    policy: Mutex<Box<dyn ReservationPolicy>>,
+    prewarms: metrics::Counter,
+    evictions: metrics::Counter,
     queued_seconds: metrics::Histogram,
     run_seconds: metrics::Histogram,
     registry: RwLock<Registry>,
@@ -325,6 +356,8 @@ struct Inner {
     slots: Vec<WorkerSlot>,
     /// Signalled when a job is queued or the scheduler closes.
     work: Notify,
+    /// Signalled when the scheduler closes.
+    closing: Notify,
     closed: AtomicBool,
     pool: Pool,
     clock: Arc<dyn Clock>,
@@ -362,6 +395,8 @@ impl Scheduler {
     /// A builder with the defaults.
     pub fn builder() -> SchedulerBuilder {
         SchedulerBuilder {
+            policy: Box::new(FixedKeepAlive::default()),
+            maintenance_interval: Duration::from_secs(1),
             workers: 16,
             queue_capacity: 1024,
             per_function_queue: None,
@@ -447,13 +482,17 @@ impl Scheduler {
             inner.observer.on_admitted(&invocation, &spec);
             let ids = (invocation.id, spec.name.clone(), spec.version);
             let seq = queue.next_seq();
-            queue.push(Job {
+            let slot = spec.slot;
+            let was_idle = queue.push(Job {
                 seq,
                 invocation,
                 spec,
                 admitted_at: inner.clock.now(),
                 reply,
             });
+            if was_idle {
+                inner.pool.busy(slot);
+            }
             Ok(ids)
         })();
         match &result {
@@ -469,6 +508,13 @@ impl Scheduler {
             }
         }
         result
+    }
+
+    /// Applies the reservation policy's decisions now: shuts down environments outside their
+    /// function's windows and pre-warms one for each function whose pre-warm point has
+    /// come. The scheduler runs this every maintenance interval.
+    pub async fn maintain(&self) {
+        maintain(&self.inner).await;
     }
 
     /// Cancels an admitted invocation. A queued one completes at once with
@@ -537,6 +583,7 @@ impl Scheduler {
         let _queue = self.inner.queue.lock();
         self.inner.closed.store(true, Ordering::Release);
         self.inner.work.notify_waiters();
+        self.inner.closing.notify_waiters();
     }
 
     /// Whether [`Scheduler::shutdown`] has begun.
@@ -601,6 +648,39 @@ async fn worker(inner: Arc<Inner>, index: usize) {
         inner.running.fetch_add(1, Ordering::Relaxed);
         run(&inner, index, job).await;
         inner.running.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+async fn maintenance(inner: Arc<Inner>, interval: Duration) {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let closing = inner.closing.notified();
+        tokio::pin!(closing);
+        closing.as_mut().enable();
+        if inner.closed.load(Ordering::Acquire) {
+            return;
+        }
+        tokio::select! {
+            _ = ticker.tick() => maintain(&inner).await,
+            () = closing => return,
+        }
+    }
+}
+
+async fn maintain(inner: &Inner) {
+    let work = inner.pool.maintain(inner.clock.now());
+    inner.evictions.increment(work.evicted.len() as u64);
+    for env in work.evicted {
+        env.shutdown().await;
+    }
+    for deployed in work.prewarm {
+        match inner.pool.prewarm(&deployed).await {
+            Ok(()) => inner.prewarms.increment(1),
+            Err(error) => {
+                tracing::warn!(function = %deployed.name, %error, "pre-warm failed");
+            }
+        }
     }
 }
 
@@ -674,12 +754,33 @@ async fn run(inner: &Inner, index: usize, job: Job) {
             }
         }
     };
-    let unparked = inner.queue.lock().finished(
-        index,
-        &spec,
-        start == Start::Cold,
-        taken_at.saturating_duration_since(admitted_at),
-    );
+    let now = inner.clock.now();
+    let unparked = {
+        let mut queue = inner.queue.lock();
+        let (unparked, ended) = queue.finished(
+            index,
+            &spec,
+            start == Start::Cold,
+            taken_at.saturating_duration_since(admitted_at),
+            now.saturating_duration_since(taken_at),
+            now,
+        );
+        // Rare (only when the function goes idle), and under the queue lock so that an
+        // admission cannot slip between the decision and the plan.
+        if let Some(period) = ended {
+            let mut policy = inner.policy.lock();
+            policy.record(
+                spec.slot,
+                now,
+                period.arrivals,
+                period.mean_run,
+                period.idle_before,
+            );
+            let windows = policy.decide(spec.slot, now);
+            inner.pool.went_idle(spec.clone(), windows, now);
+        }
+        unparked
+    };
     if unparked {
         inner.work.notify_one();
     }

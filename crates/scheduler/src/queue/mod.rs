@@ -187,6 +187,22 @@ struct FunctionState {
     cold: u64,
     /// Moving average of queue wait, in nanoseconds (weight 1/8 per completion).
     wait_ns: u64,
+    /// Moving average of run time, in nanoseconds (weight 1/8 per completion).
+    run_ns: u64,
+    /// Admissions in the current busy period.
+    arrivals: u32,
+    /// When the function last went idle (nothing queued or running).
+    idle_since: Option<Instant>,
+    /// The idle time that ended the current busy period's start.
+    idle_before: Option<Duration>,
+}
+
+/// A function ended a busy period: what a reservation policy is told.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BusyPeriod {
+    pub(crate) arrivals: u32,
+    pub(crate) mean_run: Duration,
+    pub(crate) idle_before: Option<Duration>,
 }
 
 /// Admitted jobs: bounded overall, per function and per principal.
@@ -267,9 +283,17 @@ impl Queue {
         seq
     }
 
-    /// Adds a job that passed [`Queue::check`] under the same lock.
-    pub(crate) fn push(&mut self, job: Job) {
-        self.function(&job.spec).queued += 1;
+    /// Adds a job that passed [`Queue::check`] under the same lock; returns whether its
+    /// function was idle until now.
+    pub(crate) fn push(&mut self, job: Job) -> bool {
+        let now = job.admitted_at;
+        let f = self.function(&job.spec);
+        let was_idle = f.queued == 0 && f.running == 0;
+        if was_idle {
+            f.idle_before = f.idle_since.map(|t| now.saturating_duration_since(t));
+        }
+        f.arrivals = f.arrivals.saturating_add(1);
+        f.queued += 1;
         let principal = &job.invocation.context.principal;
         match self.queued_by_tenant.get_mut(principal) {
             Some(n) => *n += 1,
@@ -279,6 +303,7 @@ impl Queue {
         }
         self.len += 1;
         self.insert(job);
+        was_idle
     }
 
     fn insert(&mut self, job: Job) {
@@ -363,15 +388,18 @@ impl Queue {
         self.len -= 1;
     }
 
-    /// The job `worker` popped, of function `spec`, finished after waiting `waited` in the
-    /// queue; returns whether a parked job was put back.
+    /// The job `worker` popped, of function `spec`, finished at `now` after waiting `waited`
+    /// in the queue and running `ran`. Returns whether a parked job was put back, and the
+    /// busy period that ended if the function is now idle.
     pub(crate) fn finished(
         &mut self,
         worker: usize,
         spec: &Deployed,
         cold: bool,
         waited: Duration,
-    ) -> bool {
+        ran: Duration,
+        now: Instant,
+    ) -> (bool, Option<BusyPeriod>) {
         if let Some(slot) = self.running_jobs.get_mut(worker) {
             *slot = None;
         }
@@ -379,19 +407,31 @@ impl Queue {
         f.running = f.running.saturating_sub(1);
         f.completed += 1;
         f.cold += u64::from(cold);
-        let w = u64::try_from(waited.as_nanos()).unwrap_or(u64::MAX);
-        f.wait_ns = if f.completed == 1 {
-            w
-        } else {
-            f.wait_ns - f.wait_ns / 8 + w / 8
+        let ewma = |old: u64, new: Duration, first: bool| {
+            let new = u64::try_from(new.as_nanos()).unwrap_or(u64::MAX);
+            if first { new } else { old - old / 8 + new / 8 }
         };
-        match f.parked.pop_front() {
+        f.wait_ns = ewma(f.wait_ns, waited, f.completed == 1);
+        f.run_ns = ewma(f.run_ns, ran, f.completed == 1);
+        let idle = if f.running == 0 && f.queued == 0 {
+            f.idle_since = Some(now);
+            let period = BusyPeriod {
+                arrivals: std::mem::take(&mut f.arrivals),
+                mean_run: Duration::from_nanos(f.run_ns),
+                idle_before: f.idle_before.take(),
+            };
+            Some(period)
+        } else {
+            None
+        };
+        let unparked = match f.parked.pop_front() {
             Some(job) => {
                 self.insert(job);
                 true
             }
             None => false,
-        }
+        };
+        (unparked, idle)
     }
 
     /// Removes a queued (or parked) job. Cancellation is rare: it scans.

@@ -66,7 +66,15 @@ fn pop_finish(q: &mut Queue) -> Option<Job> {
 }
 
 fn finish(q: &mut Queue, j: &Job) -> bool {
-    q.finished(0, &j.spec, false, Duration::ZERO)
+    q.finished(
+        0,
+        &j.spec,
+        false,
+        Duration::ZERO,
+        Duration::ZERO,
+        Instant::now(),
+    )
+    .0
 }
 
 #[test]
