@@ -59,10 +59,13 @@ async fn fixed_keep_alive_evicts_after_its_window() {
     s.shutdown().await;
 }
 
+/// What a policy was told: arrivals in a busy period, and the idle time before it.
+type Heard = Arc<Mutex<Vec<(u32, Option<Duration>)>>>;
+
 /// A policy with fixed windows that records what it is told.
 struct Scripted {
     windows: Windows,
-    heard: Arc<Mutex<Vec<(u32, Option<Duration>)>>>,
+    heard: Heard,
 }
 
 impl ReservationPolicy for Scripted {
