@@ -60,12 +60,14 @@
 #![forbid(unsafe_code)]
 
 mod deployed;
+mod placement;
 pub mod policy;
 mod pool;
 mod queue;
 mod registry;
 mod scheduler;
 
+pub use placement::HostInfo;
 pub use pool::Start;
 pub use queue::fairness_bound;
 pub use registry::DeployError;

@@ -40,6 +40,14 @@ pub enum DeployError {
     /// The function is not deployed.
     #[error("function {0} is not deployed")]
     UnknownFunction(FunctionName),
+    /// The function's placement asks for what this scheduler's host does not have.
+    #[error("{name} cannot be placed here: the host lacks {}", .missing.join(", "))]
+    Placement {
+        /// The function.
+        name: FunctionName,
+        /// CPU features and `key=value` labels the host lacks.
+        missing: Vec<String>,
+    },
     /// The spec is not valid (zero concurrency, zero timeout...).
     #[error("invalid spec for {name}: {reason}")]
     InvalidSpec {

@@ -18,6 +18,7 @@ use tokio::sync::{Notify, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::deployed::Deployed;
+use crate::placement::HostInfo;
 use crate::policy::{FixedKeepAlive, ReservationPolicy};
 use crate::pool::{Pool, Start};
 use crate::queue::{Job, Limits, Queue, Refusal};
@@ -174,6 +175,7 @@ impl Future for Ticket {
 
 /// Builds a [`Scheduler`].
 pub struct SchedulerBuilder {
+    host: Option<HostInfo>,
     policy: Box<dyn ReservationPolicy>,
     maintenance_interval: Duration,
     workers: usize,
@@ -250,6 +252,13 @@ impl SchedulerBuilder {
         self
     }
 
+    /// What this scheduler's host offers to placement requirements. Default:
+    /// [`HostInfo::detect`] (CPU features of this machine, no labels).
+    pub fn host(mut self, host: HostInfo) -> Self {
+        self.host = Some(host);
+        self
+    }
+
     /// How often the maintenance pass evicts and pre-warms environments. Default 1 s;
     /// `Duration::ZERO` turns the background pass off (call [`Scheduler::maintain`]
     /// yourself, as tests on a manual clock do).
@@ -300,6 +309,7 @@ impl SchedulerBuilder {
             tenant_limits: self.tenant_limits,
         };
         let inner = Arc::new(Inner {
+            host: self.host.unwrap_or_else(HostInfo::detect),
             policy: Mutex::new(self.policy),
             prewarms: metrics::counter!("fnhub_prewarms_total"),
             evictions: metrics::counter!("fnhub_evictions_total"),
@@ -346,6 +356,7 @@ struct WorkerSlot {
 }
 
 struct Inner {
+    host: HostInfo,
     policy: Mutex<Box<dyn ReservationPolicy>>,
     prewarms: metrics::Counter,
     evictions: metrics::Counter,
@@ -395,6 +406,7 @@ impl Scheduler {
     /// A builder with the defaults.
     pub fn builder() -> SchedulerBuilder {
         SchedulerBuilder {
+            host: None,
             policy: Box::new(FixedKeepAlive::default()),
             maintenance_interval: Duration::from_secs(1),
             workers: 16,
@@ -412,7 +424,17 @@ impl Scheduler {
 
     /// Deploys one version of a function. Deploying the same spec again is a no-op;
     /// a different spec under a deployed version is refused (versions are immutable).
+    ///
+    /// A spec whose placement the host cannot satisfy (CPU features, labels) is refused
+    /// with [`DeployError::Placement`] naming what is missing.
     pub fn deploy(&self, spec: FunctionSpec) -> Result<Arc<FunctionSpec>, DeployError> {
+        let missing = self.inner.host.missing(&spec.placement);
+        if !missing.is_empty() {
+            return Err(DeployError::Placement {
+                name: spec.name,
+                missing,
+            });
+        }
         if self.inner.pool.sandbox_for(&spec).is_none() {
             return Err(DeployError::NoSandbox {
                 runtime: spec.runtime.kind(),

@@ -485,3 +485,46 @@ async fn max_concurrency_holds_back_one_function_only() {
     }
     s.shutdown().await;
 }
+
+#[tokio::test]
+async fn impossible_placement_is_refused_at_deploy() {
+    let sandbox = InProcessSandbox::new();
+    sandbox.register(
+        "f",
+        from_fn(|inv: Invocation| async move { Ok(inv.payload) }),
+    );
+    let host = fnhub_scheduler::HostInfo::default()
+        .with_cpu_features(["avx2"])
+        .with_label("zone", "edge");
+    let s = Scheduler::builder()
+        .host(host)
+        .sandbox(Arc::new(sandbox))
+        .build()
+        .unwrap();
+    let mut ok = FunctionSpec::in_process(name("f"));
+    ok.placement.cpu_features = vec!["avx2".into()];
+    ok.placement.labels.insert("zone".into(), "edge".into());
+    s.deploy(ok).unwrap();
+
+    let mut impossible =
+        FunctionSpec::in_process(name("f")).with_version(fnhub_core::Version::new(2).unwrap());
+    impossible.placement.cpu_features = vec!["avx512f".into()];
+    impossible
+        .placement
+        .labels
+        .insert("gpu".into(), "a100".into());
+    match s.deploy(impossible) {
+        Err(DeployError::Placement { missing, .. }) => assert_eq!(missing, ["avx512f", "gpu=a100"]),
+        other => panic!("expected a placement error, got {other:?}"),
+    }
+    // The detected host knows this machine's real features.
+    let detected = fnhub_scheduler::HostInfo::detect();
+    if cfg!(all(target_os = "linux", target_arch = "x86_64")) {
+        assert!(
+            detected.cpu_features.contains("sse2"),
+            "{:?}",
+            detected.cpu_features
+        );
+    }
+    s.shutdown().await;
+}
