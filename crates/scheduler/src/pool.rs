@@ -1,6 +1,5 @@
 //! Warm environments, kept per function version and shared by all workers.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -33,9 +32,6 @@ impl Start {
     }
 }
 
-/// A function's slot and a version.
-type Key = (usize, Version);
-
 /// What the reservation policy decided for an idle function.
 struct Plan {
     deployed: Arc<Deployed>,
@@ -44,11 +40,39 @@ struct Plan {
     prewarmed: bool,
 }
 
+/// Idle environments and the idle plan of one function (one slot), kept in vectors: a
+/// function has a few versions at most, and slots are dense.
+#[derive(Default)]
+struct SlotState {
+    idle: Vec<(Version, Vec<Box<dyn Environment>>)>,
+    plan: Option<Plan>,
+}
+
+impl SlotState {
+    fn envs(&mut self, version: Version) -> &mut Vec<Box<dyn Environment>> {
+        let at = match self.idle.iter().position(|(v, _)| *v == version) {
+            Some(at) => at,
+            None => {
+                self.idle.push((version, Vec::new()));
+                self.idle.len() - 1
+            }
+        };
+        &mut self.idle[at].1
+    }
+}
+
 #[derive(Default)]
 struct State {
-    idle: HashMap<Key, Vec<Box<dyn Environment>>>,
-    /// Functions that are idle, by slot.
-    plans: HashMap<usize, Plan>,
+    slots: Vec<SlotState>,
+}
+
+impl State {
+    fn slot(&mut self, slot: usize) -> &mut SlotState {
+        if self.slots.len() <= slot {
+            self.slots.resize_with(slot + 1, SlotState::default);
+        }
+        &mut self.slots[slot]
+    }
 }
 
 pub(crate) struct Pool {
@@ -84,8 +108,7 @@ impl Pool {
         &self,
         spec: &Deployed,
     ) -> Result<(Box<dyn Environment>, Start), PrepareError> {
-        let key = (spec.slot, spec.version);
-        if let Some(env) = self.state.lock().idle.get_mut(&key).and_then(Vec::pop) {
+        if let Some(env) = self.state.lock().slot(spec.slot).envs(spec.version).pop() {
             return Ok((env, Start::Warm));
         }
         let sandbox = self
@@ -116,7 +139,7 @@ impl Pool {
     pub(crate) fn checkin(&self, spec: &Deployed, env: Box<dyn Environment>) {
         let rejected = if env.is_healthy() {
             let mut state = self.state.lock();
-            let slot = state.idle.entry((spec.slot, spec.version)).or_default();
+            let slot = state.slot(spec.slot).envs(spec.version);
             if slot.len() < self.max_idle_per_version {
                 slot.push(env);
                 None
@@ -133,15 +156,24 @@ impl Pool {
 
     /// Number of idle environments.
     pub(crate) fn idle_count(&self) -> usize {
-        self.state.lock().idle.values().map(Vec::len).sum()
+        self.state
+            .lock()
+            .slots
+            .iter()
+            .flat_map(|s| &s.idle)
+            .map(|(_, envs)| envs.len())
+            .sum()
     }
 
     /// Shuts down every idle environment.
     pub(crate) async fn drain(&self) {
         let all: Vec<_> = {
             let mut state = self.state.lock();
-            state.plans.clear();
-            state.idle.drain().flat_map(|(_, v)| v).collect()
+            std::mem::take(&mut state.slots)
+                .into_iter()
+                .flat_map(|s| s.idle)
+                .flat_map(|(_, envs)| envs)
+                .collect()
         };
         for env in all {
             env.shutdown().await;
@@ -151,20 +183,19 @@ impl Pool {
     /// The function of `deployed` went idle at `now`; hold its environments by `windows`.
     pub(crate) fn went_idle(&self, deployed: Arc<Deployed>, windows: Windows, now: Instant) {
         let slot = deployed.slot;
-        self.state.lock().plans.insert(
-            slot,
-            Plan {
-                deployed,
-                idle_since: now,
-                windows,
-                prewarmed: false,
-            },
-        );
+        self.state.lock().slot(slot).plan = Some(Plan {
+            deployed,
+            idle_since: now,
+            windows,
+            prewarmed: false,
+        });
     }
 
     /// The function in `slot` has work again: its idle plan ends.
     pub(crate) fn busy(&self, slot: usize) {
-        self.state.lock().plans.remove(&slot);
+        if let Some(s) = self.state.lock().slots.get_mut(slot) {
+            s.plan = None;
+        }
     }
 
     /// Applies the plans at `now`: evicts environments before their pre-warm point and
@@ -172,27 +203,27 @@ impl Pool {
     pub(crate) fn maintain(&self, now: Instant) -> Maintenance {
         let mut out = Maintenance::default();
         let mut state = self.state.lock();
-        let State { idle, plans } = &mut *state;
-        plans.retain(|&slot, plan| {
+        for slot in &mut state.slots {
+            let Some(plan) = &mut slot.plan else { continue };
             let elapsed = now.saturating_duration_since(plan.idle_since);
             let w = plan.windows;
             let loaded_window = elapsed >= w.prewarm && elapsed <= w.prewarm + w.keep_alive;
             if !loaded_window {
-                for (_, envs) in idle.iter_mut().filter(|((s, _), _)| *s == slot) {
+                for (_, envs) in &mut slot.idle {
                     out.evicted.append(envs);
                 }
             }
-            let has_idle = idle
-                .iter()
-                .any(|((s, _), envs)| *s == slot && !envs.is_empty());
+            let has_idle = slot.idle.iter().any(|(_, envs)| !envs.is_empty());
             if loaded_window && !plan.prewarmed && !has_idle {
                 plan.prewarmed = true;
                 out.prewarm.push(plan.deployed.clone());
             }
             // Past the keep-alive the plan is done.
-            elapsed <= w.prewarm + w.keep_alive
-        });
-        idle.retain(|_, envs| !envs.is_empty());
+            if elapsed > w.prewarm + w.keep_alive {
+                slot.plan = None;
+            }
+            slot.idle.retain(|(_, envs)| !envs.is_empty());
+        }
         out
     }
 }

@@ -580,6 +580,7 @@ impl Scheduler {
                     start: Start::NotStarted,
                     admitted_at,
                     taken_at: now,
+                    done_at: now,
                 },
                 reply,
             );
@@ -647,6 +648,10 @@ impl Drop for Scheduler {
 
 /// Takes the next job for worker `index`, waiting for one; `None` once closed and drained.
 async fn next_job(inner: &Inner, index: usize) -> Option<Job> {
+    // Fast path: work is waiting, no need to register for a wake-up.
+    if let Some(job) = inner.queue.lock().pop(index) {
+        return Some(job);
+    }
     loop {
         let notified = inner.work.notified();
         tokio::pin!(notified);
@@ -714,6 +719,7 @@ struct Finished {
     start: Start,
     admitted_at: Instant,
     taken_at: Instant,
+    done_at: Instant,
 }
 
 async fn run(inner: &Inner, index: usize, job: Job) {
@@ -816,6 +822,7 @@ async fn run(inner: &Inner, index: usize, job: Job) {
             start,
             admitted_at,
             taken_at,
+            done_at: now,
         },
         reply,
     );
@@ -828,7 +835,7 @@ fn complete(
     f: Finished,
     reply: Option<oneshot::Sender<Completion>>,
 ) {
-    let done_at = inner.clock.now();
+    let done_at = f.done_at;
     let completion = Completion {
         id: f.id,
         function: spec.name.clone(),
