@@ -46,6 +46,9 @@ struct Plan {
 struct SlotState {
     idle: Vec<(Version, Vec<Box<dyn Environment>>)>,
     plan: Option<Plan>,
+    /// Versions kept warm; empty means all. Environments of other versions are shut down
+    /// when they come back from an invocation.
+    live: Vec<Version>,
 }
 
 impl SlotState {
@@ -139,8 +142,10 @@ impl Pool {
     pub(crate) fn checkin(&self, spec: &Deployed, env: Box<dyn Environment>) {
         let rejected = if env.is_healthy() {
             let mut state = self.state.lock();
-            let slot = state.slot(spec.slot).envs(spec.version);
-            if slot.len() < self.max_idle_per_version {
+            let slot = state.slot(spec.slot);
+            let retired = !slot.live.is_empty() && !slot.live.contains(&spec.version);
+            let slot = slot.envs(spec.version);
+            if !retired && slot.len() < self.max_idle_per_version {
                 slot.push(env);
                 None
             } else {
@@ -178,6 +183,23 @@ impl Pool {
         for env in all {
             env.shutdown().await;
         }
+    }
+
+    /// Only `live` versions of the function in `slot` stay warm from now on: idle
+    /// environments of the others are returned for shutdown, and busy ones are shut down
+    /// when their invocation ends.
+    pub(crate) fn retire(&self, slot: usize, live: Vec<Version>) -> Vec<Box<dyn Environment>> {
+        let mut state = self.state.lock();
+        let s = state.slot(slot);
+        let mut out = Vec::new();
+        for (version, envs) in &mut s.idle {
+            if !live.contains(version) {
+                out.append(envs);
+            }
+        }
+        s.idle.retain(|(_, envs)| !envs.is_empty());
+        s.live = live;
+        out
     }
 
     /// The function of `deployed` went idle at `now`; hold its environments by `windows`.

@@ -144,6 +144,26 @@ impl Registry {
         entry.versions.get(&version).cloned()
     }
 
+    /// The slot of `name` and the versions something resolves to by default: the latest
+    /// and every alias target. Other versions run only when named exactly.
+    pub(crate) fn live_versions(&self, name: &FunctionName) -> Option<(usize, Vec<Version>)> {
+        let entry = self.functions.get(name)?;
+        let mut live: Vec<Version> = entry
+            .versions
+            .keys()
+            .next_back()
+            .copied()
+            .into_iter()
+            .collect();
+        for alias in entry.aliases.values() {
+            live.push(alias.primary());
+            live.extend(alias.secondary().map(|(v, _)| v));
+        }
+        live.sort();
+        live.dedup();
+        Some((entry.slot, live))
+    }
+
     pub(crate) fn specs(&self) -> impl Iterator<Item = &Arc<FunctionSpec>> {
         self.functions
             .values()

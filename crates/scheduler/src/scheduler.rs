@@ -442,12 +442,32 @@ impl Scheduler {
             });
         }
         let deployed = self.inner.registry.write().deploy(spec)?;
+        self.retire_old_versions(&deployed.name);
         Ok(deployed.spec.clone())
     }
 
     /// Creates or moves an alias of `function`.
     pub fn set_alias(&self, function: &FunctionName, alias: Alias) -> Result<(), DeployError> {
-        self.inner.registry.write().set_alias(function, alias)
+        self.inner.registry.write().set_alias(function, alias)?;
+        self.retire_old_versions(function);
+        Ok(())
+    }
+
+    /// After a deploy or an alias change, versions that neither `$LATEST` nor an alias
+    /// points at drain: their idle environments stop now, busy ones when they finish.
+    fn retire_old_versions(&self, function: &FunctionName) {
+        let Some((slot, live)) = self.inner.registry.read().live_versions(function) else {
+            return;
+        };
+        let stopped = self.inner.pool.retire(slot, live);
+        if !stopped.is_empty() {
+            self.inner.evictions.increment(stopped.len() as u64);
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                for env in stopped {
+                    rt.spawn(env.shutdown());
+                }
+            }
+        }
     }
 
     /// Every deployed spec.

@@ -528,3 +528,70 @@ async fn impossible_placement_is_refused_at_deploy() {
     }
     s.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_new_version_takes_over_while_the_old_one_drains() {
+    let sandbox = InProcessSandbox::new();
+    let gate = Arc::new(Semaphore::new(0));
+    gated(&sandbox, gate.clone(), Arc::default());
+    let s = Scheduler::builder()
+        .workers(2)
+        .sandbox(Arc::new(sandbox))
+        .build()
+        .unwrap();
+    let v1 = FunctionSpec::in_process(name("gated")).with_timeout(Duration::from_secs(60));
+    let v2 = v1
+        .clone()
+        .with_version(fnhub_core::Version::new(2).unwrap());
+    s.deploy(v1).unwrap();
+
+    gate.add_permits(1);
+    s.try_submit(Invocation::new("gated".parse().unwrap(), "warm-up"))
+        .unwrap()
+        .await;
+    assert_eq!(s.idle_environments(), 1, "v1 warm");
+    let running_v1 = s
+        .try_submit(Invocation::new("gated".parse().unwrap(), "on v1"))
+        .unwrap();
+    wait_running(&s, 1).await;
+
+    s.deploy(v2).unwrap();
+    assert_eq!(
+        s.idle_environments(),
+        0,
+        "v1's idle environment stopped at once"
+    );
+    gate.add_permits(2);
+    let c = running_v1.await;
+    assert_eq!(c.version.get(), 1, "the running invocation finished on v1");
+    assert_eq!(
+        s.idle_environments(),
+        0,
+        "and its environment stopped instead of idling"
+    );
+
+    let c = s
+        .try_submit(Invocation::new("gated".parse().unwrap(), "new"))
+        .unwrap()
+        .await;
+    assert_eq!((c.version.get(), c.start), (2, Start::Cold));
+    assert_eq!(s.idle_environments(), 1, "v2 warm");
+
+    // An alias keeps v1 live again: a split routes by weight, and both stay warm.
+    let alias = fnhub_core::Alias::new("prod".parse().unwrap(), fnhub_core::Version::FIRST)
+        .with_split(fnhub_core::Version::new(2).unwrap(), 5_000)
+        .unwrap();
+    s.set_alias(&name("gated"), alias).unwrap();
+    gate.add_permits(200);
+    let mut versions = std::collections::BTreeMap::new();
+    for _ in 0..200 {
+        let c = s
+            .try_submit(Invocation::new("gated:prod".parse().unwrap(), "x"))
+            .unwrap()
+            .await;
+        *versions.entry(c.version.get()).or_insert(0) += 1;
+    }
+    assert_eq!(versions.len(), 2, "both versions served: {versions:?}");
+    assert!(versions.values().all(|&n| n > 50), "{versions:?}");
+    s.shutdown().await;
+}
