@@ -310,6 +310,7 @@ impl SchedulerBuilder {
         };
         let inner = Arc::new(Inner {
             host: self.host.unwrap_or_else(HostInfo::detect),
+            deferred_children: metrics::counter!("fnhub_children_deferred_total"),
             policy: Mutex::new(self.policy),
             prewarms: metrics::counter!("fnhub_prewarms_total"),
             evictions: metrics::counter!("fnhub_evictions_total"),
@@ -357,6 +358,7 @@ struct WorkerSlot {
 
 struct Inner {
     host: HostInfo,
+    deferred_children: metrics::Counter,
     policy: Mutex<Box<dyn ReservationPolicy>>,
     prewarms: metrics::Counter,
     evictions: metrics::Counter,
@@ -479,7 +481,7 @@ impl Scheduler {
     /// its completion.
     pub fn try_submit(&self, invocation: Invocation) -> Result<Ticket, SubmitError> {
         let (tx, rx) = oneshot::channel();
-        let (id, function, version) = self.admit(invocation, Some(tx))?;
+        let (id, function, version) = self.admit(invocation, Some(tx), false)?;
         Ok(Ticket {
             id,
             function,
@@ -491,13 +493,49 @@ impl Scheduler {
     /// Admits `invocation` without a ticket: its completion reaches only the
     /// [`Observer`]. Cheaper than [`Scheduler::try_submit`] for fire-and-forget events.
     pub fn try_submit_detached(&self, invocation: Invocation) -> Result<InvocationId, SubmitError> {
-        self.admit(invocation, None).map(|(id, _, _)| id)
+        self.admit(invocation, None, false).map(|(id, _, _)| id)
+    }
+
+    /// Admits `child` as a child of the running invocation `parent`.
+    ///
+    /// The child inherits the parent's trace (as a new span), tracestate, principal and
+    /// priority, is one level deeper, records the parent as its `parent`, and gets the
+    /// parent's deadline when that is sooner than its own. Under load — every worker busy
+    /// — a child with a deadline is deferred: it yields to other work, but from its latest
+    /// safe start (deadline minus its function's predicted run time: the moving average,
+    /// or the timeout before the first run) it goes ahead of everything, so it starts then
+    /// or as soon as a worker frees up. Idle capacity takes deferred children at once.
+    pub fn try_submit_child(
+        &self,
+        parent: &Invocation,
+        mut child: Invocation,
+    ) -> Result<Ticket, SubmitError> {
+        let (p, c) = (&parent.context, &mut child.context);
+        c.deadline = match (c.deadline, p.deadline) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        c.parent = Some(parent.id.into());
+        c.trace = p.trace.child();
+        c.tracestate.clone_from(&p.tracestate);
+        c.principal = p.principal.clone();
+        c.priority = p.priority;
+        c.depth = p.depth.saturating_add(1);
+        let (tx, rx) = oneshot::channel();
+        let (id, function, version) = self.admit(child, Some(tx), true)?;
+        Ok(Ticket {
+            id,
+            function,
+            version,
+            rx,
+        })
     }
 
     fn admit(
         &self,
         invocation: Invocation,
         reply: Option<oneshot::Sender<Completion>>,
+        child: bool,
     ) -> Result<(InvocationId, FunctionName, Version), SubmitError> {
         let inner = &*self.inner;
         let result = (|| {
@@ -525,13 +563,31 @@ impl Scheduler {
             let ids = (invocation.id, spec.name.clone(), spec.version);
             let seq = queue.next_seq();
             let slot = spec.slot;
-            let was_idle = queue.push(Job {
+            let now = inner.clock.now();
+            // A child under load waits for spare capacity until its latest safe start.
+            let latest_start = if child && inner.running.load(Ordering::Relaxed) >= inner.workers {
+                invocation.context.deadline.and_then(|deadline| {
+                    let left = deadline.duration_since(inner.clock.system_time()).ok()?;
+                    let slack = left.checked_sub(queue.predicted_run(&spec))?;
+                    Some(now + slack)
+                })
+            } else {
+                None
+            };
+            let job = Job {
                 seq,
                 invocation,
                 spec,
-                admitted_at: inner.clock.now(),
+                admitted_at: now,
                 reply,
-            });
+            };
+            let was_idle = match latest_start {
+                Some(latest) => {
+                    inner.deferred_children.increment(1);
+                    queue.push_deferred(job, latest)
+                }
+                None => queue.push(job),
+            };
             if was_idle {
                 inner.pool.busy(slot);
             }
@@ -668,9 +724,14 @@ impl Drop for Scheduler {
 
 /// Takes the next job for worker `index`, waiting for one; `None` once closed and drained.
 async fn next_job(inner: &Inner, index: usize) -> Option<Job> {
+    let now = |queue: &Queue| queue.has_deferred().then(|| inner.clock.now());
     // Fast path: work is waiting, no need to register for a wake-up.
-    if let Some(job) = inner.queue.lock().pop(index) {
-        return Some(job);
+    {
+        let mut queue = inner.queue.lock();
+        let now = now(&queue);
+        if let Some(job) = queue.pop(index, now) {
+            return Some(job);
+        }
     }
     loop {
         let notified = inner.work.notified();
@@ -679,7 +740,8 @@ async fn next_job(inner: &Inner, index: usize) -> Option<Job> {
         notified.as_mut().enable();
         {
             let mut queue = inner.queue.lock();
-            if let Some(job) = queue.pop(index) {
+            let now = now(&queue);
+            if let Some(job) = queue.pop(index, now) {
                 return Some(job);
             }
             if inner.closed.load(Ordering::Acquire) && queue.len() == 0 {

@@ -220,6 +220,8 @@ pub(crate) struct Queue {
     running_jobs: Vec<Option<(InvocationId, u64)>>,
     /// Queued jobs, by the slot their [`Key`] names.
     slab: Vec<Option<Job>>,
+    /// Deferred children: (latest safe start, sequence, slab slot), earliest first.
+    deferred: BinaryHeap<Reverse<(Instant, u64, u32)>>,
     free: Vec<u32>,
     limits: Limits,
 }
@@ -235,6 +237,7 @@ impl Queue {
             queued_by_tenant: HashMap::new(),
             running_jobs: vec![None; workers],
             slab: Vec::new(),
+            deferred: BinaryHeap::new(),
             free: Vec::new(),
             limits,
         }
@@ -286,6 +289,13 @@ impl Queue {
     /// Adds a job that passed [`Queue::check`] under the same lock; returns whether its
     /// function was idle until now.
     pub(crate) fn push(&mut self, job: Job) -> bool {
+        let was_idle = self.account(&job);
+        self.insert(job);
+        was_idle
+    }
+
+    /// Counts a newly admitted job; returns whether its function was idle until now.
+    fn account(&mut self, job: &Job) -> bool {
         let now = job.admitted_at;
         let f = self.function(&job.spec);
         let was_idle = f.queued == 0 && f.running == 0;
@@ -302,19 +312,12 @@ impl Queue {
             }
         }
         self.len += 1;
-        self.insert(job);
         was_idle
     }
 
-    fn insert(&mut self, job: Job) {
-        let p = usize::from(job.invocation.context.priority.0);
-        let principal = job.invocation.context.principal.clone();
-        let mut key = Key {
-            deadline: job.invocation.context.deadline,
-            seq: job.seq,
-            slot: 0,
-        };
-        key.slot = match self.free.pop() {
+    /// Puts a job in the slab; returns its slot.
+    fn store(&mut self, job: Job) -> u32 {
+        match self.free.pop() {
             Some(slot) => {
                 self.slab[slot as usize] = Some(job);
                 slot
@@ -324,8 +327,19 @@ impl Queue {
                 // The queue is bounded far below u32::MAX.
                 (self.slab.len() - 1) as u32
             }
+        }
+    }
+
+    fn insert(&mut self, job: Job) {
+        let p = usize::from(job.invocation.context.priority.0);
+        let principal = job.invocation.context.principal.clone();
+        let key = Key {
+            deadline: job.invocation.context.deadline,
+            seq: job.seq,
+            slot: 0,
         };
-        self.classes[p].push(&principal, key);
+        let slot = self.store(job);
+        self.classes[p].push(&principal, Key { slot, ..key });
         self.nonempty[p / 64] |= 1 << (p % 64);
     }
 
@@ -351,12 +365,27 @@ impl Queue {
 
     /// The next job that may run now, on `worker`; jobs of functions at their concurrency
     /// limit are parked on the way. The job counts as running until [`Queue::finished`].
-    pub(crate) fn pop(&mut self, worker: usize) -> Option<Job> {
+    pub(crate) fn pop(&mut self, worker: usize, now: Option<Instant>) -> Option<Job> {
         loop {
-            let p = self.top_class()?;
-            let key = self.classes[p].pop(&self.limits);
-            self.mark_if_empty(p);
-            let Some(job) = key.and_then(|k| self.take(k.slot)) else {
+            // A deferred child whose latest safe start has come goes first; otherwise the
+            // classes; deferred children fill capacity nothing else wants.
+            let urgent = match (self.deferred.peek(), now) {
+                (Some(Reverse((latest, _, _))), Some(now)) => *latest <= now,
+                _ => false,
+            };
+            let slot = if urgent {
+                self.deferred.pop().map(|Reverse((_, _, slot))| slot)
+            } else if let Some(p) = self.top_class() {
+                let key = self.classes[p].pop(&self.limits);
+                self.mark_if_empty(p);
+                match key {
+                    Some(k) => Some(k.slot),
+                    None => continue,
+                }
+            } else {
+                Some(self.deferred.pop()?.0.2)
+            };
+            let Some(job) = slot.and_then(|slot| self.take(slot)) else {
                 continue;
             };
             let max = job.spec.resources.max_concurrency;
@@ -372,6 +401,30 @@ impl Queue {
             self.forget(&job);
             return Some(job);
         }
+    }
+
+    /// Whether deferred children wait (so [`Queue::pop`] needs the time).
+    pub(crate) fn has_deferred(&self) -> bool {
+        !self.deferred.is_empty()
+    }
+
+    /// The predicted run time of `spec`'s function: its moving average, or its timeout
+    /// before it has run.
+    pub(crate) fn predicted_run(&self, spec: &Deployed) -> Duration {
+        match self.functions.get(spec.slot) {
+            Some(f) if f.completed > 0 => Duration::from_nanos(f.run_ns),
+            _ => spec.resources.timeout,
+        }
+    }
+
+    /// Adds a child that passed [`Queue::check`], to run when capacity frees up and no
+    /// later than `latest_start`. Returns whether its function was idle until now.
+    pub(crate) fn push_deferred(&mut self, job: Job, latest_start: Instant) -> bool {
+        let seq = job.seq;
+        let was_idle = self.account(&job);
+        let slot = self.store(job);
+        self.deferred.push(Reverse((latest_start, seq, slot)));
+        was_idle
     }
 
     fn forget(&mut self, job: &Job) {
@@ -446,11 +499,15 @@ impl Queue {
                 ctx.principal.clone(),
             ))
         });
-        if let Some((slot, p, principal)) = queued
-            && self.classes[p].remove_slot(&principal, slot)
-        {
-            found = self.take(slot);
-            self.mark_if_empty(p);
+        if let Some((slot, p, principal)) = queued {
+            let before = self.deferred.len();
+            self.deferred.retain(|Reverse((_, _, s))| *s != slot);
+            if self.deferred.len() != before {
+                found = self.take(slot);
+            } else if self.classes[p].remove_slot(&principal, slot) {
+                found = self.take(slot);
+                self.mark_if_empty(p);
+            }
         }
         if found.is_none() {
             for f in &mut self.functions {

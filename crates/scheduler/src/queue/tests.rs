@@ -60,7 +60,7 @@ fn push(
 }
 
 fn pop_finish(q: &mut Queue) -> Option<Job> {
-    let j = q.pop(0)?;
+    let j = q.pop(0, None)?;
     finish(q, &j);
     Some(j)
 }
@@ -128,19 +128,19 @@ fn max_concurrency_parks_and_releases() {
     let f1 = push(&mut q, &f, "t", 128, None);
     let f2 = push(&mut q, &f, "t", 128, None);
     let g1 = push(&mut q, &g, "t", 128, None);
-    let first = q.pop(0).unwrap();
+    let first = q.pop(0, None).unwrap();
     assert_eq!(first.invocation.id, f1);
     assert_eq!(q.running_job(f1).map(|(w, _)| w), Some(0));
     // f2 is parked on the way; g1 runs.
-    let second = q.pop(1).unwrap();
+    let second = q.pop(1, None).unwrap();
     assert_eq!(second.invocation.id, g1);
-    assert!(q.pop(2).is_none());
+    assert!(q.pop(2, None).is_none());
     assert_eq!(q.len(), 1, "the parked job is still queued");
     let loads = q.function_loads();
     assert_eq!((loads["f"].queued, loads["f"].running), (1, 1));
     assert!(finish(&mut q, &first));
     assert_eq!(q.running_job(f1), None);
-    assert_eq!(q.pop(0).unwrap().invocation.id, f2);
+    assert_eq!(q.pop(0, None).unwrap().invocation.id, f2);
     assert_eq!(q.function_loads()["f"].completed_total, 1);
 }
 
@@ -155,9 +155,9 @@ fn cancel_removes_queued_and_parked_jobs() {
     let c = push(&mut q, &f, "u", 128, None);
     assert_eq!(q.cancel(c).unwrap().invocation.id, c);
     assert!(q.cancel(c).is_none());
-    let first = q.pop(0).unwrap();
+    let first = q.pop(0, None).unwrap();
     assert_eq!(first.invocation.id, a);
-    assert!(q.pop(0).is_none()); // b parked
+    assert!(q.pop(0, None).is_none()); // b parked
     assert_eq!(q.cancel(b).unwrap().invocation.id, b);
     assert_eq!(q.len(), 0);
     assert!(!finish(&mut q, &first));
