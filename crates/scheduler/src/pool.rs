@@ -1,7 +1,9 @@
 //! Warm environments, kept per function version and shared by all workers.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::Instant;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use fnhub_core::{Environment, FunctionSpec, PrepareError, Sandbox, Version};
 
@@ -32,6 +34,16 @@ impl Start {
     }
 }
 
+/// An environment with the pool's id for it (affinity remembers ids).
+pub(crate) struct Pooled {
+    pub(crate) id: u64,
+    pub(crate) env: Box<dyn Environment>,
+}
+
+/// Affinity keys remembered at most; past this the map is cleared (keys then find any
+/// warm environment until they are served again).
+const AFFINITY_KEYS: usize = 65_536;
+
 /// What the reservation policy decided for an idle function.
 struct Plan {
     deployed: Arc<Deployed>,
@@ -44,7 +56,7 @@ struct Plan {
 /// function has a few versions at most, and slots are dense.
 #[derive(Default)]
 struct SlotState {
-    idle: Vec<(Version, Vec<Box<dyn Environment>>)>,
+    idle: Vec<(Version, Vec<Pooled>)>,
     plan: Option<Plan>,
     /// Versions kept warm; empty means all. Environments of other versions are shut down
     /// when they come back from an invocation.
@@ -52,7 +64,7 @@ struct SlotState {
 }
 
 impl SlotState {
-    fn envs(&mut self, version: Version) -> &mut Vec<Box<dyn Environment>> {
+    fn envs(&mut self, version: Version) -> &mut Vec<Pooled> {
         let at = match self.idle.iter().position(|(v, _)| *v == version) {
             Some(at) => at,
             None => {
@@ -67,6 +79,10 @@ impl SlotState {
 #[derive(Default)]
 struct State {
     slots: Vec<SlotState>,
+    /// (function slot, affinity key) to the environment that last served the key.
+    affinity: HashMap<(usize, String), u64>,
+    /// Environments checked out, tracked once any affinity key has been seen.
+    busy: HashSet<u64>,
 }
 
 impl State {
@@ -82,6 +98,11 @@ pub(crate) struct Pool {
     sandboxes: Vec<Arc<dyn Sandbox>>,
     state: Mutex<State>,
     max_idle_per_version: usize,
+    affinity_wait: Duration,
+    affinity_used: AtomicBool,
+    next_id: AtomicU64,
+    /// Signalled when an environment comes back, for affinity waits.
+    returned: tokio::sync::Notify,
 }
 
 /// What a maintenance pass asks of its caller.
@@ -94,11 +115,19 @@ pub(crate) struct Maintenance {
 }
 
 impl Pool {
-    pub(crate) fn new(sandboxes: Vec<Arc<dyn Sandbox>>, max_idle_per_version: usize) -> Pool {
+    pub(crate) fn new(
+        sandboxes: Vec<Arc<dyn Sandbox>>,
+        max_idle_per_version: usize,
+        affinity_wait: Duration,
+    ) -> Pool {
         Pool {
             sandboxes,
             state: Mutex::new(State::default()),
             max_idle_per_version,
+            affinity_wait,
+            affinity_used: AtomicBool::new(false),
+            next_id: AtomicU64::new(1),
+            returned: tokio::sync::Notify::new(),
         }
     }
 
@@ -106,14 +135,62 @@ impl Pool {
         self.sandboxes.iter().find(|s| s.supports(spec))
     }
 
-    /// A warm environment for `spec`, or a new one.
+    /// A warm environment for `spec`, or a new one. With an affinity `key`, the environment
+    /// that last served the key is preferred: taken if idle, waited for up to the affinity
+    /// wait if busy; otherwise any.
     pub(crate) async fn checkout(
         &self,
         spec: &Deployed,
-    ) -> Result<(Box<dyn Environment>, Start), PrepareError> {
-        if let Some(env) = self.state.lock().slot(spec.slot).envs(spec.version).pop() {
-            return Ok((env, Start::Warm));
+        key: Option<&str>,
+    ) -> Result<(Pooled, Start), PrepareError> {
+        let deadline = key.map(|_| tokio::time::Instant::now() + self.affinity_wait);
+        if key.is_some() {
+            self.affinity_used.store(true, Ordering::Relaxed);
         }
+        loop {
+            let returned = self.returned.notified();
+            tokio::pin!(returned);
+            {
+                let mut state = self.state.lock();
+                let track = self.affinity_used.load(Ordering::Relaxed);
+                let target =
+                    key.and_then(|k| state.affinity.get(&(spec.slot, k.to_owned())).copied());
+                let envs = state.slot(spec.slot).envs(spec.version);
+                let at = match target {
+                    Some(id) => envs.iter().position(|p| p.id == id),
+                    None => None,
+                };
+                let waiting_for_busy = at.is_none()
+                    && target.is_some_and(|id| state.busy.contains(&id))
+                    && deadline.is_some_and(|d| tokio::time::Instant::now() < d);
+                if !waiting_for_busy {
+                    let envs = state.slot(spec.slot).envs(spec.version);
+                    let taken = match at {
+                        Some(at) => Some(envs.swap_remove(at)),
+                        None => envs.pop(),
+                    };
+                    if let Some(p) = taken {
+                        if track {
+                            state.busy.insert(p.id);
+                        }
+                        return Ok((p, Start::Warm));
+                    }
+                    break;
+                }
+                returned.as_mut().enable();
+            }
+            if let Some(d) = deadline {
+                let _ = tokio::time::timeout_at(d, returned).await;
+            }
+        }
+        let env = self.prepare(spec).await?;
+        if self.affinity_used.load(Ordering::Relaxed) {
+            self.state.lock().busy.insert(env.id);
+        }
+        Ok((env, Start::Cold))
+    }
+
+    async fn prepare(&self, spec: &Deployed) -> Result<Pooled, PrepareError> {
         let sandbox = self
             .sandbox_for(spec)
             .ok_or(PrepareError::UnsupportedRuntime {
@@ -121,41 +198,47 @@ impl Pool {
                 runtime: spec.runtime.kind(),
             })?;
         let env = sandbox.prepare(spec).await?;
-        Ok((env, Start::Cold))
+        Ok(Pooled {
+            id: self.next_id.fetch_add(1, Ordering::Relaxed),
+            env,
+        })
     }
 
     /// Prepares one environment for `deployed` and keeps it idle.
     pub(crate) async fn prewarm(&self, deployed: &Deployed) -> Result<(), PrepareError> {
-        let sandbox = self
-            .sandbox_for(deployed)
-            .ok_or(PrepareError::UnsupportedRuntime {
-                sandbox: "any",
-                runtime: deployed.runtime.kind(),
-            })?;
-        let env = sandbox.prepare(deployed).await?;
-        self.checkin(deployed, env);
+        let env = self.prepare(deployed).await?;
+        self.checkin(deployed, env, None);
         Ok(())
     }
 
-    /// Returns an environment after use. Unhealthy ones, and ones beyond the idle limit,
-    /// are shut down.
-    pub(crate) fn checkin(&self, spec: &Deployed, env: Box<dyn Environment>) {
-        let rejected = if env.is_healthy() {
+    /// Returns an environment after use, remembering it for the affinity `key` it served.
+    /// Unhealthy ones, ones of retired versions and ones beyond the idle limit are shut
+    /// down.
+    pub(crate) fn checkin(&self, spec: &Deployed, env: Pooled, key: Option<&str>) {
+        let rejected = {
             let mut state = self.state.lock();
+            if self.affinity_used.load(Ordering::Relaxed) {
+                state.busy.remove(&env.id);
+            }
+            if let Some(k) = key {
+                if state.affinity.len() >= AFFINITY_KEYS {
+                    state.affinity.clear();
+                }
+                state.affinity.insert((spec.slot, k.to_owned()), env.id);
+            }
             let slot = state.slot(spec.slot);
             let retired = !slot.live.is_empty() && !slot.live.contains(&spec.version);
-            let slot = slot.envs(spec.version);
-            if !retired && slot.len() < self.max_idle_per_version {
-                slot.push(env);
+            let envs = slot.envs(spec.version);
+            if env.env.is_healthy() && !retired && envs.len() < self.max_idle_per_version {
+                envs.push(env);
                 None
             } else {
                 Some(env)
             }
-        } else {
-            Some(env)
         };
-        if let Some(env) = rejected {
-            tokio::spawn(env.shutdown());
+        self.returned.notify_waiters();
+        if let Some(p) = rejected {
+            tokio::spawn(p.env.shutdown());
         }
     }
 
@@ -178,6 +261,7 @@ impl Pool {
                 .into_iter()
                 .flat_map(|s| s.idle)
                 .flat_map(|(_, envs)| envs)
+                .map(|p| p.env)
                 .collect()
         };
         for env in all {
@@ -194,7 +278,7 @@ impl Pool {
         let mut out = Vec::new();
         for (version, envs) in &mut s.idle {
             if !live.contains(version) {
-                out.append(envs);
+                out.extend(envs.drain(..).map(|p| p.env));
             }
         }
         s.idle.retain(|(_, envs)| !envs.is_empty());
@@ -232,7 +316,7 @@ impl Pool {
             let loaded_window = elapsed >= w.prewarm && elapsed <= w.prewarm + w.keep_alive;
             if !loaded_window {
                 for (_, envs) in &mut slot.idle {
-                    out.evicted.append(envs);
+                    out.evicted.extend(envs.drain(..).map(|p| p.env));
                 }
             }
             let has_idle = slot.idle.iter().any(|(_, envs)| !envs.is_empty());

@@ -175,6 +175,7 @@ impl Future for Ticket {
 
 /// Builds a [`Scheduler`].
 pub struct SchedulerBuilder {
+    affinity_wait: Duration,
     host: Option<HostInfo>,
     policy: Box<dyn ReservationPolicy>,
     maintenance_interval: Duration,
@@ -252,6 +253,14 @@ impl SchedulerBuilder {
         self
     }
 
+    /// How long an invocation with an affinity key waits for the environment that last
+    /// served its key when that one is busy, before taking any other. Default 10 ms; the
+    /// wait holds a worker.
+    pub fn affinity_wait(mut self, wait: Duration) -> Self {
+        self.affinity_wait = wait;
+        self
+    }
+
     /// What this scheduler's host offers to placement requirements. Default:
     /// [`HostInfo::detect`] (CPU features of this machine, no labels).
     pub fn host(mut self, host: HostInfo) -> Self {
@@ -325,6 +334,7 @@ impl SchedulerBuilder {
             pool: Pool::new(
                 self.sandboxes,
                 self.max_idle_per_version.unwrap_or(self.workers),
+                self.affinity_wait,
             ),
             clock: self.clock,
             observer: self.observer,
@@ -408,6 +418,7 @@ impl Scheduler {
     /// A builder with the defaults.
     pub fn builder() -> SchedulerBuilder {
         SchedulerBuilder {
+            affinity_wait: Duration::from_millis(10),
             host: None,
             policy: Box::new(FixedKeepAlive::default()),
             maintenance_interval: Duration::from_secs(1),
@@ -826,10 +837,11 @@ async fn run(inner: &Inner, index: usize, job: Job) {
         );
         (Err(error), Start::NotStarted)
     } else {
-        match inner.pool.checkout(&spec).await {
+        let key = invocation.context.affinity_key.clone();
+        match inner.pool.checkout(&spec, key.as_deref()).await {
             Ok((env, start)) => {
                 let slot = &inner.slots[index];
-                let mut call = env.invoke(invocation);
+                let mut call = env.env.invoke(invocation);
                 // Most calls finish on their first poll; only a call that waits needs to
                 // listen for cancellation (which registers with the worker's `Notify`).
                 let first = std::future::poll_fn(|cx| Poll::Ready(call.as_mut().poll(cx))).await;
@@ -853,7 +865,7 @@ async fn run(inner: &Inner, index: usize, job: Job) {
                     }
                 };
                 drop(call);
-                inner.pool.checkin(&spec, env);
+                inner.pool.checkin(&spec, env, key.as_deref());
                 (outcome, start)
             }
             Err(error) => {
