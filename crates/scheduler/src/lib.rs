@@ -3,20 +3,28 @@
 //! A [`Scheduler`] admits [`Invocation`](fnhub_core::Invocation)s into a queue bounded
 //! overall, per function and per principal — a refused submit hands the invocation back
 //! inside a [`SubmitError`] naming the reason — and runs them on a fixed set of workers in
-//! environments prepared by its [`Sandbox`](fnhub_core::Sandbox)es and kept warm per
-//! function version.
+//! environments prepared by its [`Sandbox`](fnhub_core::Sandbox)es.
 //!
-//! Order: strict priority classes; inside a class, weighted fair share between principals
-//! (stride scheduling, with the bound of [`fairness_bound`]); inside a principal's share,
-//! earliest deadline first, then arrival. An invocation whose deadline passes while queued
-//! completes with `DeadlineExceeded` without running. A function's `max_concurrency` holds
-//! its extra invocations back without blocking other functions. [`Scheduler::cancel`]
-//! cancels a queued or running invocation by id. [`Scheduler::shutdown`] stops admitting and
-//! runs every admitted invocation to completion.
+//! - **Order**: strict priority classes; inside a class, weighted fair share between
+//!   principals (stride scheduling, with the bound of [`fairness_bound`]); inside a
+//!   principal's share, earliest deadline first, then arrival. An invocation whose deadline
+//!   passes while queued completes with `DeadlineExceeded` without running.
+//! - **Limits**: a function's `max_concurrency` holds its extra invocations back without
+//!   blocking other functions; [`Scheduler::cancel`] cancels a queued or running invocation.
+//! - **Warm environments** per function version, each invocation accounted as a cold or
+//!   warm [`Start`]; **affinity** keys return to the environment that last served them; a
+//!   new version takes over while old ones drain ([`Scheduler::deploy`], aliases split by
+//!   weight); **placement** refuses at deploy what the [`HostInfo`] cannot satisfy.
+//! - **Reservation policies** ([`policy`]) decide keep-alive and pre-warm per function; the
+//!   maintenance pass applies them. [`policy::sim`] replays Azure traces under a policy.
+//! - **Children** ([`Scheduler::try_submit_child`]) inherit the parent's deadline and trace
+//!   and, under load, wait for spare capacity until their latest safe start.
+//! - [`Scheduler::shutdown`] stops admitting and runs every admitted invocation to
+//!   completion. The scheduler is a [`LoadProbe`](fnhub_core::LoadProbe).
 //!
-//! Not built yet (see the scheduler issue): reserved concurrency, several invocations per
-//! environment, affinity, version draining, placement, reservation policies, child
-//! deadlines.
+//! Not built yet: reserved concurrency, several invocations per environment (a spec's
+//! `concurrency` above 1 is accepted but each environment serves one invocation at a time),
+//! worker classes other than the host's own.
 //!
 //! # Example
 //!
@@ -48,9 +56,13 @@
 //!
 //! Through the `metrics` facade: `fnhub_invocations_total` (labels `function`, `version`,
 //! `outcome`, `start`), `fnhub_submit_rejected_total` (`reason`), histograms
-//! `fnhub_invocation_queued_seconds` and `fnhub_invocation_run_seconds`. Handles are
-//! registered when the scheduler is built and when a function is deployed, so completions
-//! record without allocating: install the recorder before that.
+//! `fnhub_invocation_queued_seconds` and `fnhub_invocation_run_seconds`,
+//! `fnhub_prewarms_total`, `fnhub_evictions_total`, `fnhub_children_deferred_total`. Handles
+//! are registered when the scheduler is built and when a function is deployed, so
+//! completions record without allocating: install the recorder before that. Each
+//! maintenance pass also sets gauges: `fnhub_queue_depth`, `fnhub_running`,
+//! `fnhub_workers`, and per function `fnhub_function_queued`, `fnhub_function_running`,
+//! `fnhub_function_mean_wait_seconds`.
 //!
 //! # Cargo features
 //!

@@ -789,6 +789,7 @@ async fn maintenance(inner: Arc<Inner>, interval: Duration) {
 }
 
 async fn maintain(inner: &Inner) {
+    export_load(inner);
     let work = inner.pool.maintain(inner.clock.now());
     inner.evictions.increment(work.evicted.len() as u64);
     for env in work.evicted {
@@ -801,6 +802,23 @@ async fn maintain(inner: &Inner) {
                 tracing::warn!(function = %deployed.name, %error, "pre-warm failed");
             }
         }
+    }
+}
+
+/// Publishes the load snapshot through the `metrics` facade as gauges.
+fn export_load(inner: &Inner) {
+    let (queued, functions) = {
+        let q = inner.queue.lock();
+        (q.len(), q.function_loads())
+    };
+    metrics::gauge!("fnhub_queue_depth").set(queued as f64);
+    metrics::gauge!("fnhub_running").set(inner.running.load(Ordering::Relaxed) as f64);
+    metrics::gauge!("fnhub_workers").set(inner.workers as f64);
+    for (name, f) in functions {
+        metrics::gauge!("fnhub_function_queued", "function" => name.clone()).set(f.queued as f64);
+        metrics::gauge!("fnhub_function_running", "function" => name.clone()).set(f.running as f64);
+        metrics::gauge!("fnhub_function_mean_wait_seconds", "function" => name)
+            .set(f.mean_wait.as_secs_f64());
     }
 }
 
