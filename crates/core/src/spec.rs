@@ -59,6 +59,9 @@ pub struct Resources {
     /// Most invocations of this function running at once across all environments;
     /// `None` leaves it to the pool's size.
     pub max_concurrency: Option<u32>,
+    /// Workers set aside for this function: it can always run this many at once, and other
+    /// functions cannot use them. `None` reserves nothing.
+    pub reserved_concurrency: Option<u32>,
 }
 
 impl Default for Resources {
@@ -68,6 +71,7 @@ impl Default for Resources {
             timeout: Duration::from_secs(3),
             concurrency: 1,
             max_concurrency: None,
+            reserved_concurrency: None,
         }
     }
 }

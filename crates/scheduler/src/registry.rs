@@ -37,6 +37,18 @@ pub enum DeployError {
         /// The missing version.
         version: Version,
     },
+    /// Reserving these workers would leave none for other functions.
+    #[error(
+        "{name} reserves workers so that {total} of {workers} would be reserved; at least one must stay unreserved"
+    )]
+    ReservationExceeded {
+        /// The function.
+        name: FunctionName,
+        /// Workers that would be reserved in all.
+        total: u32,
+        /// The scheduler's workers.
+        workers: usize,
+    },
     /// The function is not deployed.
     #[error("function {0} is not deployed")]
     UnknownFunction(FunctionName),
@@ -78,6 +90,12 @@ impl Registry {
             Some("resources.timeout must be above zero")
         } else if spec.resources.max_concurrency == Some(0) {
             Some("resources.max_concurrency must be at least 1 when set")
+        } else if let (Some(r), Some(m)) = (
+            spec.resources.reserved_concurrency,
+            spec.resources.max_concurrency,
+        ) && r > m
+        {
+            Some("resources.reserved_concurrency must not exceed max_concurrency")
         } else {
             None
         };
@@ -107,6 +125,13 @@ impl Registry {
                 entry.versions.insert(deployed.version, deployed.clone());
                 Ok(deployed)
             }
+        }
+    }
+
+    /// Removes a version just deployed (a later check refused it).
+    pub(crate) fn undeploy(&mut self, deployed: &Deployed) {
+        if let Some(entry) = self.functions.get_mut(&deployed.name) {
+            entry.versions.remove(&deployed.version);
         }
     }
 

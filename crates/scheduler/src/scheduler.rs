@@ -454,7 +454,19 @@ impl Scheduler {
                 name: spec.name,
             });
         }
-        let deployed = self.inner.registry.write().deploy(spec)?;
+        let name = spec.name.clone();
+        let mut registry = self.inner.registry.write();
+        // Reservations are checked once the version has its slot; a refusal undoes it.
+        let deployed = registry.deploy(spec)?;
+        if let Err(total) = self.inner.queue.lock().reserve(&deployed) {
+            registry.undeploy(&deployed);
+            return Err(DeployError::ReservationExceeded {
+                name,
+                total,
+                workers: self.inner.workers,
+            });
+        }
+        drop(registry);
         self.retire_old_versions(&deployed.name);
         Ok(deployed.spec.clone())
     }

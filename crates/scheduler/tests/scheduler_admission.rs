@@ -595,3 +595,73 @@ async fn a_new_version_takes_over_while_the_old_one_drains() {
     assert!(versions.values().all(|&n| n > 50), "{versions:?}");
     s.shutdown().await;
 }
+
+#[tokio::test]
+async fn reserved_concurrency_keeps_workers_for_its_function() {
+    let sandbox = InProcessSandbox::new();
+    let gate = Arc::new(Semaphore::new(0));
+    let order = Arc::new(Mutex::new(Vec::new()));
+    gated(&sandbox, gate.clone(), order.clone());
+    sandbox.register(
+        "vip",
+        from_fn(|inv: Invocation| async move { Ok(inv.payload) }),
+    );
+    let s = Scheduler::builder()
+        .workers(3)
+        .sandbox(Arc::new(sandbox))
+        .build()
+        .unwrap();
+    let mut vip = FunctionSpec::in_process(name("vip"));
+    vip.resources.reserved_concurrency = Some(1);
+    s.deploy(vip).unwrap();
+    s.deploy(FunctionSpec::in_process(name("gated")).with_timeout(Duration::from_secs(60)))
+        .unwrap();
+
+    let held: Vec<_> = (0..3)
+        .map(|i| {
+            s.try_submit(Invocation::new("gated".parse().unwrap(), i.to_string()))
+                .unwrap()
+        })
+        .collect();
+    wait_running(&s, 2).await;
+    // Two unreserved workers are busy; the third is vip's, so the third gated call waits...
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let load = s.snapshot();
+    assert_eq!(
+        (
+            load.functions["gated"].running,
+            load.functions["gated"].queued
+        ),
+        (2, 1)
+    );
+    // ...while vip still runs at once.
+    let c = s
+        .try_submit(Invocation::new("vip".parse().unwrap(), "now"))
+        .unwrap()
+        .await;
+    assert_eq!(&c.outcome.unwrap()[..], b"now");
+
+    let mut greedy =
+        FunctionSpec::in_process(name("vip")).with_version(fnhub_core::Version::new(2).unwrap());
+    greedy.resources.reserved_concurrency = Some(3);
+    assert!(matches!(
+        s.deploy(greedy),
+        Err(DeployError::ReservationExceeded {
+            total: 3,
+            workers: 3,
+            ..
+        })
+    ));
+    assert!(
+        s.try_submit(Invocation::new("vip:2".parse().unwrap(), "x"))
+            .is_err(),
+        "the refused version is not deployed"
+    );
+
+    gate.add_permits(3);
+    for t in held {
+        assert!(t.await.outcome.is_ok());
+    }
+    assert_eq!(order.lock().len(), 3);
+    s.shutdown().await;
+}

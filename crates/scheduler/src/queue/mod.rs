@@ -195,6 +195,8 @@ struct FunctionState {
     idle_since: Option<Instant>,
     /// The idle time that ended the current busy period's start.
     idle_before: Option<Duration>,
+    /// Workers reserved for this function.
+    reserved: u32,
 }
 
 /// A function ended a busy period: what a reservation policy is told.
@@ -222,6 +224,12 @@ pub(crate) struct Queue {
     slab: Vec<Option<Job>>,
     /// Deferred children: (latest safe start, sequence, slab slot), earliest first.
     deferred: BinaryHeap<Reverse<(Instant, u64, u32)>>,
+    /// Workers reserved across all functions.
+    reserved_total: u32,
+    /// Invocations running beyond their function's reservation (on unreserved workers).
+    unreserved_running: u32,
+    /// Jobs held back because every unreserved worker is taken.
+    waiting_for_capacity: VecDeque<Job>,
     free: Vec<u32>,
     limits: Limits,
 }
@@ -238,6 +246,9 @@ impl Queue {
             running_jobs: vec![None; workers],
             slab: Vec::new(),
             deferred: BinaryHeap::new(),
+            reserved_total: 0,
+            unreserved_running: 0,
+            waiting_for_capacity: VecDeque::new(),
             free: Vec::new(),
             limits,
         }
@@ -389,12 +400,22 @@ impl Queue {
                 continue;
             };
             let max = job.spec.resources.max_concurrency;
+            let workers = self.running_jobs.len() as u32;
+            let unreserved_free = self.unreserved_running + self.reserved_total < workers;
             let f = self.function(&job.spec);
             if max.is_some_and(|max| f.running >= max) {
                 f.parked.push_back(job);
                 continue;
             }
+            let within_reservation = f.running < f.reserved;
+            if !within_reservation && !unreserved_free {
+                self.waiting_for_capacity.push_back(job);
+                continue;
+            }
             f.running += 1;
+            if !within_reservation {
+                self.unreserved_running += 1;
+            }
             if let Some(slot) = self.running_jobs.get_mut(worker) {
                 *slot = Some((job.invocation.id, job.seq));
             }
@@ -457,6 +478,7 @@ impl Queue {
             *slot = None;
         }
         let f = self.function(spec);
+        let was_unreserved = f.running > f.reserved;
         f.running = f.running.saturating_sub(1);
         f.completed += 1;
         f.cold += u64::from(cold);
@@ -477,14 +499,36 @@ impl Queue {
         } else {
             None
         };
-        let unparked = match f.parked.pop_front() {
+        let mut unparked = match f.parked.pop_front() {
             Some(job) => {
                 self.insert(job);
                 true
             }
             None => false,
         };
+        if was_unreserved {
+            self.unreserved_running = self.unreserved_running.saturating_sub(1);
+            if let Some(job) = self.waiting_for_capacity.pop_front() {
+                self.insert(job);
+                unparked = true;
+            }
+        }
         (unparked, idle)
+    }
+
+    /// Sets the workers reserved for the function in `spec`'s slot. Refused (returning the
+    /// total that would result) when no unreserved worker would be left.
+    pub(crate) fn reserve(&mut self, spec: &Deployed) -> Result<(), u32> {
+        let want = spec.resources.reserved_concurrency.unwrap_or(0);
+        let workers = self.running_jobs.len() as u32;
+        let current = self.functions.get(spec.slot).map_or(0, |f| f.reserved);
+        let total = self.reserved_total - current + want;
+        if want > 0 && total >= workers {
+            return Err(total);
+        }
+        self.reserved_total = total;
+        self.function(spec).reserved = want;
+        Ok(())
     }
 
     /// Removes a queued (or parked) job. Cancellation is rare: it scans.
@@ -508,6 +552,14 @@ impl Queue {
                 found = self.take(slot);
                 self.mark_if_empty(p);
             }
+        }
+        if found.is_none()
+            && let Some(at) = self
+                .waiting_for_capacity
+                .iter()
+                .position(|j| j.invocation.id == id)
+        {
+            found = self.waiting_for_capacity.remove(at);
         }
         if found.is_none() {
             for f in &mut self.functions {
