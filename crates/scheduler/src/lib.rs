@@ -10,9 +10,12 @@
 //!   principal's share, earliest deadline first, then arrival. An invocation whose deadline
 //!   passes while queued completes with `DeadlineExceeded` without running.
 //! - **Limits**: a function's `max_concurrency` holds its extra invocations back without
-//!   blocking other functions; [`Scheduler::cancel`] cancels a queued or running invocation.
-//! - **Warm environments** per function version, each invocation accounted as a cold or
-//!   warm [`Start`]; **affinity** keys return to the environment that last served them; a
+//!   blocking other functions; its `reserved_concurrency` sets workers aside for it that
+//!   other functions cannot use; [`Scheduler::cancel`] cancels a queued or running
+//!   invocation.
+//! - **Warm environments** per function version (a version fixes the capability profile),
+//!   each serving up to the function's `concurrency` invocations at once, each invocation
+//!   accounted as a cold or warm [`Start`]; **affinity** keys return to the environment that last served them; a
 //!   new version takes over while old ones drain ([`Scheduler::deploy`], aliases split by
 //!   weight); **placement** refuses at deploy what the [`HostInfo`] cannot satisfy.
 //! - **Reservation policies** ([`policy`]) decide keep-alive and pre-warm per function; the
@@ -22,9 +25,8 @@
 //! - [`Scheduler::shutdown`] stops admitting and runs every admitted invocation to
 //!   completion. The scheduler is a [`LoadProbe`](fnhub_core::LoadProbe).
 //!
-//! Not built yet: reserved concurrency, several invocations per environment (a spec's
-//! `concurrency` above 1 is accepted but each environment serves one invocation at a time),
-//! worker classes other than the host's own.
+//! Not built yet: worker classes other than the host's own (placement checks this host
+//! only).
 //!
 //! # Example
 //!

@@ -1,8 +1,8 @@
 //! Warm environments, kept per function version and shared by all workers.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use fnhub_core::{Environment, FunctionSpec, PrepareError, Sandbox, Version};
@@ -34,10 +34,43 @@ impl Start {
     }
 }
 
-/// An environment with the pool's id for it (affinity remembers ids).
+/// An environment as the pool keeps it: shared by the invocations it serves at once.
+struct Cell {
+    env: Box<dyn Environment>,
+}
+
+/// A checked-out environment: the handle a worker runs an invocation in.
 pub(crate) struct Pooled {
     pub(crate) id: u64,
-    pub(crate) env: Box<dyn Environment>,
+    cell: Arc<Cell>,
+}
+
+impl Pooled {
+    pub(crate) fn env(&self) -> &dyn Environment {
+        &*self.cell.env
+    }
+}
+
+/// One environment in the pool.
+struct Entry {
+    id: u64,
+    cell: Arc<Cell>,
+    /// Invocations running in it now.
+    in_use: u32,
+    /// No longer handed out (unhealthy, evicted, or of a retired version); stopped when
+    /// its last invocation ends.
+    closing: bool,
+}
+
+impl Entry {
+    fn is_idle(&self) -> bool {
+        self.in_use == 0 && !self.closing
+    }
+}
+
+/// Stops an environment once nothing else holds it.
+fn stop(cell: Arc<Cell>) -> Option<Box<dyn Environment>> {
+    Arc::try_unwrap(cell).ok().map(|c| c.env)
 }
 
 /// Affinity keys remembered at most; past this the map is cleared (keys then find any
@@ -52,27 +85,55 @@ struct Plan {
     prewarmed: bool,
 }
 
-/// Idle environments and the idle plan of one function (one slot), kept in vectors: a
+/// The environments and the idle plan of one function (one slot), kept in vectors: a
 /// function has a few versions at most, and slots are dense.
 #[derive(Default)]
 struct SlotState {
-    idle: Vec<(Version, Vec<Pooled>)>,
+    envs: Vec<(Version, Vec<Entry>)>,
     plan: Option<Plan>,
-    /// Versions kept warm; empty means all. Environments of other versions are shut down
-    /// when they come back from an invocation.
+    /// Versions kept warm; empty means all. Environments of other versions stop when their
+    /// invocations end.
     live: Vec<Version>,
 }
 
 impl SlotState {
-    fn envs(&mut self, version: Version) -> &mut Vec<Pooled> {
-        let at = match self.idle.iter().position(|(v, _)| *v == version) {
+    fn envs(&mut self, version: Version) -> &mut Vec<Entry> {
+        let at = match self.envs.iter().position(|(v, _)| *v == version) {
             Some(at) => at,
             None => {
-                self.idle.push((version, Vec::new()));
-                self.idle.len() - 1
+                self.envs.push((version, Vec::new()));
+                self.envs.len() - 1
             }
         };
-        &mut self.idle[at].1
+        &mut self.envs[at].1
+    }
+
+    fn idle_count(&self) -> usize {
+        self.envs
+            .iter()
+            .flat_map(|(_, e)| e)
+            .filter(|e| e.is_idle())
+            .count()
+    }
+
+    /// Marks idle environments for which `close` holds as closing and returns them to stop.
+    fn close_idle(&mut self, close: impl Fn(Version) -> bool) -> Vec<Box<dyn Environment>> {
+        let mut out = Vec::new();
+        for (version, entries) in &mut self.envs {
+            if !close(*version) {
+                continue;
+            }
+            entries.retain_mut(|e| {
+                if e.in_use > 0 {
+                    e.closing = true;
+                    return true;
+                }
+                out.extend(stop(e.cell.clone()));
+                false
+            });
+        }
+        self.envs.retain(|(_, e)| !e.is_empty());
+        out
     }
 }
 
@@ -81,8 +142,6 @@ struct State {
     slots: Vec<SlotState>,
     /// (function slot, affinity key) to the environment that last served the key.
     affinity: HashMap<(usize, String), u64>,
-    /// Environments checked out, tracked once any affinity key has been seen.
-    busy: HashSet<u64>,
 }
 
 impl State {
@@ -99,7 +158,6 @@ pub(crate) struct Pool {
     state: Mutex<State>,
     max_idle_per_version: usize,
     affinity_wait: Duration,
-    affinity_used: AtomicBool,
     next_id: AtomicU64,
     /// Signalled when an environment comes back, for affinity waits.
     returned: tokio::sync::Notify,
@@ -125,7 +183,6 @@ impl Pool {
             state: Mutex::new(State::default()),
             max_idle_per_version,
             affinity_wait,
-            affinity_used: AtomicBool::new(false),
             next_id: AtomicU64::new(1),
             returned: tokio::sync::Notify::new(),
         }
@@ -135,45 +192,47 @@ impl Pool {
         self.sandboxes.iter().find(|s| s.supports(spec))
     }
 
-    /// A warm environment for `spec`, or a new one. With an affinity `key`, the environment
-    /// that last served the key is preferred: taken if idle, waited for up to the affinity
-    /// wait if busy; otherwise any.
+    /// An environment for `spec` with room for one more invocation (each serves up to the
+    /// spec's `concurrency` at once), or a new one. With an affinity `key`, the environment
+    /// that last served the key is preferred: taken if it has room, waited for up to the
+    /// affinity wait if full; otherwise any.
     pub(crate) async fn checkout(
         &self,
         spec: &Deployed,
         key: Option<&str>,
     ) -> Result<(Pooled, Start), PrepareError> {
+        let per_env = spec.resources.concurrency.max(1);
         let deadline = key.map(|_| tokio::time::Instant::now() + self.affinity_wait);
-        if key.is_some() {
-            self.affinity_used.store(true, Ordering::Relaxed);
-        }
         loop {
             let returned = self.returned.notified();
             tokio::pin!(returned);
             {
                 let mut state = self.state.lock();
-                let track = self.affinity_used.load(Ordering::Relaxed);
                 let target =
                     key.and_then(|k| state.affinity.get(&(spec.slot, k.to_owned())).copied());
-                let envs = state.slot(spec.slot).envs(spec.version);
-                let at = match target {
-                    Some(id) => envs.iter().position(|p| p.id == id),
-                    None => None,
+                let entries = state.slot(spec.slot).envs(spec.version);
+                let has_room = |e: &Entry| !e.closing && e.in_use < per_env;
+                let preferred = target.and_then(|id| entries.iter().position(|e| e.id == id));
+                let wait = match preferred {
+                    Some(at) if has_room(&entries[at]) => false,
+                    // The key's environment is busy: wait for it while the wait lasts.
+                    Some(_) => deadline.is_some_and(|d| tokio::time::Instant::now() < d),
+                    None => false,
                 };
-                let waiting_for_busy = at.is_none()
-                    && target.is_some_and(|id| state.busy.contains(&id))
-                    && deadline.is_some_and(|d| tokio::time::Instant::now() < d);
-                if !waiting_for_busy {
-                    let envs = state.slot(spec.slot).envs(spec.version);
-                    let taken = match at {
-                        Some(at) => Some(envs.swap_remove(at)),
-                        None => envs.pop(),
-                    };
-                    if let Some(p) = taken {
-                        if track {
-                            state.busy.insert(p.id);
-                        }
-                        return Ok((p, Start::Warm));
+                if !wait {
+                    let at = preferred
+                        .filter(|&at| has_room(&entries[at]))
+                        .or_else(|| entries.iter().position(has_room));
+                    if let Some(at) = at {
+                        let e = &mut entries[at];
+                        e.in_use += 1;
+                        return Ok((
+                            Pooled {
+                                id: e.id,
+                                cell: e.cell.clone(),
+                            },
+                            Start::Warm,
+                        ));
                     }
                     break;
                 }
@@ -183,11 +242,18 @@ impl Pool {
                 let _ = tokio::time::timeout_at(d, returned).await;
             }
         }
-        let env = self.prepare(spec).await?;
-        if self.affinity_used.load(Ordering::Relaxed) {
-            self.state.lock().busy.insert(env.id);
-        }
-        Ok((env, Start::Cold))
+        let pooled = self.prepare(spec).await?;
+        self.state
+            .lock()
+            .slot(spec.slot)
+            .envs(spec.version)
+            .push(Entry {
+                id: pooled.id,
+                cell: pooled.cell.clone(),
+                in_use: 1,
+                closing: false,
+            });
+        Ok((pooled, Start::Cold))
     }
 
     async fn prepare(&self, spec: &Deployed) -> Result<Pooled, PrepareError> {
@@ -200,68 +266,90 @@ impl Pool {
         let env = sandbox.prepare(spec).await?;
         Ok(Pooled {
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
-            env,
+            cell: Arc::new(Cell { env }),
         })
     }
 
     /// Prepares one environment for `deployed` and keeps it idle.
     pub(crate) async fn prewarm(&self, deployed: &Deployed) -> Result<(), PrepareError> {
-        let env = self.prepare(deployed).await?;
-        self.checkin(deployed, env, None);
+        let pooled = self.prepare(deployed).await?;
+        self.state
+            .lock()
+            .slot(deployed.slot)
+            .envs(deployed.version)
+            .push(Entry {
+                id: pooled.id,
+                cell: pooled.cell,
+                in_use: 0,
+                closing: false,
+            });
         Ok(())
     }
 
-    /// Returns an environment after use, remembering it for the affinity `key` it served.
-    /// Unhealthy ones, ones of retired versions and ones beyond the idle limit are shut
-    /// down.
-    pub(crate) fn checkin(&self, spec: &Deployed, env: Pooled, key: Option<&str>) {
-        let rejected = {
+    /// Returns an environment after one invocation, remembering it for the affinity `key`
+    /// it served. Unhealthy ones, ones of retired versions and idle ones beyond the idle
+    /// limit stop once no invocation runs in them.
+    pub(crate) fn checkin(&self, spec: &Deployed, pooled: Pooled, key: Option<&str>) {
+        let Pooled { id, cell } = pooled;
+        let healthy = cell.env.is_healthy();
+        drop(cell);
+        let stopped = {
             let mut state = self.state.lock();
-            if self.affinity_used.load(Ordering::Relaxed) {
-                state.busy.remove(&env.id);
-            }
             if let Some(k) = key {
                 if state.affinity.len() >= AFFINITY_KEYS {
                     state.affinity.clear();
                 }
-                state.affinity.insert((spec.slot, k.to_owned()), env.id);
+                state.affinity.insert((spec.slot, k.to_owned()), id);
             }
+            let max_idle = self.max_idle_per_version;
             let slot = state.slot(spec.slot);
             let retired = !slot.live.is_empty() && !slot.live.contains(&spec.version);
-            let envs = slot.envs(spec.version);
-            if env.env.is_healthy() && !retired && envs.len() < self.max_idle_per_version {
-                envs.push(env);
-                None
-            } else {
-                Some(env)
+            let entries = slot.envs(spec.version);
+            let idle_now = entries.iter().filter(|e| e.is_idle()).count();
+            match entries.iter().position(|e| e.id == id) {
+                Some(at) => {
+                    let e = &mut entries[at];
+                    e.in_use = e.in_use.saturating_sub(1);
+                    if !healthy || retired || (e.in_use == 0 && idle_now >= max_idle) {
+                        e.closing = true;
+                    }
+                    if e.closing && e.in_use == 0 {
+                        let e = entries.swap_remove(at);
+                        stop(e.cell)
+                    } else {
+                        None
+                    }
+                }
+                None => None,
             }
         };
         self.returned.notify_waiters();
-        if let Some(p) = rejected {
-            tokio::spawn(p.env.shutdown());
+        if let Some(env) = stopped {
+            tokio::spawn(env.shutdown());
         }
     }
 
-    /// Number of idle environments.
+    /// Number of idle environments (warm, no invocation running).
     pub(crate) fn idle_count(&self) -> usize {
         self.state
             .lock()
             .slots
             .iter()
-            .flat_map(|s| &s.idle)
-            .map(|(_, envs)| envs.len())
+            .map(SlotState::idle_count)
             .sum()
     }
 
-    /// Shuts down every idle environment.
+    /// Shuts down every idle environment and forgets every plan.
     pub(crate) async fn drain(&self) {
         let all: Vec<_> = {
             let mut state = self.state.lock();
-            std::mem::take(&mut state.slots)
-                .into_iter()
-                .flat_map(|s| s.idle)
-                .flat_map(|(_, envs)| envs)
-                .map(|p| p.env)
+            state
+                .slots
+                .iter_mut()
+                .flat_map(|s| {
+                    s.plan = None;
+                    s.close_idle(|_| true)
+                })
                 .collect()
         };
         for env in all {
@@ -270,18 +358,12 @@ impl Pool {
     }
 
     /// Only `live` versions of the function in `slot` stay warm from now on: idle
-    /// environments of the others are returned for shutdown, and busy ones are shut down
-    /// when their invocation ends.
+    /// environments of the others are returned for shutdown, and busy ones stop when their
+    /// invocations end.
     pub(crate) fn retire(&self, slot: usize, live: Vec<Version>) -> Vec<Box<dyn Environment>> {
         let mut state = self.state.lock();
         let s = state.slot(slot);
-        let mut out = Vec::new();
-        for (version, envs) in &mut s.idle {
-            if !live.contains(version) {
-                out.extend(envs.drain(..).map(|p| p.env));
-            }
-        }
-        s.idle.retain(|(_, envs)| !envs.is_empty());
+        let out = s.close_idle(|v| !live.contains(&v));
         s.live = live;
         out
     }
@@ -314,21 +396,20 @@ impl Pool {
             let elapsed = now.saturating_duration_since(plan.idle_since);
             let w = plan.windows;
             let loaded_window = elapsed >= w.prewarm && elapsed <= w.prewarm + w.keep_alive;
-            if !loaded_window {
-                for (_, envs) in &mut slot.idle {
-                    out.evicted.extend(envs.drain(..).map(|p| p.env));
-                }
-            }
-            let has_idle = slot.idle.iter().any(|(_, envs)| !envs.is_empty());
-            if loaded_window && !plan.prewarmed && !has_idle {
+            let past = elapsed > w.prewarm + w.keep_alive;
+            let due = loaded_window && !plan.prewarmed;
+            if due {
                 plan.prewarmed = true;
-                out.prewarm.push(plan.deployed.clone());
             }
-            // Past the keep-alive the plan is done.
-            if elapsed > w.prewarm + w.keep_alive {
+            let deployed = plan.deployed.clone();
+            if past {
                 slot.plan = None;
             }
-            slot.idle.retain(|(_, envs)| !envs.is_empty());
+            if !loaded_window {
+                out.evicted.extend(slot.close_idle(|_| true));
+            } else if due && slot.idle_count() == 0 {
+                out.prewarm.push(deployed);
+            }
         }
         out
     }

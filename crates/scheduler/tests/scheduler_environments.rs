@@ -1,4 +1,5 @@
-//! Affinity: an invocation with a key goes back to the environment that served the key.
+//! Environments: affinity keys go back to the environment that served them; an environment
+//! serves up to its function's concurrency at once.
 
 #![allow(clippy::unwrap_used)] // tests may unwrap
 
@@ -67,6 +68,10 @@ impl Environment for NumberedEnv {
 }
 
 fn scheduler(wait: Duration) -> (Scheduler, Arc<Semaphore>) {
+    scheduler_with(wait, 1)
+}
+
+fn scheduler_with(wait: Duration, concurrency: u32) -> (Scheduler, Arc<Semaphore>) {
     let gate = Arc::new(Semaphore::new(0));
     let s = Scheduler::builder()
         .workers(4)
@@ -78,8 +83,10 @@ fn scheduler(wait: Duration) -> (Scheduler, Arc<Semaphore>) {
         }))
         .build()
         .unwrap();
-    s.deploy(FunctionSpec::in_process(FunctionName::new("f").unwrap()))
-        .unwrap();
+    s.deploy(
+        FunctionSpec::in_process(FunctionName::new("f").unwrap()).with_concurrency(concurrency),
+    )
+    .unwrap();
     (s, gate)
 }
 
@@ -166,5 +173,31 @@ async fn without_a_wait_a_busy_key_takes_any_environment() {
     assert_eq!(start, Start::Cold);
     gate.add_permits(1);
     assert_eq!(env_of(held).await.0, env_a);
+    s.shutdown().await;
+}
+
+#[tokio::test]
+async fn one_environment_serves_up_to_its_concurrency() {
+    let (s, gate) = scheduler_with(Duration::ZERO, 3);
+    let held: Vec<_> = (0..4)
+        .map(|_| {
+            let inv = Invocation::new("f".parse().unwrap(), "hold");
+            s.try_submit(inv).unwrap()
+        })
+        .collect();
+    wait_running(&s, 4).await;
+    gate.add_permits(4);
+    let mut envs = std::collections::BTreeMap::new();
+    for t in held {
+        let (env, _) = env_of(t).await;
+        *envs.entry(env).or_insert(0) += 1;
+    }
+    assert_eq!(envs.len(), 2, "{envs:?}");
+    assert_eq!(
+        envs.values().copied().max(),
+        Some(3),
+        "three calls shared one environment"
+    );
+    assert_eq!(s.idle_environments(), 2);
     s.shutdown().await;
 }
