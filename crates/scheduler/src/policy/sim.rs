@@ -7,6 +7,7 @@
 //! unless the idle time falls inside the windows (the minute's other invocations reuse the
 //! environment). Memory is wasted while the environment is loaded and idle.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -107,6 +108,33 @@ fn field<'a>(
         })
 }
 
+/// Reads the non-negative number in column `value`, keyed by column `key`, from each row.
+fn numeric_column(
+    text: &str,
+    file: &'static str,
+    key: &'static str,
+    value: &'static str,
+) -> Result<HashMap<String, f64>, TraceError> {
+    let header: Vec<&str> = text.lines().next().unwrap_or("").split(',').collect();
+    let (k, v) = (column(&header, file, key)?, column(&header, file, value)?);
+    let mut out = HashMap::new();
+    for (line, row) in rows(text) {
+        let bad = |what: &str| TraceError::Row {
+            file,
+            line,
+            reason: format!("{value} {what}"),
+        };
+        let n: f64 = field(&row, v, file, line)?
+            .parse()
+            .map_err(|_| bad("is not a number"))?;
+        if !(n.is_finite() && n >= 0.0) {
+            return Err(bad("is negative or not finite"));
+        }
+        out.insert(field(&row, k, file, line)?.to_owned(), n);
+    }
+    Ok(out)
+}
+
 impl Trace {
     /// Reads `*_inv.csv` and, when present beside it, the matching `*_run.csv` (durations)
     /// and `*_mem.csv` (memory); functions missing from those get 1 s and 128 MB.
@@ -137,61 +165,14 @@ impl Trace {
         let first_minute = column(&header, "inv", "minute_1")?;
         let minutes = header.len() - first_minute;
 
-        let mut runs = std::collections::HashMap::new();
-        if let Some(run) = run {
-            let h: Vec<&str> = run.lines().next().unwrap_or("").split(',').collect();
-            let (f, avg) = (
-                column(&h, "run", "HashFunction")?,
-                column(&h, "run", "Average")?,
-            );
-            for (line, row) in rows(run) {
-                let ms: f64 =
-                    field(&row, avg, "run", line)?
-                        .parse()
-                        .map_err(|_| TraceError::Row {
-                            file: "run",
-                            line,
-                            reason: "Average is not a number".to_owned(),
-                        })?;
-                if !(ms.is_finite() && ms >= 0.0) {
-                    return Err(TraceError::Row {
-                        file: "run",
-                        line,
-                        reason: "Average is negative or not finite".to_owned(),
-                    });
-                }
-                runs.insert(
-                    field(&row, f, "run", line)?.to_owned(),
-                    Duration::from_secs_f64(ms / 1000.0),
-                );
-            }
-        }
-        let mut mems = std::collections::HashMap::new();
-        if let Some(mem) = mem {
-            let h: Vec<&str> = mem.lines().next().unwrap_or("").split(',').collect();
-            let (a, avg) = (
-                column(&h, "mem", "HashApp")?,
-                column(&h, "mem", "AverageAllocatedMb")?,
-            );
-            for (line, row) in rows(mem) {
-                let mb: f64 =
-                    field(&row, avg, "mem", line)?
-                        .parse()
-                        .map_err(|_| TraceError::Row {
-                            file: "mem",
-                            line,
-                            reason: "AverageAllocatedMb is not a number".to_owned(),
-                        })?;
-                if !(mb.is_finite() && mb >= 0.0) {
-                    return Err(TraceError::Row {
-                        file: "mem",
-                        line,
-                        reason: "AverageAllocatedMb is negative or not finite".to_owned(),
-                    });
-                }
-                mems.insert(field(&row, a, "mem", line)?.to_owned(), mb);
-            }
-        }
+        let runs = match run {
+            Some(text) => numeric_column(text, "run", "HashFunction", "Average")?,
+            None => HashMap::new(),
+        };
+        let mems = match mem {
+            Some(text) => numeric_column(text, "mem", "HashApp", "AverageAllocatedMb")?,
+            None => HashMap::new(),
+        };
 
         let mut functions = Vec::new();
         let mut defaulted = 0;
@@ -214,7 +195,8 @@ impl Trace {
                 })?;
             let id = field(&row, f_col, "inv", line)?.to_owned();
             let app = field(&row, a_col, "inv", line)?;
-            let (run, mem) = (runs.get(&id).copied(), mems.get(app).copied());
+            let run = runs.get(&id).map(|ms| Duration::from_secs_f64(ms / 1000.0));
+            let mem = mems.get(app).copied();
             if run.is_none() || mem.is_none() {
                 defaulted += 1;
             }
