@@ -1,9 +1,16 @@
 //! Checkpoints and the stores that keep them.
 //!
-//! Today this crate has one store, [`MemoryStore`], a bounded in-memory
-//! [`CheckpointStore`](fnhub_core::CheckpointStore) for tests and for hubs that accept losing
-//! suspended executions on restart. The versioned byte format, the durable `DirStore`, the
-//! journal and durable execution come with the checkpoint issue; they are not built yet.
+//! - [`encode`] / [`decode`]: the checkpoint byte format, a versioned envelope (magic,
+//!   format version, codec, compression, lengths, CRC32C of header and payload) around a
+//!   postcard body, optionally LZ4-compressed. Format 1 is frozen by golden files in
+//!   `tests/golden/`. Decoding any byte string gives a checkpoint or a typed
+//!   [`DecodeError`], never a panic, and never allocates more than [`MAX_BODY`] for the
+//!   body.
+//! - [`MemoryStore`]: a bounded in-memory
+//!   [`CheckpointStore`](fnhub_core::CheckpointStore).
+//!
+//! Not built yet (see the checkpoint issue): the durable directory store, durable
+//! execution (journal, suspension, migration).
 //!
 //! # Example
 //!
@@ -14,10 +21,13 @@
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! let store = MemoryStore::new();
 //! let id = ExecutionId::random();
 //! let cp = Checkpoint::new(id, FunctionName::new("f")?, Version::FIRST,
 //!                          "input".into(), "hub-a", SystemTime::now());
+//! let bytes = fnhub_checkpoint::encode(&cp)?;
+//! assert_eq!(fnhub_checkpoint::decode(&bytes)?, cp);
+//!
+//! let store = MemoryStore::new();
 //! store.save(&cp).await?;
 //! assert_eq!(store.load(id).await?, Some(cp));
 //! # Ok(())
@@ -31,6 +41,11 @@
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
+mod format;
 mod memory;
 
+pub use format::{
+    Compression, DecodeError, EncodeError, FORMAT_VERSION, HEADER_LEN, MAGIC, MAX_BODY, decode,
+    encode, encode_with,
+};
 pub use memory::MemoryStore;

@@ -1,0 +1,280 @@
+//! Format version 1 of the checkpoint body: a frozen mirror of the core types, so that a
+//! change to `fnhub-core` cannot silently change the bytes. Its postcard encoding is pinned
+//! by the golden files in `tests/golden/`.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use fnhub_core::{
+    Checkpoint, ErrorKind, ExecutionId, FunctionError, FunctionName, FunctionRef,
+    InvocationContext, InvocationId, JournalEntry, Operation, PendingDependency, Principal,
+    Priority, TraceParent, Version,
+};
+use serde::{Deserialize, Serialize};
+
+use super::{DecodeError, EncodeError};
+
+/// Seconds and nanoseconds since the Unix epoch.
+type Time = (u64, u32);
+
+fn time_out(t: SystemTime) -> Time {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);
+    (d.as_secs(), d.subsec_nanos())
+}
+
+fn time_in((secs, nanos): Time) -> Result<SystemTime, DecodeError> {
+    if nanos >= 1_000_000_000 {
+        return Err(DecodeError::Invalid(
+            "a timestamp has more than 10^9 nanoseconds",
+        ));
+    }
+    UNIX_EPOCH
+        .checked_add(Duration::new(secs, nanos))
+        .ok_or(DecodeError::Invalid("a timestamp is out of range"))
+}
+
+#[derive(Serialize, Deserialize, Debug, PartialEq)]
+pub(super) struct CheckpointV1 {
+    execution_id: u128,
+    function: String,
+    version: u32,
+    #[serde(with = "serde_bytes")]
+    input: Vec<u8>,
+    context: ContextV1,
+    journal: Vec<EntryV1>,
+    state: Option<serde_bytes::ByteBuf>,
+    pending: Option<PendingV1>,
+    origin_hub: String,
+    created_at: Time,
+    updated_at: Time,
+}
+
+#[derive(Serialize, Deserialize, Debug, PartialEq)]
+struct ContextV1 {
+    trace: (u128, u64, u8),
+    tracestate: Option<String>,
+    deadline: Option<Time>,
+    priority: u8,
+    principal: String,
+    affinity_key: Option<String>,
+    parent: Option<u128>,
+    attempt: u32,
+    topic: Option<String>,
+    depth: u32,
+}
+
+#[derive(Serialize, Deserialize, Debug, PartialEq)]
+struct EntryV1 {
+    seq: u32,
+    name: String,
+    operation: OperationV1,
+    result: Result<serde_bytes::ByteBuf, ErrorV1>,
+}
+
+#[derive(Serialize, Deserialize, Debug, PartialEq)]
+enum OperationV1 {
+    Step,
+    Invoke { child: u128, function: String },
+    Sleep,
+    WaitFor { filter: String },
+}
+
+#[derive(Serialize, Deserialize, Debug, PartialEq)]
+struct ErrorV1 {
+    kind: u8,
+    message: String,
+    error_type: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, Debug, PartialEq)]
+enum PendingV1 {
+    Child(u128),
+    Timer(Time),
+    Event { filter: String },
+}
+
+/// Stable codes of error kinds in format 1.
+fn kind_out(kind: &ErrorKind) -> Result<u8, EncodeError> {
+    Ok(match kind {
+        ErrorKind::Handled => 1,
+        ErrorKind::Unhandled => 2,
+        ErrorKind::Timeout => 3,
+        ErrorKind::DeadlineExceeded => 4,
+        ErrorKind::OutOfMemory => 5,
+        ErrorKind::Crashed => 6,
+        ErrorKind::Cancelled => 7,
+        ErrorKind::Rejected => 8,
+        _ => {
+            return Err(EncodeError::Unsupported(
+                "an error kind newer than format 1",
+            ));
+        }
+    })
+}
+
+fn kind_in(code: u8) -> Result<ErrorKind, DecodeError> {
+    Ok(match code {
+        1 => ErrorKind::Handled,
+        2 => ErrorKind::Unhandled,
+        3 => ErrorKind::Timeout,
+        4 => ErrorKind::DeadlineExceeded,
+        5 => ErrorKind::OutOfMemory,
+        6 => ErrorKind::Crashed,
+        7 => ErrorKind::Cancelled,
+        8 => ErrorKind::Rejected,
+        _ => return Err(DecodeError::Invalid("unknown error kind")),
+    })
+}
+
+fn error_out(e: &FunctionError) -> Result<ErrorV1, EncodeError> {
+    Ok(ErrorV1 {
+        kind: kind_out(&e.kind)?,
+        message: e.message.clone(),
+        error_type: e.error_type.clone(),
+    })
+}
+
+fn error_in(e: ErrorV1) -> Result<FunctionError, DecodeError> {
+    let mut out = FunctionError::new(kind_in(e.kind)?, e.message);
+    out.error_type = e.error_type;
+    Ok(out)
+}
+
+impl CheckpointV1 {
+    pub(super) fn from_core(c: &Checkpoint) -> Result<CheckpointV1, EncodeError> {
+        let ctx = &c.context;
+        let journal = c
+            .journal
+            .iter()
+            .map(|e| {
+                Ok(EntryV1 {
+                    seq: e.seq,
+                    name: e.name.clone(),
+                    operation: match &e.operation {
+                        Operation::Step => OperationV1::Step,
+                        Operation::Invoke { child, function } => OperationV1::Invoke {
+                            child: child.as_u128(),
+                            function: function.to_string(),
+                        },
+                        Operation::Sleep => OperationV1::Sleep,
+                        Operation::WaitFor { filter } => OperationV1::WaitFor {
+                            filter: filter.clone(),
+                        },
+                        _ => {
+                            return Err(EncodeError::Unsupported(
+                                "an operation newer than format 1",
+                            ));
+                        }
+                    },
+                    result: match &e.result {
+                        Ok(b) => Ok(serde_bytes::ByteBuf::from(b.to_vec())),
+                        Err(err) => Err(error_out(err)?),
+                    },
+                })
+            })
+            .collect::<Result<Vec<_>, EncodeError>>()?;
+        let pending = match &c.pending {
+            None => None,
+            Some(PendingDependency::Child(id)) => Some(PendingV1::Child(id.as_u128())),
+            Some(PendingDependency::Timer(t)) => Some(PendingV1::Timer(time_out(*t))),
+            Some(PendingDependency::Event { filter }) => Some(PendingV1::Event {
+                filter: filter.clone(),
+            }),
+            Some(_) => return Err(EncodeError::Unsupported("a dependency newer than format 1")),
+        };
+        Ok(CheckpointV1 {
+            execution_id: c.execution_id.as_u128(),
+            function: c.function.to_string(),
+            version: c.version.get(),
+            input: c.input.to_vec(),
+            context: ContextV1 {
+                trace: (
+                    ctx.trace.trace_id(),
+                    ctx.trace.parent_id(),
+                    ctx.trace.flags(),
+                ),
+                tracestate: ctx.tracestate.clone(),
+                deadline: ctx.deadline.map(time_out),
+                priority: ctx.priority.0,
+                principal: ctx.principal.as_str().to_owned(),
+                affinity_key: ctx.affinity_key.clone(),
+                parent: ctx.parent.map(ExecutionId::as_u128),
+                attempt: ctx.attempt,
+                topic: ctx.topic.clone(),
+                depth: ctx.depth,
+            },
+            journal,
+            state: c
+                .state
+                .as_ref()
+                .map(|s| serde_bytes::ByteBuf::from(s.to_vec())),
+            pending,
+            origin_hub: c.origin_hub.clone(),
+            created_at: time_out(c.created_at),
+            updated_at: time_out(c.updated_at),
+        })
+    }
+
+    pub(super) fn into_core(self) -> Result<Checkpoint, DecodeError> {
+        let name = FunctionName::new(&self.function)
+            .map_err(|_| DecodeError::Invalid("the function name is invalid"))?;
+        let version =
+            Version::new(self.version).ok_or(DecodeError::Invalid("the version is zero"))?;
+        let mut c = Checkpoint::new(
+            ExecutionId::from_u128(self.execution_id),
+            name,
+            version,
+            Bytes::from(self.input),
+            self.origin_hub,
+            time_in(self.created_at)?,
+        );
+        c.updated_at = time_in(self.updated_at)?;
+        let x = self.context;
+        let (trace_id, parent_id, flags) = x.trace;
+        let mut ctx = InvocationContext::default();
+        ctx.trace = TraceParent::from_parts(trace_id, parent_id, flags)
+            .ok_or(DecodeError::Invalid("the trace context has a zero id"))?;
+        ctx.tracestate = x.tracestate;
+        ctx.deadline = x.deadline.map(time_in).transpose()?;
+        ctx.priority = Priority(x.priority);
+        ctx.principal = Principal::new(x.principal);
+        ctx.affinity_key = x.affinity_key;
+        ctx.parent = x.parent.map(ExecutionId::from_u128);
+        ctx.attempt = x.attempt;
+        ctx.topic = x.topic;
+        ctx.depth = x.depth;
+        c.context = ctx;
+        c.journal = self
+            .journal
+            .into_iter()
+            .map(|e| {
+                let operation = match e.operation {
+                    OperationV1::Step => Operation::Step,
+                    OperationV1::Invoke { child, function } => Operation::Invoke {
+                        child: InvocationId::from_u128(child),
+                        function: function.parse::<FunctionRef>().map_err(|_| {
+                            DecodeError::Invalid("a journal call names an invalid function")
+                        })?,
+                    },
+                    OperationV1::Sleep => Operation::Sleep,
+                    OperationV1::WaitFor { filter } => Operation::WaitFor { filter },
+                };
+                let result = match e.result {
+                    Ok(b) => Ok(Bytes::from(b.into_vec())),
+                    Err(err) => Err(error_in(err)?),
+                };
+                Ok(JournalEntry::new(e.seq, e.name, operation, result))
+            })
+            .collect::<Result<Vec<_>, DecodeError>>()?;
+        c.state = self.state.map(|s| Bytes::from(s.into_vec()));
+        c.pending = match self.pending {
+            None => None,
+            Some(PendingV1::Child(id)) => {
+                Some(PendingDependency::Child(InvocationId::from_u128(id)))
+            }
+            Some(PendingV1::Timer(t)) => Some(PendingDependency::Timer(time_in(t)?)),
+            Some(PendingV1::Event { filter }) => Some(PendingDependency::Event { filter }),
+        };
+        Ok(c)
+    }
+}
