@@ -6,11 +6,14 @@
 //!   `tests/golden/`. Decoding any byte string gives a checkpoint or a typed
 //!   [`DecodeError`], never a panic, and never allocates more than [`MAX_BODY`] for the
 //!   body.
+//! - [`DirStore`]: a durable store, one file per checkpoint, atomic saves (temporary file,
+//!   sync, rename, directory sync) with group commit; a crash never leaves a torn
+//!   checkpoint readable.
 //! - [`MemoryStore`]: a bounded in-memory
 //!   [`CheckpointStore`](fnhub_core::CheckpointStore).
 //!
-//! Not built yet (see the checkpoint issue): the durable directory store, durable
-//! execution (journal, suspension, migration).
+//! Not built yet (see the checkpoint issue): durable execution (journal context,
+//! suspension, migration).
 //!
 //! # Example
 //!
@@ -41,9 +44,11 @@
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
+mod dir;
 mod format;
 mod memory;
 
+pub use dir::{DirStore, OpenReport};
 pub use format::{
     Compression, DecodeError, EncodeError, FORMAT_VERSION, HEADER_LEN, MAGIC, MAX_BODY, decode,
     encode, encode_with,
