@@ -141,49 +141,78 @@ pub fn encode_with(
     encode_body(checkpoint, Some(compression))
 }
 
+/// Bodies from this size are probed before LZ4 is tried on all of them.
+const PROBE_ABOVE: usize = 64 * 1024;
+const PROBE_LEN: usize = 16 * 1024;
+
+/// Whether LZ4 is worth trying: small bodies are tried whole; large ones only when a 16 KiB
+/// sample shrinks by a tenth (incompressible state would cost a full pass for nothing).
+fn worth_compressing(body: &[u8]) -> bool {
+    if body.len() <= COMPRESS_ABOVE {
+        return false;
+    }
+    if body.len() < PROBE_ABOVE {
+        return true;
+    }
+    let sample = &body[..PROBE_LEN];
+    lz4_flex::block::compress(sample).len() * 10 < sample.len() * 9
+}
+
 fn encode_body(
     checkpoint: &Checkpoint,
     compression: Option<Compression>,
 ) -> Result<Bytes, EncodeError> {
-    let body = postcard::to_stdvec(&v1::CheckpointV1::from_core(checkpoint)?)
+    // The body is written after room for the header, so the uncompressed case needs no copy.
+    let mut buf = Vec::with_capacity(
+        HEADER_LEN
+            + 256
+            + checkpoint.input.len()
+            + checkpoint.state.as_ref().map_or(0, |s| s.len()),
+    );
+    buf.resize(HEADER_LEN, 0);
+    let mut buf = postcard::to_extend(&v1::CheckpointV1::from_core(checkpoint)?, buf)
         .map_err(EncodeError::Body)?;
-    if body.len() > MAX_BODY {
-        return Err(EncodeError::TooLarge(body.len()));
+    let body_len = buf.len() - HEADER_LEN;
+    if body_len > MAX_BODY {
+        return Err(EncodeError::TooLarge(body_len));
     }
-    let compressed;
-    let (compression, payload): (Compression, &[u8]) = match compression {
-        Some(Compression::None) => (Compression::None, &body),
-        Some(Compression::Lz4) => {
-            compressed = lz4_flex::block::compress(&body);
-            (Compression::Lz4, &compressed)
-        }
-        None if body.len() > COMPRESS_ABOVE => {
-            compressed = lz4_flex::block::compress(&body);
-            if compressed.len() < body.len() {
-                (Compression::Lz4, &compressed)
-            } else {
-                (Compression::None, &body)
-            }
-        }
-        None => (Compression::None, &body),
+    let forced = compression == Some(Compression::Lz4);
+    let try_lz4 = match compression {
+        Some(Compression::Lz4) => true,
+        Some(Compression::None) => false,
+        None => worth_compressing(&buf[HEADER_LEN..]),
     };
-    if payload.len() > MAX_BODY {
-        return Err(EncodeError::TooLarge(payload.len()));
+    let mut compression = Compression::None;
+    if try_lz4 {
+        let body = &buf[HEADER_LEN..];
+        let mut out = vec![0u8; HEADER_LEN + lz4_flex::block::get_maximum_output_size(body.len())];
+        let n = lz4_flex::block::compress_into(body, &mut out[HEADER_LEN..])
+            .map_err(|_| EncodeError::Unsupported("a body LZ4 cannot compress"))?;
+        // Explicit LZ4 is kept even when it does not help; automatic only when it does.
+        if n < body_len || forced {
+            out.truncate(HEADER_LEN + n);
+            buf = out;
+            compression = Compression::Lz4;
+        }
     }
-    let mut out = Vec::with_capacity(HEADER_LEN + payload.len());
-    out.extend_from_slice(&MAGIC);
-    out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
-    out.push(CODEC_POSTCARD);
-    out.push(compression.code());
-    out.extend_from_slice(&0u32.to_le_bytes());
+    let payload_len = buf.len() - HEADER_LEN;
+    if payload_len > MAX_BODY {
+        return Err(EncodeError::TooLarge(payload_len));
+    }
+    let payload_crc = crc32c::crc32c(&buf[HEADER_LEN..]);
+    let h = &mut buf[..HEADER_LEN];
+    h[0..4].copy_from_slice(&MAGIC);
+    h[4..6].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    h[6] = CODEC_POSTCARD;
+    h[7] = compression.code();
+    h[8..12].copy_from_slice(&0u32.to_le_bytes());
     // Both lengths fit: they are at most MAX_BODY.
-    out.extend_from_slice(&(body.len() as u32).to_le_bytes());
-    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    out.extend_from_slice(&crc32c::crc32c(payload).to_le_bytes());
-    let header_crc = crc32c::crc32c(&out);
-    out.extend_from_slice(&header_crc.to_le_bytes());
-    out.extend_from_slice(payload);
-    Ok(Bytes::from(out))
+    h[12..16].copy_from_slice(&(body_len as u32).to_le_bytes());
+    h[16..20].copy_from_slice(&(payload_len as u32).to_le_bytes());
+    h[20..24].copy_from_slice(&payload_crc.to_le_bytes());
+    let header_crc = crc32c::crc32c(&h[0..24]);
+    h[24..28].copy_from_slice(&header_crc.to_le_bytes());
+    Ok(Bytes::from(buf))
 }
 
 /// What the header of an encoded checkpoint says, once checked.
@@ -275,7 +304,7 @@ pub fn decode(bytes: &[u8]) -> Result<Checkpoint, DecodeError> {
         }
     };
     // Dispatch on the version: only 1 exists.
-    let (v1, rest): (v1::CheckpointV1, &[u8]) =
+    let (v1, rest): (v1::CheckpointV1<'_>, &[u8]) =
         postcard::take_from_bytes(body).map_err(|e| DecodeError::Body(e.to_string()))?;
     if !rest.is_empty() {
         return Err(DecodeError::Body(format!(

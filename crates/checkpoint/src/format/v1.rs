@@ -2,6 +2,7 @@
 //! change to `fnhub-core` cannot silently change the bytes. Its postcard encoding is pinned
 //! by the golden files in `tests/golden/`.
 
+use std::borrow::Cow;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -13,6 +14,49 @@ use fnhub_core::{
 use serde::{Deserialize, Serialize};
 
 use super::{DecodeError, EncodeError};
+
+/// A byte string: borrowed from the checkpoint when encoding, from the input when decoding,
+/// so the large fields (input, state, step results) are never copied on the way.
+#[derive(Debug, PartialEq)]
+struct Blob<'a>(Cow<'a, [u8]>);
+
+impl Serialize for Blob<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(&self.0)
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Blob<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = Blob<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("bytes")
+            }
+            fn visit_borrowed_bytes<E>(self, v: &'de [u8]) -> Result<Blob<'de>, E> {
+                Ok(Blob(Cow::Borrowed(v)))
+            }
+            fn visit_bytes<E>(self, v: &[u8]) -> Result<Blob<'de>, E> {
+                Ok(Blob(Cow::Owned(v.to_vec())))
+            }
+            fn visit_byte_buf<E>(self, v: Vec<u8>) -> Result<Blob<'de>, E> {
+                Ok(Blob(Cow::Owned(v)))
+            }
+        }
+        d.deserialize_bytes(Visit)
+    }
+}
+
+impl<'a> Blob<'a> {
+    fn of(b: &'a Bytes) -> Blob<'a> {
+        Blob(Cow::Borrowed(&b[..]))
+    }
+
+    fn to_bytes(&self) -> Bytes {
+        Bytes::copy_from_slice(&self.0)
+    }
+}
 
 /// Seconds and nanoseconds since the Unix epoch.
 type Time = (u64, u32);
@@ -34,15 +78,17 @@ fn time_in((secs, nanos): Time) -> Result<SystemTime, DecodeError> {
 }
 
 #[derive(Serialize, Deserialize, Debug, PartialEq)]
-pub(super) struct CheckpointV1 {
+pub(super) struct CheckpointV1<'a> {
     execution_id: u128,
     function: String,
     version: u32,
-    #[serde(with = "serde_bytes")]
-    input: Vec<u8>,
+    #[serde(borrow)]
+    input: Blob<'a>,
     context: ContextV1,
-    journal: Vec<EntryV1>,
-    state: Option<serde_bytes::ByteBuf>,
+    #[serde(borrow)]
+    journal: Vec<EntryV1<'a>>,
+    #[serde(borrow)]
+    state: Option<Blob<'a>>,
     pending: Option<PendingV1>,
     origin_hub: String,
     created_at: Time,
@@ -64,11 +110,12 @@ struct ContextV1 {
 }
 
 #[derive(Serialize, Deserialize, Debug, PartialEq)]
-struct EntryV1 {
+struct EntryV1<'a> {
     seq: u32,
     name: String,
     operation: OperationV1,
-    result: Result<serde_bytes::ByteBuf, ErrorV1>,
+    #[serde(borrow)]
+    result: Result<Blob<'a>, ErrorV1>,
 }
 
 #[derive(Serialize, Deserialize, Debug, PartialEq)]
@@ -140,8 +187,8 @@ fn error_in(e: ErrorV1) -> Result<FunctionError, DecodeError> {
     Ok(out)
 }
 
-impl CheckpointV1 {
-    pub(super) fn from_core(c: &Checkpoint) -> Result<CheckpointV1, EncodeError> {
+impl<'a> CheckpointV1<'a> {
+    pub(super) fn from_core(c: &'a Checkpoint) -> Result<CheckpointV1<'a>, EncodeError> {
         let ctx = &c.context;
         let journal = c
             .journal
@@ -167,7 +214,7 @@ impl CheckpointV1 {
                         }
                     },
                     result: match &e.result {
-                        Ok(b) => Ok(serde_bytes::ByteBuf::from(b.to_vec())),
+                        Ok(b) => Ok(Blob::of(b)),
                         Err(err) => Err(error_out(err)?),
                     },
                 })
@@ -186,7 +233,7 @@ impl CheckpointV1 {
             execution_id: c.execution_id.as_u128(),
             function: c.function.to_string(),
             version: c.version.get(),
-            input: c.input.to_vec(),
+            input: Blob::of(&c.input),
             context: ContextV1 {
                 trace: (
                     ctx.trace.trace_id(),
@@ -204,10 +251,7 @@ impl CheckpointV1 {
                 depth: ctx.depth,
             },
             journal,
-            state: c
-                .state
-                .as_ref()
-                .map(|s| serde_bytes::ByteBuf::from(s.to_vec())),
+            state: c.state.as_ref().map(Blob::of),
             pending,
             origin_hub: c.origin_hub.clone(),
             created_at: time_out(c.created_at),
@@ -224,7 +268,7 @@ impl CheckpointV1 {
             ExecutionId::from_u128(self.execution_id),
             name,
             version,
-            Bytes::from(self.input),
+            self.input.to_bytes(),
             self.origin_hub,
             time_in(self.created_at)?,
         );
@@ -260,13 +304,13 @@ impl CheckpointV1 {
                     OperationV1::WaitFor { filter } => Operation::WaitFor { filter },
                 };
                 let result = match e.result {
-                    Ok(b) => Ok(Bytes::from(b.into_vec())),
+                    Ok(b) => Ok(b.to_bytes()),
                     Err(err) => Err(error_in(err)?),
                 };
                 Ok(JournalEntry::new(e.seq, e.name, operation, result))
             })
             .collect::<Result<Vec<_>, DecodeError>>()?;
-        c.state = self.state.map(|s| Bytes::from(s.into_vec()));
+        c.state = self.state.map(|s| s.to_bytes());
         c.pending = match self.pending {
             None => None,
             Some(PendingV1::Child(id)) => {
