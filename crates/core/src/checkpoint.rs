@@ -103,6 +103,9 @@ pub struct Checkpoint {
     pub state: Option<Bytes>,
     /// What it waits for, if suspended.
     pub pending: Option<PendingDependency>,
+    /// The result of the pending dependency once it has arrived, kept until the replay
+    /// reaches the operation that waited and records it in the journal.
+    pub resolution: Option<Result<Bytes, FunctionError>>,
     /// The hub that started it.
     pub origin_hub: String,
     /// When the execution started.
@@ -130,6 +133,7 @@ impl Checkpoint {
             journal: Vec::new(),
             state: None,
             pending: None,
+            resolution: None,
             origin_hub: origin_hub.into(),
             created_at: now,
             updated_at: now,

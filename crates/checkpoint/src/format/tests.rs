@@ -56,6 +56,7 @@ pub(crate) fn sample() -> Checkpoint {
     ];
     c.state = Some(Bytes::from(vec![7u8; 2000]));
     c.pending = Some(PendingDependency::Timer(t0 + Duration::from_secs(600)));
+    c.resolution = Some(Ok(Bytes::new()));
     c
 }
 

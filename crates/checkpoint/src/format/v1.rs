@@ -90,6 +90,8 @@ pub(super) struct CheckpointV1<'a> {
     #[serde(borrow)]
     state: Option<Blob<'a>>,
     pending: Option<PendingV1>,
+    #[serde(borrow)]
+    resolution: Option<Result<Blob<'a>, ErrorV1>>,
     origin_hub: String,
     created_at: Time,
     updated_at: Time,
@@ -253,6 +255,11 @@ impl<'a> CheckpointV1<'a> {
             journal,
             state: c.state.as_ref().map(Blob::of),
             pending,
+            resolution: match &c.resolution {
+                None => None,
+                Some(Ok(b)) => Some(Ok(Blob::of(b))),
+                Some(Err(e)) => Some(Err(error_out(e)?)),
+            },
             origin_hub: c.origin_hub.clone(),
             created_at: time_out(c.created_at),
             updated_at: time_out(c.updated_at),
@@ -311,6 +318,11 @@ impl<'a> CheckpointV1<'a> {
             })
             .collect::<Result<Vec<_>, DecodeError>>()?;
         c.state = self.state.map(|s| s.to_bytes());
+        c.resolution = match self.resolution {
+            None => None,
+            Some(Ok(b)) => Some(Ok(b.to_bytes())),
+            Some(Err(e)) => Some(Err(error_in(e)?)),
+        };
         c.pending = match self.pending {
             None => None,
             Some(PendingV1::Child(id)) => {
