@@ -11,9 +11,13 @@
 //!   checkpoint readable.
 //! - [`MemoryStore`]: a bounded in-memory
 //!   [`CheckpointStore`](fnhub_core::CheckpointStore).
+//! - [`durable`]: durable execution — a context whose `step`, `invoke`, `sleep` and
+//!   `wait_for` are journaled and replayed; suspension when a wait is predicted long;
+//!   resumption by replay; export and import between hubs; restore hooks.
 //!
-//! Not built yet (see the checkpoint issue): durable execution (journal context,
-//! suspension, migration).
+//! Not built yet (see the checkpoint issue): the hub's wiring of the engine (children run
+//! by the scheduler, events from the router, suspension on load), the two-process
+//! migration and crash tests of durable executions, `examples/migrate.rs`, zstd.
 //!
 //! # Example
 //!
@@ -45,6 +49,7 @@
 #![forbid(unsafe_code)]
 
 mod dir;
+pub mod durable;
 mod format;
 mod memory;
 

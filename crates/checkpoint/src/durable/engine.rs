@@ -1,0 +1,385 @@
+//! The engine: runs durable functions, suspends them, resumes them by replay.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use fnhub_core::{
+    Checkpoint, CheckpointStore, Clock, Event, ExecutionId, FunctionError, FunctionName,
+    Invocation, Outcome, PendingDependency, StoreError, Version,
+};
+use parking_lot::{Mutex, RwLock};
+use tokio::sync::oneshot;
+
+use super::context::{ChildCall, DurableContext, Stop};
+use super::estimator::Estimator;
+use super::{DurableHost, DynDurable, SuspendPolicy};
+use crate::format::{self, DecodeError};
+
+/// How a run of a durable execution ended.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum RunResult {
+    /// The function returned: its outcome. The checkpoint is removed.
+    Completed(Outcome),
+    /// The execution is suspended, its checkpoint saved; it resumes when `waiting_for`
+    /// arrives.
+    Suspended {
+        /// The execution.
+        execution: ExecutionId,
+        /// What it waits for.
+        waiting_for: PendingDependency,
+    },
+}
+
+/// A durable execution could not be started, resumed, exported or imported.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EngineError {
+    /// No durable function is registered under this name and version.
+    #[error("no durable function {0} version {1} is registered here")]
+    UnknownFunction(FunctionName, Version),
+    /// No checkpoint of this execution is stored here.
+    #[error("execution {0} is not stored here")]
+    UnknownExecution(ExecutionId),
+    /// The execution is not suspended (it is running, or waits for nothing).
+    #[error("execution {0} is not suspended")]
+    NotSuspended(ExecutionId),
+    /// The execution waits for a child running on this hub, so it cannot move.
+    #[error("execution {0} waits for a child running here and cannot move")]
+    Pinned(ExecutionId),
+    /// The checkpoint store failed.
+    #[error("checkpoint store failed")]
+    Store(#[from] StoreError),
+    /// Imported bytes are not a checkpoint this build reads (garbage, or a newer format).
+    #[error("cannot import the checkpoint")]
+    Decode(#[from] DecodeError),
+    /// The checkpoint could not be encoded for export.
+    #[error("cannot export the checkpoint")]
+    Encode(#[from] format::EncodeError),
+}
+
+pub(crate) struct Shared {
+    pub(crate) store: Arc<dyn CheckpointStore>,
+    pub(crate) host: Arc<dyn DurableHost>,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) policy: SuspendPolicy,
+    pub(crate) estimator: Mutex<Estimator>,
+    hub: String,
+    functions: RwLock<HashMap<(FunctionName, Version), Arc<dyn DynDurable>>>,
+    /// Executions waiting for an event, with their filter.
+    waiting: Mutex<Vec<(ExecutionId, String)>>,
+    /// Executions being driven now: a second resume of one of them is refused.
+    running: Mutex<HashSet<ExecutionId>>,
+    /// Callers waiting for an execution's final outcome.
+    watchers: Mutex<HashMap<ExecutionId, Vec<oneshot::Sender<Outcome>>>>,
+    me: Weak<Shared>,
+}
+
+impl Shared {
+    /// Records a suspension decision in tracing and metrics.
+    pub(crate) fn decision(&self, dependency: &str, predicted: Option<Duration>, suspended: bool) {
+        tracing::debug!(
+            dependency,
+            predicted_ms = predicted.map(|d| d.as_millis() as u64),
+            threshold_ms = self.policy.threshold.as_millis() as u64,
+            suspended,
+            "durable wait"
+        );
+        metrics::counter!(
+            "fnhub_durable_waits_total",
+            "suspended" => if suspended { "true" } else { "false" }
+        )
+        .increment(1);
+    }
+
+    /// Resumes `execution` with the child's outcome once `call` finishes.
+    pub(crate) fn resume_when_done(
+        &self,
+        execution: ExecutionId,
+        dependency: String,
+        started: Instant,
+        call: ChildCall,
+    ) {
+        let me = self.me.clone();
+        tokio::spawn(async move {
+            let outcome = call.await;
+            if let Some(shared) = me.upgrade() {
+                shared
+                    .estimator
+                    .lock()
+                    .observe(&dependency, started.elapsed());
+                let engine = Engine { shared };
+                if let Err(e) = engine.resume(execution, outcome).await {
+                    tracing::warn!(%execution, error = %e, "could not resume after a child finished");
+                }
+            }
+        });
+    }
+
+    fn schedule(&self, execution: ExecutionId, pending: &PendingDependency) {
+        match pending {
+            PendingDependency::Timer(wake) => {
+                let left = wake
+                    .duration_since(self.clock.system_time())
+                    .unwrap_or(Duration::ZERO);
+                let me = self.me.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(left).await;
+                    if let Some(shared) = me.upgrade() {
+                        let engine = Engine { shared };
+                        match engine.resume(execution, Ok(Bytes::new())).await {
+                            Ok(_) | Err(EngineError::UnknownExecution(_)) => {}
+                            Err(e) => {
+                                tracing::warn!(%execution, error = %e, "could not resume after a timer")
+                            }
+                        }
+                    }
+                });
+            }
+            PendingDependency::Event { filter } => {
+                self.waiting.lock().push((execution, filter.clone()));
+            }
+            // Resumed by the task that waits for the child (see `resume_when_done`).
+            _ => {}
+        }
+    }
+}
+
+/// Runs durable functions: journals their operations in a [`CheckpointStore`], suspends
+/// them when they would block long (their worker is freed), and resumes them by replay when
+/// what they wait for arrives — here, or on another hub after [`Engine::export`] and
+/// [`Engine::import`]. Cheap to clone.
+#[derive(Clone)]
+pub struct Engine {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("hub", &self.shared.hub)
+            .field("policy", &self.shared.policy)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Engine {
+    /// An engine for hub `hub`, keeping checkpoints in `store`, running children through
+    /// `host`.
+    pub fn new(
+        hub: impl Into<String>,
+        store: Arc<dyn CheckpointStore>,
+        host: Arc<dyn DurableHost>,
+        clock: Arc<dyn Clock>,
+        policy: SuspendPolicy,
+    ) -> Engine {
+        let hub = hub.into();
+        Engine {
+            shared: Arc::new_cyclic(|me| Shared {
+                store,
+                host,
+                clock,
+                policy,
+                estimator: Mutex::new(Estimator::default()),
+                hub,
+                functions: RwLock::new(HashMap::new()),
+                waiting: Mutex::new(Vec::new()),
+                running: Mutex::new(HashSet::new()),
+                watchers: Mutex::new(HashMap::new()),
+                me: me.clone(),
+            }),
+        }
+    }
+
+    /// Registers `function` as version `version` of `name`.
+    pub fn register(
+        &self,
+        name: FunctionName,
+        version: Version,
+        function: impl super::DurableFunction,
+    ) {
+        self.shared
+            .functions
+            .write()
+            .insert((name, version), Arc::new(super::Typed(function)));
+    }
+
+    /// Starts a durable execution of `version` of the invoked function. Its id is the
+    /// invocation's.
+    pub async fn start(
+        &self,
+        invocation: Invocation,
+        version: Version,
+    ) -> Result<RunResult, EngineError> {
+        let mut checkpoint = Checkpoint::new(
+            invocation.id.into(),
+            invocation.function.name.clone(),
+            version,
+            invocation.payload,
+            self.shared.hub.clone(),
+            self.shared.clock.system_time(),
+        );
+        checkpoint.context = invocation.context;
+        self.drive(checkpoint).await
+    }
+
+    /// Resumes a suspended execution with the result of what it waited for.
+    pub async fn resume(
+        &self,
+        execution: ExecutionId,
+        result: Result<Bytes, FunctionError>,
+    ) -> Result<RunResult, EngineError> {
+        let mut checkpoint = self
+            .shared
+            .store
+            .load(execution)
+            .await?
+            .ok_or(EngineError::UnknownExecution(execution))?;
+        if checkpoint.pending.is_none() || self.shared.running.lock().contains(&execution) {
+            return Err(EngineError::NotSuspended(execution));
+        }
+        checkpoint.pending = None;
+        checkpoint.resolution = Some(result);
+        // Durable before the replay, so a crash now still knows the dependency arrived.
+        self.shared.store.save(&checkpoint).await?;
+        self.drive(checkpoint).await
+    }
+
+    /// Delivers an event: every execution waiting for a matching topic resumes with its
+    /// payload. Returns how many resumed.
+    pub async fn deliver(&self, event: &Event) -> usize {
+        let due: Vec<ExecutionId> = {
+            let mut waiting = self.shared.waiting.lock();
+            let host = &self.shared.host;
+            let mut due = Vec::new();
+            waiting.retain(|(id, filter)| {
+                let hit = host.matches(filter, &event.topic);
+                if hit {
+                    due.push(*id);
+                }
+                !hit
+            });
+            due
+        };
+        let mut resumed = 0;
+        for id in due {
+            match self.resume(id, Ok(event.payload.clone())).await {
+                Ok(_) => resumed += 1,
+                Err(e) => {
+                    tracing::warn!(execution = %id, error = %e, "could not resume on an event")
+                }
+            }
+        }
+        resumed
+    }
+
+    /// Waits for the final outcome of an execution driven by this engine (`None` if the
+    /// engine is dropped first).
+    pub async fn outcome(&self, execution: ExecutionId) -> Option<Outcome> {
+        let (tx, rx) = oneshot::channel();
+        self.shared
+            .watchers
+            .lock()
+            .entry(execution)
+            .or_default()
+            .push(tx);
+        rx.await.ok()
+    }
+
+    /// The encoded checkpoint of a suspended execution, for another hub's
+    /// [`Engine::import`]. Nothing changes here: call [`Engine::release`] once the import
+    /// has succeeded.
+    pub async fn export(&self, execution: ExecutionId) -> Result<Bytes, EngineError> {
+        let checkpoint = self
+            .shared
+            .store
+            .load(execution)
+            .await?
+            .ok_or(EngineError::UnknownExecution(execution))?;
+        match &checkpoint.pending {
+            None => return Err(EngineError::NotSuspended(execution)),
+            Some(PendingDependency::Child(_)) => return Err(EngineError::Pinned(execution)),
+            Some(_) => {}
+        }
+        Ok(format::encode(&checkpoint)?)
+    }
+
+    /// Forgets an exported execution here: its checkpoint is removed and nothing here will
+    /// resume it.
+    pub async fn release(&self, execution: ExecutionId) -> Result<bool, EngineError> {
+        self.shared
+            .waiting
+            .lock()
+            .retain(|(id, _)| *id != execution);
+        Ok(self.shared.store.remove(execution).await?)
+    }
+
+    /// Takes in an execution exported by another hub: checks that this build reads its
+    /// format and that its exact function version is registered here, stores it, and
+    /// arranges for it to resume (its timer, or its event).
+    pub async fn import(&self, bytes: &[u8]) -> Result<ExecutionId, EngineError> {
+        let checkpoint = format::decode(bytes)?;
+        let key = (checkpoint.function.clone(), checkpoint.version);
+        if !self.shared.functions.read().contains_key(&key) {
+            return Err(EngineError::UnknownFunction(key.0, key.1));
+        }
+        let pending = checkpoint
+            .pending
+            .clone()
+            .ok_or(EngineError::NotSuspended(checkpoint.execution_id))?;
+        self.shared.store.save(&checkpoint).await?;
+        self.shared.schedule(checkpoint.execution_id, &pending);
+        Ok(checkpoint.execution_id)
+    }
+
+    async fn drive(&self, checkpoint: Checkpoint) -> Result<RunResult, EngineError> {
+        let id = checkpoint.execution_id;
+        let key = (checkpoint.function.clone(), checkpoint.version);
+        let function = self
+            .shared
+            .functions
+            .read()
+            .get(&key)
+            .cloned()
+            .ok_or_else(|| EngineError::UnknownFunction(key.0.clone(), key.1))?;
+        if !self.shared.running.lock().insert(id) {
+            return Err(EngineError::NotSuspended(id));
+        }
+        let restored = !checkpoint.journal.is_empty() || checkpoint.resolution.is_some();
+        let input = checkpoint.input.clone();
+        let (stop_tx, stop_rx) = oneshot::channel();
+        let ctx = DurableContext::new(checkpoint, stop_tx, self.shared.clone());
+        if restored {
+            function.on_restore_boxed(&ctx).await;
+        }
+        let run = function.run_boxed(ctx, input);
+        let ended = tokio::select! {
+            biased;
+            stop = stop_rx => match stop {
+                Ok(Stop::Suspended(pending)) => Ok(Err(pending)),
+                Ok(Stop::Store(e)) => Err(EngineError::Store(e)),
+                Err(_) => Err(EngineError::NotSuspended(id)),
+            },
+            outcome = run => Ok(Ok(outcome)),
+        };
+        self.shared.running.lock().remove(&id);
+        match ended? {
+            Ok(outcome) => {
+                self.shared.store.remove(id).await?;
+                for w in self.shared.watchers.lock().remove(&id).unwrap_or_default() {
+                    let _ = w.send(outcome.clone());
+                }
+                Ok(RunResult::Completed(outcome))
+            }
+            Err(pending) => {
+                self.shared.schedule(id, &pending);
+                Ok(RunResult::Suspended {
+                    execution: id,
+                    waiting_for: pending,
+                })
+            }
+        }
+    }
+}

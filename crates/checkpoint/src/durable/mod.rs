@@ -1,0 +1,124 @@
+//! Durable execution: functions whose progress survives suspension, migration and crashes.
+//!
+//! A [`DurableFunction`] runs with a [`DurableContext`]. Each operation it performs
+//! through the context — [`step`](DurableContext::step), [`invoke`](DurableContext::invoke)
+//! of a child, [`sleep`](DurableContext::sleep), [`wait_for`](DurableContext::wait_for) an
+//! event — is journaled in the execution's [`Checkpoint`](fnhub_core::Checkpoint), durable
+//! in the [`CheckpointStore`](fnhub_core::CheckpointStore) before the call returns. When the
+//! function would wait long (a sleep or a child predicted to take longer than the
+//! [`SuspendPolicy`] threshold, or any event), the [`Engine`] saves the checkpoint and drops
+//! the run, freeing its worker; when the dependency arrives it runs the function again from
+//! the start, and the journal answers every completed operation without running it again.
+
+mod context;
+mod engine;
+mod estimator;
+
+use std::future::Future;
+use std::time::Duration;
+
+use bytes::Bytes;
+use fnhub_core::{BoxFuture, Invocation, Outcome};
+
+pub use context::DurableContext;
+pub use engine::{Engine, EngineError, RunResult};
+
+/// When an execution suspends instead of waiting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SuspendPolicy {
+    /// Waits predicted to be longer than this suspend. Default 1 s.
+    pub threshold: Duration,
+    /// How long a child predicted to be slow is still awaited before suspending: one that
+    /// finishes faster than predicted causes no suspension. Default 10 ms.
+    pub grace: Duration,
+}
+
+impl Default for SuspendPolicy {
+    fn default() -> Self {
+        SuspendPolicy {
+            threshold: Duration::from_secs(1),
+            grace: Duration::from_millis(10),
+        }
+    }
+}
+
+impl SuspendPolicy {
+    /// A policy with `threshold` and the default grace.
+    pub fn with_threshold(threshold: Duration) -> SuspendPolicy {
+        SuspendPolicy {
+            threshold,
+            ..SuspendPolicy::default()
+        }
+    }
+
+    /// Whether a wait predicted to take `predicted` suspends (an unknown one does not).
+    pub fn suspends(&self, predicted: Option<Duration>) -> bool {
+        predicted.is_some_and(|p| p > self.threshold)
+    }
+}
+
+/// What the engine needs from its hub: running child invocations, and matching topics.
+pub trait DurableHost: Send + Sync + 'static {
+    /// Runs a child invocation; the future resolves to its outcome.
+    fn invoke(&self, child: Invocation) -> BoxFuture<'static, Outcome>;
+
+    /// Whether an event on `topic` satisfies a [`wait_for`](DurableContext::wait_for) on
+    /// `filter`. Default: equality (the hub plugs in MQTT filter matching).
+    fn matches(&self, filter: &str, topic: &str) -> bool {
+        filter == topic
+    }
+}
+
+/// A function whose progress is durable.
+pub trait DurableFunction: Send + Sync + 'static {
+    /// Runs (or replays) the execution.
+    fn run(&self, ctx: DurableContext, input: Bytes) -> impl Future<Output = Outcome> + Send;
+
+    /// Runs before a restored execution replays (after a suspension, a migration or a
+    /// crash): refresh credentials, reseed randomness, reopen connections. Default: nothing.
+    fn on_restore(&self, _ctx: &DurableContext) -> impl Future<Output = ()> + Send {
+        async {}
+    }
+}
+
+/// A [`DurableFunction`] from an async closure; see [`durable_fn`].
+#[derive(Debug, Clone)]
+pub struct DurableFn<F>(F);
+
+/// Makes a [`DurableFunction`] from an async closure taking the context and the input.
+pub fn durable_fn<F, Fut>(f: F) -> DurableFn<F>
+where
+    F: Fn(DurableContext, Bytes) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Outcome> + Send + 'static,
+{
+    DurableFn(f)
+}
+
+impl<F, Fut> DurableFunction for DurableFn<F>
+where
+    F: Fn(DurableContext, Bytes) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Outcome> + Send + 'static,
+{
+    fn run(&self, ctx: DurableContext, input: Bytes) -> impl Future<Output = Outcome> + Send {
+        (self.0)(ctx, input)
+    }
+}
+
+/// The object-safe form the engine stores.
+pub(crate) trait DynDurable: Send + Sync + 'static {
+    fn run_boxed(&self, ctx: DurableContext, input: Bytes) -> BoxFuture<'_, Outcome>;
+    fn on_restore_boxed<'a>(&'a self, ctx: &'a DurableContext) -> BoxFuture<'a, ()>;
+}
+
+pub(crate) struct Typed<F>(pub(crate) F);
+
+impl<F: DurableFunction> DynDurable for Typed<F> {
+    fn run_boxed(&self, ctx: DurableContext, input: Bytes) -> BoxFuture<'_, Outcome> {
+        Box::pin(self.0.run(ctx, input))
+    }
+
+    fn on_restore_boxed<'a>(&'a self, ctx: &'a DurableContext) -> BoxFuture<'a, ()> {
+        Box::pin(self.0.on_restore(ctx))
+    }
+}
