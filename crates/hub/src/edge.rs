@@ -4,13 +4,18 @@ use std::sync::{Arc, OnceLock, Weak};
 
 use bytes::Bytes;
 use fnhub_checkpoint::MemoryStore;
+use fnhub_checkpoint::durable::{DurableFunction, Engine, EngineError, RunResult, SuspendPolicy};
+use fnhub_core::ExecutionId;
 use fnhub_core::{
-    CheckpointStore, Clock, Event, EventSource, Function, FunctionRef, FunctionSpec, Invocation,
-    InvocationContext, LoadProbe, LoadSnapshot, Outcome, Runtime, Sandbox, SystemClock,
+    CheckpointStore, Clock, ErrorKind, Event, EventSource, Function, FunctionError, FunctionRef,
+    FunctionSpec, Invocation, InvocationContext, LoadProbe, LoadSnapshot, Outcome, Runtime,
+    Sandbox, SystemClock,
 };
 use fnhub_router::topic::{TopicError, TopicFilter, expand_template};
 use fnhub_router::{Flow, FlowId, RouteError, Router, Subscription, Target};
 use fnhub_sandbox::InProcessSandbox;
+
+use crate::durable::HubHost;
 use fnhub_scheduler::{
     BuildError, Completion, DeployError, Observer, Scheduler, Start, SubmitError,
 };
@@ -84,7 +89,12 @@ pub struct EdgeHubBuilder {
     store: Option<Arc<dyn CheckpointStore>>,
     clock: Arc<dyn Clock>,
     error: Option<HubError>,
+    suspend_policy: SuspendPolicy,
+    durables: Vec<(FunctionSpec, Registration)>,
 }
+
+/// Registers a durable function with the hub's engine.
+type Registration = Box<dyn FnOnce(&Engine) + Send>;
 
 impl std::fmt::Debug for EdgeHubBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -139,6 +149,28 @@ impl EdgeHubBuilder {
         self
     }
 
+    /// Deploys a durable function: its executions journal their operations in the hub's
+    /// checkpoint store and suspend when they would wait long (see
+    /// [`fnhub_checkpoint::durable`]). `spec` must have an in-process runtime.
+    ///
+    /// An invocation starts an execution: it returns the function's output if the
+    /// execution completes without suspending, or `{"execution":"<id>","suspended":true}`
+    /// if it suspends; [`EdgeHub::durable_outcome`] waits for the final outcome.
+    pub fn durable(mut self, spec: FunctionSpec, function: impl DurableFunction) -> Self {
+        let (name, version) = (spec.name.clone(), spec.version);
+        self.durables.push((
+            spec,
+            Box::new(move |engine: &Engine| engine.register(name, version, function)),
+        ));
+        self
+    }
+
+    /// When durable executions suspend. Default: waits predicted over 1 s.
+    pub fn suspend_policy(mut self, policy: SuspendPolicy) -> Self {
+        self.suspend_policy = policy;
+        self
+    }
+
     /// Deploys a function that runs in one of the added sandboxes.
     pub fn deploy(mut self, spec: FunctionSpec) -> Self {
         self.functions.push(spec);
@@ -189,16 +221,45 @@ impl EdgeHubBuilder {
         }
         let scheduler = scheduler.build()?;
         let router = Router::new().with_max_depth(self.max_depth);
+        let store = self.store.unwrap_or_else(|| Arc::new(MemoryStore::new()));
+        let host = Arc::new(HubHost {
+            hub: OnceLock::new(),
+        });
+        let engine = Engine::new(
+            self.name.clone(),
+            store.clone(),
+            host.clone(),
+            self.clock.clone(),
+            self.suspend_policy,
+        );
+        let mut functions = self.functions;
+        for (spec, register) in self.durables {
+            register(&engine);
+            let Runtime::InProcess { handler } = &spec.runtime else {
+                return Err(HubError::NotInProcess(spec.name));
+            };
+            let (starter, version) = (engine.clone(), spec.version);
+            in_process.register(
+                handler.clone(),
+                fnhub_core::from_fn(move |inv: Invocation| {
+                    let engine = starter.clone();
+                    async move { start_durable(&engine, inv, version).await }
+                }),
+            );
+            functions.push(spec);
+        }
         let inner = Arc::new(HubInner {
             name: self.name,
             router,
             scheduler,
+            engine,
             in_process,
-            store: self.store.unwrap_or_else(|| Arc::new(MemoryStore::new())),
+            store,
             stats: Stats::new(),
         });
+        let _ = host.hub.set(Arc::downgrade(&inner));
         let hub = EdgeHub { inner };
-        for spec in self.functions {
+        for spec in functions {
             hub.deploy(spec)?;
         }
         for flow in self.flows {
@@ -210,10 +271,11 @@ impl EdgeHubBuilder {
     }
 }
 
-struct HubInner {
+pub(crate) struct HubInner {
     name: String,
     router: Router,
-    scheduler: Scheduler,
+    pub(crate) scheduler: Scheduler,
+    engine: Engine,
     in_process: InProcessSandbox,
     store: Arc<dyn CheckpointStore>,
     stats: Stats,
@@ -305,6 +367,27 @@ impl HubInner {
     }
 }
 
+/// Starts a durable execution for an invocation of a durable function.
+async fn start_durable(
+    engine: &Engine,
+    invocation: Invocation,
+    version: fnhub_core::Version,
+) -> Outcome {
+    match engine.start(invocation, version).await {
+        Ok(RunResult::Completed(outcome)) => outcome,
+        Ok(RunResult::Suspended { execution, .. }) => {
+            Ok(format!(r#"{{"execution":"{execution}","suspended":true}}"#).into())
+        }
+        Ok(_) => Err(FunctionError::new(
+            ErrorKind::Rejected,
+            "unknown run result",
+        )),
+        Err(e) => {
+            Err(FunctionError::new(ErrorKind::Rejected, e.to_string()).with_type("DurableEngine"))
+        }
+    }
+}
+
 /// The invocation an event triggers: its payload, its topic, its trace context (or a new
 /// trace) and its depth.
 fn invocation_for(function: FunctionRef, event: Event) -> Invocation {
@@ -353,6 +436,8 @@ impl EdgeHub {
             store: None,
             clock: Arc::new(SystemClock),
             error: None,
+            suspend_policy: SuspendPolicy::default(),
+            durables: Vec::new(),
         }
     }
 
@@ -368,7 +453,35 @@ impl EdgeHub {
     /// [`PublishReport::rejected`]; an event the router refuses is handed back in the error.
     pub fn publish(&self, event: Event) -> Result<PublishReport, PublishError> {
         Stats::add(&self.inner.stats.counters.events_in, 1);
+        if self.inner.engine.is_waiting_for_events() {
+            // Durable executions waiting for this topic resume (off this thread).
+            let (engine, copy) = (self.inner.engine.clone(), event.clone());
+            tokio::spawn(async move { engine.deliver(&copy).await });
+        }
         self.inner.route(event)
+    }
+
+    /// Waits for the final outcome of a durable execution running on this hub.
+    pub async fn durable_outcome(&self, execution: ExecutionId) -> Option<Outcome> {
+        self.inner.engine.outcome(execution).await
+    }
+
+    /// The encoded checkpoint of a suspended durable execution, to move it to another hub
+    /// with [`EdgeHub::import`]. Nothing changes here until [`EdgeHub::release`].
+    pub async fn export(&self, execution: ExecutionId) -> Result<Bytes, EngineError> {
+        self.inner.engine.export(execution).await
+    }
+
+    /// Takes in a durable execution exported by another hub; it resumes here when what it
+    /// waits for arrives. Refused (the checkpoint stays where it was) when this hub lacks the
+    /// exact function version or cannot read the checkpoint's format.
+    pub async fn import(&self, checkpoint: &[u8]) -> Result<ExecutionId, EngineError> {
+        self.inner.engine.import(checkpoint).await
+    }
+
+    /// Forgets an execution exported to another hub.
+    pub async fn release(&self, execution: ExecutionId) -> Result<bool, EngineError> {
+        self.inner.engine.release(execution).await
     }
 
     /// Runs `function` with `payload` and waits for its outcome. A refused admission hands

@@ -51,12 +51,16 @@
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
+mod durable;
 mod edge;
 mod stats;
 
 pub use edge::{EdgeHub, EdgeHubBuilder, HubError, PublishError, PublishReport};
 pub use stats::{FunctionStats, HubStats, LatencySummary};
 
+pub use fnhub_checkpoint::durable::{
+    DurableContext, DurableFunction, EngineError, SuspendPolicy, durable_fn,
+};
 pub use fnhub_core::{
     Alias, AliasName, CapabilityProfile, Checkpoint, CheckpointStore, Clock, ErrorKind, Event,
     EventSource, ExecutionId, Function, FunctionError, FunctionName, FunctionRef, FunctionSpec,

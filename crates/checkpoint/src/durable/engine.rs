@@ -74,6 +74,8 @@ pub(crate) struct Shared {
     running: Mutex<HashSet<ExecutionId>>,
     /// Callers waiting for an execution's final outcome.
     watchers: Mutex<HashMap<ExecutionId, Vec<oneshot::Sender<Outcome>>>>,
+    /// The latest outcomes, for callers that ask after the fact.
+    finished: Mutex<std::collections::VecDeque<(ExecutionId, Outcome)>>,
     me: Weak<Shared>,
 }
 
@@ -166,6 +168,9 @@ impl std::fmt::Debug for Engine {
 }
 
 impl Engine {
+    /// Outcomes kept for [`Engine::outcome`] calls that come after the fact.
+    pub const REMEMBERED_OUTCOMES: usize = 1024;
+
     /// An engine for hub `hub`, keeping checkpoints in `store`, running children through
     /// `host`.
     pub fn new(
@@ -188,6 +193,7 @@ impl Engine {
                 waiting: Mutex::new(Vec::new()),
                 running: Mutex::new(HashSet::new()),
                 watchers: Mutex::new(HashMap::new()),
+                finished: Mutex::new(std::collections::VecDeque::new()),
                 me: me.clone(),
             }),
         }
@@ -275,16 +281,31 @@ impl Engine {
         resumed
     }
 
-    /// Waits for the final outcome of an execution driven by this engine (`None` if the
-    /// engine is dropped first).
+    /// Whether some execution waits for an event (so events are worth delivering).
+    pub fn is_waiting_for_events(&self) -> bool {
+        !self.shared.waiting.lock().is_empty()
+    }
+
+    /// Waits for the final outcome of an execution driven by this engine. An execution
+    /// that finished before the call is answered from the last
+    /// [`Engine::REMEMBERED_OUTCOMES`] outcomes. `None` if the engine is dropped first.
     pub async fn outcome(&self, execution: ExecutionId) -> Option<Outcome> {
-        let (tx, rx) = oneshot::channel();
-        self.shared
-            .watchers
-            .lock()
-            .entry(execution)
-            .or_default()
-            .push(tx);
+        let rx = {
+            // Checked under the watchers' lock, which completion takes before recording.
+            let mut watchers = self.shared.watchers.lock();
+            if let Some((_, o)) = self
+                .shared
+                .finished
+                .lock()
+                .iter()
+                .find(|(id, _)| *id == execution)
+            {
+                return Some(o.clone());
+            }
+            let (tx, rx) = oneshot::channel();
+            watchers.entry(execution).or_default().push(tx);
+            rx
+        };
         rx.await.ok()
     }
 
@@ -368,7 +389,16 @@ impl Engine {
         match ended? {
             Ok(outcome) => {
                 self.shared.store.remove(id).await?;
-                for w in self.shared.watchers.lock().remove(&id).unwrap_or_default() {
+                let waiting = {
+                    let mut watchers = self.shared.watchers.lock();
+                    let mut finished = self.shared.finished.lock();
+                    if finished.len() >= Self::REMEMBERED_OUTCOMES {
+                        finished.pop_front();
+                    }
+                    finished.push_back((id, outcome.clone()));
+                    watchers.remove(&id).unwrap_or_default()
+                };
+                for w in waiting {
                     let _ = w.send(outcome.clone());
                 }
                 Ok(RunResult::Completed(outcome))
