@@ -281,6 +281,30 @@ impl Engine {
         resumed
     }
 
+    /// After a restart, takes up every execution in the store: those waiting for a timer or
+    /// an event wait again; those that were running, or waiting for a child (whose result
+    /// died with the process), run again from their journal — completed steps are not
+    /// redone, and the child is invoked again under the same deterministic id. Returns the
+    /// executions that ran again and how each run ended.
+    pub async fn recover(&self) -> Result<Vec<(ExecutionId, RunResult)>, EngineError> {
+        let mut ran = Vec::new();
+        for id in self.shared.store.list().await? {
+            let Some(mut checkpoint) = self.shared.store.load(id).await? else {
+                continue;
+            };
+            match checkpoint.pending.clone() {
+                Some(p @ (PendingDependency::Timer(_) | PendingDependency::Event { .. })) => {
+                    self.shared.schedule(id, &p);
+                }
+                _ => {
+                    checkpoint.pending = None;
+                    ran.push((id, self.drive(checkpoint).await?));
+                }
+            }
+        }
+        Ok(ran)
+    }
+
     /// Whether some execution waits for an event (so events are worth delivering).
     pub fn is_waiting_for_events(&self) -> bool {
         !self.shared.waiting.lock().is_empty()
