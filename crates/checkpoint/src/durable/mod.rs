@@ -77,6 +77,34 @@ pub trait DurableFunction: Send + Sync + 'static {
 
     /// Runs before a restored execution replays (after a suspension, a migration or a
     /// crash): refresh credentials, reseed randomness, reopen connections. Default: nothing.
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicU64, Ordering};
+    /// use bytes::Bytes;
+    /// use fnhub_checkpoint::durable::{DurableContext, DurableFunction};
+    /// use fnhub_core::Outcome;
+    ///
+    /// /// Signs requests with a token that may have expired while the execution slept.
+    /// struct Uploader {
+    ///     token: AtomicU64,
+    /// }
+    ///
+    /// impl DurableFunction for Uploader {
+    ///     async fn run(&self, ctx: DurableContext, input: Bytes) -> Outcome {
+    ///         let token = self.token.load(Ordering::SeqCst);
+    ///         ctx.step("upload", || async move {
+    ///             Ok(Bytes::from(format!("uploaded {} bytes with token {token}", input.len())))
+    ///         })
+    ///         .await
+    ///     }
+    ///
+    ///     async fn on_restore(&self, ctx: &DurableContext) {
+    ///         // A fresh token for the resumed run (a real one would call the identity service).
+    ///         let fresh = ctx.execution_id().as_u128() as u64 ^ 0x5eed;
+    ///         self.token.store(fresh, Ordering::SeqCst);
+    ///     }
+    /// }
+    /// ```
     fn on_restore(&self, _ctx: &DurableContext) -> impl Future<Output = ()> + Send {
         async {}
     }
