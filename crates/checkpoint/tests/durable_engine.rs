@@ -325,3 +325,106 @@ async fn an_execution_moves_to_another_hub_and_finishes_there() {
     );
     assert!(store_b.is_empty());
 }
+
+/// Two steps with a gate between them, so the test can raise the load mid-run.
+fn two_steps(gate: Arc<tokio::sync::Semaphore>, ran: Arc<AtomicU32>) -> impl DurableFunction {
+    durable_fn(move |ctx: DurableContext, _input: Bytes| {
+        let (gate, ran) = (gate.clone(), ran.clone());
+        async move {
+            ctx.step("first", || async {
+                ran.fetch_add(1, Ordering::SeqCst);
+                Ok(Bytes::new())
+            })
+            .await?;
+            ctx.step("pause", || async {
+                gate.acquire().await.unwrap().forget();
+                Ok(Bytes::new())
+            })
+            .await?;
+            ctx.step("last", || async {
+                ran.fetch_add(1, Ordering::SeqCst);
+                Ok(Bytes::from_static(b"done"))
+            })
+            .await
+        }
+    })
+}
+
+fn load(queued: usize) -> fnhub_core::LoadSnapshot {
+    let mut s = fnhub_core::LoadSnapshot::default();
+    s.queued = queued;
+    s.queue_capacity = 100;
+    s
+}
+
+#[tokio::test]
+async fn under_sustained_load_low_priority_executions_wait_at_their_next_operation() {
+    use fnhub_checkpoint::durable::{LoadPolicy, LoadTransition};
+    let (engine, _, _) = engine("hub-a");
+    let mut policy = LoadPolicy::default();
+    policy.window = Duration::from_secs(5);
+    engine.set_load_policy(policy);
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let ran = Arc::new(AtomicU32::new(0));
+    engine.register(
+        name("batch"),
+        Version::FIRST,
+        two_steps(gate.clone(), ran.clone()),
+    );
+
+    let t0 = std::time::Instant::now();
+    // High pressure, but not for the whole window yet: nothing is shed.
+    assert_eq!(engine.check_load(&load(95), t0).await, LoadTransition::None);
+
+    let mut low = invocation("batch", "");
+    low.context.priority = fnhub_core::Priority::LOW;
+    let low_id = low.id.into();
+    let mut high = invocation("batch", "");
+    high.context.priority = fnhub_core::Priority::HIGH;
+    let (e1, e2) = (engine.clone(), engine.clone());
+    let low_run = tokio::spawn(async move { e1.start(low, Version::FIRST).await });
+    let high_run = tokio::spawn(async move { e2.start(high, Version::FIRST).await });
+
+    // The pressure has lasted the window: shedding starts; then both finish their pause
+    // (wherever they are now: the permits wait for them).
+    assert_eq!(
+        engine
+            .check_load(&load(95), t0 + Duration::from_secs(6))
+            .await,
+        LoadTransition::Shedding
+    );
+    gate.add_permits(2);
+    match low_run.await.unwrap().unwrap() {
+        RunResult::Suspended {
+            waiting_for: PendingDependency::Load,
+            ..
+        } => {}
+        other => panic!("the low-priority run should wait: {other:?}"),
+    }
+    match high_run.await.unwrap().unwrap() {
+        RunResult::Completed(Ok(out)) => assert_eq!(out, "done"),
+        other => panic!("the high-priority run goes on: {other:?}"),
+    }
+
+    // Still loaded above the resume level: nothing resumes.
+    assert_eq!(
+        engine
+            .check_load(&load(80), t0 + Duration::from_secs(7))
+            .await,
+        LoadTransition::None
+    );
+    let done = {
+        let engine = engine.clone();
+        tokio::spawn(async move { engine.outcome(low_id).await })
+    };
+    tokio::task::yield_now().await;
+    assert_eq!(
+        engine
+            .check_load(&load(10), t0 + Duration::from_secs(8))
+            .await,
+        LoadTransition::Resumed(1)
+    );
+    assert_eq!(done.await.unwrap().unwrap().unwrap(), "done");
+    // Two executions, two steps each that count: the shed one did not redo its first step.
+    assert_eq!(ran.load(Ordering::SeqCst), 4);
+}

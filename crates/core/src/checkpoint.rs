@@ -80,6 +80,8 @@ pub enum PendingDependency {
         /// The topic filter.
         filter: String,
     },
+    /// Nothing: it was suspended to relieve load, and resumes when the pressure drops.
+    Load,
 }
 
 /// The state of one durable execution, enough to resume it anywhere.

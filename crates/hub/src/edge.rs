@@ -90,6 +90,7 @@ pub struct EdgeHubBuilder {
     clock: Arc<dyn Clock>,
     error: Option<HubError>,
     suspend_policy: SuspendPolicy,
+    load_policy: fnhub_checkpoint::durable::LoadPolicy,
     durables: Vec<(FunctionSpec, Registration)>,
 }
 
@@ -165,6 +166,13 @@ impl EdgeHubBuilder {
         self
     }
 
+    /// When durable executions are suspended to relieve load (checked every second against
+    /// the scheduler's load). Default: [`LoadPolicy::default`](fnhub_checkpoint::durable::LoadPolicy).
+    pub fn load_policy(mut self, policy: fnhub_checkpoint::durable::LoadPolicy) -> Self {
+        self.load_policy = policy;
+        self
+    }
+
     /// When durable executions suspend. Default: waits predicted over 1 s.
     pub fn suspend_policy(mut self, policy: SuspendPolicy) -> Self {
         self.suspend_policy = policy;
@@ -233,6 +241,7 @@ impl EdgeHubBuilder {
             self.suspend_policy,
         );
         let mut functions = self.functions;
+        let has_durables = !self.durables.is_empty();
         for (spec, register) in self.durables {
             register(&engine);
             let Runtime::InProcess { handler } = &spec.runtime else {
@@ -258,6 +267,10 @@ impl EdgeHubBuilder {
             stats: Stats::new(),
         });
         let _ = host.hub.set(Arc::downgrade(&inner));
+        inner.engine.set_load_policy(self.load_policy);
+        if has_durables {
+            tokio::spawn(watch_load(Arc::downgrade(&inner), self.clock.clone()));
+        }
         let hub = EdgeHub { inner };
         for spec in functions {
             hub.deploy(spec)?;
@@ -367,6 +380,20 @@ impl HubInner {
     }
 }
 
+/// Feeds the scheduler's load to the durable engine every second, while the hub lives.
+async fn watch_load(hub: Weak<HubInner>, clock: Arc<dyn Clock>) {
+    let mut ticker = tokio::time::interval(std::time::Duration::from_secs(1));
+    loop {
+        ticker.tick().await;
+        let Some(hub) = hub.upgrade() else { return };
+        if hub.scheduler.is_closed() {
+            return;
+        }
+        let snapshot = hub.scheduler.snapshot();
+        hub.engine.check_load(&snapshot, clock.now()).await;
+    }
+}
+
 /// Starts a durable execution for an invocation of a durable function.
 async fn start_durable(
     engine: &Engine,
@@ -437,6 +464,7 @@ impl EdgeHub {
             clock: Arc::new(SystemClock),
             error: None,
             suspend_policy: SuspendPolicy::default(),
+            load_policy: fnhub_checkpoint::durable::LoadPolicy::default(),
             durables: Vec::new(),
         }
     }

@@ -169,6 +169,21 @@ impl DurableContext {
         std::future::pending().await
     }
 
+    /// Suspends this execution if the engine is shedding load and its priority is low
+    /// enough; called before each new operation (its next await point).
+    async fn shed_if_asked(&self) {
+        use std::sync::atomic::Ordering;
+        if !self.shared.shedding.load(Ordering::Acquire) {
+            return;
+        }
+        let max = self.shared.load_policy.lock().max_priority;
+        if self.state.lock().checkpoint.context.priority > max {
+            return;
+        }
+        self.shared.decision("load", None, true);
+        self.suspend(PendingDependency::Load, || ()).await
+    }
+
     /// Runs `work` once, ever: its result is journaled, and a replay returns the recorded
     /// result without running it again.
     pub async fn step<F, Fut>(&self, name: &str, work: F) -> Result<Bytes, FunctionError>
@@ -179,6 +194,7 @@ impl DurableContext {
         match self.next(name)? {
             Slot::Recorded(r) | Slot::Resolved(r) => r,
             Slot::Fresh => {
+                self.shed_if_asked().await;
                 let result = work().await;
                 self.record(name, Operation::Step, result).await
             }
@@ -192,6 +208,7 @@ impl DurableContext {
             Slot::Recorded(r) => r.map(|_| ()),
             Slot::Resolved(r) => self.record(name, Operation::Sleep, r).await.map(|_| ()),
             Slot::Fresh => {
+                self.shed_if_asked().await;
                 let shared = &self.shared;
                 if shared.policy.suspends(Some(duration)) {
                     shared.decision("sleep", Some(duration), true);
@@ -226,6 +243,7 @@ impl DurableContext {
             Slot::Recorded(r) => r,
             Slot::Resolved(r) => self.record(name, operation, r).await,
             Slot::Fresh => {
+                self.shed_if_asked().await;
                 let mut child = Invocation::new(function.clone(), payload);
                 child.id = child_id;
                 {

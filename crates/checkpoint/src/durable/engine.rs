@@ -33,6 +33,18 @@ pub enum RunResult {
     },
 }
 
+/// What a load check did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LoadTransition {
+    /// Nothing changed.
+    None,
+    /// Shedding started: low-priority executions suspend at their next operation.
+    Shedding,
+    /// Shedding stopped; this many shed executions resumed.
+    Resumed(usize),
+}
+
 /// A durable execution could not be started, resumed, exported or imported.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -74,6 +86,13 @@ pub(crate) struct Shared {
     running: Mutex<HashSet<ExecutionId>>,
     /// Callers waiting for an execution's final outcome.
     watchers: Mutex<HashMap<ExecutionId, Vec<oneshot::Sender<Outcome>>>>,
+    /// Whether low-priority executions are being shed.
+    pub(crate) shedding: std::sync::atomic::AtomicBool,
+    pub(crate) load_policy: Mutex<super::LoadPolicy>,
+    /// When the pressure last rose to the threshold, while it stays there.
+    pressure_since: Mutex<Option<Instant>>,
+    /// Executions suspended to relieve load.
+    shed: Mutex<Vec<ExecutionId>>,
     /// The latest outcomes, for callers that ask after the fact.
     finished: Mutex<std::collections::VecDeque<(ExecutionId, Outcome)>>,
     me: Weak<Shared>,
@@ -143,6 +162,24 @@ impl Shared {
             PendingDependency::Event { filter } => {
                 self.waiting.lock().push((execution, filter.clone()));
             }
+            PendingDependency::Load => {
+                self.shed.lock().push(execution);
+                // Shedding may have stopped meanwhile (or this engine is not shedding, as
+                // after an import): then it runs again now.
+                if !self.shedding.load(std::sync::atomic::Ordering::Acquire) {
+                    let mut shed = self.shed.lock();
+                    if let Some(at) = shed.iter().position(|id| *id == execution) {
+                        shed.swap_remove(at);
+                        drop(shed);
+                        let me = self.me.clone();
+                        tokio::spawn(async move {
+                            if let Some(shared) = me.upgrade() {
+                                let _ = Engine { shared }.continue_run(execution).await;
+                            }
+                        });
+                    }
+                }
+            }
             // Resumed by the task that waits for the child (see `resume_when_done`).
             _ => {}
         }
@@ -194,6 +231,10 @@ impl Engine {
                 running: Mutex::new(HashSet::new()),
                 watchers: Mutex::new(HashMap::new()),
                 finished: Mutex::new(std::collections::VecDeque::new()),
+                shedding: std::sync::atomic::AtomicBool::new(false),
+                load_policy: Mutex::new(super::LoadPolicy::default()),
+                pressure_since: Mutex::new(None),
+                shed: Mutex::new(Vec::new()),
                 me: me.clone(),
             }),
         }
@@ -296,6 +337,7 @@ impl Engine {
                 Some(p @ (PendingDependency::Timer(_) | PendingDependency::Event { .. })) => {
                     self.shared.schedule(id, &p);
                 }
+                Some(p @ PendingDependency::Load) => self.shared.schedule(id, &p),
                 _ => {
                     checkpoint.pending = None;
                     ran.push((id, self.drive(checkpoint).await?));
@@ -303,6 +345,71 @@ impl Engine {
             }
         }
         Ok(ran)
+    }
+
+    /// Sets the load policy (see [`LoadPolicy`](super::LoadPolicy)).
+    pub fn set_load_policy(&self, policy: super::LoadPolicy) {
+        *self.shared.load_policy.lock() = policy;
+    }
+
+    /// Feeds a load snapshot taken at `now` to the load policy: starts shedding when the
+    /// pressure has stayed high for the window, stops (resuming every shed execution) when
+    /// it falls below the resume level. A hub calls this periodically with its scheduler's
+    /// [`LoadProbe`](fnhub_core::LoadProbe); tests call it with made-up snapshots.
+    pub async fn check_load(
+        &self,
+        snapshot: &fnhub_core::LoadSnapshot,
+        now: Instant,
+    ) -> LoadTransition {
+        use std::sync::atomic::Ordering;
+        let policy = *self.shared.load_policy.lock();
+        let p = super::pressure(snapshot);
+        let shedding = self.shared.shedding.load(Ordering::Acquire);
+        if p >= policy.threshold {
+            let since = *self.shared.pressure_since.lock().get_or_insert(now);
+            if !shedding && now.saturating_duration_since(since) >= policy.window {
+                self.shared.shedding.store(true, Ordering::Release);
+                tracing::info!(
+                    pressure = p,
+                    "durable executions: shedding low-priority work"
+                );
+                return LoadTransition::Shedding;
+            }
+            return LoadTransition::None;
+        }
+        *self.shared.pressure_since.lock() = None;
+        if !shedding || p >= policy.resume_below {
+            return LoadTransition::None;
+        }
+        self.shared.shedding.store(false, Ordering::Release);
+        let shed: Vec<_> = std::mem::take(&mut *self.shared.shed.lock());
+        let mut resumed = 0;
+        for id in shed {
+            match self.continue_run(id).await {
+                Ok(_) => resumed += 1,
+                Err(e) => {
+                    tracing::warn!(execution = %id, error = %e, "could not resume shed execution")
+                }
+            }
+        }
+        tracing::info!(
+            pressure = p,
+            resumed,
+            "durable executions: shedding stopped"
+        );
+        LoadTransition::Resumed(resumed)
+    }
+
+    /// Runs a stored execution again from its journal, with nothing to hand it.
+    async fn continue_run(&self, id: ExecutionId) -> Result<RunResult, EngineError> {
+        let mut checkpoint = self
+            .shared
+            .store
+            .load(id)
+            .await?
+            .ok_or(EngineError::UnknownExecution(id))?;
+        checkpoint.pending = None;
+        self.drive(checkpoint).await
     }
 
     /// Whether some execution waits for an event (so events are worth delivering).

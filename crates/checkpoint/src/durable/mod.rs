@@ -21,7 +21,7 @@ use bytes::Bytes;
 use fnhub_core::{BoxFuture, Invocation, Outcome};
 
 pub use context::DurableContext;
-pub use engine::{Engine, EngineError, RunResult};
+pub use engine::{Engine, EngineError, LoadTransition, RunResult};
 
 /// When an execution suspends instead of waiting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,6 +56,42 @@ impl SuspendPolicy {
     pub fn suspends(&self, predicted: Option<Duration>) -> bool {
         predicted.is_some_and(|p| p > self.threshold)
     }
+}
+
+/// When to suspend executions to relieve load: when the load probe's pressure (the larger of
+/// queue fill, worker utilisation and CPU utilisation) stays at or above `threshold` for
+/// `window`, executions of priority at most `max_priority` suspend at their next operation;
+/// when it falls below `resume_below`, they resume.
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
+pub struct LoadPolicy {
+    /// Pressure that starts shedding, 0.0 to 1.0. Default 0.9.
+    pub threshold: f32,
+    /// Pressure below which shedding stops. Default 0.7.
+    pub resume_below: f32,
+    /// How long the pressure must last before shedding starts. Default 5 s.
+    pub window: Duration,
+    /// Executions at this priority or lower are shed. Default `Priority::LOW`.
+    pub max_priority: fnhub_core::Priority,
+}
+
+impl Default for LoadPolicy {
+    fn default() -> Self {
+        LoadPolicy {
+            threshold: 0.9,
+            resume_below: 0.7,
+            window: Duration::from_secs(5),
+            max_priority: fnhub_core::Priority::LOW,
+        }
+    }
+}
+
+/// The pressure a load snapshot shows: the largest of queue fill, worker utilisation and
+/// CPU utilisation.
+pub fn pressure(s: &fnhub_core::LoadSnapshot) -> f32 {
+    s.queue_pressure()
+        .max(s.utilisation())
+        .max(s.cpu_utilization.unwrap_or(0.0))
 }
 
 /// What the engine needs from its hub: running child invocations, and matching topics.

@@ -140,6 +140,7 @@ enum PendingV1 {
     Child(u128),
     Timer(Time),
     Event { filter: String },
+    Load,
 }
 
 /// Stable codes of error kinds in format 1.
@@ -229,6 +230,7 @@ impl<'a> CheckpointV1<'a> {
             Some(PendingDependency::Event { filter }) => Some(PendingV1::Event {
                 filter: filter.clone(),
             }),
+            Some(PendingDependency::Load) => Some(PendingV1::Load),
             Some(_) => return Err(EncodeError::Unsupported("a dependency newer than format 1")),
         };
         Ok(CheckpointV1 {
@@ -330,6 +332,7 @@ impl<'a> CheckpointV1<'a> {
             }
             Some(PendingV1::Timer(t)) => Some(PendingDependency::Timer(time_in(t)?)),
             Some(PendingV1::Event { filter }) => Some(PendingDependency::Event { filter }),
+            Some(PendingV1::Load) => Some(PendingDependency::Load),
         };
         Ok(c)
     }
