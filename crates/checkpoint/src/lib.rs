@@ -12,12 +12,12 @@
 //! - [`MemoryStore`]: a bounded in-memory
 //!   [`CheckpointStore`](fnhub_core::CheckpointStore).
 //! - [`durable`]: durable execution — a context whose `step`, `invoke`, `sleep` and
-//!   `wait_for` are journaled and replayed; suspension when a wait is predicted long;
-//!   resumption by replay; export and import between hubs; restore hooks.
+//!   `wait_for` are journaled and replayed; suspension when a wait is predicted long, and
+//!   of low-priority executions under sustained load; resumption by replay; recovery after
+//!   a restart; export and import between hubs; restore hooks.
 //!
-//! Not built yet (see the checkpoint issue): the hub's wiring of the engine (children run
-//! by the scheduler, events from the router, suspension on load), the two-process
-//! migration and crash tests of durable executions, `examples/migrate.rs`, zstd.
+//! Not built yet (see the checkpoint issue): migration between two processes (it works
+//! between engines and hubs in one process), zstd.
 //!
 //! # Example
 //!
