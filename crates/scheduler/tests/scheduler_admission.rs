@@ -36,6 +36,21 @@ fn gated(sandbox: &InProcessSandbox, gate: Arc<Semaphore>, order: Arc<Mutex<Vec<
     );
 }
 
+/// A scheduler with one worker and "gated" deployed: the scheduler, its gate, the run order.
+fn one_gated_worker() -> (Scheduler, Arc<Semaphore>, Arc<Mutex<Vec<String>>>) {
+    let sandbox = InProcessSandbox::new();
+    let gate = Arc::new(Semaphore::new(0));
+    let order = Arc::new(Mutex::new(Vec::new()));
+    gated(&sandbox, gate.clone(), order.clone());
+    let s = Scheduler::builder()
+        .workers(1)
+        .sandbox(Arc::new(sandbox))
+        .build()
+        .unwrap();
+    s.deploy(FunctionSpec::in_process(name("gated"))).unwrap();
+    (s, gate, order)
+}
+
 async fn wait_running(s: &Scheduler, n: usize) {
     for _ in 0..1000 {
         if s.snapshot().running == n {
@@ -95,16 +110,7 @@ async fn full_queue_hands_the_invocation_back() {
 
 #[tokio::test]
 async fn runs_by_priority_then_deadline_then_arrival() {
-    let sandbox = InProcessSandbox::new();
-    let gate = Arc::new(Semaphore::new(0));
-    let order = Arc::new(Mutex::new(Vec::new()));
-    gated(&sandbox, gate.clone(), order.clone());
-    let s = Scheduler::builder()
-        .workers(1)
-        .sandbox(Arc::new(sandbox))
-        .build()
-        .unwrap();
-    s.deploy(FunctionSpec::in_process(name("gated"))).unwrap();
+    let (s, gate, order) = one_gated_worker();
 
     let blocker = s
         .try_submit(Invocation::new("gated".parse().unwrap(), "blocker"))
@@ -150,16 +156,7 @@ async fn runs_by_priority_then_deadline_then_arrival() {
 
 #[tokio::test]
 async fn deadline_passing_in_the_queue_completes_without_running() {
-    let sandbox = InProcessSandbox::new();
-    let gate = Arc::new(Semaphore::new(0));
-    let order = Arc::new(Mutex::new(Vec::new()));
-    gated(&sandbox, gate.clone(), order.clone());
-    let s = Scheduler::builder()
-        .workers(1)
-        .sandbox(Arc::new(sandbox))
-        .build()
-        .unwrap();
-    s.deploy(FunctionSpec::in_process(name("gated"))).unwrap();
+    let (s, gate, order) = one_gated_worker();
     let blocker = s
         .try_submit(Invocation::new("gated".parse().unwrap(), "blocker"))
         .unwrap();
