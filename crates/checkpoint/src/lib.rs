@@ -16,8 +16,7 @@
 //!   of low-priority executions under sustained load; resumption by replay; recovery after
 //!   a restart; export and import between hubs; restore hooks.
 //!
-//! Not built yet (see the checkpoint issue): migration between two processes (it works
-//! between engines and hubs in one process), zstd.
+//! Not built yet (see the checkpoint issue): zstd compression.
 //!
 //! # Example
 //!
