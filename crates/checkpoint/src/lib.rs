@@ -16,7 +16,6 @@
 //!   of low-priority executions under sustained load; resumption by replay; recovery after
 //!   a restart; export and import between hubs; restore hooks.
 //!
-//! Not built yet (see the checkpoint issue): zstd compression.
 //!
 //! # Example
 //!
@@ -42,7 +41,8 @@
 //!
 //! # Cargo features
 //!
-//! None yet.
+//! - `zstd` (off by default): [`Compression::Zstd`] for writing, and reading of zstd
+//!   checkpoints (without it they are refused as an unsupported compression).
 
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]

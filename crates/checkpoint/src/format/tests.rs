@@ -72,6 +72,15 @@ fn round_trip_with_each_compression() {
     assert_eq!(decode(&auto).unwrap(), c);
 }
 
+#[cfg(feature = "zstd")]
+#[test]
+fn zstd_round_trip() {
+    let c = sample();
+    let bytes = encode_with(&c, Compression::Zstd).unwrap();
+    assert_eq!(bytes[7], 2);
+    assert_eq!(decode(&bytes).unwrap(), c);
+}
+
 #[test]
 fn every_check_has_its_error() {
     let good = encode(&sample()).unwrap().to_vec();
