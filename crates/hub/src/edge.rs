@@ -258,6 +258,7 @@ impl EdgeHubBuilder {
             functions.push(spec);
         }
         let inner = Arc::new(HubInner {
+            closing: std::sync::atomic::AtomicBool::new(false),
             name: self.name,
             router,
             scheduler,
@@ -286,6 +287,8 @@ impl EdgeHubBuilder {
 
 pub(crate) struct HubInner {
     name: String,
+    /// Set when shutdown begins: outside work is refused, inside work flows on.
+    closing: std::sync::atomic::AtomicBool,
     router: Router,
     pub(crate) scheduler: Scheduler,
     engine: Engine,
@@ -341,7 +344,7 @@ impl HubInner {
         .with_trace(c.context.trace.child())
         .with_depth(c.context.depth.saturating_add(1));
         Stats::add(&self.stats.counters.events_out, 1);
-        match self.route(event) {
+        match self.route(event, false) {
             Ok(report) => {
                 for rejected in report.rejected {
                     tracing::warn!(function = %c.function, error = %rejected, "invocation triggered by an output was not admitted");
@@ -353,7 +356,10 @@ impl HubInner {
         }
     }
 
-    fn route(&self, event: Event) -> Result<PublishReport, PublishError> {
+    /// Routes an event; `external` events (from outside the hub) start no invocation once
+    /// shutdown has begun, while outputs of work already admitted still flow.
+    fn route(&self, event: Event, external: bool) -> Result<PublishReport, PublishError> {
+        let refuse = external && self.closing.load(std::sync::atomic::Ordering::Acquire);
         let dispatch = self.router.dispatch(event).inspect_err(|_| {
             Stats::add(&self.stats.counters.events_refused, 1);
         })?;
@@ -367,10 +373,12 @@ impl HubInner {
             ..PublishReport::default()
         };
         for (function, event) in dispatch.invocations {
-            match self
-                .scheduler
-                .try_submit_detached(invocation_for(function, event))
-            {
+            let invocation = invocation_for(function, event);
+            if refuse {
+                report.rejected.push(SubmitError::ShuttingDown(invocation));
+                continue;
+            }
+            match self.scheduler.try_submit_detached(invocation) {
                 Ok(_) => report.invocations += 1,
                 Err(e) => report.rejected.push(e),
             }
@@ -486,7 +494,7 @@ impl EdgeHub {
             let (engine, copy) = (self.inner.engine.clone(), event.clone());
             tokio::spawn(async move { engine.deliver(&copy).await });
         }
-        self.inner.route(event)
+        self.inner.route(event, true)
     }
 
     /// Waits for the final outcome of a durable execution running on this hub.
@@ -526,6 +534,14 @@ impl EdgeHub {
     /// Runs an invocation built by the caller (trace context, deadline, priority,
     /// principal...) and waits for its completion, with its start kind and timings.
     pub async fn call(&self, invocation: Invocation) -> Result<Completion, SubmitError> {
+        if self
+            .inner
+            .closing
+            .load(std::sync::atomic::Ordering::Acquire)
+        {
+            Stats::add(&self.inner.stats.counters.rejected, 1);
+            return Err(SubmitError::ShuttingDown(invocation));
+        }
         let ticket = self
             .inner
             .scheduler
@@ -588,10 +604,25 @@ impl EdgeHub {
         self.inner.stats.snapshot()
     }
 
-    /// Stops admitting work, runs every admitted invocation to completion and stops the
-    /// workers. Outputs of those last invocations still reach local subscribers; the
-    /// invocations they would trigger are refused (and counted as rejected).
+    /// Stops admitting work from outside (publishes start no invocation, calls get
+    /// [`SubmitError::ShuttingDown`]), runs every admitted invocation to completion together
+    /// with the invocations their outputs trigger, then stops the workers. Durable
+    /// executions that are suspended stay in the checkpoint store.
     pub async fn shutdown(&self) {
+        self.inner
+            .closing
+            .store(true, std::sync::atomic::Ordering::Release);
+        // Let admitted work finish, and the invocations its outputs trigger (each a hop
+        // deeper, so the cascade ends at the depth limit). Completions admit their outputs'
+        // invocations before they stop counting as running, so an idle scheduler has none
+        // left to admit.
+        loop {
+            let load = self.inner.scheduler.snapshot();
+            if load.queued == 0 && load.running == 0 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
         self.inner.scheduler.shutdown().await;
     }
 }

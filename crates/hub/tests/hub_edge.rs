@@ -295,3 +295,54 @@ async fn misconfiguration_is_refused_at_build() {
     assert!(hub.subscribe("a/b#", 1).is_err());
     hub.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_lets_outputs_of_admitted_work_flow_to_the_end() {
+    let hub = EdgeHub::builder()
+        .workers(2)
+        .function(
+            FunctionSpec::in_process(name("first")).with_output_topic("stage/2"),
+            from_fn(|inv: Invocation| async move {
+                tokio::time::sleep(Duration::from_micros(100)).await;
+                Ok(inv.payload)
+            }),
+        )
+        .function(
+            FunctionSpec::in_process(name("second")).with_output_topic("stage/3"),
+            from_fn(|inv: Invocation| async move { Ok(inv.payload) }),
+        )
+        .function(
+            FunctionSpec::in_process(name("third")),
+            from_fn(|inv: Invocation| async move { Ok(inv.payload) }),
+        )
+        .flow(Flow::parse("any", "stage/1", "function:first").unwrap())
+        .flow(Flow::parse("any", "stage/2", "function:second").unwrap())
+        .flow(Flow::parse("any", "stage/3", "function:third").unwrap())
+        .build()
+        .unwrap();
+    for i in 0..300 {
+        let r = hub
+            .publish(Event::new("stage/1", i.to_string(), EventSource::Local))
+            .unwrap();
+        assert_eq!(r.invocations, 1);
+    }
+    hub.shutdown().await;
+    let stats = hub.stats();
+    for f in ["first", "second", "third"] {
+        assert_eq!(stats.functions[f].invocations, 300, "{f}");
+    }
+    assert_eq!(stats.rejected, 0, "no output of admitted work was refused");
+
+    // After shutdown began, outside work is refused and handed back.
+    let late = hub
+        .publish(Event::new("stage/1", "late", EventSource::Local))
+        .unwrap();
+    assert!(matches!(
+        late.rejected.as_slice(),
+        [SubmitError::ShuttingDown(_)]
+    ));
+    assert!(matches!(
+        hub.invoke("third".parse().unwrap(), "late").await,
+        Err(SubmitError::ShuttingDown(_))
+    ));
+}

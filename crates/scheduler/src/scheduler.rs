@@ -722,14 +722,17 @@ impl Scheduler {
 impl LoadProbe for Scheduler {
     fn snapshot(&self) -> LoadSnapshot {
         let inner = &*self.inner;
-        let (queued, queue_capacity, functions) = {
+        // Read together under the queue lock, which a job holds while it moves from queued
+        // to running: the pair never shows a job in neither.
+        let (queued, queue_capacity, functions, running) = {
             let q = inner.queue.lock();
-            (q.len(), q.capacity(), q.function_loads())
+            let running = inner.running.load(Ordering::Relaxed);
+            (q.len(), q.capacity(), q.function_loads(), running)
         };
         let mut s = LoadSnapshot::default();
         s.queued = queued;
         s.queue_capacity = queue_capacity;
-        s.running = inner.running.load(Ordering::Relaxed);
+        s.running = running;
         s.workers = inner.workers;
         s.admitted_total = inner.admitted.load(Ordering::Relaxed);
         s.rejected_total = inner.rejected.load(Ordering::Relaxed);
@@ -753,6 +756,8 @@ async fn next_job(inner: &Inner, index: usize) -> Option<Job> {
         let mut queue = inner.queue.lock();
         let now = now(&queue);
         if let Some(job) = queue.pop(index, now) {
+            // Counted under the queue lock: a job is always either queued or running.
+            inner.running.fetch_add(1, Ordering::Relaxed);
             return Some(job);
         }
     }
@@ -765,6 +770,7 @@ async fn next_job(inner: &Inner, index: usize) -> Option<Job> {
             let mut queue = inner.queue.lock();
             let now = now(&queue);
             if let Some(job) = queue.pop(index, now) {
+                inner.running.fetch_add(1, Ordering::Relaxed);
                 return Some(job);
             }
             if inner.closed.load(Ordering::Acquire) && queue.len() == 0 {
@@ -777,7 +783,6 @@ async fn next_job(inner: &Inner, index: usize) -> Option<Job> {
 
 async fn worker(inner: Arc<Inner>, index: usize) {
     while let Some(job) = next_job(&inner, index).await {
-        inner.running.fetch_add(1, Ordering::Relaxed);
         run(&inner, index, job).await;
         inner.running.fetch_sub(1, Ordering::Relaxed);
     }
