@@ -15,7 +15,7 @@ use std::process::ExitCode;
 use bytes::Bytes;
 use fnhub::{
     DurableContext, EdgeHub, Event, EventSource, ExecutionId, FunctionName, FunctionSpec,
-    durable_fn,
+    Invocation, durable_fn,
 };
 
 fn order_function(hub: &'static str) -> impl fnhub::DurableFunction {
@@ -78,12 +78,13 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let (a, b) = (hub("hub-a")?, hub("hub-b")?);
 
     println!("hub-a: invoking order o-17");
-    let started = a.invoke("order".parse()?, "o-17").await??;
-    let reply: serde_json::Value = serde_json::from_slice(&started)?;
-    let execution: ExecutionId = reply["execution"]
-        .as_str()
-        .ok_or("the execution did not suspend")?
-        .parse()?;
+    let invocation = Invocation::new("order".parse()?, "o-17");
+    // A durable execution's id is its invocation's id.
+    let execution: ExecutionId = invocation.id.into();
+    let started = a.call(invocation).await?.outcome?;
+    if !started.is_empty() {
+        return Err("the execution finished without suspending".into());
+    }
     println!("hub-a: execution {execution} suspended, waiting for payments/o-17");
 
     let checkpoint = a.export(execution).await?;

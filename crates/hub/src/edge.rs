@@ -154,9 +154,10 @@ impl EdgeHubBuilder {
     /// checkpoint store and suspend when they would wait long (see
     /// [`fnhub_checkpoint::durable`]). `spec` must have an in-process runtime.
     ///
-    /// An invocation starts an execution: it returns the function's output if the
-    /// execution completes without suspending, or `{"execution":"<id>","suspended":true}`
-    /// if it suspends; [`EdgeHub::durable_outcome`] waits for the final outcome.
+    /// An invocation starts an execution whose id is the invocation's id. It returns the
+    /// function's output if the execution completes without suspending, and an empty output
+    /// if it suspends; [`EdgeHub::durable_outcome`] waits for the final outcome, which is
+    /// also published on the function's output topic when it has one.
     pub fn durable(mut self, spec: FunctionSpec, function: impl DurableFunction) -> Self {
         let (name, version) = (spec.name.clone(), spec.version);
         self.durables.push((
@@ -269,6 +270,27 @@ impl EdgeHubBuilder {
         });
         let _ = host.hub.set(Arc::downgrade(&inner));
         inner.engine.set_load_policy(self.load_policy);
+        // Outputs of executions that finish after a suspension go out like any output; the
+        // run that starts an execution returns its output through the scheduler.
+        let weak = Arc::downgrade(&inner);
+        inner.engine.set_completion_hook(Arc::new(
+            move |done: &fnhub_checkpoint::durable::Finished| {
+                let (Some(hub), true, Ok(output)) = (weak.upgrade(), done.resumed, &done.outcome)
+                else {
+                    return;
+                };
+                let spec = hub
+                    .scheduler
+                    .deployed()
+                    .into_iter()
+                    .find(|s| s.name == done.function && s.version == done.version);
+                if let Some(template) = spec.and_then(|s| s.output_topic.clone())
+                    && !output.is_empty()
+                {
+                    hub.publish_output(&done.function, &done.context, &template, output.clone());
+                }
+            },
+        ));
         if has_durables {
             tokio::spawn(watch_load(Arc::downgrade(&inner), self.clock.clone()));
         }
@@ -320,38 +342,44 @@ impl Observer for HubObserver {
         if let (Ok(output), Some(template)) = (&c.outcome, &spec.output_topic)
             && !output.is_empty()
         {
-            hub.publish_output(c, template, output.clone());
+            hub.publish_output(&c.function, &c.context, template, output.clone());
         }
     }
 }
 
 impl HubInner {
-    fn publish_output(&self, c: &Completion, template: &str, payload: Bytes) {
-        let trigger = c.context.topic.as_deref().unwrap_or("");
+    fn publish_output(
+        &self,
+        function: &fnhub_core::FunctionName,
+        context: &InvocationContext,
+        template: &str,
+        payload: Bytes,
+    ) {
+        let trigger = context.topic.as_deref().unwrap_or("");
         let topic = match expand_template(template, trigger) {
             Ok(t) => t,
             Err(error) => {
                 Stats::add(&self.stats.counters.events_refused, 1);
-                tracing::warn!(function = %c.function, %error, "output topic does not fit; output dropped");
+                tracing::warn!(%function, %error, "output topic does not fit; output dropped");
                 return;
             }
         };
         let event = Event::new(
             topic.as_str(),
             payload,
-            EventSource::Function(c.function.clone()),
+            EventSource::Function(function.clone()),
         )
-        .with_trace(c.context.trace.child())
-        .with_depth(c.context.depth.saturating_add(1));
+        .with_trace(context.trace.child())
+        .with_depth(context.depth.saturating_add(1));
         Stats::add(&self.stats.counters.events_out, 1);
         match self.route(event, false) {
             Ok(report) => {
                 for rejected in report.rejected {
-                    tracing::warn!(function = %c.function, error = %rejected, "invocation triggered by an output was not admitted");
+                    tracing::warn!(%function, error = %rejected, "invocation triggered by an output was not admitted");
                 }
             }
             Err(error) => {
-                tracing::warn!(function = %c.function, %error, "output event refused");
+                tracing::warn!(%function, %error, "output event refused");
             }
         }
     }
@@ -410,9 +438,8 @@ async fn start_durable(
 ) -> Outcome {
     match engine.start(invocation, version).await {
         Ok(RunResult::Completed(outcome)) => outcome,
-        Ok(RunResult::Suspended { execution, .. }) => {
-            Ok(format!(r#"{{"execution":"{execution}","suspended":true}}"#).into())
-        }
+        // Suspended: nothing to output yet. The execution's id is the invocation's.
+        Ok(RunResult::Suspended { .. }) => Ok(Bytes::new()),
         Ok(_) => Err(FunctionError::new(
             ErrorKind::Rejected,
             "unknown run result",

@@ -15,7 +15,8 @@ fn hub(name: &'static str, reserved: Arc<AtomicU32>) -> EdgeHub {
     EdgeHub::builder()
         .name(name)
         .durable(
-            FunctionSpec::in_process(FunctionName::new("order").unwrap()),
+            FunctionSpec::in_process(FunctionName::new("order").unwrap())
+                .with_output_topic("orders/{1}/done"),
             durable_fn(move |ctx: DurableContext, input: Bytes| {
                 let reserved = reserved.clone();
                 async move {
@@ -49,14 +50,13 @@ async fn an_execution_suspends_on_one_hub_and_finishes_on_another() {
     let b = hub("hub-b", reserved.clone());
     let other = EdgeHub::builder().name("hub-c").build().unwrap();
 
-    let reply = a
-        .invoke("order".parse().unwrap(), "o-1")
-        .await
-        .unwrap()
-        .unwrap();
-    let reply: serde_json::Value = serde_json::from_slice(&reply).unwrap();
-    assert_eq!(reply["suspended"], true);
-    let id: ExecutionId = reply["execution"].as_str().unwrap().parse().unwrap();
+    let mut invocation = fnhub::Invocation::new("order".parse().unwrap(), "o-1");
+    invocation.context.topic = Some("orders/o-1".to_owned());
+    let id: ExecutionId = invocation.id.into();
+    let mut done_on_a = a.subscribe("orders/+/done", 4).unwrap();
+    let mut done_on_b = b.subscribe("orders/+/done", 4).unwrap();
+    let reply = a.call(invocation).await.unwrap().outcome.unwrap();
+    assert!(reply.is_empty(), "a suspended start has no output yet");
 
     let bytes = a.export(id).await.unwrap();
     assert!(matches!(
@@ -82,6 +82,16 @@ async fn an_execution_suspends_on_one_hub_and_finishes_on_another() {
         .unwrap();
     let out = done.await.unwrap().unwrap().unwrap();
     assert_eq!(out, "hub-a,paid,hub-b");
+    // The final output is published on hub b, under the topic of the original trigger.
+    let published = done_on_b.recv().await.unwrap();
+    assert_eq!(
+        (published.topic.as_str(), &published.payload[..]),
+        ("orders/o-1/done", out.as_ref())
+    );
+    assert!(
+        done_on_a.try_recv().is_none(),
+        "nothing was published on hub a"
+    );
     assert_eq!(
         reserved.load(Ordering::SeqCst),
         1,

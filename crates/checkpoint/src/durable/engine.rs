@@ -33,6 +33,28 @@ pub enum RunResult {
     },
 }
 
+/// A durable execution that finished, as told to the completion hook.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Finished {
+    /// The execution.
+    pub execution: ExecutionId,
+    /// Its function.
+    pub function: FunctionName,
+    /// The exact version it ran on.
+    pub version: Version,
+    /// The context it was started with (trace, topic, depth...).
+    pub context: fnhub_core::InvocationContext,
+    /// Its outcome.
+    pub outcome: Outcome,
+    /// Whether it finished in a resumed run (after a suspension, import or recovery) rather
+    /// than in the run that started it.
+    pub resumed: bool,
+}
+
+/// Called with every execution that finishes.
+pub type CompletionHook = Arc<dyn Fn(&Finished) + Send + Sync>;
+
 /// What a load check did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -93,6 +115,7 @@ pub(crate) struct Shared {
     pressure_since: Mutex<Option<Instant>>,
     /// Executions suspended to relieve load.
     shed: Mutex<Vec<ExecutionId>>,
+    on_complete: Mutex<Option<CompletionHook>>,
     /// The latest outcomes, for callers that ask after the fact.
     finished: Mutex<std::collections::VecDeque<(ExecutionId, Outcome)>>,
     me: Weak<Shared>,
@@ -235,6 +258,7 @@ impl Engine {
                 load_policy: Mutex::new(super::LoadPolicy::default()),
                 pressure_since: Mutex::new(None),
                 shed: Mutex::new(Vec::new()),
+                on_complete: Mutex::new(None),
                 me: me.clone(),
             }),
         }
@@ -345,6 +369,12 @@ impl Engine {
             }
         }
         Ok(ran)
+    }
+
+    /// Calls `hook` with every execution that finishes (a hub publishes the outputs of
+    /// resumed executions this way).
+    pub fn set_completion_hook(&self, hook: CompletionHook) {
+        *self.shared.on_complete.lock() = Some(hook);
     }
 
     /// Sets the load policy (see [`LoadPolicy`](super::LoadPolicy)).
@@ -501,6 +531,7 @@ impl Engine {
         }
         let restored = !checkpoint.journal.is_empty() || checkpoint.resolution.is_some();
         let input = checkpoint.input.clone();
+        let context = checkpoint.context.clone();
         let (stop_tx, stop_rx) = oneshot::channel();
         let ctx = DurableContext::new(checkpoint, stop_tx, self.shared.clone());
         if restored {
@@ -531,6 +562,17 @@ impl Engine {
                 };
                 for w in waiting {
                     let _ = w.send(outcome.clone());
+                }
+                let hook = self.shared.on_complete.lock().clone();
+                if let Some(hook) = hook {
+                    hook(&Finished {
+                        execution: id,
+                        function: key.0.clone(),
+                        version: key.1,
+                        context,
+                        outcome: outcome.clone(),
+                        resumed: restored,
+                    });
                 }
                 Ok(RunResult::Completed(outcome))
             }

@@ -21,7 +21,7 @@ use bytes::Bytes;
 use fnhub_core::{BoxFuture, Invocation, Outcome};
 
 pub use context::DurableContext;
-pub use engine::{Engine, EngineError, LoadTransition, RunResult};
+pub use engine::{CompletionHook, Engine, EngineError, Finished, LoadTransition, RunResult};
 
 /// When an execution suspends instead of waiting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
