@@ -4,6 +4,10 @@
 
 #![allow(clippy::unwrap_used)] // tests may unwrap
 
+mod common;
+
+use common::NoChildren;
+
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -12,19 +16,11 @@ use std::sync::Arc;
 use bytes::Bytes;
 use fnhub_checkpoint::DirStore;
 use fnhub_checkpoint::durable::{
-    DurableContext, DurableFunction, DurableHost, Engine, RunResult, SuspendPolicy, durable_fn,
+    DurableContext, DurableFunction, Engine, RunResult, SuspendPolicy, durable_fn,
 };
-use fnhub_core::{BoxFuture, FunctionName, Invocation, Outcome, SystemClock, Version};
+use fnhub_core::{FunctionName, Invocation, SystemClock, Version};
 
 const CHILD_DIR: &str = "FNHUB_DURABLE_CRASH_DIR";
-
-struct NoChildren;
-
-impl DurableHost for NoChildren {
-    fn invoke(&self, _: Invocation) -> BoxFuture<'static, Outcome> {
-        Box::pin(async { Ok(Bytes::new()) })
-    }
-}
 
 /// Charges once (appending a line to `effects`), then runs `second`.
 fn payment(effects: PathBuf, hang: bool) -> impl DurableFunction {
@@ -78,10 +74,7 @@ fn durable_crash_child() {
     let Some(dir) = std::env::var_os(CHILD_DIR) else {
         return;
     };
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = common::runtime();
     rt.block_on(async {
         let e = engine(Path::new(&dir), true);
         let inv = Invocation::new("pay".parse().unwrap(), "order-9");
@@ -118,10 +111,7 @@ fn a_step_acknowledged_before_a_crash_is_not_redone() {
     let effects = std::fs::read_to_string(dir.path().join("effects.log")).unwrap();
     assert_eq!(effects.lines().count(), 1);
 
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = common::runtime();
     rt.block_on(async {
         let e = engine(dir.path(), false);
         let recovered = e.recover().await.unwrap();

@@ -4,6 +4,10 @@
 
 #![allow(clippy::unwrap_used)] // tests may unwrap
 
+mod common;
+
+use common::NoChildren;
+
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -11,22 +15,11 @@ use std::sync::Arc;
 use bytes::Bytes;
 use fnhub_checkpoint::MemoryStore;
 use fnhub_checkpoint::durable::{
-    DurableContext, DurableFunction, DurableHost, Engine, RunResult, SuspendPolicy, durable_fn,
+    DurableContext, DurableFunction, Engine, RunResult, SuspendPolicy, durable_fn,
 };
-use fnhub_core::{
-    BoxFuture, Event, EventSource, ExecutionId, FunctionName, Invocation, Outcome, SystemClock,
-    Version,
-};
+use fnhub_core::{Event, EventSource, ExecutionId, FunctionName, Invocation, SystemClock, Version};
 
 const CHILD_DIR: &str = "FNHUB_MIGRATE_CHILD_DIR";
-
-struct NoChildren;
-
-impl DurableHost for NoChildren {
-    fn invoke(&self, _: Invocation) -> BoxFuture<'static, Outcome> {
-        Box::pin(async { Ok(Bytes::new()) })
-    }
-}
 
 fn order() -> impl DurableFunction {
     durable_fn(|ctx: DurableContext, _input: Bytes| async move {
@@ -62,10 +55,7 @@ fn migrate_child() {
     let Some(dir) = std::env::var_os(CHILD_DIR) else {
         return;
     };
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = common::runtime();
     rt.block_on(async {
         let e = engine();
         let inv = Invocation::new("order".parse().unwrap(), "o-1");
@@ -95,10 +85,7 @@ fn an_execution_moves_between_processes() {
     assert!(status.success());
     let bytes = std::fs::read(dir.path().join("exported.ckpt")).unwrap();
 
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = common::runtime();
     rt.block_on(async {
         let e = engine();
         let id = e.import(&bytes).await.unwrap();

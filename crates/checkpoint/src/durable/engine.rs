@@ -104,6 +104,9 @@ pub(crate) struct Shared {
     functions: RwLock<HashMap<(FunctionName, Version), Arc<dyn DynDurable>>>,
     /// Executions waiting for an event, with their filter.
     waiting: Mutex<Vec<(ExecutionId, String)>>,
+    /// Whether `waiting` is non-empty, readable without its lock (a hub asks on every
+    /// publish).
+    any_waiting: std::sync::atomic::AtomicBool,
     /// Executions being driven now: a second resume of one of them is refused.
     running: Mutex<HashSet<ExecutionId>>,
     /// Callers waiting for an execution's final outcome.
@@ -136,6 +139,12 @@ impl Shared {
             "suspended" => if suspended { "true" } else { "false" }
         )
         .increment(1);
+    }
+
+    /// Mirrors whether `waiting` (held locked by the caller) has entries.
+    fn mark_waiting(&self, waiting: &[(ExecutionId, String)]) {
+        self.any_waiting
+            .store(!waiting.is_empty(), std::sync::atomic::Ordering::Release);
     }
 
     /// Resumes `execution` with the child's outcome once `call` finishes.
@@ -183,7 +192,9 @@ impl Shared {
                 });
             }
             PendingDependency::Event { filter } => {
-                self.waiting.lock().push((execution, filter.clone()));
+                let mut waiting = self.waiting.lock();
+                waiting.push((execution, filter.clone()));
+                self.mark_waiting(&waiting);
             }
             PendingDependency::Load => {
                 self.shed.lock().push(execution);
@@ -251,6 +262,7 @@ impl Engine {
                 hub,
                 functions: RwLock::new(HashMap::new()),
                 waiting: Mutex::new(Vec::new()),
+                any_waiting: std::sync::atomic::AtomicBool::new(false),
                 running: Mutex::new(HashSet::new()),
                 watchers: Mutex::new(HashMap::new()),
                 finished: Mutex::new(std::collections::VecDeque::new()),
@@ -332,6 +344,7 @@ impl Engine {
                 }
                 !hit
             });
+            self.shared.mark_waiting(&waiting);
             due
         };
         let mut resumed = 0;
@@ -444,7 +457,9 @@ impl Engine {
 
     /// Whether some execution waits for an event (so events are worth delivering).
     pub fn is_waiting_for_events(&self) -> bool {
-        !self.shared.waiting.lock().is_empty()
+        self.shared
+            .any_waiting
+            .load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Waits for the final outcome of an execution driven by this engine. An execution
@@ -491,10 +506,11 @@ impl Engine {
     /// Forgets an exported execution here: its checkpoint is removed and nothing here will
     /// resume it.
     pub async fn release(&self, execution: ExecutionId) -> Result<bool, EngineError> {
-        self.shared
-            .waiting
-            .lock()
-            .retain(|(id, _)| *id != execution);
+        {
+            let mut waiting = self.shared.waiting.lock();
+            waiting.retain(|(id, _)| *id != execution);
+            self.shared.mark_waiting(&waiting);
+        }
         Ok(self.shared.store.remove(execution).await?)
     }
 
