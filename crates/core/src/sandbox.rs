@@ -4,7 +4,7 @@ use std::fmt;
 
 use crate::function::BoxFuture;
 use crate::invocation::Invocation;
-use crate::outcome::Outcome;
+use crate::outcome::{FunctionError, Outcome};
 use crate::spec::FunctionSpec;
 
 /// One kind of confinement a capability profile can ask for.
@@ -88,8 +88,13 @@ pub enum PrepareError {
         missing: Vec<Restriction>,
     },
     /// Starting the environment failed.
-    #[error("the environment failed to start")]
+    #[error("the environment failed to start: {0}")]
     Start(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The function's own code failed while initialising (Lambda's init phase: an import
+    /// error, an exception at load time, a process that exited before asking for work).
+    /// The invocation that needed the environment ends with this error.
+    #[error("the function failed to initialise: {0}")]
+    Init(FunctionError),
 }
 
 fn list(r: &[Restriction]) -> String {

@@ -40,5 +40,9 @@
 #![forbid(unsafe_code)]
 
 mod in_process;
+#[cfg(feature = "process")]
+pub mod process;
 
 pub use in_process::{Enforcement, InProcessSandbox};
+#[cfg(feature = "process")]
+pub use process::{ProcessLimits, ProcessSandbox};

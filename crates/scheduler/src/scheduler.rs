@@ -905,8 +905,11 @@ async fn run(inner: &Inner, index: usize, job: Job) {
             }
             Err(error) => {
                 tracing::warn!(function = %spec.name, version = %spec.version, %error, "environment failed to start");
-                let error = FunctionError::new(ErrorKind::Rejected, error.to_string())
-                    .with_type("EnvironmentStartFailed");
+                let error = match error {
+                    fnhub_core::PrepareError::Init(error) => error,
+                    other => FunctionError::new(ErrorKind::Rejected, other.to_string())
+                        .with_type("EnvironmentStartFailed"),
+                };
                 (Err(error), Start::NotStarted)
             }
         }

@@ -1,0 +1,497 @@
+//! The AWS Lambda Runtime API, served on loopback to one environment's process.
+//!
+//! Four endpoints, as the AWS documentation describes them (version `2018-06-01`):
+//!
+//! - `GET  /2018-06-01/runtime/invocation/next` long-polls for the next event; the answer
+//!   carries `Lambda-Runtime-Aws-Request-Id`, `Lambda-Runtime-Deadline-Ms`,
+//!   `Lambda-Runtime-Invoked-Function-Arn` and `Lambda-Runtime-Trace-Id`.
+//! - `POST /2018-06-01/runtime/invocation/{id}/response` hands back the result: `202`, or
+//!   `400` for an unknown request id and `413` for a response over the size limit.
+//! - `POST /2018-06-01/runtime/invocation/{id}/error` reports a handler error: `202`.
+//! - `POST /2018-06-01/runtime/init/error` reports a failed initialisation: `202`.
+//!
+//! Anything else gets `404` (unknown path) or `405` (known path, wrong method), with the
+//! JSON error body the real API uses (`errorMessage`, `errorType`).
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use fnhub_core::{ErrorKind, FunctionError, Outcome};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use parking_lot::Mutex;
+use tokio::net::TcpListener;
+use tokio::sync::{Notify, mpsc, oneshot, watch};
+
+const PREFIX: &str = "/2018-06-01/runtime/";
+
+/// Header naming the error type in `…/error` and `…/init/error` posts.
+const ERROR_TYPE_HEADER: &str = "lambda-runtime-function-error-type";
+
+/// The most bytes of an error report that are read; the rest is refused with `413`.
+const MAX_ERROR_BODY: usize = 1 << 20;
+
+/// One invocation on its way to the process.
+pub(crate) struct Delivery {
+    pub(crate) request_id: Arc<str>,
+    pub(crate) payload: Bytes,
+    pub(crate) deadline_ms: u64,
+    pub(crate) trace_id: String,
+    pub(crate) reply: oneshot::Sender<Outcome>,
+}
+
+/// What the process said about its initialisation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Phase {
+    /// Started, not yet asking for work.
+    Starting,
+    /// It asked for its first invocation: initialised.
+    Ready,
+    /// It reported an init error.
+    InitFailed(FunctionError),
+}
+
+/// State shared between the environment and the server.
+pub(crate) struct Api {
+    /// The next invocation; the `/next` handler takes it.
+    next_rx: tokio::sync::Mutex<mpsc::Receiver<Delivery>>,
+    /// Invocations handed out and not yet answered, by request id.
+    inflight: Mutex<HashMap<Arc<str>, oneshot::Sender<Outcome>>>,
+    /// The request id now running, for log lines.
+    pub(crate) current: Mutex<Option<Arc<str>>>,
+    phase: Mutex<Phase>,
+    phase_changed: Notify,
+    /// The last init error reported, kept past the reset that follows the process's exit.
+    init_error: Mutex<Option<FunctionError>>,
+    arn: String,
+    max_response: usize,
+    /// Bumped when the process goes away: connections of the old process are closed.
+    generation: watch::Sender<u64>,
+}
+
+impl Api {
+    pub(crate) fn new(arn: String, max_response: usize) -> (Arc<Api>, mpsc::Sender<Delivery>) {
+        let (tx, rx) = mpsc::channel(1);
+        let api = Arc::new(Api {
+            next_rx: tokio::sync::Mutex::new(rx),
+            inflight: Mutex::new(HashMap::new()),
+            current: Mutex::new(None),
+            phase: Mutex::new(Phase::Starting),
+            phase_changed: Notify::new(),
+            init_error: Mutex::new(None),
+            arn,
+            max_response,
+            generation: watch::Sender::new(0),
+        });
+        (api, tx)
+    }
+
+    pub(crate) fn phase(&self) -> Phase {
+        self.phase.lock().clone()
+    }
+
+    /// Takes the init error the process reported, if any.
+    pub(crate) fn take_init_error(&self) -> Option<FunctionError> {
+        self.init_error.lock().take()
+    }
+
+    fn set_phase(&self, phase: Phase) {
+        *self.phase.lock() = phase;
+        self.phase_changed.notify_waiters();
+    }
+
+    /// Waits until the phase leaves `Starting`.
+    pub(crate) async fn initialised(&self) -> Phase {
+        loop {
+            let changed = self.phase_changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            let phase = self.phase();
+            if phase != Phase::Starting {
+                return phase;
+            }
+            changed.await;
+        }
+    }
+
+    /// Forgets the process that served so far: its connections are closed and the next
+    /// process starts from `Starting`. Returns the answers still owed, for what it was
+    /// running and what was waiting for it: the caller sends them once it has recorded the
+    /// exit, so a caller that sees the error finds the process gone.
+    pub(crate) async fn reset(&self) -> Vec<oneshot::Sender<Outcome>> {
+        self.generation.send_modify(|g| *g += 1);
+        let mut owed: Vec<_> = self.inflight.lock().drain().map(|(_, r)| r).collect();
+        // The aborted `/next` handlers release the receiver once their tasks stop.
+        let mut rx = self.next_rx.lock().await;
+        while let Ok(delivery) = rx.try_recv() {
+            owed.push(delivery.reply);
+        }
+        *self.current.lock() = None;
+        self.set_phase(Phase::Starting);
+        owed
+    }
+
+    /// Accepts connections on `listener` until the returned task is aborted.
+    pub(crate) fn serve(self: &Arc<Self>, listener: TcpListener) -> tokio::task::JoinHandle<()> {
+        let api = self.clone();
+        tokio::spawn(async move {
+            let mut connections = tokio::task::JoinSet::new();
+            loop {
+                let stream = tokio::select! {
+                    accepted = listener.accept() => match accepted {
+                        Ok((stream, _)) => stream,
+                        Err(error) => {
+                            tracing::warn!(%error, "runtime API accept failed");
+                            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                            continue;
+                        }
+                    },
+                    // Reap finished connection tasks so the set does not grow.
+                    Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+                };
+                let _ = stream.set_nodelay(true);
+                let api = api.clone();
+                let mut generation = api.generation.subscribe();
+                connections.spawn(async move {
+                    let service = hyper::service::service_fn(move |req| {
+                        let api = api.clone();
+                        async move { Ok::<_, Infallible>(api.handle(req).await) }
+                    });
+                    let conn = hyper::server::conn::http1::Builder::new()
+                        .keep_alive(true)
+                        // As the real service writes them, for clients that match headers
+                        // by their exact case.
+                        .title_case_headers(true)
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+                    tokio::select! {
+                        _ = conn => {}
+                        _ = generation.changed() => {}
+                    }
+                });
+            }
+        })
+    }
+
+    async fn handle(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
+        let path = req.uri().path();
+        let Some(rest) = path.strip_prefix(PREFIX) else {
+            return not_found(path);
+        };
+        let route = match rest.split('/').collect::<Vec<_>>()[..] {
+            ["invocation", "next"] => Route::Next,
+            ["init", "error"] => Route::InitError,
+            ["invocation", id, "response"] if !id.is_empty() => Route::Response(id.into()),
+            ["invocation", id, "error"] if !id.is_empty() => Route::Error(id.into()),
+            _ => return not_found(path),
+        };
+        let method_ok = match route {
+            Route::Next => req.method() == Method::GET,
+            _ => req.method() == Method::POST,
+        };
+        if !method_ok {
+            return error_response(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "MethodNotAllowed",
+                &format!("{} is not allowed on {path}", req.method()),
+            );
+        }
+        match route {
+            Route::Next => self.next().await,
+            Route::Response(id) => self.response(&id, req).await,
+            Route::Error(id) => self.error(Some(&id), req).await,
+            Route::InitError => self.error(None, req).await,
+        }
+    }
+
+    async fn next(&self) -> Response<Full<Bytes>> {
+        if self.phase() == Phase::Starting {
+            self.set_phase(Phase::Ready);
+        }
+        let delivery = {
+            let mut rx = self.next_rx.lock().await;
+            match rx.recv().await {
+                Some(delivery) => delivery,
+                None => {
+                    return error_response(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "ServiceException",
+                        "the environment is shutting down",
+                    );
+                }
+            }
+        };
+        let Delivery {
+            request_id,
+            payload,
+            deadline_ms,
+            trace_id,
+            reply,
+        } = delivery;
+        self.inflight.lock().insert(request_id.clone(), reply);
+        *self.current.lock() = Some(request_id.clone());
+        let mut response = Response::new(Full::new(payload));
+        let headers = response.headers_mut();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        for (name, value) in [
+            ("lambda-runtime-aws-request-id", &*request_id),
+            ("lambda-runtime-deadline-ms", &deadline_ms.to_string()),
+            ("lambda-runtime-invoked-function-arn", &self.arn),
+            ("lambda-runtime-trace-id", &trace_id),
+        ] {
+            if let Ok(value) = HeaderValue::from_str(value) {
+                headers.insert(name, value);
+            }
+        }
+        response
+    }
+
+    async fn response(&self, id: &str, req: Request<Incoming>) -> Response<Full<Bytes>> {
+        if !self.inflight.lock().contains_key(id) {
+            return invalid_request_id(id);
+        }
+        let too_large = || {
+            FunctionError::new(
+                ErrorKind::Unhandled,
+                format!(
+                    "Response payload size exceeded maximum allowed payload size ({} bytes).",
+                    self.max_response
+                ),
+            )
+            .with_type("Function.ResponseSizeTooLarge")
+        };
+        let body = match read_body(req, self.max_response).await {
+            Ok(body) => body,
+            Err(BodyError::TooLarge) => {
+                self.finish(id, Err(too_large()));
+                return error_response(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "RequestEntityTooLarge",
+                    &format!(
+                        "the response exceeds the limit of {} bytes",
+                        self.max_response
+                    ),
+                );
+            }
+            Err(BodyError::Read(message)) => {
+                return error_response(StatusCode::BAD_REQUEST, "InvalidRequest", &message);
+            }
+        };
+        if self.finish(id, Ok(body)) {
+            accepted()
+        } else {
+            invalid_request_id(id)
+        }
+    }
+
+    async fn error(&self, id: Option<&str>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+        if let Some(id) = id
+            && !self.inflight.lock().contains_key(id)
+        {
+            return invalid_request_id(id);
+        }
+        let header_type = req
+            .headers()
+            .get(ERROR_TYPE_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let body = match read_body(req, MAX_ERROR_BODY).await {
+            Ok(body) => body,
+            Err(BodyError::TooLarge) => {
+                return error_response(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "RequestEntityTooLarge",
+                    "the error report is too large",
+                );
+            }
+            Err(BodyError::Read(message)) => {
+                return error_response(StatusCode::BAD_REQUEST, "InvalidRequest", &message);
+            }
+        };
+        let error = parse_error_report(&body, header_type, id.is_none());
+        match id {
+            Some(id) => {
+                if !self.finish(id, Err(error)) {
+                    return invalid_request_id(id);
+                }
+            }
+            None => {
+                tracing::warn!(error = %error, "the function failed to initialise");
+                *self.init_error.lock() = Some(error.clone());
+                self.set_phase(Phase::InitFailed(error));
+            }
+        }
+        accepted()
+    }
+
+    /// Answers the invocation `id`; false if it is not in flight.
+    fn finish(&self, id: &str, outcome: Outcome) -> bool {
+        let reply = self.inflight.lock().remove(id);
+        let mut current = self.current.lock();
+        if current.as_deref() == Some(id) {
+            *current = None;
+        }
+        match reply {
+            Some(reply) => {
+                let _ = reply.send(outcome);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+enum Route {
+    Next,
+    Response(String),
+    Error(String),
+    InitError,
+}
+
+enum BodyError {
+    TooLarge,
+    Read(String),
+}
+
+async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Bytes, BodyError> {
+    let declared = req
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(BodyError::TooLarge);
+    }
+    match Limited::new(req.into_body(), limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(error) if error.is::<http_body_util::LengthLimitError>() => Err(BodyError::TooLarge),
+        Err(error) => Err(BodyError::Read(error.to_string())),
+    }
+}
+
+/// Turns a runtime client's error report (`{"errorMessage", "errorType", "stackTrace"}`)
+/// into a [`FunctionError`]. A body that is not such JSON becomes the message as text.
+pub(crate) fn parse_error_report(
+    body: &[u8],
+    header_type: Option<String>,
+    init: bool,
+) -> FunctionError {
+    let json: Option<serde_json::Value> = serde_json::from_slice(body).ok();
+    let field = |name: &str| {
+        json.as_ref()
+            .and_then(|j| j.get(name))
+            .and_then(|v| v.as_str())
+            .map(str::to_owned)
+    };
+    let mut message = match (&json, field("errorMessage")) {
+        (_, Some(m)) => m,
+        (Some(_), None) => String::new(),
+        (None, None) => String::from_utf8_lossy(body).into_owned(),
+    };
+    if let Some(trace) = json.as_ref().and_then(|j| j.get("stackTrace")) {
+        let lines: Vec<String> = match trace {
+            serde_json::Value::Array(items) => items
+                .iter()
+                .map(|v| match v {
+                    serde_json::Value::String(s) => s.trim_end().to_owned(),
+                    other => other.to_string(),
+                })
+                .collect(),
+            serde_json::Value::String(s) => s.lines().map(str::to_owned).collect(),
+            _ => Vec::new(),
+        };
+        if !lines.is_empty() {
+            message.push_str("\nstack trace:");
+            for line in lines {
+                message.push_str("\n  ");
+                message.push_str(&line);
+            }
+        }
+    }
+    let error_type = field("errorType").or(header_type).unwrap_or_else(|| {
+        if init {
+            "Runtime.InitError"
+        } else {
+            "Unhandled"
+        }
+        .to_owned()
+    });
+    let kind = if error_type == "MemoryError" || error_type == "Runtime.OutOfMemory" {
+        ErrorKind::OutOfMemory
+    } else {
+        ErrorKind::Unhandled
+    };
+    FunctionError::new(kind, message).with_type(error_type)
+}
+
+fn accepted() -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from_static(br#"{"status":"OK"}"#)));
+    *response.status_mut() = StatusCode::ACCEPTED;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+fn invalid_request_id(id: &str) -> Response<Full<Bytes>> {
+    error_response(
+        StatusCode::BAD_REQUEST,
+        "InvalidRequestID",
+        &format!("no invocation {id:?} is waiting for an answer"),
+    )
+}
+
+fn not_found(path: &str) -> Response<Full<Bytes>> {
+    error_response(
+        StatusCode::NOT_FOUND,
+        "NotFound",
+        &format!("no such endpoint: {path}"),
+    )
+}
+
+fn error_response(status: StatusCode, error_type: &str, message: &str) -> Response<Full<Bytes>> {
+    let body = serde_json::json!({ "errorMessage": message, "errorType": error_type });
+    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_reports_keep_type_message_and_stack() {
+        let body = br#"{"errorMessage":"boom","errorType":"ValueError","stackTrace":["  File \"app.py\", line 3\n","    raise ValueError\n"]}"#;
+        let e = parse_error_report(body, None, false);
+        assert_eq!(e.kind, ErrorKind::Unhandled);
+        assert_eq!(e.error_type.as_deref(), Some("ValueError"));
+        assert!(e.message.starts_with("boom\nstack trace:"), "{}", e.message);
+        assert!(e.message.contains("raise ValueError"), "{}", e.message);
+    }
+
+    #[test]
+    fn error_reports_that_are_not_json_become_text() {
+        let e = parse_error_report(b"plain words", Some("Runtime.Custom".into()), false);
+        assert_eq!(e.message, "plain words");
+        assert_eq!(e.error_type.as_deref(), Some("Runtime.Custom"));
+        let e = parse_error_report(&[0xff, 0xfe], None, true);
+        assert_eq!(e.error_type.as_deref(), Some("Runtime.InitError"));
+    }
+
+    #[test]
+    fn memory_errors_are_out_of_memory() {
+        let e = parse_error_report(
+            br#"{"errorType":"MemoryError","errorMessage":""}"#,
+            None,
+            false,
+        );
+        assert_eq!(e.kind, ErrorKind::OutOfMemory);
+    }
+}
