@@ -186,7 +186,10 @@ impl EdgeHubBuilder {
         self
     }
 
-    /// Adds a sandbox backend (process, wasm...). The in-process sandbox is always there.
+    /// Adds a sandbox backend (process, wasm...). The in-process sandbox is always there, and
+    /// with the `process` feature (on by default) so is a fail-closed
+    /// [`ProcessSandbox`](fnhub_sandbox::ProcessSandbox); a process sandbox added here is
+    /// used instead of it.
     pub fn sandbox(mut self, sandbox: Arc<dyn Sandbox>) -> Self {
         self.sandboxes.push(sandbox);
         self
@@ -227,6 +230,11 @@ impl EdgeHubBuilder {
             .sandbox(Arc::new(in_process.clone()));
         for sandbox in self.sandboxes {
             scheduler = scheduler.sandbox(sandbox);
+        }
+        // After the caller's own, so a process sandbox configured by the caller wins.
+        #[cfg(feature = "process")]
+        {
+            scheduler = scheduler.sandbox(Arc::new(fnhub_sandbox::ProcessSandbox::new()));
         }
         let scheduler = scheduler.build()?;
         let router = Router::new().with_max_depth(self.max_depth);

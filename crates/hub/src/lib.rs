@@ -3,7 +3,8 @@
 //! This crate assembles the fnhub libraries. [`EdgeHub`] puts together the router
 //! (`fnhub-router`: topics, flows, local bus), the scheduler (`fnhub-scheduler`: bounded
 //! admission, priority and deadline order, warm environments), the sandboxes
-//! (`fnhub-sandbox`: in-process today) and a checkpoint store (`fnhub-checkpoint`).
+//! (`fnhub-sandbox`: native handlers in-process, and processes speaking the AWS Lambda
+//! Runtime API) and a checkpoint store (`fnhub-checkpoint`).
 //!
 //! The way of one event: [`EdgeHub::publish`] hands it to the router, which delivers it to
 //! local subscribers and returns the functions its flows target; each becomes an
@@ -43,7 +44,11 @@
 //!
 //! # Cargo features
 //!
+//! - `process` (default): functions as processes over the AWS Lambda Runtime API, run by
+//!   unmodified Lambda runtime clients ([`ProcessSandbox`](fnhub_sandbox::ProcessSandbox),
+//!   added to every hub; see its module for confinement).
 //! - `serde`: serde support for the core data types.
+//! - `zstd`: Zstandard compression of checkpoints.
 //!
 //! Planned, not built yet: `mqtt`, `nats`, `http` (router bridges and front door), `wasm`
 //! (WebAssembly sandbox).
@@ -67,7 +72,10 @@ pub use fnhub_core::{
     Headers, Invocation, InvocationContext, InvocationId, LoadProbe, LoadSnapshot, ManualClock,
     Outcome, Principal, Priority, Qualifier, Runtime, SystemClock, TraceParent, Version, from_fn,
 };
+pub use fnhub_core::{EnvAccess, FilesystemAccess, NetworkAccess, PathGrant, SidecarSpec};
 pub use fnhub_router::{Flow, FlowId, SourceFilter, Subscription, Target};
+#[cfg(feature = "process")]
+pub use fnhub_sandbox::{ProcessLimits, ProcessSandbox};
 pub use fnhub_scheduler::{Completion, Start, SubmitError};
 
 /// The libraries this crate assembles, for what it does not re-export.

@@ -42,12 +42,14 @@ async fn awslambdaric_runs_handlers_and_reports_their_errors() {
     };
     let spec = python_spec(&python, "py-echo", "app.echo").with_memory_mb(512);
     let env = ProcessSandbox::new().prepare(&spec).await.unwrap();
-    let inv = invocation(&spec, r#"{"n": 7}"#);
+    let mut inv = invocation(&spec, r#"{"n": 7}"#);
+    inv.context.topic = Some("sensors/py/x".into());
     let id = inv.id.to_string();
     let out = json(&env.invoke(inv).await.unwrap());
     assert_eq!(out["event"]["n"], 7);
     assert_eq!(out["request_id"], id.as_str());
     assert_eq!(out["function"], "py-echo");
+    assert_eq!(out["topic"], "sensors/py/x", "{out}");
     assert_eq!(out["memory"], "512");
     assert!(
         out["trace"].as_str().unwrap().starts_with("Root=1-"),

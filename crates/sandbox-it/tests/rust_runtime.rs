@@ -375,3 +375,62 @@ async fn best_effort_reports_what_it_left_out() {
             ^ report.not_enforced.contains(&Restriction::Filesystem)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sidecars_live_and_die_with_their_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let pids = dir.path().join("sidecar.pids");
+    let script = format!("echo $$ >> {}; exec sleep 30", pids.display());
+    let spec = spec("with-sidecar", vec![rust_fixture()], open_profile(&[])).with_sidecar(
+        fnhub_core::SidecarSpec::new("shipper", vec!["sh".into(), "-c".into(), script]),
+    );
+    let env = ProcessSandbox::new().prepare(&spec).await.unwrap();
+    let read_pids = || -> Vec<u32> {
+        std::fs::read_to_string(&pids)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| l.trim().parse().unwrap())
+            .collect()
+    };
+    let wait_for = |n: usize| async move {
+        for _ in 0..300 {
+            if read_pids().len() >= n {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("the sidecar did not start {n} time(s)");
+    };
+    wait_for(1).await;
+    env.invoke(invocation(&spec, r#"{"op":"echo"}"#))
+        .await
+        .unwrap();
+    assert!(env.is_healthy());
+
+    // A sidecar that dies marks the environment unhealthy and is started again.
+    let first = read_pids()[0];
+    std::process::Command::new("kill")
+        .args(["-9", &first.to_string()])
+        .status()
+        .unwrap();
+    wait_for(2).await;
+    assert!(
+        !env.is_healthy(),
+        "a dead sidecar makes the environment unhealthy"
+    );
+    let second = read_pids()[1];
+    assert_ne!(second, first);
+    assert!(std::path::Path::new(&format!("/proc/{second}")).exists());
+
+    // Shutting the environment down stops its sidecars.
+    env.shutdown().await;
+    for _ in 0..200 {
+        let alive = std::fs::read_to_string(format!("/proc/{second}/stat"))
+            .is_ok_and(|stat| !stat.contains(") Z "));
+        if !alive {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the sidecar outlived its environment");
+}

@@ -26,6 +26,7 @@ async fn handle(event: LambdaEvent<Value>) -> Result<Value, Error> {
             "deadline_ms": context.deadline,
             "arn": context.invoked_function_arn,
             "trace_id": context.xray_trace_id,
+            "topic": context.client_context.as_ref().and_then(|c| c.custom.get("topic")),
             "env": {
                 "name": std::env::var("AWS_LAMBDA_FUNCTION_NAME").ok(),
                 "version": std::env::var("AWS_LAMBDA_FUNCTION_VERSION").ok(),

@@ -4,7 +4,9 @@
 //!
 //! - `GET  /2018-06-01/runtime/invocation/next` long-polls for the next event; the answer
 //!   carries `Lambda-Runtime-Aws-Request-Id`, `Lambda-Runtime-Deadline-Ms`,
-//!   `Lambda-Runtime-Invoked-Function-Arn` and `Lambda-Runtime-Trace-Id`.
+//!   `Lambda-Runtime-Invoked-Function-Arn` and `Lambda-Runtime-Trace-Id`, and
+//!   `Lambda-Runtime-Client-Context` when the invocation came from an event (its `custom`
+//!   map carries `topic`, `principal` and `traceparent`).
 //! - `POST /2018-06-01/runtime/invocation/{id}/response` hands back the result: `202`, or
 //!   `400` for an unknown request id and `413` for a response over the size limit.
 //! - `POST /2018-06-01/runtime/invocation/{id}/error` reports a handler error: `202`.
@@ -41,6 +43,7 @@ pub(crate) struct Delivery {
     pub(crate) payload: Bytes,
     pub(crate) deadline_ms: u64,
     pub(crate) trace_id: String,
+    pub(crate) client_context: Option<String>,
     pub(crate) reply: oneshot::Sender<Outcome>,
 }
 
@@ -61,7 +64,7 @@ pub(crate) struct Api {
     next_rx: tokio::sync::Mutex<mpsc::Receiver<Delivery>>,
     /// Invocations handed out and not yet answered, by request id.
     inflight: Mutex<HashMap<Arc<str>, oneshot::Sender<Outcome>>>,
-    /// The request id now running, for log lines.
+    /// The request id now running (or that ran last), for log lines.
     pub(crate) current: Mutex<Option<Arc<str>>>,
     phase: Mutex<Phase>,
     phase_changed: Notify,
@@ -229,6 +232,7 @@ impl Api {
             payload,
             deadline_ms,
             trace_id,
+            client_context,
             reply,
         } = delivery;
         self.inflight.lock().insert(request_id.clone(), reply);
@@ -241,7 +245,14 @@ impl Api {
             ("lambda-runtime-deadline-ms", &deadline_ms.to_string()),
             ("lambda-runtime-invoked-function-arn", &self.arn),
             ("lambda-runtime-trace-id", &trace_id),
+            (
+                "lambda-runtime-client-context",
+                client_context.as_deref().unwrap_or_default(),
+            ),
         ] {
+            if value.is_empty() {
+                continue;
+            }
             if let Ok(value) = HeaderValue::from_str(value) {
                 headers.insert(name, value);
             }
@@ -329,11 +340,9 @@ impl Api {
 
     /// Answers the invocation `id`; false if it is not in flight.
     fn finish(&self, id: &str, outcome: Outcome) -> bool {
+        // `current` keeps naming this request until the next one is handed out: output
+        // written just before the answer is often read just after it.
         let reply = self.inflight.lock().remove(id);
-        let mut current = self.current.lock();
-        if current.as_deref() == Some(id) {
-            *current = None;
-        }
         match reply {
             Some(reply) => {
                 let _ = reply.send(outcome);

@@ -587,6 +587,20 @@ fn xray_trace_id(trace: &TraceParent) -> String {
     )
 }
 
+/// Lambda's client context for an invocation triggered by an event: the `custom` map tells
+/// the function which topic spoke, for whom, and in which trace.
+fn client_context(context: &fnhub_core::InvocationContext) -> Option<String> {
+    let topic = context.topic.as_deref()?;
+    let custom = serde_json::json!({
+        "custom": {
+            "topic": topic,
+            "principal": context.principal.as_str(),
+            "traceparent": context.trace.to_string(),
+        }
+    });
+    Some(custom.to_string())
+}
+
 impl Inner {
     /// Starts the process and waits until it asks for work.
     async fn start(self: &Arc<Self>) -> Result<Running, FunctionError> {
@@ -728,6 +742,7 @@ impl Inner {
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis() as u64),
             trace_id: xray_trace_id(&invocation.context.trace),
+            client_context: client_context(&invocation.context),
             reply,
         };
         // Kills the process if this future is dropped before the answer arrives.
@@ -879,7 +894,14 @@ fn supervise_sidecar(
             let mut backoff = Duration::from_millis(50);
             loop {
                 drain_output(&mut child, &function, &sidecar.name);
+                // Aborting this task (the environment shut down) kills the sidecar's group.
+                let group = KillOnDrop(
+                    child
+                        .id()
+                        .map(|pid| (pid, Arc::new(AtomicBool::new(false)))),
+                );
                 let status = child.wait().await;
+                group.disarm();
                 healthy.store(false, Ordering::Relaxed);
                 tracing::warn!(function = %function, sidecar = %sidecar.name, ?status, "sidecar exited; the environment is unhealthy");
                 loop {
