@@ -2,8 +2,13 @@
 //! functions smooth them, raise alerts and count them, and a dashboard listens for alerts.
 //! No broker, no server.
 //!
+//! When Python 3 with `awslambdaric` is installed (`pip install awslambdaric`), a fourth
+//! function, `report`, is a Python handler (`examples/functions/report/app.py`) run as a
+//! process over the AWS Lambda Runtime API, confined (no network, no files but its own, no
+//! inherited environment) where the machine allows; `--no-python` leaves it out.
+//!
 //! ```text
-//! cargo run --release --example edge_hub -- [--duration SECS] [--devices N] [--rate HZ] [--json]
+//! cargo run --release --example edge_hub -- [--duration SECS] [--devices N] [--rate HZ] [--json] [--no-python]
 //! ```
 //!
 //! Flows:
@@ -12,27 +17,31 @@
 //! device:*          sensors/+/temperature  -> function:smoother   (EWMA per device -> smoothed/{1})
 //! device:*          sensors/+/temperature  -> function:counter    (per-device count -> counts/{1}, every 100th)
 //! function:smoother smoothed/+             -> function:alert      (over 30 °C -> alerts/{1})
+//! function:counter  counts/+               -> function:report     (Python -> reports/{1})
 //! ```
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fnhub::{
     EdgeHub, Event, EventSource, Flow, FunctionError, FunctionName, FunctionSpec, Invocation,
-    from_fn,
+    ProcessSandbox, Runtime, from_fn,
 };
 use parking_lot::Mutex;
 
 const ALERT_ABOVE: f64 = 30.0;
-const USAGE: &str = "usage: edge_hub [--duration SECS] [--devices N] [--rate HZ] [--json]";
+const USAGE: &str =
+    "usage: edge_hub [--duration SECS] [--devices N] [--rate HZ] [--json] [--no-python]";
 
 struct Options {
     duration: Duration,
     devices: usize,
     rate_hz: f64,
     json: bool,
+    python: bool,
 }
 
 fn parse_args() -> Result<Options, String> {
@@ -41,6 +50,7 @@ fn parse_args() -> Result<Options, String> {
         devices: 8,
         rate_hz: 50.0,
         json: false,
+        python: true,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -75,6 +85,7 @@ fn parse_args() -> Result<Options, String> {
                     })?;
             }
             "--json" => o.json = true,
+            "--no-python" => o.python = false,
             "-h" | "--help" => return Err(USAGE.to_owned()),
             other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
         }
@@ -100,7 +111,41 @@ fn device_of(inv: &Invocation) -> String {
         .to_owned()
 }
 
-fn build_hub(devices: usize) -> Result<EdgeHub, Box<dyn std::error::Error>> {
+/// The Python interpreter that has `awslambdaric`, if there is one.
+fn python_with_ric() -> Option<PathBuf> {
+    let out = std::process::Command::new("python3")
+        .args(["-c", "import sys, awslambdaric; print(sys.executable)"])
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
+}
+
+/// The `report` function: a Python handler run by awslambdaric over the Runtime API.
+fn report_spec(python: &Path) -> Result<FunctionSpec, Box<dyn std::error::Error>> {
+    let workdir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/functions/report");
+    let command = vec![
+        python.display().to_string(),
+        "-m".into(),
+        "awslambdaric".into(),
+        "app.handler".into(),
+    ];
+    // The default capability profile grants nothing: no network, no files but the
+    // function's own folder and the interpreter's, no inherited environment.
+    Ok(FunctionSpec::new(
+        FunctionName::new("report")?,
+        Runtime::Process {
+            command,
+            workdir: Some(workdir),
+            handler: Some("app.handler".into()),
+        },
+    )
+    .with_output_topic("reports/{1}"))
+}
+
+fn build_hub(devices: usize, python: Option<&Path>) -> Result<EdgeHub, Box<dyn std::error::Error>> {
     // Exponentially weighted moving average per device.
     let averages: Arc<Mutex<HashMap<String, f64>>> = Arc::default();
     let smoother = from_fn(move |inv: Invocation| {
@@ -142,7 +187,7 @@ fn build_hub(devices: usize) -> Result<EdgeHub, Box<dyn std::error::Error>> {
         }
     });
 
-    let hub = EdgeHub::builder()
+    let mut hub = EdgeHub::builder()
         .name("edge-hub-example")
         .workers(8)
         .queue_capacity(devices.max(1) * 64)
@@ -173,9 +218,20 @@ fn build_hub(devices: usize) -> Result<EdgeHub, Box<dyn std::error::Error>> {
             "function:smoother",
             "smoothed/+",
             "function:alert",
-        )?)
-        .build()?;
-    Ok(hub)
+        )?);
+    if let Some(python) = python {
+        hub = hub
+            // Confine what this machine can confine and run anyway: an example should run
+            // for a user who is not root. A deployment keeps the default, fail closed.
+            .sandbox(Arc::new(ProcessSandbox::new().best_effort()))
+            .deploy(report_spec(python)?)
+            .flow(Flow::parse(
+                "function:counter",
+                "counts/+",
+                "function:report",
+            )?);
+    }
+    Ok(hub.build()?)
 }
 
 /// xorshift64*: a small deterministic generator, so runs are comparable.
@@ -236,7 +292,21 @@ async fn main() -> ExitCode {
 }
 
 async fn run(o: Options) -> Result<(), Box<dyn std::error::Error>> {
-    let hub = build_hub(o.devices)?;
+    let python = if o.python { python_with_ric() } else { None };
+    let python_state = match (&python, o.python) {
+        (Some(_), _) => "awslambdaric",
+        (None, true) => "absent",
+        (None, false) => "disabled",
+    };
+    let hub = build_hub(o.devices, python.as_deref())?;
+    let mut reports_sub = hub.subscribe("reports/#", 4096)?;
+    let reports = tokio::spawn(async move {
+        let mut n = 0u64;
+        while reports_sub.recv().await.is_some() {
+            n += 1;
+        }
+        n
+    });
     let mut dashboard = hub.subscribe("alerts/#", 4096)?;
     let alerts = tokio::spawn(async move {
         let mut n = 0u64;
@@ -262,6 +332,7 @@ async fn run(o: Options) -> Result<(), Box<dyn std::error::Error>> {
     let stats = hub.stats();
     drop(hub); // closes the bus, so the dashboard ends
     let alerts = alerts.await?;
+    let reports = reports.await?;
 
     if o.json {
         let summary = serde_json::json!({
@@ -278,6 +349,8 @@ async fn run(o: Options) -> Result<(), Box<dyn std::error::Error>> {
             "delivery_full": stats.delivery_full,
             "events_refused": stats.events_refused,
             "alerts": alerts,
+            "python": python_state,
+            "reports": reports,
             "latency_us": {
                 "p50": stats.latency.p50_us,
                 "p99": stats.latency.p99_us,
@@ -318,6 +391,13 @@ async fn run(o: Options) -> Result<(), Box<dyn std::error::Error>> {
             stats.latency.p50_us, stats.latency.p99_us, stats.latency.max_us
         );
         println!("  alerts received     {alerts}");
+        match python_state {
+            "awslambdaric" => println!("  python reports      {reports} (awslambdaric)"),
+            "absent" => println!(
+                "  python reports      skipped: no python3 with awslambdaric (pip install awslambdaric)"
+            ),
+            _ => println!("  python reports      skipped (--no-python)"),
+        }
     }
     Ok(())
 }

@@ -45,7 +45,7 @@
 //! # Cargo features
 //!
 //! - `process` (default): functions as processes over the AWS Lambda Runtime API, run by
-//!   unmodified Lambda runtime clients ([`ProcessSandbox`](fnhub_sandbox::ProcessSandbox),
+//!   unmodified Lambda runtime clients ([`ProcessSandbox`],
 //!   added to every hub; see its module for confinement).
 //! - `serde`: serde support for the core data types.
 //! - `zstd`: Zstandard compression of checkpoints.

@@ -10,8 +10,14 @@
 //!   confines nothing, so it refuses a capability profile that asks for confinement unless
 //!   told to run best effort.
 //!
-//! The process backend (AWS Lambda Runtime API) and the WebAssembly backend (feature `wasm`)
-//! are not built yet.
+//! - [`ProcessSandbox`] (feature `process`, on by default): each environment is a process
+//!   speaking the AWS Lambda Runtime API to a server on loopback that the environment owns,
+//!   so unmodified Lambda runtime clients run as they do on Lambda (tested with the Rust
+//!   `lambda_runtime` crate and Python's `awslambdaric`). Confinement by Landlock, a network
+//!   namespace and `prlimit`, without a `pre_exec` hook; sidecars beside each environment.
+//!   See [`process`] for what it enforces and how outcomes map.
+//!
+//! The WebAssembly backend (feature `wasm`) is not built yet.
 //!
 //! # Example
 //!
@@ -34,7 +40,10 @@
 //!
 //! # Cargo features
 //!
-//! None yet; `wasm` (wasmtime) will come with the WebAssembly backend.
+//! - `process` (default): the process backend. Without it the crate needs only tokio's
+//!   timer.
+//!
+//! `wasm` (wasmtime) will come with the WebAssembly backend.
 
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]

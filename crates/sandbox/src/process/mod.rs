@@ -28,14 +28,14 @@
 //! inherit is set on a fresh thread that spawns it and is then thrown away, and resource
 //! limits are set on the child with `prlimit` right after the spawn.
 //!
-//! - Environment: with [`EnvAccess::Only`](fnhub_core::EnvAccess::Only) the process sees the
+//! - Environment: with [`EnvAccess::Only`] the process sees the
 //!   Lambda runtime variables and the granted ones, nothing inherited.
-//! - Filesystem: with [`FilesystemAccess::Only`](fnhub_core::FilesystemAccess::Only),
+//! - Filesystem: with [`FilesystemAccess::Only`],
 //!   Landlock rules allow reading the system folders (`/usr`, `/lib*`, `/bin`, `/sbin`,
 //!   `/etc`, `/proc`, `/sys`), reading and writing device files in `/dev`, reading the
 //!   program's installation prefix (the parent of its folder) and the working directory,
 //!   and the granted folders, read-only or writable as granted. Nothing else.
-//! - Network: unless [`NetworkAccess::Any`](fnhub_core::NetworkAccess::Any), the process runs
+//! - Network: unless [`NetworkAccess::Any`], the process runs
 //!   in a network namespace of its own whose only interface is its loopback, where the
 //!   Runtime API is served. Making a namespace needs `CAP_SYS_ADMIN` (root) and the
 //!   `unshare` and `ip` programs.

@@ -1,0 +1,208 @@
+//! The process sandbox beside its peers, in the same run:
+//!
+//! - `warm_invoke`: one invocation of a warm process environment over the Lambda Runtime API
+//!   (our server, a std-only custom runtime in the process) against one raw HTTP round trip
+//!   on loopback to the same program serving HTTP (the same request and response parser).
+//! - `environment_start`: preparing an environment (spawn, Runtime API up, the process asks
+//!   for work) and shutting it down, against `Command::spawn` of the same binary until it
+//!   has printed a line and exited.
+//!
+//! ```text
+//! cargo bench -p fnhub-benches --bench process
+//! ```
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use criterion::{Criterion, criterion_group, criterion_main};
+use fnhub::libs::core::Sandbox;
+use fnhub::{CapabilityProfile, FunctionName, FunctionSpec, Invocation, ProcessSandbox, Runtime};
+
+const PROGRAM: &str = env!("CARGO_BIN_EXE_bench_runtime");
+const PAYLOAD: &[u8] = br#"{"device":"dev-1","temperature":21.5}"#;
+
+fn spec() -> FunctionSpec {
+    FunctionSpec::new(
+        FunctionName::new("bench").expect("name"),
+        Runtime::Process {
+            command: vec![PROGRAM.to_owned()],
+            workdir: None,
+            handler: None,
+        },
+    )
+    .with_capabilities(CapabilityProfile::unrestricted())
+}
+
+/// One raw HTTP/1.1 round trip on a kept-alive loopback connection.
+fn round_trip(writer: &mut TcpStream, reader: &mut BufReader<TcpStream>) {
+    let mut request = format!(
+        "POST /echo HTTP/1.1\r\nHost: bench\r\nContent-Length: {}\r\n\r\n",
+        PAYLOAD.len()
+    )
+    .into_bytes();
+    request.extend_from_slice(PAYLOAD);
+    writer.write_all(&request).expect("write");
+    let mut length = 0;
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).expect("read");
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        if let Some(v) = line.strip_prefix("Content-Length:") {
+            length = v.trim().parse().expect("length");
+        }
+    }
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body).expect("body");
+    assert_eq!(body, PAYLOAD);
+}
+
+fn warm(c: &mut Criterion, runtime: &str, rt: &tokio::runtime::Runtime) {
+    let spec = spec();
+    let sandbox = ProcessSandbox::new();
+    let env = rt.block_on(sandbox.prepare(&spec)).expect("prepare");
+
+    // The peer: the same program as an HTTP echo server.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port_file = dir.path().join("port");
+    let mut server = std::process::Command::new(PROGRAM)
+        .arg("echo")
+        .arg(&port_file)
+        .spawn()
+        .expect("echo server");
+    let port = loop {
+        if let Ok(p) = std::fs::read_to_string(&port_file)
+            && let Ok(p) = p.trim().parse::<u16>()
+        {
+            break p;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    stream.set_nodelay(true).expect("nodelay");
+    let mut writer = stream.try_clone().expect("clone");
+    let mut reader = BufReader::new(stream);
+
+    // Back to back, the Lambda protocol costs two loopback exchanges per invocation: the
+    // runtime posts the answer, waits for the `202`, and only then asks for the next event.
+    let group = format!("process_warm_invoke_back_to_back_{runtime}");
+    let mut g = c.benchmark_group(&group);
+    g.bench_function("runtime_api_invoke", |b| {
+        b.to_async(rt).iter(|| async {
+            let inv = Invocation::new(spec.name.clone().into(), Bytes::from_static(PAYLOAD));
+            let out = env.invoke(inv).await.expect("ok");
+            assert_eq!(&out[..], PAYLOAD);
+        })
+    });
+    g.bench_function("raw_loopback_http", |b| {
+        b.iter(|| round_trip(&mut writer, &mut reader))
+    });
+    g.finish();
+    fnhub_benches::print_ratio(&group, "runtime_api_invoke", "raw_loopback_http");
+
+    // An event reaching an idle warm environment, whose runtime already waits in `/next`
+    // (how events arrive at an edge hub): a pause before each call, not timed, on both sides.
+    let gap = Duration::from_micros(500);
+    let group = format!("process_warm_invoke_idle_{runtime}");
+    let mut g = c.benchmark_group(&group);
+    g.bench_function("runtime_api_invoke", |b| {
+        b.to_async(rt).iter_custom(|iters| {
+            let env = &env;
+            let spec = &spec;
+            async move {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    // The same pause as the peer's (tokio's timer would round it up to 1 ms).
+                    std::thread::sleep(gap);
+                    let inv =
+                        Invocation::new(spec.name.clone().into(), Bytes::from_static(PAYLOAD));
+                    let started = Instant::now();
+                    let out = env.invoke(inv).await.expect("ok");
+                    total += started.elapsed();
+                    assert_eq!(&out[..], PAYLOAD);
+                }
+                total
+            }
+        })
+    });
+    g.bench_function("raw_loopback_http", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                std::thread::sleep(gap);
+                let started = Instant::now();
+                round_trip(&mut writer, &mut reader);
+                total += started.elapsed();
+            }
+            total
+        })
+    });
+    g.finish();
+    fnhub_benches::print_ratio(&group, "runtime_api_invoke", "raw_loopback_http");
+    let _ = server.kill();
+    let _ = server.wait();
+    rt.block_on(env.shutdown());
+}
+
+fn start(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
+    let spec = spec();
+    let sandbox = ProcessSandbox::new();
+    let mut g = c.benchmark_group("process_environment_start");
+    g.sample_size(20);
+    g.bench_function("prepare_and_shutdown", |b| {
+        b.to_async(rt).iter(|| async {
+            let env = sandbox.prepare(&spec).await.expect("prepare");
+            env.shutdown().await;
+        })
+    });
+    g.bench_function("command_spawn", |b| {
+        b.to_async(rt).iter(|| async {
+            let out = tokio::process::Command::new(PROGRAM)
+                .arg("ready")
+                .output()
+                .await
+                .expect("spawn");
+            assert_eq!(&out.stdout[..], b"ready\n");
+        })
+    });
+    g.finish();
+    fnhub_benches::print_ratio(
+        "process_environment_start",
+        "prepare_and_shutdown",
+        "command_spawn",
+    );
+}
+
+fn bench(c: &mut Criterion) {
+    let current = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    warm(c, "current_thread", &current);
+    let multi = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    warm(c, "multi_thread", &multi);
+    start(c, &multi);
+}
+
+fn config() -> Criterion {
+    Criterion::default()
+        .output_directory(&fnhub_benches::criterion_dir())
+        .sample_size(50)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3))
+}
+
+criterion_group! {
+    name = benches;
+    config = config();
+    targets = bench
+}
+criterion_main!(benches);
