@@ -56,7 +56,7 @@ async fn awslambdaric_runs_handlers_and_reports_their_errors() {
         "{out}"
     );
     let remaining = out["remaining_ms"].as_u64().unwrap();
-    assert!(remaining > 3_000 && remaining <= 5_000, "{remaining}");
+    assert!(remaining > 0 && remaining <= 5_000, "{remaining}");
     let pid = out["pid"].as_u64().unwrap();
     let again = json(&env.invoke(invocation(&spec, r#"{"n": 8}"#)).await.unwrap());
     assert_eq!(
