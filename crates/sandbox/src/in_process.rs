@@ -14,6 +14,8 @@ use fnhub_core::{
 };
 use parking_lot::RwLock;
 
+use crate::limit::Limit;
+
 /// What a sandbox does with a capability profile it cannot enforce.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
@@ -153,52 +155,18 @@ struct InProcessEnvironment {
 
 impl Environment for InProcessEnvironment {
     fn invoke(&self, invocation: Invocation) -> BoxFuture<'_, Outcome> {
-        // The time left before the deadline, when the deadline is sooner than the timeout.
-        let until_deadline = invocation.context.deadline.map(|deadline| {
-            deadline
-                .duration_since(self.clock.system_time())
-                .unwrap_or(Duration::ZERO)
-        });
-        let (limit, by_deadline) = match until_deadline {
-            Some(left) if left < self.timeout => (left, true),
-            _ => (self.timeout, false),
-        };
-        if by_deadline && limit.is_zero() {
-            return Box::pin(std::future::ready(Err(FunctionError::new(
-                ErrorKind::DeadlineExceeded,
-                "the deadline passed before the invocation started",
-            ))));
+        match Limit::new(
+            self.timeout,
+            invocation.context.deadline,
+            self.clock.system_time(),
+        ) {
+            Ok(limit) => self.function.call_limited(invocation, limit),
+            Err(error) => Box::pin(std::future::ready(Err(error))),
         }
-        self.function
-            .call_limited(invocation, Limit { limit, by_deadline })
     }
 
     fn isolation(&self) -> &IsolationReport {
         &self.report
-    }
-}
-
-/// How long one call may run, and whether that limit comes from the invocation's deadline
-/// (rather than the function's timeout).
-#[derive(Clone, Copy)]
-struct Limit {
-    limit: Duration,
-    by_deadline: bool,
-}
-
-impl Limit {
-    fn error(self) -> FunctionError {
-        if self.by_deadline {
-            FunctionError::new(
-                ErrorKind::DeadlineExceeded,
-                format!("the invocation's deadline passed after {:?}", self.limit),
-            )
-        } else {
-            FunctionError::new(
-                ErrorKind::Timeout,
-                format!("timed out after {:?}", self.limit),
-            )
-        }
     }
 }
 

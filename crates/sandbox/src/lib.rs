@@ -49,6 +49,7 @@
 #![forbid(unsafe_code)]
 
 mod in_process;
+mod limit;
 #[cfg(feature = "process")]
 pub mod process;
 

@@ -72,6 +72,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use self::api::{Api, Delivery, Phase};
 use self::spawn::{FsRules, NetNs, Plan, Rlimits};
 use crate::Enforcement;
+use crate::limit::Limit;
 
 /// Lambda's limit on a synchronous response: 6 MiB.
 pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 6 * 1024 * 1024;
@@ -704,20 +705,7 @@ impl Inner {
     }
 
     async fn invoke(self: &Arc<Self>, invocation: Invocation) -> Outcome {
-        let until_deadline = invocation.context.deadline.map(|d| {
-            d.duration_since(SystemTime::now())
-                .unwrap_or(Duration::ZERO)
-        });
-        let (limit, by_deadline) = match until_deadline {
-            Some(left) if left < self.timeout => (left, true),
-            _ => (self.timeout, false),
-        };
-        if by_deadline && limit.is_zero() {
-            return Err(FunctionError::new(
-                ErrorKind::DeadlineExceeded,
-                "the deadline passed before the invocation started",
-            ));
-        }
+        let limit = Limit::new(self.timeout, invocation.context.deadline, SystemTime::now())?;
         let mut process = self.process.lock().await;
         if let Some(running) = process.as_mut()
             && running.killed.load(Ordering::Relaxed)
@@ -734,7 +722,7 @@ impl Inner {
             unreachable!("started above");
         };
         let (reply, answer) = oneshot::channel();
-        let deadline = SystemTime::now() + limit;
+        let deadline = SystemTime::now() + limit.limit;
         let delivery = Delivery {
             request_id: invocation.id.to_string().into(),
             payload: invocation.payload,
@@ -754,7 +742,7 @@ impl Inner {
                 "the environment is closed",
             ));
         }
-        let result = tokio::time::timeout(limit, answer).await;
+        let result = tokio::time::timeout(limit.limit, answer).await;
         guard.disarm();
         match result {
             Ok(Ok(outcome)) => outcome,
@@ -763,15 +751,15 @@ impl Inner {
             Err(_) => {
                 running.kill();
                 running.wait().await;
-                Err(if by_deadline {
-                    FunctionError::new(
-                        ErrorKind::DeadlineExceeded,
-                        format!("the invocation's deadline passed after {limit:?}"),
-                    )
+                Err(if limit.by_deadline {
+                    limit.error()
                 } else {
                     FunctionError::new(
                         ErrorKind::Timeout,
-                        format!("Task timed out after {:.2} seconds", limit.as_secs_f64()),
+                        format!(
+                            "Task timed out after {:.2} seconds",
+                            limit.limit.as_secs_f64()
+                        ),
                     )
                     .with_type("Sandbox.Timedout")
                 })
