@@ -4,7 +4,8 @@
 //! versions and aliases, [`FunctionSpec`], [`Invocation`] and its [`InvocationContext`],
 //! [`Outcome`] and [`FunctionError`], [`Event`], [`Checkpoint`] — and the traits that
 //! backends implement: [`Function`], [`Sandbox`] / [`Environment`], [`CheckpointStore`],
-//! [`EventSink`], [`Clock`] and [`LoadProbe`].
+//! [`EventSink`], [`Clock`], [`LoadProbe`] and the hub-local [`LocalServices`] a sandboxed
+//! function may call.
 //!
 //! It has no async runtime, no I/O and no wire formats: the checkpoint byte format lives in
 //! `fnhub-checkpoint`, the topic grammar in `fnhub-router`.
@@ -46,6 +47,7 @@ mod load;
 mod name;
 mod outcome;
 mod sandbox;
+mod services;
 mod sink;
 mod spec;
 mod store;
@@ -61,6 +63,7 @@ pub use load::{FunctionLoad, LoadProbe, LoadSnapshot};
 pub use name::{Alias, AliasName, FunctionName, FunctionRef, NameError, Qualifier, Version};
 pub use outcome::{ErrorKind, FunctionError, Outcome};
 pub use sandbox::{Environment, IsolationReport, PrepareError, Restriction, Sandbox};
+pub use services::{LocalServices, NoServices, ServiceCaller, ServiceError, ServiceOp};
 pub use sink::{EventSink, PublishError};
 pub use spec::{
     CapabilityProfile, EnvAccess, FilesystemAccess, FunctionSpec, NetworkAccess, PathGrant,

@@ -56,3 +56,10 @@ pub mod process;
 pub use in_process::{Enforcement, InProcessSandbox};
 #[cfg(feature = "process")]
 pub use process::{ProcessLimits, ProcessSandbox};
+#[cfg(feature = "wasm")]
+pub mod wasm;
+#[cfg(feature = "wasm")]
+pub use wasm::{WasmConfig, WasmError, WasmSandbox};
+
+/// Lambda's limit on a synchronous response: 6 MiB. The default cap of every backend.
+pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 6 * 1024 * 1024;

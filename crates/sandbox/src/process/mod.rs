@@ -74,8 +74,7 @@ use self::spawn::{FsRules, NetNs, Plan, Rlimits};
 use crate::Enforcement;
 use crate::limit::Limit;
 
-/// Lambda's limit on a synchronous response: 6 MiB.
-pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 6 * 1024 * 1024;
+pub use crate::DEFAULT_MAX_RESPONSE_BYTES;
 
 /// How many of a process's last stderr lines a crash report quotes.
 const STDERR_TAIL: usize = 8;

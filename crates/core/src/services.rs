@@ -1,0 +1,255 @@
+//! Hub-local services a sandboxed function may call: publish an event, invoke another
+//! function, a key-value store, device shadows.
+//!
+//! These are the operations a cloud SDK offers a Lambda function (IoT Data Plane `Publish`,
+//! `GetThingShadow`, `UpdateThingShadow`, `DeleteThingShadow`; Lambda `Invoke`; a table's
+//! get / put / delete), answered by the hub instead of the cloud: Greengrass's "local
+//! interface override". A sandbox hands them to its guests (the WebAssembly backend as host
+//! functions); the hub implements them over its router, its scheduler and its own stores.
+
+use std::fmt;
+
+use bytes::Bytes;
+
+use crate::function::BoxFuture;
+use crate::ids::InvocationId;
+use crate::invocation::InvocationContext;
+use crate::name::{FunctionName, Version};
+use crate::outcome::FunctionError;
+
+/// Who calls a service: the function and the invocation the call is made from. The
+/// service reads the principal (for scoping and access), the trace (to continue it) and the
+/// depth (to stop loops) from `context`.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ServiceCaller {
+    /// The calling function.
+    pub function: FunctionName,
+    /// Its version.
+    pub version: Version,
+    /// The invocation the call is made from.
+    pub invocation: InvocationId,
+    /// That invocation's context.
+    pub context: InvocationContext,
+}
+
+impl ServiceCaller {
+    /// A caller running `invocation` of `function` at `version`.
+    pub fn new(
+        function: FunctionName,
+        version: Version,
+        invocation: InvocationId,
+        context: InvocationContext,
+    ) -> ServiceCaller {
+        ServiceCaller {
+            function,
+            version,
+            invocation,
+            context,
+        }
+    }
+}
+
+/// Why a service call failed. Each kind has a stable negative code that guests see.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServiceError {
+    /// The thing asked for does not exist (a function, a shadow).
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// The request is malformed (a bad topic, a document that is not JSON).
+    #[error("invalid request: {0}")]
+    Invalid(String),
+    /// The caller may not do this.
+    #[error("denied: {0}")]
+    Denied(String),
+    /// The hub cannot take it now (queue full, shutting down).
+    #[error("overloaded: {0}")]
+    Overloaded(String),
+    /// The invoked function ran and failed.
+    #[error("the function failed: {0}")]
+    Function(FunctionError),
+    /// This service is not offered here.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl ServiceError {
+    /// The code a guest sees for this error: always negative, stable across releases.
+    pub fn code(&self) -> i32 {
+        match self {
+            ServiceError::NotFound(_) => -1,
+            ServiceError::Invalid(_) => -2,
+            ServiceError::Denied(_) => -3,
+            ServiceError::Overloaded(_) => -4,
+            ServiceError::Function(_) => -5,
+            ServiceError::Unavailable(_) => -6,
+        }
+    }
+}
+
+/// The name of a service operation, for errors and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ServiceOp {
+    /// Publish an event.
+    Publish,
+    /// Invoke a function and wait for its outcome.
+    Invoke,
+    /// Read a key.
+    KvGet,
+    /// Write a key.
+    KvPut,
+    /// Delete a key.
+    KvDelete,
+    /// Read a shadow document.
+    ShadowGet,
+    /// Update a shadow document.
+    ShadowUpdate,
+    /// Delete a shadow document.
+    ShadowDelete,
+}
+
+impl fmt::Display for ServiceOp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ServiceOp::Publish => "publish",
+            ServiceOp::Invoke => "invoke",
+            ServiceOp::KvGet => "kv_get",
+            ServiceOp::KvPut => "kv_put",
+            ServiceOp::KvDelete => "kv_delete",
+            ServiceOp::ShadowGet => "shadow_get",
+            ServiceOp::ShadowUpdate => "shadow_update",
+            ServiceOp::ShadowDelete => "shadow_delete",
+        })
+    }
+}
+
+fn unavailable<T: Send + 'static>(op: ServiceOp) -> BoxFuture<'static, Result<T, ServiceError>> {
+    Box::pin(async move {
+        Err(ServiceError::Unavailable(format!(
+            "{op} is not offered by this host"
+        )))
+    })
+}
+
+/// Services a hub offers the functions it runs. Every method has a default that answers
+/// [`ServiceError::Unavailable`], so an implementation offers only what it has.
+///
+/// Shadow documents are JSON in the shape of AWS IoT device shadows: an update is
+/// `{"state":{"desired":{..},"reported":{..}}}` and a read returns `state.desired`,
+/// `state.reported`, `state.delta`, `version` and `timestamp`.
+pub trait LocalServices: Send + Sync + 'static {
+    /// Publishes `payload` on `topic` as an event from the caller.
+    fn publish<'a>(
+        &'a self,
+        caller: &'a ServiceCaller,
+        topic: &'a str,
+        payload: Bytes,
+    ) -> BoxFuture<'a, Result<(), ServiceError>> {
+        let _ = (caller, topic, payload);
+        unavailable(ServiceOp::Publish)
+    }
+
+    /// Invokes `function` (a name, `name:version` or `name:alias`) with `payload` and waits
+    /// for its output.
+    fn invoke<'a>(
+        &'a self,
+        caller: &'a ServiceCaller,
+        function: &'a str,
+        payload: Bytes,
+    ) -> BoxFuture<'a, Result<Bytes, ServiceError>> {
+        let _ = (caller, function, payload);
+        unavailable(ServiceOp::Invoke)
+    }
+
+    /// Reads `key`; `None` when it is not set.
+    fn kv_get<'a>(
+        &'a self,
+        caller: &'a ServiceCaller,
+        key: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Bytes>, ServiceError>> {
+        let _ = (caller, key);
+        unavailable(ServiceOp::KvGet)
+    }
+
+    /// Sets `key` to `value`.
+    fn kv_put<'a>(
+        &'a self,
+        caller: &'a ServiceCaller,
+        key: &'a str,
+        value: Bytes,
+    ) -> BoxFuture<'a, Result<(), ServiceError>> {
+        let _ = (caller, key, value);
+        unavailable(ServiceOp::KvPut)
+    }
+
+    /// Deletes `key`; whether it was set.
+    fn kv_delete<'a>(
+        &'a self,
+        caller: &'a ServiceCaller,
+        key: &'a str,
+    ) -> BoxFuture<'a, Result<bool, ServiceError>> {
+        let _ = (caller, key);
+        unavailable(ServiceOp::KvDelete)
+    }
+
+    /// The shadow document of `thing`.
+    fn shadow_get<'a>(
+        &'a self,
+        caller: &'a ServiceCaller,
+        thing: &'a str,
+    ) -> BoxFuture<'a, Result<Bytes, ServiceError>> {
+        let _ = (caller, thing);
+        unavailable(ServiceOp::ShadowGet)
+    }
+
+    /// Merges `document` into the shadow of `thing`; the accepted document.
+    fn shadow_update<'a>(
+        &'a self,
+        caller: &'a ServiceCaller,
+        thing: &'a str,
+        document: Bytes,
+    ) -> BoxFuture<'a, Result<Bytes, ServiceError>> {
+        let _ = (caller, thing, document);
+        unavailable(ServiceOp::ShadowUpdate)
+    }
+
+    /// Deletes the shadow of `thing`.
+    fn shadow_delete<'a>(
+        &'a self,
+        caller: &'a ServiceCaller,
+        thing: &'a str,
+    ) -> BoxFuture<'a, Result<(), ServiceError>> {
+        let _ = (caller, thing);
+        unavailable(ServiceOp::ShadowDelete)
+    }
+}
+
+/// Offers nothing: every call answers [`ServiceError::Unavailable`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoServices;
+
+impl LocalServices for NoServices {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_distinct_and_negative() {
+        let all = [
+            ServiceError::NotFound(String::new()),
+            ServiceError::Invalid(String::new()),
+            ServiceError::Denied(String::new()),
+            ServiceError::Overloaded(String::new()),
+            ServiceError::Function(FunctionError::handled("x")),
+            ServiceError::Unavailable(String::new()),
+        ];
+        let mut codes: Vec<i32> = all.iter().map(ServiceError::code).collect();
+        assert!(codes.iter().all(|c| *c < 0));
+        codes.sort_unstable();
+        codes.dedup();
+        assert_eq!(codes.len(), all.len());
+    }
+}

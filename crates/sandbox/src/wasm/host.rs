@@ -1,0 +1,317 @@
+//! The `fnhub` import module: host functions a guest calls to reach hub-local services.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use fnhub_core::{ErrorKind, FunctionError, LocalServices, ServiceCaller, ServiceError};
+use wasmtime::{Caller, Extern, Linker, ResourceLimiter, Result, format_err};
+use wasmtime_wasi::p1::WasiP1Ctx;
+
+/// The name of the import module.
+pub(super) const MODULE: &str = "fnhub";
+
+/// What one instance's store holds.
+pub(super) struct Guest {
+    /// WASI preview 1, built only for modules that import it.
+    pub(super) wasi: Option<WasiP1Ctx>,
+    pub(super) cap: MemoryCap,
+    /// The answer of the last host call, read by `fnhub.result`.
+    pub(super) result: Bytes,
+    /// Set by `fnhub.fail`: the invocation ends with this error.
+    pub(super) failure: Option<FunctionError>,
+    pub(super) caller: Arc<ServiceCaller>,
+    pub(super) services: Arc<dyn LocalServices>,
+}
+
+/// The per-invocation memory cap. A growth past it fails (`memory.grow` answers -1, as the
+/// spec allows); if the guest then traps, the trap is reported as out of memory.
+pub(super) struct MemoryCap {
+    pub(super) limit: usize,
+    /// The size a denied growth asked for.
+    pub(super) denied: Option<usize>,
+}
+
+/// Tables are capped too, so a guest cannot use them to get around the memory cap.
+const MAX_TABLE_ELEMENTS: usize = 1 << 20;
+
+impl ResourceLimiter for MemoryCap {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> Result<bool> {
+        if desired > self.limit {
+            self.denied = Some(desired);
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> Result<bool> {
+        Ok(desired <= MAX_TABLE_ELEMENTS)
+    }
+}
+
+/// The error a host function returns to stop the guest at once after `fnhub.fail`.
+#[derive(Debug)]
+pub(super) struct Failed;
+
+impl std::fmt::Display for Failed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the guest called fnhub.fail")
+    }
+}
+
+impl std::error::Error for Failed {}
+
+fn memory(caller: &mut Caller<'_, Guest>) -> Result<wasmtime::Memory> {
+    match caller.get_export("memory") {
+        Some(Extern::Memory(m)) => Ok(m),
+        _ => Err(format_err!("the module exports no memory named `memory`")),
+    }
+}
+
+/// Copies `len` bytes at `ptr` out of the guest. Out of bounds is the guest's bug: a trap.
+fn read(caller: &mut Caller<'_, Guest>, ptr: i32, len: i32, what: &str) -> Result<Vec<u8>> {
+    let mem = memory(caller)?;
+    let (start, len) = (ptr as u32 as usize, len as u32 as usize);
+    start
+        .checked_add(len)
+        .and_then(|end| mem.data(&caller).get(start..end))
+        .map(<[u8]>::to_vec)
+        .ok_or_else(|| {
+            format_err!("fnhub.{what}: {len} bytes at {start} lie outside the guest's memory")
+        })
+}
+
+/// A string argument; bad UTF-8 is a bad request, not a trap.
+fn read_str(
+    caller: &mut Caller<'_, Guest>,
+    ptr: i32,
+    len: i32,
+    what: &str,
+) -> Result<Result<String, ServiceError>> {
+    let bytes = read(caller, ptr, len, what)?;
+    Ok(String::from_utf8(bytes)
+        .map_err(|_| ServiceError::Invalid(format!("fnhub.{what}: the name is not UTF-8"))))
+}
+
+/// Leaves a call's answer for `fnhub.result` and returns its length, or the error's code
+/// with its message left instead.
+fn answer(caller: &mut Caller<'_, Guest>, r: Result<Bytes, ServiceError>) -> i32 {
+    match r {
+        Ok(bytes) => {
+            let n = i32::try_from(bytes.len()).unwrap_or(i32::MAX);
+            caller.data_mut().result = bytes;
+            n
+        }
+        Err(e) => {
+            let message = match &e {
+                // The shape of Lambda's error payload, so a guest parses one format.
+                ServiceError::Function(f) => serde_json::json!({
+                    "errorType": f.error_type.as_deref().unwrap_or(f.kind.as_str()),
+                    "errorMessage": f.message,
+                })
+                .to_string(),
+                other => other.to_string(),
+            };
+            caller.data_mut().result = Bytes::from(message);
+            e.code()
+        }
+    }
+}
+
+fn handles(caller: &Caller<'_, Guest>) -> (Arc<dyn LocalServices>, Arc<ServiceCaller>) {
+    let g = caller.data();
+    (g.services.clone(), g.caller.clone())
+}
+
+/// Defines the `fnhub` module in `linker`.
+pub(super) fn add_to_linker(linker: &mut Linker<Guest>) -> Result<()> {
+    linker.func_wrap(
+        MODULE,
+        "fail",
+        |mut caller: Caller<'_, Guest>, ptr: i32, len: i32| -> Result<()> {
+            let message =
+                String::from_utf8_lossy(&read(&mut caller, ptr, len, "fail")?).into_owned();
+            caller.data_mut().failure = Some(FunctionError::new(ErrorKind::Handled, message));
+            Err(wasmtime::Error::new(Failed))
+        },
+    )?;
+    linker.func_wrap(
+        MODULE,
+        "log",
+        |mut caller: Caller<'_, Guest>, level: i32, ptr: i32, len: i32| -> Result<()> {
+            let bytes = read(&mut caller, ptr, len, "log")?;
+            let line = String::from_utf8_lossy(&bytes);
+            let who = &caller.data().caller;
+            let (function, request_id) = (&who.function, &who.invocation);
+            macro_rules! emit {
+                ($level:ident) => {
+                    tracing::$level!(target: "fnhub::function", %function, %request_id, stream = "log", "{line}")
+                };
+            }
+            match level {
+                0 => emit!(error),
+                1 => emit!(warn),
+                2 => emit!(info),
+                3 => emit!(debug),
+                _ => emit!(trace),
+            }
+            Ok(())
+        },
+    )?;
+    linker.func_wrap(
+        MODULE,
+        "result",
+        |mut caller: Caller<'_, Guest>, ptr: i32, cap: i32| -> Result<i32> {
+            let mem = memory(&mut caller)?;
+            let result = caller.data().result.clone();
+            let n = result.len().min(cap.max(0) as usize);
+            mem.write(&mut caller, ptr as u32 as usize, &result[..n])
+                .map_err(|_| {
+                    format_err!("fnhub.result: {n} bytes at {ptr} lie outside the guest's memory")
+                })?;
+            Ok(n as i32)
+        },
+    )?;
+    linker.func_wrap_async(
+        MODULE,
+        "publish",
+        |mut caller: Caller<'_, Guest>, (tp, tl, pp, pl): (i32, i32, i32, i32)| {
+            Box::new(async move {
+                let topic = read_str(&mut caller, tp, tl, "publish")?;
+                let payload = Bytes::from(read(&mut caller, pp, pl, "publish")?);
+                let (services, who) = handles(&caller);
+                let r = match topic {
+                    Ok(topic) => services.publish(&who, &topic, payload).await,
+                    Err(e) => Err(e),
+                };
+                Ok(answer(&mut caller, r.map(|()| Bytes::new())))
+            })
+        },
+    )?;
+    linker.func_wrap_async(
+        MODULE,
+        "invoke",
+        |mut caller: Caller<'_, Guest>, (np, nl, pp, pl): (i32, i32, i32, i32)| {
+            Box::new(async move {
+                let name = read_str(&mut caller, np, nl, "invoke")?;
+                let payload = Bytes::from(read(&mut caller, pp, pl, "invoke")?);
+                let (services, who) = handles(&caller);
+                let r = match name {
+                    Ok(name) => services.invoke(&who, &name, payload).await,
+                    Err(e) => Err(e),
+                };
+                Ok(answer(&mut caller, r))
+            })
+        },
+    )?;
+    linker.func_wrap_async(
+        MODULE,
+        "kv_get",
+        |mut caller: Caller<'_, Guest>, (kp, kl): (i32, i32)| {
+            Box::new(async move {
+                let key = read_str(&mut caller, kp, kl, "kv_get")?;
+                let (services, who) = handles(&caller);
+                let r = match key {
+                    Ok(key) => services.kv_get(&who, &key).await.and_then(|v| {
+                        v.ok_or_else(|| ServiceError::NotFound(format!("key {key:?} is not set")))
+                    }),
+                    Err(e) => Err(e),
+                };
+                Ok(answer(&mut caller, r))
+            })
+        },
+    )?;
+    linker.func_wrap_async(
+        MODULE,
+        "kv_put",
+        |mut caller: Caller<'_, Guest>, (kp, kl, vp, vl): (i32, i32, i32, i32)| {
+            Box::new(async move {
+                let key = read_str(&mut caller, kp, kl, "kv_put")?;
+                let value = Bytes::from(read(&mut caller, vp, vl, "kv_put")?);
+                let (services, who) = handles(&caller);
+                let r = match key {
+                    Ok(key) => services.kv_put(&who, &key, value).await,
+                    Err(e) => Err(e),
+                };
+                Ok(answer(&mut caller, r.map(|()| Bytes::new())))
+            })
+        },
+    )?;
+    linker.func_wrap_async(
+        MODULE,
+        "kv_delete",
+        |mut caller: Caller<'_, Guest>, (kp, kl): (i32, i32)| {
+            Box::new(async move {
+                let key = read_str(&mut caller, kp, kl, "kv_delete")?;
+                let (services, who) = handles(&caller);
+                let r = match key {
+                    Ok(key) => services.kv_delete(&who, &key).await.and_then(|gone| {
+                        if gone {
+                            Ok(Bytes::new())
+                        } else {
+                            Err(ServiceError::NotFound(format!("key {key:?} is not set")))
+                        }
+                    }),
+                    Err(e) => Err(e),
+                };
+                Ok(answer(&mut caller, r))
+            })
+        },
+    )?;
+    linker.func_wrap_async(
+        MODULE,
+        "shadow_get",
+        |mut caller: Caller<'_, Guest>, (tp, tl): (i32, i32)| {
+            Box::new(async move {
+                let thing = read_str(&mut caller, tp, tl, "shadow_get")?;
+                let (services, who) = handles(&caller);
+                let r = match thing {
+                    Ok(thing) => services.shadow_get(&who, &thing).await,
+                    Err(e) => Err(e),
+                };
+                Ok(answer(&mut caller, r))
+            })
+        },
+    )?;
+    linker.func_wrap_async(
+        MODULE,
+        "shadow_update",
+        |mut caller: Caller<'_, Guest>, (tp, tl, dp, dl): (i32, i32, i32, i32)| {
+            Box::new(async move {
+                let thing = read_str(&mut caller, tp, tl, "shadow_update")?;
+                let document = Bytes::from(read(&mut caller, dp, dl, "shadow_update")?);
+                let (services, who) = handles(&caller);
+                let r = match thing {
+                    Ok(thing) => services.shadow_update(&who, &thing, document).await,
+                    Err(e) => Err(e),
+                };
+                Ok(answer(&mut caller, r))
+            })
+        },
+    )?;
+    linker.func_wrap_async(
+        MODULE,
+        "shadow_delete",
+        |mut caller: Caller<'_, Guest>, (tp, tl): (i32, i32)| {
+            Box::new(async move {
+                let thing = read_str(&mut caller, tp, tl, "shadow_delete")?;
+                let (services, who) = handles(&caller);
+                let r = match thing {
+                    Ok(thing) => services.shadow_delete(&who, &thing).await,
+                    Err(e) => Err(e),
+                };
+                Ok(answer(&mut caller, r.map(|()| Bytes::new())))
+            })
+        },
+    )?;
+    Ok(())
+}
