@@ -8,14 +8,15 @@ use fnhub_checkpoint::durable::{DurableFunction, Engine, EngineError, RunResult,
 use fnhub_core::ExecutionId;
 use fnhub_core::{
     CheckpointStore, Clock, ErrorKind, Event, EventSource, Function, FunctionError, FunctionRef,
-    FunctionSpec, Invocation, InvocationContext, LoadProbe, LoadSnapshot, Outcome, Runtime,
-    Sandbox, SystemClock,
+    FunctionSpec, Invocation, InvocationContext, LoadProbe, LoadSnapshot, LocalServices, Outcome,
+    Runtime, Sandbox, SystemClock,
 };
 use fnhub_router::topic::{TopicError, TopicFilter, expand_template};
 use fnhub_router::{Flow, FlowId, RouteError, Router, Subscription, Target};
 use fnhub_sandbox::InProcessSandbox;
 
 use crate::durable::HubHost;
+use crate::services::HubServices;
 use fnhub_scheduler::{
     BuildError, Completion, DeployError, Observer, Scheduler, Start, SubmitError,
 };
@@ -51,6 +52,11 @@ pub enum HubError {
         /// The handler name.
         handler: String,
     },
+    /// The WebAssembly sandbox could not start (its engine reserves the instance pool up
+    /// front).
+    #[cfg(feature = "wasm")]
+    #[error("the wasm sandbox could not start")]
+    Wasm(#[from] fnhub_sandbox::WasmError),
 }
 
 /// An event was not accepted by the hub. The event is handed back inside.
@@ -92,6 +98,8 @@ pub struct EdgeHubBuilder {
     suspend_policy: SuspendPolicy,
     load_policy: fnhub_checkpoint::durable::LoadPolicy,
     durables: Vec<(FunctionSpec, Registration)>,
+    #[cfg(feature = "wasm")]
+    wasm_config: fnhub_sandbox::WasmConfig,
 }
 
 /// Registers a durable function with the hub's engine.
@@ -195,6 +203,15 @@ impl EdgeHubBuilder {
         self
     }
 
+    /// How the hub's WebAssembly sandbox is set up (feature `wasm`): pool size, largest
+    /// memory, fuel, epoch tick. Its guests reach the hub's services (publish, invoke,
+    /// key-value store, shadows) through the `fnhub` imports.
+    #[cfg(feature = "wasm")]
+    pub fn wasm_config(mut self, config: fnhub_sandbox::WasmConfig) -> Self {
+        self.wasm_config = config;
+        self
+    }
+
     /// Adds a flow.
     pub fn flow(mut self, flow: Flow) -> Self {
         self.flows.push(flow);
@@ -231,10 +248,16 @@ impl EdgeHubBuilder {
         for sandbox in self.sandboxes {
             scheduler = scheduler.sandbox(sandbox);
         }
-        // After the caller's own, so a process sandbox configured by the caller wins.
+        // After the caller's own, so a sandbox configured by the caller wins.
         #[cfg(feature = "process")]
         {
             scheduler = scheduler.sandbox(Arc::new(fnhub_sandbox::ProcessSandbox::new()));
+        }
+        let services = Arc::new(HubServices::new());
+        #[cfg(feature = "wasm")]
+        {
+            let wasm = fnhub_sandbox::WasmSandbox::with_config(self.wasm_config, services.clone())?;
+            scheduler = scheduler.sandbox(Arc::new(wasm));
         }
         let scheduler = scheduler.build()?;
         let router = Router::new().with_max_depth(self.max_depth);
@@ -275,8 +298,11 @@ impl EdgeHubBuilder {
             in_process,
             store,
             stats: Stats::new(),
+            services: services.clone(),
+            max_depth: self.max_depth,
         });
         let _ = host.hub.set(Arc::downgrade(&inner));
+        let _ = services.hub.set(Arc::downgrade(&inner));
         inner.engine.set_load_policy(self.load_policy);
         // Outputs of executions that finish after a suspension go out like any output; the
         // run that starts an execution returns its output through the scheduler.
@@ -325,6 +351,8 @@ pub(crate) struct HubInner {
     in_process: InProcessSandbox,
     store: Arc<dyn CheckpointStore>,
     stats: Stats,
+    services: Arc<HubServices>,
+    max_depth: u32,
 }
 
 /// Feeds completions into the hub's stats and publishes outputs on output topics.
@@ -390,6 +418,23 @@ impl HubInner {
                 tracing::warn!(%function, %error, "output event refused");
             }
         }
+    }
+
+    /// The longest chain of events and calls the hub lets one event start.
+    pub(crate) fn max_depth(&self) -> u32 {
+        self.max_depth
+    }
+
+    /// Routes an event made inside the hub (a function's publish, a shadow's document):
+    /// counted as an output, and refused invocations are logged.
+    pub(crate) fn route_internal(&self, event: Event) -> Result<PublishReport, PublishError> {
+        Stats::add(&self.stats.counters.events_out, 1);
+        let topic = event.topic.clone();
+        let report = self.route(event, false)?;
+        for rejected in &report.rejected {
+            tracing::warn!(%topic, error = %rejected, "invocation triggered by a function's event was not admitted");
+        }
+        Ok(report)
     }
 
     /// Routes an event; `external` events (from outside the hub) start no invocation once
@@ -509,6 +554,8 @@ impl EdgeHub {
             suspend_policy: SuspendPolicy::default(),
             load_policy: fnhub_checkpoint::durable::LoadPolicy::default(),
             durables: Vec::new(),
+            #[cfg(feature = "wasm")]
+            wasm_config: fnhub_sandbox::WasmConfig::default(),
         }
     }
 
@@ -627,6 +674,13 @@ impl EdgeHub {
     pub fn subscribe(&self, filter: &str, capacity: usize) -> Result<Subscription, TopicError> {
         let filter: TopicFilter = filter.parse()?;
         Ok(self.inner.router.subscribe(filter, capacity))
+    }
+
+    /// The hub's local services (publish, invoke, a key-value store per principal, device
+    /// shadows), as WebAssembly guests reach them through the `fnhub` imports; native code
+    /// calls the same ones here.
+    pub fn services(&self) -> Arc<dyn LocalServices> {
+        self.inner.services.clone()
     }
 
     /// The checkpoint store.

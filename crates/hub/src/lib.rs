@@ -47,17 +47,20 @@
 //! - `process` (default): functions as processes over the AWS Lambda Runtime API, run by
 //!   unmodified Lambda runtime clients ([`ProcessSandbox`],
 //!   added to every hub; see its module for confinement).
+//! - `wasm`: functions as WebAssembly modules on wasmtime ([`WasmSandbox`], added to every
+//!   hub, its guests reaching the hub's [`services`] through the `fnhub` imports). Off by
+//!   default: a cold build of wasmtime takes minutes.
 //! - `serde`: serde support for the core data types.
 //! - `zstd`: Zstandard compression of checkpoints.
 //!
-//! Planned, not built yet: `mqtt`, `nats`, `http` (router bridges and front door), `wasm`
-//! (WebAssembly sandbox).
+//! Planned, not built yet: `mqtt`, `nats`, `http` (router bridges and front door).
 
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
 mod durable;
 mod edge;
+pub mod services;
 mod stats;
 
 pub use edge::{EdgeHub, EdgeHubBuilder, HubError, PublishError, PublishReport};
@@ -73,9 +76,12 @@ pub use fnhub_core::{
     Outcome, Principal, Priority, Qualifier, Runtime, SystemClock, TraceParent, Version, from_fn,
 };
 pub use fnhub_core::{EnvAccess, FilesystemAccess, NetworkAccess, PathGrant, SidecarSpec};
+pub use fnhub_core::{LocalServices, ServiceCaller, ServiceError};
 pub use fnhub_router::{Flow, FlowId, SourceFilter, Subscription, Target};
 #[cfg(feature = "process")]
 pub use fnhub_sandbox::{ProcessLimits, ProcessSandbox};
+#[cfg(feature = "wasm")]
+pub use fnhub_sandbox::{WasmConfig, WasmSandbox};
 pub use fnhub_scheduler::{Completion, Start, SubmitError};
 
 /// The libraries this crate assembles, for what it does not re-export.
