@@ -100,6 +100,8 @@ pub struct EdgeHubBuilder {
     durables: Vec<(FunctionSpec, Registration)>,
     #[cfg(feature = "wasm")]
     wasm_config: fnhub_sandbox::WasmConfig,
+    #[cfg(feature = "mqtt")]
+    mqtt: Option<fnhub_router::mqtt::MqttConfig>,
 }
 
 /// Registers a durable function with the hub's engine.
@@ -212,6 +214,16 @@ impl EdgeHubBuilder {
         self
     }
 
+    /// Bridges the hub to an MQTT broker (feature `mqtt`): upstream messages on the
+    /// config's inbound filters are published in the hub as events from the cloud, and
+    /// local events on its outbound filters are published upstream. See
+    /// [`fnhub_router::mqtt`]. The bridge starts with the hub and stops with its shutdown.
+    #[cfg(feature = "mqtt")]
+    pub fn mqtt(mut self, config: fnhub_router::mqtt::MqttConfig) -> Self {
+        self.mqtt = Some(config);
+        self
+    }
+
     /// Adds a flow.
     pub fn flow(mut self, flow: Flow) -> Self {
         self.flows.push(flow);
@@ -300,6 +312,8 @@ impl EdgeHubBuilder {
             stats: Stats::new(),
             services: services.clone(),
             max_depth: self.max_depth,
+            #[cfg(feature = "mqtt")]
+            bridge: parking_lot::Mutex::new(None),
         });
         let _ = host.hub.set(Arc::downgrade(&inner));
         let _ = services.hub.set(Arc::downgrade(&inner));
@@ -337,6 +351,10 @@ impl EdgeHubBuilder {
         }
         // Only now may completions publish outputs through the hub.
         let _ = observer.hub.set(Arc::downgrade(&hub.inner));
+        #[cfg(feature = "mqtt")]
+        if let Some(config) = self.mqtt {
+            hub.start_bridge(config);
+        }
         Ok(hub)
     }
 }
@@ -353,6 +371,8 @@ pub(crate) struct HubInner {
     stats: Stats,
     services: Arc<HubServices>,
     max_depth: u32,
+    #[cfg(feature = "mqtt")]
+    bridge: parking_lot::Mutex<Option<fnhub_router::mqtt::MqttBridge>>,
 }
 
 /// Feeds completions into the hub's stats and publishes outputs on output topics.
@@ -418,6 +438,17 @@ impl HubInner {
                 tracing::warn!(%function, %error, "output event refused");
             }
         }
+    }
+
+    /// An event from outside the hub.
+    pub(crate) fn publish(&self, event: Event) -> Result<PublishReport, PublishError> {
+        Stats::add(&self.stats.counters.events_in, 1);
+        if self.engine.is_waiting_for_events() {
+            // Durable executions waiting for this topic resume (off this thread).
+            let (engine, copy) = (self.engine.clone(), event.clone());
+            tokio::spawn(async move { engine.deliver(&copy).await });
+        }
+        self.route(event, true)
     }
 
     /// The longest chain of events and calls the hub lets one event start.
@@ -556,6 +587,8 @@ impl EdgeHub {
             durables: Vec::new(),
             #[cfg(feature = "wasm")]
             wasm_config: fnhub_sandbox::WasmConfig::default(),
+            #[cfg(feature = "mqtt")]
+            mqtt: None,
         }
     }
 
@@ -570,13 +603,7 @@ impl EdgeHub {
     /// Invocations that admission refuses are handed back in
     /// [`PublishReport::rejected`]; an event the router refuses is handed back in the error.
     pub fn publish(&self, event: Event) -> Result<PublishReport, PublishError> {
-        Stats::add(&self.inner.stats.counters.events_in, 1);
-        if self.inner.engine.is_waiting_for_events() {
-            // Durable executions waiting for this topic resume (off this thread).
-            let (engine, copy) = (self.inner.engine.clone(), event.clone());
-            tokio::spawn(async move { engine.deliver(&copy).await });
-        }
-        self.inner.route(event, true)
+        self.inner.publish(event)
     }
 
     /// Waits for the final outcome of a durable execution running on this hub.
@@ -713,11 +740,76 @@ impl EdgeHub {
             tokio::time::sleep(std::time::Duration::from_millis(1)).await;
         }
         self.inner.scheduler.shutdown().await;
+        #[cfg(feature = "mqtt")]
+        self.stop_bridge().await;
     }
 }
 
 impl LoadProbe for EdgeHub {
     fn snapshot(&self) -> LoadSnapshot {
         self.inner.scheduler.snapshot()
+    }
+}
+
+#[cfg(feature = "mqtt")]
+mod bridge {
+    use std::sync::{Arc, Weak};
+    use std::time::{Duration, Instant};
+
+    use fnhub_core::{BoxFuture, Event, EventSink, PublishError};
+    use fnhub_router::mqtt::{BridgeStats, MqttBridge, MqttConfig};
+
+    use super::{EdgeHub, HubInner};
+
+    /// How long shutdown waits for the bridge to send what the last invocations published.
+    const FLUSH: Duration = Duration::from_secs(2);
+
+    /// Upstream messages enter the hub as events from outside.
+    struct HubSink(Weak<HubInner>);
+
+    impl EventSink for HubSink {
+        fn publish(&self, event: Event) -> BoxFuture<'_, Result<(), PublishError>> {
+            let result = match self.0.upgrade() {
+                None => Err(PublishError::Closed(event)),
+                Some(hub) => hub.publish(event).map(drop).map_err(|e| match e {
+                    super::PublishError::Route(route) => {
+                        PublishError::InvalidTopic(route.into_event())
+                    }
+                }),
+            };
+            Box::pin(async move { result })
+        }
+    }
+
+    impl EdgeHub {
+        pub(super) fn start_bridge(&self, config: MqttConfig) {
+            let capacity = config.buffer.clamp(64, 65_536);
+            let subscriptions = config
+                .outbound
+                .iter()
+                .map(|rule| self.inner.router.subscribe(rule.local.clone(), capacity))
+                .collect();
+            let sink = Arc::new(HubSink(Arc::downgrade(&self.inner)));
+            *self.inner.bridge.lock() = Some(MqttBridge::start(config, sink, subscriptions));
+        }
+
+        pub(super) async fn stop_bridge(&self) {
+            let started = Instant::now();
+            while let Some(stats) = self.mqtt_stats() {
+                if stats.buffered == 0 || !stats.connected || started.elapsed() > FLUSH {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            let bridge = self.inner.bridge.lock().take();
+            if let Some(bridge) = bridge {
+                bridge.shutdown().await;
+            }
+        }
+
+        /// The MQTT bridge's counters (feature `mqtt`); `None` without a bridge.
+        pub fn mqtt_stats(&self) -> Option<BridgeStats> {
+            self.inner.bridge.lock().as_ref().map(MqttBridge::stats)
+        }
     }
 }

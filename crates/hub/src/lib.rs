@@ -50,10 +50,13 @@
 //! - `wasm`: functions as WebAssembly modules on wasmtime ([`WasmSandbox`], added to every
 //!   hub, its guests reaching the hub's [`services`] through the `fnhub` imports). Off by
 //!   default: a cold build of wasmtime takes minutes.
+//! - `mqtt`: a bridge to an MQTT broker ([`EdgeHubBuilder::mqtt`], see
+//!   [`fnhub_router::mqtt`]): upstream topics in, local topics out, QoS 0 and 1, buffered
+//!   while offline, trace context in MQTT 5 user properties.
 //! - `serde`: serde support for the core data types.
 //! - `zstd`: Zstandard compression of checkpoints.
 //!
-//! Planned, not built yet: `mqtt`, `nats`, `http` (router bridges and front door).
+//! Planned, not built yet: `nats`, `http` (the NATS bridge and the HTTP front door).
 
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
@@ -77,6 +80,8 @@ pub use fnhub_core::{
 };
 pub use fnhub_core::{EnvAccess, FilesystemAccess, NetworkAccess, PathGrant, SidecarSpec};
 pub use fnhub_core::{LocalServices, ServiceCaller, ServiceError};
+#[cfg(feature = "mqtt")]
+pub use fnhub_router::mqtt::{BridgeStats, InboundRule, MqttConfig, OutboundRule, Qos};
 pub use fnhub_router::{Flow, FlowId, SourceFilter, Subscription, Target};
 #[cfg(feature = "process")]
 pub use fnhub_sandbox::{ProcessLimits, ProcessSandbox};

@@ -42,6 +42,8 @@
 
 mod bus;
 mod flow;
+#[cfg(feature = "mqtt")]
+pub mod mqtt;
 mod router;
 mod table;
 pub mod topic;

@@ -58,7 +58,7 @@ async fn a_guest_publishes_invokes_and_keeps_state_through_the_hub() {
 
     let mut inv = Invocation::new("script".parse().unwrap(), "21");
     inv.context.principal = fnhub::Principal::new("tenant-a");
-    let trace = inv.context.trace.clone();
+    let trace = inv.context.trace;
     let done = hub.call(inv).await.unwrap();
     assert_eq!(&done.outcome.unwrap()[..], b"42");
 

@@ -1,0 +1,423 @@
+//! The MQTT bridge against a real mosquitto that each test starts on a free port: events
+//! in from devices, function outputs out, trace context carried, reconnects after a broker
+//! froze and died mid-stream with no QoS 1 message lost, resubscription after a restart
+//! that forgot every session, and the offline buffer.
+#![cfg(feature = "mqtt")]
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use fnhub::{
+    EdgeHub, Event, EventSource, Flow, FunctionName, FunctionSpec, InboundRule, Invocation,
+    MqttConfig, OutboundRule, from_fn,
+};
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::mqttbytes::v5::{Packet, PublishProperties};
+use rumqttc::v5::{AsyncClient, Event as MqttEvent, MqttOptions};
+use tokio::sync::mpsc;
+
+/// A mosquitto of the test's own on a free loopback port.
+struct Broker {
+    program: PathBuf,
+    port: u16,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl Broker {
+    /// Starts one, or `None` when mosquitto is not installed (a failure under `CI=true`).
+    /// It keeps nothing on disk: a restart forgets every session and subscription.
+    fn start() -> Option<Broker> {
+        let program = [
+            "/usr/sbin/mosquitto",
+            "/usr/bin/mosquitto",
+            "/usr/local/sbin/mosquitto",
+        ]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists());
+        let Some(program) = program else {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "mosquitto is required under CI (apt-get install mosquitto)"
+            );
+            eprintln!("skipping: mosquitto is not installed (apt-get install mosquitto)");
+            return None;
+        };
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("mosquitto.conf"),
+            format!(
+                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n\
+                 max_queued_messages 100000\n"
+            ),
+        )
+        .unwrap();
+        let mut broker = Broker {
+            program,
+            port,
+            dir,
+            child: None,
+        };
+        broker.run();
+        Some(broker)
+    }
+
+    fn run(&mut self) {
+        let child = Command::new(&self.program)
+            .arg("-c")
+            .arg(self.dir.path().join("mosquitto.conf"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let until = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < until, "mosquitto did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Stops it as an operator would (SIGTERM).
+    fn stop(&mut self) {
+        self.signal("-TERM");
+        if let Some(mut child) = self.child.take() {
+            let _ = child.wait();
+        }
+    }
+
+    fn signal(&self, signal: &str) {
+        if let Some(child) = &self.child {
+            let _ = Command::new("kill")
+                .args([signal, &child.id().to_string()])
+                .status();
+        }
+    }
+
+    /// Kills it outright: whatever it had not saved or answered is gone.
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    fn restart(&mut self) {
+        self.stop();
+        self.run();
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// One message a test client received: topic, payload, user properties.
+type Received = (String, Bytes, Vec<(String, String)>);
+
+/// A device or cloud client: its received publishes arrive on the channel as
+/// (topic, payload, user properties). It reconnects by itself.
+fn client(
+    port: u16,
+    id: &str,
+    persistent: bool,
+    subscribe: Option<&str>,
+) -> (AsyncClient, mpsc::UnboundedReceiver<Received>) {
+    let mut options = MqttOptions::new(id, "127.0.0.1", port);
+    options.set_keep_alive(Duration::from_secs(5));
+    if persistent {
+        options
+            .set_clean_start(false)
+            .set_session_expiry_interval(Some(600));
+    }
+    let (client, mut events) = AsyncClient::new(options, 1000);
+    let (tx, rx) = mpsc::unbounded_channel();
+    let subscriber = client.clone();
+    let filter = subscribe.map(str::to_owned);
+    tokio::spawn(async move {
+        loop {
+            match events.poll().await {
+                Ok(MqttEvent::Incoming(Packet::ConnAck(_))) => {
+                    if let Some(f) = &filter {
+                        let _ = subscriber.subscribe(f.clone(), QoS::AtLeastOnce).await;
+                    }
+                }
+                Ok(MqttEvent::Incoming(Packet::Publish(p))) => {
+                    let props = p.properties.map(|p| p.user_properties).unwrap_or_default();
+                    let topic = String::from_utf8_lossy(&p.topic).into_owned();
+                    if tx.send((topic, p.payload, props)).is_err() {
+                        return;
+                    }
+                }
+                Ok(_) => {}
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    });
+    (client, rx)
+}
+
+async fn wait_connected(hub: &EdgeHub, connects: u64) {
+    let until = Instant::now() + Duration::from_secs(20);
+    loop {
+        let s = hub.mqtt_stats().unwrap();
+        if s.connected && s.connects >= connects {
+            return;
+        }
+        assert!(Instant::now() < until, "the bridge did not connect: {s:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn device_events_reach_functions_and_outputs_go_upstream_with_the_trace() {
+    let Some(broker) = Broker::start() else {
+        return;
+    };
+    let alarm = FunctionSpec::in_process(FunctionName::new("alarm").unwrap())
+        .with_output_topic("alerts/{1}");
+    let hub = EdgeHub::builder()
+        .function(
+            alarm,
+            from_fn(|inv: Invocation| async move {
+                Ok(Bytes::from(format!(
+                    "too hot: {}",
+                    String::from_utf8_lossy(&inv.payload)
+                )))
+            }),
+        )
+        .flow(Flow::parse("cloud", "sensors/+/temperature", "function:alarm").unwrap())
+        .mqtt(
+            MqttConfig::new("127.0.0.1", broker.port, "hub-a")
+                .inbound(InboundRule::new("sensors/#".parse().unwrap()))
+                .outbound(
+                    OutboundRule::new("alerts/#".parse().unwrap()).with_remote_prefix("hub-a/"),
+                ),
+        )
+        .build()
+        .unwrap();
+    wait_connected(&hub, 1).await;
+    let (device, mut received) = client(broker.port, "device-1", false, Some("hub-a/alerts/#"));
+    let trace = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+    // Until the hub's subscription is in place upstream, a reading may go nowhere: send it
+    // again until the alert comes back.
+    let (topic, payload, props) = loop {
+        let props = PublishProperties {
+            user_properties: vec![("traceparent".into(), trace.into())],
+            ..PublishProperties::default()
+        };
+        device
+            .publish_with_properties(
+                "sensors/d1/temperature",
+                QoS::AtLeastOnce,
+                false,
+                "91",
+                props,
+            )
+            .await
+            .unwrap();
+        match tokio::time::timeout(Duration::from_millis(300), received.recv()).await {
+            Ok(Some(m)) => break m,
+            Ok(None) => panic!("client gone"),
+            Err(_) => continue,
+        }
+    };
+    assert_eq!(topic, "hub-a/alerts/d1");
+    assert_eq!(&payload[..], b"too hot: 91");
+    // The output continues the device's trace: same trace id, a new span.
+    let sent = props
+        .iter()
+        .find(|(k, _)| k == "traceparent")
+        .map(|(_, v)| v.clone())
+        .unwrap();
+    assert!(
+        sent.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"),
+        "{sent}"
+    );
+    assert_ne!(sent, trace);
+    // The broker's acknowledgement of the alert may reach the bridge a moment later.
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        let stats = hub.mqtt_stats().unwrap();
+        if stats.inbound >= 1 && stats.outbound >= 1 {
+            break;
+        }
+        assert!(Instant::now() < until, "{stats:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    hub.shutdown().await;
+    assert!(hub.mqtt_stats().is_none(), "the bridge stops with the hub");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_restart_mid_stream_loses_no_qos1_message() {
+    let Some(mut broker) = Broker::start() else {
+        return;
+    };
+    // The watcher reconnects (and subscribes again) every 50 ms; the hub waits a second
+    // before its first reconnect, so after the restart the watcher is listening first.
+    let (_watcher, mut received) = client(broker.port, "watcher", false, Some("out/#"));
+    let hub = EdgeHub::builder()
+        .mqtt(
+            MqttConfig::new("127.0.0.1", broker.port, "hub-b")
+                .outbound(OutboundRule::new("out/#".parse().unwrap()))
+                .with_backoff(Duration::from_secs(1), Duration::from_secs(2)),
+        )
+        .build()
+        .unwrap();
+    wait_connected(&hub, 1).await;
+    // The watcher's subscription must exist before the stream starts.
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        hub.publish(Event::new("out/probe", "probe", EventSource::Local))
+            .unwrap();
+        if let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(200), received.recv()).await
+        {
+            break;
+        }
+        assert!(Instant::now() < until, "the watcher never subscribed");
+    }
+
+    const N: usize = 300;
+    let mut offline = 0;
+    for i in 0..N {
+        hub.publish(Event::new(
+            format!("out/{i}"),
+            i.to_string(),
+            EventSource::Local,
+        ))
+        .unwrap();
+        if i == 100 {
+            // Frozen: what the bridge sends now goes into the socket and is never
+            // acknowledged; then the broker dies without a word.
+            broker.signal("-STOP");
+        }
+        if i == 130 {
+            broker.kill();
+            let until = Instant::now() + Duration::from_secs(20);
+            while hub.mqtt_stats().unwrap().connected {
+                assert!(Instant::now() < until, "the bridge did not notice");
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            // 101..=130 went to a frozen broker: none was acknowledged.
+            let until = Instant::now() + Duration::from_secs(10);
+            while hub.mqtt_stats().unwrap().buffered < 30 {
+                assert!(Instant::now() < until, "{:?}", hub.mqtt_stats());
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            offline = hub.mqtt_stats().unwrap().buffered;
+            broker.run();
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+
+    let mut got = BTreeSet::new();
+    let until = Instant::now() + Duration::from_secs(60);
+    while got.len() < N && Instant::now() < until {
+        if let Ok(Some((topic, payload, _))) =
+            tokio::time::timeout(Duration::from_millis(500), received.recv()).await
+            && topic != "out/probe"
+        {
+            let i: usize = std::str::from_utf8(&payload).unwrap().parse().unwrap();
+            assert_eq!(topic, format!("out/{i}"));
+            got.insert(i);
+        }
+    }
+    let missing: Vec<usize> = (0..N).filter(|i| !got.contains(i)).collect();
+    let stats = hub.mqtt_stats().unwrap();
+    assert!(missing.is_empty(), "lost {missing:?}; {stats:?}");
+    assert!(stats.connects >= 2, "{stats:?}");
+    assert_eq!(stats.outbound_dropped, 0);
+    assert!(offline >= 30, "buffered while offline: {offline}");
+    hub.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bridge_subscribes_again_after_a_broker_that_forgot_it() {
+    let Some(mut broker) = Broker::start() else {
+        return;
+    };
+    let hub = EdgeHub::builder()
+        .mqtt(
+            MqttConfig::new("127.0.0.1", broker.port, "hub-c")
+                .inbound(InboundRule::new("cmd/#".parse().unwrap()).with_local_prefix("cloud/"))
+                .with_backoff(Duration::from_millis(50), Duration::from_millis(400)),
+        )
+        .build()
+        .unwrap();
+    let mut commands = hub.subscribe("cloud/cmd/#", 64).unwrap();
+    wait_connected(&hub, 1).await;
+    let (cloud, _) = client(broker.port, "cloud", false, None);
+
+    async fn until_seen(cloud: &AsyncClient, commands: &mut fnhub::Subscription, payload: &str) {
+        let until = Instant::now() + Duration::from_secs(20);
+        loop {
+            cloud
+                .publish("cmd/lamp", QoS::AtLeastOnce, false, payload.to_owned())
+                .await
+                .unwrap();
+            if let Ok(Some(e)) =
+                tokio::time::timeout(Duration::from_millis(300), commands.recv()).await
+                && &e.payload[..] == payload.as_bytes()
+            {
+                assert_eq!(e.topic, "cloud/cmd/lamp");
+                assert_eq!(e.source, EventSource::Cloud);
+                return;
+            }
+            assert!(Instant::now() < until, "{payload:?} never arrived");
+        }
+    }
+    until_seen(&cloud, &mut commands, "before").await;
+    // Without persistence the restarted broker knows no session and no subscription.
+    broker.restart();
+    wait_connected(&hub, 2).await;
+    until_seen(&cloud, &mut commands, "after").await;
+    hub.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_broker_the_buffer_keeps_the_newest_and_counts_the_rest() {
+    // A port nothing listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let hub = EdgeHub::builder()
+        .mqtt(
+            MqttConfig::new("127.0.0.1", port, "hub-d")
+                .outbound(OutboundRule::new("out/#".parse().unwrap()))
+                .with_buffer(10),
+        )
+        .build()
+        .unwrap();
+    for i in 0..25 {
+        hub.publish(Event::new(format!("out/{i}"), "x", EventSource::Local))
+            .unwrap();
+    }
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        let s = hub.mqtt_stats().unwrap();
+        if s.outbound_dropped == 15 && s.buffered == 10 {
+            assert!(!s.connected);
+            assert_eq!(s.connects, 0);
+            break;
+        }
+        assert!(Instant::now() < until, "{s:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    hub.shutdown().await;
+}

@@ -1,0 +1,665 @@
+//! A bridge between the hub and an MQTT broker (feature `mqtt`, MQTT 5 over rumqttc).
+//!
+//! - **Inbound**: the bridge subscribes to upstream filters and hands each message to an
+//!   [`EventSink`] (the hub) as an event from [`EventSource::Cloud`], on the same topic or
+//!   under a local prefix. MQTT 5 user properties become event headers, so a `traceparent`
+//!   sent by a device continues its trace. QoS 1 messages are acknowledged only after the
+//!   sink took them.
+//! - **Outbound**: events on local filters are published upstream, at QoS 0 or 1, with the
+//!   event's headers (trace context included) as user properties. Events that came from the
+//!   cloud are not sent back.
+//! - **Offline**: outbound messages wait in a bounded buffer (oldest dropped past it, and
+//!   counted) and are sent once connected. A QoS 1 message leaves the buffer only when the
+//!   broker acknowledges it: whatever was in flight when a connection broke is sent again,
+//!   even when the broker restarted and lost its session (rumqttc alone drops such
+//!   messages). Delivery is at least once; duplicates are possible after a reconnect.
+//! - **Reconnects** with exponential backoff, and subscribes again after every connect,
+//!   whether or not the broker kept the session.
+//!
+//! [`BridgeStats`] counts all of it.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use fnhub_core::{Event, EventSink, EventSource, PublishError};
+use rumqttc::Outgoing;
+use rumqttc::v5::mqttbytes::QoS as RQoS;
+use rumqttc::v5::mqttbytes::v5::{Filter, Packet, Publish, PublishProperties};
+use rumqttc::v5::{AsyncClient, Event as MqttEvent, MqttOptions};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use crate::bus::Subscription;
+use crate::topic::{TopicError, TopicFilter, TopicName};
+
+/// Delivery guarantee of a bridged topic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Qos {
+    /// QoS 0: sent once, may be lost.
+    AtMostOnce,
+    /// QoS 1: acknowledged, sent again until it is; may arrive twice.
+    #[default]
+    AtLeastOnce,
+}
+
+impl Qos {
+    fn mqtt(self) -> RQoS {
+        match self {
+            Qos::AtMostOnce => RQoS::AtMostOnce,
+            Qos::AtLeastOnce => RQoS::AtLeastOnce,
+        }
+    }
+}
+
+/// Upstream messages on `remote` become local events on `local_prefix` + their topic.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct InboundRule {
+    /// The upstream filter subscribed to.
+    pub remote: TopicFilter,
+    /// Prepended to the topic locally (empty: the same topic).
+    pub local_prefix: String,
+    /// The subscription's QoS.
+    pub qos: Qos,
+}
+
+impl InboundRule {
+    /// Messages on `remote`, at QoS 1, under the same topic locally.
+    pub fn new(remote: TopicFilter) -> InboundRule {
+        InboundRule {
+            remote,
+            local_prefix: String::new(),
+            qos: Qos::AtLeastOnce,
+        }
+    }
+
+    /// Puts them under `prefix` locally (`cloud/` turns `cmd/a` into `cloud/cmd/a`).
+    pub fn with_local_prefix(mut self, prefix: impl Into<String>) -> InboundRule {
+        self.local_prefix = prefix.into();
+        self
+    }
+
+    /// Sets the QoS.
+    pub fn with_qos(mut self, qos: Qos) -> InboundRule {
+        self.qos = qos;
+        self
+    }
+}
+
+/// Local events on `local` are published upstream on `remote_prefix` + their topic.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct OutboundRule {
+    /// The local filter.
+    pub local: TopicFilter,
+    /// Prepended to the topic upstream (empty: the same topic).
+    pub remote_prefix: String,
+    /// The QoS of the publishes.
+    pub qos: Qos,
+}
+
+impl OutboundRule {
+    /// Events on `local`, at QoS 1, on the same topic upstream.
+    pub fn new(local: TopicFilter) -> OutboundRule {
+        OutboundRule {
+            local,
+            remote_prefix: String::new(),
+            qos: Qos::AtLeastOnce,
+        }
+    }
+
+    /// Puts them under `prefix` upstream (`hub-a/` turns `alerts/x` into `hub-a/alerts/x`).
+    pub fn with_remote_prefix(mut self, prefix: impl Into<String>) -> OutboundRule {
+        self.remote_prefix = prefix.into();
+        self
+    }
+
+    /// Sets the QoS.
+    pub fn with_qos(mut self, qos: Qos) -> OutboundRule {
+        self.qos = qos;
+        self
+    }
+}
+
+/// A broker address that could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum MqttConfigError {
+    /// Not `mqtt://host[:port]`.
+    #[error("{0:?} is not an mqtt://host[:port] address")]
+    BadUrl(String),
+    /// A rule's filter or prefix does not make valid topics.
+    #[error("bad topic in a bridge rule: {0}")]
+    Topic(#[from] TopicError),
+}
+
+/// How the bridge connects and what it carries.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct MqttConfig {
+    /// Broker host.
+    pub host: String,
+    /// Broker port. Default 1883.
+    pub port: u16,
+    /// The client id; also the key of the broker-side session.
+    pub client_id: String,
+    /// Keep-alive interval. Default 30 s.
+    pub keep_alive: Duration,
+    /// How long the broker keeps the session (and queues QoS 1 messages for it) while the
+    /// hub is away. Default 1 hour.
+    pub session_expiry: Duration,
+    /// Upstream → local.
+    pub inbound: Vec<InboundRule>,
+    /// Local → upstream.
+    pub outbound: Vec<OutboundRule>,
+    /// Outbound messages kept while offline or unacknowledged. Default 10 000.
+    pub buffer: usize,
+    /// QoS 1 messages in flight at once. Default 64.
+    pub window: usize,
+    /// First wait before reconnecting; doubles up to `backoff_max`. Default 100 ms.
+    pub backoff_min: Duration,
+    /// Longest wait before reconnecting. Default 10 s.
+    pub backoff_max: Duration,
+}
+
+impl MqttConfig {
+    /// A bridge to `host:port` as `client_id`, carrying nothing yet.
+    pub fn new(host: impl Into<String>, port: u16, client_id: impl Into<String>) -> MqttConfig {
+        MqttConfig {
+            host: host.into(),
+            port,
+            client_id: client_id.into(),
+            keep_alive: Duration::from_secs(30),
+            session_expiry: Duration::from_secs(3600),
+            inbound: Vec::new(),
+            outbound: Vec::new(),
+            buffer: 10_000,
+            window: 64,
+            backoff_min: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(10),
+        }
+    }
+
+    /// A bridge to `mqtt://host[:port]`.
+    pub fn from_url(
+        url: &str,
+        client_id: impl Into<String>,
+    ) -> Result<MqttConfig, MqttConfigError> {
+        let bad = || MqttConfigError::BadUrl(url.to_owned());
+        let rest = url.strip_prefix("mqtt://").ok_or_else(bad)?;
+        let rest = rest.strip_suffix('/').unwrap_or(rest);
+        let (host, port) = match rest.rsplit_once(':') {
+            Some((h, p)) => (h, p.parse::<u16>().map_err(|_| bad())?),
+            None => (rest, 1883),
+        };
+        if host.is_empty() || host.contains('/') || port == 0 {
+            return Err(bad());
+        }
+        Ok(MqttConfig::new(host, port, client_id))
+    }
+
+    /// Adds an inbound rule.
+    pub fn inbound(mut self, rule: InboundRule) -> MqttConfig {
+        self.inbound.push(rule);
+        self
+    }
+
+    /// Adds an outbound rule.
+    pub fn outbound(mut self, rule: OutboundRule) -> MqttConfig {
+        self.outbound.push(rule);
+        self
+    }
+
+    /// Sets the outbound buffer's size.
+    pub fn with_buffer(mut self, messages: usize) -> MqttConfig {
+        self.buffer = messages.max(1);
+        self
+    }
+
+    /// Sets the reconnect backoff.
+    pub fn with_backoff(mut self, min: Duration, max: Duration) -> MqttConfig {
+        self.backoff_min = min;
+        self.backoff_max = max.max(min);
+        self
+    }
+}
+
+/// What a bridge has done since it started.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct BridgeStats {
+    /// Connected to the broker now.
+    pub connected: bool,
+    /// Successful connects (1 + reconnects).
+    pub connects: u64,
+    /// Messages received and handed to the sink.
+    pub inbound: u64,
+    /// Messages received that the sink refused or that were malformed.
+    pub inbound_dropped: u64,
+    /// Messages published upstream: acknowledged (QoS 1) or written (QoS 0).
+    pub outbound: u64,
+    /// Messages dropped from a full outbound buffer (the oldest go first).
+    pub outbound_dropped: u64,
+    /// Messages waiting to be sent or acknowledged now.
+    pub buffered: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    connected: AtomicBool,
+    connects: AtomicU64,
+    inbound: AtomicU64,
+    inbound_dropped: AtomicU64,
+    outbound: AtomicU64,
+    outbound_dropped: AtomicU64,
+    buffered: AtomicU64,
+}
+
+fn bump(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
+}
+
+/// One outbound message.
+#[derive(Debug, Clone)]
+struct Message {
+    seq: u64,
+    topic: String,
+    payload: Bytes,
+    qos: Qos,
+    properties: Vec<(String, String)>,
+}
+
+/// A running bridge. Dropping it stops it; [`shutdown`](Self::shutdown) also says goodbye
+/// to the broker and waits for the task.
+#[derive(Debug)]
+pub struct MqttBridge {
+    counters: Arc<Counters>,
+    stop: watch::Sender<bool>,
+    task: Option<JoinHandle<()>>,
+    forwarders: Vec<JoinHandle<()>>,
+}
+
+impl Drop for MqttBridge {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+        for f in &self.forwarders {
+            f.abort();
+        }
+        if let Some(task) = &self.task {
+            task.abort();
+        }
+    }
+}
+
+impl MqttBridge {
+    /// Starts the bridge on the current tokio runtime: inbound messages go to `sink`, and
+    /// `outbound` pairs each outbound rule of `config` (in order) with a local subscription
+    /// to its filter, made by the caller (the hub's `subscribe`).
+    ///
+    /// It connects in the background and keeps trying; [`stats`](Self::stats) says
+    /// whether it is connected.
+    pub fn start(
+        config: MqttConfig,
+        sink: Arc<dyn EventSink>,
+        outbound: Vec<Subscription>,
+    ) -> MqttBridge {
+        let counters = Arc::new(Counters::default());
+        let (stop, stopped) = watch::channel(false);
+        let (tx, rx) = mpsc::channel::<Message>(config.buffer.clamp(1, 4096));
+        let seq = Arc::new(AtomicU64::new(0));
+        let forwarders = outbound
+            .into_iter()
+            .zip(config.outbound.clone())
+            .map(|(sub, rule)| tokio::spawn(forward(sub, rule, tx.clone(), seq.clone())))
+            .collect();
+        drop(tx);
+        let task = tokio::spawn(run(config, sink, rx, counters.clone(), stopped));
+        MqttBridge {
+            counters,
+            stop,
+            task: Some(task),
+            forwarders,
+        }
+    }
+
+    /// What it has done so far.
+    pub fn stats(&self) -> BridgeStats {
+        let c = &self.counters;
+        BridgeStats {
+            connected: c.connected.load(Ordering::Relaxed),
+            connects: c.connects.load(Ordering::Relaxed),
+            inbound: c.inbound.load(Ordering::Relaxed),
+            inbound_dropped: c.inbound_dropped.load(Ordering::Relaxed),
+            outbound: c.outbound.load(Ordering::Relaxed),
+            outbound_dropped: c.outbound_dropped.load(Ordering::Relaxed),
+            buffered: c.buffered.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Stops it: disconnects from the broker and waits for the task. Messages still
+    /// buffered are dropped (and stay counted in `buffered`).
+    pub async fn shutdown(mut self) {
+        for f in &self.forwarders {
+            f.abort();
+        }
+        let _ = self.stop.send(true);
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+/// Moves events of one local subscription into the bridge's queue.
+async fn forward(
+    mut sub: Subscription,
+    rule: OutboundRule,
+    tx: mpsc::Sender<Message>,
+    seq: Arc<AtomicU64>,
+) {
+    while let Some(event) = sub.recv().await {
+        if event.source == EventSource::Cloud {
+            continue; // came from upstream: never echo it back
+        }
+        let message = Message {
+            seq: seq.fetch_add(1, Ordering::Relaxed),
+            topic: format!("{}{}", rule.remote_prefix, event.topic),
+            payload: event.payload,
+            qos: rule.qos,
+            properties: event
+                .headers
+                .iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
+        };
+        if tx.send(message).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// The outbound buffer: waiting messages, and those handed to the client but not yet
+/// acknowledged, in order.
+struct Outbox {
+    waiting: VecDeque<Message>,
+    capacity: usize,
+    /// Handed to the client, not yet written (their packet ids come in this order).
+    submitted: VecDeque<Message>,
+    /// Written at QoS 1, by packet id, until acknowledged.
+    inflight: HashMap<u16, Message>,
+}
+
+impl Outbox {
+    fn push(&mut self, m: Message, counters: &Counters) {
+        if self.waiting.len() + self.submitted.len() + self.inflight.len() >= self.capacity
+            && self.waiting.pop_front().is_some()
+        {
+            bump(&counters.outbound_dropped);
+        }
+        self.waiting.push_back(m);
+    }
+
+    /// After a broken connection: everything not acknowledged waits again, oldest first.
+    fn requeue(&mut self) {
+        let mut back: Vec<Message> = self.inflight.drain().map(|(_, m)| m).collect();
+        back.extend(self.submitted.drain(..));
+        back.sort_by_key(|m| m.seq);
+        for m in back.into_iter().rev() {
+            self.waiting.push_front(m);
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.waiting.len() + self.submitted.len() + self.inflight.len()
+    }
+}
+
+fn options(config: &MqttConfig) -> MqttOptions {
+    let mut o = MqttOptions::new(config.client_id.clone(), config.host.clone(), config.port);
+    o.set_keep_alive(config.keep_alive)
+        .set_clean_start(false)
+        .set_session_expiry_interval(Some(
+            u32::try_from(config.session_expiry.as_secs()).unwrap_or(u32::MAX),
+        ))
+        .set_manual_acks(true)
+        .set_connection_timeout(5);
+    o
+}
+
+async fn run(
+    config: MqttConfig,
+    sink: Arc<dyn EventSink>,
+    mut rx: mpsc::Receiver<Message>,
+    counters: Arc<Counters>,
+    mut stopped: watch::Receiver<bool>,
+) {
+    let mut outbox = Outbox {
+        waiting: VecDeque::new(),
+        capacity: config.buffer.max(1),
+        submitted: VecDeque::new(),
+        inflight: HashMap::new(),
+    };
+    let mut backoff = config.backoff_min;
+    let mut local_open = true;
+    loop {
+        // A fresh client per connection: what was in flight is ours to send again, so
+        // nothing depends on the broker having kept the session.
+        let (client, mut events) = AsyncClient::new(options(&config), config.window * 2 + 16);
+        let mut connected = false;
+        let ended = loop {
+            counters
+                .buffered
+                .store(outbox.len() as u64, Ordering::Relaxed);
+            let can_send = connected
+                && !outbox.waiting.is_empty()
+                && outbox.submitted.len() + outbox.inflight.len() < config.window;
+            tokio::select! {
+                _ = stopped.changed() => break true,
+                m = rx.recv(), if local_open => match m {
+                    Some(m) => outbox.push(m, &counters),
+                    None => local_open = false,
+                },
+                () = std::future::ready(()), if can_send => {
+                    if let Some(m) = outbox.waiting.pop_front() {
+                        let props = PublishProperties {
+                            user_properties: m.properties.clone(),
+                            ..PublishProperties::default()
+                        };
+                        match client.try_publish_with_properties(
+                            m.topic.clone(), m.qos.mqtt(), false, m.payload.clone(), props,
+                        ) {
+                            Ok(()) => outbox.submitted.push_back(m),
+                            Err(_) => outbox.waiting.push_front(m),
+                        }
+                    }
+                }
+                ev = events.poll() => match ev {
+                    Ok(MqttEvent::Incoming(Packet::ConnAck(_))) => {
+                        connected = true;
+                        backoff = config.backoff_min;
+                        counters.connected.store(true, Ordering::Relaxed);
+                        bump(&counters.connects);
+                        tracing::info!(host = %config.host, port = config.port, "mqtt bridge connected");
+                        let filters: Vec<Filter> = config
+                            .inbound
+                            .iter()
+                            .map(|r| Filter::new(r.remote.as_str(), r.qos.mqtt()))
+                            .collect();
+                        if !filters.is_empty() {
+                            // Every time: a broker that lost the session lost these too.
+                            let _ = client.try_subscribe_many(filters);
+                        }
+                    }
+                    Ok(MqttEvent::Incoming(Packet::Publish(p))) => {
+                        receive(&config, &sink, &counters, &p).await;
+                        if p.qos != RQoS::AtMostOnce {
+                            let _ = client.try_ack(&p);
+                        }
+                    }
+                    Ok(MqttEvent::Incoming(Packet::PubAck(ack))) => {
+                        if outbox.inflight.remove(&ack.pkid).is_some() {
+                            bump(&counters.outbound);
+                        }
+                    }
+                    Ok(MqttEvent::Outgoing(Outgoing::Publish(pkid))) => {
+                        if let Some(m) = outbox.submitted.pop_front() {
+                            if pkid == 0 || m.qos == Qos::AtMostOnce {
+                                bump(&counters.outbound);
+                            } else {
+                                outbox.inflight.insert(pkid, m);
+                            }
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(error) => {
+                        if connected {
+                            tracing::warn!(%error, "mqtt bridge lost its connection");
+                        } else {
+                            tracing::debug!(%error, "mqtt bridge could not connect");
+                        }
+                        break false;
+                    }
+                },
+            }
+        };
+        counters.connected.store(false, Ordering::Relaxed);
+        outbox.requeue();
+        counters
+            .buffered
+            .store(outbox.len() as u64, Ordering::Relaxed);
+        if ended {
+            let _ = tokio::time::timeout(Duration::from_millis(200), client.disconnect()).await;
+            let _ = tokio::time::timeout(Duration::from_millis(200), events.poll()).await;
+            return;
+        }
+        drop(events);
+        // Wait before the next attempt, still taking local events into the buffer.
+        let wake = tokio::time::sleep(backoff);
+        tokio::pin!(wake);
+        loop {
+            tokio::select! {
+                () = &mut wake => break,
+                _ = stopped.changed() => return,
+                m = rx.recv(), if local_open => match m {
+                    Some(m) => outbox.push(m, &counters),
+                    None => local_open = false,
+                },
+            }
+        }
+        backoff = (backoff * 2).min(config.backoff_max);
+    }
+}
+
+/// Hands one upstream message to the sink.
+async fn receive(config: &MqttConfig, sink: &Arc<dyn EventSink>, counters: &Counters, p: &Publish) {
+    let Ok(topic) = std::str::from_utf8(&p.topic) else {
+        bump(&counters.inbound_dropped);
+        return;
+    };
+    let Ok(name) = TopicName::new(topic) else {
+        bump(&counters.inbound_dropped);
+        return;
+    };
+    let Some(rule) = config.inbound.iter().find(|r| r.remote.matches(&name)) else {
+        // A message for a subscription of an earlier session.
+        bump(&counters.inbound_dropped);
+        return;
+    };
+    let mut event = Event::new(
+        format!("{}{topic}", rule.local_prefix),
+        p.payload.clone(),
+        EventSource::Cloud,
+    );
+    if let Some(props) = &p.properties {
+        for (k, v) in &props.user_properties {
+            event.headers.insert(k.clone(), v.clone());
+        }
+    }
+    // A full queue gets a few short waits before the message is given up.
+    let mut attempt = 0;
+    loop {
+        match sink.publish(event).await {
+            Ok(()) => {
+                bump(&counters.inbound);
+                return;
+            }
+            Err(PublishError::Full(back)) if attempt < 5 => {
+                attempt += 1;
+                event = back;
+                tokio::time::sleep(Duration::from_millis(10 << attempt)).await;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "inbound mqtt message refused");
+                bump(&counters.inbound_dropped);
+                return;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn urls() {
+        let c = MqttConfig::from_url("mqtt://127.0.0.1:1884", "hub").unwrap();
+        assert_eq!((c.host.as_str(), c.port), ("127.0.0.1", 1884));
+        let c = MqttConfig::from_url("mqtt://broker.local", "hub").unwrap();
+        assert_eq!((c.host.as_str(), c.port), ("broker.local", 1883));
+        for bad in [
+            "http://x",
+            "mqtt://",
+            "mqtt://h:0",
+            "mqtt://h:99999",
+            "mqtt://h:x",
+            "mqtt://a/b",
+        ] {
+            assert!(MqttConfig::from_url(bad, "hub").is_err(), "{bad}");
+        }
+    }
+
+    fn msg(seq: u64) -> Message {
+        Message {
+            seq,
+            topic: "t".into(),
+            payload: Bytes::new(),
+            qos: Qos::AtLeastOnce,
+            properties: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_full_outbox_drops_the_oldest_and_requeue_keeps_order() {
+        let counters = Counters::default();
+        let mut o = Outbox {
+            waiting: VecDeque::new(),
+            capacity: 4,
+            submitted: VecDeque::new(),
+            inflight: HashMap::new(),
+        };
+        for s in 0..6 {
+            o.push(msg(s), &counters);
+        }
+        assert_eq!(counters.outbound_dropped.load(Ordering::Relaxed), 2);
+        let seqs: Vec<u64> = o.waiting.iter().map(|m| m.seq).collect();
+        assert_eq!(seqs, vec![2, 3, 4, 5]);
+        // 2 and 3 in flight, 4 submitted; then the connection breaks.
+        let (a, b, c) = (
+            o.waiting.pop_front().unwrap(),
+            o.waiting.pop_front().unwrap(),
+            o.waiting.pop_front().unwrap(),
+        );
+        o.inflight.insert(9, b);
+        o.inflight.insert(7, a);
+        o.submitted.push_back(c);
+        o.requeue();
+        let seqs: Vec<u64> = o.waiting.iter().map(|m| m.seq).collect();
+        assert_eq!(seqs, vec![2, 3, 4, 5]);
+        assert!(o.inflight.is_empty() && o.submitted.is_empty());
+    }
+}
