@@ -452,6 +452,10 @@ impl LocalServices for Services {
                     let n: i64 = std::str::from_utf8(&payload).unwrap().parse().unwrap();
                     Ok(Bytes::from((n * 2).to_string()))
                 }
+                "slow" => {
+                    std::future::pending::<()>().await;
+                    Ok(Bytes::new())
+                }
                 "broken" => Err(ServiceError::Function(
                     FunctionError::new(ErrorKind::Unhandled, "it broke").with_type("ValueError"),
                 )),
@@ -598,6 +602,21 @@ async fn guests_reach_hub_services_through_the_fnhub_imports() {
     assert_eq!(err.kind, ErrorKind::Crashed);
     assert!(err.message.contains("outside the guest's memory"), "{err}");
     assert_eq!(services.published.lock().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn a_host_call_still_waiting_at_the_timeout_ends_the_invocation() {
+    let sandbox =
+        WasmSandbox::with_config(WasmConfig::default(), Arc::new(Services::default())).unwrap();
+    let slow = spec("services", "call_slow").with_timeout(Duration::from_millis(150));
+    let env = sandbox.prepare(&slow).await.unwrap();
+    // The service never answers; only the invocation's timeout can end the call. (The
+    // outer timeout is a watchdog so that a failure does not hang the suite.)
+    let err = tokio::time::timeout(Duration::from_secs(300), env.invoke(call(&slow, "")))
+        .await
+        .expect("the waiting host call was not cut off")
+        .unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Timeout, "{err}");
 }
 
 #[tokio::test]

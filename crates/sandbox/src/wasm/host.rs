@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use fnhub_core::{ErrorKind, FunctionError, LocalServices, ServiceCaller, ServiceError};
-use wasmtime::{Caller, Extern, Linker, ResourceLimiter, Result, format_err};
+use wasmtime::{Caller, Extern, Linker, ResourceLimiter, Result, Trap, format_err};
 use wasmtime_wasi::p1::WasiP1Ctx;
 
 /// The name of the import module.
@@ -19,7 +19,9 @@ pub(super) struct Guest {
     pub(super) result: Bytes,
     /// Set by `fnhub.fail`: the invocation ends with this error.
     pub(super) failure: Option<FunctionError>,
-    pub(super) caller: Arc<ServiceCaller>,
+    pub(super) caller: ServiceCaller,
+    /// When the invocation's time is up: a host call still waiting then ends it.
+    pub(super) stop_at: tokio::time::Instant,
     pub(super) services: Arc<dyn LocalServices>,
 }
 
@@ -127,9 +129,22 @@ fn answer(caller: &mut Caller<'_, Guest>, r: Result<Bytes, ServiceError>) -> i32
     }
 }
 
-fn handles(caller: &Caller<'_, Guest>) -> (Arc<dyn LocalServices>, Arc<ServiceCaller>) {
+fn handles(
+    caller: &Caller<'_, Guest>,
+) -> (Arc<dyn LocalServices>, ServiceCaller, tokio::time::Instant) {
     let g = caller.data();
-    (g.services.clone(), g.caller.clone())
+    (g.services.clone(), g.caller.clone(), g.stop_at)
+}
+
+/// A service call, cut off when the invocation's time is up (the epoch only stops a guest
+/// that computes, not one waiting on the host).
+async fn bounded<T>(
+    stop_at: tokio::time::Instant,
+    call: impl Future<Output = Result<T, ServiceError>>,
+) -> Result<Result<T, ServiceError>> {
+    tokio::time::timeout_at(stop_at, call)
+        .await
+        .map_err(|_| wasmtime::Error::new(Trap::Interrupt))
 }
 
 /// Defines the `fnhub` module in `linker`.
@@ -188,9 +203,9 @@ pub(super) fn add_to_linker(linker: &mut Linker<Guest>) -> Result<()> {
             Box::new(async move {
                 let topic = read_str(&mut caller, tp, tl, "publish")?;
                 let payload = Bytes::from(read(&mut caller, pp, pl, "publish")?);
-                let (services, who) = handles(&caller);
+                let (services, who, stop_at) = handles(&caller);
                 let r = match topic {
-                    Ok(topic) => services.publish(&who, &topic, payload).await,
+                    Ok(topic) => bounded(stop_at, services.publish(&who, &topic, payload)).await?,
                     Err(e) => Err(e),
                 };
                 Ok(answer(&mut caller, r.map(|()| Bytes::new())))
@@ -204,9 +219,9 @@ pub(super) fn add_to_linker(linker: &mut Linker<Guest>) -> Result<()> {
             Box::new(async move {
                 let name = read_str(&mut caller, np, nl, "invoke")?;
                 let payload = Bytes::from(read(&mut caller, pp, pl, "invoke")?);
-                let (services, who) = handles(&caller);
+                let (services, who, stop_at) = handles(&caller);
                 let r = match name {
-                    Ok(name) => services.invoke(&who, &name, payload).await,
+                    Ok(name) => bounded(stop_at, services.invoke(&who, &name, payload)).await?,
                     Err(e) => Err(e),
                 };
                 Ok(answer(&mut caller, r))
@@ -219,11 +234,15 @@ pub(super) fn add_to_linker(linker: &mut Linker<Guest>) -> Result<()> {
         |mut caller: Caller<'_, Guest>, (kp, kl): (i32, i32)| {
             Box::new(async move {
                 let key = read_str(&mut caller, kp, kl, "kv_get")?;
-                let (services, who) = handles(&caller);
+                let (services, who, stop_at) = handles(&caller);
                 let r = match key {
-                    Ok(key) => services.kv_get(&who, &key).await.and_then(|v| {
-                        v.ok_or_else(|| ServiceError::NotFound(format!("key {key:?} is not set")))
-                    }),
+                    Ok(key) => bounded(stop_at, services.kv_get(&who, &key))
+                        .await?
+                        .and_then(|v| {
+                            v.ok_or_else(|| {
+                                ServiceError::NotFound(format!("key {key:?} is not set"))
+                            })
+                        }),
                     Err(e) => Err(e),
                 };
                 Ok(answer(&mut caller, r))
@@ -237,9 +256,9 @@ pub(super) fn add_to_linker(linker: &mut Linker<Guest>) -> Result<()> {
             Box::new(async move {
                 let key = read_str(&mut caller, kp, kl, "kv_put")?;
                 let value = Bytes::from(read(&mut caller, vp, vl, "kv_put")?);
-                let (services, who) = handles(&caller);
+                let (services, who, stop_at) = handles(&caller);
                 let r = match key {
-                    Ok(key) => services.kv_put(&who, &key, value).await,
+                    Ok(key) => bounded(stop_at, services.kv_put(&who, &key, value)).await?,
                     Err(e) => Err(e),
                 };
                 Ok(answer(&mut caller, r.map(|()| Bytes::new())))
@@ -252,15 +271,17 @@ pub(super) fn add_to_linker(linker: &mut Linker<Guest>) -> Result<()> {
         |mut caller: Caller<'_, Guest>, (kp, kl): (i32, i32)| {
             Box::new(async move {
                 let key = read_str(&mut caller, kp, kl, "kv_delete")?;
-                let (services, who) = handles(&caller);
+                let (services, who, stop_at) = handles(&caller);
                 let r = match key {
-                    Ok(key) => services.kv_delete(&who, &key).await.and_then(|gone| {
-                        if gone {
-                            Ok(Bytes::new())
-                        } else {
-                            Err(ServiceError::NotFound(format!("key {key:?} is not set")))
-                        }
-                    }),
+                    Ok(key) => bounded(stop_at, services.kv_delete(&who, &key))
+                        .await?
+                        .and_then(|gone| {
+                            if gone {
+                                Ok(Bytes::new())
+                            } else {
+                                Err(ServiceError::NotFound(format!("key {key:?} is not set")))
+                            }
+                        }),
                     Err(e) => Err(e),
                 };
                 Ok(answer(&mut caller, r))
@@ -273,9 +294,9 @@ pub(super) fn add_to_linker(linker: &mut Linker<Guest>) -> Result<()> {
         |mut caller: Caller<'_, Guest>, (tp, tl): (i32, i32)| {
             Box::new(async move {
                 let thing = read_str(&mut caller, tp, tl, "shadow_get")?;
-                let (services, who) = handles(&caller);
+                let (services, who, stop_at) = handles(&caller);
                 let r = match thing {
-                    Ok(thing) => services.shadow_get(&who, &thing).await,
+                    Ok(thing) => bounded(stop_at, services.shadow_get(&who, &thing)).await?,
                     Err(e) => Err(e),
                 };
                 Ok(answer(&mut caller, r))
@@ -289,9 +310,11 @@ pub(super) fn add_to_linker(linker: &mut Linker<Guest>) -> Result<()> {
             Box::new(async move {
                 let thing = read_str(&mut caller, tp, tl, "shadow_update")?;
                 let document = Bytes::from(read(&mut caller, dp, dl, "shadow_update")?);
-                let (services, who) = handles(&caller);
+                let (services, who, stop_at) = handles(&caller);
                 let r = match thing {
-                    Ok(thing) => services.shadow_update(&who, &thing, document).await,
+                    Ok(thing) => {
+                        bounded(stop_at, services.shadow_update(&who, &thing, document)).await?
+                    }
                     Err(e) => Err(e),
                 };
                 Ok(answer(&mut caller, r))
@@ -304,9 +327,9 @@ pub(super) fn add_to_linker(linker: &mut Linker<Guest>) -> Result<()> {
         |mut caller: Caller<'_, Guest>, (tp, tl): (i32, i32)| {
             Box::new(async move {
                 let thing = read_str(&mut caller, tp, tl, "shadow_delete")?;
-                let (services, who) = handles(&caller);
+                let (services, who, stop_at) = handles(&caller);
                 let r = match thing {
-                    Ok(thing) => services.shadow_delete(&who, &thing).await,
+                    Ok(thing) => bounded(stop_at, services.shadow_delete(&who, &thing)).await?,
                     Err(e) => Err(e),
                 };
                 Ok(answer(&mut caller, r.map(|()| Bytes::new())))

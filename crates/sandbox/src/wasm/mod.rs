@@ -75,7 +75,7 @@ use fnhub_core::{
 };
 use parking_lot::Mutex;
 use wasmtime::{
-    Engine, InstanceAllocationStrategy, InstancePre, Linker, Memory, Module,
+    Engine, Instance, InstanceAllocationStrategy, InstancePre, Linker, Module,
     PoolingAllocationConfig, Store, Trap, UpdateDeadline, WasmBacktrace,
 };
 use wasmtime_wasi::{FsPerms, I32Exit, WasiCtxBuilder};
@@ -531,8 +531,8 @@ struct WasmEnv {
 
 /// How one run ended, before it becomes an outcome.
 enum Ended {
-    /// The handler (or what ran before it) returned or failed; the instance's memory.
-    Returned(Result<i64, wasmtime::Error>, Option<Memory>),
+    /// The handler (or what ran before it) returned or failed; the instance.
+    Returned(Result<i64, wasmtime::Error>, Option<Instance>),
     Before(FunctionError),
 }
 
@@ -585,20 +585,20 @@ impl WasmEnv {
 
     async fn run(&self, invocation: Invocation) -> Outcome {
         let limit = Limit::new(self.timeout, invocation.context.deadline, SystemTime::now())?;
-        let request_id = invocation.id.to_string();
+        let stop_at = Instant::now() + limit.limit;
         let (wasi, pipes) = if self.uses_wasi {
-            let (ctx, pipes) = self.wasi(&request_id)?;
+            let (ctx, pipes) = self.wasi(&invocation.id.to_string())?;
             (Some(ctx), Some(pipes))
         } else {
             (None, None)
         };
         let payload = invocation.payload;
-        let caller = Arc::new(ServiceCaller::new(
+        let caller = ServiceCaller::new(
             self.spec_name.clone(),
             self.version,
             invocation.id,
             invocation.context,
-        ));
+        );
         let mut store = Store::new(
             &self.shared.engine,
             Guest {
@@ -610,6 +610,7 @@ impl WasmEnv {
                 result: Bytes::new(),
                 failure: None,
                 caller,
+                stop_at: stop_at.into(),
                 services: self.shared.services.clone(),
             },
         );
@@ -619,7 +620,6 @@ impl WasmEnv {
         {
             return Err(FunctionError::new(ErrorKind::Rejected, format!("{e:#}")));
         }
-        let stop_at = Instant::now() + limit.limit;
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(move |_| {
             Ok(if Instant::now() >= stop_at {
@@ -628,21 +628,27 @@ impl WasmEnv {
                 UpdateDeadline::Yield(1)
             })
         });
-        // The epoch stops a guest that computes; this stops one waiting on a host call.
-        let ended = tokio::time::timeout(limit.limit, self.call(&mut store, payload)).await;
-        if let Some(pipes) = &pipes {
-            pipes.iter().for_each(LogPipe::finish);
-        }
-        let ended = match ended {
-            Ok(ended) => ended,
-            Err(_) => return Err(limit.error()),
+        // The epoch stops a guest that computes, and the `fnhub` imports stop at the
+        // deadline themselves; a WASI call (a sleep) needs a timer around the whole call.
+        let ended = if self.uses_wasi {
+            let ended =
+                tokio::time::timeout_at(stop_at.into(), self.call(&mut store, payload)).await;
+            if let Some(pipes) = &pipes {
+                pipes.iter().for_each(LogPipe::finish);
+            }
+            match ended {
+                Ok(ended) => ended,
+                Err(_) => return Err(limit.error()),
+            }
+        } else {
+            self.call(&mut store, payload).await
         };
         let returned = match ended {
             Ended::Before(e) => return Err(e),
             Ended::Returned(r, memory) => (r, memory),
         };
         match returned {
-            (Ok(packed), memory) => self.output(&store, memory, packed),
+            (Ok(packed), instance) => self.output(&mut store, instance, packed),
             (Err(error), _) => self.failure(error, store.data_mut(), limit),
         }
     }
@@ -673,9 +679,6 @@ impl WasmEnv {
                 return Ended::Returned(Err(e), None);
             }
         }
-        let Some(memory) = instance.get_memory(&mut *store, "memory") else {
-            return Ended::Before(bad_guest("the instance has no memory"));
-        };
         let (ptr, len) = if payload.is_empty() {
             (0, 0)
         } else if !self.shape.alloc {
@@ -694,6 +697,9 @@ impl WasmEnv {
                 Ok(p) => p,
                 Err(e) => return Ended::Returned(Err(e), None),
             };
+            let Some(memory) = instance.get_memory(&mut *store, "memory") else {
+                return Ended::Before(bad_guest("the instance has no memory"));
+            };
             if memory
                 .write(&mut *store, ptr as u32 as usize, &payload)
                 .is_err()
@@ -710,11 +716,11 @@ impl WasmEnv {
         };
         Ended::Returned(
             handler.call_async(&mut *store, (ptr, len)).await,
-            Some(memory),
+            Some(instance),
         )
     }
 
-    fn output(&self, store: &Store<Guest>, memory: Option<Memory>, packed: i64) -> Outcome {
+    fn output(&self, store: &mut Store<Guest>, instance: Option<Instance>, packed: i64) -> Outcome {
         let (ptr, len) = (
             (packed as u64 >> 32) as usize,
             (packed as u64 & 0xffff_ffff) as usize,
@@ -730,7 +736,7 @@ impl WasmEnv {
             )
             .with_type("Function.ResponseSizeTooLarge"));
         }
-        let Some(memory) = memory else {
+        let Some(memory) = instance.and_then(|i| i.get_memory(&mut *store, "memory")) else {
             return Err(bad_guest("the instance has no memory"));
         };
         ptr.checked_add(len)
