@@ -553,7 +553,7 @@ fn invocation_for(function: FunctionRef, event: Event) -> Invocation {
 /// Cheap to clone; clones are handles to the same hub.
 #[derive(Clone)]
 pub struct EdgeHub {
-    inner: Arc<HubInner>,
+    pub(crate) inner: Arc<HubInner>,
 }
 
 impl std::fmt::Debug for EdgeHub {
@@ -659,6 +659,26 @@ impl EdgeHub {
                 Stats::add(&self.inner.stats.counters.rejected, 1);
             })?;
         Ok(ticket.await)
+    }
+
+    /// Admits an invocation without waiting for it (Lambda's `Event` invocation type); its
+    /// outcome goes where its function's outputs go. A refused admission hands the
+    /// invocation back.
+    pub fn submit(&self, invocation: Invocation) -> Result<fnhub_core::InvocationId, SubmitError> {
+        if self
+            .inner
+            .closing
+            .load(std::sync::atomic::Ordering::Acquire)
+        {
+            Stats::add(&self.inner.stats.counters.rejected, 1);
+            return Err(SubmitError::ShuttingDown(invocation));
+        }
+        self.inner
+            .scheduler
+            .try_submit_detached(invocation)
+            .inspect_err(|_| {
+                Stats::add(&self.inner.stats.counters.rejected, 1);
+            })
     }
 
     /// Adds a flow at run time. Its function target must be deployed.

@@ -53,16 +53,21 @@
 //! - `mqtt`: a bridge to an MQTT broker ([`EdgeHubBuilder::mqtt`], see
 //!   [`fnhub_router::mqtt`]): upstream topics in, local topics out, QoS 0 and 1, buffered
 //!   while offline, trace context in MQTT 5 user properties.
+//! - `http`: the HTTP front door ([`http`]): the AWS Lambda Invoke API, so the AWS CLI and
+//!   SDKs invoke the hub's functions; AWS SigV4 authentication (or none, on loopback only)
+//!   and an allow-list of who may invoke what.
 //! - `serde`: serde support for the core data types.
 //! - `zstd`: Zstandard compression of checkpoints.
 //!
-//! Planned, not built yet: `nats`, `http` (the NATS bridge and the HTTP front door).
+//! Planned, not built yet: `nats` (the NATS bridge and the cloud runtime).
 
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
 mod durable;
 mod edge;
+#[cfg(feature = "http")]
+pub mod http;
 pub mod services;
 mod stats;
 

@@ -495,6 +495,16 @@ impl Scheduler {
         }
     }
 
+    /// The spec `function` resolves to now: the newest version, the exact one, or one of an
+    /// alias's targets (for a weighted alias, the first). `None` when nothing matches.
+    pub fn resolve(&self, function: &fnhub_core::FunctionRef) -> Option<Arc<FunctionSpec>> {
+        self.inner
+            .registry
+            .read()
+            .resolve(function, 0)
+            .map(|d| d.spec.clone())
+    }
+
     /// Every deployed spec.
     pub fn deployed(&self) -> Vec<Arc<FunctionSpec>> {
         self.inner.registry.read().specs().cloned().collect()

@@ -1,0 +1,429 @@
+//! The HTTP front door with real clients: the AWS CLI (`aws lambda invoke`, SigV4-signed by
+//! botocore) and plain HTTP/1.1 on a socket for what the CLI would retry or hide.
+#![cfg(feature = "http")]
+#![allow(clippy::unwrap_used)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use bytes::Bytes;
+use fnhub::http::{Credentials, HttpConfig, HttpError, HttpServer};
+use fnhub::{
+    EdgeHub, FunctionError, FunctionName, FunctionSpec, Invocation, Principal, Runtime, Version,
+    from_fn,
+};
+use serde_json::{Value, json};
+
+const KEY_A: (&str, &str) = (
+    "AKIDTENANTA0000000001",
+    "secret-a/K7MDENG+bPxRfiCYEXAMPLEKEY",
+);
+const KEY_B: (&str, &str) = (
+    "AKIDTENANTB0000000002",
+    "secret-b/K7MDENG+bPxRfiCYEXAMPLEKEY",
+);
+
+/// The AWS CLI, or `None` when it is not installed (a failure under `CI=true`).
+fn aws_cli() -> Option<()> {
+    match Command::new("aws").arg("--version").output() {
+        Ok(out) if out.status.success() => Some(()),
+        _ => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "the AWS CLI is required under CI (pip install awscli)"
+            );
+            eprintln!("skipping: the AWS CLI is not installed (pip install awscli)");
+            None
+        }
+    }
+}
+
+/// `hello` v1 and v2 (answering with their version, the caller's principal and the
+/// payload) and `boom`, which fails.
+fn hub() -> EdgeHub {
+    let hello = |version: u32| {
+        let mut spec = FunctionSpec::in_process(FunctionName::new("hello").unwrap())
+            .with_version(Version::new(version).unwrap());
+        spec.runtime = Runtime::InProcess {
+            handler: format!("hello-v{version}"),
+        };
+        let handler = from_fn(move |inv: Invocation| async move {
+            let payload: Value = serde_json::from_slice(&inv.payload).unwrap_or(Value::Null);
+            Ok(Bytes::from(
+                json!({
+                    "version": version,
+                    "principal": inv.context.principal.as_str(),
+                    "payload": payload,
+                })
+                .to_string(),
+            ))
+        });
+        (spec, handler)
+    };
+    let (v1, h1) = hello(1);
+    let (v2, h2) = hello(2);
+    EdgeHub::builder()
+        .function(v1, h1)
+        .function(v2, h2)
+        .function(
+            FunctionSpec::in_process(FunctionName::new("boom").unwrap()),
+            from_fn(|_inv: Invocation| async move {
+                Err(FunctionError::handled("reading out of range").with_type("RangeError"))
+            }),
+        )
+        .build()
+        .unwrap()
+}
+
+async fn serve_signed(hub: &EdgeHub) -> HttpServer {
+    let config = HttpConfig::sigv4(vec![
+        Credentials::new(KEY_A.0, KEY_A.1, Principal::new("tenant-a")),
+        Credentials::new(KEY_B.0, KEY_B.1, Principal::new("tenant-b")),
+    ])
+    .allow(Principal::new("tenant-a"), "*")
+    .allow(Principal::new("tenant-b"), "hello:1");
+    hub.serve_http("127.0.0.1:0".parse().unwrap(), config)
+        .await
+        .unwrap()
+}
+
+struct Cli {
+    status: i32,
+    stdout: Value,
+    stderr: String,
+    file: Vec<u8>,
+}
+
+/// `aws lambda invoke` against the hub, in a blocking thread.
+async fn invoke(addr: SocketAddr, key: (&str, &str), args: &[&str]) -> Cli {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.json");
+    let mut cmd = Command::new("aws");
+    cmd.args(["lambda", "invoke", "--endpoint-url"])
+        .arg(format!("http://{addr}"))
+        .args(args)
+        .arg(&out)
+        .env("AWS_ACCESS_KEY_ID", key.0)
+        .env("AWS_SECRET_ACCESS_KEY", key.1)
+        .env("AWS_DEFAULT_REGION", "us-east-1")
+        .env("AWS_CONFIG_FILE", dir.path().join("none"))
+        .env("AWS_SHARED_CREDENTIALS_FILE", dir.path().join("none"))
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("AWS_MAX_ATTEMPTS", "1");
+    let output = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap();
+    let read = |p: &Path| std::fs::read(p).unwrap_or_default();
+    Cli {
+        status: output.status.code().unwrap_or(-1),
+        stdout: serde_json::from_slice(&output.stdout).unwrap_or(Value::Null),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        file: read(&out),
+    }
+}
+
+fn json_of(bytes: &[u8]) -> Value {
+    serde_json::from_slice(bytes)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(bytes)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_aws_cli_invokes_functions_with_sigv4() {
+    let Some(()) = aws_cli() else { return };
+    let hub = hub();
+    let server = serve_signed(&hub).await;
+    let addr = server.local_addr();
+
+    // The latest version, run for the principal behind the key.
+    let r = invoke(
+        addr,
+        KEY_A,
+        &["--function-name", "hello", "--payload", r#"{"x":1}"#],
+    )
+    .await;
+    assert_eq!(r.status, 0, "{}", r.stderr);
+    assert_eq!(r.stdout["StatusCode"], 200);
+    assert_eq!(r.stdout["ExecutedVersion"], "2");
+    let body = json_of(&r.file);
+    assert_eq!(body["version"], 2);
+    assert_eq!(body["principal"], "tenant-a");
+    assert_eq!(body["payload"], json!({"x": 1}));
+
+    // A version by qualifier, and by ARN.
+    let r = invoke(
+        addr,
+        KEY_A,
+        &["--function-name", "hello", "--qualifier", "1"],
+    )
+    .await;
+    assert_eq!(r.stdout["ExecutedVersion"], "1", "{}", r.stderr);
+    let arn = "arn:aws:lambda:us-east-1:123456789012:function:hello:1";
+    let r = invoke(addr, KEY_A, &["--function-name", arn]).await;
+    assert_eq!(r.stdout["ExecutedVersion"], "1", "{}", r.stderr);
+
+    // A function error: 200, FunctionError, Lambda's error body.
+    let r = invoke(addr, KEY_A, &["--function-name", "boom"]).await;
+    assert_eq!(r.status, 0, "{}", r.stderr);
+    assert_eq!(r.stdout["FunctionError"], "Unhandled");
+    let body = json_of(&r.file);
+    assert_eq!(body["errorType"], "RangeError");
+    assert_eq!(body["errorMessage"], "reading out of range");
+
+    // Event and DryRun.
+    let r = invoke(
+        addr,
+        KEY_A,
+        &["--function-name", "hello", "--invocation-type", "Event"],
+    )
+    .await;
+    assert_eq!(r.stdout["StatusCode"], 202, "{}", r.stderr);
+    let r = invoke(
+        addr,
+        KEY_A,
+        &["--function-name", "hello", "--invocation-type", "DryRun"],
+    )
+    .await;
+    assert_eq!(r.stdout["StatusCode"], 204, "{}", r.stderr);
+
+    // Errors the CLI reports by their AWS names.
+    let cases: [(&[&str], (&str, &str), &str); 5] = [
+        (
+            &["--function-name", "nope"],
+            KEY_A,
+            "ResourceNotFoundException",
+        ),
+        (
+            &["--function-name", "hello", "--qualifier", "9"],
+            KEY_A,
+            "ResourceNotFoundException",
+        ),
+        (
+            &["--function-name", "hello", "--payload", "not json"],
+            KEY_A,
+            "InvalidRequestContentException",
+        ),
+        // tenant-b may invoke hello:1 only.
+        (
+            &["--function-name", "hello"],
+            KEY_B,
+            "AccessDeniedException",
+        ),
+        (
+            &["--function-name", "hello"],
+            (KEY_A.0, "a wrong secret"),
+            "InvalidSignatureException",
+        ),
+    ];
+    for (args, key, error) in cases {
+        let r = invoke(addr, key, args).await;
+        assert_ne!(r.status, 0, "{args:?} succeeded");
+        assert!(r.stderr.contains(error), "{args:?}: {}", r.stderr);
+    }
+    let r = invoke(
+        addr,
+        ("AKIDUNKNOWN000000000", "x"),
+        &["--function-name", "hello"],
+    )
+    .await;
+    assert!(
+        r.stderr.contains("UnrecognizedClientException"),
+        "{}",
+        r.stderr
+    );
+    let r = invoke(
+        addr,
+        KEY_B,
+        &["--function-name", "hello", "--qualifier", "1"],
+    )
+    .await;
+    assert_eq!(r.status, 0, "tenant-b may invoke hello:1: {}", r.stderr);
+    assert_eq!(json_of(&r.file)["principal"], "tenant-b");
+
+    server.shutdown().await;
+    hub.shutdown().await;
+}
+
+/// One HTTP/1.1 request on a fresh connection: status, headers (lowercased), body.
+fn http(addr: SocketAddr, request: &str) -> (u16, Vec<(String, String)>, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    s.write_all(request.as_bytes()).unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    (status, headers, body.to_owned())
+}
+
+fn post(path: &str, extra: &str, body: &str) -> String {
+    format!(
+        "POST {path} HTTP/1.1\r\nHost: hub\r\nConnection: close\r\n{extra}Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_codes_without_authentication_on_loopback() {
+    let hub = hub();
+    // Unauthenticated serving is refused off loopback.
+    let err = hub
+        .serve_http(
+            "0.0.0.0:0".parse().unwrap(),
+            HttpConfig::unauthenticated_loopback(),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, HttpError::NotLoopback(_)), "{err}");
+    let server = hub
+        .serve_http(
+            "127.0.0.1:0".parse().unwrap(),
+            HttpConfig::unauthenticated_loopback().with_max_payload(1024),
+        )
+        .await
+        .unwrap();
+    let addr = server.local_addr();
+    let path = "/2015-03-31/functions/hello/invocations";
+
+    let response = tokio::task::spawn_blocking(move || {
+        let ok = http(addr, &post(path, "", r#"{"a":1}"#));
+        let too_big = http(
+            addr,
+            &post(path, "", &format!(r#"{{"a":"{}"}}"#, "x".repeat(2000))),
+        );
+        let bad_type = http(addr, &post(path, "X-Amz-Invocation-Type: Later\r\n", ""));
+        let traced = http(
+            addr,
+            &post(
+                path,
+                "traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\r\n",
+                "",
+            ),
+        );
+        let unknown = http(
+            addr,
+            &post("/2015-03-31/functions/ghost/invocations", "", ""),
+        );
+        let get = http(
+            addr,
+            &format!("GET {path} HTTP/1.1\r\nHost: hub\r\nConnection: close\r\n\r\n"),
+        );
+        (ok, too_big, bad_type, traced, unknown, get)
+    })
+    .await
+    .unwrap();
+    let (ok, too_big, bad_type, traced, unknown, get) = response;
+    assert_eq!(ok.0, 200);
+    assert_eq!(json_of(ok.2.as_bytes())["principal"], "anonymous");
+    assert_eq!(header(&ok.1, "x-amz-executed-version"), Some("2"));
+    assert!(header(&ok.1, "x-amzn-requestid").is_some());
+    assert_eq!(too_big.0, 413);
+    assert_eq!(
+        header(&too_big.1, "x-amzn-errortype"),
+        Some("RequestTooLargeException")
+    );
+    assert_eq!(bad_type.0, 400);
+    assert_eq!(
+        header(&bad_type.1, "x-amzn-errortype"),
+        Some("InvalidParameterValueException")
+    );
+    assert_eq!(traced.0, 200);
+    assert_eq!(unknown.0, 404);
+    assert!(
+        json_of(unknown.2.as_bytes())["message"]
+            .as_str()
+            .unwrap()
+            .contains("Function not found: ghost")
+    );
+    assert_eq!(get.0, 405);
+    server.shutdown().await;
+    hub.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_hub_answers_429_and_a_closing_one_503() {
+    // One worker, a queue of one: a slow call holds the worker, a second waits, a third
+    // is refused.
+    let (release, released) = tokio::sync::watch::channel(false);
+    let (started_tx, mut started) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let hub = EdgeHub::builder()
+        .workers(1)
+        .queue_capacity(1)
+        .function(
+            FunctionSpec::in_process(FunctionName::new("slow").unwrap())
+                .with_timeout(Duration::from_secs(60)),
+            from_fn(move |_inv: Invocation| {
+                let mut released = released.clone();
+                let _ = started_tx.send(());
+                async move {
+                    let _ = released.wait_for(|r| *r).await;
+                    Ok(Bytes::from_static(b"{}"))
+                }
+            }),
+        )
+        .build()
+        .unwrap();
+    let server = hub
+        .serve_http(
+            "127.0.0.1:0".parse().unwrap(),
+            HttpConfig::unauthenticated_loopback(),
+        )
+        .await
+        .unwrap();
+    let addr = server.local_addr();
+    let path = "/2015-03-31/functions/slow/invocations";
+    let event = "X-Amz-Invocation-Type: Event\r\n";
+    let first = tokio::task::spawn_blocking(move || http(addr, &post(path, event, "")))
+        .await
+        .unwrap();
+    assert_eq!(first.0, 202);
+    // The first holds the only worker; the second waits in the queue; the third finds
+    // the queue full.
+    started.recv().await.unwrap();
+    let (second, third) = tokio::task::spawn_blocking(move || {
+        (
+            http(addr, &post(path, event, "")),
+            http(addr, &post(path, event, "")),
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(second.0, 202);
+    assert_eq!(third.0, 429);
+    assert_eq!(
+        header(&third.1, "x-amzn-errortype"),
+        Some("TooManyRequestsException")
+    );
+    assert!(third.2.contains("Reason"));
+    let _ = release.send(true);
+    let closing = hub.clone();
+    let shutdown = tokio::spawn(async move { closing.shutdown().await });
+    shutdown.await.unwrap();
+    let after = tokio::task::spawn_blocking(move || http(addr, &post(path, "", "")))
+        .await
+        .unwrap();
+    assert_eq!(after.0, 503);
+    server.shutdown().await;
+}
