@@ -8,7 +8,10 @@
 //! - A filter whose first character is a wildcard does not match a topic name that starts
 //!   with `$` (system topics such as `$SYS/...` or `$aws/...`).
 //!
-//! Shared subscriptions (`$share/group/filter`) are not parsed yet.
+//! - A shared subscription `$share/{group}/{filter}` (MQTT 5 §4.8.2) is a filter too: it
+//!   matches what `{filter}` matches, and the subscribers of one group share its events,
+//!   each event going to one of them (round-robin, see the local bus). The group name is
+//!   not empty and holds no `/`, `+` or `#`.
 
 use std::fmt;
 use std::str::FromStr;
@@ -45,6 +48,12 @@ pub enum TopicError {
         /// Level index, from 0.
         level: usize,
     },
+    /// A `$share/` filter without a group name and a filter after it, or with `+`/`#` in
+    /// the group name.
+    #[error(
+        "a shared subscription is $share/{{group}}/{{filter}} with a group name free of '+' and '#'"
+    )]
+    BadShare,
 }
 
 fn check_common(text: &str) -> Result<(), TopicError> {
@@ -94,20 +103,51 @@ impl TopicName {
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TopicFilter(Arc<str>);
 
+const SHARE: &str = "$share/";
+
+/// The group and the filter of a `$share/` filter's text, unchecked.
+fn split_share(text: &str) -> Option<(&str, &str)> {
+    text.strip_prefix(SHARE)?.split_once('/')
+}
+
+fn check_levels(text: &str) -> Result<(), TopicError> {
+    let count = text.split('/').count();
+    for (level, part) in text.split('/').enumerate() {
+        if part.contains('+') && part != "+" {
+            return Err(TopicError::MisplacedPlus { level });
+        }
+        if part.contains('#') && (part != "#" || level + 1 != count) {
+            return Err(TopicError::MisplacedHash { level });
+        }
+    }
+    Ok(())
+}
+
 impl TopicFilter {
-    /// Validates `text` as a topic filter.
+    /// Validates `text` as a topic filter (or a `$share/{group}/{filter}` one).
     pub fn new(text: &str) -> Result<TopicFilter, TopicError> {
         check_common(text)?;
-        let count = text.split('/').count();
-        for (level, part) in text.split('/').enumerate() {
-            if part.contains('+') && part != "+" {
-                return Err(TopicError::MisplacedPlus { level });
+        if text.starts_with(SHARE) || text == "$share" {
+            let (group, filter) = split_share(text).ok_or(TopicError::BadShare)?;
+            if group.is_empty() || group.contains(['+', '#']) || filter.is_empty() {
+                return Err(TopicError::BadShare);
             }
-            if part.contains('#') && (part != "#" || level + 1 != count) {
-                return Err(TopicError::MisplacedHash { level });
-            }
+            check_levels(filter)?;
+        } else {
+            check_levels(text)?;
         }
         Ok(TopicFilter(Arc::from(text)))
+    }
+
+    /// The group of a shared subscription (`g` in `$share/g/a/+`), else `None`.
+    pub fn share_group(&self) -> Option<&str> {
+        split_share(&self.0).map(|(group, _)| group)
+    }
+
+    /// What topics are matched against: the filter itself, or the part after the group of
+    /// a shared subscription (`a/+` in `$share/g/a/+`).
+    pub fn pattern(&self) -> &str {
+        split_share(&self.0).map_or(&self.0, |(_, filter)| filter)
     }
 
     /// The filter as text.
@@ -117,12 +157,12 @@ impl TopicFilter {
 
     /// Whether it holds a wildcard; without one it matches exactly one topic name.
     pub fn has_wildcards(&self) -> bool {
-        self.0.contains(['+', '#'])
+        self.pattern().contains(['+', '#'])
     }
 
     /// Whether `topic` matches this filter.
     pub fn matches(&self, topic: &TopicName) -> bool {
-        matches_str(&self.0, topic.as_str())
+        matches_str(self.pattern(), topic.as_str())
     }
 }
 
@@ -240,6 +280,33 @@ pub fn expand_template(template: &str, trigger: &str) -> Result<TopicName, Templ
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn shared_subscriptions_parse_and_match_their_filter() {
+        let f = TopicFilter::new("$share/workers/jobs/+").unwrap();
+        assert_eq!(f.share_group(), Some("workers"));
+        assert_eq!(f.pattern(), "jobs/+");
+        assert!(f.has_wildcards());
+        assert!(f.matches(&TopicName::new("jobs/a").unwrap()));
+        assert!(!f.matches(&TopicName::new("$share/workers/jobs/a").unwrap()));
+        let hash = TopicFilter::new("$share/g/#").unwrap();
+        assert!(!hash.matches(&TopicName::new("$SYS/x").unwrap()));
+        assert_eq!(TopicFilter::new("a/+").unwrap().share_group(), None);
+        for bad in [
+            "$share",
+            "$share/",
+            "$share/g",
+            "$share//a",
+            "$share/g+/a",
+            "$share/#/a",
+            "$share/g/a#",
+        ] {
+            assert!(TopicFilter::new(bad).is_err(), "{bad}");
+        }
+        // "$shared/..." is an ordinary filter.
+        assert_eq!(TopicFilter::new("$shared/x").unwrap().share_group(), None);
+    }
+
     use super::*;
     use proptest::prelude::*;
 
