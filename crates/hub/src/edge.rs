@@ -102,6 +102,8 @@ pub struct EdgeHubBuilder {
     wasm_config: fnhub_sandbox::WasmConfig,
     #[cfg(feature = "mqtt")]
     mqtt: Option<fnhub_router::mqtt::MqttConfig>,
+    #[cfg(feature = "mqtt")]
+    remote: Option<crate::bridge::RemoteInvoke>,
 }
 
 /// Registers a durable function with the hub's engine.
@@ -221,6 +223,14 @@ impl EdgeHubBuilder {
     #[cfg(feature = "mqtt")]
     pub fn mqtt(mut self, config: fnhub_router::mqtt::MqttConfig) -> Self {
         self.mqtt = Some(config);
+        self
+    }
+
+    /// Takes invocation requests from the cloud over the MQTT bridge (feature `mqtt`): see
+    /// [`RemoteInvoke`](crate::bridge::RemoteInvoke). Needs [`mqtt`](Self::mqtt).
+    #[cfg(feature = "mqtt")]
+    pub fn remote_invoke(mut self, remote: crate::bridge::RemoteInvoke) -> Self {
+        self.remote = Some(remote);
         self
     }
 
@@ -353,7 +363,7 @@ impl EdgeHubBuilder {
         let _ = observer.hub.set(Arc::downgrade(&hub.inner));
         #[cfg(feature = "mqtt")]
         if let Some(config) = self.mqtt {
-            hub.start_bridge(config);
+            hub.start_bridge(config, self.remote);
         }
         Ok(hub)
     }
@@ -363,7 +373,7 @@ pub(crate) struct HubInner {
     name: String,
     /// Set when shutdown begins: outside work is refused, inside work flows on.
     closing: std::sync::atomic::AtomicBool,
-    router: Router,
+    pub(crate) router: Router,
     pub(crate) scheduler: Scheduler,
     engine: Engine,
     in_process: InProcessSandbox,
@@ -372,7 +382,7 @@ pub(crate) struct HubInner {
     services: Arc<HubServices>,
     max_depth: u32,
     #[cfg(feature = "mqtt")]
-    bridge: parking_lot::Mutex<Option<fnhub_router::mqtt::MqttBridge>>,
+    pub(crate) bridge: parking_lot::Mutex<Option<fnhub_router::mqtt::MqttBridge>>,
 }
 
 /// Feeds completions into the hub's stats and publishes outputs on output topics.
@@ -589,6 +599,8 @@ impl EdgeHub {
             wasm_config: fnhub_sandbox::WasmConfig::default(),
             #[cfg(feature = "mqtt")]
             mqtt: None,
+            #[cfg(feature = "mqtt")]
+            remote: None,
         }
     }
 
@@ -768,68 +780,5 @@ impl EdgeHub {
 impl LoadProbe for EdgeHub {
     fn snapshot(&self) -> LoadSnapshot {
         self.inner.scheduler.snapshot()
-    }
-}
-
-#[cfg(feature = "mqtt")]
-mod bridge {
-    use std::sync::{Arc, Weak};
-    use std::time::{Duration, Instant};
-
-    use fnhub_core::{BoxFuture, Event, EventSink, PublishError};
-    use fnhub_router::mqtt::{BridgeStats, MqttBridge, MqttConfig};
-
-    use super::{EdgeHub, HubInner};
-
-    /// How long shutdown waits for the bridge to send what the last invocations published.
-    const FLUSH: Duration = Duration::from_secs(2);
-
-    /// Upstream messages enter the hub as events from outside.
-    struct HubSink(Weak<HubInner>);
-
-    impl EventSink for HubSink {
-        fn publish(&self, event: Event) -> BoxFuture<'_, Result<(), PublishError>> {
-            let result = match self.0.upgrade() {
-                None => Err(PublishError::Closed(event)),
-                Some(hub) => hub.publish(event).map(drop).map_err(|e| match e {
-                    super::PublishError::Route(route) => {
-                        PublishError::InvalidTopic(route.into_event())
-                    }
-                }),
-            };
-            Box::pin(async move { result })
-        }
-    }
-
-    impl EdgeHub {
-        pub(super) fn start_bridge(&self, config: MqttConfig) {
-            let capacity = config.buffer.clamp(64, 65_536);
-            let subscriptions = config
-                .outbound
-                .iter()
-                .map(|rule| self.inner.router.subscribe(rule.local.clone(), capacity))
-                .collect();
-            let sink = Arc::new(HubSink(Arc::downgrade(&self.inner)));
-            *self.inner.bridge.lock() = Some(MqttBridge::start(config, sink, subscriptions));
-        }
-
-        pub(super) async fn stop_bridge(&self) {
-            let started = Instant::now();
-            while let Some(stats) = self.mqtt_stats() {
-                if stats.buffered == 0 || !stats.connected || started.elapsed() > FLUSH {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-            let bridge = self.inner.bridge.lock().take();
-            if let Some(bridge) = bridge {
-                bridge.shutdown().await;
-            }
-        }
-
-        /// The MQTT bridge's counters (feature `mqtt`); `None` without a bridge.
-        pub fn mqtt_stats(&self) -> Option<BridgeStats> {
-            self.inner.bridge.lock().as_ref().map(MqttBridge::stats)
-        }
     }
 }

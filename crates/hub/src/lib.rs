@@ -64,6 +64,8 @@
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "mqtt")]
+pub mod bridge;
 mod durable;
 mod edge;
 #[cfg(feature = "http")]
@@ -74,6 +76,8 @@ mod stats;
 pub use edge::{EdgeHub, EdgeHubBuilder, HubError, PublishError, PublishReport};
 pub use stats::{FunctionStats, HubStats, LatencySummary};
 
+#[cfg(feature = "mqtt")]
+pub use bridge::RemoteInvoke;
 pub use fnhub_checkpoint::durable::{
     DurableContext, DurableFunction, EngineError, SuspendPolicy, durable_fn,
 };

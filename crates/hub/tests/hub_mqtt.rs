@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use fnhub::{
     EdgeHub, Event, EventSource, Flow, FunctionName, FunctionSpec, InboundRule, Invocation,
-    MqttConfig, OutboundRule, from_fn,
+    MqttConfig, OutboundRule, RemoteInvoke, from_fn,
 };
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::{Packet, PublishProperties};
@@ -124,8 +124,8 @@ impl Drop for Broker {
     }
 }
 
-/// One message a test client received: topic, payload, user properties.
-type Received = (String, Bytes, Vec<(String, String)>);
+/// One message a test client received: topic, payload, user properties, correlation data.
+type Received = (String, Bytes, Vec<(String, String)>, Option<Bytes>);
 
 /// A device or cloud client: its received publishes arrive on the channel as
 /// (topic, payload, user properties). It reconnects by itself.
@@ -155,9 +155,12 @@ fn client(
                     }
                 }
                 Ok(MqttEvent::Incoming(Packet::Publish(p))) => {
-                    let props = p.properties.map(|p| p.user_properties).unwrap_or_default();
+                    let (props, correlation) = p
+                        .properties
+                        .map(|p| (p.user_properties, p.correlation_data))
+                        .unwrap_or_default();
                     let topic = String::from_utf8_lossy(&p.topic).into_owned();
-                    if tx.send((topic, p.payload, props)).is_err() {
+                    if tx.send((topic, p.payload, props, correlation)).is_err() {
                         return;
                     }
                 }
@@ -214,7 +217,7 @@ async fn device_events_reach_functions_and_outputs_go_upstream_with_the_trace() 
 
     // Until the hub's subscription is in place upstream, a reading may go nowhere: send it
     // again until the alert comes back.
-    let (topic, payload, props) = loop {
+    let (topic, payload, props, _) = loop {
         let props = PublishProperties {
             user_properties: vec![("traceparent".into(), trace.into())],
             ..PublishProperties::default()
@@ -327,7 +330,7 @@ async fn a_broker_restart_mid_stream_loses_no_qos1_message() {
     let mut got = BTreeSet::new();
     let until = Instant::now() + Duration::from_secs(60);
     while got.len() < N && Instant::now() < until {
-        if let Ok(Some((topic, payload, _))) =
+        if let Ok(Some((topic, payload, _, _))) =
             tokio::time::timeout(Duration::from_millis(500), received.recv()).await
             && topic != "out/probe"
         {
@@ -419,5 +422,140 @@ async fn without_a_broker_the_buffer_keeps_the_newest_and_counts_the_rest() {
         assert!(Instant::now() < until, "{s:?}");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    hub.shutdown().await;
+}
+
+fn property<'a>(props: &'a [(String, String)], key: &str) -> Option<&'a str> {
+    props
+        .iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.as_str())
+}
+
+/// Sends a request until its reply comes on `reply_on` (the hub's subscription may not be
+/// in place at first).
+async fn ask(
+    cloud: &AsyncClient,
+    replies: &mut mpsc::UnboundedReceiver<Received>,
+    topic: &str,
+    payload: &str,
+    props: PublishProperties,
+    reply_on: &str,
+) -> Received {
+    let until = Instant::now() + Duration::from_secs(20);
+    loop {
+        cloud
+            .publish_with_properties(
+                topic,
+                QoS::AtLeastOnce,
+                false,
+                payload.to_owned(),
+                props.clone(),
+            )
+            .await
+            .unwrap();
+        let wait = Instant::now() + Duration::from_millis(400);
+        while let Ok(Some(m)) = tokio::time::timeout_at(wait.into(), replies.recv()).await {
+            if m.0 == reply_on {
+                return m;
+            }
+        }
+        assert!(Instant::now() < until, "no reply on {reply_on}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cloud_invokes_functions_through_the_remote_interface() {
+    let Some(broker) = Broker::start() else {
+        return;
+    };
+    let hub = EdgeHub::builder()
+        .function(
+            FunctionSpec::in_process(FunctionName::new("double").unwrap()),
+            from_fn(|inv: Invocation| async move {
+                let n: i64 = std::str::from_utf8(&inv.payload).unwrap().parse().unwrap();
+                Ok(Bytes::from((n * 2).to_string()))
+            }),
+        )
+        .function(
+            FunctionSpec::in_process(FunctionName::new("fail").unwrap()),
+            from_fn(|_inv: Invocation| async move {
+                Err(fnhub::FunctionError::handled("no").with_type("NopeError"))
+            }),
+        )
+        .mqtt(MqttConfig::new("127.0.0.1", broker.port, "hub-r"))
+        .remote_invoke(RemoteInvoke::new("fnhub/hub-r/invoke", "fnhub/hub-r/reply"))
+        .build()
+        .unwrap();
+    wait_connected(&hub, 1).await;
+    let (cloud, mut replies) = client(broker.port, "cloud", false, Some("#"));
+    let trace = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+    // MQTT 5 request / response: the reply goes to the response topic with the
+    // correlation data, and continues the trace.
+    let props = PublishProperties {
+        response_topic: Some("cloud/replies/1".into()),
+        correlation_data: Some(Bytes::from_static(b"abc")),
+        user_properties: vec![("traceparent".into(), trace.into())],
+        ..PublishProperties::default()
+    };
+    let (_, payload, props, correlation) = ask(
+        &cloud,
+        &mut replies,
+        "fnhub/hub-r/invoke/double",
+        "21",
+        props,
+        "cloud/replies/1",
+    )
+    .await;
+    assert_eq!(&payload[..], b"42");
+    assert_eq!(correlation.as_deref(), Some(&b"abc"[..]));
+    assert_eq!(property(&props, "executed-version"), Some("1"));
+    assert!(property(&props, "function-error").is_none());
+    let sent = property(&props, "traceparent").unwrap();
+    assert!(
+        sent.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"),
+        "{sent}"
+    );
+
+    // Without a response topic: {replies}/{request-id}. A missing function is named.
+    let props = PublishProperties {
+        user_properties: vec![("request-id".into(), "r-7".into())],
+        ..PublishProperties::default()
+    };
+    let (_, payload, props, _) = ask(
+        &cloud,
+        &mut replies,
+        "fnhub/hub-r/invoke/ghost",
+        "1",
+        props,
+        "fnhub/hub-r/reply/r-7",
+    )
+    .await;
+    assert_eq!(
+        property(&props, "function-error"),
+        Some("ResourceNotFoundException")
+    );
+    assert_eq!(property(&props, "request-id"), Some("r-7"));
+    let body: serde_json::Value = serde_json::from_slice(&payload).unwrap();
+    assert_eq!(body["errorType"], "ResourceNotFoundException");
+
+    // A function's own error.
+    let props = PublishProperties {
+        response_topic: Some("cloud/replies/2".into()),
+        ..PublishProperties::default()
+    };
+    let (_, payload, props, _) = ask(
+        &cloud,
+        &mut replies,
+        "fnhub/hub-r/invoke/fail",
+        "",
+        props,
+        "cloud/replies/2",
+    )
+    .await;
+    assert_eq!(property(&props, "function-error"), Some("NopeError"));
+    let body: serde_json::Value = serde_json::from_slice(&payload).unwrap();
+    assert_eq!(body["errorMessage"], "no");
     hub.shutdown().await;
 }

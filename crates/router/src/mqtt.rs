@@ -271,6 +271,77 @@ struct Message {
     payload: Bytes,
     qos: Qos,
     properties: Vec<(String, String)>,
+    correlation: Option<Bytes>,
+}
+
+/// The event header carrying an upstream message's MQTT 5 response topic.
+pub const RESPONSE_TOPIC_HEADER: &str = "mqtt-response-topic";
+/// The event header carrying an upstream message's MQTT 5 correlation data, in hex.
+pub const CORRELATION_HEADER: &str = "mqtt-correlation-data";
+
+/// Publishes messages upstream through a bridge's buffer (so they wait out a lost
+/// connection like every outbound message). Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct BridgePublisher {
+    tx: mpsc::Sender<Message>,
+    seq: Arc<AtomicU64>,
+}
+
+/// One message to publish upstream with a [`BridgePublisher`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Upstream {
+    /// The topic.
+    pub topic: String,
+    /// The payload.
+    pub payload: Bytes,
+    /// The QoS. Default 1.
+    pub qos: Qos,
+    /// MQTT 5 user properties.
+    pub properties: Vec<(String, String)>,
+    /// MQTT 5 correlation data (for a reply to a request).
+    pub correlation: Option<Bytes>,
+}
+
+impl Upstream {
+    /// `payload` on `topic` at QoS 1.
+    pub fn new(topic: impl Into<String>, payload: impl Into<Bytes>) -> Upstream {
+        Upstream {
+            topic: topic.into(),
+            payload: payload.into(),
+            qos: Qos::AtLeastOnce,
+            properties: Vec::new(),
+            correlation: None,
+        }
+    }
+
+    /// Adds a user property.
+    pub fn with_property(mut self, key: impl Into<String>, value: impl Into<String>) -> Upstream {
+        self.properties.push((key.into(), value.into()));
+        self
+    }
+
+    /// Sets the correlation data.
+    pub fn with_correlation(mut self, data: impl Into<Bytes>) -> Upstream {
+        self.correlation = Some(data.into());
+        self
+    }
+}
+
+impl BridgePublisher {
+    /// Queues `message` for the broker; waits only while the bridge's intake is full.
+    /// `false` when the bridge has stopped.
+    pub async fn publish(&self, message: Upstream) -> bool {
+        let m = Message {
+            seq: self.seq.fetch_add(1, Ordering::Relaxed),
+            topic: message.topic,
+            payload: message.payload,
+            qos: message.qos,
+            properties: message.properties,
+            correlation: message.correlation,
+        };
+        self.tx.send(m).await.is_ok()
+    }
 }
 
 /// A running bridge. Dropping it stops it; [`shutdown`](Self::shutdown) also says goodbye
@@ -278,6 +349,7 @@ struct Message {
 #[derive(Debug)]
 pub struct MqttBridge {
     counters: Arc<Counters>,
+    publisher: BridgePublisher,
     stop: watch::Sender<bool>,
     task: Option<JoinHandle<()>>,
     forwarders: Vec<JoinHandle<()>>,
@@ -316,14 +388,20 @@ impl MqttBridge {
             .zip(config.outbound.clone())
             .map(|(sub, rule)| tokio::spawn(forward(sub, rule, tx.clone(), seq.clone())))
             .collect();
-        drop(tx);
+        let publisher = BridgePublisher { tx, seq };
         let task = tokio::spawn(run(config, sink, rx, counters.clone(), stopped));
         MqttBridge {
             counters,
+            publisher,
             stop,
             task: Some(task),
             forwarders,
         }
+    }
+
+    /// A handle to publish messages of one's own upstream (replies, reports).
+    pub fn publisher(&self) -> BridgePublisher {
+        self.publisher.clone()
     }
 
     /// What it has done so far.
@@ -374,6 +452,7 @@ async fn forward(
                 .iter()
                 .map(|(k, v)| (k.to_owned(), v.to_owned()))
                 .collect(),
+            correlation: None,
         };
         if tx.send(message).await.is_err() {
             return;
@@ -466,6 +545,7 @@ async fn run(
                     if let Some(m) = outbox.waiting.pop_front() {
                         let props = PublishProperties {
                             user_properties: m.properties.clone(),
+                            correlation_data: m.correlation.clone(),
                             ..PublishProperties::default()
                         };
                         match client.try_publish_with_properties(
@@ -553,6 +633,27 @@ async fn run(
     }
 }
 
+/// Lowercase hex of `bytes`.
+pub fn to_hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
+
+/// The bytes of lowercase or uppercase hex; `None` for anything else.
+pub fn from_hex(text: &str) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
 /// Hands one upstream message to the sink.
 async fn receive(config: &MqttConfig, sink: &Arc<dyn EventSink>, counters: &Counters, p: &Publish) {
     let Ok(topic) = std::str::from_utf8(&p.topic) else {
@@ -576,6 +677,12 @@ async fn receive(config: &MqttConfig, sink: &Arc<dyn EventSink>, counters: &Coun
     if let Some(props) = &p.properties {
         for (k, v) in &props.user_properties {
             event.headers.insert(k.clone(), v.clone());
+        }
+        if let Some(topic) = &props.response_topic {
+            event.headers.insert(RESPONSE_TOPIC_HEADER, topic.clone());
+        }
+        if let Some(data) = &props.correlation_data {
+            event.headers.insert(CORRELATION_HEADER, to_hex(data));
         }
     }
     // A full queue gets a few short waits before the message is given up.
@@ -630,7 +737,16 @@ mod tests {
             payload: Bytes::new(),
             qos: Qos::AtLeastOnce,
             properties: Vec::new(),
+            correlation: None,
         }
+    }
+
+    #[test]
+    fn hex_round_trips_and_refuses_garbage() {
+        assert_eq!(to_hex(&[0, 0xab, 0x10]), "00ab10");
+        assert_eq!(from_hex("00AB10"), Some(vec![0, 0xab, 0x10]));
+        assert_eq!(from_hex("0"), None);
+        assert_eq!(from_hex("zz"), None);
     }
 
     #[test]

@@ -86,12 +86,8 @@ impl<T: Clone> Node<T> {
             Some("+") => {
                 Arc::make_mut(self.plus.get_or_insert_with(Arc::default)).insert(levels, entry)
             }
-            Some(literal) => Arc::make_mut(
-                self.children
-                    .entry(Box::from(literal))
-                    .or_insert_with(Arc::default),
-            )
-            .insert(levels, entry),
+            Some(literal) => Arc::make_mut(self.children.entry(Box::from(literal)).or_default())
+                .insert(levels, entry),
         }
     }
 
