@@ -65,18 +65,49 @@ impl RemoteInvoke {
     }
 }
 
-/// Upstream messages enter the hub as events from outside.
+/// Upstream messages enter the hub as events from outside. An invocation that admission
+/// refuses is offered again, with backoff, before the message counts as taken (and the
+/// bridge acknowledges it): the broker waits, instead of the message being lost.
 struct HubSink(Weak<HubInner>);
+
+/// How long a refused invocation keeps being offered before it is given up (and logged).
+const READMIT_FOR: Duration = Duration::from_secs(60);
 
 impl EventSink for HubSink {
     fn publish(&self, event: Event) -> BoxFuture<'_, Result<(), PublishError>> {
-        let result = match self.0.upgrade() {
-            None => Err(PublishError::Closed(event)),
-            Some(hub) => hub.publish(event).map(drop).map_err(|e| match e {
+        Box::pin(async move {
+            let Some(hub) = self.0.upgrade() else {
+                return Err(PublishError::Closed(event));
+            };
+            let report = hub.publish(event).map_err(|e| match e {
                 crate::PublishError::Route(route) => PublishError::InvalidTopic(route.into_event()),
-            }),
-        };
-        Box::pin(async move { result })
+            })?;
+            for refused in report.rejected {
+                readmit(&hub, refused).await;
+            }
+            Ok(())
+        })
+    }
+}
+
+async fn readmit(hub: &HubInner, mut refused: SubmitError) {
+    let until = Instant::now() + READMIT_FOR;
+    let mut wait = Duration::from_millis(1);
+    loop {
+        if matches!(
+            refused,
+            SubmitError::UnknownFunction(_) | SubmitError::ShuttingDown(_)
+        ) || Instant::now() > until
+        {
+            tracing::warn!(error = %refused, "an invocation from upstream was not admitted; given up");
+            return;
+        }
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(Duration::from_millis(100));
+        match hub.scheduler.try_submit_detached(refused.into_invocation()) {
+            Ok(_) => return,
+            Err(again) => refused = again,
+        }
     }
 }
 

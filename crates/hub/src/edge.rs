@@ -104,6 +104,8 @@ pub struct EdgeHubBuilder {
     mqtt: Option<fnhub_router::mqtt::MqttConfig>,
     #[cfg(feature = "mqtt")]
     remote: Option<crate::bridge::RemoteInvoke>,
+    metaevents: Vec<crate::metaevents::MetaRule>,
+    metaevent_interval: std::time::Duration,
 }
 
 /// Registers a durable function with the hub's engine.
@@ -234,6 +236,18 @@ impl EdgeHubBuilder {
         self
     }
 
+    /// Adds a metaevent rule: see [`metaevents`](crate::metaevents).
+    pub fn metaevent(mut self, rule: crate::metaevents::MetaRule) -> Self {
+        self.metaevents.push(rule);
+        self
+    }
+
+    /// How often metaevent rules are evaluated. Default 1 s.
+    pub fn metaevent_interval(mut self, every: std::time::Duration) -> Self {
+        self.metaevent_interval = every.max(std::time::Duration::from_millis(1));
+        self
+    }
+
     /// Adds a flow.
     pub fn flow(mut self, flow: Flow) -> Self {
         self.flows.push(flow);
@@ -352,6 +366,13 @@ impl EdgeHubBuilder {
         if has_durables {
             tokio::spawn(watch_load(Arc::downgrade(&inner), self.clock.clone()));
         }
+        if !self.metaevents.is_empty() {
+            tokio::spawn(crate::metaevents::run(
+                Arc::downgrade(&inner),
+                self.metaevents,
+                self.metaevent_interval,
+            ));
+        }
         let hub = EdgeHub { inner };
         for spec in functions {
             hub.deploy(spec)?;
@@ -378,7 +399,7 @@ pub(crate) struct HubInner {
     engine: Engine,
     in_process: InProcessSandbox,
     store: Arc<dyn CheckpointStore>,
-    stats: Stats,
+    pub(crate) stats: Stats,
     services: Arc<HubServices>,
     max_depth: u32,
     #[cfg(feature = "mqtt")]
@@ -601,6 +622,8 @@ impl EdgeHub {
             mqtt: None,
             #[cfg(feature = "mqtt")]
             remote: None,
+            metaevents: Vec::new(),
+            metaevent_interval: std::time::Duration::from_secs(1),
         }
     }
 

@@ -70,10 +70,12 @@ mod durable;
 mod edge;
 #[cfg(feature = "http")]
 pub mod http;
+pub mod metaevents;
 pub mod services;
 mod stats;
 
 pub use edge::{EdgeHub, EdgeHubBuilder, HubError, PublishError, PublishReport};
+pub use metaevents::{MetaAction, MetaRule};
 pub use stats::{FunctionStats, HubStats, LatencySummary};
 
 #[cfg(feature = "mqtt")]

@@ -2,9 +2,12 @@
 //!
 //! - **Inbound**: the bridge subscribes to upstream filters and hands each message to an
 //!   [`EventSink`] (the hub) as an event from [`EventSource::Cloud`], on the same topic or
-//!   under a local prefix. MQTT 5 user properties become event headers, so a `traceparent`
-//!   sent by a device continues its trace. QoS 1 messages are acknowledged only after the
-//!   sink took them.
+//!   under a local prefix, in order. MQTT 5 user properties become event headers, so a
+//!   `traceparent` sent by a device continues its trace. A QoS 1 message is acknowledged
+//!   to the broker when it reaches the bridge; from there a full hub slows the bridge (it
+//!   stops reading the socket) rather than losing it, but a crash of the hub's process loses
+//!   what it had taken and not yet run (at most the bridge's intake of 256 messages and the
+//!   hub's queue).
 //! - **Outbound**: events on local filters are published upstream, at QoS 0 or 1, with the
 //!   event's headers (trace context included) as user properties. Events that came from the
 //!   cloud are not sent back.
@@ -28,7 +31,7 @@ use fnhub_core::{Event, EventSink, EventSource, PublishError};
 use rumqttc::Outgoing;
 use rumqttc::v5::mqttbytes::QoS as RQoS;
 use rumqttc::v5::mqttbytes::v5::{Filter, Packet, Publish, PublishProperties};
-use rumqttc::v5::{AsyncClient, Event as MqttEvent, MqttOptions};
+use rumqttc::v5::{AsyncClient, ConnectionError, Event as MqttEvent, MqttOptions};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
@@ -503,7 +506,7 @@ fn options(config: &MqttConfig) -> MqttOptions {
         .set_session_expiry_interval(Some(
             u32::try_from(config.session_expiry.as_secs()).unwrap_or(u32::MAX),
         ))
-        .set_manual_acks(true)
+        .set_manual_acks(false)
         .set_connection_timeout(5);
     o
 }
@@ -526,15 +529,32 @@ async fn run(
     loop {
         // A fresh client per connection: what was in flight is ours to send again, so
         // nothing depends on the broker having kept the session.
-        let (client, mut events) = AsyncClient::new(options(&config), config.window * 2 + 16);
+        let (client, eventloop) = AsyncClient::new(options(&config), config.window * 2 + 16);
+        // rumqttc's `poll` must not be dropped half-way (it may have taken a request and be
+        // writing it), so it runs on a task of its own and hands its events over.
+        let (events_tx, mut events) = mpsc::channel(1024);
+        let poller = tokio::spawn(poll_events(eventloop, events_tx));
+        // Upstream messages are handed to the sink, in order, off the event loop, which
+        // keeps answering the broker meanwhile. rumqttc acknowledges a QoS 1 message when
+        // it arrives: acknowledging only after the sink took it (manual acks) deadlocks
+        // under load, the acknowledgements queueing behind publishes that wait for the
+        // broker's in-flight window. A full intake stops the reading of the socket instead.
+        let (inbound, inbound_rx) = mpsc::channel::<Publish>(256);
+        let worker = tokio::spawn(take_inbound(
+            config.clone(),
+            sink.clone(),
+            counters.clone(),
+            inbound_rx,
+        ));
         let mut connected = false;
+        let mut window = config.window;
         let ended = loop {
             counters
                 .buffered
                 .store(outbox.len() as u64, Ordering::Relaxed);
             let can_send = connected
                 && !outbox.waiting.is_empty()
-                && outbox.submitted.len() + outbox.inflight.len() < config.window;
+                && outbox.submitted.len() + outbox.inflight.len() < window;
             tokio::select! {
                 _ = stopped.changed() => break true,
                 m = rx.recv(), if local_open => match m {
@@ -556,8 +576,17 @@ async fn run(
                         }
                     }
                 }
-                ev = events.poll() => match ev {
-                    Ok(MqttEvent::Incoming(Packet::ConnAck(_))) => {
+                ev = events.recv() => match ev.unwrap_or(Err(ConnectionError::RequestsDone)) {
+                    Ok(MqttEvent::Incoming(Packet::ConnAck(ack))) => {
+                        // Never more in flight than the broker takes: a publish rumqttc
+                        // cannot send yet would hold up, in the same queue, the
+                        // acknowledgements of what the broker sent us.
+                        let receive_max = ack
+                            .properties
+                            .as_ref()
+                            .and_then(|p| p.receive_max)
+                            .map_or(u16::MAX as usize, usize::from);
+                        window = config.window.min(receive_max).max(1);
                         connected = true;
                         backoff = config.backoff_min;
                         counters.connected.store(true, Ordering::Relaxed);
@@ -574,9 +603,12 @@ async fn run(
                         }
                     }
                     Ok(MqttEvent::Incoming(Packet::Publish(p))) => {
-                        receive(&config, &sink, &counters, &p).await;
-                        if p.qos != RQoS::AtMostOnce {
-                            let _ = client.try_ack(&p);
+                        if p.qos == RQoS::AtMostOnce {
+                            if inbound.try_send(p).is_err() {
+                                bump(&counters.inbound_dropped);
+                            }
+                        } else if inbound.send(p).await.is_err() {
+                            break false;
                         }
                     }
                     Ok(MqttEvent::Incoming(Packet::PubAck(ack))) => {
@@ -606,15 +638,21 @@ async fn run(
             }
         };
         counters.connected.store(false, Ordering::Relaxed);
+        // What was received goes on to the sink; its acknowledgements go nowhere, so the
+        // broker sends those messages again on the next connection.
+        drop(inbound);
+        drop(worker);
         outbox.requeue();
         counters
             .buffered
             .store(outbox.len() as u64, Ordering::Relaxed);
         if ended {
             let _ = tokio::time::timeout(Duration::from_millis(200), client.disconnect()).await;
-            let _ = tokio::time::timeout(Duration::from_millis(200), events.poll()).await;
+            let _ = tokio::time::timeout(Duration::from_millis(200), events.recv()).await;
+            poller.abort();
             return;
         }
+        poller.abort();
         drop(events);
         // Wait before the next attempt, still taking local events into the buffer.
         let wake = tokio::time::sleep(backoff);
@@ -652,6 +690,32 @@ pub fn from_hex(text: &str) -> Option<Vec<u8>> {
         .step_by(2)
         .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
         .collect()
+}
+
+/// Drives one connection's event loop until it fails, handing every event over.
+async fn poll_events(
+    mut eventloop: rumqttc::v5::EventLoop,
+    tx: mpsc::Sender<Result<MqttEvent, ConnectionError>>,
+) {
+    loop {
+        let event = eventloop.poll().await;
+        let failed = event.is_err();
+        if tx.send(event).await.is_err() || failed {
+            return;
+        }
+    }
+}
+
+/// Hands upstream messages to the sink one by one.
+async fn take_inbound(
+    config: MqttConfig,
+    sink: Arc<dyn EventSink>,
+    counters: Arc<Counters>,
+    mut rx: mpsc::Receiver<Publish>,
+) {
+    while let Some(p) = rx.recv().await {
+        receive(&config, &sink, &counters, &p).await;
+    }
 }
 
 /// Hands one upstream message to the sink.

@@ -1,0 +1,230 @@
+//! End to end over MQTT, beside mosquitto alone, in the same run:
+//!
+//! - `hub`: a device publishes readings to mosquitto; the hub's bridge brings them in, a
+//!   flow runs a function on each, and the function's output goes back out through the
+//!   bridge to mosquitto, where a subscriber takes it. QoS 1 all the way.
+//! - `mosquitto_alone`: the same device publishes the same messages to mosquitto, and the
+//!   same subscriber takes them straight from the broker. QoS 1.
+//!
+//! Each iteration moves a batch of messages and ends when the subscriber has all of them;
+//! the figure is time per message. Target of the router issue: the hub's rate at least
+//! 0.8× mosquitto's. Needs `mosquitto` installed; the benchmark starts its own broker.
+//!
+//! ```text
+//! cargo bench -p fnhub-benches --features mqtt --bench mqtt
+//! ```
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use criterion::{Criterion, criterion_group, criterion_main};
+use fnhub::{
+    EdgeHub, Flow, FunctionName, FunctionSpec, InboundRule, Invocation, MqttConfig, OutboundRule,
+    from_fn,
+};
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::mqttbytes::v5::Packet;
+use rumqttc::v5::{AsyncClient, Event, MqttOptions};
+use std::sync::Arc;
+
+use tokio::sync::{Mutex, mpsc};
+
+static HUB: std::sync::OnceLock<EdgeHub> = std::sync::OnceLock::new();
+
+/// The broker, its port, and the folder of its configuration (kept while it runs).
+struct Broker(Child, u16, #[allow(dead_code)] tempfile::TempDir);
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn broker() -> Broker {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let program = ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .expect("mosquitto is needed: apt-get install mosquitto");
+    // mosquitto keeps at most 1000 queued messages per client by default and drops the
+    // rest; a benchmark that floods it must lift that for both paths alike.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let conf = dir.path().join("mosquitto.conf");
+    std::fs::write(
+        &conf,
+        format!("listener {port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 0\n"),
+    )
+    .expect("config");
+    let child = Command::new(program)
+        .arg("-c")
+        .arg(&conf)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("mosquitto");
+    let until = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < until, "mosquitto did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Broker(child, port, dir)
+}
+
+/// A client whose received publishes are counted on the channel.
+async fn client(
+    port: u16,
+    id: &str,
+    subscribe: Option<&str>,
+) -> (AsyncClient, mpsc::UnboundedReceiver<()>) {
+    let mut options = MqttOptions::new(id, "127.0.0.1", port);
+    options.set_keep_alive(Duration::from_secs(30));
+    let (client, mut events) = AsyncClient::new(options, 100_000);
+    let (tx, rx) = mpsc::unbounded_channel();
+    let (ready_tx, mut ready) = mpsc::unbounded_channel();
+    let sub = client.clone();
+    let filter = subscribe.map(str::to_owned);
+    tokio::spawn(async move {
+        loop {
+            match events.poll().await {
+                Ok(Event::Incoming(Packet::ConnAck(_))) => match &filter {
+                    Some(f) => {
+                        let _ = sub.subscribe(f.clone(), QoS::AtLeastOnce).await;
+                    }
+                    None => {
+                        let _ = ready_tx.send(());
+                    }
+                },
+                Ok(Event::Incoming(Packet::SubAck(_))) => {
+                    let _ = ready_tx.send(());
+                }
+                Ok(Event::Incoming(Packet::Publish(_))) => {
+                    if tx.send(()).is_err() {
+                        return;
+                    }
+                }
+                Ok(_) => {}
+                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+    });
+    ready.recv().await.expect("connected");
+    (client, rx)
+}
+
+/// Publishes `n` readings and waits until `received` has had `n` messages.
+async fn batch(
+    device: AsyncClient,
+    received: Arc<Mutex<mpsc::UnboundedReceiver<()>>>,
+    topic: &'static str,
+    n: u64,
+) -> Duration {
+    let mut received = received.lock().await;
+    let started = Instant::now();
+    for i in 0..n {
+        device
+            .publish(topic, QoS::AtLeastOnce, false, format!("{{\"t\":{i}}}"))
+            .await
+            .expect("publish");
+    }
+    for i in 0..n {
+        if tokio::time::timeout(Duration::from_secs(20), received.recv())
+            .await
+            .is_err()
+        {
+            let hub = HUB.get().map(|h| (h.mqtt_stats(), h.stats()));
+            panic!("{} of {n} messages on {topic} arrived; {hub:#?}", i);
+        }
+    }
+    started.elapsed()
+}
+
+fn bench(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let broker = broker();
+    let port = broker.1;
+    let hub = rt.block_on(async {
+        let hub = EdgeHub::builder()
+            .function(
+                FunctionSpec::in_process(FunctionName::new("relay").expect("name"))
+                    .with_output_topic("out/{1}"),
+                from_fn(|inv: Invocation| async move { Ok::<Bytes, _>(inv.payload) }),
+            )
+            .flow(Flow::parse("cloud", "sensors/+", "function:relay").expect("flow"))
+            .mqtt(
+                MqttConfig::new("127.0.0.1", port, "bench-hub")
+                    .inbound(InboundRule::new("sensors/#".parse().expect("filter")))
+                    .outbound(OutboundRule::new("out/#".parse().expect("filter")))
+                    // Criterion's batches reach tens of thousands of messages.
+                    .with_buffer(1_000_000),
+            )
+            .build()
+            .expect("hub");
+        let _ = HUB.set(hub.clone());
+        while !hub.mqtt_stats().is_some_and(|s| s.connected) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        hub
+    });
+    let (device, _) = rt.block_on(client(port, "device", None));
+    let (_sink, mut received) = rt.block_on(client(port, "sink", Some("out/#")));
+    let (_direct, direct) = rt.block_on(client(port, "direct", Some("direct/#")));
+    // The hub's upstream subscription is in place once one reading makes it through.
+    rt.block_on(async {
+        loop {
+            device
+                .publish("sensors/warmup", QoS::AtLeastOnce, false, "{}")
+                .await
+                .expect("publish");
+            if tokio::time::timeout(Duration::from_millis(300), received.recv())
+                .await
+                .is_ok()
+            {
+                break;
+            }
+        }
+        while tokio::time::timeout(Duration::from_millis(300), received.recv())
+            .await
+            .is_ok()
+        {}
+    });
+
+    let mut g = c.benchmark_group("mqtt_end_to_end");
+    g.sample_size(10);
+    let (received, direct) = (Arc::new(Mutex::new(received)), Arc::new(Mutex::new(direct)));
+    g.bench_function("hub", |b| {
+        b.to_async(&rt)
+            .iter_custom(|n| batch(device.clone(), received.clone(), "sensors/d1", n))
+    });
+    g.bench_function("mosquitto_alone", |b| {
+        b.to_async(&rt)
+            .iter_custom(|n| batch(device.clone(), direct.clone(), "direct/d1", n))
+    });
+    g.finish();
+    fnhub_benches::print_ratio("mqtt_end_to_end", "hub", "mosquitto_alone");
+    let stats = hub.mqtt_stats().expect("bridge");
+    println!(
+        "BRIDGE inbound {} outbound {} dropped {}/{}",
+        stats.inbound, stats.outbound, stats.inbound_dropped, stats.outbound_dropped
+    );
+    rt.block_on(hub.shutdown());
+    drop(broker);
+}
+
+fn config() -> Criterion {
+    Criterion::default()
+        .output_directory(&fnhub_benches::criterion_dir())
+        .warm_up_time(Duration::from_secs(2))
+        .measurement_time(Duration::from_secs(8))
+}
+
+criterion_group! { name = benches; config = config(); targets = bench }
+criterion_main!(benches);
