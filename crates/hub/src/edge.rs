@@ -16,6 +16,7 @@ use fnhub_router::{Flow, FlowId, RouteError, Router, Subscription, Target};
 use fnhub_sandbox::InProcessSandbox;
 
 use crate::durable::HubHost;
+use crate::overflow::Placed;
 use crate::services::HubServices;
 use fnhub_scheduler::{
     BuildError, Completion, DeployError, Observer, Scheduler, Start, SubmitError,
@@ -80,6 +81,9 @@ pub struct PublishReport {
     pub full: usize,
     /// Invocations refused at admission, each handed back for the caller to retry or drop.
     pub rejected: Vec<SubmitError>,
+    /// Invocations held by flows whose overflow policy waits for room; they are admitted
+    /// in order as room appears (or dropped and counted past the flow's timeout).
+    pub waiting: usize,
 }
 
 /// Builds an [`EdgeHub`].
@@ -335,12 +339,14 @@ impl EdgeHubBuilder {
             store,
             stats: Stats::new(),
             services: services.clone(),
+            overflows: crate::overflow::Overflows::default(),
             max_depth: self.max_depth,
             #[cfg(feature = "mqtt")]
             bridge: parking_lot::Mutex::new(None),
         });
         let _ = host.hub.set(Arc::downgrade(&inner));
         let _ = services.hub.set(Arc::downgrade(&inner));
+        let _ = inner.overflows.hub.set(Arc::downgrade(&inner));
         inner.engine.set_load_policy(self.load_policy);
         // Outputs of executions that finish after a suspension go out like any output; the
         // run that starts an execution returns its output through the scheduler.
@@ -401,6 +407,7 @@ pub(crate) struct HubInner {
     store: Arc<dyn CheckpointStore>,
     pub(crate) stats: Stats,
     services: Arc<HubServices>,
+    pub(crate) overflows: crate::overflow::Overflows,
     max_depth: u32,
     #[cfg(feature = "mqtt")]
     pub(crate) bridge: parking_lot::Mutex<Option<fnhub_router::mqtt::MqttBridge>>,
@@ -515,14 +522,21 @@ impl HubInner {
             full: dispatch.full,
             ..PublishReport::default()
         };
-        for (function, event) in dispatch.invocations {
-            let invocation = invocation_for(function, event);
+        for routed in dispatch.invocations {
+            let invocation = invocation_for(routed.function, routed.event);
             if refuse {
                 report.rejected.push(SubmitError::ShuttingDown(invocation));
                 continue;
             }
-            match self.scheduler.try_submit_detached(invocation) {
-                Ok(_) => report.invocations += 1,
+            match self.overflows.submit(
+                &self.scheduler,
+                &self.stats,
+                routed.flow,
+                routed.overflow,
+                invocation,
+            ) {
+                Ok(Placed::Admitted) => report.invocations += 1,
+                Ok(Placed::Waiting) => report.waiting += 1,
                 Err(e) => report.rejected.push(e),
             }
         }
@@ -789,7 +803,7 @@ impl EdgeHub {
         // left to admit.
         loop {
             let load = self.inner.scheduler.snapshot();
-            if load.queued == 0 && load.running == 0 {
+            if load.queued == 0 && load.running == 0 && self.inner.overflows.waiting() == 0 {
                 break;
             }
             tokio::time::sleep(std::time::Duration::from_millis(1)).await;

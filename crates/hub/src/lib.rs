@@ -71,6 +71,7 @@ mod edge;
 #[cfg(feature = "http")]
 pub mod http;
 pub mod metaevents;
+mod overflow;
 pub mod services;
 mod stats;
 
@@ -93,7 +94,7 @@ pub use fnhub_core::{EnvAccess, FilesystemAccess, NetworkAccess, PathGrant, Side
 pub use fnhub_core::{LocalServices, ServiceCaller, ServiceError};
 #[cfg(feature = "mqtt")]
 pub use fnhub_router::mqtt::{BridgeStats, InboundRule, MqttConfig, OutboundRule, Qos};
-pub use fnhub_router::{Flow, FlowId, SourceFilter, Subscription, Target};
+pub use fnhub_router::{Flow, FlowId, Overflow, SourceFilter, Subscription, Target};
 #[cfg(feature = "process")]
 pub use fnhub_sandbox::{ProcessLimits, ProcessSandbox};
 #[cfg(feature = "wasm")]

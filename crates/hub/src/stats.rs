@@ -117,6 +117,9 @@ pub struct HubStats {
     pub events_refused: u64,
     /// Invocations refused at admission (queue full, unknown function, shutting down).
     pub rejected: u64,
+    /// Invocations dropped by a flow's overflow policy: the oldest waiting one cancelled
+    /// to make room, or one that waited past its flow's timeout.
+    pub overflow_dropped: u64,
     /// Completed invocations per function.
     pub functions: BTreeMap<String, FunctionStats>,
     /// Completed invocations by outcome: `ok` or an error kind.
@@ -133,6 +136,7 @@ pub(crate) struct Counters {
     pub(crate) delivery_full: AtomicU64,
     pub(crate) events_refused: AtomicU64,
     pub(crate) rejected: AtomicU64,
+    pub(crate) overflow_dropped: AtomicU64,
 }
 
 /// A function's figures and its outcomes by kind.
@@ -198,6 +202,7 @@ impl Stats {
             delivery_full: load(&c.delivery_full),
             events_refused: load(&c.events_refused),
             rejected: load(&c.rejected),
+            overflow_dropped: load(&c.overflow_dropped),
             functions,
             outcomes,
             latency: LatencySummary {

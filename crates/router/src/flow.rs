@@ -123,6 +123,23 @@ impl fmt::Display for Target {
     }
 }
 
+/// What a flow to a function does when the hub will not take another invocation now (its
+/// queue, the function's or the tenant's limit is full).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Overflow {
+    /// Hand the refused invocation back to the publisher (the default): nothing is
+    /// dropped unseen, and the publisher decides.
+    #[default]
+    Reject,
+    /// Make room by cancelling the oldest invocation of this flow that is still waiting,
+    /// and count it; when none waits, reject.
+    DropOldest,
+    /// Hold the invocation until the hub takes it, at most this long; later invocations of
+    /// the flow wait behind it, so order is kept. Past the time it is dropped and counted.
+    Wait(std::time::Duration),
+}
+
 /// One route: events from `source` on topics matching `filter` go to `target`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -133,6 +150,8 @@ pub struct Flow {
     pub filter: TopicFilter,
     /// Where to.
     pub target: Target,
+    /// What a function target does when the hub is full.
+    pub overflow: Overflow,
 }
 
 impl Flow {
@@ -142,6 +161,7 @@ impl Flow {
             source,
             filter,
             target,
+            overflow: Overflow::Reject,
         }
     }
 
@@ -154,6 +174,12 @@ impl Flow {
     /// ```
     pub fn parse(source: &str, filter: &str, target: &str) -> Result<Flow, FlowParseError> {
         Ok(Flow::new(source.parse()?, filter.parse()?, target.parse()?))
+    }
+
+    /// Sets what it does when the hub is full.
+    pub fn with_overflow(mut self, overflow: Overflow) -> Flow {
+        self.overflow = overflow;
+        self
     }
 }
 

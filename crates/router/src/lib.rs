@@ -10,8 +10,13 @@
 //! - [`LocalBus`]: in-process subscribers with bounded queues; a full queue is counted,
 //!   never waited on.
 //!
-//! Not built yet (see the router issue): shared subscriptions, per-flow overflow policies,
-//! the MQTT and NATS bridges, the HTTP front door, metaevents.
+//! - [`mqtt`] (feature `mqtt`): the bridge to an MQTT broker.
+//!
+//! Each flow to a function has an [`Overflow`] policy for when the hub is full: reject to
+//! the publisher, drop the flow's oldest waiting invocation, or wait (in order) for a
+//! while; the hub applies it.
+//!
+//! Not built yet: the NATS bridge.
 //!
 //! # Example
 //!
@@ -27,7 +32,7 @@
 //!
 //! let event = Event::new("sensors/d1/temperature", "21.5", EventSource::Device("d1".into()));
 //! let dispatch = router.dispatch(event)?;
-//! assert_eq!(dispatch.invocations[0].0.to_string(), "smoother");
+//! assert_eq!(dispatch.invocations[0].function.to_string(), "smoother");
 //! assert_eq!(dashboard.recv().await.map(|e| e.payload), Some("21.5".into()));
 //! # Ok(())
 //! # }
@@ -35,7 +40,7 @@
 //!
 //! # Cargo features
 //!
-//! None yet; `mqtt`, `nats` and `http` come with the bridges.
+//! - `mqtt`: the MQTT bridge (rumqttc, MQTT 5).
 
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
@@ -49,6 +54,6 @@ mod table;
 pub mod topic;
 
 pub use bus::{Delivery, LocalBus, Subscription};
-pub use flow::{Flow, FlowParseError, SourceFilter, Target};
-pub use router::{Dispatch, FlowId, RouteError, Router};
+pub use flow::{Flow, FlowParseError, Overflow, SourceFilter, Target};
+pub use router::{Dispatch, FlowId, RouteError, Routed, Router};
 pub use table::{SubscriptionId, SubscriptionTable};

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use fnhub_core::{Event, FunctionRef, Headers};
 
 use crate::bus::{LocalBus, Subscription};
-use crate::flow::{Flow, Target};
+use crate::flow::{Flow, Overflow, Target};
 use crate::table::{SubscriptionId, SubscriptionTable};
 use crate::topic::{TopicError, TopicFilter, TopicName, expand_template};
 
@@ -44,12 +44,26 @@ impl RouteError {
     }
 }
 
+/// A function invocation a flow asks for.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Routed {
+    /// The function.
+    pub function: FunctionRef,
+    /// The event that triggers it.
+    pub event: Event,
+    /// The flow that matched.
+    pub flow: FlowId,
+    /// What that flow does when the hub is full.
+    pub overflow: Overflow,
+}
+
 /// What routing one event produced.
 #[derive(Debug, Default)]
 #[non_exhaustive]
 pub struct Dispatch {
-    /// Function invocations to start, each with the event that triggers it.
-    pub invocations: Vec<(FunctionRef, Event)>,
+    /// Function invocations to start.
+    pub invocations: Vec<Routed>,
     /// Deliveries to local subscribers.
     pub delivered: usize,
     /// Local subscribers skipped because their queue was full.
@@ -164,7 +178,12 @@ impl Router {
                 }
                 match &flow.target {
                     Target::Function(function) => {
-                        out.invocations.push((function.clone(), event.clone()));
+                        out.invocations.push(Routed {
+                            function: function.clone(),
+                            event: event.clone(),
+                            flow: id,
+                            overflow: flow.overflow,
+                        });
                     }
                     Target::Republish(template) => match self.republish(&event, template) {
                         Ok(next) => pending.push(next),
@@ -221,7 +240,7 @@ mod tests {
 
         let d = r.dispatch(device("sensors/d1/temperature")).unwrap();
         assert_eq!(d.invocations.len(), 1);
-        assert_eq!(d.invocations[0].0.to_string(), "smoother");
+        assert_eq!(d.invocations[0].function.to_string(), "smoother");
         assert_eq!(d.delivered, 1);
         assert_eq!(sub.recv().await.unwrap().topic, "sensors/d1/temperature");
 
@@ -236,8 +255,8 @@ mod tests {
         r.add_flow(Flow::parse("any", "readings/+", "function:store").unwrap());
         let d = r.dispatch(device("sensors/d9/temperature")).unwrap();
         assert_eq!(d.invocations.len(), 1);
-        assert_eq!(d.invocations[0].1.topic, "readings/d9");
-        assert_eq!(d.invocations[0].1.headers.depth(), 1);
+        assert_eq!(d.invocations[0].event.topic, "readings/d9");
+        assert_eq!(d.invocations[0].event.headers.depth(), 1);
 
         // a -> b -> a -> ... stops at the depth limit.
         r.add_flow(Flow::parse("any", "loop/a", "topic:loop/b").unwrap());

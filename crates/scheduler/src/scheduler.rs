@@ -653,12 +653,26 @@ impl Scheduler {
     /// future is dropped) and completes with `Cancelled`. Returns `false` when the id is
     /// neither queued nor running (unknown, or already completed).
     pub fn cancel(&self, id: InvocationId) -> bool {
+        self.cancel_where(id, true)
+    }
+
+    /// Cancels an invocation only if it is still waiting for a worker: it completes at once
+    /// with [`ErrorKind::Cancelled`]. Returns `false` when it runs already, or is unknown
+    /// or completed.
+    pub fn cancel_queued(&self, id: InvocationId) -> bool {
+        self.cancel_where(id, false)
+    }
+
+    fn cancel_where(&self, id: InvocationId, running_too: bool) -> bool {
         let inner = &*self.inner;
         let queued = {
             let mut queue = inner.queue.lock();
             match queue.cancel(id) {
                 Some(job) => Some(job),
                 None => {
+                    if !running_too {
+                        return false;
+                    }
                     let Some((worker, seq)) = queue.running_job(id) else {
                         return false;
                     };
