@@ -9,7 +9,13 @@
 //!
 //! ```text
 //! cargo run --release --example edge_hub -- [--duration SECS] [--devices N] [--rate HZ] [--json] [--no-python]
+//! cargo run --release --example edge_hub -- --config hub.toml [--serve | --duration SECS] [--json]
 //! ```
+//!
+//! With `--config FILE` the hub is the one the file declares (functions, flows, the MQTT
+//! bridge, the HTTP listener with `/metrics` and `/healthz`; see `fnhub::config`) instead of
+//! the simulation; `--serve` keeps it running until SIGINT or SIGTERM, then drains it and
+//! exits 0.
 //!
 //! Flows:
 //!
@@ -33,10 +39,11 @@ use fnhub::{
 use parking_lot::Mutex;
 
 const ALERT_ABOVE: f64 = 30.0;
-const USAGE: &str =
-    "usage: edge_hub [--duration SECS] [--devices N] [--rate HZ] [--json] [--no-python]";
+const USAGE: &str = "usage: edge_hub [--duration SECS] [--devices N] [--rate HZ] [--json] [--no-python]\n       edge_hub --config FILE [--serve | --duration SECS] [--json]";
 
 struct Options {
+    config: Option<PathBuf>,
+    serve: bool,
     duration: Duration,
     devices: usize,
     rate_hz: f64,
@@ -46,6 +53,8 @@ struct Options {
 
 fn parse_args() -> Result<Options, String> {
     let mut o = Options {
+        config: None,
+        serve: false,
         duration: Duration::from_secs(3),
         devices: 8,
         rate_hz: 50.0,
@@ -85,12 +94,66 @@ fn parse_args() -> Result<Options, String> {
                     })?;
             }
             "--json" => o.json = true,
+            "--config" => o.config = Some(PathBuf::from(value("--config")?)),
+            "--serve" => o.serve = true,
             "--no-python" => o.python = false,
             "-h" | "--help" => return Err(USAGE.to_owned()),
             other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
         }
     }
+    if o.serve && o.config.is_none() {
+        return Err(format!("--serve needs --config\n{USAGE}"));
+    }
     Ok(o)
+}
+
+/// Runs the hub a config file declares: until a signal with `--serve`, else for
+/// `--duration`; then drains it and prints its figures.
+async fn run_config(o: &Options, path: &Path) -> Result<(), Box<dyn std::error::Error>> {
+    let config = fnhub::config::HubConfig::load(path)?;
+    let running = config.start(config.builder()?).await?;
+    let http = running.http.as_ref().map(|h| h.local_addr().to_string());
+    eprintln!(
+        "hub {} up: {} functions, {} flows, http {}",
+        config.name(),
+        config.functions().len(),
+        config.flows().len(),
+        http.as_deref().unwrap_or("off"),
+    );
+    if o.serve {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        eprintln!("signal: draining");
+    } else {
+        tokio::time::sleep(o.duration).await;
+    }
+    let hub = running.hub.clone();
+    running.shutdown().await;
+    let stats = hub.stats();
+    if o.json {
+        let summary = serde_json::json!({
+            "hub": config.name(),
+            "http": http,
+            "events_in": stats.events_in,
+            "events_out": stats.events_out,
+            "rejected": stats.rejected,
+            "outcomes": stats.outcomes,
+            "invocations": stats.functions.iter().map(|(k, v)| (k.clone(), v.invocations)).collect::<std::collections::BTreeMap<_, _>>(),
+        });
+        println!("{summary}");
+    } else {
+        println!(
+            "hub {}: {} events in, {} out, outcomes {:?}",
+            config.name(),
+            stats.events_in,
+            stats.events_out,
+            stats.outcomes
+        );
+    }
+    Ok(())
 }
 
 fn reading(inv: &Invocation) -> Result<f64, FunctionError> {
@@ -292,6 +355,9 @@ async fn main() -> ExitCode {
 }
 
 async fn run(o: Options) -> Result<(), Box<dyn std::error::Error>> {
+    if let Some(path) = o.config.clone() {
+        return run_config(&o, &path).await;
+    }
     let python = if o.python { python_with_ric() } else { None };
     let python_state = match (&python, o.python) {
         (Some(_), _) => "awslambdaric",

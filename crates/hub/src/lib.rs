@@ -66,6 +66,8 @@
 
 #[cfg(feature = "mqtt")]
 pub mod bridge;
+#[cfg(feature = "config")]
+pub mod config;
 mod durable;
 mod edge;
 #[cfg(feature = "http")]

@@ -260,21 +260,7 @@ impl EdgeHub {
         let local = listener
             .local_addr()
             .map_err(|source| HttpError::Bind { addr, source })?;
-        let app = self.http_router(config);
-        let (stop, mut stopped) = watch::channel(false);
-        let task = tokio::spawn(async move {
-            let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
-                let _ = stopped.wait_for(|s| *s).await;
-            });
-            if let Err(error) = serve.await {
-                tracing::warn!(%error, "the HTTP front door stopped");
-            }
-        });
-        Ok(HttpServer {
-            addr: local,
-            stop,
-            task,
-        })
+        Ok(spawn_server(listener, local, self.http_router(config)))
     }
 }
 
@@ -541,6 +527,131 @@ fn refused(e: SubmitError) -> Response {
         SubmitError::TenantLimit(_) => throttled("CallerRateLimitExceeded", &message),
         _ => throttled("ConcurrentInvocationLimitExceeded", &message),
     }
+}
+
+/// The process's Prometheus recorder, installed by the first front door that serves
+/// `/metrics` (`None` when another recorder was installed first).
+static PROMETHEUS: std::sync::OnceLock<Option<metrics_exporter_prometheus::PrometheusHandle>> =
+    std::sync::OnceLock::new();
+
+fn prometheus() -> Option<&'static metrics_exporter_prometheus::PrometheusHandle> {
+    PROMETHEUS
+        .get_or_init(|| {
+            metrics_exporter_prometheus::PrometheusBuilder::new()
+                .install_recorder()
+                .inspect_err(|error| tracing::warn!(%error, "/metrics is off: a metrics recorder is installed already"))
+                .ok()
+        })
+        .as_ref()
+}
+
+/// Why a deployed function could not start an environment now, if it could not.
+fn cannot_start(spec: &fnhub_core::FunctionSpec) -> Option<String> {
+    match &spec.runtime {
+        fnhub_core::Runtime::Process {
+            command, workdir, ..
+        } => {
+            let program = command.first()?;
+            let found = if program.contains('/') {
+                let p = std::path::Path::new(program);
+                let p = match (p.is_relative(), workdir) {
+                    (true, Some(dir)) => dir.join(p),
+                    _ => p.to_owned(),
+                };
+                p.exists()
+            } else {
+                std::env::var_os("PATH").is_some_and(|paths| {
+                    std::env::split_paths(&paths).any(|dir| dir.join(program).is_file())
+                })
+            };
+            (!found).then(|| format!("program {program:?} not found"))
+        }
+        fnhub_core::Runtime::Wasm { module, .. } => {
+            (!module.exists()).then(|| format!("module {} not found", module.display()))
+        }
+        _ => None,
+    }
+}
+
+impl EdgeHub {
+    /// [`serve_http`](Self::serve_http) plus `GET /metrics` (Prometheus text, through
+    /// `metrics-exporter-prometheus`, installed as the process's recorder on first use) and
+    /// `GET /healthz` (`200` when every deployed function can start an environment, else
+    /// `503` naming those that cannot).
+    pub async fn serve_http_with_ops(
+        &self,
+        addr: SocketAddr,
+        config: HttpConfig,
+    ) -> Result<HttpServer, HttpError> {
+        if matches!(config.auth, HttpAuth::None) && !addr.ip().is_loopback() {
+            return Err(HttpError::NotLoopback(addr));
+        }
+        let metrics = prometheus();
+        let hub = self.clone();
+        let app = self
+            .http_router(config)
+            .route(
+                "/metrics",
+                axum::routing::get(move || async move {
+                    match metrics {
+                        Some(h) => (StatusCode::OK, h.render()).into_response(),
+                        None => (StatusCode::SERVICE_UNAVAILABLE, "no Prometheus recorder")
+                            .into_response(),
+                    }
+                }),
+            )
+            .route(
+                "/healthz",
+                axum::routing::get(move || {
+                    let hub = hub.clone();
+                    async move {
+                        let closing = hub.inner.scheduler.is_closed();
+                        let failing: BTreeMap<String, String> = hub
+                            .inner
+                            .scheduler
+                            .deployed()
+                            .iter()
+                            .filter_map(|s| {
+                                cannot_start(s)
+                                    .map(|why| (format!("{}:{}", s.name, s.version), why))
+                            })
+                            .collect();
+                        let ready = !closing && failing.is_empty();
+                        let body = json!({
+                            "status": if ready { "ready" } else { "unavailable" },
+                            "closing": closing,
+                            "cannot_start": failing,
+                        });
+                        let status = if ready {
+                            StatusCode::OK
+                        } else {
+                            StatusCode::SERVICE_UNAVAILABLE
+                        };
+                        (status, body.to_string()).into_response()
+                    }
+                }),
+            );
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| HttpError::Bind { addr, source })?;
+        let local = listener
+            .local_addr()
+            .map_err(|source| HttpError::Bind { addr, source })?;
+        Ok(spawn_server(listener, local, app))
+    }
+}
+
+fn spawn_server(listener: TcpListener, addr: SocketAddr, app: axum::Router) -> HttpServer {
+    let (stop, mut stopped) = watch::channel(false);
+    let task = tokio::spawn(async move {
+        let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        });
+        if let Err(error) = serve.await {
+            tracing::warn!(%error, "the HTTP front door stopped");
+        }
+    });
+    HttpServer { addr, stop, task }
 }
 
 #[cfg(test)]
