@@ -112,8 +112,27 @@ async fn readmit(hub: &HubInner, mut refused: SubmitError) {
 }
 
 impl EdgeHub {
-    pub(crate) fn start_bridge(&self, mut config: MqttConfig, remote: Option<RemoteInvoke>) {
+    pub(crate) fn start_bridge(
+        &self,
+        mut config: MqttConfig,
+        remote: Option<RemoteInvoke>,
+        shadow: Option<String>,
+    ) {
         let capacity = config.buffer.clamp(64, 65_536);
+        #[cfg(feature = "config")]
+        let deltas = shadow.as_ref().and_then(|thing| {
+            let upstream = format!("$aws/things/{thing}/shadow/update/delta");
+            let filter: TopicFilter = upstream.parse().ok()?;
+            config
+                .inbound
+                .push(InboundRule::new(filter).with_local_prefix(crate::shadow::LOCAL_PREFIX));
+            let local: TopicFilter = format!("{}{upstream}", crate::shadow::LOCAL_PREFIX)
+                .parse()
+                .ok()?;
+            Some(self.inner.router.subscribe(local, 64))
+        });
+        #[cfg(not(feature = "config"))]
+        let _ = &shadow;
         let requests = remote.as_ref().and_then(|r| {
             let filter: TopicFilter = format!("{}/#", r.requests).parse().ok()?;
             config
@@ -137,6 +156,15 @@ impl EdgeHub {
                 Arc::downgrade(&self.inner),
                 remote,
                 requests,
+                bridge.publisher(),
+            ));
+        }
+        #[cfg(feature = "config")]
+        if let (Some(thing), Some(deltas)) = (shadow, deltas) {
+            tokio::spawn(crate::shadow::serve(
+                Arc::downgrade(&self.inner),
+                thing,
+                deltas,
                 bridge.publisher(),
             ));
         }

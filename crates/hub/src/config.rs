@@ -171,7 +171,7 @@ struct MqttSection {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct FunctionSection {
+pub(crate) struct FunctionSection {
     name: String,
     runtime: String,
     version: Option<u32>,
@@ -194,7 +194,7 @@ struct FunctionSection {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct FlowSection {
+pub(crate) struct FlowSection {
     source: String,
     topic: String,
     target: String,
@@ -239,6 +239,115 @@ fn parse_overflow(text: &str) -> Option<Overflow> {
     }
 }
 
+/// The spec a `[[function]]` declares; `(key, message)` when it cannot.
+pub(crate) fn function_spec(
+    f: &FunctionSection,
+    resolve: &dyn Fn(&Path) -> PathBuf,
+) -> Result<FunctionSpec, (String, String)> {
+    let key = |k: &str| format!("function.{}.{k}", f.name);
+    let name = FunctionName::new(&f.name).map_err(|e| (key("name"), e.to_string()))?;
+    let runtime = match f.runtime.as_str() {
+        "process" => {
+            let command = f.command.clone().filter(|c| !c.is_empty()).ok_or_else(|| {
+                (
+                    key("command"),
+                    "a process function needs a command".to_owned(),
+                )
+            })?;
+            Runtime::Process {
+                command,
+                workdir: f.workdir.as_deref().map(resolve),
+                handler: f.handler.clone(),
+            }
+        }
+        "wasm" => {
+            if !cfg!(feature = "wasm") {
+                return Err((
+                    key("runtime"),
+                    "wasm functions need fnhub built with feature `wasm` (cargo run --features wasm …)".to_owned(),
+                ));
+            }
+            let module = f
+                .module
+                .as_deref()
+                .ok_or_else(|| (key("module"), "a wasm function needs a module".to_owned()))?;
+            Runtime::Wasm {
+                module: resolve(module),
+                export: f.export.clone().unwrap_or_else(|| "handle".into()),
+            }
+        }
+        other => {
+            return Err((
+                key("runtime"),
+                format!("{other:?} is not \"process\" or \"wasm\""),
+            ));
+        }
+    };
+    let mut spec = FunctionSpec::new(name, runtime);
+    if let Some(v) = f.version {
+        spec.version =
+            Version::new(v).ok_or_else(|| (key("version"), "versions count from 1".to_owned()))?;
+    }
+    if let Some(mb) = f.memory_mb {
+        if mb == 0 {
+            return Err((key("memory_mb"), "must be at least 1".to_owned()));
+        }
+        spec.resources.memory_mb = mb;
+    }
+    if let Some(ms) = f.timeout_ms {
+        if ms == 0 {
+            return Err((key("timeout_ms"), "must be at least 1".to_owned()));
+        }
+        spec.resources.timeout = Duration::from_millis(ms);
+    }
+    if let Some(c) = f.concurrency {
+        spec.resources.concurrency = c.max(1);
+    }
+    if let Some(t) = &f.output_topic {
+        let probe = t.replace(['{', '}'], "");
+        fnhub_router::topic::TopicName::new(&probe)
+            .map_err(|e| (key("output_topic"), e.to_string()))?;
+        spec.output_topic = Some(t.clone());
+    }
+    let mut profile = CapabilityProfile::default();
+    profile.env = EnvAccess::Only(f.env.clone());
+    let mut grants: Vec<PathGrant> = f
+        .files
+        .iter()
+        .map(|p| PathGrant {
+            path: resolve(p),
+            writable: false,
+        })
+        .collect();
+    if let Some(dir) = f.workdir.as_deref() {
+        grants.push(PathGrant {
+            path: resolve(dir),
+            writable: false,
+        });
+    }
+    profile.filesystem = FilesystemAccess::Only(grants);
+    if f.network {
+        profile.network = NetworkAccess::Any;
+    }
+    spec.capabilities = profile;
+    Ok(spec)
+}
+
+/// The flow a `[[flow]]` (the `i`th) declares; `(key, message)` when it cannot.
+pub(crate) fn flow(f: &FlowSection, i: usize) -> Result<Flow, (String, String)> {
+    let mut flow = Flow::parse(&f.source, &f.topic, &f.target)
+        .map_err(|e| (format!("flow[{i}]"), e.to_string()))?;
+    if let Some(o) = &f.overflow {
+        flow = flow.with_overflow(parse_overflow(o).ok_or_else(|| {
+            (
+                format!("flow[{i}].overflow"),
+                format!("{o:?} is not \"reject\", \"drop_oldest\" or \"wait:DURATION\""),
+            )
+        })?);
+    }
+    Ok(flow)
+}
+
 impl HubConfig {
     /// Reads and checks `path`.
     pub fn load(path: impl AsRef<Path>) -> Result<HubConfig, ConfigError> {
@@ -276,131 +385,16 @@ impl HubConfig {
         let mut functions = Vec::new();
         for f in &file.function {
             let span = f.span();
-            let f = f.get_ref();
-            let key = |k: &str| format!("function.{}.{k}", f.name);
-            let name = FunctionName::new(&f.name)
-                .map_err(|e| invalid(span.clone(), &key("name"), e.to_string()))?;
-            let runtime = match f.runtime.as_str() {
-                "process" => {
-                    let command = f.command.clone().filter(|c| !c.is_empty()).ok_or_else(|| {
-                        invalid(
-                            span.clone(),
-                            &key("command"),
-                            "a process function needs a command".into(),
-                        )
-                    })?;
-                    Runtime::Process {
-                        command,
-                        workdir: f.workdir.as_deref().map(resolve),
-                        handler: f.handler.clone(),
-                    }
-                }
-                "wasm" => {
-                    if !cfg!(feature = "wasm") {
-                        return Err(invalid(
-                            span.clone(),
-                            &key("runtime"),
-                            "wasm functions need fnhub built with feature `wasm` (cargo run --features wasm …)".into(),
-                        ));
-                    }
-                    let module = f.module.as_deref().ok_or_else(|| {
-                        invalid(
-                            span.clone(),
-                            &key("module"),
-                            "a wasm function needs a module".into(),
-                        )
-                    })?;
-                    Runtime::Wasm {
-                        module: resolve(module),
-                        export: f.export.clone().unwrap_or_else(|| "handle".into()),
-                    }
-                }
-                other => {
-                    return Err(invalid(
-                        span.clone(),
-                        &key("runtime"),
-                        format!("{other:?} is not \"process\" or \"wasm\""),
-                    ));
-                }
-            };
-            let mut spec = FunctionSpec::new(name, runtime);
-            if let Some(v) = f.version {
-                spec.version = Version::new(v).ok_or_else(|| {
-                    invalid(
-                        span.clone(),
-                        &key("version"),
-                        "versions count from 1".into(),
-                    )
-                })?;
-            }
-            if let Some(mb) = f.memory_mb {
-                if mb == 0 {
-                    return Err(invalid(
-                        span.clone(),
-                        &key("memory_mb"),
-                        "must be at least 1".into(),
-                    ));
-                }
-                spec.resources.memory_mb = mb;
-            }
-            if let Some(ms) = f.timeout_ms {
-                if ms == 0 {
-                    return Err(invalid(
-                        span.clone(),
-                        &key("timeout_ms"),
-                        "must be at least 1".into(),
-                    ));
-                }
-                spec.resources.timeout = Duration::from_millis(ms);
-            }
-            if let Some(c) = f.concurrency {
-                spec.resources.concurrency = c.max(1);
-            }
-            if let Some(t) = &f.output_topic {
-                let probe = t.replace(['{', '}'], "");
-                fnhub_router::topic::TopicName::new(&probe)
-                    .map_err(|e| invalid(span.clone(), &key("output_topic"), e.to_string()))?;
-                spec.output_topic = Some(t.clone());
-            }
-            let mut profile = CapabilityProfile::default();
-            profile.env = EnvAccess::Only(f.env.clone());
-            let mut grants: Vec<PathGrant> = f
-                .files
-                .iter()
-                .map(|p| PathGrant {
-                    path: resolve(p),
-                    writable: false,
-                })
-                .collect();
-            if let Some(dir) = f.workdir.as_deref() {
-                grants.push(PathGrant {
-                    path: resolve(dir),
-                    writable: false,
-                });
-            }
-            profile.filesystem = FilesystemAccess::Only(grants);
-            if f.network {
-                profile.network = NetworkAccess::Any;
-            }
-            spec.capabilities = profile;
+            let spec = function_spec(f.get_ref(), &resolve)
+                .map_err(|(key, message)| invalid(span, &key, message))?;
             functions.push(spec);
         }
 
         let mut flows = Vec::new();
         for (i, f) in file.flow.iter().enumerate() {
             let span = f.span();
-            let f = f.get_ref();
-            let mut flow = Flow::parse(&f.source, &f.topic, &f.target)
-                .map_err(|e| invalid(span.clone(), &format!("flow[{i}]"), e.to_string()))?;
-            if let Some(o) = &f.overflow {
-                flow = flow.with_overflow(parse_overflow(o).ok_or_else(|| {
-                    invalid(
-                        span.clone(),
-                        &format!("flow[{i}].overflow"),
-                        format!("{o:?} is not \"reject\", \"drop_oldest\" or \"wait:DURATION\""),
-                    )
-                })?);
-            }
+            let flow =
+                flow(f.get_ref(), i).map_err(|(key, message)| invalid(span, &key, message))?;
             flows.push(flow);
         }
 

@@ -108,6 +108,8 @@ pub struct EdgeHubBuilder {
     mqtt: Option<fnhub_router::mqtt::MqttConfig>,
     #[cfg(feature = "mqtt")]
     remote: Option<crate::bridge::RemoteInvoke>,
+    #[cfg(all(feature = "mqtt", feature = "config"))]
+    shadow: Option<String>,
     metaevents: Vec<crate::metaevents::MetaRule>,
     metaevent_interval: std::time::Duration,
 }
@@ -237,6 +239,15 @@ impl EdgeHubBuilder {
     #[cfg(feature = "mqtt")]
     pub fn remote_invoke(mut self, remote: crate::bridge::RemoteInvoke) -> Self {
         self.remote = Some(remote);
+        self
+    }
+
+    /// Lets the device shadow of `thing` drive the deployment over the MQTT bridge
+    /// (features `mqtt` and `config`): see [`shadow`](crate::shadow). Needs
+    /// [`mqtt`](Self::mqtt).
+    #[cfg(all(feature = "mqtt", feature = "config"))]
+    pub fn shadow_deployment(mut self, thing: impl Into<String>) -> Self {
+        self.shadow = Some(thing.into());
         self
     }
 
@@ -390,7 +401,11 @@ impl EdgeHubBuilder {
         let _ = observer.hub.set(Arc::downgrade(&hub.inner));
         #[cfg(feature = "mqtt")]
         if let Some(config) = self.mqtt {
-            hub.start_bridge(config, self.remote);
+            #[cfg(feature = "config")]
+            let shadow = self.shadow;
+            #[cfg(not(feature = "config"))]
+            let shadow = None;
+            hub.start_bridge(config, self.remote, shadow);
         }
         Ok(hub)
     }
@@ -636,6 +651,8 @@ impl EdgeHub {
             mqtt: None,
             #[cfg(feature = "mqtt")]
             remote: None,
+            #[cfg(all(feature = "mqtt", feature = "config"))]
+            shadow: None,
             metaevents: Vec::new(),
             metaevent_interval: std::time::Duration::from_secs(1),
         }
@@ -777,6 +794,16 @@ impl EdgeHub {
     /// calls the same ones here.
     pub fn services(&self) -> Arc<dyn LocalServices> {
         self.inner.services.clone()
+    }
+
+    /// Every deployed function version.
+    pub fn deployed(&self) -> Vec<Arc<FunctionSpec>> {
+        self.inner.scheduler.deployed()
+    }
+
+    /// Every flow, with its id.
+    pub fn flows(&self) -> Vec<(FlowId, Flow)> {
+        self.inner.router.flows()
     }
 
     /// The checkpoint store.

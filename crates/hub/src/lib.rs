@@ -75,6 +75,8 @@ pub mod http;
 pub mod metaevents;
 mod overflow;
 pub mod services;
+#[cfg(all(feature = "mqtt", feature = "config"))]
+pub mod shadow;
 mod stats;
 
 pub use edge::{EdgeHub, EdgeHubBuilder, HubError, PublishError, PublishReport};

@@ -559,3 +559,119 @@ async fn the_cloud_invokes_functions_through_the_remote_interface() {
     assert_eq!(body["errorMessage"], "no");
     hub.shutdown().await;
 }
+
+#[cfg(feature = "config")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_shadow_drives_the_deployment_and_a_bad_document_changes_nothing() {
+    let Some(broker) = Broker::start() else {
+        return;
+    };
+    let hub = EdgeHub::builder()
+        .function(
+            FunctionSpec::in_process(FunctionName::new("native").unwrap()),
+            from_fn(|inv: Invocation| async move { Ok(inv.payload) }),
+        )
+        .mqtt(MqttConfig::new("127.0.0.1", broker.port, "hub-s"))
+        .shadow_deployment("hub-s")
+        .build()
+        .unwrap();
+    wait_connected(&hub, 1).await;
+    let (cloud, mut reports) = client(
+        broker.port,
+        "shadow-service",
+        false,
+        Some("$aws/things/hub-s/shadow/update"),
+    );
+    let delta = "$aws/things/hub-s/shadow/update/delta";
+
+    // Publishes a delta (with a token of its own) until the hub's report on it comes; the
+    // reported state. Reports on earlier documents, sent again, are skipped by token.
+    let mut token = 0;
+    let mut desire = async |doc: serde_json::Value| -> serde_json::Value {
+        token += 1;
+        let mut doc = doc;
+        doc["clientToken"] = serde_json::json!(token.to_string());
+        let until = Instant::now() + Duration::from_secs(20);
+        loop {
+            cloud
+                .publish(delta, QoS::AtLeastOnce, false, doc.to_string())
+                .await
+                .unwrap();
+            let wait = Instant::now() + Duration::from_millis(400);
+            while let Ok(Some((_, payload, _, _))) =
+                tokio::time::timeout_at(wait.into(), reports.recv()).await
+            {
+                let report: serde_json::Value = serde_json::from_slice(&payload).unwrap();
+                if report["clientToken"] == doc["clientToken"] {
+                    return report["state"]["reported"].clone();
+                }
+            }
+            assert!(Instant::now() < until, "no report on {doc}");
+        }
+    };
+    let names = |hub: &EdgeHub| {
+        let mut v: Vec<String> = hub
+            .deployed()
+            .iter()
+            .map(|s| format!("{}:{}", s.name, s.version))
+            .collect();
+        v.sort();
+        v
+    };
+
+    let reported = desire(serde_json::json!({"state": {
+        "functions": [{"name": "hello", "runtime": "process", "command": ["/bin/cat"]}],
+        "flows": [{"source": "any", "topic": "in/+", "target": "function:hello"}],
+    }}))
+    .await;
+    assert_eq!(
+        reported["functions"],
+        serde_json::json!([{"name": "hello", "version": 1}])
+    );
+    assert_eq!(reported["flows"][0]["topic"], "in/+");
+    assert_eq!(names(&hub), vec!["hello:1", "native:1"]);
+    assert_eq!(hub.flows().len(), 1);
+
+    // A bad document: reported, and nothing changes (the good function in it is not
+    // deployed either).
+    for bad in [
+        serde_json::json!({"state": {"functions": [
+            {"name": "ok", "runtime": "process", "command": ["/bin/cat"]},
+            {"name": "odd", "runtime": "lisp"},
+        ]}}),
+        serde_json::json!({"state": {"flows": [{"source": "any", "topic": "x", "target": "function:nobody"}]}}),
+        serde_json::json!({"state": {"functions": [{"name": "native", "runtime": "process", "command": ["/bin/cat"]}]}}),
+        serde_json::json!({"state": {"colour": "red"}}),
+    ] {
+        let reported = desire(bad.clone()).await;
+        assert!(
+            reported["deployment_error"].is_string(),
+            "{bad}: {reported}"
+        );
+        assert_eq!(names(&hub), vec!["hello:1", "native:1"], "{bad}");
+        assert_eq!(hub.flows().len(), 1);
+    }
+
+    // A new version; flows left as they are.
+    let reported = desire(serde_json::json!({"state": {"functions": [
+        {"name": "hello", "runtime": "process", "command": ["/bin/cat"], "version": 2},
+    ]}}))
+    .await;
+    assert!(reported["deployment_error"].is_null(), "{reported}");
+    assert_eq!(
+        hub.deployed()
+            .iter()
+            .filter(|s| s.name.as_str() == "hello")
+            .map(|s| s.version.get())
+            .max(),
+        Some(2)
+    );
+    assert_eq!(hub.flows().len(), 1);
+
+    // Everything the shadow deployed goes; what the hub was built with stays.
+    let reported = desire(serde_json::json!({"state": {"functions": [], "flows": []}})).await;
+    assert_eq!(reported["functions"], serde_json::json!([]));
+    assert_eq!(names(&hub), vec!["native:1"]);
+    assert!(hub.flows().is_empty());
+    hub.shutdown().await;
+}

@@ -128,6 +128,35 @@ impl Registry {
         }
     }
 
+    /// Forgets every version and alias of `name`; its slot stays its own. The slot, when
+    /// it had versions.
+    pub(crate) fn remove_all(&mut self, name: &FunctionName) -> Option<usize> {
+        let entry = self.functions.get_mut(name)?;
+        if entry.versions.is_empty() {
+            return None;
+        }
+        entry.versions.clear();
+        entry.aliases.clear();
+        Some(entry.slot)
+    }
+
+    /// Whether `spec` could be deployed: valid, and not a different spec under a version
+    /// already deployed.
+    pub(crate) fn check(&self, spec: &FunctionSpec) -> Result<(), DeployError> {
+        if let Some(existing) = self
+            .functions
+            .get(&spec.name)
+            .and_then(|e| e.versions.get(&spec.version))
+            && *existing.spec != *spec
+        {
+            return Err(DeployError::VersionConflict {
+                name: spec.name.clone(),
+                version: spec.version,
+            });
+        }
+        Ok(())
+    }
+
     /// Removes a version just deployed (a later check refused it).
     pub(crate) fn undeploy(&mut self, deployed: &Deployed) {
         if let Some(entry) = self.functions.get_mut(&deployed.name) {

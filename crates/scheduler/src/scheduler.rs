@@ -471,6 +471,37 @@ impl Scheduler {
         Ok(deployed.spec.clone())
     }
 
+    /// Whether `spec` would deploy: placement, a sandbox for its runtime, and no other spec
+    /// under its version. Changes nothing.
+    pub fn check_deploy(&self, spec: &FunctionSpec) -> Result<(), DeployError> {
+        let missing = self.inner.host.missing(&spec.placement);
+        if !missing.is_empty() {
+            return Err(DeployError::Placement {
+                name: spec.name.clone(),
+                missing,
+            });
+        }
+        if self.inner.pool.sandbox_for(spec).is_none() {
+            return Err(DeployError::NoSandbox {
+                runtime: spec.runtime.kind(),
+                name: spec.name.clone(),
+            });
+        }
+        self.inner.registry.read().check(spec)
+    }
+
+    /// Removes every version of `function`: new invocations find no such function, those
+    /// admitted already run to completion, its idle environments are shut down and its
+    /// reserved workers freed. Whether it was deployed.
+    pub fn undeploy(&self, function: &FunctionName) -> bool {
+        let Some(slot) = self.inner.registry.write().remove_all(function) else {
+            return false;
+        };
+        self.inner.queue.lock().release(slot);
+        self.retire_old_versions(function);
+        true
+    }
+
     /// Creates or moves an alias of `function`.
     pub fn set_alias(&self, function: &FunctionName, alias: Alias) -> Result<(), DeployError> {
         self.inner.registry.write().set_alias(function, alias)?;

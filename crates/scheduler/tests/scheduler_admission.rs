@@ -662,3 +662,53 @@ async fn reserved_concurrency_keeps_workers_for_its_function() {
     assert_eq!(order.lock().len(), 3);
     s.shutdown().await;
 }
+
+#[tokio::test]
+async fn an_undeployed_function_takes_no_more_work_and_frees_its_reservation() {
+    let sandbox = InProcessSandbox::new();
+    sandbox.register(
+        "echo",
+        from_fn(|inv: Invocation| async move { Ok(inv.payload) }),
+    );
+    let s = Scheduler::builder()
+        .workers(2)
+        .sandbox(Arc::new(sandbox))
+        .build()
+        .unwrap();
+    let mut spec = FunctionSpec::in_process(name("echo"));
+    spec.resources.reserved_concurrency = Some(1);
+    s.check_deploy(&spec).unwrap();
+    s.deploy(spec.clone()).unwrap();
+    let ok = s
+        .try_submit(Invocation::new("echo".parse().unwrap(), "a"))
+        .unwrap()
+        .await;
+    assert_eq!(&ok.outcome.unwrap()[..], b"a");
+
+    // Another spec under the same version is refused by the dry run, which changes nothing.
+    let other = spec.clone().with_timeout(Duration::from_secs(9));
+    assert!(matches!(
+        s.check_deploy(&other),
+        Err(DeployError::VersionConflict { .. })
+    ));
+
+    assert!(s.undeploy(&name("echo")));
+    assert!(!s.undeploy(&name("echo")), "already gone");
+    assert!(s.deployed().is_empty());
+    assert!(matches!(
+        s.try_submit(Invocation::new("echo".parse().unwrap(), "b")),
+        Err(SubmitError::UnknownFunction(_))
+    ));
+    // Its reserved worker is free again: with two workers, another function may reserve
+    // one (had echo's stayed reserved, that would leave no unreserved worker).
+    let mut other = FunctionSpec::in_process(name("other"));
+    other.resources.reserved_concurrency = Some(1);
+    s.deploy(other).unwrap();
+    s.deploy(FunctionSpec::in_process(name("echo"))).unwrap();
+    let ok = s
+        .try_submit(Invocation::new("echo".parse().unwrap(), "c"))
+        .unwrap()
+        .await;
+    assert_eq!(&ok.outcome.unwrap()[..], b"c");
+    s.shutdown().await;
+}

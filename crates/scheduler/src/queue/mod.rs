@@ -531,6 +531,14 @@ impl Queue {
         Ok(())
     }
 
+    /// Frees the workers reserved for the function in `slot` (it was undeployed).
+    pub(crate) fn release(&mut self, slot: usize) {
+        if let Some(f) = self.functions.get_mut(slot) {
+            self.reserved_total -= f.reserved;
+            f.reserved = 0;
+        }
+    }
+
     /// Removes a queued (or parked) job. Cancellation is rare: it scans.
     pub(crate) fn cancel(&mut self, id: InvocationId) -> Option<Job> {
         let mut found = None;

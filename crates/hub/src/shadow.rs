@@ -1,0 +1,208 @@
+//! The hub's deployment driven by a device shadow (features `mqtt` and `config`).
+//!
+//! With [`EdgeHubBuilder::shadow_deployment`](crate::EdgeHubBuilder::shadow_deployment),
+//! the hub takes desired state from `$aws/things/{thing}/shadow/update/delta` over its MQTT
+//! bridge. The delta's `state` may hold:
+//!
+//! - `functions`: the whole list of functions the shadow manages, each as a `[[function]]`
+//!   of the config file (`name`, `runtime`, `command` or `module`, `version`, ...). New ones
+//!   and new versions are deployed (an older version drains: admitted work finishes, new
+//!   work goes to the newest), and functions the shadow deployed before but no longer
+//!   lists are removed. Functions the hub was built with are never touched.
+//! - `flows`: the whole list of flows the shadow manages, each as a `[[flow]]`; they
+//!   replace the shadow's previous flows (the new ones are added before the old ones go,
+//!   so no event misses both).
+//!
+//! The whole document is checked before anything changes — every function spec, every
+//! flow, that each flow's function will exist, that a sandbox can run each function, that
+//! no version is redeclared with another spec — so a bad document changes nothing. Either
+//! way the hub reports on `$aws/things/{thing}/shadow/update`: `state.reported.functions`
+//! and `state.reported.flows` after a change, or `state.reported.deployment_error` with
+//! the reason; a `clientToken` in the document is echoed in the report.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Weak;
+
+use fnhub_core::FunctionName;
+use fnhub_router::mqtt::{BridgePublisher, Upstream};
+use fnhub_router::{FlowId, Target};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::config::{FlowSection, FunctionSection, flow, function_spec};
+use crate::edge::{EdgeHub, HubInner};
+
+/// Where deltas arrive locally: under a `$` prefix, out of reach of wildcard flows.
+pub(crate) const LOCAL_PREFIX: &str = "$fnhub/shadow/";
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Desired {
+    functions: Option<Vec<FunctionSection>>,
+    flows: Option<Vec<FlowSection>>,
+}
+
+/// What the shadow deployed so far.
+#[derive(Default)]
+struct Managed {
+    functions: BTreeSet<FunctionName>,
+    flows: Vec<FlowId>,
+}
+
+pub(crate) async fn serve(
+    hub: Weak<HubInner>,
+    thing: String,
+    mut deltas: fnhub_router::Subscription,
+    publisher: BridgePublisher,
+) {
+    let mut managed = Managed::default();
+    while let Some(event) = deltas.recv().await {
+        let Some(inner) = hub.upgrade() else { return };
+        let hub = EdgeHub { inner };
+        let reported = match apply(&hub, &event.payload, &mut managed) {
+            Ok(reported) => {
+                tracing::info!(%thing, "deployment updated from the shadow");
+                reported
+            }
+            Err(error) => {
+                tracing::warn!(%thing, %error, "shadow document rejected; nothing changed");
+                json!({ "deployment_error": error })
+            }
+        };
+        // A `clientToken` in the document comes back in the report, as AWS IoT echoes it,
+        // so the sender can tell which document a report answers.
+        let token = serde_json::from_slice::<Value>(&event.payload)
+            .ok()
+            .and_then(|d| d.get("clientToken").cloned());
+        let mut report = json!({ "state": { "reported": reported } });
+        if let Some(token) = token {
+            report["clientToken"] = token;
+        }
+        let report = report.to_string();
+        let topic = format!("$aws/things/{thing}/shadow/update");
+        if !publisher.publish(Upstream::new(topic, report)).await {
+            return;
+        }
+    }
+}
+
+fn apply(hub: &EdgeHub, payload: &[u8], managed: &mut Managed) -> Result<Value, String> {
+    let doc: Value = serde_json::from_slice(payload).map_err(|e| format!("not JSON: {e}"))?;
+    let state = doc
+        .get("state")
+        .cloned()
+        .ok_or("the document has no \"state\"")?;
+    let desired: Desired = serde_json::from_value(state).map_err(|e| e.to_string())?;
+    let scheduler = &hub.inner.scheduler;
+
+    // Check everything first.
+    let as_is = |p: &std::path::Path| p.to_owned();
+    let specs = match &desired.functions {
+        None => None,
+        Some(list) => {
+            let mut specs = Vec::new();
+            let mut seen = BTreeSet::new();
+            for f in list {
+                let spec = function_spec(f, &as_is).map_err(|(k, m)| format!("{k}: {m}"))?;
+                if !seen.insert((spec.name.clone(), spec.version)) {
+                    return Err(format!(
+                        "{} version {} is listed twice",
+                        spec.name, spec.version
+                    ));
+                }
+                if !managed.functions.contains(&spec.name)
+                    && scheduler.deployed().iter().any(|d| d.name == spec.name)
+                {
+                    return Err(format!(
+                        "{} was deployed with the hub, not by the shadow; it is not the shadow's to change",
+                        spec.name
+                    ));
+                }
+                scheduler
+                    .check_deploy(&spec)
+                    .map_err(|e| format!("{}: {e}", spec.name))?;
+                specs.push(spec);
+            }
+            Some(specs)
+        }
+    };
+    let flows = match &desired.flows {
+        None => None,
+        Some(list) => Some(
+            list.iter()
+                .enumerate()
+                .map(|(i, f)| flow(f, i).map_err(|(k, m)| format!("{k}: {m}")))
+                .collect::<Result<Vec<_>, _>>()?,
+        ),
+    };
+    // The functions there will be, and every flow there will be must find its function.
+    let mut names: BTreeSet<FunctionName> = scheduler
+        .deployed()
+        .iter()
+        .map(|s| s.name.clone())
+        .collect();
+    if let Some(specs) = &specs {
+        names.retain(|n| !managed.functions.contains(n));
+        names.extend(specs.iter().map(|s| s.name.clone()));
+    }
+    let kept_flows: Vec<fnhub_router::Flow> = match &flows {
+        Some(new) => new.clone(),
+        None => hub
+            .flows()
+            .into_iter()
+            .filter(|(id, _)| managed.flows.contains(id))
+            .map(|(_, f)| f)
+            .collect(),
+    };
+    for f in &kept_flows {
+        if let Target::Function(target) = &f.target
+            && !names.contains(&target.name)
+        {
+            return Err(format!(
+                "flow {} {} -> {} targets {}, which would not be deployed",
+                f.source, f.filter, f.target, target.name
+            ));
+        }
+    }
+
+    // Then change.
+    if let Some(specs) = specs {
+        let wanted: BTreeSet<FunctionName> = specs.iter().map(|s| s.name.clone()).collect();
+        for spec in specs {
+            hub.deploy(spec).map_err(|e| format!("half applied: {e}"))?;
+        }
+        for gone in managed.functions.difference(&wanted) {
+            scheduler.undeploy(gone);
+        }
+        managed.functions = wanted;
+    }
+    if let Some(flows) = flows {
+        let mut added = Vec::new();
+        for f in flows {
+            added.push(hub.add_flow(f).map_err(|e| format!("half applied: {e}"))?);
+        }
+        for old in std::mem::replace(&mut managed.flows, added) {
+            hub.remove_flow(old);
+        }
+    }
+
+    let functions: Vec<Value> = scheduler
+        .deployed()
+        .iter()
+        .filter(|s| managed.functions.contains(&s.name))
+        .map(|s| json!({ "name": s.name.as_str(), "version": s.version.get() }))
+        .collect();
+    let flows: Vec<BTreeMap<&str, String>> = hub
+        .flows()
+        .into_iter()
+        .filter(|(id, _)| managed.flows.contains(id))
+        .map(|(_, f)| {
+            BTreeMap::from([
+                ("source", f.source.to_string()),
+                ("topic", f.filter.to_string()),
+                ("target", f.target.to_string()),
+            ])
+        })
+        .collect();
+    Ok(json!({ "functions": functions, "flows": flows }))
+}
