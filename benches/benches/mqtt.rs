@@ -43,14 +43,11 @@ impl Drop for Broker {
 }
 
 fn broker() -> Broker {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port();
-    let program = ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"]
-        .into_iter()
-        .find(|p| std::path::Path::new(p).exists())
-        .expect("mosquitto is needed: apt-get install mosquitto");
+    let port = fnhub_benches::free_port();
+    let program = fnhub_benches::installed(
+        &["/usr/sbin/mosquitto", "/usr/bin/mosquitto"],
+        "apt-get install mosquitto",
+    );
     // mosquitto keeps at most 1000 queued messages per client by default and drops the
     // rest; a benchmark that floods it must lift that for both paths alike.
     let dir = tempfile::tempdir().expect("tempdir");
@@ -67,11 +64,7 @@ fn broker() -> Broker {
         .stderr(Stdio::null())
         .spawn()
         .expect("mosquitto");
-    let until = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < until, "mosquitto did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    fnhub_benches::wait_for_port(port, "mosquitto");
     Broker(child, port, dir)
 }
 

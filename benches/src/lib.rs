@@ -40,3 +40,29 @@ pub fn print_ratio(group: &str, ours: &str, peer: &str) {
         ),
     }
 }
+
+/// The first of `candidates` that is installed; panics naming what to install.
+pub fn installed(candidates: &[&str], install: &str) -> std::path::PathBuf {
+    candidates
+        .iter()
+        .map(std::path::PathBuf::from)
+        .find(|p| p.exists())
+        .unwrap_or_else(|| panic!("{} is needed: {install}", candidates[0]))
+}
+
+/// A loopback port nothing listens on now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("no free port: {e}"))
+}
+
+/// Waits until something accepts connections on `port` (a watchdog of 10 s).
+pub fn wait_for_port(port: u16, what: &str) {
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(std::time::Instant::now() < until, "{what} did not start");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}

@@ -50,22 +50,28 @@
 //! - `wasm`: functions as WebAssembly modules on wasmtime ([`WasmSandbox`], added to every
 //!   hub, its guests reaching the hub's [`services`] through the `fnhub` imports). Off by
 //!   default: a cold build of wasmtime takes minutes.
-//! - `mqtt`: a bridge to an MQTT broker ([`EdgeHubBuilder::mqtt`], see
+//! - `mqtt` (default): a bridge to an MQTT broker ([`EdgeHubBuilder::mqtt`], see
 //!   [`fnhub_router::mqtt`]): upstream topics in, local topics out, QoS 0 and 1, buffered
-//!   while offline, trace context in MQTT 5 user properties.
-//! - `http`: the HTTP front door ([`http`]): the AWS Lambda Invoke API, so the AWS CLI and
+//!   while offline, trace context in MQTT 5 user properties; the remote interface
+//!   ([`bridge`]) and, with `config`, deployment from a device shadow ([`shadow`]).
+//! - `http` (default): the HTTP front door ([`http`]): the AWS Lambda Invoke API, so the AWS CLI and
 //!   SDKs invoke the hub's functions; AWS SigV4 authentication (or none, on loopback only)
-//!   and an allow-list of who may invoke what.
+//!   and an allow-list of who may invoke what; `/metrics` and `/healthz`.
+//! - `config` (default): the hub from a TOML file ([`config`]).
+//! - `nats`: the cloud runtime on NATS JetStream ([`cloud`]).
 //! - `serde`: serde support for the core data types.
 //! - `zstd`: Zstandard compression of checkpoints.
 //!
-//! Planned, not built yet: `nats` (the NATS bridge and the cloud runtime).
+//! Not built yet: the cloud runtime's function registry in KV and checkpoints in the
+//! object store.
 
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
 #[cfg(feature = "mqtt")]
 pub mod bridge;
+#[cfg(feature = "nats")]
+pub mod cloud;
 #[cfg(feature = "config")]
 pub mod config;
 mod durable;

@@ -5,6 +5,8 @@
 #![cfg(feature = "mqtt")]
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -32,27 +34,15 @@ impl Broker {
     /// Starts one, or `None` when mosquitto is not installed (a failure under `CI=true`).
     /// It keeps nothing on disk: a restart forgets every session and subscription.
     fn start() -> Option<Broker> {
-        let program = [
-            "/usr/sbin/mosquitto",
-            "/usr/bin/mosquitto",
-            "/usr/local/sbin/mosquitto",
-        ]
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.exists());
-        let Some(program) = program else {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "mosquitto is required under CI (apt-get install mosquitto)"
-            );
-            eprintln!("skipping: mosquitto is not installed (apt-get install mosquitto)");
-            return None;
-        };
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let program = common::installed(
+            &[
+                "/usr/sbin/mosquitto",
+                "/usr/bin/mosquitto",
+                "/usr/local/sbin/mosquitto",
+            ],
+            "apt-get install mosquitto",
+        )?;
+        let port = common::free_port();
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(
             dir.path().join("mosquitto.conf"),
@@ -81,11 +71,7 @@ impl Broker {
             .spawn()
             .unwrap();
         self.child = Some(child);
-        let until = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(Instant::now() < until, "mosquitto did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        common::wait_for_port(self.port, "mosquitto");
     }
 
     /// Stops it as an operator would (SIGTERM).
@@ -394,11 +380,7 @@ async fn the_bridge_subscribes_again_after_a_broker_that_forgot_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_a_broker_the_buffer_keeps_the_newest_and_counts_the_rest() {
     // A port nothing listens on.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = common::free_port();
     let hub = EdgeHub::builder()
         .mqtt(
             MqttConfig::new("127.0.0.1", port, "hub-d")
