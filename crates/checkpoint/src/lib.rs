@@ -43,6 +43,8 @@
 //!
 //! - `zstd` (off by default): [`Compression::Zstd`] for writing, and reading of zstd
 //!   checkpoints (without it they are refused as an unsupported compression).
+//! - `nats` (off by default): [`nats::NatsStore`], checkpoints in a NATS JetStream object
+//!   store, for the cloud runtime.
 
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
@@ -51,6 +53,8 @@ mod dir;
 pub mod durable;
 mod format;
 mod memory;
+#[cfg(feature = "nats")]
+pub mod nats;
 
 pub use dir::{DirStore, OpenReport};
 pub use format::{

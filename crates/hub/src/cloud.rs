@@ -15,8 +15,10 @@
 //!   [`NodeStats::duplicates_suppressed`]). [`CloudClient::results`] also drops any
 //!   result for an invocation it has seen.
 //!
-//! Not built yet: the function registry in a KV bucket and checkpoints of suspended
-//! executions in the object store (each node deploys its functions itself).
+//! Checkpoints of suspended executions can live in the JetStream object store
+//! ([`fnhub_checkpoint::nats::NatsStore`], a `CheckpointStore` every node reads), but the
+//! nodes do not yet resume one another's durable executions. Not built yet either: the
+//! function registry in a KV bucket (each node deploys its functions itself).
 
 use std::collections::HashSet;
 use std::sync::Arc;

@@ -1,0 +1,111 @@
+//! Checkpoints in a NATS JetStream object store (feature `nats`), so that an execution
+//! suspended on one node of the cloud runtime resumes on any other.
+//!
+//! Each checkpoint is one object named by its execution id, holding the checkpoint in the
+//! format of [`crate::encode`]. The object store writes an object's chunks first and its
+//! metadata last, so a reader sees either the previous checkpoint or the new one whole; the
+//! format's checksums catch anything else, which [`load`](fnhub_core::CheckpointStore::load)
+//! reports as [`StoreError::Corrupt`], never as a checkpoint.
+
+use async_nats::jetstream::{self, object_store};
+use fnhub_core::{BoxFuture, Checkpoint, CheckpointStore, ExecutionId, StoreError};
+use futures_util::StreamExt;
+use tokio::io::AsyncReadExt;
+
+/// The bucket used when none is named.
+pub const DEFAULT_BUCKET: &str = "fnhub-checkpoints";
+
+fn backend(e: impl std::error::Error + Send + Sync + 'static) -> StoreError {
+    StoreError::Backend(Box::new(e))
+}
+
+/// A [`CheckpointStore`] in a JetStream object store bucket.
+#[derive(Clone)]
+pub struct NatsStore {
+    store: object_store::ObjectStore,
+}
+
+impl std::fmt::Debug for NatsStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NatsStore").finish_non_exhaustive()
+    }
+}
+
+impl NatsStore {
+    /// The store in `bucket` of `js`, created when it is not there.
+    pub async fn open(js: &jetstream::Context, bucket: &str) -> Result<NatsStore, StoreError> {
+        let store = match js.get_object_store(bucket).await {
+            Ok(store) => store,
+            Err(_) => js
+                .create_object_store(object_store::Config {
+                    bucket: bucket.to_owned(),
+                    description: Some("fnhub checkpoints of suspended executions".into()),
+                    ..Default::default()
+                })
+                .await
+                .map_err(backend)?,
+        };
+        Ok(NatsStore { store })
+    }
+}
+
+impl CheckpointStore for NatsStore {
+    fn save<'a>(&'a self, checkpoint: &'a Checkpoint) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            let bytes = crate::encode(checkpoint).map_err(backend)?;
+            let name = checkpoint.execution_id.to_string();
+            self.store
+                .put(name.as_str(), &mut &bytes[..])
+                .await
+                .map_err(backend)?;
+            Ok(())
+        })
+    }
+
+    fn load(&self, id: ExecutionId) -> BoxFuture<'_, Result<Option<Checkpoint>, StoreError>> {
+        Box::pin(async move {
+            let mut object = match self.store.get(id.to_string()).await {
+                Ok(o) => o,
+                Err(e) if e.kind() == object_store::GetErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(backend(e)),
+            };
+            let mut bytes = Vec::new();
+            object.read_to_end(&mut bytes).await?;
+            crate::decode(&bytes)
+                .map(Some)
+                .map_err(|e| StoreError::Corrupt {
+                    id,
+                    source: Box::new(e),
+                })
+        })
+    }
+
+    fn remove(&self, id: ExecutionId) -> BoxFuture<'_, Result<bool, StoreError>> {
+        Box::pin(async move {
+            // A deleted object keeps its info, marked deleted.
+            match self.store.info(id.to_string()).await {
+                Ok(info) if !info.deleted => {}
+                _ => return Ok(false),
+            }
+            self.store.delete(id.to_string()).await.map_err(backend)?;
+            Ok(true)
+        })
+    }
+
+    fn list(&self) -> BoxFuture<'_, Result<Vec<ExecutionId>, StoreError>> {
+        Box::pin(async move {
+            let mut list = self.store.list().await.map_err(backend)?;
+            let mut ids = Vec::new();
+            while let Some(info) = list.next().await {
+                let info = info.map_err(backend)?;
+                if info.deleted {
+                    continue;
+                }
+                if let Ok(id) = info.name.parse() {
+                    ids.push(id);
+                }
+            }
+            Ok(ids)
+        })
+    }
+}
