@@ -15,10 +15,13 @@
 //!   [`NodeStats::duplicates_suppressed`]). [`CloudClient::results`] also drops any
 //!   result for an invocation it has seen.
 //!
+//! - The function registry is the KV bucket `FNHUB_FUNCTIONS`: each node records the
+//!   functions its hub has deployed (name → versions and the nodes that run it) when it
+//!   starts, and [`CloudClient::submit`] refuses a function no node has recorded.
+//!
 //! Checkpoints of suspended executions can live in the JetStream object store
 //! ([`fnhub_checkpoint::nats::NatsStore`], a `CheckpointStore` every node reads), but the
-//! nodes do not yet resume one another's durable executions. Not built yet either: the
-//! function registry in a KV bucket (each node deploys its functions itself).
+//! nodes do not yet resume one another's durable executions.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -43,6 +46,7 @@ const INVOCATION: &str = "Fnhub-Invocation";
 const NODE: &str = "Fnhub-Node";
 const ERROR_KIND: &str = "Fnhub-Error-Kind";
 const ERROR_TYPE: &str = "Fnhub-Error-Type";
+const REGISTRY: &str = "FNHUB_FUNCTIONS";
 
 /// A cloud runtime operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +58,9 @@ pub enum CloudError {
     /// A JetStream operation failed.
     #[error("JetStream: {0}")]
     JetStream(String),
+    /// No node has registered the function.
+    #[error("no node runs {0}")]
+    UnknownFunction(String),
 }
 
 fn js_err(e: impl std::fmt::Display) -> CloudError {
@@ -114,6 +121,53 @@ async fn streams(js: &jetstream::Context, config: &CloudConfig) -> Result<(), Cl
     Ok(())
 }
 
+async fn registry(js: &jetstream::Context) -> Result<jetstream::kv::Store, CloudError> {
+    if let Ok(kv) = js.get_key_value(REGISTRY).await {
+        return Ok(kv);
+    }
+    // The bucket's stream, made by hand: `create_key_value` first asks for the account's
+    // info, which async-nats 0.51 cannot read from the nats-server 2.9 of these machines.
+    js.get_or_create_stream(stream::Config {
+        name: format!("KV_{REGISTRY}"),
+        subjects: vec![format!("$KV.{REGISTRY}.>")],
+        max_messages_per_subject: 1,
+        discard: stream::DiscardPolicy::New,
+        allow_rollup: true,
+        deny_delete: true,
+        ..Default::default()
+    })
+    .await
+    .map_err(js_err)?;
+    js.get_key_value(REGISTRY).await.map_err(js_err)
+}
+
+/// Records in the registry that `node` runs every function `hub` has deployed.
+async fn register(js: &jetstream::Context, node: &str, hub: &EdgeHub) -> Result<(), CloudError> {
+    let kv = registry(js).await?;
+    let mut by_name: std::collections::BTreeMap<String, Vec<u32>> = Default::default();
+    for spec in hub.deployed() {
+        by_name
+            .entry(spec.name.to_string())
+            .or_default()
+            .push(spec.version.get());
+    }
+    for (name, versions) in by_name {
+        // Merge with what other nodes recorded (last writer wins on a race; a node that
+        // starts again records itself again).
+        let mut entry: serde_json::Value = kv
+            .get(name.as_str())
+            .await
+            .map_err(js_err)?
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_else(|| serde_json::json!({ "name": name, "nodes": {} }));
+        entry["nodes"][node] = serde_json::json!(versions);
+        kv.put(name.as_str(), Bytes::from(entry.to_string()))
+            .await
+            .map_err(js_err)?;
+    }
+    Ok(())
+}
+
 /// What a node has done.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
@@ -171,6 +225,7 @@ impl CloudRuntime {
             .map_err(|e| CloudError::Connect(e.to_string()))?;
         let js = jetstream::new(client);
         streams(&js, &config).await?;
+        register(&js, &name, &hub).await?;
         let work = js.get_stream(WORK_STREAM).await.map_err(js_err)?;
         let consumer: consumer::PullConsumer = work
             .get_or_create_consumer(
@@ -319,6 +374,9 @@ pub struct CloudResult {
 /// Submits invocations to the cloud runtime and reads their results.
 pub struct CloudClient {
     js: jetstream::Context,
+    registry: jetstream::kv::Store,
+    /// Functions found in the registry, so that each is looked up once.
+    known: parking_lot::Mutex<HashSet<String>>,
 }
 
 impl std::fmt::Debug for CloudClient {
@@ -335,12 +393,42 @@ impl CloudClient {
             .map_err(|e| CloudError::Connect(e.to_string()))?;
         let js = jetstream::new(client);
         streams(&js, config).await?;
-        Ok(CloudClient { js })
+        let registry = registry(&js).await?;
+        Ok(CloudClient {
+            js,
+            registry,
+            known: parking_lot::Mutex::new(HashSet::new()),
+        })
+    }
+
+    /// The functions some node has registered, by name.
+    pub async fn functions(&self) -> Result<Vec<String>, CloudError> {
+        let mut keys = self.registry.keys().await.map_err(js_err)?;
+        let mut out = Vec::new();
+        while let Some(k) = keys.next().await {
+            out.push(k.map_err(js_err)?);
+        }
+        out.sort();
+        Ok(out)
     }
 
     /// Submits an invocation; its id, which its result carries. Submitting the same
-    /// invocation again (same id) within the duplicate window stores it once.
+    /// invocation again (same id) within the duplicate window stores it once. A function
+    /// no node has registered is refused ([`CloudError::UnknownFunction`]).
     pub async fn submit(&self, invocation: &Invocation) -> Result<InvocationId, CloudError> {
+        let name = invocation.function.name.to_string();
+        if !self.known.lock().contains(&name) {
+            if self
+                .registry
+                .get(name.as_str())
+                .await
+                .map_err(js_err)?
+                .is_none()
+            {
+                return Err(CloudError::UnknownFunction(name));
+            }
+            self.known.lock().insert(name);
+        }
         let id = invocation.id;
         let mut headers = HeaderMap::new();
         headers.insert("Nats-Msg-Id", id.to_string().as_str());

@@ -73,6 +73,13 @@ async fn two_nodes_give_every_invocation_one_result() {
         .await
         .unwrap();
     let client = CloudClient::connect(&server.1, &config).await.unwrap();
+    // Both nodes registered the function; one nobody runs is refused.
+    assert_eq!(client.functions().await.unwrap(), vec!["double".to_owned()]);
+    let ghost = Invocation::new("ghost".parse().unwrap(), "1");
+    assert!(matches!(
+        client.submit(&ghost).await,
+        Err(fnhub::cloud::CloudError::UnknownFunction(_))
+    ));
     let duplicates = Arc::new(AtomicU64::new(0));
     let mut results = Box::pin(client.results(duplicates.clone()).await.unwrap());
 
