@@ -1,10 +1,16 @@
 //! Durable functions on the edge hub: the engine's host is the hub itself.
 
-use std::sync::{OnceLock, Weak};
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock, Weak};
 
+use bytes::Bytes;
 use fnhub_checkpoint::durable::DurableHost;
-use fnhub_core::{BoxFuture, ErrorKind, FunctionError, Invocation, Outcome};
+use fnhub_core::{
+    BoxFuture, ErrorKind, ExecutionId, FunctionError, FunctionName, FunctionSpec, Invocation,
+    InvocationId, Outcome,
+};
 use fnhub_router::topic::{TopicFilter, TopicName};
+use parking_lot::Mutex;
 
 use crate::edge::HubInner;
 
@@ -12,6 +18,37 @@ use crate::edge::HubInner;
 /// MQTT topic filters.
 pub(crate) struct HubHost {
     pub(crate) hub: OnceLock<Weak<HubInner>>,
+    /// Replays waiting for a worker, by the id of the invocation that will run them.
+    pub(crate) resumes: Arc<Mutex<HashMap<InvocationId, BoxFuture<'static, ()>>>>,
+}
+
+/// The function whose invocations run resumed durable executions on the hub's workers.
+pub const RESUME_FUNCTION: &str = "fnhub-resume";
+
+impl HubHost {
+    pub(crate) fn new() -> HubHost {
+        HubHost {
+            hub: OnceLock::new(),
+            resumes: Arc::default(),
+        }
+    }
+
+    /// The spec and handler of [`RESUME_FUNCTION`]: each invocation runs the replay
+    /// registered under its id.
+    pub(crate) fn resume_function(&self) -> (FunctionSpec, impl fnhub_core::Function) {
+        let name = FunctionName::new(RESUME_FUNCTION).unwrap_or_else(|_| unreachable!());
+        let resumes = self.resumes.clone();
+        let handler = fnhub_core::from_fn(move |inv: Invocation| {
+            let replay = resumes.lock().remove(&inv.id);
+            async move {
+                if let Some(replay) = replay {
+                    replay.await;
+                }
+                Ok(Bytes::new())
+            }
+        });
+        (FunctionSpec::in_process(name), handler)
+    }
 }
 
 impl DurableHost for HubHost {
@@ -26,6 +63,30 @@ impl DurableHost for HubHost {
                 Err(e) => Err(FunctionError::new(ErrorKind::Rejected, e.to_string())),
             }
         })
+    }
+
+    /// The replay becomes an invocation of [`RESUME_FUNCTION`], so that it waits for a
+    /// worker, counts against admission and shows in the load like any work. A hub that
+    /// refuses it (full, shutting down) leaves it to a task of its own: a resumed
+    /// execution is never dropped.
+    fn run_resumed(&self, execution: ExecutionId, replay: BoxFuture<'static, ()>) {
+        let Some(hub) = self.hub.get().and_then(Weak::upgrade) else {
+            tokio::spawn(replay);
+            return;
+        };
+        let Ok(function) = RESUME_FUNCTION.parse() else {
+            tokio::spawn(replay);
+            return;
+        };
+        let invocation = Invocation::new(function, Bytes::new());
+        let id = invocation.id;
+        self.resumes.lock().insert(id, replay);
+        if let Err(error) = hub.scheduler.try_submit_detached(invocation) {
+            tracing::debug!(%execution, %error, "resumed execution not admitted; it runs on a task");
+            if let Some(replay) = self.resumes.lock().remove(&id) {
+                tokio::spawn(replay);
+            }
+        }
     }
 
     fn matches(&self, filter: &str, topic: &str) -> bool {

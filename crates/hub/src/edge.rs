@@ -313,9 +313,7 @@ impl EdgeHubBuilder {
         let scheduler = scheduler.build()?;
         let router = Router::new().with_max_depth(self.max_depth);
         let store = self.store.unwrap_or_else(|| Arc::new(MemoryStore::new()));
-        let host = Arc::new(HubHost {
-            hub: OnceLock::new(),
-        });
+        let host = Arc::new(HubHost::new());
         let engine = Engine::new(
             self.name.clone(),
             store.clone(),
@@ -325,6 +323,12 @@ impl EdgeHubBuilder {
         );
         let mut functions = self.functions;
         let has_durables = !self.durables.is_empty();
+        if has_durables {
+            // Resumed executions run as invocations of this function.
+            let (spec, handler) = host.resume_function();
+            in_process.register(crate::durable::RESUME_FUNCTION, handler);
+            functions.push(spec);
+        }
         for (spec, register) in self.durables {
             register(&engine);
             let Runtime::InProcess { handler } = &spec.runtime else {

@@ -85,6 +85,7 @@ pub mod services;
 pub mod shadow;
 mod stats;
 
+pub use durable::RESUME_FUNCTION;
 pub use edge::{EdgeHub, EdgeHubBuilder, HubError, PublishError, PublishReport};
 pub use metaevents::{MetaAction, MetaRule};
 pub use stats::{FunctionStats, HubStats, LatencySummary};

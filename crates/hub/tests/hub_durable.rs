@@ -100,3 +100,70 @@ async fn an_execution_suspends_on_one_hub_and_finishes_on_another() {
     a.shutdown().await;
     b.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resumed_execution_waits_for_a_worker_like_any_invocation() {
+    use std::time::{Duration, Instant};
+    let (release, released) = tokio::sync::watch::channel(false);
+    let (started_tx, mut started) = tokio::sync::mpsc::unbounded_channel::<()>();
+    // One worker: a suspended execution whose timer fires while the worker is busy must
+    // wait in the queue, not run beside it.
+    let hub = EdgeHub::builder()
+        .workers(1)
+        .durable(
+            FunctionSpec::in_process(FunctionName::new("nap").unwrap()),
+            durable_fn(|ctx: DurableContext, _input: Bytes| async move {
+                ctx.sleep("nap", Duration::from_millis(1500)).await?;
+                ctx.step("wake", || async { Ok(Bytes::from_static(b"awake")) })
+                    .await
+            }),
+        )
+        .function(
+            FunctionSpec::in_process(FunctionName::new("busy").unwrap())
+                .with_timeout(Duration::from_secs(60)),
+            fnhub::from_fn(move |_inv: fnhub::Invocation| {
+                let mut released = released.clone();
+                let _ = started_tx.send(());
+                async move {
+                    let _ = released.wait_for(|r| *r).await;
+                    Ok(Bytes::new())
+                }
+            }),
+        )
+        .build()
+        .unwrap();
+    let invocation = fnhub::Invocation::new("nap".parse().unwrap(), "");
+    let id: ExecutionId = invocation.id.into();
+    let reply = hub.call(invocation).await.unwrap().outcome.unwrap();
+    assert!(reply.is_empty(), "the start suspends on its sleep");
+
+    hub.submit(fnhub::Invocation::new("busy".parse().unwrap(), ""))
+        .unwrap();
+    started.recv().await.unwrap();
+    // The timer fires; its replay is an invocation of the resume function, queued behind
+    // the busy worker.
+    let until = Instant::now() + Duration::from_secs(30);
+    loop {
+        let load = fnhub::LoadProbe::snapshot(&hub);
+        if load
+            .functions
+            .get(fnhub::RESUME_FUNCTION)
+            .is_some_and(|f| f.queued == 1)
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < until,
+            "the resumed execution never queued: {load:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    release.send(true).unwrap();
+    let outcome = tokio::time::timeout(Duration::from_secs(30), hub.durable_outcome(id))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&outcome.unwrap()[..], b"awake");
+    hub.shutdown().await;
+    assert_eq!(hub.stats().functions[fnhub::RESUME_FUNCTION].invocations, 1);
+}

@@ -157,16 +157,23 @@ impl Shared {
     ) {
         let me = self.me.clone();
         tokio::spawn(async move {
+            // Waiting for the child holds no worker; the replay runs where the host says.
             let outcome = call.await;
             if let Some(shared) = me.upgrade() {
                 shared
                     .estimator
                     .lock()
                     .observe(&dependency, started.elapsed());
+                let host = shared.host.clone();
                 let engine = Engine { shared };
-                if let Err(e) = engine.resume(execution, outcome).await {
-                    tracing::warn!(%execution, error = %e, "could not resume after a child finished");
-                }
+                host.run_resumed(
+                    execution,
+                    Box::pin(async move {
+                        if let Err(e) = engine.resume(execution, outcome).await {
+                            tracing::warn!(%execution, error = %e, "could not resume after a child finished");
+                        }
+                    }),
+                );
             }
         });
     }
@@ -181,13 +188,19 @@ impl Shared {
                 tokio::spawn(async move {
                     tokio::time::sleep(left).await;
                     if let Some(shared) = me.upgrade() {
+                        let host = shared.host.clone();
                         let engine = Engine { shared };
-                        match engine.resume(execution, Ok(Bytes::new())).await {
-                            Ok(_) | Err(EngineError::UnknownExecution(_)) => {}
-                            Err(e) => {
-                                tracing::warn!(%execution, error = %e, "could not resume after a timer")
-                            }
-                        }
+                        host.run_resumed(
+                            execution,
+                            Box::pin(async move {
+                                match engine.resume(execution, Ok(Bytes::new())).await {
+                                    Ok(_) | Err(EngineError::UnknownExecution(_)) => {}
+                                    Err(e) => {
+                                        tracing::warn!(%execution, error = %e, "could not resume after a timer")
+                                    }
+                                }
+                            }),
+                        );
                     }
                 });
             }
@@ -205,12 +218,16 @@ impl Shared {
                     if let Some(at) = shed.iter().position(|id| *id == execution) {
                         shed.swap_remove(at);
                         drop(shed);
-                        let me = self.me.clone();
-                        tokio::spawn(async move {
-                            if let Some(shared) = me.upgrade() {
-                                let _ = Engine { shared }.continue_run(execution).await;
-                            }
-                        });
+                        if let Some(shared) = self.me.upgrade() {
+                            let host = shared.host.clone();
+                            let engine = Engine { shared };
+                            host.run_resumed(
+                                execution,
+                                Box::pin(async move {
+                                    let _ = engine.continue_run(execution).await;
+                                }),
+                            );
+                        }
                     }
                 }
             }

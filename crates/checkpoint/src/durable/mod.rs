@@ -104,6 +104,14 @@ pub trait DurableHost: Send + Sync + 'static {
     fn matches(&self, filter: &str, topic: &str) -> bool {
         filter == topic
     }
+
+    /// Runs the replay of a resumed execution (after its timer fired, its child finished,
+    /// or load dropped). Default: a task of its own. A hub runs it on one of its workers,
+    /// so that admission and load see resumed executions like any other work.
+    fn run_resumed(&self, execution: fnhub_core::ExecutionId, replay: BoxFuture<'static, ()>) {
+        let _ = execution;
+        tokio::spawn(replay);
+    }
 }
 
 /// A function whose progress is durable.
