@@ -63,6 +63,13 @@ pub enum CloudError {
     UnknownFunction(String),
 }
 
+/// A header of a NATS message, as text.
+fn header(headers: Option<&HeaderMap>, key: &str) -> Option<String> {
+    headers
+        .and_then(|h| h.get(key))
+        .map(|v| v.as_str().to_owned())
+}
+
 fn js_err(e: impl std::fmt::Display) -> CloudError {
     CloudError::JetStream(e.to_string())
 }
@@ -297,13 +304,7 @@ async fn work_loop(
         let (node, hub, js, counters) = (node.clone(), hub.clone(), js.clone(), counters.clone());
         tokio::spawn(async move {
             let _permit = permit;
-            let header = |k: &str| {
-                message
-                    .headers
-                    .as_ref()
-                    .and_then(|h| h.get(k))
-                    .map(|v| v.as_str().to_owned())
-            };
+            let header = |k: &str| header(message.headers.as_ref(), k);
             let id = header(INVOCATION).and_then(|v| v.parse::<InvocationId>().ok());
             let function = header(FUNCTION).and_then(|v| v.parse::<FunctionRef>().ok());
             let (Some(id), Some(function)) = (id, function) else {
@@ -467,12 +468,7 @@ impl CloudClient {
         let mut seen = HashSet::new();
         Ok(messages.filter_map(move |m| {
             let out = m.ok().and_then(|m| {
-                let header = |k: &str| {
-                    m.headers
-                        .as_ref()
-                        .and_then(|h| h.get(k))
-                        .map(|v| v.as_str().to_owned())
-                };
+                let header = |k: &str| header(m.headers.as_ref(), k);
                 let id: InvocationId = header(INVOCATION)?.parse().ok()?;
                 if !seen.insert(id) {
                     duplicates.fetch_add(1, Ordering::Relaxed);

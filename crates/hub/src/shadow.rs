@@ -94,6 +94,11 @@ fn apply(hub: &EdgeHub, payload: &[u8], managed: &mut Managed) -> Result<Value, 
         .ok_or("the document has no \"state\"")?;
     let desired: Desired = serde_json::from_value(state).map_err(|e| e.to_string())?;
     let scheduler = &hub.inner.scheduler;
+    let deployed: BTreeSet<FunctionName> = scheduler
+        .deployed()
+        .iter()
+        .map(|s| s.name.clone())
+        .collect();
 
     // Check everything first.
     let as_is = |p: &std::path::Path| p.to_owned();
@@ -110,9 +115,7 @@ fn apply(hub: &EdgeHub, payload: &[u8], managed: &mut Managed) -> Result<Value, 
                         spec.name, spec.version
                     ));
                 }
-                if !managed.functions.contains(&spec.name)
-                    && scheduler.deployed().iter().any(|d| d.name == spec.name)
-                {
+                if !managed.functions.contains(&spec.name) && deployed.contains(&spec.name) {
                     return Err(format!(
                         "{} was deployed with the hub, not by the shadow; it is not the shadow's to change",
                         spec.name
@@ -136,11 +139,7 @@ fn apply(hub: &EdgeHub, payload: &[u8], managed: &mut Managed) -> Result<Value, 
         ),
     };
     // The functions there will be, and every flow there will be must find its function.
-    let mut names: BTreeSet<FunctionName> = scheduler
-        .deployed()
-        .iter()
-        .map(|s| s.name.clone())
-        .collect();
+    let mut names = deployed;
     if let Some(specs) = &specs {
         names.retain(|n| !managed.functions.contains(n));
         names.extend(specs.iter().map(|s| s.name.clone()));

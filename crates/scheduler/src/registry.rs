@@ -76,6 +76,33 @@ struct Entry {
     aliases: HashMap<AliasName, Alias>,
 }
 
+/// The checks a spec must pass on its own (nonzero concurrency and timeout, coherent
+/// limits).
+fn validate(spec: &FunctionSpec) -> Result<(), DeployError> {
+    let reason = if spec.resources.concurrency == 0 {
+        Some("resources.concurrency must be at least 1")
+    } else if spec.resources.timeout.is_zero() {
+        Some("resources.timeout must be above zero")
+    } else if spec.resources.max_concurrency == Some(0) {
+        Some("resources.max_concurrency must be at least 1 when set")
+    } else if let (Some(r), Some(m)) = (
+        spec.resources.reserved_concurrency,
+        spec.resources.max_concurrency,
+    ) && r > m
+    {
+        Some("resources.reserved_concurrency must not exceed max_concurrency")
+    } else {
+        None
+    };
+    if let Some(reason) = reason {
+        return Err(DeployError::InvalidSpec {
+            name: spec.name.clone(),
+            reason,
+        });
+    }
+    Ok(())
+}
+
 /// The functions a scheduler can run.
 #[derive(Default)]
 pub(crate) struct Registry {
@@ -84,27 +111,7 @@ pub(crate) struct Registry {
 
 impl Registry {
     pub(crate) fn deploy(&mut self, spec: FunctionSpec) -> Result<Arc<Deployed>, DeployError> {
-        let reason = if spec.resources.concurrency == 0 {
-            Some("resources.concurrency must be at least 1")
-        } else if spec.resources.timeout.is_zero() {
-            Some("resources.timeout must be above zero")
-        } else if spec.resources.max_concurrency == Some(0) {
-            Some("resources.max_concurrency must be at least 1 when set")
-        } else if let (Some(r), Some(m)) = (
-            spec.resources.reserved_concurrency,
-            spec.resources.max_concurrency,
-        ) && r > m
-        {
-            Some("resources.reserved_concurrency must not exceed max_concurrency")
-        } else {
-            None
-        };
-        if let Some(reason) = reason {
-            return Err(DeployError::InvalidSpec {
-                name: spec.name,
-                reason,
-            });
-        }
+        validate(&spec)?;
         let slot = self.functions.len();
         let entry = self
             .functions
@@ -141,8 +148,9 @@ impl Registry {
     }
 
     /// Whether `spec` could be deployed: valid, and not a different spec under a version
-    /// already deployed.
+    /// already deployed (as [`deploy`](Self::deploy) checks).
     pub(crate) fn check(&self, spec: &FunctionSpec) -> Result<(), DeployError> {
+        validate(spec)?;
         if let Some(existing) = self
             .functions
             .get(&spec.name)

@@ -441,19 +441,7 @@ impl Scheduler {
     /// A spec whose placement the host cannot satisfy (CPU features, labels) is refused
     /// with [`DeployError::Placement`] naming what is missing.
     pub fn deploy(&self, spec: FunctionSpec) -> Result<Arc<FunctionSpec>, DeployError> {
-        let missing = self.inner.host.missing(&spec.placement);
-        if !missing.is_empty() {
-            return Err(DeployError::Placement {
-                name: spec.name,
-                missing,
-            });
-        }
-        if self.inner.pool.sandbox_for(&spec).is_none() {
-            return Err(DeployError::NoSandbox {
-                runtime: spec.runtime.kind(),
-                name: spec.name,
-            });
-        }
+        self.check_host(&spec)?;
         let name = spec.name.clone();
         let mut registry = self.inner.registry.write();
         // Reservations are checked once the version has its slot; a refusal undoes it.
@@ -471,9 +459,15 @@ impl Scheduler {
         Ok(deployed.spec.clone())
     }
 
-    /// Whether `spec` would deploy: placement, a sandbox for its runtime, and no other spec
-    /// under its version. Changes nothing.
+    /// Whether `spec` would deploy: placement, a sandbox for its runtime, a valid spec, and
+    /// no other spec under its version. Changes nothing.
     pub fn check_deploy(&self, spec: &FunctionSpec) -> Result<(), DeployError> {
+        self.check_host(spec)?;
+        self.inner.registry.read().check(spec)
+    }
+
+    /// What this host must offer `spec`: its placement, and a sandbox for its runtime.
+    fn check_host(&self, spec: &FunctionSpec) -> Result<(), DeployError> {
         let missing = self.inner.host.missing(&spec.placement);
         if !missing.is_empty() {
             return Err(DeployError::Placement {
@@ -487,7 +481,7 @@ impl Scheduler {
                 name: spec.name.clone(),
             });
         }
-        self.inner.registry.read().check(spec)
+        Ok(())
     }
 
     /// Removes every version of `function`: new invocations find no such function, those

@@ -251,16 +251,8 @@ impl EdgeHub {
         addr: SocketAddr,
         config: HttpConfig,
     ) -> Result<HttpServer, HttpError> {
-        if matches!(config.auth, HttpAuth::None) && !addr.ip().is_loopback() {
-            return Err(HttpError::NotLoopback(addr));
-        }
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|source| HttpError::Bind { addr, source })?;
-        let local = listener
-            .local_addr()
-            .map_err(|source| HttpError::Bind { addr, source })?;
-        Ok(spawn_server(listener, local, self.http_router(config)))
+        let listener = bind(addr, &config).await?;
+        Ok(spawn_server(listener, self.http_router(config)))
     }
 }
 
@@ -583,9 +575,7 @@ impl EdgeHub {
         addr: SocketAddr,
         config: HttpConfig,
     ) -> Result<HttpServer, HttpError> {
-        if matches!(config.auth, HttpAuth::None) && !addr.ip().is_loopback() {
-            return Err(HttpError::NotLoopback(addr));
-        }
+        let listener = bind(addr, &config).await?;
         let metrics = prometheus();
         let hub = self.clone();
         let app = self
@@ -631,17 +621,28 @@ impl EdgeHub {
                     }
                 }),
             );
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|source| HttpError::Bind { addr, source })?;
-        let local = listener
-            .local_addr()
-            .map_err(|source| HttpError::Bind { addr, source })?;
-        Ok(spawn_server(listener, local, app))
+        Ok(spawn_server(listener, app))
     }
 }
 
-fn spawn_server(listener: TcpListener, addr: SocketAddr, app: axum::Router) -> HttpServer {
+/// Listens on `addr`, refusing unauthenticated serving off loopback.
+async fn bind(
+    addr: SocketAddr,
+    config: &HttpConfig,
+) -> Result<(TcpListener, SocketAddr), HttpError> {
+    if matches!(config.auth, HttpAuth::None) && !addr.ip().is_loopback() {
+        return Err(HttpError::NotLoopback(addr));
+    }
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| HttpError::Bind { addr, source })?;
+    let local = listener
+        .local_addr()
+        .map_err(|source| HttpError::Bind { addr, source })?;
+    Ok((listener, local))
+}
+
+fn spawn_server((listener, addr): (TcpListener, SocketAddr), app: axum::Router) -> HttpServer {
     let (stop, mut stopped) = watch::channel(false);
     let task = tokio::spawn(async move {
         let serve = axum::serve(listener, app).with_graceful_shutdown(async move {

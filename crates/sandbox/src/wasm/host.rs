@@ -129,22 +129,35 @@ fn answer(caller: &mut Caller<'_, Guest>, r: Result<Bytes, ServiceError>) -> i32
     }
 }
 
-fn handles(
-    caller: &Caller<'_, Guest>,
-) -> (Arc<dyn LocalServices>, ServiceCaller, tokio::time::Instant) {
+/// One service call from the guest: reads its name argument (and its payload, when it has
+/// one), runs `op` until the invocation's time is up, and answers (see [`answer`]). An
+/// argument outside the guest's memory is a trap; a name that is not UTF-8 a bad request.
+async fn serve<Op, Fut>(
+    caller: &mut Caller<'_, Guest>,
+    what: &str,
+    (name_ptr, name_len): (i32, i32),
+    payload: Option<(i32, i32)>,
+    op: Op,
+) -> Result<i32>
+where
+    Op: FnOnce(Arc<dyn LocalServices>, ServiceCaller, String, Bytes) -> Fut,
+    Fut: Future<Output = Result<Bytes, ServiceError>>,
+{
+    let name = read_str(caller, name_ptr, name_len, what)?;
+    let payload = match payload {
+        Some((ptr, len)) => Bytes::from(read(caller, ptr, len, what)?),
+        None => Bytes::new(),
+    };
     let g = caller.data();
-    (g.services.clone(), g.caller.clone(), g.stop_at)
-}
-
-/// A service call, cut off when the invocation's time is up (the epoch only stops a guest
-/// that computes, not one waiting on the host).
-async fn bounded<T>(
-    stop_at: tokio::time::Instant,
-    call: impl Future<Output = Result<T, ServiceError>>,
-) -> Result<Result<T, ServiceError>> {
-    tokio::time::timeout_at(stop_at, call)
-        .await
-        .map_err(|_| wasmtime::Error::new(Trap::Interrupt))
+    let (services, who, stop_at) = (g.services.clone(), g.caller.clone(), g.stop_at);
+    let r = match name {
+        // The epoch stops a guest that computes, not one waiting on the host.
+        Ok(name) => tokio::time::timeout_at(stop_at, op(services, who, name, payload))
+            .await
+            .map_err(|_| wasmtime::Error::new(Trap::Interrupt))?,
+        Err(e) => Err(e),
+    };
+    Ok(answer(caller, r))
 }
 
 /// Defines the `fnhub` module in `linker`.
@@ -199,140 +212,147 @@ pub(super) fn add_to_linker(linker: &mut Linker<Guest>) -> Result<()> {
     linker.func_wrap_async(
         MODULE,
         "publish",
-        |mut caller: Caller<'_, Guest>, (tp, tl, pp, pl): (i32, i32, i32, i32)| {
+        |mut c: Caller<'_, Guest>, (tp, tl, pp, pl): (i32, i32, i32, i32)| {
             Box::new(async move {
-                let topic = read_str(&mut caller, tp, tl, "publish")?;
-                let payload = Bytes::from(read(&mut caller, pp, pl, "publish")?);
-                let (services, who, stop_at) = handles(&caller);
-                let r = match topic {
-                    Ok(topic) => bounded(stop_at, services.publish(&who, &topic, payload)).await?,
-                    Err(e) => Err(e),
-                };
-                Ok(answer(&mut caller, r.map(|()| Bytes::new())))
+                serve(
+                    &mut c,
+                    "publish",
+                    (tp, tl),
+                    Some((pp, pl)),
+                    |s, who, topic, payload| async move {
+                        s.publish(&who, &topic, payload)
+                            .await
+                            .map(|()| Bytes::new())
+                    },
+                )
+                .await
             })
         },
     )?;
     linker.func_wrap_async(
         MODULE,
         "invoke",
-        |mut caller: Caller<'_, Guest>, (np, nl, pp, pl): (i32, i32, i32, i32)| {
+        |mut c: Caller<'_, Guest>, (np, nl, pp, pl): (i32, i32, i32, i32)| {
             Box::new(async move {
-                let name = read_str(&mut caller, np, nl, "invoke")?;
-                let payload = Bytes::from(read(&mut caller, pp, pl, "invoke")?);
-                let (services, who, stop_at) = handles(&caller);
-                let r = match name {
-                    Ok(name) => bounded(stop_at, services.invoke(&who, &name, payload)).await?,
-                    Err(e) => Err(e),
-                };
-                Ok(answer(&mut caller, r))
+                serve(
+                    &mut c,
+                    "invoke",
+                    (np, nl),
+                    Some((pp, pl)),
+                    |s, who, name, payload| async move { s.invoke(&who, &name, payload).await },
+                )
+                .await
             })
         },
     )?;
     linker.func_wrap_async(
         MODULE,
         "kv_get",
-        |mut caller: Caller<'_, Guest>, (kp, kl): (i32, i32)| {
+        |mut c: Caller<'_, Guest>, (kp, kl): (i32, i32)| {
             Box::new(async move {
-                let key = read_str(&mut caller, kp, kl, "kv_get")?;
-                let (services, who, stop_at) = handles(&caller);
-                let r = match key {
-                    Ok(key) => bounded(stop_at, services.kv_get(&who, &key))
-                        .await?
-                        .and_then(|v| {
+                serve(
+                    &mut c,
+                    "kv_get",
+                    (kp, kl),
+                    None,
+                    |s, who, key, _| async move {
+                        s.kv_get(&who, &key).await.and_then(|v| {
                             v.ok_or_else(|| {
                                 ServiceError::NotFound(format!("key {key:?} is not set"))
                             })
-                        }),
-                    Err(e) => Err(e),
-                };
-                Ok(answer(&mut caller, r))
+                        })
+                    },
+                )
+                .await
             })
         },
     )?;
     linker.func_wrap_async(
         MODULE,
         "kv_put",
-        |mut caller: Caller<'_, Guest>, (kp, kl, vp, vl): (i32, i32, i32, i32)| {
+        |mut c: Caller<'_, Guest>, (kp, kl, vp, vl): (i32, i32, i32, i32)| {
             Box::new(async move {
-                let key = read_str(&mut caller, kp, kl, "kv_put")?;
-                let value = Bytes::from(read(&mut caller, vp, vl, "kv_put")?);
-                let (services, who, stop_at) = handles(&caller);
-                let r = match key {
-                    Ok(key) => bounded(stop_at, services.kv_put(&who, &key, value)).await?,
-                    Err(e) => Err(e),
-                };
-                Ok(answer(&mut caller, r.map(|()| Bytes::new())))
+                serve(
+                    &mut c,
+                    "kv_put",
+                    (kp, kl),
+                    Some((vp, vl)),
+                    |s, who, key, value| async move {
+                        s.kv_put(&who, &key, value).await.map(|()| Bytes::new())
+                    },
+                )
+                .await
             })
         },
     )?;
     linker.func_wrap_async(
         MODULE,
         "kv_delete",
-        |mut caller: Caller<'_, Guest>, (kp, kl): (i32, i32)| {
+        |mut c: Caller<'_, Guest>, (kp, kl): (i32, i32)| {
             Box::new(async move {
-                let key = read_str(&mut caller, kp, kl, "kv_delete")?;
-                let (services, who, stop_at) = handles(&caller);
-                let r = match key {
-                    Ok(key) => bounded(stop_at, services.kv_delete(&who, &key))
-                        .await?
-                        .and_then(|gone| {
-                            if gone {
-                                Ok(Bytes::new())
-                            } else {
-                                Err(ServiceError::NotFound(format!("key {key:?} is not set")))
-                            }
-                        }),
-                    Err(e) => Err(e),
-                };
-                Ok(answer(&mut caller, r))
+                serve(
+                    &mut c,
+                    "kv_delete",
+                    (kp, kl),
+                    None,
+                    |s, who, key, _| async move {
+                        match s.kv_delete(&who, &key).await? {
+                            true => Ok(Bytes::new()),
+                            false => Err(ServiceError::NotFound(format!("key {key:?} is not set"))),
+                        }
+                    },
+                )
+                .await
             })
         },
     )?;
     linker.func_wrap_async(
         MODULE,
         "shadow_get",
-        |mut caller: Caller<'_, Guest>, (tp, tl): (i32, i32)| {
+        |mut c: Caller<'_, Guest>, (tp, tl): (i32, i32)| {
             Box::new(async move {
-                let thing = read_str(&mut caller, tp, tl, "shadow_get")?;
-                let (services, who, stop_at) = handles(&caller);
-                let r = match thing {
-                    Ok(thing) => bounded(stop_at, services.shadow_get(&who, &thing)).await?,
-                    Err(e) => Err(e),
-                };
-                Ok(answer(&mut caller, r))
+                serve(
+                    &mut c,
+                    "shadow_get",
+                    (tp, tl),
+                    None,
+                    |s, who, thing, _| async move { s.shadow_get(&who, &thing).await },
+                )
+                .await
             })
         },
     )?;
     linker.func_wrap_async(
         MODULE,
         "shadow_update",
-        |mut caller: Caller<'_, Guest>, (tp, tl, dp, dl): (i32, i32, i32, i32)| {
+        |mut c: Caller<'_, Guest>, (tp, tl, dp, dl): (i32, i32, i32, i32)| {
             Box::new(async move {
-                let thing = read_str(&mut caller, tp, tl, "shadow_update")?;
-                let document = Bytes::from(read(&mut caller, dp, dl, "shadow_update")?);
-                let (services, who, stop_at) = handles(&caller);
-                let r = match thing {
-                    Ok(thing) => {
-                        bounded(stop_at, services.shadow_update(&who, &thing, document)).await?
-                    }
-                    Err(e) => Err(e),
-                };
-                Ok(answer(&mut caller, r))
+                serve(
+                    &mut c,
+                    "shadow_update",
+                    (tp, tl),
+                    Some((dp, dl)),
+                    |s, who, thing, doc| async move { s.shadow_update(&who, &thing, doc).await },
+                )
+                .await
             })
         },
     )?;
     linker.func_wrap_async(
         MODULE,
         "shadow_delete",
-        |mut caller: Caller<'_, Guest>, (tp, tl): (i32, i32)| {
+        |mut c: Caller<'_, Guest>, (tp, tl): (i32, i32)| {
             Box::new(async move {
-                let thing = read_str(&mut caller, tp, tl, "shadow_delete")?;
-                let (services, who, stop_at) = handles(&caller);
-                let r = match thing {
-                    Ok(thing) => bounded(stop_at, services.shadow_delete(&who, &thing)).await?,
-                    Err(e) => Err(e),
-                };
-                Ok(answer(&mut caller, r.map(|()| Bytes::new())))
+                serve(
+                    &mut c,
+                    "shadow_delete",
+                    (tp, tl),
+                    None,
+                    |s, who, thing, _| async move {
+                        s.shadow_delete(&who, &thing).await.map(|()| Bytes::new())
+                    },
+                )
+                .await
             })
         },
     )?;
