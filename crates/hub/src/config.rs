@@ -217,8 +217,14 @@ pub struct HubConfig {
     mqtt: Option<fnhub_router::mqtt::MqttConfig>,
 }
 
+/// The line (from 1) of byte `offset`; counted on bytes, so any offset is safe.
 fn line_of(text: &str, offset: usize) -> usize {
-    text[..offset.min(text.len())].matches('\n').count() + 1
+    let bytes = text.as_bytes();
+    bytes[..offset.min(bytes.len())]
+        .iter()
+        .filter(|b| **b == b'\n')
+        .count()
+        + 1
 }
 
 fn parse_overflow(text: &str) -> Option<Overflow> {
