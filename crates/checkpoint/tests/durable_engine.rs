@@ -428,3 +428,166 @@ async fn under_sustained_load_low_priority_executions_wait_at_their_next_operati
     // Two executions, two steps each that count: the shed one did not redo its first step.
     assert_eq!(ran.load(Ordering::SeqCst), 4);
 }
+
+/// A host that wakes executions itself (as a cloud runtime does): it records what it was
+/// asked to wake and leaves the children running on their own.
+#[derive(Default)]
+struct WakingHost {
+    asked: parking_lot::Mutex<Vec<PendingDependency>>,
+}
+
+impl DurableHost for WakingHost {
+    fn invoke(&self, child: Invocation) -> BoxFuture<'static, Outcome> {
+        Box::pin(async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            Ok(child.payload)
+        })
+    }
+
+    fn wakes(&self, _execution: fnhub_core::ExecutionId, pending: &PendingDependency) -> bool {
+        self.asked.lock().push(pending.clone());
+        matches!(
+            pending,
+            PendingDependency::Timer(_) | PendingDependency::Child(_)
+        )
+    }
+}
+
+/// Two engines on one store, both with `flow`: step, long sleep, child, step.
+fn waking_pair() -> (Engine, Engine, Arc<WakingHost>, Arc<AtomicU32>) {
+    let store: Arc<dyn CheckpointStore> = Arc::new(MemoryStore::new());
+    let host = Arc::new(WakingHost::default());
+    let steps = Arc::new(AtomicU32::new(0));
+    let make = |hub: &str| {
+        let e = Engine::new(
+            hub,
+            store.clone(),
+            host.clone(),
+            Arc::new(SystemClock),
+            SuspendPolicy::with_threshold(Duration::from_millis(50)),
+        );
+        let steps = steps.clone();
+        e.register(
+            name("flow"),
+            Version::FIRST,
+            durable_fn(move |ctx: DurableContext, _input: Bytes| {
+                let steps = steps.clone();
+                async move {
+                    let s = steps.clone();
+                    ctx.step("one", || async move {
+                        s.fetch_add(1, Ordering::SeqCst);
+                        Ok(Bytes::new())
+                    })
+                    .await?;
+                    ctx.sleep("nap", Duration::from_secs(3600)).await?;
+                    let child = ctx
+                        .invoke("child", "slow".parse().unwrap(), Bytes::from_static(b"c"))
+                        .await?;
+                    ctx.step("two", || async move {
+                        steps.fetch_add(1, Ordering::SeqCst);
+                        Ok(Bytes::new())
+                    })
+                    .await?;
+                    Ok(child)
+                }
+            }),
+        );
+        e
+    };
+    (make("node-a"), make("node-b"), host, steps)
+}
+
+#[tokio::test]
+async fn a_host_that_wakes_executions_resumes_them_on_another_engine() {
+    use fnhub_checkpoint::durable::Woken;
+    let (a, b, host, steps) = waking_pair();
+
+    // First execution: the timer is woken on engine B; the child, with no estimate yet,
+    // runs inline there (300 ms), which teaches the estimator that it is slow.
+    let inv = invocation("flow", "");
+    let id: fnhub_core::ExecutionId = inv.id.into();
+    let again = inv.clone();
+    let at = match a.start(inv, Version::FIRST).await.unwrap() {
+        RunResult::Suspended {
+            waiting_for: PendingDependency::Timer(_),
+            at,
+            ..
+        } => at,
+        other => panic!("expected a timer suspension, got {other:?}"),
+    };
+    assert_eq!(at, 1, "the sleep is the journal's second operation");
+    assert_eq!(host.asked.lock().len(), 1);
+    // Delivered again (its node died before acknowledging): no step runs twice, and the
+    // host is asked again to wake it.
+    match a.start(again, Version::FIRST).await.unwrap() {
+        RunResult::Suspended { at: again_at, .. } => assert_eq!(again_at, at),
+        other => panic!("a second start should find it suspended: {other:?}"),
+    }
+    assert_eq!(host.asked.lock().len(), 2);
+    assert_eq!(steps.load(Ordering::SeqCst), 1);
+    // A wake for an operation it has not reached is early.
+    assert!(matches!(
+        b.wake(id, at + 1, Ok(Bytes::new())).await.unwrap(),
+        Woken::NotYet
+    ));
+    match b.wake(id, at, Ok(Bytes::new())).await.unwrap() {
+        Woken::Ran {
+            run: RunResult::Completed(outcome),
+            ..
+        } => assert_eq!(outcome.unwrap(), Bytes::from_static(b"c")),
+        other => panic!("expected the run to finish, got {other:?}"),
+    }
+    assert_eq!(steps.load(Ordering::SeqCst), 2);
+    // The same wake again, on either engine: finished, so stale, and nothing runs.
+    for engine in [&a, &b] {
+        assert!(matches!(
+            engine.wake(id, at, Ok(Bytes::new())).await.unwrap(),
+            Woken::Stale
+        ));
+    }
+    assert_eq!(steps.load(Ordering::SeqCst), 2);
+
+    // Second execution: now the child is predicted slow, so the run suspends on it after
+    // the grace period, and engine B does not keep waiting for the local call.
+    let inv = invocation("flow", "");
+    let id: fnhub_core::ExecutionId = inv.id.into();
+    let RunResult::Suspended { at, .. } = a.start(inv, Version::FIRST).await.unwrap() else {
+        panic!("expected a timer suspension");
+    };
+    let child_at = match b.wake(id, at, Ok(Bytes::new())).await.unwrap() {
+        Woken::Ran {
+            run:
+                RunResult::Suspended {
+                    waiting_for: PendingDependency::Child(_),
+                    at,
+                    ..
+                },
+            ..
+        } => at,
+        other => panic!("expected a child suspension, got {other:?}"),
+    };
+    assert_eq!(child_at, 2);
+    assert!(matches!(
+        host.asked.lock().last(),
+        Some(PendingDependency::Child(_))
+    ));
+    // The local call (300 ms) ends unheard: the execution stays suspended.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(matches!(
+        a.wake(id, child_at + 1, Ok(Bytes::new())).await.unwrap(),
+        Woken::NotYet
+    ));
+    // The child's outcome, as its runner (anywhere) reports it, finishes the execution.
+    match a
+        .wake(id, child_at, Ok(Bytes::from_static(b"from afar")))
+        .await
+        .unwrap()
+    {
+        Woken::Ran {
+            run: RunResult::Completed(outcome),
+            ..
+        } => assert_eq!(outcome.unwrap(), Bytes::from_static(b"from afar")),
+        other => panic!("expected the run to finish, got {other:?}"),
+    }
+    assert_eq!(steps.load(Ordering::SeqCst), 4);
+}

@@ -19,9 +19,32 @@
 //!   functions its hub has deployed (name → versions and the nodes that run it) when it
 //!   starts, and [`CloudClient::submit`] refuses a function no node has recorded.
 //!
-//! Checkpoints of suspended executions can live in the JetStream object store
-//! ([`fnhub_checkpoint::nats::NatsStore`], a `CheckpointStore` every node reads), but the
-//! nodes do not yet resume one another's durable executions.
+//! ## Durable executions across nodes
+//!
+//! Give every node's hub the same [`fnhub_checkpoint::nats::NatsStore`] (the JetStream
+//! object store) as its checkpoint store, and a durable execution resumes on whichever node
+//! takes its next piece of work:
+//!
+//! - A first run that suspends publishes no result (the caller's result comes when the
+//!   execution finishes, from the node that finishes it) and is acknowledged: the
+//!   checkpoint holds it.
+//! - A durable sleep becomes a *wake* on `fnhub.work.fnhub-resume`, with the execution, the
+//!   journal position of the sleep and the time it is due. A node that takes it early hands
+//!   it back with a delay (a NAK with delay), so the timer survives the node that set it.
+//! - A child runs through the work stream like any invocation, carrying its parent. The
+//!   node that finishes the child publishes its result and a wake of the parent with that
+//!   outcome, so a parent suspended on a slow child resumes wherever the wake lands. A
+//!   parent still waiting for the child inline simply reads the child's result.
+//! - A wake that arrives before the execution has reached the operation (it is still
+//!   running up to it) is handed back to come again shortly; one whose operation already
+//!   has its result is dropped. See [`fnhub_checkpoint::durable::Engine::wake`].
+//! - A start delivered again (its node died before acknowledging) continues the stored
+//!   execution rather than starting over.
+//! - While a node runs a piece of work, it tells JetStream it is in progress every third
+//!   of the ack wait, so long runs are not delivered to a second node.
+//!
+//! Not across nodes: [`wait_for`](fnhub_checkpoint::durable::DurableContext::wait_for)
+//! (an execution waits for events on the node where it suspended) and suspension on load.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -31,7 +54,11 @@ use std::time::Duration;
 use async_nats::HeaderMap;
 use async_nats::jetstream::{self, consumer, stream};
 use bytes::Bytes;
-use fnhub_core::{ErrorKind, FunctionError, FunctionRef, Invocation, InvocationId, Outcome};
+use fnhub_checkpoint::durable::{RunResult, Woken};
+use fnhub_core::{
+    ErrorKind, ExecutionId, FunctionError, FunctionRef, Invocation, InvocationId, Outcome,
+    PendingDependency,
+};
 use futures_util::StreamExt;
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
@@ -47,6 +74,19 @@ const NODE: &str = "Fnhub-Node";
 const ERROR_KIND: &str = "Fnhub-Error-Kind";
 const ERROR_TYPE: &str = "Fnhub-Error-Type";
 const REGISTRY: &str = "FNHUB_FUNCTIONS";
+/// The parent execution of a child invocation.
+const PARENT: &str = "Fnhub-Parent";
+/// A wake: the execution to wake...
+const WAKE: &str = "Fnhub-Wake";
+/// ...the journal position of the operation that has its result...
+const AT: &str = "Fnhub-At";
+/// ...and, for a timer, when it is due (Unix milliseconds).
+const NOT_BEFORE: &str = "Fnhub-Not-Before";
+/// How soon a wake that came too early comes again.
+const EARLY_RETRY: Duration = Duration::from_millis(100);
+/// Deliveries after which a wake that keeps coming too early (or to nodes without the
+/// function) is given up, with a warning: at [`EARLY_RETRY`], a few minutes.
+const MAX_WAKE_DELIVERIES: i64 = 3000;
 
 /// A cloud runtime operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -61,6 +101,9 @@ pub enum CloudError {
     /// No node has registered the function.
     #[error("no node runs {0}")]
     UnknownFunction(String),
+    /// The hub already serves another cloud runtime node.
+    #[error("this hub already serves a cloud runtime node")]
+    AlreadyAttached,
 }
 
 /// A header of a NATS message, as text.
@@ -187,6 +230,13 @@ pub struct NodeStats {
     /// Invocations it took that had been delivered before (to a node that died or was too
     /// slow to acknowledge).
     pub redelivered: u64,
+    /// Runs of durable executions (first runs and replays) that suspended here.
+    pub suspended: u64,
+    /// Wakes of durable executions that ran a replay here.
+    pub resumed: u64,
+    /// Wakes handed back because the execution had not reached the operation yet, or
+    /// because a timer was not due.
+    pub early_wakes: u64,
 }
 
 #[derive(Default)]
@@ -194,6 +244,9 @@ struct Counters {
     ran: AtomicU64,
     duplicates: AtomicU64,
     redelivered: AtomicU64,
+    suspended: AtomicU64,
+    resumed: AtomicU64,
+    early: AtomicU64,
 }
 
 /// One node of the cloud runtime: takes invocations from JetStream and runs them on its
@@ -233,6 +286,10 @@ impl CloudRuntime {
         let js = jetstream::new(client);
         streams(&js, &config).await?;
         register(&js, &name, &hub).await?;
+        let children = Children(Arc::new(CloudClient::with_context(js.clone()).await?));
+        if !hub.attach_remote(Arc::new(children)) {
+            return Err(CloudError::AlreadyAttached);
+        }
         let work = js.get_stream(WORK_STREAM).await.map_err(js_err)?;
         let consumer: consumer::PullConsumer = work
             .get_or_create_consumer(
@@ -248,14 +305,14 @@ impl CloudRuntime {
             .map_err(js_err)?;
         let messages = consumer.messages().await.map_err(js_err)?;
         let counters = Arc::new(Counters::default());
-        let task = tokio::spawn(work_loop(
-            name.clone(),
+        let node = Node {
+            name: name.clone(),
             hub,
             js,
-            messages,
-            counters.clone(),
-            config.in_flight.max(1),
-        ));
+            counters: counters.clone(),
+            progress_every: (config.ack_wait / 3).max(Duration::from_millis(10)),
+        };
+        let task = tokio::spawn(work_loop(node, messages, config.in_flight.max(1)));
         Ok(CloudRuntime {
             name,
             counters,
@@ -274,18 +331,24 @@ impl CloudRuntime {
             ran: self.counters.ran.load(Ordering::Relaxed),
             duplicates_suppressed: self.counters.duplicates.load(Ordering::Relaxed),
             redelivered: self.counters.redelivered.load(Ordering::Relaxed),
+            suspended: self.counters.suspended.load(Ordering::Relaxed),
+            resumed: self.counters.resumed.load(Ordering::Relaxed),
+            early_wakes: self.counters.early.load(Ordering::Relaxed),
         }
     }
 }
 
-async fn work_loop(
-    node: String,
+/// What every piece of work a node takes needs.
+#[derive(Clone)]
+struct Node {
+    name: String,
     hub: EdgeHub,
     js: jetstream::Context,
-    mut messages: consumer::pull::Stream,
     counters: Arc<Counters>,
-    in_flight: usize,
-) {
+    progress_every: Duration,
+}
+
+async fn work_loop(node: Node, mut messages: consumer::pull::Stream, in_flight: usize) {
     let slots = Arc::new(Semaphore::new(in_flight));
     while let Some(message) = messages.next().await {
         let message = match message {
@@ -298,65 +361,285 @@ async fn work_loop(
         let Ok(permit) = slots.clone().acquire_owned().await else {
             return;
         };
-        if message.info().is_ok_and(|i| i.delivered > 1) {
-            counters.redelivered.fetch_add(1, Ordering::Relaxed);
-        }
-        let (node, hub, js, counters) = (node.clone(), hub.clone(), js.clone(), counters.clone());
+        let node = node.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            let header = |k: &str| header(message.headers.as_ref(), k);
-            let id = header(INVOCATION).and_then(|v| v.parse::<InvocationId>().ok());
-            let function = header(FUNCTION).and_then(|v| v.parse::<FunctionRef>().ok());
-            let (Some(id), Some(function)) = (id, function) else {
-                tracing::warn!(subject = %message.subject, "malformed work message dropped");
-                let _ = message.ack().await;
-                return;
-            };
-            let mut invocation = Invocation::new(function, message.payload.clone());
-            invocation.id = id;
-            let outcome = match hub.call(invocation).await {
-                Ok(c) => c.outcome,
-                Err(e) => Err(FunctionError::new(ErrorKind::Rejected, e.to_string())),
-            };
-            counters.ran.fetch_add(1, Ordering::Relaxed);
-            let mut headers = HeaderMap::new();
-            headers.insert("Nats-Msg-Id", format!("result-{id}").as_str());
-            headers.insert(INVOCATION, id.to_string().as_str());
-            headers.insert(NODE, node.as_str());
-            let payload = match outcome {
-                Ok(output) => output,
-                Err(e) => {
-                    headers.insert(ERROR_KIND, e.kind.as_str());
-                    if let Some(t) = &e.error_type {
-                        headers.insert(ERROR_TYPE, t.as_str());
-                    }
-                    Bytes::from(e.message)
-                }
-            };
-            let published = match js
-                .publish_with_headers(format!("fnhub.results.{id}"), headers, payload)
-                .await
-            {
-                Ok(ack) => ack.await,
-                Err(e) => {
-                    tracing::warn!(error = %e, "publishing a result failed; the work will come again");
-                    return;
-                }
-            };
-            match published {
-                Ok(ack) => {
-                    if ack.duplicate {
-                        counters.duplicates.fetch_add(1, Ordering::Relaxed);
-                    }
-                    if let Err(error) = message.ack().await {
-                        tracing::warn!(%error, "acknowledging work failed");
-                    }
-                }
-                Err(error) => {
-                    tracing::warn!(%error, "a result was not stored; the work will come again");
-                }
+            if header(message.headers.as_ref(), WAKE).is_some() {
+                node.wake(message).await;
+            } else {
+                node.run(message).await;
             }
         });
+    }
+}
+
+/// How many times `message` has been delivered.
+fn deliveries(message: &jetstream::Message) -> i64 {
+    message.info().map(|i| i.delivered).unwrap_or(1)
+}
+
+fn unix_ms(t: std::time::SystemTime) -> u64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl Node {
+    /// Runs `work`, telling JetStream every `progress_every` that `message` is still being
+    /// worked on, so that it is not delivered to another node meanwhile.
+    async fn in_progress<F: std::future::Future>(
+        &self,
+        message: &jetstream::Message,
+        work: F,
+    ) -> F::Output {
+        let mut work = std::pin::pin!(work);
+        let mut tick = tokio::time::interval(self.progress_every);
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                out = &mut work => return out,
+                _ = tick.tick() => {
+                    let _ = message.ack_with(jetstream::AckKind::Progress).await;
+                }
+            }
+        }
+    }
+
+    /// An invocation: runs it on the hub and publishes its result, unless it started a
+    /// durable execution that suspended.
+    async fn run(&self, message: jetstream::Message) {
+        let header = |k: &str| header(message.headers.as_ref(), k);
+        let id = header(INVOCATION).and_then(|v| v.parse::<InvocationId>().ok());
+        let function = header(FUNCTION).and_then(|v| v.parse::<FunctionRef>().ok());
+        let (Some(id), Some(function)) = (id, function) else {
+            tracing::warn!(subject = %message.subject, "malformed work message dropped");
+            let _ = message.ack().await;
+            return;
+        };
+        if deliveries(&message) > 1 {
+            self.counters.redelivered.fetch_add(1, Ordering::Relaxed);
+        }
+        let mut invocation = Invocation::new(function, message.payload.clone());
+        invocation.id = id;
+        invocation.context.parent = header(PARENT).and_then(|v| v.parse().ok());
+        let parent = invocation.context.parent;
+        let called = self
+            .in_progress(&message, self.hub.call_tracked(invocation))
+            .await;
+        self.counters.ran.fetch_add(1, Ordering::Relaxed);
+        let outcome = match called {
+            Ok((_, Some((pending, at)))) => {
+                self.counters.suspended.fetch_add(1, Ordering::Relaxed);
+                if self.suspended(id.into(), &pending, at).await {
+                    let _ = message.ack().await;
+                }
+                return;
+            }
+            Ok((completion, None)) => completion.outcome,
+            Err(e) => Err(FunctionError::new(ErrorKind::Rejected, e.to_string())),
+        };
+        if self.finished(id, parent, outcome).await
+            && let Err(error) = message.ack().await
+        {
+            tracing::warn!(%error, "acknowledging work failed");
+        }
+    }
+
+    /// A wake of a durable execution: a timer that is due, or a child's outcome.
+    async fn wake(&self, message: jetstream::Message) {
+        let header = |k: &str| header(message.headers.as_ref(), k);
+        let execution = header(WAKE).and_then(|v| v.parse::<ExecutionId>().ok());
+        let at = header(AT).and_then(|v| v.parse::<u32>().ok());
+        let (Some(execution), Some(at)) = (execution, at) else {
+            tracing::warn!(subject = %message.subject, "malformed wake dropped");
+            let _ = message.ack().await;
+            return;
+        };
+        if let Some(due) = header(NOT_BEFORE).and_then(|v| v.parse::<u64>().ok()) {
+            let now = unix_ms(std::time::SystemTime::now());
+            if due > now {
+                self.counters.early.fetch_add(1, Ordering::Relaxed);
+                let wait = Duration::from_millis(due - now);
+                let _ = message.ack_with(jetstream::AckKind::Nak(Some(wait))).await;
+                return;
+            }
+        }
+        let result = outcome_of(message.headers.as_ref(), &message.payload);
+        let woken = self
+            .in_progress(&message, self.hub.wake(execution, at, result))
+            .await;
+        let retry = |why: &str| {
+            if deliveries(&message) >= MAX_WAKE_DELIVERIES {
+                tracing::warn!(%execution, at, why, "a wake kept failing; given up");
+                Some(jetstream::AckKind::Term)
+            } else {
+                Some(jetstream::AckKind::Nak(Some(EARLY_RETRY)))
+            }
+        };
+        let reply = match woken {
+            Ok(Woken::Ran { run, context }) => {
+                self.counters.resumed.fetch_add(1, Ordering::Relaxed);
+                let done = match run {
+                    RunResult::Completed(outcome) => {
+                        let id = InvocationId::from_u128(execution.as_u128());
+                        self.finished(id, context.parent, outcome).await
+                    }
+                    RunResult::Suspended {
+                        waiting_for, at, ..
+                    } => {
+                        self.counters.suspended.fetch_add(1, Ordering::Relaxed);
+                        self.suspended(execution, &waiting_for, at).await
+                    }
+                    _ => true,
+                };
+                done.then_some(jetstream::AckKind::Ack)
+            }
+            Ok(Woken::NotYet) => {
+                self.counters.early.fetch_add(1, Ordering::Relaxed);
+                retry("the execution never reached the operation")
+            }
+            Ok(Woken::Stale) => Some(jetstream::AckKind::Ack),
+            Ok(_) => Some(jetstream::AckKind::Ack),
+            // Perhaps a node without this function: another may have it.
+            Err(error) => {
+                tracing::debug!(%execution, %error, "a wake could not run here");
+                retry("no node could run it")
+            }
+        };
+        if let Some(reply) = reply {
+            let _ = message.ack_with(reply).await;
+        }
+    }
+
+    /// After a run suspended: a sleep becomes a wake due when it ends (children wake their
+    /// parent themselves; events and load wake it here). False if the wake could not be
+    /// published: then the work is not acknowledged and comes again.
+    async fn suspended(
+        &self,
+        execution: ExecutionId,
+        pending: &PendingDependency,
+        at: u32,
+    ) -> bool {
+        let PendingDependency::Timer(due) = pending else {
+            return true;
+        };
+        let mut headers = HeaderMap::new();
+        headers.insert("Nats-Msg-Id", format!("wake-{execution}-{at}").as_str());
+        headers.insert(NOT_BEFORE, unix_ms(*due).to_string().as_str());
+        self.publish_wake(execution, at, headers, Bytes::new())
+            .await
+    }
+
+    /// Publishes a wake of `execution` at `at`, carrying `headers` and `payload`.
+    async fn publish_wake(
+        &self,
+        execution: ExecutionId,
+        at: u32,
+        mut headers: HeaderMap,
+        payload: Bytes,
+    ) -> bool {
+        headers.insert(WAKE, execution.to_string().as_str());
+        headers.insert(AT, at.to_string().as_str());
+        let subject = format!("fnhub.work.{}", crate::durable::RESUME_FUNCTION);
+        match self
+            .js
+            .publish_with_headers(subject, headers, payload)
+            .await
+        {
+            Ok(ack) => match ack.await {
+                Ok(_) => true,
+                Err(error) => {
+                    tracing::warn!(%error, %execution, "a wake was not stored; the work will come again");
+                    false
+                }
+            },
+            Err(error) => {
+                tracing::warn!(%error, %execution, "publishing a wake failed; the work will come again");
+                false
+            }
+        }
+    }
+
+    /// Publishes the outcome of invocation `id` and, for a child of a durable execution,
+    /// wakes its parent with it. False if either was not stored (the work comes again).
+    async fn finished(
+        &self,
+        id: InvocationId,
+        parent: Option<ExecutionId>,
+        outcome: Outcome,
+    ) -> bool {
+        let mut headers = HeaderMap::new();
+        headers.insert("Nats-Msg-Id", format!("result-{id}").as_str());
+        headers.insert(INVOCATION, id.to_string().as_str());
+        headers.insert(NODE, self.name.as_str());
+        let (error_headers, payload) = outcome_headers(&outcome);
+        for (k, v) in error_headers.iter() {
+            for v in v {
+                headers.append(k.clone(), v.clone());
+            }
+        }
+        let published = match self
+            .js
+            .publish_with_headers(format!("fnhub.results.{id}"), headers, payload.clone())
+            .await
+        {
+            Ok(ack) => ack.await,
+            Err(e) => {
+                tracing::warn!(error = %e, "publishing a result failed; the work will come again");
+                return false;
+            }
+        };
+        match published {
+            Ok(ack) if ack.duplicate => {
+                self.counters.duplicates.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(_) => {}
+            Err(error) => {
+                tracing::warn!(%error, "a result was not stored; the work will come again");
+                return false;
+            }
+        }
+        let Some((parent, at)) =
+            parent.and_then(|p| Some((p, fnhub_checkpoint::durable::child_position(p, id)?)))
+        else {
+            return true;
+        };
+        let mut headers = error_headers;
+        headers.insert("Nats-Msg-Id", format!("wake-{parent}-{at}").as_str());
+        self.publish_wake(parent, at, headers, payload).await
+    }
+}
+
+/// The error headers and the payload that carry `outcome`.
+fn outcome_headers(outcome: &Outcome) -> (HeaderMap, Bytes) {
+    let mut headers = HeaderMap::new();
+    match outcome {
+        Ok(output) => (headers, output.clone()),
+        Err(e) => {
+            headers.insert(ERROR_KIND, e.kind.as_str());
+            if let Some(t) = &e.error_type {
+                headers.insert(ERROR_TYPE, t.as_str());
+            }
+            (headers, Bytes::from(e.message.clone()))
+        }
+    }
+}
+
+/// The outcome a message carries (see [`outcome_headers`]).
+fn outcome_of(headers: Option<&HeaderMap>, payload: &Bytes) -> Outcome {
+    match header(headers, ERROR_KIND) {
+        None => Ok(payload.clone()),
+        Some(kind) => {
+            let kind = ErrorKind::ALL
+                .into_iter()
+                .find(|k| k.as_str() == kind)
+                .unwrap_or(ErrorKind::Unhandled);
+            let mut e = FunctionError::new(kind, String::from_utf8_lossy(payload).into_owned());
+            if let Some(t) = header(headers, ERROR_TYPE) {
+                e = e.with_type(t);
+            }
+            Err(e)
+        }
     }
 }
 
@@ -394,11 +677,41 @@ impl CloudClient {
             .map_err(|e| CloudError::Connect(e.to_string()))?;
         let js = jetstream::new(client);
         streams(&js, config).await?;
+        CloudClient::with_context(js).await
+    }
+
+    /// A client on an existing JetStream context whose streams are set up.
+    async fn with_context(js: jetstream::Context) -> Result<CloudClient, CloudError> {
         let registry = registry(&js).await?;
         Ok(CloudClient {
             js,
             registry,
             known: parking_lot::Mutex::new(HashSet::new()),
+        })
+    }
+
+    /// Waits for the result of invocation `id`, however long ago it came (while the result
+    /// stream keeps it, an hour).
+    pub async fn result_of(&self, id: InvocationId) -> Result<CloudResult, CloudError> {
+        let stream = self.js.get_stream(RESULT_STREAM).await.map_err(js_err)?;
+        let consumer = stream
+            .create_consumer(consumer::pull::OrderedConfig {
+                filter_subject: format!("fnhub.results.{id}"),
+                deliver_policy: consumer::DeliverPolicy::All,
+                ..Default::default()
+            })
+            .await
+            .map_err(js_err)?;
+        let mut messages = consumer.messages().await.map_err(js_err)?;
+        let m = messages
+            .next()
+            .await
+            .ok_or_else(|| CloudError::JetStream("the result stream ended".into()))?
+            .map_err(js_err)?;
+        Ok(CloudResult {
+            id,
+            node: header(m.headers.as_ref(), NODE).unwrap_or_default(),
+            outcome: outcome_of(m.headers.as_ref(), &m.payload),
         })
     }
 
@@ -435,6 +748,9 @@ impl CloudClient {
         headers.insert("Nats-Msg-Id", id.to_string().as_str());
         headers.insert(INVOCATION, id.to_string().as_str());
         headers.insert(FUNCTION, invocation.function.to_string().as_str());
+        if let Some(parent) = invocation.context.parent {
+            headers.insert(PARENT, parent.to_string().as_str());
+        }
         self.js
             .publish_with_headers(
                 format!("fnhub.work.{}", invocation.function.name),
@@ -474,23 +790,7 @@ impl CloudClient {
                     duplicates.fetch_add(1, Ordering::Relaxed);
                     return None;
                 }
-                let outcome = match header(ERROR_KIND) {
-                    None => Ok(m.payload.clone()),
-                    Some(kind) => {
-                        let kind = ErrorKind::ALL
-                            .into_iter()
-                            .find(|k| k.as_str() == kind)
-                            .unwrap_or(ErrorKind::Unhandled);
-                        let mut e = FunctionError::new(
-                            kind,
-                            String::from_utf8_lossy(&m.payload).into_owned(),
-                        );
-                        if let Some(t) = header(ERROR_TYPE) {
-                            e = e.with_type(t);
-                        }
-                        Err(e)
-                    }
-                };
+                let outcome = outcome_of(m.headers.as_ref(), &m.payload);
                 Some(CloudResult {
                     id,
                     node: header(NODE).unwrap_or_default(),
@@ -499,5 +799,30 @@ impl CloudClient {
             });
             std::future::ready(out)
         }))
+    }
+}
+
+/// Runs a durable execution's children through the work stream, on any node; the parent
+/// waits for the child's result (or, suspended, is woken by the node that ran it).
+struct Children(Arc<CloudClient>);
+
+impl crate::durable::Remote for Children {
+    fn invoke(&self, child: Invocation) -> fnhub_core::BoxFuture<'static, Outcome> {
+        let client = self.0.clone();
+        Box::pin(async move {
+            let failed = |e: CloudError| {
+                Err(FunctionError::new(ErrorKind::Rejected, e.to_string())
+                    .with_type("CloudRuntime"))
+            };
+            // A child submitted again (its parent's node died) is stored once and runs
+            // once; its result is read from the stream however early it came.
+            if let Err(e) = client.submit(&child).await {
+                return failed(e);
+            }
+            match client.result_of(child.id).await {
+                Ok(result) => result.outcome,
+                Err(e) => failed(e),
+            }
+        })
     }
 }

@@ -7,12 +7,23 @@ use bytes::Bytes;
 use fnhub_checkpoint::durable::DurableHost;
 use fnhub_core::{
     BoxFuture, ErrorKind, ExecutionId, FunctionError, FunctionName, FunctionSpec, Invocation,
-    InvocationId, Outcome,
+    InvocationId, Outcome, PendingDependency,
 };
 use fnhub_router::topic::{TopicFilter, TopicName};
 use parking_lot::Mutex;
 
 use crate::edge::HubInner;
+
+/// Runs children where a hub attached to a cloud runtime sends them (any node), and wakes
+/// its durable executions on any node.
+pub(crate) trait Remote: Send + Sync + 'static {
+    /// Runs a child invocation somewhere; the future resolves to its outcome.
+    fn invoke(&self, child: Invocation) -> BoxFuture<'static, Outcome>;
+}
+
+/// How the first run of a tracked invocation of a durable function ended, when it
+/// suspended: what it waits for, at which journal position.
+pub(crate) type Suspension = (PendingDependency, u32);
 
 /// Runs a durable execution's children on the hub's scheduler and matches its waits with
 /// MQTT topic filters.
@@ -20,6 +31,12 @@ pub(crate) struct HubHost {
     pub(crate) hub: OnceLock<Weak<HubInner>>,
     /// Replays waiting for a worker, by the id of the invocation that will run them.
     pub(crate) resumes: Arc<Mutex<HashMap<InvocationId, BoxFuture<'static, ()>>>>,
+    /// Set when the hub serves a cloud runtime: children run there, and timers and
+    /// children are woken there, on whichever node.
+    pub(crate) remote: OnceLock<Arc<dyn Remote>>,
+    /// Invocations whose caller wants to know whether their durable execution suspended
+    /// (filled while they run; see [`HubHost::track`]).
+    tracked: Mutex<HashMap<InvocationId, Option<Suspension>>>,
 }
 
 /// The function whose invocations run resumed durable executions on the hub's workers.
@@ -30,6 +47,25 @@ impl HubHost {
         HubHost {
             hub: OnceLock::new(),
             resumes: Arc::default(),
+            remote: OnceLock::new(),
+            tracked: Mutex::default(),
+        }
+    }
+
+    /// Starts listening for a suspension of the invocation `id`.
+    pub(crate) fn track(&self, id: InvocationId) {
+        self.tracked.lock().insert(id, None);
+    }
+
+    /// Stops listening: how its first run suspended, if it did.
+    pub(crate) fn untrack(&self, id: InvocationId) -> Option<Suspension> {
+        self.tracked.lock().remove(&id).flatten()
+    }
+
+    /// Records that the first run of invocation `id` suspended, if someone listens.
+    pub(crate) fn suspended(&self, id: InvocationId, suspension: Suspension) {
+        if let Some(slot) = self.tracked.lock().get_mut(&id) {
+            *slot = Some(suspension);
         }
     }
 
@@ -53,6 +89,9 @@ impl HubHost {
 
 impl DurableHost for HubHost {
     fn invoke(&self, child: Invocation) -> BoxFuture<'static, Outcome> {
+        if let Some(remote) = self.remote.get() {
+            return remote.invoke(child);
+        }
         let hub = self.hub.get().and_then(Weak::upgrade);
         Box::pin(async move {
             let Some(hub) = hub else {
@@ -87,6 +126,16 @@ impl DurableHost for HubHost {
                 tokio::spawn(replay);
             }
         }
+    }
+
+    /// Attached to a cloud runtime, timers and children are woken through it (on any node);
+    /// events and load still wake executions here.
+    fn wakes(&self, _execution: ExecutionId, pending: &PendingDependency) -> bool {
+        self.remote.get().is_some()
+            && matches!(
+                pending,
+                PendingDependency::Timer(_) | PendingDependency::Child(_)
+            )
     }
 
     fn matches(&self, filter: &str, topic: &str) -> bool {

@@ -334,12 +334,12 @@ impl EdgeHubBuilder {
             let Runtime::InProcess { handler } = &spec.runtime else {
                 return Err(HubError::NotInProcess(spec.name));
             };
-            let (starter, version) = (engine.clone(), spec.version);
+            let (starter, version, tracker) = (engine.clone(), spec.version, host.clone());
             in_process.register(
                 handler.clone(),
                 fnhub_core::from_fn(move |inv: Invocation| {
-                    let engine = starter.clone();
-                    async move { start_durable(&engine, inv, version).await }
+                    let (engine, tracker) = (starter.clone(), tracker.clone());
+                    async move { start_durable(&engine, &tracker, inv, version).await }
                 }),
             );
             functions.push(spec);
@@ -350,6 +350,7 @@ impl EdgeHubBuilder {
             router,
             scheduler,
             engine,
+            host: host.clone(),
             in_process,
             store,
             stats: Stats::new(),
@@ -422,6 +423,7 @@ pub(crate) struct HubInner {
     pub(crate) router: Router,
     pub(crate) scheduler: Scheduler,
     engine: Engine,
+    host: Arc<HubHost>,
     in_process: InProcessSandbox,
     store: Arc<dyn CheckpointStore>,
     pub(crate) stats: Stats,
@@ -581,13 +583,20 @@ async fn watch_load(hub: Weak<HubInner>, clock: Arc<dyn Clock>) {
 /// Starts a durable execution for an invocation of a durable function.
 async fn start_durable(
     engine: &Engine,
+    host: &HubHost,
     invocation: Invocation,
     version: fnhub_core::Version,
 ) -> Outcome {
+    let id = invocation.id;
     match engine.start(invocation, version).await {
         Ok(RunResult::Completed(outcome)) => outcome,
         // Suspended: nothing to output yet. The execution's id is the invocation's.
-        Ok(RunResult::Suspended { .. }) => Ok(Bytes::new()),
+        Ok(RunResult::Suspended {
+            waiting_for, at, ..
+        }) => {
+            host.suspended(id, (waiting_for, at));
+            Ok(Bytes::new())
+        }
         Ok(_) => Err(FunctionError::new(
             ErrorKind::Rejected,
             "unknown run result",
@@ -708,6 +717,39 @@ impl EdgeHub {
     ) -> Result<Outcome, SubmitError> {
         let completion = self.call(Invocation::new(function, payload)).await?;
         Ok(completion.outcome)
+    }
+
+    /// [`EdgeHub::call`], also telling whether the invocation started a durable execution
+    /// that suspended (then its output is empty and its outcome comes later).
+    #[cfg_attr(not(feature = "nats"), allow(dead_code))]
+    pub(crate) async fn call_tracked(
+        &self,
+        invocation: Invocation,
+    ) -> Result<(Completion, Option<crate::durable::Suspension>), SubmitError> {
+        let id = invocation.id;
+        self.inner.host.track(id);
+        let called = self.call(invocation).await;
+        let suspension = self.inner.host.untrack(id);
+        called.map(|c| (c, suspension))
+    }
+
+    /// Wakes a durable execution whose operation at journal position `at` has its result
+    /// (see [`Engine::wake`]).
+    #[cfg_attr(not(feature = "nats"), allow(dead_code))]
+    pub(crate) async fn wake(
+        &self,
+        execution: ExecutionId,
+        at: u32,
+        result: Outcome,
+    ) -> Result<fnhub_checkpoint::durable::Woken, EngineError> {
+        self.inner.engine.wake(execution, at, result).await
+    }
+
+    /// Sends this hub's children to `remote` and lets it wake timers and children; false
+    /// if the hub already has one.
+    #[cfg_attr(not(feature = "nats"), allow(dead_code))]
+    pub(crate) fn attach_remote(&self, remote: Arc<dyn crate::durable::Remote>) -> bool {
+        self.inner.host.remote.set(remote).is_ok()
     }
 
     /// Runs an invocation built by the caller (trace context, deadline, priority,

@@ -160,3 +160,132 @@ async fn a_node_killed_under_load_loses_no_invocation() {
     // The killed node stopped early: the others took the rest.
     assert!(per_node["node-0"].as_u64().unwrap() < 300, "{summary}");
 }
+
+/// A hub whose checkpoints live in the server's object store, with a durable `order`: a
+/// step, a sleep long enough to suspend, a child `charge` run through the cloud runtime,
+/// and a step. `charge` takes 300 ms, so once a hub has seen it run, it predicts it slow
+/// and suspends on it too.
+async fn order_hub(url: &str, reserved: Arc<AtomicU64>, shipped: Arc<AtomicU64>) -> EdgeHub {
+    use fnhub::libs::checkpoint::nats::NatsStore;
+    use fnhub::{DurableContext, SuspendPolicy, durable_fn};
+    let js = async_nats::jetstream::new(async_nats::connect(url).await.unwrap());
+    let store = Arc::new(NatsStore::open(&js, "fnhub-test").await.unwrap());
+    EdgeHub::builder()
+        .checkpoint_store(store)
+        .suspend_policy(SuspendPolicy::with_threshold(Duration::from_millis(200)))
+        .function(
+            FunctionSpec::in_process(FunctionName::new("charge").unwrap()),
+            from_fn(|inv: Invocation| async move {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                let order = String::from_utf8_lossy(&inv.payload).into_owned();
+                Ok(Bytes::from(format!("charged {order}")))
+            }),
+        )
+        .durable(
+            FunctionSpec::in_process(FunctionName::new("order").unwrap()),
+            durable_fn(move |ctx: DurableContext, input: Bytes| {
+                let (reserved, shipped) = (reserved.clone(), shipped.clone());
+                async move {
+                    ctx.step("reserve", || async move {
+                        reserved.fetch_add(1, Ordering::SeqCst);
+                        Ok(Bytes::new())
+                    })
+                    .await?;
+                    ctx.sleep("cool-off", Duration::from_secs(1)).await?;
+                    let charged = ctx
+                        .invoke("charge", "charge".parse().unwrap(), input)
+                        .await?;
+                    ctx.step("ship", || async move {
+                        shipped.fetch_add(1, Ordering::SeqCst);
+                        Ok(Bytes::new())
+                    })
+                    .await?;
+                    Ok(Bytes::from(format!(
+                        "{} shipped",
+                        String::from_utf8_lossy(&charged)
+                    )))
+                }
+            }),
+        )
+        .build()
+        .unwrap()
+}
+
+/// Waits (up to 30 s) until `done` holds.
+async fn until(what: &str, done: impl Fn() -> bool) {
+    for _ in 0..300 {
+        if done() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn durable_executions_resume_on_another_node() {
+    let Some(server) = server() else { return };
+    let url = server.1.clone();
+    // A short ack wait, so that wakes node A had taken come back soon after it goes.
+    let config = CloudConfig::default().with_ack_wait(Duration::from_secs(3));
+    let (reserved, shipped) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+
+    // Node A starts four orders; each suspends in its sleep, and A goes away.
+    let hub_a = order_hub(&url, reserved.clone(), shipped.clone()).await;
+    let a = CloudRuntime::start(&url, "node-a", hub_a.clone(), config.clone())
+        .await
+        .unwrap();
+    let client = CloudClient::connect(&url, &config).await.unwrap();
+    let mut orders = BTreeMap::new();
+    for n in 0..4 {
+        let inv = Invocation::new("order".parse().unwrap(), format!("order-{n}"));
+        client.submit(&inv).await.unwrap();
+        orders.insert(inv.id, format!("charged order-{n} shipped"));
+    }
+    until("node A to suspend the four orders", || {
+        a.stats().suspended == 4
+    })
+    .await;
+    // The four checkpoints are in the object store, none finished.
+    assert_eq!(hub_a.checkpoint_store().list().await.unwrap().len(), 4);
+    assert_eq!(reserved.load(Ordering::SeqCst), 4);
+    drop(a);
+    drop(hub_a);
+
+    // Node B takes the wakes when they are due, runs the children through the work
+    // stream, and finishes every order: each step ran once, each caller gets one result.
+    let hub_b = order_hub(&url, reserved.clone(), shipped.clone()).await;
+    let b = CloudRuntime::start(&url, "node-b", hub_b.clone(), config.clone())
+        .await
+        .unwrap();
+    for (id, want) in &orders {
+        let result = tokio::time::timeout(Duration::from_secs(30), client.result_of(*id))
+            .await
+            .expect("no result")
+            .unwrap();
+        assert_eq!(result.node, "node-b");
+        assert_eq!(result.outcome.unwrap(), Bytes::from(want.clone()));
+    }
+    assert_eq!(reserved.load(Ordering::SeqCst), 4);
+    assert_eq!(shipped.load(Ordering::SeqCst), 4);
+    assert!(b.stats().resumed >= 4, "{:?}", b.stats());
+    assert!(hub_b.checkpoint_store().list().await.unwrap().is_empty());
+
+    // Now B has seen `charge` take 300 ms: new orders suspend on it as well, and the node
+    // that runs the child wakes the parent with its outcome.
+    let suspended_before = b.stats().suspended;
+    let inv = Invocation::new("order".parse().unwrap(), "order-9");
+    client.submit(&inv).await.unwrap();
+    let result = tokio::time::timeout(Duration::from_secs(30), client.result_of(inv.id))
+        .await
+        .expect("no result")
+        .unwrap();
+    assert_eq!(
+        result.outcome.unwrap(),
+        Bytes::from_static(b"charged order-9 shipped")
+    );
+    // Suspended twice: on its sleep and on its child.
+    assert_eq!(b.stats().suspended - suspended_before, 2, "{:?}", b.stats());
+    assert_eq!(shipped.load(Ordering::SeqCst), 5);
+    assert_eq!(reserved.load(Ordering::SeqCst), 5);
+}

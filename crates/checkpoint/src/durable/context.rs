@@ -26,6 +26,9 @@ pub(crate) struct RunState {
     pub(crate) checkpoint: Checkpoint,
     cursor: usize,
     stop: Option<oneshot::Sender<Stop>>,
+    /// Whether the checkpoint is in the store (a fresh execution's is not, until its first
+    /// save).
+    stored: bool,
 }
 
 /// What a durable function uses to do things that must survive suspension, migration and
@@ -72,6 +75,7 @@ fn nondeterminism(at: usize, expected: &str, got: &str) -> FunctionError {
 impl DurableContext {
     pub(crate) fn new(
         checkpoint: Checkpoint,
+        stored: bool,
         stop: oneshot::Sender<Stop>,
         shared: Arc<Shared>,
     ) -> DurableContext {
@@ -80,6 +84,7 @@ impl DurableContext {
                 checkpoint,
                 cursor: 0,
                 stop: Some(stop),
+                stored,
             })),
             shared,
         }
@@ -134,12 +139,30 @@ impl DurableContext {
             s.checkpoint.pending = None;
             s.checkpoint.updated_at = self.shared.clock.system_time();
             s.cursor += 1;
+            s.stored = true;
             s.checkpoint.clone()
         };
         if let Err(e) = self.shared.store.save(&snapshot).await {
             return self.stop(Stop::Store(e)).await;
         }
         result
+    }
+
+    /// Saves the checkpoint if it has never been saved, so that whoever wakes this
+    /// execution can tell "not there yet" from "finished" (see
+    /// [`Engine::wake`](super::Engine::wake)).
+    async fn ensure_stored(&self) {
+        let snapshot = {
+            let mut s = self.state.lock();
+            if s.stored {
+                return;
+            }
+            s.stored = true;
+            s.checkpoint.clone()
+        };
+        if let Err(e) = self.shared.store.save(&snapshot).await {
+            self.stop::<()>(Stop::Store(e)).await;
+        }
     }
 
     /// Saves the checkpoint with `pending`, then runs `after_save`, then stops the run;
@@ -150,6 +173,7 @@ impl DurableContext {
             let mut s = self.state.lock();
             s.checkpoint.pending = Some(pending.clone());
             s.checkpoint.updated_at = self.shared.clock.system_time();
+            s.stored = true;
             s.checkpoint.clone()
         };
         match self.shared.store.save(&snapshot).await {
@@ -231,9 +255,7 @@ impl DurableContext {
     pub async fn invoke(&self, name: &str, function: FunctionRef, payload: Bytes) -> Outcome {
         let child_id = {
             let s = self.state.lock();
-            // Deterministic per position, so a replay names the same child.
-            let base = s.checkpoint.execution_id.as_u128();
-            fnhub_core::InvocationId::from_u128(base ^ ((s.cursor as u128 + 1) << 96))
+            super::child_id(s.checkpoint.execution_id, s.cursor as u32)
         };
         let operation = Operation::Invoke {
             child: child_id,
@@ -244,6 +266,8 @@ impl DurableContext {
             Slot::Resolved(r) => self.record(name, operation, r).await,
             Slot::Fresh => {
                 self.shed_if_asked().await;
+                // Stored before the child exists, so its outcome always finds the parent.
+                self.ensure_stored().await;
                 let mut child = Invocation::new(function.clone(), payload);
                 child.id = child_id;
                 {
@@ -269,7 +293,8 @@ impl DurableContext {
                             let shared = self.shared.clone();
                             return self
                                 .suspend(PendingDependency::Child(child_id), move || {
-                                    shared.resume_when_done(execution, key, started, call);
+                                    shared
+                                        .resume_when_done(execution, key, started, child_id, call);
                                 })
                                 .await;
                         }

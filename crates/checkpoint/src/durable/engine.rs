@@ -30,7 +30,28 @@ pub enum RunResult {
         execution: ExecutionId,
         /// What it waits for.
         waiting_for: PendingDependency,
+        /// The position in its journal of the operation that waits: what
+        /// [`Engine::wake`] is called with when it is met.
+        at: u32,
     },
+}
+
+/// What [`Engine::wake`] did.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Woken {
+    /// The execution ran again from its journal.
+    Ran {
+        /// How the run ended.
+        run: RunResult,
+        /// The context the execution was started with (its parent, trace, topic...).
+        context: Box<fnhub_core::InvocationContext>,
+    },
+    /// The execution has not reached the waiting operation yet (it is still running up to
+    /// it, here or elsewhere): call again a little later.
+    NotYet,
+    /// Nothing to do: the operation already has its result, or the execution finished.
+    Stale,
 }
 
 /// A durable execution that finished, as told to the completion hook.
@@ -153,8 +174,13 @@ impl Shared {
         execution: ExecutionId,
         dependency: String,
         started: Instant,
+        child: fnhub_core::InvocationId,
         call: ChildCall,
     ) {
+        if self.host.wakes(execution, &PendingDependency::Child(child)) {
+            // Whoever runs the child wakes the execution, wherever it is by then.
+            return;
+        }
         let me = self.me.clone();
         tokio::spawn(async move {
             // Waiting for the child holds no worker; the replay runs where the host says.
@@ -179,6 +205,9 @@ impl Shared {
     }
 
     fn schedule(&self, execution: ExecutionId, pending: &PendingDependency) {
+        if !matches!(pending, PendingDependency::Child(_)) && self.host.wakes(execution, pending) {
+            return;
+        }
         match pending {
             PendingDependency::Timer(wake) => {
                 let left = wake
@@ -308,11 +337,34 @@ impl Engine {
 
     /// Starts a durable execution of `version` of the invoked function. Its id is the
     /// invocation's.
+    ///
+    /// An invocation that was started before (the same id delivered again, as after a node
+    /// died before acknowledging it) does not start over: a suspended execution stays
+    /// suspended (its host is asked again to wake it), and one that was running continues
+    /// from its journal, so completed steps are not run again.
     pub async fn start(
         &self,
         invocation: Invocation,
         version: Version,
     ) -> Result<RunResult, EngineError> {
+        let execution: ExecutionId = invocation.id.into();
+        if let Some(mut stored) = self.shared.store.load(execution).await? {
+            if let Some(pending) = stored.pending.clone() {
+                // Only a host that wakes executions itself can be asked twice; an engine
+                // that waits here already does.
+                let _ = self.shared.host.wakes(execution, &pending);
+                return Ok(RunResult::Suspended {
+                    execution,
+                    waiting_for: pending,
+                    at: stored.journal.len() as u32,
+                });
+            }
+            if self.shared.running.lock().contains(&execution) {
+                return Err(EngineError::NotSuspended(execution));
+            }
+            stored.pending = None;
+            return self.drive(stored, true).await;
+        }
         let mut checkpoint = Checkpoint::new(
             invocation.id.into(),
             invocation.function.name.clone(),
@@ -322,7 +374,7 @@ impl Engine {
             self.shared.clock.system_time(),
         );
         checkpoint.context = invocation.context;
-        self.drive(checkpoint).await
+        self.drive(checkpoint, false).await
     }
 
     /// Resumes a suspended execution with the result of what it waited for.
@@ -344,7 +396,46 @@ impl Engine {
         checkpoint.resolution = Some(result);
         // Durable before the replay, so a crash now still knows the dependency arrived.
         self.shared.store.save(&checkpoint).await?;
-        self.drive(checkpoint).await
+        self.drive(checkpoint, true).await
+    }
+
+    /// Wakes an execution whose operation at journal position `at` has its result: a timer
+    /// that fired, a child that finished. For hosts that wake executions themselves (see
+    /// [`DurableHost::wakes`]); any engine that shares the checkpoint store and has the
+    /// function registered can be the one called. Calling it twice for one operation runs
+    /// the replay once: the second call finds the result in the journal and is
+    /// [`Woken::Stale`].
+    pub async fn wake(
+        &self,
+        execution: ExecutionId,
+        at: u32,
+        result: Result<Bytes, FunctionError>,
+    ) -> Result<Woken, EngineError> {
+        let Some(mut checkpoint) = self.shared.store.load(execution).await? else {
+            // A checkpoint is saved before anything can wait: none means it finished.
+            return Ok(Woken::Stale);
+        };
+        let recorded = checkpoint.journal.len();
+        if recorded > at as usize {
+            return Ok(Woken::Stale);
+        }
+        if recorded < at as usize || self.shared.running.lock().contains(&execution) {
+            return Ok(Woken::NotYet);
+        }
+        if checkpoint.pending.is_some() {
+            checkpoint.pending = None;
+            checkpoint.resolution = Some(result);
+            // Durable before the replay, so a crash now still knows the dependency arrived.
+            self.shared.store.save(&checkpoint).await?;
+        } else if checkpoint.resolution.is_none() {
+            // Still running up to the operation, and not suspended on it (yet).
+            return Ok(Woken::NotYet);
+        }
+        // Otherwise an earlier wake stored the result and its replay died with its node:
+        // replay again.
+        let context = Box::new(checkpoint.context.clone());
+        let run = self.drive(checkpoint, true).await?;
+        Ok(Woken::Ran { run, context })
     }
 
     /// Delivers an event: every execution waiting for a matching topic resumes with its
@@ -394,7 +485,7 @@ impl Engine {
                 Some(p @ PendingDependency::Load) => self.shared.schedule(id, &p),
                 _ => {
                     checkpoint.pending = None;
-                    ran.push((id, self.drive(checkpoint).await?));
+                    ran.push((id, self.drive(checkpoint, true).await?));
                 }
             }
         }
@@ -469,7 +560,7 @@ impl Engine {
             .await?
             .ok_or(EngineError::UnknownExecution(id))?;
         checkpoint.pending = None;
-        self.drive(checkpoint).await
+        self.drive(checkpoint, true).await
     }
 
     /// Whether some execution waits for an event (so events are worth delivering).
@@ -549,7 +640,9 @@ impl Engine {
         Ok(checkpoint.execution_id)
     }
 
-    async fn drive(&self, checkpoint: Checkpoint) -> Result<RunResult, EngineError> {
+    /// Runs (or replays) an execution; `stored` says whether its checkpoint is in the store
+    /// already.
+    async fn drive(&self, checkpoint: Checkpoint, stored: bool) -> Result<RunResult, EngineError> {
         let id = checkpoint.execution_id;
         let key = (checkpoint.function.clone(), checkpoint.version);
         let function = self
@@ -566,7 +659,8 @@ impl Engine {
         let input = checkpoint.input.clone();
         let context = checkpoint.context.clone();
         let (stop_tx, stop_rx) = oneshot::channel();
-        let ctx = DurableContext::new(checkpoint, stop_tx, self.shared.clone());
+        let ctx = DurableContext::new(checkpoint, stored, stop_tx, self.shared.clone());
+        let state = ctx.state.clone();
         if restored {
             function.on_restore_boxed(&ctx).await;
         }
@@ -610,10 +704,12 @@ impl Engine {
                 Ok(RunResult::Completed(outcome))
             }
             Err(pending) => {
+                let at = state.lock().checkpoint.journal.len() as u32;
                 self.shared.schedule(id, &pending);
                 Ok(RunResult::Suspended {
                     execution: id,
                     waiting_for: pending,
+                    at,
                 })
             }
         }

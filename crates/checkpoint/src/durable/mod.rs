@@ -18,10 +18,27 @@ use std::future::Future;
 use std::time::Duration;
 
 use bytes::Bytes;
-use fnhub_core::{BoxFuture, Invocation, Outcome};
+use fnhub_core::{BoxFuture, ExecutionId, Invocation, InvocationId, Outcome};
 
 pub use context::DurableContext;
-pub use engine::{CompletionHook, Engine, EngineError, Finished, LoadTransition, RunResult};
+pub use engine::{CompletionHook, Engine, EngineError, Finished, LoadTransition, RunResult, Woken};
+
+/// The id of the child that the operation at journal position `at` of `parent` invokes:
+/// deterministic, so a replay names the same child (and a child submitted twice is one
+/// invocation).
+pub fn child_id(parent: ExecutionId, at: u32) -> InvocationId {
+    InvocationId::from_u128(parent.as_u128() ^ ((u128::from(at) + 1) << 96))
+}
+
+/// The journal position of the operation of `parent` that invoked `child`, if `child` is
+/// one of its children (the inverse of [`child_id`]).
+pub fn child_position(parent: ExecutionId, child: InvocationId) -> Option<u32> {
+    let delta = parent.as_u128() ^ child.as_u128();
+    if delta & ((1u128 << 96) - 1) != 0 {
+        return None;
+    }
+    u32::try_from(delta >> 96).ok()?.checked_sub(1)
+}
 
 /// When an execution suspends instead of waiting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,6 +129,21 @@ pub trait DurableHost: Send + Sync + 'static {
         let _ = execution;
         tokio::spawn(replay);
     }
+
+    /// Whether the host takes charge of waking `execution`, just suspended (its checkpoint
+    /// saved) waiting for `pending`. A host whose executions may resume on another machine
+    /// sharing the checkpoint store (a cloud runtime) answers `true` for what it can wake
+    /// there: the engine here then neither arms a timer nor keeps waiting for the child,
+    /// and the host sees to it that [`Engine::wake`](crate::durable::Engine::wake) is
+    /// called on some engine when `pending` is met. Default: `false`, the engine waits here.
+    fn wakes(
+        &self,
+        execution: fnhub_core::ExecutionId,
+        pending: &fnhub_core::PendingDependency,
+    ) -> bool {
+        let _ = (execution, pending);
+        false
+    }
 }
 
 /// A function whose progress is durable.
@@ -192,5 +224,27 @@ impl<F: DurableFunction> DynDurable for Typed<F> {
 
     fn on_restore_boxed<'a>(&'a self, ctx: &'a DurableContext) -> BoxFuture<'a, ()> {
         Box::pin(self.0.on_restore(ctx))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn child_ids_round_trip_to_their_position() {
+        let parent = ExecutionId::from_u128(0x1234_5678_9abc_def0_1122_3344_5566_7788);
+        for at in [0, 1, 7, 1000, u32::MAX - 1] {
+            let child = child_id(parent, at);
+            assert_ne!(child.as_u128(), parent.as_u128());
+            assert_eq!(child_position(parent, child), Some(at));
+        }
+        // Not a child: the low bits differ, or it is the parent itself.
+        let stranger = InvocationId::from_u128(parent.as_u128() ^ 1);
+        assert_eq!(child_position(parent, stranger), None);
+        assert_eq!(
+            child_position(parent, InvocationId::from_u128(parent.as_u128())),
+            None
+        );
     }
 }
