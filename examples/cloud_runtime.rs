@@ -2,8 +2,13 @@
 //! killed with SIGKILL midway, and every invocation still gets exactly one result.
 //!
 //! ```text
-//! cargo run --release --features nats --example cloud_runtime -- [--nodes N] [--invocations M] [--url nats://HOST:PORT] [--json]
+//! cargo run --release --features nats --example cloud_runtime -- [--nodes N] [--invocations M] [--url nats://HOST:PORT] [--durable] [--json]
 //! ```
+//!
+//! With `--durable` the workload is a durable function, `order`: a step, a 300 ms sleep
+//! (which suspends it), and a child invocation of `work`. Every node keeps checkpoints in
+//! the JetStream object store, so the executions the killed node had suspended, or was
+//! replaying, finish on the others.
 //!
 //! Without `--url` the example starts a `nats-server -js` of its own (the installed binary)
 //! on a free port. It prints, per node, how many results it produced, then how many
@@ -20,12 +25,15 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use fnhub::cloud::{CloudClient, CloudConfig, CloudRuntime};
-use fnhub::{EdgeHub, FunctionError, FunctionName, FunctionSpec, Invocation, from_fn};
+use fnhub::libs::checkpoint::nats::NatsStore;
+use fnhub::{
+    DurableContext, EdgeHub, FunctionError, FunctionName, FunctionSpec, Invocation, SuspendPolicy,
+    durable_fn, from_fn,
+};
 use futures_util::StreamExt;
 use parking_lot::Mutex;
 
-const USAGE: &str =
-    "usage: cloud_runtime [--nodes N] [--invocations M] [--url nats://HOST:PORT] [--json]";
+const USAGE: &str = "usage: cloud_runtime [--nodes N] [--invocations M] [--url nats://HOST:PORT] [--durable] [--json]";
 
 fn config() -> CloudConfig {
     // A killed node's work comes back after two seconds.
@@ -35,8 +43,20 @@ fn config() -> CloudConfig {
 /// One node: a hub with the `work` function, serving until killed. Prints its counters
 /// every 100 ms.
 async fn node(url: String, name: String) -> Result<(), Box<dyn std::error::Error>> {
+    let js = async_nats::jetstream::new(async_nats::connect(&url).await?);
+    let store = Arc::new(NatsStore::open(&js, "fnhub-example").await?);
     let hub = EdgeHub::builder()
         .workers(8)
+        .checkpoint_store(store)
+        .suspend_policy(SuspendPolicy::with_threshold(Duration::from_millis(100)))
+        .durable(
+            FunctionSpec::in_process(FunctionName::new("order")?),
+            durable_fn(|ctx: DurableContext, input: Bytes| async move {
+                let n = ctx.step("parse", || async move { Ok(input) }).await?;
+                ctx.sleep("settle", Duration::from_millis(300)).await?;
+                ctx.invoke("double", "work".parse().expect("name"), n).await
+            }),
+        )
         .function(
             FunctionSpec::in_process(FunctionName::new("work")?),
             from_fn(|inv: Invocation| async move {
@@ -65,6 +85,7 @@ struct Options {
     nodes: usize,
     invocations: u64,
     url: Option<String>,
+    durable: bool,
     json: bool,
 }
 
@@ -73,6 +94,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
         nodes: 3,
         invocations: 600,
         url: None,
+        durable: false,
         json: false,
     };
     let mut it = args.iter();
@@ -98,6 +120,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
                     .ok_or(format!("--invocations takes 1..=1000000\n{USAGE}"))?;
             }
             "--url" => o.url = Some(value()?),
+            "--durable" => o.durable = true,
             "--json" => o.json = true,
             _ => return Err(format!("unknown argument {a:?}\n{USAGE}")),
         }
@@ -197,9 +220,10 @@ async fn run(o: Options) -> Result<bool, Box<dyn std::error::Error>> {
     let submitter = {
         let expected = expected.clone();
         let total = o.invocations;
+        let function = if o.durable { "order" } else { "work" };
         tokio::spawn(async move {
             for n in 0..total {
-                let inv = Invocation::new("work".parse().expect("name"), n.to_string());
+                let inv = Invocation::new(function.parse().expect("name"), n.to_string());
                 expected.lock().insert(inv.id, n * 2);
                 client.submit(&inv).await?;
             }
@@ -230,6 +254,22 @@ async fn run(o: Options) -> Result<bool, Box<dyn std::error::Error>> {
         }
     }
     submitter.await??;
+    if o.durable && received < o.invocations {
+        // Which executions are stuck, and on what.
+        let js = async_nats::jetstream::new(async_nats::connect(&url).await?);
+        let store = NatsStore::open(&js, "fnhub-example").await?;
+        use fnhub::CheckpointStore;
+        for id in store.list().await? {
+            if let Some(c) = store.load(id).await? {
+                eprintln!(
+                    "left: {id} journal {} pending {:?} resolution {:?}",
+                    c.journal.len(),
+                    c.pending,
+                    c.resolution.is_some()
+                );
+            }
+        }
+    }
     // The survivors report every 100 ms: let their last figures in.
     tokio::time::sleep(Duration::from_millis(300)).await;
     for mut c in children {
@@ -248,6 +288,7 @@ async fn run(o: Options) -> Result<bool, Box<dyn std::error::Error>> {
         "per_node": per_node,
         "redelivered": redelivered,
         "killed": "node-0",
+        "workload": if o.durable { "durable" } else { "plain" },
     });
     if o.json {
         println!("{summary}");

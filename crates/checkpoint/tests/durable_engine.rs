@@ -525,10 +525,18 @@ async fn a_host_that_wakes_executions_resumes_them_on_another_engine() {
     }
     assert_eq!(host.asked.lock().len(), 2);
     assert_eq!(steps.load(Ordering::SeqCst), 1);
-    // A wake for an operation it has not reached is early.
+    // A wake for an operation it has not reached finds it suspended before it.
     assert!(matches!(
         b.wake(id, at + 1, Ok(Bytes::new())).await.unwrap(),
-        Woken::NotYet
+        Woken::Running
+    ));
+    // Taking it over leaves a suspended execution waiting.
+    assert!(matches!(
+        b.take_over(id).await.unwrap(),
+        Woken::Waiting {
+            waiting_for: PendingDependency::Timer(_),
+            at: 1
+        }
     ));
     match b.wake(id, at, Ok(Bytes::new())).await.unwrap() {
         Woken::Ran {
@@ -538,11 +546,11 @@ async fn a_host_that_wakes_executions_resumes_them_on_another_engine() {
         other => panic!("expected the run to finish, got {other:?}"),
     }
     assert_eq!(steps.load(Ordering::SeqCst), 2);
-    // The same wake again, on either engine: finished, so stale, and nothing runs.
+    // The same wake again, on either engine: finished, and nothing runs.
     for engine in [&a, &b] {
         assert!(matches!(
             engine.wake(id, at, Ok(Bytes::new())).await.unwrap(),
-            Woken::Stale
+            Woken::Finished
         ));
     }
     assert_eq!(steps.load(Ordering::SeqCst), 2);
@@ -571,11 +579,15 @@ async fn a_host_that_wakes_executions_resumes_them_on_another_engine() {
         host.asked.lock().last(),
         Some(PendingDependency::Child(_))
     ));
-    // The local call (300 ms) ends unheard: the execution stays suspended.
+    // The local call (300 ms) ends unheard: the execution stays suspended, and the old
+    // timer's wake, delivered again, says on what.
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(matches!(
-        a.wake(id, child_at + 1, Ok(Bytes::new())).await.unwrap(),
-        Woken::NotYet
+        a.wake(id, at, Ok(Bytes::new())).await.unwrap(),
+        Woken::Waiting {
+            waiting_for: PendingDependency::Child(_),
+            at: 2
+        }
     ));
     // The child's outcome, as its runner (anywhere) reports it, finishes the execution.
     match a
@@ -590,4 +602,72 @@ async fn a_host_that_wakes_executions_resumes_them_on_another_engine() {
         other => panic!("expected the run to finish, got {other:?}"),
     }
     assert_eq!(steps.load(Ordering::SeqCst), 4);
+}
+
+#[tokio::test]
+async fn a_run_that_died_with_its_node_is_taken_over_from_its_journal() {
+    use fnhub_checkpoint::durable::Woken;
+    let store: Arc<dyn CheckpointStore> = Arc::new(MemoryStore::new());
+    let (first, second) = (Arc::new(AtomicU32::new(0)), Arc::new(AtomicU32::new(0)));
+    // The second step hangs the first time: the node running it "dies" there.
+    let hang = Arc::new(AtomicBool::new(true));
+    let make = |hub: &str| {
+        let e = Engine::new(
+            hub,
+            store.clone(),
+            Arc::new(WakingHost::default()),
+            Arc::new(SystemClock),
+            SuspendPolicy::default(),
+        );
+        let (first, second, hang) = (first.clone(), second.clone(), hang.clone());
+        e.register(
+            name("flow"),
+            Version::FIRST,
+            durable_fn(move |ctx: DurableContext, _input: Bytes| {
+                let (first, second, hang) = (first.clone(), second.clone(), hang.clone());
+                async move {
+                    ctx.step("one", || async move {
+                        first.fetch_add(1, Ordering::SeqCst);
+                        Ok(Bytes::from_static(b"1"))
+                    })
+                    .await?;
+                    ctx.step("two", || async move {
+                        if hang.swap(false, Ordering::SeqCst) {
+                            std::future::pending::<()>().await;
+                        }
+                        second.fetch_add(1, Ordering::SeqCst);
+                        Ok(Bytes::from_static(b"2"))
+                    })
+                    .await
+                }
+            }),
+        );
+        e
+    };
+    let (a, b) = (make("node-a"), make("node-b"));
+    let inv = invocation("flow", "");
+    let id: fnhub_core::ExecutionId = inv.id.into();
+    let run = tokio::spawn({
+        let a = a.clone();
+        async move { a.start(inv, Version::FIRST).await }
+    });
+    while first.load(Ordering::SeqCst) == 0 || store.load(id).await.unwrap().is_none() {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    run.abort();
+    // Node A is gone; its first step is in the store. Node B continues from there.
+    match b.take_over(id).await.unwrap() {
+        Woken::Ran {
+            run: RunResult::Completed(outcome),
+            ..
+        } => assert_eq!(outcome.unwrap(), Bytes::from_static(b"2")),
+        other => panic!("expected the run to finish, got {other:?}"),
+    }
+    assert_eq!(
+        first.load(Ordering::SeqCst),
+        1,
+        "the journaled step is not run again"
+    );
+    assert_eq!(second.load(Ordering::SeqCst), 1);
+    assert!(matches!(b.take_over(id).await.unwrap(), Woken::Finished));
 }

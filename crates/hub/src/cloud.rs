@@ -35,13 +35,18 @@
 //!   node that finishes the child publishes its result and a wake of the parent with that
 //!   outcome, so a parent suspended on a slow child resumes wherever the wake lands. A
 //!   parent still waiting for the child inline simply reads the child's result.
-//! - A wake that arrives before the execution has reached the operation (it is still
-//!   running up to it) is handed back to come again shortly; one whose operation already
-//!   has its result is dropped. See [`fnhub_checkpoint::durable::Engine::wake`].
-//! - A start delivered again (its node died before acknowledging) continues the stored
-//!   execution rather than starting over.
+//! - Only an execution suspended on the woken operation runs ([`Engine::wake`]). A wake
+//!   that finds it still running is dropped: that run reads the child's result itself, or
+//!   suspends and then finds the result already published and wakes itself. One that finds
+//!   it suspended on a later operation asks again for that operation's wake.
+//! - A start or a wake delivered again after the ack wait means the node that took it
+//!   died, perhaps in the middle of the run: the execution continues from its journal
+//!   ([`Engine::take_over`]), so completed steps are not run again.
 //! - While a node runs a piece of work, it tells JetStream it is in progress every third
-//!   of the ack wait, so long runs are not delivered to a second node.
+//!   of the ack wait, so a long run is not delivered to a second node while its node lives.
+//!
+//! [`Engine::wake`]: fnhub_checkpoint::durable::Engine::wake
+//! [`Engine::take_over`]: fnhub_checkpoint::durable::Engine::take_over
 //!
 //! Not across nodes: [`wait_for`](fnhub_checkpoint::durable::DurableContext::wait_for)
 //! (an execution waits for events on the node where it suspended) and suspension on load.
@@ -64,6 +69,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
 use crate::EdgeHub;
+use crate::durable::DurableEnd;
 
 const WORK_STREAM: &str = "FNHUB_WORK";
 const RESULT_STREAM: &str = "FNHUB_RESULTS";
@@ -82,11 +88,10 @@ const WAKE: &str = "Fnhub-Wake";
 const AT: &str = "Fnhub-At";
 /// ...and, for a timer, when it is due (Unix milliseconds).
 const NOT_BEFORE: &str = "Fnhub-Not-Before";
-/// How soon a wake that came too early comes again.
-const EARLY_RETRY: Duration = Duration::from_millis(100);
-/// Deliveries after which a wake that keeps coming too early (or to nodes without the
-/// function) is given up, with a warning: at [`EARLY_RETRY`], a few minutes.
-const MAX_WAKE_DELIVERIES: i64 = 3000;
+/// How soon a wake that could not run (on a node without the function) comes again.
+const RETRY: Duration = Duration::from_secs(1);
+/// Deliveries after which a wake that cannot run anywhere is given up, with a warning.
+const MAX_WAKE_DELIVERIES: i64 = 300;
 
 /// A cloud runtime operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -234,8 +239,8 @@ pub struct NodeStats {
     pub suspended: u64,
     /// Wakes of durable executions that ran a replay here.
     pub resumed: u64,
-    /// Wakes handed back because the execution had not reached the operation yet, or
-    /// because a timer was not due.
+    /// Wakes that came before they could run: a timer not due (handed back with a
+    /// delay), or an execution still running (dropped: its run reads the result itself).
     pub early_wakes: u64,
 }
 
@@ -286,7 +291,12 @@ impl CloudRuntime {
         let js = jetstream::new(client);
         streams(&js, &config).await?;
         register(&js, &name, &hub).await?;
-        let children = Children(Arc::new(CloudClient::with_context(js.clone()).await?));
+        let counters = Arc::new(Counters::default());
+        let children = Children {
+            client: Arc::new(CloudClient::with_context(js.clone()).await?),
+            node: name.clone(),
+            counters: counters.clone(),
+        };
         if !hub.attach_remote(Arc::new(children)) {
             return Err(CloudError::AlreadyAttached);
         }
@@ -304,7 +314,6 @@ impl CloudRuntime {
             .await
             .map_err(js_err)?;
         let messages = consumer.messages().await.map_err(js_err)?;
-        let counters = Arc::new(Counters::default());
         let node = Node {
             name: name.clone(),
             hub,
@@ -428,11 +437,21 @@ impl Node {
             .await;
         self.counters.ran.fetch_add(1, Ordering::Relaxed);
         let outcome = match called {
-            Ok((_, Some((pending, at)))) => {
+            Ok((_, Some(DurableEnd::Suspended(pending, at)))) => {
                 self.counters.suspended.fetch_add(1, Ordering::Relaxed);
                 if self.suspended(id.into(), &pending, at).await {
                     let _ = message.ack().await;
                 }
+                return;
+            }
+            // Its result went out before its checkpoint was removed.
+            Ok((_, Some(DurableEnd::Completed))) => {
+                let _ = message.ack().await;
+                return;
+            }
+            // Kept in the store: it runs again from its journal when this comes again.
+            Ok((_, Some(DurableEnd::Failed))) => {
+                let _ = message.ack_with(jetstream::AckKind::Nak(Some(RETRY))).await;
                 return;
             }
             Ok((completion, None)) => completion.outcome,
@@ -466,24 +485,23 @@ impl Node {
         }
         let result = outcome_of(message.headers.as_ref(), &message.payload);
         let woken = self
-            .in_progress(&message, self.hub.wake(execution, at, result))
+            .in_progress(&message, async {
+                match self.hub.wake(execution, at, result).await {
+                    // Delivered again after the ack wait: the node that took it died, maybe
+                    // in the middle of the run it started. Continue that run.
+                    Ok(Woken::Running) if deliveries(&message) > 1 => {
+                        self.hub.take_over(execution).await
+                    }
+                    other => other,
+                }
+            })
             .await;
-        let retry = |why: &str| {
-            if deliveries(&message) >= MAX_WAKE_DELIVERIES {
-                tracing::warn!(%execution, at, why, "a wake kept failing; given up");
-                Some(jetstream::AckKind::Term)
-            } else {
-                Some(jetstream::AckKind::Nak(Some(EARLY_RETRY)))
-            }
-        };
         let reply = match woken {
-            Ok(Woken::Ran { run, context }) => {
+            Ok(Woken::Ran { run, .. }) => {
                 self.counters.resumed.fetch_add(1, Ordering::Relaxed);
                 let done = match run {
-                    RunResult::Completed(outcome) => {
-                        let id = InvocationId::from_u128(execution.as_u128());
-                        self.finished(id, context.parent, outcome).await
-                    }
+                    // Its result went out before its checkpoint was removed.
+                    RunResult::Completed(_) => true,
                     RunResult::Suspended {
                         waiting_for, at, ..
                     } => {
@@ -494,16 +512,27 @@ impl Node {
                 };
                 done.then_some(jetstream::AckKind::Ack)
             }
-            Ok(Woken::NotYet) => {
+            // An old wake: ask again for the one it waits for now (the node that
+            // suspended it may have died before it could).
+            Ok(Woken::Waiting { waiting_for, at }) => self
+                .suspended(execution, &waiting_for, at)
+                .await
+                .then_some(jetstream::AckKind::Ack),
+            // Whoever runs it reads the result itself (a parent still waiting for its child
+            // inline), or will suspend on it and then find it (see `suspended`).
+            Ok(Woken::Running) => {
                 self.counters.early.fetch_add(1, Ordering::Relaxed);
-                retry("the execution never reached the operation")
+                Some(jetstream::AckKind::Ack)
             }
-            Ok(Woken::Stale) => Some(jetstream::AckKind::Ack),
             Ok(_) => Some(jetstream::AckKind::Ack),
             // Perhaps a node without this function: another may have it.
-            Err(error) => {
+            Err(error) if deliveries(&message) < MAX_WAKE_DELIVERIES => {
                 tracing::debug!(%execution, %error, "a wake could not run here");
-                retry("no node could run it")
+                Some(jetstream::AckKind::Nak(Some(RETRY)))
+            }
+            Err(error) => {
+                tracing::warn!(%execution, %error, "a wake kept failing; given up");
+                Some(jetstream::AckKind::Term)
             }
         };
         if let Some(reply) = reply {
@@ -511,102 +540,136 @@ impl Node {
         }
     }
 
-    /// After a run suspended: a sleep becomes a wake due when it ends (children wake their
-    /// parent themselves; events and load wake it here). False if the wake could not be
-    /// published: then the work is not acknowledged and comes again.
+    /// After a run suspended (or a wake found it suspended): a sleep becomes a wake due
+    /// when it ends. A child wakes its parent from the node that runs it; but if the child
+    /// finished before the parent's suspension was saved, that wake found the parent still
+    /// running and was dropped, so the child's result, when it is already there, is sent
+    /// as a wake from here. Events and load wake the execution here. False if a wake could
+    /// not be published: then the work is not acknowledged and comes again.
     async fn suspended(
         &self,
         execution: ExecutionId,
         pending: &PendingDependency,
         at: u32,
     ) -> bool {
-        let PendingDependency::Timer(due) = pending else {
-            return true;
-        };
-        let mut headers = HeaderMap::new();
-        headers.insert("Nats-Msg-Id", format!("wake-{execution}-{at}").as_str());
-        headers.insert(NOT_BEFORE, unix_ms(*due).to_string().as_str());
-        self.publish_wake(execution, at, headers, Bytes::new())
-            .await
-    }
-
-    /// Publishes a wake of `execution` at `at`, carrying `headers` and `payload`.
-    async fn publish_wake(
-        &self,
-        execution: ExecutionId,
-        at: u32,
-        mut headers: HeaderMap,
-        payload: Bytes,
-    ) -> bool {
-        headers.insert(WAKE, execution.to_string().as_str());
-        headers.insert(AT, at.to_string().as_str());
-        let subject = format!("fnhub.work.{}", crate::durable::RESUME_FUNCTION);
-        match self
-            .js
-            .publish_with_headers(subject, headers, payload)
-            .await
-        {
-            Ok(ack) => match ack.await {
-                Ok(_) => true,
-                Err(error) => {
-                    tracing::warn!(%error, %execution, "a wake was not stored; the work will come again");
-                    false
-                }
-            },
-            Err(error) => {
-                tracing::warn!(%error, %execution, "publishing a wake failed; the work will come again");
-                false
+        match pending {
+            PendingDependency::Timer(due) => {
+                let mut headers = HeaderMap::new();
+                headers.insert("Nats-Msg-Id", format!("wake-{execution}-{at}").as_str());
+                headers.insert(NOT_BEFORE, unix_ms(*due).to_string().as_str());
+                publish_wake(&self.js, execution, at, headers, Bytes::new()).await
             }
+            PendingDependency::Child(child) => {
+                let stream = match self.js.get_stream(RESULT_STREAM).await {
+                    Ok(s) => s,
+                    Err(error) => {
+                        tracing::warn!(%error, "cannot read results; the work will come again");
+                        return false;
+                    }
+                };
+                let subject = format!("fnhub.results.{child}");
+                match stream.get_last_raw_message_by_subject(&subject).await {
+                    Ok(result) => {
+                        let outcome = outcome_of(Some(&result.headers), &result.payload);
+                        let (mut headers, payload) = outcome_headers(&outcome);
+                        headers.insert("Nats-Msg-Id", format!("wake-{execution}-{at}-late").as_str());
+                        publish_wake(&self.js, execution, at, headers, payload).await
+                    }
+                    Err(e)
+                        if e.kind()
+                            == async_nats::jetstream::stream::LastRawMessageErrorKind::NoMessageFound =>
+                    {
+                        true
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, "cannot read a child's result; the work will come again");
+                        false
+                    }
+                }
+            }
+            _ => true,
         }
     }
 
-    /// Publishes the outcome of invocation `id` and, for a child of a durable execution,
-    /// wakes its parent with it. False if either was not stored (the work comes again).
+    /// Publishes the outcome of invocation `id` (see [`publish_outcome`]).
     async fn finished(
         &self,
         id: InvocationId,
         parent: Option<ExecutionId>,
         outcome: Outcome,
     ) -> bool {
-        let mut headers = HeaderMap::new();
-        headers.insert("Nats-Msg-Id", format!("result-{id}").as_str());
-        headers.insert(INVOCATION, id.to_string().as_str());
-        headers.insert(NODE, self.name.as_str());
-        let (error_headers, payload) = outcome_headers(&outcome);
-        for (k, v) in error_headers.iter() {
-            for v in v {
-                headers.append(k.clone(), v.clone());
-            }
+        publish_outcome(&self.js, &self.name, &self.counters, id, parent, &outcome).await
+    }
+}
+
+/// Publishes the outcome of invocation `id` and, for a child of a durable execution, wakes
+/// its parent with it. False if either was not stored (the work comes again).
+async fn publish_outcome(
+    js: &jetstream::Context,
+    node: &str,
+    counters: &Counters,
+    id: InvocationId,
+    parent: Option<ExecutionId>,
+    outcome: &Outcome,
+) -> bool {
+    let (error_headers, payload) = outcome_headers(outcome);
+    let mut headers = error_headers.clone();
+    headers.insert("Nats-Msg-Id", format!("result-{id}").as_str());
+    headers.insert(INVOCATION, id.to_string().as_str());
+    headers.insert(NODE, node);
+    let published = match js
+        .publish_with_headers(format!("fnhub.results.{id}"), headers, payload.clone())
+        .await
+    {
+        Ok(ack) => ack.await,
+        Err(e) => {
+            tracing::warn!(error = %e, "publishing a result failed; the work will come again");
+            return false;
         }
-        let published = match self
-            .js
-            .publish_with_headers(format!("fnhub.results.{id}"), headers, payload.clone())
-            .await
-        {
-            Ok(ack) => ack.await,
-            Err(e) => {
-                tracing::warn!(error = %e, "publishing a result failed; the work will come again");
-                return false;
-            }
-        };
-        match published {
-            Ok(ack) if ack.duplicate => {
-                self.counters.duplicates.fetch_add(1, Ordering::Relaxed);
-            }
-            Ok(_) => {}
+    };
+    match published {
+        Ok(ack) if ack.duplicate => {
+            counters.duplicates.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(_) => {}
+        Err(error) => {
+            tracing::warn!(%error, "a result was not stored; the work will come again");
+            return false;
+        }
+    }
+    let Some((parent, at)) =
+        parent.and_then(|p| Some((p, fnhub_checkpoint::durable::child_position(p, id)?)))
+    else {
+        return true;
+    };
+    let mut headers = error_headers;
+    headers.insert("Nats-Msg-Id", format!("wake-{parent}-{at}").as_str());
+    publish_wake(js, parent, at, headers, payload).await
+}
+
+/// Publishes a wake of `execution` at `at`, carrying `headers` and `payload`.
+async fn publish_wake(
+    js: &jetstream::Context,
+    execution: ExecutionId,
+    at: u32,
+    mut headers: HeaderMap,
+    payload: Bytes,
+) -> bool {
+    headers.insert(WAKE, execution.to_string().as_str());
+    headers.insert(AT, at.to_string().as_str());
+    let subject = format!("fnhub.work.{}", crate::durable::RESUME_FUNCTION);
+    match js.publish_with_headers(subject, headers, payload).await {
+        Ok(ack) => match ack.await {
+            Ok(_) => true,
             Err(error) => {
-                tracing::warn!(%error, "a result was not stored; the work will come again");
-                return false;
+                tracing::warn!(%error, %execution, "a wake was not stored; the work will come again");
+                false
             }
+        },
+        Err(error) => {
+            tracing::warn!(%error, %execution, "publishing a wake failed; the work will come again");
+            false
         }
-        let Some((parent, at)) =
-            parent.and_then(|p| Some((p, fnhub_checkpoint::durable::child_position(p, id)?)))
-        else {
-            return true;
-        };
-        let mut headers = error_headers;
-        headers.insert("Nats-Msg-Id", format!("wake-{parent}-{at}").as_str());
-        self.publish_wake(parent, at, headers, payload).await
     }
 }
 
@@ -804,11 +867,15 @@ impl CloudClient {
 
 /// Runs a durable execution's children through the work stream, on any node; the parent
 /// waits for the child's result (or, suspended, is woken by the node that ran it).
-struct Children(Arc<CloudClient>);
+struct Children {
+    client: Arc<CloudClient>,
+    node: String,
+    counters: Arc<Counters>,
+}
 
 impl crate::durable::Remote for Children {
     fn invoke(&self, child: Invocation) -> fnhub_core::BoxFuture<'static, Outcome> {
-        let client = self.0.clone();
+        let client = self.client.clone();
         Box::pin(async move {
             let failed = |e: CloudError| {
                 Err(FunctionError::new(ErrorKind::Rejected, e.to_string())
@@ -822,6 +889,27 @@ impl crate::durable::Remote for Children {
             match client.result_of(child.id).await {
                 Ok(result) => result.outcome,
                 Err(e) => failed(e),
+            }
+        })
+    }
+
+    /// The caller's result (and the parent's wake), published before the checkpoint goes.
+    fn completed(
+        &self,
+        finished: &fnhub_checkpoint::durable::Finished,
+    ) -> fnhub_core::BoxFuture<'static, Result<(), String>> {
+        let (client, node, counters) = (
+            self.client.clone(),
+            self.node.clone(),
+            self.counters.clone(),
+        );
+        let id = InvocationId::from_u128(finished.execution.as_u128());
+        let (parent, outcome) = (finished.context.parent, finished.outcome.clone());
+        Box::pin(async move {
+            if publish_outcome(&client.js, &node, &counters, id, parent, &outcome).await {
+                Ok(())
+            } else {
+                Err("the result was not stored".into())
             }
         })
     }

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, OnceLock, Weak};
 
 use bytes::Bytes;
-use fnhub_checkpoint::durable::DurableHost;
+use fnhub_checkpoint::durable::{DurableHost, Finished};
 use fnhub_core::{
     BoxFuture, ErrorKind, ExecutionId, FunctionError, FunctionName, FunctionSpec, Invocation,
     InvocationId, Outcome, PendingDependency,
@@ -19,11 +19,21 @@ use crate::edge::HubInner;
 pub(crate) trait Remote: Send + Sync + 'static {
     /// Runs a child invocation somewhere; the future resolves to its outcome.
     fn invoke(&self, child: Invocation) -> BoxFuture<'static, Outcome>;
+
+    /// Delivers the outcome of a finished execution (see [`DurableHost::completed`]).
+    fn completed(&self, finished: &Finished) -> BoxFuture<'static, Result<(), String>>;
 }
 
-/// How the first run of a tracked invocation of a durable function ended, when it
-/// suspended: what it waits for, at which journal position.
-pub(crate) type Suspension = (PendingDependency, u32);
+/// How the first run of a tracked invocation of a durable function ended.
+#[derive(Debug)]
+pub(crate) enum DurableEnd {
+    /// It suspended: on what, at which journal position.
+    Suspended(PendingDependency, u32),
+    /// It finished, and its outcome went through [`DurableHost::completed`].
+    Completed,
+    /// The engine failed (the store, or delivering the outcome): it should run again.
+    Failed,
+}
 
 /// Runs a durable execution's children on the hub's scheduler and matches its waits with
 /// MQTT topic filters.
@@ -36,7 +46,7 @@ pub(crate) struct HubHost {
     pub(crate) remote: OnceLock<Arc<dyn Remote>>,
     /// Invocations whose caller wants to know whether their durable execution suspended
     /// (filled while they run; see [`HubHost::track`]).
-    tracked: Mutex<HashMap<InvocationId, Option<Suspension>>>,
+    tracked: Mutex<HashMap<InvocationId, Option<DurableEnd>>>,
 }
 
 /// The function whose invocations run resumed durable executions on the hub's workers.
@@ -57,15 +67,15 @@ impl HubHost {
         self.tracked.lock().insert(id, None);
     }
 
-    /// Stops listening: how its first run suspended, if it did.
-    pub(crate) fn untrack(&self, id: InvocationId) -> Option<Suspension> {
+    /// Stops listening: how its durable execution's first run ended, if it was one.
+    pub(crate) fn untrack(&self, id: InvocationId) -> Option<DurableEnd> {
         self.tracked.lock().remove(&id).flatten()
     }
 
-    /// Records that the first run of invocation `id` suspended, if someone listens.
-    pub(crate) fn suspended(&self, id: InvocationId, suspension: Suspension) {
+    /// Records how the first run of invocation `id` ended, if someone listens.
+    pub(crate) fn ended(&self, id: InvocationId, end: DurableEnd) {
         if let Some(slot) = self.tracked.lock().get_mut(&id) {
-            *slot = Some(suspension);
+            *slot = Some(end);
         }
     }
 
@@ -136,6 +146,13 @@ impl DurableHost for HubHost {
                 pending,
                 PendingDependency::Timer(_) | PendingDependency::Child(_)
             )
+    }
+
+    fn completed(&self, finished: &Finished) -> BoxFuture<'static, Result<(), String>> {
+        match self.remote.get() {
+            Some(remote) => remote.completed(finished),
+            None => Box::pin(std::future::ready(Ok(()))),
+        }
     }
 
     fn matches(&self, filter: &str, topic: &str) -> bool {

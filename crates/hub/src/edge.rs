@@ -587,14 +587,18 @@ async fn start_durable(
     invocation: Invocation,
     version: fnhub_core::Version,
 ) -> Outcome {
+    use crate::durable::DurableEnd;
     let id = invocation.id;
     match engine.start(invocation, version).await {
-        Ok(RunResult::Completed(outcome)) => outcome,
+        Ok(RunResult::Completed(outcome)) => {
+            host.ended(id, DurableEnd::Completed);
+            outcome
+        }
         // Suspended: nothing to output yet. The execution's id is the invocation's.
         Ok(RunResult::Suspended {
             waiting_for, at, ..
         }) => {
-            host.suspended(id, (waiting_for, at));
+            host.ended(id, DurableEnd::Suspended(waiting_for, at));
             Ok(Bytes::new())
         }
         Ok(_) => Err(FunctionError::new(
@@ -602,6 +606,7 @@ async fn start_durable(
             "unknown run result",
         )),
         Err(e) => {
+            host.ended(id, DurableEnd::Failed);
             Err(FunctionError::new(ErrorKind::Rejected, e.to_string()).with_type("DurableEngine"))
         }
     }
@@ -719,13 +724,13 @@ impl EdgeHub {
         Ok(completion.outcome)
     }
 
-    /// [`EdgeHub::call`], also telling whether the invocation started a durable execution
-    /// that suspended (then its output is empty and its outcome comes later).
+    /// [`EdgeHub::call`], also telling how the durable execution the invocation started
+    /// (if it did) ended its first run.
     #[cfg_attr(not(feature = "nats"), allow(dead_code))]
     pub(crate) async fn call_tracked(
         &self,
         invocation: Invocation,
-    ) -> Result<(Completion, Option<crate::durable::Suspension>), SubmitError> {
+    ) -> Result<(Completion, Option<crate::durable::DurableEnd>), SubmitError> {
         let id = invocation.id;
         self.inner.host.track(id);
         let called = self.call(invocation).await;
@@ -743,6 +748,16 @@ impl EdgeHub {
         result: Outcome,
     ) -> Result<fnhub_checkpoint::durable::Woken, EngineError> {
         self.inner.engine.wake(execution, at, result).await
+    }
+
+    /// Continues a durable execution whose run died with its node (see
+    /// [`Engine::take_over`]).
+    #[cfg_attr(not(feature = "nats"), allow(dead_code))]
+    pub(crate) async fn take_over(
+        &self,
+        execution: ExecutionId,
+    ) -> Result<fnhub_checkpoint::durable::Woken, EngineError> {
+        self.inner.engine.take_over(execution).await
     }
 
     /// Sends this hub's children to `remote` and lets it wake timers and children; false

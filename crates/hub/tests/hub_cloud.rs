@@ -114,11 +114,10 @@ async fn two_nodes_give_every_invocation_one_result() {
     assert_eq!(duplicates.load(Ordering::Relaxed), 0);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_node_killed_under_load_loses_no_invocation() {
-    let Some(server) = server() else { return };
-    // The example, built by `cargo test` beside this test: it runs three node processes,
-    // kills one with SIGKILL once a third of the results are in, and reports.
+/// Runs the example (built by `cargo test` beside this test) against `server` with
+/// `args`: three node processes, one killed with SIGKILL once a third of the results are
+/// in. Its JSON summary.
+async fn run_example(server: &Server, args: &[&str]) -> serde_json::Value {
     let exe = std::env::current_exe().unwrap();
     let example = exe
         .parent()
@@ -126,30 +125,26 @@ async fn a_node_killed_under_load_loses_no_invocation() {
         .unwrap()
         .join("examples/cloud_runtime");
     assert!(example.exists(), "{} not built", example.display());
-    let url = server.1.clone();
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new(example)
-            .args([
-                "--nodes",
-                "3",
-                "--invocations",
-                "600",
-                "--json",
-                "--url",
-                &url,
-            ])
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
+    let mut command = Command::new(example);
+    command
+        .args(["--nodes", "3", "--json", "--url", &server.1])
+        .args(args);
+    let out = tokio::task::spawn_blocking(move || command.output().unwrap())
+        .await
+        .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
         "{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let summary: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    serde_json::from_str(stdout.trim()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_killed_under_load_loses_no_invocation() {
+    let Some(server) = server() else { return };
+    let summary = run_example(&server, &["--invocations", "600"]).await;
     assert_eq!(summary["submitted"], 600);
     assert_eq!(summary["results"], 600);
     assert_eq!(summary["lost"], 0);
@@ -159,6 +154,18 @@ async fn a_node_killed_under_load_loses_no_invocation() {
     assert_eq!(total, 600);
     // The killed node stopped early: the others took the rest.
     assert!(per_node["node-0"].as_u64().unwrap() < 300, "{summary}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_killed_holding_durable_executions_loses_none() {
+    let Some(server) = server() else { return };
+    // Each `order` suspends in a sleep and calls a child: the killed node dies holding
+    // suspended executions, wakes and replays, which the other two finish.
+    let summary = run_example(&server, &["--invocations", "150", "--durable"]).await;
+    assert_eq!(summary["workload"], "durable");
+    assert_eq!(summary["results"], 150, "{summary}");
+    assert_eq!(summary["lost"], 0);
+    assert_eq!(summary["wrong"], 0);
 }
 
 /// A hub whose checkpoints live in the server's object store, with a durable `order`: a

@@ -47,11 +47,20 @@ pub enum Woken {
         /// The context the execution was started with (its parent, trace, topic...).
         context: Box<fnhub_core::InvocationContext>,
     },
-    /// The execution has not reached the waiting operation yet (it is still running up to
-    /// it, here or elsewhere): call again a little later.
-    NotYet,
-    /// Nothing to do: the operation already has its result, or the execution finished.
-    Stale,
+    /// It is suspended on a later operation than the one woken (the wake is old): what it
+    /// waits for now, at which position. A host may ask for that wake again.
+    Waiting {
+        /// What it waits for.
+        waiting_for: PendingDependency,
+        /// The position of the operation that waits.
+        at: u32,
+    },
+    /// It is not suspended: it runs (here or elsewhere) up to the operation, or past it.
+    /// Whoever runs it sees the operation's result itself — or, if that run died with its
+    /// node, [`Engine::take_over`] continues it.
+    Running,
+    /// No checkpoint: the execution finished.
+    Finished,
 }
 
 /// A durable execution that finished, as told to the completion hook.
@@ -113,6 +122,10 @@ pub enum EngineError {
     /// The checkpoint could not be encoded for export.
     #[error("cannot export the checkpoint")]
     Encode(#[from] format::EncodeError),
+    /// The host could not deliver the outcome of a finished execution (see
+    /// [`DurableHost::completed`]); the checkpoint is kept.
+    #[error("the outcome could not be delivered: {0}")]
+    Delivery(String),
 }
 
 pub(crate) struct Shared {
@@ -402,9 +415,8 @@ impl Engine {
     /// Wakes an execution whose operation at journal position `at` has its result: a timer
     /// that fired, a child that finished. For hosts that wake executions themselves (see
     /// [`DurableHost::wakes`]); any engine that shares the checkpoint store and has the
-    /// function registered can be the one called. Calling it twice for one operation runs
-    /// the replay once: the second call finds the result in the journal and is
-    /// [`Woken::Stale`].
+    /// function registered can be the one called. Only an execution suspended at `at`
+    /// runs; calling it twice for one operation runs the replay once.
     pub async fn wake(
         &self,
         execution: ExecutionId,
@@ -413,29 +425,53 @@ impl Engine {
     ) -> Result<Woken, EngineError> {
         let Some(mut checkpoint) = self.shared.store.load(execution).await? else {
             // A checkpoint is saved before anything can wait: none means it finished.
-            return Ok(Woken::Stale);
+            return Ok(Woken::Finished);
         };
         let recorded = checkpoint.journal.len();
-        if recorded > at as usize {
-            return Ok(Woken::Stale);
+        match checkpoint.pending.clone() {
+            Some(waiting_for) if recorded > at as usize => Ok(Woken::Waiting {
+                waiting_for,
+                at: recorded as u32,
+            }),
+            Some(_) if recorded == at as usize && !self.is_running(execution) => {
+                checkpoint.pending = None;
+                checkpoint.resolution = Some(result);
+                // Durable before the replay, so a crash now still knows the dependency
+                // arrived.
+                self.shared.store.save(&checkpoint).await?;
+                let context = Box::new(checkpoint.context.clone());
+                let run = self.drive(checkpoint, true).await?;
+                Ok(Woken::Ran { run, context })
+            }
+            _ => Ok(Woken::Running),
         }
-        if recorded < at as usize || self.shared.running.lock().contains(&execution) {
-            return Ok(Woken::NotYet);
+    }
+
+    /// Continues a stored execution whose run died with its node (a host that sees the
+    /// work that drove it delivered again calls this): a suspended one is left waiting
+    /// ([`Woken::Waiting`]), one running here is left alone ([`Woken::Running`]), any other
+    /// runs again from its journal — completed operations are not done again.
+    pub async fn take_over(&self, execution: ExecutionId) -> Result<Woken, EngineError> {
+        let Some(mut checkpoint) = self.shared.store.load(execution).await? else {
+            return Ok(Woken::Finished);
+        };
+        if let Some(waiting_for) = checkpoint.pending.clone() {
+            return Ok(Woken::Waiting {
+                waiting_for,
+                at: checkpoint.journal.len() as u32,
+            });
         }
-        if checkpoint.pending.is_some() {
-            checkpoint.pending = None;
-            checkpoint.resolution = Some(result);
-            // Durable before the replay, so a crash now still knows the dependency arrived.
-            self.shared.store.save(&checkpoint).await?;
-        } else if checkpoint.resolution.is_none() {
-            // Still running up to the operation, and not suspended on it (yet).
-            return Ok(Woken::NotYet);
+        if self.is_running(execution) {
+            return Ok(Woken::Running);
         }
-        // Otherwise an earlier wake stored the result and its replay died with its node:
-        // replay again.
         let context = Box::new(checkpoint.context.clone());
+        checkpoint.pending = None;
         let run = self.drive(checkpoint, true).await?;
         Ok(Woken::Ran { run, context })
+    }
+
+    fn is_running(&self, execution: ExecutionId) -> bool {
+        self.shared.running.lock().contains(&execution)
     }
 
     /// Delivers an event: every execution waiting for a matching topic resumes with its
@@ -677,6 +713,21 @@ impl Engine {
         self.shared.running.lock().remove(&id);
         match ended? {
             Ok(outcome) => {
+                let finished = Finished {
+                    execution: id,
+                    function: key.0.clone(),
+                    version: key.1,
+                    context,
+                    outcome: outcome.clone(),
+                    resumed: restored,
+                };
+                if let Err(reason) = self.shared.host.completed(&finished).await {
+                    // Kept, so that the execution can run again from its journal to the
+                    // same outcome and deliver it then.
+                    let checkpoint = state.lock().checkpoint.clone();
+                    self.shared.store.save(&checkpoint).await?;
+                    return Err(EngineError::Delivery(reason));
+                }
                 self.shared.store.remove(id).await?;
                 let waiting = {
                     let mut watchers = self.shared.watchers.lock();
@@ -692,14 +743,7 @@ impl Engine {
                 }
                 let hook = self.shared.on_complete.lock().clone();
                 if let Some(hook) = hook {
-                    hook(&Finished {
-                        execution: id,
-                        function: key.0.clone(),
-                        version: key.1,
-                        context,
-                        outcome: outcome.clone(),
-                        resumed: restored,
-                    });
+                    hook(&finished);
                 }
                 Ok(RunResult::Completed(outcome))
             }

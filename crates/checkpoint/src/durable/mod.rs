@@ -144,6 +144,17 @@ pub trait DurableHost: Send + Sync + 'static {
         let _ = (execution, pending);
         false
     }
+
+    /// Called when an execution finishes, before its checkpoint is removed. A host that
+    /// must deliver the outcome durably (a cloud runtime publishing the caller's result)
+    /// does it here: if its process dies between the two, the checkpoint is still there and
+    /// the execution runs again from its journal to the same outcome, rather than being
+    /// lost. An error keeps the checkpoint, and the run ends with
+    /// [`EngineError::Delivery`]. Default: nothing to do.
+    fn completed(&self, finished: &Finished) -> BoxFuture<'static, Result<(), String>> {
+        let _ = finished;
+        Box::pin(std::future::ready(Ok(())))
+    }
 }
 
 /// A function whose progress is durable.
