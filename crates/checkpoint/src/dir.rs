@@ -1,4 +1,5 @@
-//! A durable checkpoint store: one file per checkpoint in a directory.
+//! A durable checkpoint store: one file per checkpoint in a directory, with a second slot
+//! so that updates overwrite in place.
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
@@ -15,31 +16,69 @@ use tokio::sync::oneshot;
 use crate::format::{self, DecodeError};
 
 const SUFFIX: &str = ".ckpt";
+/// The second slot's file name ends with this.
+const SECOND_SUFFIX: &str = ".ckpt.1";
 const TEMP_PREFIX: &str = ".tmp-";
 /// Saves one commit may carry.
 const MAX_BATCH: usize = 256;
+/// The slot header: magic, then the save's sequence number (little endian).
+const SLOT_MAGIC: [u8; 8] = *b"FNSLOT01";
+const SLOT_HEADER_LEN: usize = 16;
 
-struct Save {
-    id: ExecutionId,
-    bytes: bytes::Bytes,
-    reply: oneshot::Sender<io::Result<()>>,
+/// What the commit thread is asked to do.
+enum Op {
+    Save {
+        id: ExecutionId,
+        bytes: bytes::Bytes,
+        reply: oneshot::Sender<io::Result<()>>,
+    },
+    Remove {
+        id: ExecutionId,
+        reply: oneshot::Sender<io::Result<bool>>,
+    },
 }
 
-/// Keeps checkpoints durably in a directory: `<execution id>.ckpt`, one file each.
+/// Where an execution's latest checkpoint is.
+#[derive(Debug, Clone, Copy)]
+struct Slots {
+    /// The slot holding the latest acknowledged save (0 or 1).
+    current: usize,
+    /// Its sequence number.
+    seq: u64,
+    /// Which slot files exist.
+    exists: [bool; 2],
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Entry {
+    Good(Slots),
+    /// Neither slot holds a whole checkpoint: kept on disk, refused on load.
+    Corrupt,
+}
+
+type Index = Arc<RwLock<HashMap<ExecutionId, Entry>>>;
+
+/// Keeps checkpoints durably in a directory.
 ///
-/// A save writes a temporary file, makes it durable, renames it over the checkpoint's file
-/// and makes the directory durable; only then is it acknowledged. A crash at any point
-/// leaves either the previous acknowledged checkpoint or the new one, never a torn file:
-/// temporaries are removed when the store is opened, and every load checks the format's
-/// checksums. Saves that arrive together are committed together (group commit): one
-/// filesystem sync and one directory sync for the whole batch.
+/// Each execution has up to two slot files, `<execution id>.ckpt` and
+/// `<execution id>.ckpt.1`; each holds a small header with a sequence number, then the
+/// checkpoint's envelope (see [`encode`](crate::encode)). A save writes the slot that does
+/// *not* hold the latest acknowledged checkpoint, makes it durable, and only then is
+/// acknowledged, so a crash at any point leaves the previous acknowledged checkpoint
+/// intact in the other slot; when the store is opened, each execution's newest slot that
+/// passes the format's checksums wins. A slot file is made once, atomically (temporary
+/// file, sync, rename, directory sync); after that, a save overwrites it in place and
+/// needs a single `fdatasync`, which is what makes the journal of a durable execution,
+/// saved at every step, cheap. Saves that arrive together are committed together (group
+/// commit): one filesystem sync, and at most one directory sync, for the whole batch.
 ///
-/// The directory is the index: [`DirStore::open`] reads it, checking each file's header,
-/// and the store keeps the list in memory.
+/// The store keeps the index in memory: [`DirStore::open`] builds it from the directory,
+/// removing temporaries of interrupted saves. Files written by earlier versions (the
+/// envelope alone, in `<id>.ckpt`) are read as the first slot.
 pub struct DirStore {
     dir: PathBuf,
-    saves: mpsc::Sender<Save>,
-    index: Arc<RwLock<HashMap<ExecutionId, u64>>>,
+    ops: mpsc::Sender<Op>,
+    index: Index,
     commits: Arc<AtomicU64>,
 }
 
@@ -60,27 +99,67 @@ pub struct OpenReport {
     pub checkpoints: usize,
     /// Temporary files of interrupted saves, removed.
     pub leftovers_removed: usize,
-    /// Checkpoint files whose header or length is wrong; kept on disk for inspection, not
-    /// listed, and refused by `load`.
+    /// Slots holding an interrupted overwrite, passed over for the execution's other
+    /// slot (which holds its latest acknowledged checkpoint).
+    pub interrupted_overwrites: usize,
+    /// Checkpoint files of executions none of whose slots holds a whole checkpoint; kept
+    /// on disk for inspection, not listed, and refused by `load`.
     pub corrupt: Vec<PathBuf>,
 }
 
-fn path_of(dir: &Path, id: ExecutionId) -> PathBuf {
-    dir.join(format!("{id}{SUFFIX}"))
+fn path_of(dir: &Path, id: ExecutionId, slot: usize) -> PathBuf {
+    if slot == 0 {
+        dir.join(format!("{id}{SUFFIX}"))
+    } else {
+        dir.join(format!("{id}{SECOND_SUFFIX}"))
+    }
 }
 
 fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
+/// Splits a slot file into its sequence number and envelope, checking the envelope
+/// fully. A file without a slot header (an earlier version's) is sequence 0.
+fn read_slot(bytes: &[u8]) -> Result<(u64, Checkpoint), DecodeError> {
+    let (seq, envelope) = match bytes.strip_prefix(&SLOT_MAGIC) {
+        Some(rest) => {
+            let seq = rest
+                .get(..8)
+                .and_then(|s| <[u8; 8]>::try_from(s).ok())
+                .map(u64::from_le_bytes)
+                .ok_or(DecodeError::Truncated {
+                    have: bytes.len(),
+                    need: SLOT_HEADER_LEN,
+                })?;
+            (seq, &rest[8..])
+        }
+        None => (0, bytes),
+    };
+    // A slot overwritten by a shorter checkpoint keeps the older tail: the envelope's own
+    // header says where it ends.
+    let header = envelope
+        .get(..format::HEADER_LEN)
+        .ok_or(DecodeError::Truncated {
+            have: envelope.len(),
+            need: format::HEADER_LEN,
+        })?;
+    let total = format::read_header(header)?.total_len();
+    let envelope = envelope.get(..total).ok_or(DecodeError::Truncated {
+        have: envelope.len(),
+        need: total,
+    })?;
+    Ok((seq, format::decode(envelope)?))
+}
+
 impl DirStore {
     /// Opens (creating it if needed) the store in `dir`: removes temporaries left by
-    /// interrupted saves and lists the checkpoints.
+    /// interrupted saves, and finds each execution's newest whole checkpoint.
     pub fn open(dir: impl Into<PathBuf>) -> io::Result<(DirStore, OpenReport)> {
         let dir = dir.into();
         fs::create_dir_all(&dir)?;
         let mut report = OpenReport::default();
-        let mut index = HashMap::new();
+        let mut found: HashMap<ExecutionId, [bool; 2]> = HashMap::new();
         for entry in fs::read_dir(&dir)? {
             let entry = entry?;
             let name = entry.file_name();
@@ -90,36 +169,80 @@ impl DirStore {
                 report.leftovers_removed += 1;
                 continue;
             }
-            let Some(id) = name
-                .strip_suffix(SUFFIX)
-                .and_then(|s| s.parse::<ExecutionId>().ok())
-            else {
+            let (stem, slot) = match name.strip_suffix(SECOND_SUFFIX) {
+                Some(stem) => (stem, 1),
+                None => match name.strip_suffix(SUFFIX) {
+                    Some(stem) => (stem, 0),
+                    None => continue,
+                },
+            };
+            let Ok(id) = stem.parse::<ExecutionId>() else {
                 continue;
             };
-            let len = entry.metadata()?.len();
-            match check_file(&entry.path(), len) {
-                Ok(()) => {
-                    index.insert(id, len);
-                }
-                Err(_) => report.corrupt.push(entry.path()),
-            }
+            found.entry(id).or_default()[slot] = true;
         }
         if report.leftovers_removed > 0 {
             sync_dir(&dir)?;
         }
-        report.checkpoints = index.len();
+        let mut index = HashMap::new();
+        for (id, exists) in found {
+            let mut best: Option<(u64, usize)> = None;
+            let mut torn = 0;
+            for slot in (0..2).filter(|s| exists[*s]) {
+                let good = fs::read(path_of(&dir, id, slot))
+                    .ok()
+                    .and_then(|b| read_slot(&b).ok())
+                    .filter(|(_, c)| c.execution_id == id);
+                match good {
+                    Some((seq, _)) if best.is_none_or(|(b, _)| seq > b) => {
+                        best = Some((seq, slot));
+                    }
+                    Some(_) => {}
+                    None => torn += 1,
+                }
+            }
+            match best {
+                Some((seq, current)) => {
+                    report.interrupted_overwrites += torn;
+                    index.insert(
+                        id,
+                        Entry::Good(Slots {
+                            current,
+                            seq,
+                            exists,
+                        }),
+                    );
+                }
+                None => {
+                    report
+                        .corrupt
+                        .extend((0..2).filter(|s| exists[*s]).map(|s| path_of(&dir, id, s)));
+                    index.insert(id, Entry::Corrupt);
+                }
+            }
+        }
+        report.corrupt.sort();
+        report.checkpoints = index
+            .values()
+            .filter(|e| matches!(e, Entry::Good(_)))
+            .count();
+        let index = Arc::new(RwLock::new(index));
         let (tx, rx) = mpsc::channel();
-        let committer_dir = dir.clone();
         let commits = Arc::new(AtomicU64::new(0));
-        let counted = commits.clone();
+        let committer = Committer {
+            dir: dir.clone(),
+            index: index.clone(),
+            commits: commits.clone(),
+            counter: 0,
+        };
         std::thread::Builder::new()
             .name("fnhub-dirstore".into())
-            .spawn(move || committer(committer_dir, rx, &counted))?;
+            .spawn(move || committer.run(rx))?;
         Ok((
             DirStore {
                 dir,
-                saves: tx,
-                index: Arc::new(RwLock::new(index)),
+                ops: tx,
+                index,
                 commits,
             },
             report,
@@ -137,82 +260,188 @@ impl DirStore {
     }
 }
 
-/// Checks that a file holds a whole checkpoint envelope of the length its header announces.
-fn check_file(path: &Path, len: u64) -> Result<(), DecodeError> {
-    use std::io::Read;
-    let mut header = [0u8; format::HEADER_LEN];
-    File::open(path)
-        .and_then(|mut f| f.read_exact(&mut header))
-        .map_err(|_| DecodeError::Truncated {
-            have: len as usize,
-            need: format::HEADER_LEN,
-        })?;
-    let h = format::read_header(&header)?;
-    if h.total_len() as u64 != len {
-        return Err(DecodeError::Truncated {
-            have: len as usize,
-            need: h.total_len(),
-        });
-    }
-    Ok(())
+/// The commit thread: the only writer of the directory and of the index.
+struct Committer {
+    dir: PathBuf,
+    index: Index,
+    commits: Arc<AtomicU64>,
+    /// Names temporaries uniquely.
+    counter: u64,
 }
 
-/// The commit thread: takes every save waiting, writes each to a temporary, syncs once,
-/// renames each into place, syncs the directory once, then acknowledges the batch.
-fn committer(dir: PathBuf, saves: mpsc::Receiver<Save>, commits: &AtomicU64) {
-    let mut counter: u64 = 0;
-    while let Ok(first) = saves.recv() {
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match saves.try_recv() {
-                Ok(s) => batch.push(s),
-                Err(_) => break,
+/// One save of a batch, planned.
+struct Planned {
+    id: ExecutionId,
+    slot: usize,
+    seq: u64,
+    /// The slot file does not exist yet: it is made through a temporary and a rename.
+    fresh: Option<PathBuf>,
+}
+
+impl Committer {
+    fn run(mut self, ops: mpsc::Receiver<Op>) {
+        let mut next = ops.recv().ok();
+        while let Some(op) = next.take() {
+            match op {
+                Op::Remove { id, reply } => {
+                    let _ = reply.send(self.remove(id));
+                    next = ops.recv().ok();
+                }
+                Op::Save { id, bytes, reply } => {
+                    // Every save waiting, up to the next remove.
+                    let mut batch = vec![(id, bytes, reply)];
+                    while batch.len() < MAX_BATCH {
+                        match ops.try_recv() {
+                            Ok(Op::Save { id, bytes, reply }) => batch.push((id, bytes, reply)),
+                            Ok(remove) => {
+                                next = Some(remove);
+                                break;
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                    self.commit_batch(batch);
+                    if next.is_none() {
+                        next = ops.recv().ok();
+                    }
+                }
             }
         }
-        let result = commit(&dir, &batch, &mut counter);
-        commits.fetch_add(1, Ordering::Relaxed);
-        for save in batch {
+    }
+
+    fn commit_batch(
+        &mut self,
+        batch: Vec<(ExecutionId, bytes::Bytes, oneshot::Sender<io::Result<()>>)>,
+    ) {
+        // Two saves of one execution in a batch: only the later is written (both slots
+        // must not be in flight at once), and both are acknowledged with it.
+        let mut last: HashMap<ExecutionId, usize> = HashMap::new();
+        for (at, (id, _, _)) in batch.iter().enumerate() {
+            last.insert(*id, at);
+        }
+        let writes: Vec<(ExecutionId, &bytes::Bytes)> = batch
+            .iter()
+            .enumerate()
+            .filter(|(at, (id, _, _))| last[id] == *at)
+            .map(|(_, (id, bytes, _))| (*id, bytes))
+            .collect();
+        let result = self.commit(&writes);
+        self.commits.fetch_add(1, Ordering::Relaxed);
+        for (_, _, reply) in batch {
             let r = match &result {
                 Ok(()) => Ok(()),
                 Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
             };
-            let _ = save.reply.send(r);
+            let _ = reply.send(r);
         }
     }
-}
 
-fn commit(dir: &Path, batch: &[Save], counter: &mut u64) -> io::Result<()> {
-    let mut written = Vec::with_capacity(batch.len());
-    let result = (|| {
-        for save in batch {
-            *counter += 1;
-            let temp = dir.join(format!("{TEMP_PREFIX}{}-{}", save.id, counter));
-            let mut file = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&temp)?;
-            written.push(temp);
-            file.write_all(&save.bytes)?;
-            if batch.len() == 1 {
-                file.sync_data()?;
+    /// Writes each checkpoint to its execution's other slot, syncs once, renames fresh
+    /// slot files into place and syncs the directory once, then updates the index.
+    fn commit(&mut self, writes: &[(ExecutionId, &bytes::Bytes)]) -> io::Result<()> {
+        let mut planned = Vec::with_capacity(writes.len());
+        {
+            let index = self.index.read();
+            for (id, _) in writes {
+                let (slot, seq, exists) = match index.get(id) {
+                    Some(Entry::Good(s)) => (1 - s.current, s.seq + 1, s.exists),
+                    // Whatever is there is unreadable: start over in the first slot.
+                    Some(Entry::Corrupt) => (0, 1, [false; 2]),
+                    None => (0, 1, [false; 2]),
+                };
+                let fresh = (!exists[slot]).then(|| {
+                    self.counter += 1;
+                    self.dir.join(format!("{TEMP_PREFIX}{id}-{}", self.counter))
+                });
+                planned.push(Planned {
+                    id: *id,
+                    slot,
+                    seq,
+                    fresh,
+                });
             }
         }
-        if batch.len() > 1 {
-            // One sync for every file of the batch.
-            let d = File::open(dir)?;
-            rustix::fs::syncfs(&d)?;
-        }
-        for (save, temp) in batch.iter().zip(&written) {
-            fs::rename(temp, path_of(dir, save.id))?;
-        }
-        sync_dir(dir)
-    })();
-    if result.is_err() {
-        for temp in &written {
-            let _ = fs::remove_file(temp);
+        let result = (|| {
+            for (plan, (_, bytes)) in planned.iter().zip(writes) {
+                let mut file = match &plan.fresh {
+                    Some(temp) => OpenOptions::new().write(true).create_new(true).open(temp)?,
+                    // Overwritten from the start; a longer old tail stays and is ignored.
+                    None => OpenOptions::new()
+                        .write(true)
+                        .open(path_of(&self.dir, plan.id, plan.slot))?,
+                };
+                let mut header = [0u8; SLOT_HEADER_LEN];
+                header[..8].copy_from_slice(&SLOT_MAGIC);
+                header[8..].copy_from_slice(&plan.seq.to_le_bytes());
+                file.write_all(&header)?;
+                file.write_all(bytes)?;
+                if writes.len() == 1 {
+                    file.sync_data()?;
+                }
+            }
+            if writes.len() > 1 {
+                // One sync for every file of the batch.
+                let d = File::open(&self.dir)?;
+                rustix::fs::syncfs(&d)?;
+            }
+            let mut renamed = false;
+            for plan in &planned {
+                if let Some(temp) = &plan.fresh {
+                    fs::rename(temp, path_of(&self.dir, plan.id, plan.slot))?;
+                    renamed = true;
+                }
+            }
+            if renamed {
+                sync_dir(&self.dir)?;
+            }
+            Ok(())
+        })();
+        match result {
+            Ok(()) => {
+                let mut index = self.index.write();
+                for plan in &planned {
+                    let mut exists = match index.get(&plan.id) {
+                        Some(Entry::Good(s)) => s.exists,
+                        _ => [false; 2],
+                    };
+                    exists[plan.slot] = true;
+                    index.insert(
+                        plan.id,
+                        Entry::Good(Slots {
+                            current: plan.slot,
+                            seq: plan.seq,
+                            exists,
+                        }),
+                    );
+                }
+                Ok(())
+            }
+            Err(e) => {
+                for temp in planned.iter().filter_map(|p| p.fresh.as_ref()) {
+                    let _ = fs::remove_file(temp);
+                }
+                // An overwrite may have been torn: the index still names the other slot,
+                // which is intact.
+                Err(e)
+            }
         }
     }
-    result
+
+    fn remove(&mut self, id: ExecutionId) -> io::Result<bool> {
+        self.index.write().remove(&id);
+        let mut removed = false;
+        for slot in 0..2 {
+            match fs::remove_file(path_of(&self.dir, id, slot)) {
+                Ok(()) => removed = true,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if removed {
+            sync_dir(&self.dir)?;
+        }
+        Ok(removed)
+    }
 }
 
 fn corrupt(id: ExecutionId, e: DecodeError) -> StoreError {
@@ -236,60 +465,93 @@ fn blocking<T: Send + 'static>(
     })
 }
 
+fn stopped() -> StoreError {
+    StoreError::Io(io::Error::other("the commit thread stopped"))
+}
+
 impl CheckpointStore for DirStore {
     fn save<'a>(&'a self, checkpoint: &'a Checkpoint) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(async move {
             let bytes = format::encode(checkpoint).map_err(|e| StoreError::Backend(Box::new(e)))?;
-            let len = bytes.len() as u64;
-            let id = checkpoint.execution_id;
             let (reply, done) = oneshot::channel();
-            self.saves
-                .send(Save { id, bytes, reply })
-                .map_err(|_| StoreError::Io(io::Error::other("the commit thread stopped")))?;
-            done.await
-                .map_err(|_| StoreError::Io(io::Error::other("the commit thread stopped")))??;
-            self.index.write().insert(id, len);
+            self.ops
+                .send(Op::Save {
+                    id: checkpoint.execution_id,
+                    bytes,
+                    reply,
+                })
+                .map_err(|_| stopped())?;
+            done.await.map_err(|_| stopped())??;
             Ok(())
         })
     }
 
     fn load(&self, id: ExecutionId) -> BoxFuture<'_, Result<Option<Checkpoint>, StoreError>> {
-        let path = path_of(&self.dir, id);
+        if !self.index.read().contains_key(&id) {
+            // The index knows every checkpoint: no need to look on disk.
+            return Box::pin(std::future::ready(Ok(None)));
+        }
+        let (dir, index) = (self.dir.clone(), self.index.clone());
         blocking(move || {
-            let bytes = match fs::read(&path) {
-                Ok(b) => b,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-                Err(e) => return Err(StoreError::Io(e)),
-            };
-            let checkpoint = format::decode(&bytes).map_err(|e| corrupt(id, e))?;
-            if checkpoint.execution_id != id {
-                return Err(corrupt(
-                    id,
-                    DecodeError::Invalid("the file holds another execution"),
-                ));
+            let mut seen = None;
+            // A save may overwrite the slot being read only after a later save moved the
+            // index on: then read again, from the slot it names now.
+            for _ in 0..8 {
+                let slots = match index.read().get(&id).copied() {
+                    None => return Ok(None),
+                    Some(Entry::Good(s)) => Some(s),
+                    Some(Entry::Corrupt) => None,
+                };
+                let path = path_of(&dir, id, slots.map_or(0, |s| s.current));
+                let bytes = match fs::read(&path) {
+                    Ok(b) => b,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                        if slots.is_some_and(|s| Some(s.seq) != seen) {
+                            seen = slots.map(|s| s.seq);
+                            continue;
+                        }
+                        return Ok(None);
+                    }
+                    Err(e) => return Err(StoreError::Io(e)),
+                };
+                let error = match read_slot(&bytes) {
+                    Ok((_, c)) if c.execution_id == id => return Ok(Some(c)),
+                    Ok(_) => DecodeError::Invalid("the file holds another execution"),
+                    Err(e) => e,
+                };
+                let now = match index.read().get(&id) {
+                    Some(Entry::Good(s)) => Some(s.seq),
+                    _ => None,
+                };
+                if slots.is_none() || now == slots.map(|s| s.seq) {
+                    return Err(corrupt(id, error));
+                }
+                seen = now;
             }
-            Ok(Some(checkpoint))
+            Err(StoreError::Io(io::Error::other(
+                "the checkpoint kept changing while it was read",
+            )))
         })
     }
 
     fn remove(&self, id: ExecutionId) -> BoxFuture<'_, Result<bool, StoreError>> {
-        let (dir, index) = (self.dir.clone(), self.index.clone());
-        blocking(move || {
-            let removed = match fs::remove_file(path_of(&dir, id)) {
-                Ok(()) => true,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => false,
-                Err(e) => return Err(StoreError::Io(e)),
-            };
-            if removed {
-                sync_dir(&dir)?;
-            }
-            index.write().remove(&id);
-            Ok(removed)
+        Box::pin(async move {
+            let (reply, done) = oneshot::channel();
+            self.ops
+                .send(Op::Remove { id, reply })
+                .map_err(|_| stopped())?;
+            Ok(done.await.map_err(|_| stopped())??)
         })
     }
 
     fn list(&self) -> BoxFuture<'_, Result<Vec<ExecutionId>, StoreError>> {
-        let mut ids: Vec<_> = self.index.read().keys().copied().collect();
+        let mut ids: Vec<_> = self
+            .index
+            .read()
+            .iter()
+            .filter(|(_, e)| matches!(e, Entry::Good(_)))
+            .map(|(id, _)| *id)
+            .collect();
         ids.sort();
         Box::pin(std::future::ready(Ok(ids)))
     }

@@ -6,9 +6,11 @@
 //!   `tests/golden/`. Decoding any byte string gives a checkpoint or a typed
 //!   [`DecodeError`], never a panic, and never allocates more than [`MAX_BODY`] for the
 //!   body.
-//! - [`DirStore`]: a durable store, one file per checkpoint, atomic saves (temporary file,
-//!   sync, rename, directory sync) with group commit; a crash never leaves a torn
-//!   checkpoint readable.
+//! - [`DirStore`]: a durable store, two slot files per checkpoint: a save overwrites the
+//!   slot that does not hold the latest acknowledged checkpoint and syncs it (slot files
+//!   are made atomically: temporary file, sync, rename, directory sync), with group
+//!   commit; a crash never leaves a torn checkpoint readable, nor loses an acknowledged
+//!   one.
 //! - [`MemoryStore`]: a bounded in-memory
 //!   [`CheckpointStore`](fnhub_core::CheckpointStore).
 //! - [`durable`]: durable execution — a context whose `step`, `invoke`, `sleep` and

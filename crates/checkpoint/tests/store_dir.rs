@@ -123,3 +123,114 @@ async fn concurrent_saves_share_commits() {
         assert_eq!(c.input, checkpoint(n).input);
     }
 }
+
+fn with_state(n: u32, state: &str) -> Checkpoint {
+    let mut c = checkpoint(n);
+    c.state = Some(Bytes::from(state.to_owned()));
+    c
+}
+
+#[tokio::test]
+async fn updates_alternate_between_two_slots_in_place() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = DirStore::open(dir.path()).unwrap();
+    let id = checkpoint(1).execution_id;
+    let first = dir.path().join(format!("{id}.ckpt"));
+    let second = dir.path().join(format!("{id}.ckpt.1"));
+    store.save(&with_state(1, "v1")).await.unwrap();
+    assert!(first.exists() && !second.exists());
+    store.save(&with_state(1, "v2")).await.unwrap();
+    assert!(second.exists());
+    let inodes = (
+        std::fs::metadata(&first).unwrap().ino(),
+        std::fs::metadata(&second).unwrap().ino(),
+    );
+    // From now on, saves overwrite the two files in turn: no new file, no rename.
+    for v in 3..=6 {
+        store.save(&with_state(1, &format!("v{v}"))).await.unwrap();
+        let loaded = store.load(id).await.unwrap().unwrap();
+        assert_eq!(loaded.state, Some(Bytes::from(format!("v{v}"))));
+    }
+    assert_eq!(
+        (
+            std::fs::metadata(&first).unwrap().ino(),
+            std::fs::metadata(&second).unwrap().ino(),
+        ),
+        inodes
+    );
+    // A shorter checkpoint over a longer one: the old tail is ignored.
+    let mut short = with_state(1, "s");
+    short.input = Bytes::new();
+    store.save(&short).await.unwrap();
+    assert_eq!(store.load(id).await.unwrap().unwrap(), short);
+    drop(store);
+    let (reopened, report) = DirStore::open(dir.path()).unwrap();
+    assert_eq!(report.checkpoints, 1);
+    assert_eq!(report.interrupted_overwrites, 0);
+    assert_eq!(reopened.load(id).await.unwrap().unwrap(), short);
+    assert!(reopened.remove(id).await.unwrap());
+    assert!(!first.exists() && !second.exists());
+    assert_eq!(reopened.load(id).await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn a_torn_overwrite_leaves_the_previous_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = checkpoint(1).execution_id;
+    {
+        let (store, _) = DirStore::open(dir.path()).unwrap();
+        store.save(&with_state(1, "v1")).await.unwrap(); // first slot
+        store.save(&with_state(1, "v2")).await.unwrap(); // second slot
+    }
+    // A crash in the middle of the next save, which overwrites the first slot: a newer
+    // sequence number, then only part of the checkpoint.
+    let first = dir.path().join(format!("{id}.ckpt"));
+    let v3 = fnhub_checkpoint::encode(&with_state(1, "v3")).unwrap();
+    let mut torn = b"FNSLOT01".to_vec();
+    torn.extend_from_slice(&3u64.to_le_bytes());
+    torn.extend_from_slice(&v3[..v3.len() / 2]);
+    let old_len = std::fs::metadata(&first).unwrap().len() as usize;
+    torn.resize(torn.len().max(old_len), 0);
+    std::fs::write(&first, &torn).unwrap();
+
+    let (store, report) = DirStore::open(dir.path()).unwrap();
+    assert_eq!(report.checkpoints, 1);
+    assert_eq!(report.interrupted_overwrites, 1);
+    assert!(report.corrupt.is_empty());
+    assert_eq!(
+        store.load(id).await.unwrap().unwrap().state,
+        Some(Bytes::from_static(b"v2"))
+    );
+    // The next save goes to the torn slot, never over the good one.
+    store.save(&with_state(1, "v4")).await.unwrap();
+    drop(store);
+    let (store, report) = DirStore::open(dir.path()).unwrap();
+    assert_eq!(report.interrupted_overwrites, 0);
+    assert_eq!(
+        store.load(id).await.unwrap().unwrap().state,
+        Some(Bytes::from_static(b"v4"))
+    );
+}
+
+#[tokio::test]
+async fn files_of_the_earlier_layout_are_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = with_state(1, "old");
+    // The envelope alone, as the store wrote it before it had slots.
+    std::fs::write(
+        dir.path().join(format!("{}.ckpt", c.execution_id)),
+        fnhub_checkpoint::encode(&c).unwrap(),
+    )
+    .unwrap();
+    let (store, report) = DirStore::open(dir.path()).unwrap();
+    assert_eq!(report.checkpoints, 1);
+    assert_eq!(store.load(c.execution_id).await.unwrap().unwrap(), c);
+    store.save(&with_state(1, "new")).await.unwrap();
+    drop(store);
+    let (store, _) = DirStore::open(dir.path()).unwrap();
+    assert_eq!(
+        store.load(c.execution_id).await.unwrap().unwrap().state,
+        Some(Bytes::from_static(b"new"))
+    );
+}

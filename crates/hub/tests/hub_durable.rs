@@ -101,19 +101,40 @@ async fn an_execution_suspends_on_one_hub_and_finishes_on_another() {
     b.shutdown().await;
 }
 
+/// How the suspended execution of the test below is woken.
+#[derive(Clone, Copy)]
+enum Wake {
+    Timer,
+    Event,
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_resumed_execution_waits_for_a_worker_like_any_invocation() {
+    resumed_execution_queues(Wake::Timer).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_execution_woken_by_an_event_waits_for_a_worker_too() {
+    resumed_execution_queues(Wake::Event).await;
+}
+
+async fn resumed_execution_queues(wake: Wake) {
     use std::time::{Duration, Instant};
     let (release, released) = tokio::sync::watch::channel(false);
     let (started_tx, mut started) = tokio::sync::mpsc::unbounded_channel::<()>();
-    // One worker: a suspended execution whose timer fires while the worker is busy must
-    // wait in the queue, not run beside it.
+    // One worker: a suspended execution woken (by its timer, or by an event) while the
+    // worker is busy must wait in the queue, not run beside it.
     let hub = EdgeHub::builder()
         .workers(1)
         .durable(
             FunctionSpec::in_process(FunctionName::new("nap").unwrap()),
-            durable_fn(|ctx: DurableContext, _input: Bytes| async move {
-                ctx.sleep("nap", Duration::from_millis(1500)).await?;
+            durable_fn(move |ctx: DurableContext, _input: Bytes| async move {
+                match wake {
+                    Wake::Timer => ctx.sleep("nap", Duration::from_millis(1500)).await?,
+                    Wake::Event => {
+                        ctx.wait_for("door", "doors/+/open").await?;
+                    }
+                }
                 ctx.step("wake", || async { Ok(Bytes::from_static(b"awake")) })
                     .await
             }),
@@ -135,13 +156,21 @@ async fn a_resumed_execution_waits_for_a_worker_like_any_invocation() {
     let invocation = fnhub::Invocation::new("nap".parse().unwrap(), "");
     let id: ExecutionId = invocation.id.into();
     let reply = hub.call(invocation).await.unwrap().outcome.unwrap();
-    assert!(reply.is_empty(), "the start suspends on its sleep");
+    assert!(reply.is_empty(), "the start suspends");
 
     hub.submit(fnhub::Invocation::new("busy".parse().unwrap(), ""))
         .unwrap();
     started.recv().await.unwrap();
-    // The timer fires; its replay is an invocation of the resume function, queued behind
-    // the busy worker.
+    if let Wake::Event = wake {
+        hub.publish(fnhub::Event::new(
+            "doors/front/open",
+            "",
+            fnhub::EventSource::Local,
+        ))
+        .unwrap();
+    }
+    // The timer fires or the event arrives; the replay is an invocation of the resume
+    // function, queued behind the busy worker.
     let until = Instant::now() + Duration::from_secs(30);
     loop {
         let load = fnhub::LoadProbe::snapshot(&hub);

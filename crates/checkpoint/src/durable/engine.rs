@@ -475,7 +475,8 @@ impl Engine {
     }
 
     /// Delivers an event: every execution waiting for a matching topic resumes with its
-    /// payload. Returns how many resumed.
+    /// payload, its replay run where the host says (on a hub, as work for one of its
+    /// workers). Returns how many were woken.
     pub async fn deliver(&self, event: &Event) -> usize {
         let due: Vec<ExecutionId> = {
             let mut waiting = self.shared.waiting.lock();
@@ -491,16 +492,19 @@ impl Engine {
             self.shared.mark_waiting(&waiting);
             due
         };
-        let mut resumed = 0;
+        let woken = due.len();
         for id in due {
-            match self.resume(id, Ok(event.payload.clone())).await {
-                Ok(_) => resumed += 1,
-                Err(e) => {
-                    tracing::warn!(execution = %id, error = %e, "could not resume on an event")
-                }
-            }
+            let (engine, payload) = (self.clone(), event.payload.clone());
+            self.shared.host.run_resumed(
+                id,
+                Box::pin(async move {
+                    if let Err(e) = engine.resume(id, Ok(payload)).await {
+                        tracing::warn!(execution = %id, error = %e, "could not resume on an event");
+                    }
+                }),
+            );
         }
-        resumed
+        woken
     }
 
     /// After a restart, takes up every execution in the store: those waiting for a timer or
@@ -540,8 +544,8 @@ impl Engine {
     }
 
     /// Feeds a load snapshot taken at `now` to the load policy: starts shedding when the
-    /// pressure has stayed high for the window, stops (resuming every shed execution) when
-    /// it falls below the resume level. A hub calls this periodically with its scheduler's
+    /// pressure has stayed high for the window, stops (resuming every shed execution, each
+    /// replay run where the host says) when it falls below the resume level. A hub calls this periodically with its scheduler's
     /// [`LoadProbe`](fnhub_core::LoadProbe); tests call it with made-up snapshots.
     pub async fn check_load(
         &self,
@@ -570,14 +574,17 @@ impl Engine {
         }
         self.shared.shedding.store(false, Ordering::Release);
         let shed: Vec<_> = std::mem::take(&mut *self.shared.shed.lock());
-        let mut resumed = 0;
+        let resumed = shed.len();
         for id in shed {
-            match self.continue_run(id).await {
-                Ok(_) => resumed += 1,
-                Err(e) => {
-                    tracing::warn!(execution = %id, error = %e, "could not resume shed execution")
-                }
-            }
+            let engine = self.clone();
+            self.shared.host.run_resumed(
+                id,
+                Box::pin(async move {
+                    if let Err(e) = engine.continue_run(id).await {
+                        tracing::warn!(execution = %id, error = %e, "could not resume shed execution");
+                    }
+                }),
+            );
         }
         tracing::info!(
             pressure = p,
