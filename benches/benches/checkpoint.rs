@@ -1,6 +1,6 @@
 //! Checkpoint format and store, each beside its peer in the same run:
 //! - save + load of a 1 MiB checkpoint with `DirStore` vs raw `write` + `fdatasync` + read
-//!   of the same bytes;
+//!   of the same bytes (and vs the floor: overwriting them in place);
 //! - 64 overlapping saves with group commit vs one fsync per save;
 //! - encode/decode vs plain postcard of the same struct.
 //!
@@ -65,6 +65,24 @@ fn raw_save_load(dir: &Path, bytes: &[u8]) {
     assert_eq!(back.len(), bytes.len());
 }
 
+/// The cheapest durable write there is: overwrite the same bytes of an existing file in
+/// place (no truncation, so no block is allocated again), fdatasync, read back. Not
+/// crash-safe on its own (a torn write loses the old bytes too); the floor `DirStore`'s
+/// slots approach.
+fn raw_overwrite_load(dir: &Path, bytes: &[u8]) {
+    let path = dir.join("inplace.bin");
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .expect("open");
+    f.write_all(bytes).expect("write");
+    f.sync_data().expect("fdatasync");
+    let back = fs::read(&path).expect("read");
+    assert_eq!(back.len(), bytes.len());
+}
+
 /// The peer of group commit: each save on its own, as durable as DirStore's (temporary
 /// file, fdatasync, rename, directory fsync).
 fn one_fsync_per_save(dir: &Path, saves: &[Bytes]) {
@@ -106,11 +124,19 @@ fn bench(c: &mut Criterion) {
     g.bench_function("raw_write_fdatasync_read", |b| {
         b.iter(|| raw_save_load(raw_dir.path(), &big_bytes))
     });
+    g.bench_function("raw_overwrite_fdatasync_read", |b| {
+        b.iter(|| raw_overwrite_load(raw_dir.path(), &big_bytes))
+    });
     g.finish();
     fnhub_benches::print_ratio(
         "checkpoint_1mib_save_load",
         "dirstore",
         "raw_write_fdatasync_read",
+    );
+    fnhub_benches::print_ratio(
+        "checkpoint_1mib_save_load",
+        "dirstore",
+        "raw_overwrite_fdatasync_read",
     );
 
     // 2. 64 overlapping saves of 4 KiB: group commit vs one fsync each.

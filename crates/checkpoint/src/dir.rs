@@ -121,7 +121,7 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
 
 /// Splits a slot file into its sequence number and envelope, checking the envelope
 /// fully. A file without a slot header (an earlier version's) is sequence 0.
-fn read_slot(bytes: &[u8]) -> Result<(u64, Checkpoint), DecodeError> {
+fn read_slot(bytes: &bytes::Bytes) -> Result<(u64, Checkpoint), DecodeError> {
     let (seq, envelope) = match bytes.strip_prefix(&SLOT_MAGIC) {
         Some(rest) => {
             let seq = rest
@@ -132,9 +132,9 @@ fn read_slot(bytes: &[u8]) -> Result<(u64, Checkpoint), DecodeError> {
                     have: bytes.len(),
                     need: SLOT_HEADER_LEN,
                 })?;
-            (seq, &rest[8..])
+            (seq, bytes.slice(SLOT_HEADER_LEN..))
         }
-        None => (0, bytes),
+        None => (0, bytes.clone()),
     };
     // A slot overwritten by a shorter checkpoint keeps the older tail: the envelope's own
     // header says where it ends.
@@ -145,11 +145,14 @@ fn read_slot(bytes: &[u8]) -> Result<(u64, Checkpoint), DecodeError> {
             need: format::HEADER_LEN,
         })?;
     let total = format::read_header(header)?.total_len();
-    let envelope = envelope.get(..total).ok_or(DecodeError::Truncated {
-        have: envelope.len(),
-        need: total,
-    })?;
-    Ok((seq, format::decode(envelope)?))
+    if envelope.len() < total {
+        return Err(DecodeError::Truncated {
+            have: envelope.len(),
+            need: total,
+        });
+    }
+    // The checkpoint's large fields stay in the buffer read from the file: no copy.
+    Ok((seq, format::decode_shared(&envelope.slice(..total))?))
 }
 
 impl DirStore {
@@ -191,7 +194,7 @@ impl DirStore {
             for slot in (0..2).filter(|s| exists[*s]) {
                 let good = fs::read(path_of(&dir, id, slot))
                     .ok()
-                    .and_then(|b| read_slot(&b).ok())
+                    .and_then(|b| read_slot(&b.into()).ok())
                     .filter(|(_, c)| c.execution_id == id);
                 match good {
                     Some((seq, _)) if best.is_none_or(|(b, _)| seq > b) => {
@@ -514,7 +517,7 @@ impl CheckpointStore for DirStore {
                     }
                     Err(e) => return Err(StoreError::Io(e)),
                 };
-                let error = match read_slot(&bytes) {
+                let error = match read_slot(&bytes.into()) {
                     Ok((_, c)) if c.execution_id == id => return Ok(Some(c)),
                     Ok(_) => DecodeError::Invalid("the file holds another execution"),
                     Err(e) => e,

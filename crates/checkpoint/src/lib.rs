@@ -61,6 +61,6 @@ pub mod nats;
 pub use dir::{DirStore, OpenReport};
 pub use format::{
     Compression, DecodeError, EncodeError, FORMAT_VERSION, HEADER_LEN, MAGIC, MAX_BODY, decode,
-    encode, encode_with,
+    decode_shared, encode, encode_with,
 };
 pub use memory::MemoryStore;

@@ -300,6 +300,16 @@ pub(crate) fn read_header(bytes: &[u8]) -> Result<Header, DecodeError> {
 
 /// Decodes one checkpoint. Any byte string gives a checkpoint or a typed error.
 pub fn decode(bytes: &[u8]) -> Result<Checkpoint, DecodeError> {
+    decode_in(bytes, None)
+}
+
+/// [`decode`], from bytes the checkpoint may keep: when the body is not compressed, its
+/// input, state and results share `bytes`'s memory instead of being copied out of it.
+pub fn decode_shared(bytes: &Bytes) -> Result<Checkpoint, DecodeError> {
+    decode_in(bytes, Some(bytes))
+}
+
+fn decode_in(bytes: &[u8], backing: Option<&Bytes>) -> Result<Checkpoint, DecodeError> {
     let header = read_header(bytes)?;
     let need = header.total_len();
     if bytes.len() < need {
@@ -346,7 +356,8 @@ pub fn decode(bytes: &[u8]) -> Result<Checkpoint, DecodeError> {
             rest.len()
         )));
     }
-    v1.into_core()
+    // Only an uncompressed body lies in `bytes`.
+    v1.into_core(backing.filter(|_| header.compression == 0))
 }
 
 #[cfg(test)]

@@ -72,6 +72,30 @@ fn round_trip_with_each_compression() {
     assert_eq!(decode(&auto).unwrap(), c);
 }
 
+#[test]
+fn shared_decoding_keeps_the_large_fields_in_place() {
+    let c = sample();
+    let plain = encode_with(&c, Compression::None).unwrap();
+    let shared = super::decode_shared(&plain).unwrap();
+    assert_eq!(shared, c);
+    // The state points into the encoded bytes: nothing was copied.
+    let state = shared.state.unwrap();
+    let (start, end) = (
+        plain.as_ptr() as usize,
+        plain.as_ptr() as usize + plain.len(),
+    );
+    assert!((start..end).contains(&(state.as_ptr() as usize)));
+    // A compressed body is decompressed elsewhere: same checkpoint, copied out.
+    let packed = encode_with(&c, Compression::Lz4).unwrap();
+    let from_packed = super::decode_shared(&packed).unwrap();
+    assert_eq!(from_packed, c);
+    let state = from_packed.state.unwrap();
+    assert!(
+        !(packed.as_ptr() as usize..packed.as_ptr() as usize + packed.len())
+            .contains(&(state.as_ptr() as usize))
+    );
+}
+
 #[cfg(feature = "zstd")]
 #[test]
 fn zstd_round_trip() {
@@ -219,6 +243,13 @@ proptest! {
     #[test]
     fn garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
         let _ = decode(&bytes);
+        let _ = super::decode_shared(&bytes::Bytes::from(bytes));
+    }
+
+    #[test]
+    fn shared_decoding_agrees(c in arb_checkpoint()) {
+        let bytes = encode(&c).unwrap();
+        prop_assert_eq!(super::decode_shared(&bytes).unwrap(), c);
     }
 
     /// Flipping any byte of a valid checkpoint is always detected.

@@ -53,7 +53,19 @@ impl<'a> Blob<'a> {
         Blob(Cow::Borrowed(&b[..]))
     }
 
-    fn to_bytes(&self) -> Bytes {
+    /// The bytes, sharing `backing`'s memory when they were borrowed from it, copied
+    /// otherwise.
+    fn to_bytes(&self, backing: Option<&Bytes>) -> Bytes {
+        if let (Cow::Borrowed(slice), Some(backing)) = (&self.0, backing) {
+            let (start, end) = (
+                backing.as_ptr() as usize,
+                backing.as_ptr() as usize + backing.len(),
+            );
+            let at = slice.as_ptr() as usize;
+            if at >= start && at + slice.len() <= end {
+                return backing.slice_ref(slice);
+            }
+        }
         Bytes::copy_from_slice(&self.0)
     }
 }
@@ -268,7 +280,8 @@ impl<'a> CheckpointV1<'a> {
         })
     }
 
-    pub(super) fn into_core(self) -> Result<Checkpoint, DecodeError> {
+    /// The core checkpoint; its byte strings share `backing` when they were read from it.
+    pub(super) fn into_core(self, backing: Option<&Bytes>) -> Result<Checkpoint, DecodeError> {
         let name = FunctionName::new(&self.function)
             .map_err(|_| DecodeError::Invalid("the function name is invalid"))?;
         let version =
@@ -277,7 +290,7 @@ impl<'a> CheckpointV1<'a> {
             ExecutionId::from_u128(self.execution_id),
             name,
             version,
-            self.input.to_bytes(),
+            self.input.to_bytes(backing),
             self.origin_hub,
             time_in(self.created_at)?,
         );
@@ -313,16 +326,16 @@ impl<'a> CheckpointV1<'a> {
                     OperationV1::WaitFor { filter } => Operation::WaitFor { filter },
                 };
                 let result = match e.result {
-                    Ok(b) => Ok(b.to_bytes()),
+                    Ok(b) => Ok(b.to_bytes(backing)),
                     Err(err) => Err(error_in(err)?),
                 };
                 Ok(JournalEntry::new(e.seq, e.name, operation, result))
             })
             .collect::<Result<Vec<_>, DecodeError>>()?;
-        c.state = self.state.map(|s| s.to_bytes());
+        c.state = self.state.map(|s| s.to_bytes(backing));
         c.resolution = match self.resolution {
             None => None,
-            Some(Ok(b)) => Some(Ok(b.to_bytes())),
+            Some(Ok(b)) => Some(Ok(b.to_bytes(backing))),
             Some(Err(e)) => Some(Err(error_in(e)?)),
         };
         c.pending = match self.pending {
