@@ -15,6 +15,10 @@
 //!   [`NodeStats::duplicates_suppressed`]). [`CloudClient::results`] also drops any
 //!   result for an invocation it has seen.
 //!
+//! - A node whose hub does not admit an invocation (its queue is full, or it is shutting
+//!   down) hands it back to JetStream with a short delay (a NAK), so that it comes again,
+//!   here or on another node, rather than ending in an error.
+//!
 //! - The function registry is the KV bucket `FNHUB_FUNCTIONS`: each node records the
 //!   functions its hub has deployed (name → versions and the nodes that run it) when it
 //!   starts, and [`CloudClient::submit`] refuses a function no node has recorded.
@@ -90,6 +94,8 @@ const AT: &str = "Fnhub-At";
 const NOT_BEFORE: &str = "Fnhub-Not-Before";
 /// How soon a wake that could not run (on a node without the function) comes again.
 const RETRY: Duration = Duration::from_secs(1);
+/// How soon an invocation that a full hub handed back comes again.
+const HAND_BACK: Duration = Duration::from_millis(50);
 /// Deliveries after which a wake that cannot run anywhere is given up, with a warning.
 const MAX_WAKE_DELIVERIES: i64 = 300;
 
@@ -130,7 +136,9 @@ pub struct CloudConfig {
     /// How long a node has to acknowledge an invocation before it is delivered again.
     /// Default 10 s.
     pub ack_wait: Duration,
-    /// Invocations one node runs at once. Default 64.
+    /// Invocations one node takes at once. Default 64. Children of durable executions
+    /// are not counted (their parents may hold every slot while they wait for them); the
+    /// hub's own admission bounds them.
     pub in_flight: usize,
     /// How long JetStream remembers message ids to drop duplicates. Default 2 min.
     pub duplicate_window: Duration,
@@ -150,6 +158,12 @@ impl CloudConfig {
     /// Sets the ack wait.
     pub fn with_ack_wait(mut self, wait: Duration) -> CloudConfig {
         self.ack_wait = wait;
+        self
+    }
+
+    /// Sets how many invocations one node takes at once (at least 1).
+    pub fn with_in_flight(mut self, in_flight: usize) -> CloudConfig {
+        self.in_flight = in_flight.max(1);
         self
     }
 }
@@ -242,6 +256,9 @@ pub struct NodeStats {
     /// Wakes that came before they could run: a timer not due (handed back with a
     /// delay), or an execution still running (dropped: its run reads the result itself).
     pub early_wakes: u64,
+    /// Invocations its hub did not admit (full, or shutting down), handed back to
+    /// JetStream to come again, here or on another node.
+    pub handed_back: u64,
 }
 
 #[derive(Default)]
@@ -252,6 +269,7 @@ struct Counters {
     suspended: AtomicU64,
     resumed: AtomicU64,
     early: AtomicU64,
+    handed_back: AtomicU64,
 }
 
 /// One node of the cloud runtime: takes invocations from JetStream and runs them on its
@@ -343,6 +361,7 @@ impl CloudRuntime {
             suspended: self.counters.suspended.load(Ordering::Relaxed),
             resumed: self.counters.resumed.load(Ordering::Relaxed),
             early_wakes: self.counters.early.load(Ordering::Relaxed),
+            handed_back: self.counters.handed_back.load(Ordering::Relaxed),
         }
     }
 }
@@ -367,8 +386,16 @@ async fn work_loop(node: Node, mut messages: consumer::pull::Stream, in_flight: 
                 continue;
             }
         };
-        let Ok(permit) = slots.clone().acquire_owned().await else {
-            return;
+        // A child of a durable execution does not wait for a slot: its parent may hold one
+        // while it waits for the child, and parents holding every slot would wait forever.
+        // The hub's own admission still bounds it (a full hub hands it back).
+        let permit = if header(message.headers.as_ref(), PARENT).is_some() {
+            None
+        } else {
+            let Ok(permit) = slots.clone().acquire_owned().await else {
+                return;
+            };
+            Some(permit)
         };
         let node = node.clone();
         tokio::spawn(async move {
@@ -455,7 +482,17 @@ impl Node {
                 return;
             }
             Ok((completion, None)) => completion.outcome,
-            Err(e) => Err(FunctionError::new(ErrorKind::Rejected, e.to_string())),
+            Err(e @ crate::SubmitError::UnknownFunction(_)) => {
+                Err(FunctionError::new(ErrorKind::Rejected, e.to_string()))
+            }
+            // Full (or closing): handed back, for this node a little later or another.
+            Err(_) => {
+                self.counters.handed_back.fetch_add(1, Ordering::Relaxed);
+                let _ = message
+                    .ack_with(jetstream::AckKind::Nak(Some(HAND_BACK)))
+                    .await;
+                return;
+            }
         };
         if self.finished(id, parent, outcome).await
             && let Err(error) = message.ack().await

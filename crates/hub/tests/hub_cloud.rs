@@ -114,6 +114,44 @@ async fn two_nodes_give_every_invocation_one_result() {
     assert_eq!(duplicates.load(Ordering::Relaxed), 0);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_hub_hands_invocations_back_instead_of_failing_them() {
+    let Some(server) = server() else { return };
+    // One worker, a queue of one, and a node that takes 32 at once: most of a burst does
+    // not fit, and comes back until it does.
+    let hub = EdgeHub::builder()
+        .workers(1)
+        .queue_capacity(1)
+        .function(
+            FunctionSpec::in_process(FunctionName::new("slow").unwrap()),
+            from_fn(|inv: Invocation| async move {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                Ok(inv.payload)
+            }),
+        )
+        .build()
+        .unwrap();
+    let config = CloudConfig::default().with_in_flight(32);
+    let node = CloudRuntime::start(&server.1, "only", hub, config.clone())
+        .await
+        .unwrap();
+    let client = CloudClient::connect(&server.1, &config).await.unwrap();
+    let mut ids = Vec::new();
+    for n in 0..60 {
+        let inv = Invocation::new("slow".parse().unwrap(), format!("{n}"));
+        ids.push((inv.id, n));
+        client.submit(&inv).await.unwrap();
+    }
+    for (id, n) in ids {
+        let result = tokio::time::timeout(Duration::from_secs(30), client.result_of(id))
+            .await
+            .expect("no result")
+            .unwrap();
+        assert_eq!(result.outcome.unwrap(), Bytes::from(n.to_string()));
+    }
+    assert!(node.stats().handed_back > 0, "{:?}", node.stats());
+}
+
 /// Runs the example (built by `cargo test` beside this test) against `server` with
 /// `args`: three node processes, one killed with SIGKILL once a third of the results are
 /// in. Its JSON summary.
