@@ -7,7 +7,8 @@
 //!   same subscriber takes them straight from the broker. QoS 1.
 //!
 //! Each iteration moves a batch of messages and ends when the subscriber has all of them;
-//! the figure is time per message. Target of the router issue: the hub's rate at least
+//! the figure is time per message. Then one batch of 20 000 on each path is timed with the
+//! CPU that mosquitto and this process spent on it, to show where the time goes. Target of the router issue: the hub's rate at least
 //! 0.8× mosquitto's. Needs `mosquitto` installed; the benchmark starts its own broker.
 //!
 //! ```text
@@ -136,6 +137,52 @@ async fn batch(
     started.elapsed()
 }
 
+/// CPU time (user + system) a process has used, in clock ticks, from `/proc/{pid}/stat`.
+fn cpu_ticks(pid: &str) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which ends at the last ')'): utime is the 12th,
+    // stime the 13th.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    let at = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    at(11) + at(12)
+}
+
+/// Moves `n` messages on one path once, and prints the CPU each side spent per message:
+/// mosquitto, and this process (the device and the subscriber, and on the hub's path the
+/// hub as well).
+fn cpu_per_message(
+    rt: &tokio::runtime::Runtime,
+    broker_pid: &str,
+    path: &str,
+    run: impl std::future::Future<Output = Duration>,
+    n: u64,
+) -> (f64, f64, f64) {
+    // Ticks are 10 ms (USER_HZ 100).
+    let tick_us = 10_000.0;
+    let (b0, s0) = (cpu_ticks(broker_pid), cpu_ticks("self"));
+    let wall = rt.block_on(run);
+    let (b1, s1) = (cpu_ticks(broker_pid), cpu_ticks("self"));
+    let per = |ticks: u64| ticks as f64 * tick_us / n as f64;
+    let (broker, own, wall) = (
+        per(b1 - b0),
+        per(s1 - s0),
+        wall.as_secs_f64() * 1e6 / n as f64,
+    );
+    println!(
+        "CPU {path}: {n} messages, {wall:.1} µs each; CPU per message: mosquitto {broker:.1} µs, this process {own:.1} µs"
+    );
+    (wall, broker, own)
+}
+
 fn bench(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -203,6 +250,34 @@ fn bench(c: &mut Criterion) {
     });
     g.finish();
     fnhub_benches::print_ratio("mqtt_end_to_end", "hub", "mosquitto_alone");
+
+    // Where the time goes: one long batch on each path, with the CPU each process spent.
+    // On two cores, a path whose processes need C µs of CPU per message cannot move a
+    // message faster than C / 2 µs.
+    let pid = broker.0.id().to_string();
+    let n = 20_000;
+    let (_, alone_broker, alone_own) = cpu_per_message(
+        &rt,
+        &pid,
+        "mosquitto_alone",
+        batch(device.clone(), direct.clone(), "direct/d1", n),
+        n,
+    );
+    let (_, hub_broker, hub_own) = cpu_per_message(
+        &rt,
+        &pid,
+        "hub",
+        batch(device.clone(), received.clone(), "sensors/d1", n),
+        n,
+    );
+    let (alone, via_hub) = (alone_broker + alone_own, hub_broker + hub_own);
+    println!(
+        "CPU per message: mosquitto alone {alone:.1} µs, through the hub {via_hub:.1} µs \
+         (of which mosquitto {hub_broker:.1} µs, the hub about {:.1} µs): \
+         if both are CPU-bound, the hub's rate is at most {:.2}x mosquitto's",
+        hub_own - alone_own,
+        alone / via_hub
+    );
     let stats = hub.mqtt_stats().expect("bridge");
     println!(
         "BRIDGE inbound {} outbound {} dropped {}/{}",
