@@ -21,9 +21,29 @@ const SECOND_SUFFIX: &str = ".ckpt.1";
 const TEMP_PREFIX: &str = ".tmp-";
 /// Saves one commit may carry.
 const MAX_BATCH: usize = 256;
-/// The slot header: magic, then the save's sequence number (little endian).
-const SLOT_MAGIC: [u8; 8] = *b"FNSLOT01";
+/// The slot header: magic; a CRC32C binding the sequence number to the envelope's header
+/// (which holds the payload's own CRC), so that a new number over an old checkpoint (a
+/// save cut between its writes) is seen as torn; the save's sequence number. Little
+/// endian.
+const SLOT_MAGIC: [u8; 4] = *b"FNSL";
 const SLOT_HEADER_LEN: usize = 16;
+
+/// The slot header for sequence `seq` in front of `envelope`.
+fn slot_header(seq: u64, envelope: &[u8]) -> [u8; SLOT_HEADER_LEN] {
+    let mut h = [0u8; SLOT_HEADER_LEN];
+    h[..4].copy_from_slice(&SLOT_MAGIC);
+    h[4..8].copy_from_slice(&slot_crc(seq, envelope).to_le_bytes());
+    h[8..].copy_from_slice(&seq.to_le_bytes());
+    h
+}
+
+/// CRC32C of the envelope's header without its last four bytes, then of `seq`. The last
+/// four bytes are the header's own CRC: a CRC over a message followed by its CRC is the
+/// same for every message, so including them would bind nothing.
+fn slot_crc(seq: u64, envelope: &[u8]) -> u32 {
+    let head = &envelope[..envelope.len().min(format::HEADER_LEN - 4)];
+    crc32c::crc32c_append(crc32c::crc32c(head), &seq.to_le_bytes())
+}
 
 /// What the commit thread is asked to do.
 enum Op {
@@ -122,19 +142,22 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
 /// Splits a slot file into its sequence number and envelope, checking the envelope
 /// fully. A file without a slot header (an earlier version's) is sequence 0.
 fn read_slot(bytes: &bytes::Bytes) -> Result<(u64, Checkpoint), DecodeError> {
-    let (seq, envelope) = match bytes.strip_prefix(&SLOT_MAGIC) {
-        Some(rest) => {
-            let seq = rest
-                .get(..8)
-                .and_then(|s| <[u8; 8]>::try_from(s).ok())
-                .map(u64::from_le_bytes)
-                .ok_or(DecodeError::Truncated {
-                    have: bytes.len(),
-                    need: SLOT_HEADER_LEN,
-                })?;
-            (seq, bytes.slice(SLOT_HEADER_LEN..))
+    let (seq, envelope) = if bytes.starts_with(&SLOT_MAGIC) {
+        let header = bytes.get(..SLOT_HEADER_LEN).ok_or(DecodeError::Truncated {
+            have: bytes.len(),
+            need: SLOT_HEADER_LEN,
+        })?;
+        let word = |at: usize| {
+            u32::from_le_bytes([header[at], header[at + 1], header[at + 2], header[at + 3]])
+        };
+        let seq = u64::from(word(8)) | (u64::from(word(12)) << 32);
+        let envelope = bytes.slice(SLOT_HEADER_LEN..);
+        if word(4) != slot_crc(seq, &envelope) {
+            return Err(DecodeError::HeaderChecksum);
         }
-        None => (0, bytes.clone()),
+        (seq, envelope)
+    } else {
+        (0, bytes.clone())
     };
     // A slot overwritten by a shorter checkpoint keeps the older tail: the envelope's own
     // header says where it ends.
@@ -373,10 +396,7 @@ impl Committer {
                         .write(true)
                         .open(path_of(&self.dir, plan.id, plan.slot))?,
                 };
-                let mut header = [0u8; SLOT_HEADER_LEN];
-                header[..8].copy_from_slice(&SLOT_MAGIC);
-                header[8..].copy_from_slice(&plan.seq.to_le_bytes());
-                file.write_all(&header)?;
+                file.write_all(&slot_header(plan.seq, bytes))?;
                 file.write_all(bytes)?;
                 if writes.len() == 1 {
                     file.sync_data()?;

@@ -124,6 +124,17 @@ async fn concurrent_saves_share_commits() {
     }
 }
 
+/// A slot file's header as `DirStore` writes it: magic, CRC32C of the envelope's header
+/// (less its own CRC) and the sequence number, sequence number.
+fn slot_header(seq: u64, envelope: &[u8]) -> [u8; 16] {
+    let mut h = [0u8; 16];
+    h[..4].copy_from_slice(b"FNSL");
+    let crc = crc32c::crc32c_append(crc32c::crc32c(&envelope[..24]), &seq.to_le_bytes());
+    h[4..8].copy_from_slice(&crc.to_le_bytes());
+    h[8..].copy_from_slice(&seq.to_le_bytes());
+    h
+}
+
 fn with_state(n: u32, state: &str) -> Checkpoint {
     let mut c = checkpoint(n);
     c.state = Some(Bytes::from(state.to_owned()));
@@ -183,17 +194,15 @@ async fn a_torn_overwrite_leaves_the_previous_checkpoint() {
         store.save(&with_state(1, "v1")).await.unwrap(); // first slot
         store.save(&with_state(1, "v2")).await.unwrap(); // second slot
     }
-    // A crash in the middle of the next save, which overwrites the first slot: a newer
-    // sequence number, then only part of the checkpoint.
+    // A crash in the middle of the next save, which overwrites the first slot: its header
+    // (a newer sequence number) is written, and only half of the checkpoint.
     let first = dir.path().join(format!("{id}.ckpt"));
+    let old_first = std::fs::read(&first).unwrap();
     let v3 = fnhub_checkpoint::encode(&with_state(1, "v3")).unwrap();
-    let mut torn = b"FNSLOT01".to_vec();
-    torn.extend_from_slice(&3u64.to_le_bytes());
+    let mut torn = slot_header(3, &v3).to_vec();
     torn.extend_from_slice(&v3[..v3.len() / 2]);
-    let old_len = std::fs::metadata(&first).unwrap().len() as usize;
-    torn.resize(torn.len().max(old_len), 0);
+    torn.resize(torn.len().max(old_first.len()), 0);
     std::fs::write(&first, &torn).unwrap();
-
     let (store, report) = DirStore::open(dir.path()).unwrap();
     assert_eq!(report.checkpoints, 1);
     assert_eq!(report.interrupted_overwrites, 1);
@@ -202,6 +211,20 @@ async fn a_torn_overwrite_leaves_the_previous_checkpoint() {
         store.load(id).await.unwrap().unwrap().state,
         Some(Bytes::from_static(b"v2"))
     );
+    drop(store);
+
+    // Cut earlier still: the new header over the old checkpoint, whole and valid on its
+    // own. The header's checksum binds the number to what follows, so this is torn too.
+    let mut stale = slot_header(3, &v3).to_vec();
+    stale.extend_from_slice(&old_first[16..]);
+    std::fs::write(&first, &stale).unwrap();
+    let (store, report) = DirStore::open(dir.path()).unwrap();
+    assert_eq!(report.interrupted_overwrites, 1);
+    assert_eq!(
+        store.load(id).await.unwrap().unwrap().state,
+        Some(Bytes::from_static(b"v2"))
+    );
+
     // The next save goes to the torn slot, never over the good one.
     store.save(&with_state(1, "v4")).await.unwrap();
     drop(store);
