@@ -50,31 +50,17 @@ fn scratch() -> tempfile::TempDir {
     tempfile::tempdir_in(base).expect("tempdir")
 }
 
-/// The peer of a save + load: write, fdatasync, read back.
-fn raw_save_load(dir: &Path, bytes: &[u8]) {
-    let path = dir.join("raw.bin");
+/// The peer of a save + load: write the bytes to `name`, fdatasync, read back. With
+/// `truncate`, the file is truncated and rewritten, as a plain program would. Without it,
+/// the same bytes are overwritten in place (no block is allocated again): the cheapest
+/// durable write there is, and not crash-safe on its own (a torn write loses the old bytes
+/// too), so it is the floor that `DirStore`'s slots approach.
+fn raw_save_load(dir: &Path, name: &str, truncate: bool, bytes: &[u8]) {
+    let path = dir.join(name);
     let mut f = OpenOptions::new()
         .write(true)
         .create(true)
-        .truncate(true)
-        .open(&path)
-        .expect("open");
-    f.write_all(bytes).expect("write");
-    f.sync_data().expect("fdatasync");
-    let back = fs::read(&path).expect("read");
-    assert_eq!(back.len(), bytes.len());
-}
-
-/// The cheapest durable write there is: overwrite the same bytes of an existing file in
-/// place (no truncation, so no block is allocated again), fdatasync, read back. Not
-/// crash-safe on its own (a torn write loses the old bytes too); the floor `DirStore`'s
-/// slots approach.
-fn raw_overwrite_load(dir: &Path, bytes: &[u8]) {
-    let path = dir.join("inplace.bin");
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(false)
+        .truncate(truncate)
         .open(&path)
         .expect("open");
     f.write_all(bytes).expect("write");
@@ -122,10 +108,10 @@ fn bench(c: &mut Criterion) {
         })
     });
     g.bench_function("raw_write_fdatasync_read", |b| {
-        b.iter(|| raw_save_load(raw_dir.path(), &big_bytes))
+        b.iter(|| raw_save_load(raw_dir.path(), "raw.bin", true, &big_bytes))
     });
     g.bench_function("raw_overwrite_fdatasync_read", |b| {
-        b.iter(|| raw_overwrite_load(raw_dir.path(), &big_bytes))
+        b.iter(|| raw_save_load(raw_dir.path(), "inplace.bin", false, &big_bytes))
     });
     g.finish();
     fnhub_benches::print_ratio(

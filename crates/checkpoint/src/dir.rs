@@ -59,7 +59,7 @@ enum Op {
 }
 
 /// Where an execution's latest checkpoint is.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Slots {
     /// The slot holding the latest acknowledged save (0 or 1).
     current: usize,
@@ -69,7 +69,7 @@ struct Slots {
     exists: [bool; 2],
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Entry {
     Good(Slots),
     /// Neither slot holds a whole checkpoint: kept on disk, refused on load.
@@ -371,9 +371,8 @@ impl Committer {
             for (id, _) in writes {
                 let (slot, seq, exists) = match index.get(id) {
                     Some(Entry::Good(s)) => (1 - s.current, s.seq + 1, s.exists),
-                    // Whatever is there is unreadable: start over in the first slot.
-                    Some(Entry::Corrupt) => (0, 1, [false; 2]),
-                    None => (0, 1, [false; 2]),
+                    // New, or whatever is there is unreadable: the first slot, made afresh.
+                    _ => (0, 1, [false; 2]),
                 };
                 let fresh = (!exists[slot]).then(|| {
                     self.counter += 1;
@@ -516,40 +515,34 @@ impl CheckpointStore for DirStore {
         }
         let (dir, index) = (self.dir.clone(), self.index.clone());
         blocking(move || {
-            let mut seen = None;
-            // A save may overwrite the slot being read only after a later save moved the
-            // index on: then read again, from the slot it names now.
             for _ in 0..8 {
-                let slots = match index.read().get(&id).copied() {
+                let entry = index.read().get(&id).copied();
+                let slot = match entry {
                     None => return Ok(None),
-                    Some(Entry::Good(s)) => Some(s),
-                    Some(Entry::Corrupt) => None,
+                    Some(Entry::Good(s)) => s.current,
+                    Some(Entry::Corrupt) => 0,
                 };
-                let path = path_of(&dir, id, slots.map_or(0, |s| s.current));
-                let bytes = match fs::read(&path) {
-                    Ok(b) => b,
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                        if slots.is_some_and(|s| Some(s.seq) != seen) {
-                            seen = slots.map(|s| s.seq);
-                            continue;
-                        }
+                let read = fs::read(path_of(&dir, id, slot))
+                    .map_err(StoreError::Io)
+                    .and_then(|b| match read_slot(&b.into()) {
+                        Ok((_, c)) if c.execution_id == id => Ok(c),
+                        Ok(_) => Err(corrupt(
+                            id,
+                            DecodeError::Invalid("the file holds another execution"),
+                        )),
+                        Err(e) => Err(corrupt(id, e)),
+                    });
+                match read {
+                    Ok(c) => return Ok(Some(c)),
+                    // A save may overwrite the slot being read only after a later save
+                    // moved the index on, and a remove takes the file: read again, as
+                    // the index says now.
+                    Err(_) if index.read().get(&id).copied() != entry => continue,
+                    Err(StoreError::Io(e)) if e.kind() == io::ErrorKind::NotFound => {
                         return Ok(None);
                     }
-                    Err(e) => return Err(StoreError::Io(e)),
-                };
-                let error = match read_slot(&bytes.into()) {
-                    Ok((_, c)) if c.execution_id == id => return Ok(Some(c)),
-                    Ok(_) => DecodeError::Invalid("the file holds another execution"),
-                    Err(e) => e,
-                };
-                let now = match index.read().get(&id) {
-                    Some(Entry::Good(s)) => Some(s.seq),
-                    _ => None,
-                };
-                if slots.is_none() || now == slots.map(|s| s.seq) {
-                    return Err(corrupt(id, error));
+                    Err(e) => return Err(e),
                 }
-                seen = now;
             }
             Err(StoreError::Io(io::Error::other(
                 "the checkpoint kept changing while it was read",

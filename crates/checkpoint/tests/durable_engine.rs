@@ -44,14 +44,19 @@ fn engine(hub: &str) -> (Engine, Arc<MemoryStore>, Arc<Host>) {
     let host = Arc::new(Host {
         calls: AtomicU32::new(0),
     });
-    let e = Engine::new(
+    let e = engine_on(hub, store.clone(), host.clone());
+    (e, store, host)
+}
+
+/// An engine for `hub` on `store` and `host`, suspending waits predicted over 50 ms.
+fn engine_on(hub: &str, store: Arc<dyn CheckpointStore>, host: Arc<dyn DurableHost>) -> Engine {
+    Engine::new(
         hub,
-        store.clone(),
-        host.clone(),
+        store,
+        host,
         Arc::new(SystemClock),
         SuspendPolicy::with_threshold(Duration::from_millis(50)),
-    );
-    (e, store, host)
+    )
 }
 
 fn name(s: &str) -> FunctionName {
@@ -459,13 +464,7 @@ fn waking_pair() -> (Engine, Engine, Arc<WakingHost>, Arc<AtomicU32>) {
     let host = Arc::new(WakingHost::default());
     let steps = Arc::new(AtomicU32::new(0));
     let make = |hub: &str| {
-        let e = Engine::new(
-            hub,
-            store.clone(),
-            host.clone(),
-            Arc::new(SystemClock),
-            SuspendPolicy::with_threshold(Duration::from_millis(50)),
-        );
+        let e = engine_on(hub, store.clone(), host.clone());
         let steps = steps.clone();
         e.register(
             name("flow"),

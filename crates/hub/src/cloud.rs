@@ -310,8 +310,10 @@ impl CloudRuntime {
         streams(&js, &config).await?;
         register(&js, &name, &hub).await?;
         let counters = Arc::new(Counters::default());
+        let client = Arc::new(CloudClient::with_context(js.clone()).await?);
+        let results = client.results.clone();
         let children = Children {
-            client: Arc::new(CloudClient::with_context(js.clone()).await?),
+            client,
             node: name.clone(),
             counters: counters.clone(),
         };
@@ -336,6 +338,7 @@ impl CloudRuntime {
             name: name.clone(),
             hub,
             js,
+            results,
             counters: counters.clone(),
             progress_every: (config.ack_wait / 3).max(Duration::from_millis(10)),
         };
@@ -372,6 +375,8 @@ struct Node {
     name: String,
     hub: EdgeHub,
     js: jetstream::Context,
+    /// The results stream, looked up once.
+    results: jetstream::stream::Stream,
     counters: Arc<Counters>,
     progress_every: Duration,
 }
@@ -494,7 +499,7 @@ impl Node {
                 return;
             }
         };
-        if self.finished(id, parent, outcome).await
+        if publish_outcome(&self.js, &self.name, &self.counters, id, parent, &outcome).await
             && let Err(error) = message.ack().await
         {
             tracing::warn!(%error, "acknowledging work failed");
@@ -534,7 +539,7 @@ impl Node {
             })
             .await;
         let reply = match woken {
-            Ok(Woken::Ran { run, .. }) => {
+            Ok(Woken::Ran { run }) => {
                 self.counters.resumed.fetch_add(1, Ordering::Relaxed);
                 let done = match run {
                     // Its result went out before its checkpoint was removed.
@@ -597,15 +602,8 @@ impl Node {
                 publish_wake(&self.js, execution, at, headers, Bytes::new()).await
             }
             PendingDependency::Child(child) => {
-                let stream = match self.js.get_stream(RESULT_STREAM).await {
-                    Ok(s) => s,
-                    Err(error) => {
-                        tracing::warn!(%error, "cannot read results; the work will come again");
-                        return false;
-                    }
-                };
                 let subject = format!("fnhub.results.{child}");
-                match stream.get_last_raw_message_by_subject(&subject).await {
+                match self.results.get_last_raw_message_by_subject(&subject).await {
                     Ok(result) => {
                         let outcome = outcome_of(Some(&result.headers), &result.payload);
                         let (mut headers, payload) = outcome_headers(&outcome);
@@ -626,16 +624,6 @@ impl Node {
             }
             _ => true,
         }
-    }
-
-    /// Publishes the outcome of invocation `id` (see [`publish_outcome`]).
-    async fn finished(
-        &self,
-        id: InvocationId,
-        parent: Option<ExecutionId>,
-        outcome: Outcome,
-    ) -> bool {
-        publish_outcome(&self.js, &self.name, &self.counters, id, parent, &outcome).await
     }
 }
 
@@ -758,6 +746,8 @@ pub struct CloudResult {
 /// Submits invocations to the cloud runtime and reads their results.
 pub struct CloudClient {
     js: jetstream::Context,
+    /// The results stream, looked up once.
+    results: jetstream::stream::Stream,
     registry: jetstream::kv::Store,
     /// Functions found in the registry, so that each is looked up once.
     known: parking_lot::Mutex<HashSet<String>>,
@@ -783,8 +773,10 @@ impl CloudClient {
     /// A client on an existing JetStream context whose streams are set up.
     async fn with_context(js: jetstream::Context) -> Result<CloudClient, CloudError> {
         let registry = registry(&js).await?;
+        let results = js.get_stream(RESULT_STREAM).await.map_err(js_err)?;
         Ok(CloudClient {
             js,
+            results,
             registry,
             known: parking_lot::Mutex::new(HashSet::new()),
         })
@@ -793,8 +785,8 @@ impl CloudClient {
     /// Waits for the result of invocation `id`, however long ago it came (while the result
     /// stream keeps it, an hour).
     pub async fn result_of(&self, id: InvocationId) -> Result<CloudResult, CloudError> {
-        let stream = self.js.get_stream(RESULT_STREAM).await.map_err(js_err)?;
-        let consumer = stream
+        let consumer = self
+            .results
             .create_consumer(consumer::pull::OrderedConfig {
                 filter_subject: format!("fnhub.results.{id}"),
                 deliver_policy: consumer::DeliverPolicy::All,
@@ -870,8 +862,8 @@ impl CloudClient {
         &self,
         duplicates: Arc<AtomicU64>,
     ) -> Result<impl futures_util::Stream<Item = CloudResult> + use<>, CloudError> {
-        let stream = self.js.get_stream(RESULT_STREAM).await.map_err(js_err)?;
-        let consumer: consumer::PullConsumer = stream
+        let consumer: consumer::PullConsumer = self
+            .results
             .create_consumer(consumer::pull::Config {
                 deliver_policy: consumer::DeliverPolicy::All,
                 ack_policy: consumer::AckPolicy::None,

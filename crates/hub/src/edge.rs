@@ -770,42 +770,34 @@ impl EdgeHub {
     /// Runs an invocation built by the caller (trace context, deadline, priority,
     /// principal...) and waits for its completion, with its start kind and timings.
     pub async fn call(&self, invocation: Invocation) -> Result<Completion, SubmitError> {
-        if self
+        let ticket = self.admit(invocation, |s, i| s.try_submit(i))?;
+        Ok(ticket.await)
+    }
+
+    /// Admits an invocation from outside with `submit`, unless the hub is shutting down;
+    /// every refusal is counted.
+    fn admit<T>(
+        &self,
+        invocation: Invocation,
+        submit: impl FnOnce(&Scheduler, Invocation) -> Result<T, SubmitError>,
+    ) -> Result<T, SubmitError> {
+        let closing = self
             .inner
             .closing
-            .load(std::sync::atomic::Ordering::Acquire)
-        {
-            Stats::add(&self.inner.stats.counters.rejected, 1);
-            return Err(SubmitError::ShuttingDown(invocation));
-        }
-        let ticket = self
-            .inner
-            .scheduler
-            .try_submit(invocation)
-            .inspect_err(|_| {
-                Stats::add(&self.inner.stats.counters.rejected, 1);
-            })?;
-        Ok(ticket.await)
+            .load(std::sync::atomic::Ordering::Acquire);
+        let admitted = if closing {
+            Err(SubmitError::ShuttingDown(invocation))
+        } else {
+            submit(&self.inner.scheduler, invocation)
+        };
+        admitted.inspect_err(|_| Stats::add(&self.inner.stats.counters.rejected, 1))
     }
 
     /// Admits an invocation without waiting for it (Lambda's `Event` invocation type); its
     /// outcome goes where its function's outputs go. A refused admission hands the
     /// invocation back.
     pub fn submit(&self, invocation: Invocation) -> Result<fnhub_core::InvocationId, SubmitError> {
-        if self
-            .inner
-            .closing
-            .load(std::sync::atomic::Ordering::Acquire)
-        {
-            Stats::add(&self.inner.stats.counters.rejected, 1);
-            return Err(SubmitError::ShuttingDown(invocation));
-        }
-        self.inner
-            .scheduler
-            .try_submit_detached(invocation)
-            .inspect_err(|_| {
-                Stats::add(&self.inner.stats.counters.rejected, 1);
-            })
+        self.admit(invocation, |s, i| s.try_submit_detached(i))
     }
 
     /// Adds a flow at run time. Its function target must be deployed.

@@ -44,8 +44,6 @@ pub enum Woken {
     Ran {
         /// How the run ended.
         run: RunResult,
-        /// The context the execution was started with (its parent, trace, topic...).
-        context: Box<fnhub_core::InvocationContext>,
     },
     /// It is suspended on a later operation than the one woken (the wake is old): what it
     /// waits for now, at which position. A host may ask for that wake again.
@@ -439,9 +437,8 @@ impl Engine {
                 // Durable before the replay, so a crash now still knows the dependency
                 // arrived.
                 self.shared.store.save(&checkpoint).await?;
-                let context = Box::new(checkpoint.context.clone());
                 let run = self.drive(checkpoint, true).await?;
-                Ok(Woken::Ran { run, context })
+                Ok(Woken::Ran { run })
             }
             _ => Ok(Woken::Running),
         }
@@ -464,10 +461,9 @@ impl Engine {
         if self.is_running(execution) {
             return Ok(Woken::Running);
         }
-        let context = Box::new(checkpoint.context.clone());
         checkpoint.pending = None;
         let run = self.drive(checkpoint, true).await?;
-        Ok(Woken::Ran { run, context })
+        Ok(Woken::Ran { run })
     }
 
     fn is_running(&self, execution: ExecutionId) -> bool {
