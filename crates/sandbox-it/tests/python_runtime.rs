@@ -158,3 +158,39 @@ async fn the_runtime_api_answers_bad_requests_as_documented() {
         ])
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invocation_the_process_never_took_goes_to_the_next_process() {
+    let spec = FunctionSpec::new(
+        FunctionName::new("one-shot").unwrap(),
+        Runtime::Process {
+            command: vec![
+                "python3".into(),
+                fixtures().join("one_shot_runtime.py").display().to_string(),
+            ],
+            workdir: None,
+            handler: None,
+        },
+    )
+    .with_capabilities(open_profile(&[]));
+    let env = ProcessSandbox::new().prepare(&spec).await.unwrap();
+    let mut pids = Vec::new();
+    for n in 0..3 {
+        // Each call but the first is handed to a process that answered its one invocation
+        // and exits 300 ms later without asking for another.
+        let out = json(
+            &env.invoke(invocation(&spec, &format!(r#"{{"n":{n}}}"#)))
+                .await
+                .unwrap(),
+        );
+        assert_eq!(out["event"]["n"], n);
+        pids.push(out["pid"].as_u64().unwrap());
+    }
+    pids.dedup();
+    assert_eq!(
+        pids.len(),
+        3,
+        "each answer came from a new process: {pids:?}"
+    );
+    assert!(env.is_healthy());
+}

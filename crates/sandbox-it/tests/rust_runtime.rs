@@ -158,6 +158,17 @@ async fn failures_end_in_the_right_kind_and_the_next_invocation_is_healthy() {
             .unwrap(),
     );
     assert_eq!(out.as_str().unwrap().len(), 1000);
+    // The refused body was read to its end before the 413, so the client saw the answer
+    // (not a broken pipe, on which it exits) and its process stayed.
+    let after_big = pid(&json(
+        &env.invoke(invocation(&spec, r#"{"op":"echo"}"#))
+            .await
+            .unwrap(),
+    ));
+    assert_eq!(
+        after_big, after_crash,
+        "a refused response keeps the process"
+    );
     assert!(env.is_healthy());
     env.shutdown().await;
 }

@@ -19,11 +19,11 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::Arc;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use fnhub_core::{ErrorKind, FunctionError, Outcome};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderValue};
+use hyper::header::{CONTENT_TYPE, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use parking_lot::Mutex;
 use tokio::net::TcpListener;
@@ -37,6 +37,16 @@ const ERROR_TYPE_HEADER: &str = "lambda-runtime-function-error-type";
 /// The most bytes of an error report that are read; the rest is refused with `413`.
 const MAX_ERROR_BODY: usize = 1 << 20;
 
+/// How an invocation handed to the server ends.
+#[derive(Debug)]
+pub(crate) enum Answer {
+    /// The process took it and answered, or died while running it.
+    Outcome(Outcome),
+    /// The process went away before it asked for this invocation: it never saw it, so it
+    /// can be delivered to the next process without running twice.
+    Undelivered,
+}
+
 /// One invocation on its way to the process.
 pub(crate) struct Delivery {
     pub(crate) request_id: Arc<str>,
@@ -44,7 +54,7 @@ pub(crate) struct Delivery {
     pub(crate) deadline_ms: u64,
     pub(crate) trace_id: String,
     pub(crate) client_context: Option<String>,
-    pub(crate) reply: oneshot::Sender<Outcome>,
+    pub(crate) reply: oneshot::Sender<Answer>,
 }
 
 /// What the process said about its initialisation.
@@ -58,12 +68,32 @@ pub(crate) enum Phase {
     InitFailed(FunctionError),
 }
 
+/// The answers a process that went away still owed.
+pub(crate) struct Owed {
+    /// Invocations it had taken: they end with its exit.
+    pub(crate) running: Vec<oneshot::Sender<Answer>>,
+    /// Invocations waiting for it that it never asked for.
+    pub(crate) undelivered: Vec<oneshot::Sender<Answer>>,
+}
+
+impl Owed {
+    /// Ends what the process ran with `error`, and hands the rest back undelivered.
+    pub(crate) fn settle(self, error: &FunctionError) {
+        for reply in self.running {
+            let _ = reply.send(Answer::Outcome(Err(error.clone())));
+        }
+        for reply in self.undelivered {
+            let _ = reply.send(Answer::Undelivered);
+        }
+    }
+}
+
 /// State shared between the environment and the server.
 pub(crate) struct Api {
     /// The next invocation; the `/next` handler takes it.
     next_rx: tokio::sync::Mutex<mpsc::Receiver<Delivery>>,
     /// Invocations handed out and not yet answered, by request id.
-    inflight: Mutex<HashMap<Arc<str>, oneshot::Sender<Outcome>>>,
+    inflight: Mutex<HashMap<Arc<str>, oneshot::Sender<Answer>>>,
     /// The request id now running (or that ran last), for log lines.
     pub(crate) current: Mutex<Option<Arc<str>>>,
     phase: Mutex<Phase>,
@@ -122,20 +152,24 @@ impl Api {
     }
 
     /// Forgets the process that served so far: its connections are closed and the next
-    /// process starts from `Starting`. Returns the answers still owed, for what it was
-    /// running and what was waiting for it: the caller sends them once it has recorded the
-    /// exit, so a caller that sees the error finds the process gone.
-    pub(crate) async fn reset(&self) -> Vec<oneshot::Sender<Outcome>> {
+    /// process starts from `Starting`. Returns the answers still owed: for what it was
+    /// running, and for what was waiting for it and was never taken. The caller sends them
+    /// once it has recorded the exit, so a caller that sees the error finds the process gone.
+    pub(crate) async fn reset(&self) -> Owed {
         self.generation.send_modify(|g| *g += 1);
-        let mut owed: Vec<_> = self.inflight.lock().drain().map(|(_, r)| r).collect();
+        let running: Vec<_> = self.inflight.lock().drain().map(|(_, r)| r).collect();
         // The aborted `/next` handlers release the receiver once their tasks stop.
+        let mut undelivered = Vec::new();
         let mut rx = self.next_rx.lock().await;
         while let Ok(delivery) = rx.try_recv() {
-            owed.push(delivery.reply);
+            undelivered.push(delivery.reply);
         }
         *self.current.lock() = None;
         self.set_phase(Phase::Starting);
-        owed
+        Owed {
+            running,
+            undelivered,
+        }
     }
 
     /// Accepts connections on `listener` until the returned task is aborted.
@@ -345,7 +379,7 @@ impl Api {
         let reply = self.inflight.lock().remove(id);
         match reply {
             Some(reply) => {
-                let _ = reply.send(outcome);
+                let _ = reply.send(Answer::Outcome(outcome));
                 true
             }
             None => false,
@@ -366,18 +400,35 @@ enum BodyError {
 }
 
 async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Bytes, BodyError> {
-    let declared = req
-        .headers()
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
-        return Err(BodyError::TooLarge);
+    let mut body = req.into_body();
+    let mut collected = BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| BodyError::Read(e.to_string()))?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        if collected.len() + data.len() > limit {
+            // Read the rest before answering: a client still writing its body when the
+            // connection closes sees a broken pipe instead of the 413, and the Rust
+            // client ends its process on that.
+            drain(body, collected.len() + data.len()).await;
+            return Err(BodyError::TooLarge);
+        }
+        collected.extend_from_slice(&data);
     }
-    match Limited::new(req.into_body(), limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(error) if error.is::<http_body_util::LengthLimitError>() => Err(BodyError::TooLarge),
-        Err(error) => Err(BodyError::Read(error.to_string())),
+    Ok(collected.freeze())
+}
+
+/// The most bytes of a refused body that are read and thrown away; past them the
+/// connection is closed.
+const MAX_DRAIN: usize = 64 << 20;
+
+async fn drain(mut body: Incoming, mut read: usize) {
+    while read <= MAX_DRAIN {
+        match body.frame().await {
+            Some(Ok(frame)) => read += frame.data_ref().map_or(0, Bytes::len),
+            Some(Err(_)) | None => return,
+        }
     }
 }
 

@@ -13,9 +13,10 @@
 //! | --- | --- |
 //! | the client posts a response | `Ok(bytes)` |
 //! | the client posts an error | `Unhandled` with the client's `errorType`, message and stack trace (`OutOfMemory` for `MemoryError`) |
-//! | a response over the limit (6 MiB by default) | `Unhandled`, type `Function.ResponseSizeTooLarge`; the client gets `413` |
+//! | a response over the limit (6 MiB by default) | `Unhandled`, type `Function.ResponseSizeTooLarge`; the client gets `413` once its body is read (up to 64 MiB), and its process lives on |
 //! | the timeout or the deadline passes | `Timeout` / `DeadlineExceeded`; the process group is killed |
 //! | the process dies mid-invocation | `Crashed`, type `Runtime.ExitError`, with its exit status and last lines of stderr |
+//! | the process dies before it asks for the invocation | a new process gets it (once; a second such death is `Crashed`) |
 //! | the caller drops the invocation | the process group is killed |
 //! | the init phase fails | [`PrepareError::Init`] with the client's init error, or `Runtime.ExitError` |
 //!
@@ -69,7 +70,7 @@ use parking_lot::Mutex;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use self::api::{Api, Delivery, Phase};
+use self::api::{Answer, Api, Delivery, Phase};
 use self::spawn::{FsRules, NetNs, Plan, Rlimits};
 use crate::Enforcement;
 use crate::limit::Limit;
@@ -663,9 +664,7 @@ impl Inner {
             let _ = exited_tx.send(Some(Exit {
                 error: error.clone(),
             }));
-            for reply in owed {
-                let _ = reply.send(Err(error.clone()));
-            }
+            owed.settle(&error);
         });
         let mut running = Running {
             pid,
@@ -705,64 +704,85 @@ impl Inner {
 
     async fn invoke(self: &Arc<Self>, invocation: Invocation) -> Outcome {
         let limit = Limit::new(self.timeout, invocation.context.deadline, SystemTime::now())?;
+        // Set at the first delivery, so a cold start does not eat the function's time; a
+        // redelivery keeps it.
+        let mut deadline = None;
         let mut process = self.process.lock().await;
-        if let Some(running) = process.as_mut()
-            && running.killed.load(Ordering::Relaxed)
-        {
-            // An abandoned invocation killed it: let the exit be processed first, so that
-            // the reset it causes does not hit the next process.
-            running.wait().await;
-        }
-        if process.as_ref().is_none_or(Running::has_exited) {
-            *process = None;
-            *process = Some(self.start().await?);
-        }
-        let Some(running) = process.as_mut() else {
-            unreachable!("started above");
-        };
-        let (reply, answer) = oneshot::channel();
-        let deadline = SystemTime::now() + limit.limit;
-        let delivery = Delivery {
-            request_id: invocation.id.to_string().into(),
-            payload: invocation.payload,
-            deadline_ms: deadline
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as u64),
-            trace_id: xray_trace_id(&invocation.context.trace),
-            client_context: client_context(&invocation.context),
-            reply,
-        };
-        // Kills the process if this future is dropped before the answer arrives.
-        let guard = KillOnDrop(Some((running.pid, running.killed.clone())));
-        if self.deliver.send(delivery).await.is_err() {
-            guard.disarm();
-            return Err(FunctionError::new(
-                ErrorKind::Crashed,
-                "the environment is closed",
-            ));
-        }
-        let result = tokio::time::timeout(limit.limit, answer).await;
-        guard.disarm();
-        match result {
-            Ok(Ok(outcome)) => outcome,
-            // The process went away: the watcher answered with its exit, or dropped it.
-            Ok(Err(_)) => Err(running.wait().await.error),
-            Err(_) => {
-                running.kill();
+        // A process that dies idle never saw the invocation waiting for it: that one goes
+        // to the next process. Once only, so a process that keeps dying ends the call.
+        let mut redeliveries = 1;
+        loop {
+            if let Some(running) = process.as_mut()
+                && running.killed.load(Ordering::Relaxed)
+            {
+                // An abandoned invocation killed it: let the exit be processed first, so
+                // that the reset it causes does not hit the next process.
                 running.wait().await;
-                Err(if limit.by_deadline {
-                    limit.error()
-                } else {
-                    FunctionError::new(
-                        ErrorKind::Timeout,
-                        format!(
-                            "Task timed out after {:.2} seconds",
-                            limit.limit.as_secs_f64()
-                        ),
-                    )
-                    .with_type("Sandbox.Timedout")
-                })
             }
+            if process.as_ref().is_none_or(Running::has_exited) {
+                *process = None;
+                *process = Some(self.start().await?);
+            }
+            let Some(running) = process.as_mut() else {
+                unreachable!("started above");
+            };
+            let deadline = *deadline.get_or_insert_with(|| SystemTime::now() + limit.limit);
+            let (reply, answer) = oneshot::channel();
+            let delivery = Delivery {
+                request_id: invocation.id.to_string().into(),
+                payload: invocation.payload.clone(),
+                deadline_ms: deadline
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as u64),
+                trace_id: xray_trace_id(&invocation.context.trace),
+                client_context: client_context(&invocation.context),
+                reply,
+            };
+            // Kills the process if this future is dropped before the answer arrives.
+            let guard = KillOnDrop(Some((running.pid, running.killed.clone())));
+            if self.deliver.send(delivery).await.is_err() {
+                guard.disarm();
+                return Err(FunctionError::new(
+                    ErrorKind::Crashed,
+                    "the environment is closed",
+                ));
+            }
+            let left = deadline
+                .duration_since(SystemTime::now())
+                .unwrap_or_default();
+            let result = tokio::time::timeout(left, answer).await;
+            guard.disarm();
+            return match result {
+                Ok(Ok(Answer::Outcome(outcome))) => outcome,
+                Ok(Ok(Answer::Undelivered)) if redeliveries > 0 => {
+                    redeliveries -= 1;
+                    tracing::debug!(
+                        function = %self.function,
+                        invocation = %invocation.id,
+                        "the process ended before it took the invocation; starting another"
+                    );
+                    running.wait().await;
+                    continue;
+                }
+                // The process went away: the watcher answered with its exit, or dropped it.
+                Ok(Ok(Answer::Undelivered) | Err(_)) => Err(running.wait().await.error),
+                Err(_) => {
+                    running.kill();
+                    running.wait().await;
+                    Err(if limit.by_deadline {
+                        limit.error()
+                    } else {
+                        FunctionError::new(
+                            ErrorKind::Timeout,
+                            format!(
+                                "Task timed out after {:.2} seconds",
+                                limit.limit.as_secs_f64()
+                            ),
+                        )
+                        .with_type("Sandbox.Timedout")
+                    })
+                }
+            };
         }
     }
 }
