@@ -435,10 +435,12 @@ async fn under_sustained_load_low_priority_executions_wait_at_their_next_operati
 }
 
 /// A host that wakes executions itself (as a cloud runtime does): it records what it was
-/// asked to wake and leaves the children running on their own.
+/// asked to wake and leaves the children running on their own. Timers and children only,
+/// unless `everything`: events and load too.
 #[derive(Default)]
 struct WakingHost {
     asked: parking_lot::Mutex<Vec<PendingDependency>>,
+    everything: bool,
 }
 
 impl DurableHost for WakingHost {
@@ -451,10 +453,11 @@ impl DurableHost for WakingHost {
 
     fn wakes(&self, _execution: fnhub_core::ExecutionId, pending: &PendingDependency) -> bool {
         self.asked.lock().push(pending.clone());
-        matches!(
-            pending,
-            PendingDependency::Timer(_) | PendingDependency::Child(_)
-        )
+        self.everything
+            || matches!(
+                pending,
+                PendingDependency::Timer(_) | PendingDependency::Child(_)
+            )
     }
 }
 
@@ -669,4 +672,102 @@ async fn a_run_that_died_with_its_node_is_taken_over_from_its_journal() {
     );
     assert_eq!(second.load(Ordering::SeqCst), 1);
     assert!(matches!(b.take_over(id).await.unwrap(), Woken::Finished));
+}
+
+#[tokio::test]
+async fn a_host_wakes_events_and_load_on_another_engine() {
+    use fnhub_checkpoint::durable::{LoadPolicy, LoadTransition, Woken};
+    let store: Arc<dyn CheckpointStore> = Arc::new(MemoryStore::new());
+    let host = Arc::new(WakingHost {
+        everything: true,
+        ..WakingHost::default()
+    });
+    let (gate, ran) = (
+        Arc::new(tokio::sync::Semaphore::new(100)),
+        Arc::new(AtomicU32::new(0)),
+    );
+    let make = |hub: &str| {
+        let e = engine_on(hub, store.clone(), host.clone());
+        e.register(
+            name("batch"),
+            Version::FIRST,
+            two_steps(gate.clone(), ran.clone()),
+        );
+        e.register(
+            name("waiter"),
+            Version::FIRST,
+            durable_fn(|ctx: DurableContext, _input: Bytes| async move {
+                ctx.wait_for("paid", "orders/+/paid").await
+            }),
+        );
+        e
+    };
+    let (a, b) = (make("node-a"), make("node-b"));
+
+    // Engine A sheds at once; its low-priority run stops before its first step, and the
+    // host (not A) is asked to resume it.
+    let mut policy = LoadPolicy::default();
+    policy.window = Duration::ZERO;
+    a.set_load_policy(policy);
+    let t0 = std::time::Instant::now();
+    assert_eq!(a.check_load(&load(95), t0).await, LoadTransition::Shedding);
+    assert!(a.is_shedding() && !b.is_shedding());
+    let mut low = invocation("batch", "");
+    low.context.priority = fnhub_core::Priority::LOW;
+    let id: fnhub_core::ExecutionId = low.id.into();
+    let at = match a.start(low, Version::FIRST).await.unwrap() {
+        RunResult::Suspended {
+            waiting_for: PendingDependency::Load,
+            at,
+            ..
+        } => at,
+        other => panic!("expected a load suspension, got {other:?}"),
+    };
+    assert_eq!(at, 0);
+    assert_eq!(ran.load(Ordering::SeqCst), 0);
+    // When pressure drops, A has nothing of its own to resume: the host has it.
+    assert_eq!(
+        a.check_load(&load(0), t0 + Duration::from_secs(1)).await,
+        LoadTransition::Resumed(0)
+    );
+    // B runs it from where it stopped: the step it stopped before runs (it is not handed
+    // the wake's payload as its result).
+    match b
+        .wake(id, at, Ok(Bytes::from_static(b"ignored")))
+        .await
+        .unwrap()
+    {
+        Woken::Ran {
+            run: RunResult::Completed(outcome),
+        } => assert_eq!(outcome.unwrap(), "done"),
+        other => panic!("expected the run to finish, got {other:?}"),
+    }
+    assert_eq!(ran.load(Ordering::SeqCst), 2);
+
+    // An event wait: the host is asked, the engine keeps no waiting list of its own, and a
+    // wake with the event's payload finishes it on the other engine.
+    let inv = invocation("waiter", "");
+    let id: fnhub_core::ExecutionId = inv.id.into();
+    let at = match b.start(inv, Version::FIRST).await.unwrap() {
+        RunResult::Suspended {
+            waiting_for: PendingDependency::Event { filter },
+            at,
+            ..
+        } => {
+            assert_eq!(filter, "orders/+/paid");
+            at
+        }
+        other => panic!("expected an event suspension, got {other:?}"),
+    };
+    assert!(!b.is_waiting_for_events());
+    match a
+        .wake(id, at, Ok(Bytes::from_static(b"paid!")))
+        .await
+        .unwrap()
+    {
+        Woken::Ran {
+            run: RunResult::Completed(outcome),
+        } => assert_eq!(outcome.unwrap(), "paid!"),
+        other => panic!("expected the run to finish, got {other:?}"),
+    }
 }

@@ -48,14 +48,24 @@
 //!   ([`Engine::take_over`]), so completed steps are not run again.
 //! - While a node runs a piece of work, it tells JetStream it is in progress every third
 //!   of the ack wait, so a long run is not delivered to a second node while its node lives.
+//! - A [`wait_for`](fnhub_checkpoint::durable::DurableContext::wait_for) is recorded in
+//!   the KV bucket `FNHUB_WAITS` (execution → topic filter and journal position). Every
+//!   node follows that bucket with a watch, and matches against it the events published
+//!   on its hub ([`EdgeHub::publish`]) and those sent to the deployment
+//!   ([`CloudClient::publish`], taken by one node). A met wait becomes a wake carrying the
+//!   event's payload, with the wait's message id, so two events that meet one wait at
+//!   once wake it once; the wait is then removed. An event reaches the waits that the node
+//!   matching it has seen: those recorded before it, give or take the watch's delay of a
+//!   few milliseconds.
+//! - An execution shed under load (see
+//!   [`EdgeHubBuilder::load_policy`](crate::EdgeHubBuilder::load_policy)) becomes a wake at
+//!   once. A node that is itself shedding hands such a wake back (200 ms), so shed work
+//!   moves to the nodes with room.
 //!
 //! [`Engine::wake`]: fnhub_checkpoint::durable::Engine::wake
 //! [`Engine::take_over`]: fnhub_checkpoint::durable::Engine::take_over
-//!
-//! Not across nodes: [`wait_for`](fnhub_checkpoint::durable::DurableContext::wait_for)
-//! (an execution waits for events on the node where it suspended) and suspension on load.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -68,6 +78,7 @@ use fnhub_core::{
     ErrorKind, ExecutionId, FunctionError, FunctionRef, Invocation, InvocationId, Outcome,
     PendingDependency,
 };
+use fnhub_router::topic::{TopicFilter, TopicName};
 use futures_util::StreamExt;
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
@@ -84,6 +95,8 @@ const NODE: &str = "Fnhub-Node";
 const ERROR_KIND: &str = "Fnhub-Error-Kind";
 const ERROR_TYPE: &str = "Fnhub-Error-Type";
 const REGISTRY: &str = "FNHUB_FUNCTIONS";
+/// The invocation's priority (0–255), when it is not the default.
+const PRIORITY: &str = "Fnhub-Priority";
 /// The parent execution of a child invocation.
 const PARENT: &str = "Fnhub-Parent";
 /// A wake: the execution to wake...
@@ -92,6 +105,17 @@ const WAKE: &str = "Fnhub-Wake";
 const AT: &str = "Fnhub-At";
 /// ...and, for a timer, when it is due (Unix milliseconds).
 const NOT_BEFORE: &str = "Fnhub-Not-Before";
+/// The KV bucket of event waits: execution → `{"filter", "at"}`.
+const WAITS: &str = "FNHUB_WAITS";
+/// The topic of an event published through [`CloudClient::publish`].
+const TOPIC: &str = "Fnhub-Topic";
+/// Why a wake was sent, when it is not for a result: `load` for an execution shed
+/// under load.
+const CAUSE: &str = "Fnhub-Cause";
+/// The subject of events published through [`CloudClient::publish`].
+const EVENT_SUBJECT: &str = "fnhub.work.fnhub-event";
+/// How soon a node that is itself shedding hands back the wake of a shed execution.
+const SHED_RETRY: Duration = Duration::from_millis(200);
 /// How soon a wake that could not run (on a node without the function) comes again.
 const RETRY: Duration = Duration::from_secs(1);
 /// How soon an invocation that a full hub handed back comes again.
@@ -115,6 +139,9 @@ pub enum CloudError {
     /// The hub already serves another cloud runtime node.
     #[error("this hub already serves a cloud runtime node")]
     AlreadyAttached,
+    /// An event's topic is not a valid MQTT topic name.
+    #[error("invalid topic {0}")]
+    InvalidTopic(String),
 }
 
 /// A header of a NATS message, as text.
@@ -190,15 +217,16 @@ async fn streams(js: &jetstream::Context, config: &CloudConfig) -> Result<(), Cl
     Ok(())
 }
 
-async fn registry(js: &jetstream::Context) -> Result<jetstream::kv::Store, CloudError> {
-    if let Ok(kv) = js.get_key_value(REGISTRY).await {
+/// The KV bucket `name`, made when it is not there.
+async fn bucket(js: &jetstream::Context, name: &str) -> Result<jetstream::kv::Store, CloudError> {
+    if let Ok(kv) = js.get_key_value(name).await {
         return Ok(kv);
     }
     // The bucket's stream, made by hand: `create_key_value` first asks for the account's
     // info, which async-nats 0.51 cannot read from the nats-server 2.9 of these machines.
     js.get_or_create_stream(stream::Config {
-        name: format!("KV_{REGISTRY}"),
-        subjects: vec![format!("$KV.{REGISTRY}.>")],
+        name: format!("KV_{name}"),
+        subjects: vec![format!("$KV.{name}.>")],
         max_messages_per_subject: 1,
         discard: stream::DiscardPolicy::New,
         allow_rollup: true,
@@ -207,12 +235,12 @@ async fn registry(js: &jetstream::Context) -> Result<jetstream::kv::Store, Cloud
     })
     .await
     .map_err(js_err)?;
-    js.get_key_value(REGISTRY).await.map_err(js_err)
+    js.get_key_value(name).await.map_err(js_err)
 }
 
 /// Records in the registry that `node` runs every function `hub` has deployed.
 async fn register(js: &jetstream::Context, node: &str, hub: &EdgeHub) -> Result<(), CloudError> {
-    let kv = registry(js).await?;
+    let kv = bucket(js, REGISTRY).await?;
     let mut by_name: std::collections::BTreeMap<String, Vec<u32>> = Default::default();
     for spec in hub.deployed() {
         by_name
@@ -235,6 +263,145 @@ async fn register(js: &jetstream::Context, node: &str, hub: &EdgeHub) -> Result<
             .map_err(js_err)?;
     }
     Ok(())
+}
+
+/// One execution's wait for an event, as the bucket holds it.
+#[derive(Debug, Clone)]
+struct Wait {
+    filter: TopicFilter,
+    /// The journal position of the `wait_for`.
+    at: u32,
+    /// The entry's revision in the bucket: only that entry is deleted once it is met.
+    revision: u64,
+}
+
+/// The event waits of every node's durable executions, read from the bucket
+/// [`WAITS`] and kept current by a watch, so that an event is matched here without a round
+/// trip.
+#[derive(Clone, Default)]
+struct Waits(Arc<parking_lot::RwLock<HashMap<ExecutionId, Wait>>>);
+
+impl Waits {
+    /// Applies an entry of the bucket; an older revision than the one held is ignored.
+    fn apply(&self, key: &str, value: Option<&[u8]>, revision: u64) {
+        let Ok(execution) = key.parse::<ExecutionId>() else {
+            return;
+        };
+        let mut waits = self.0.write();
+        if waits.get(&execution).is_some_and(|w| w.revision > revision) {
+            return;
+        }
+        let parsed = value.and_then(|v| {
+            let v: serde_json::Value = serde_json::from_slice(v).ok()?;
+            Some(Wait {
+                filter: v.get("filter")?.as_str()?.parse().ok()?,
+                at: u32::try_from(v.get("at")?.as_u64()?).ok()?,
+                revision,
+            })
+        });
+        match parsed {
+            Some(wait) => {
+                waits.insert(execution, wait);
+            }
+            None => {
+                waits.remove(&execution);
+            }
+        }
+    }
+
+    /// The waits an event on `topic` meets.
+    fn matching(&self, topic: &TopicName) -> Vec<(ExecutionId, Wait)> {
+        self.0
+            .read()
+            .iter()
+            .filter(|(_, w)| w.filter.matches(topic))
+            .map(|(id, w)| (*id, w.clone()))
+            .collect()
+    }
+
+    /// Forgets a wait that was met (unless a newer one replaced it meanwhile).
+    fn forget(&self, execution: ExecutionId, revision: u64) {
+        let mut waits = self.0.write();
+        if waits
+            .get(&execution)
+            .is_some_and(|w| w.revision <= revision)
+        {
+            waits.remove(&execution);
+        }
+    }
+
+    /// Reads the whole bucket, then follows its changes until the task is aborted. The
+    /// watch starts first, so that nothing written while the bucket is read is missed.
+    async fn follow(&self, kv: jetstream::kv::Store) -> Result<JoinHandle<()>, CloudError> {
+        let mut watch = kv.watch_all().await.map_err(js_err)?;
+        let mut keys = kv.keys().await.map_err(js_err)?;
+        let mut listed = Vec::new();
+        while let Some(key) = keys.next().await {
+            listed.push(key.map_err(js_err)?);
+        }
+        for key in listed {
+            if let Some(entry) = kv.entry(key.as_str()).await.map_err(js_err)? {
+                let value =
+                    (entry.operation == jetstream::kv::Operation::Put).then_some(&entry.value[..]);
+                self.apply(&entry.key, value, entry.revision);
+            }
+        }
+        let waits = self.clone();
+        Ok(tokio::spawn(async move {
+            loop {
+                while let Some(entry) = watch.next().await {
+                    match entry {
+                        Ok(entry) => {
+                            let value = (entry.operation == jetstream::kv::Operation::Put)
+                                .then_some(&entry.value[..]);
+                            waits.apply(&entry.key, value, entry.revision);
+                        }
+                        Err(error) => tracing::warn!(%error, "watching event waits failed"),
+                    }
+                }
+                // The watch ended (the connection is being re-established): follow again
+                // from the start, which replays the bucket's current entries.
+                tokio::time::sleep(RETRY).await;
+                match kv.watch_with_history(">").await {
+                    Ok(w) => watch = w,
+                    Err(error) => tracing::warn!(%error, "cannot watch event waits"),
+                }
+            }
+        }))
+    }
+}
+
+/// Wakes every execution whose wait an event on `topic` meets, with the event's payload,
+/// and removes those waits. Two events that meet one wait at once wake it once (the wake's
+/// message id is the wait's). False if a wake was not stored.
+async fn wake_waiting(
+    js: &jetstream::Context,
+    kv: &jetstream::kv::Store,
+    waits: &Waits,
+    topic: &TopicName,
+    payload: &Bytes,
+) -> bool {
+    let mut all = true;
+    for (execution, wait) in waits.matching(topic) {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "Nats-Msg-Id",
+            format!("wake-{execution}-{}", wait.at).as_str(),
+        );
+        if !publish_wake(js, execution, wait.at, headers, payload.clone()).await {
+            all = false;
+            continue;
+        }
+        waits.forget(execution, wait.revision);
+        // A newer wait of the same execution (it was woken and waits again) stays.
+        if let Err(error) = kv
+            .delete_expect_revision(execution.to_string(), Some(wait.revision))
+            .await
+        {
+            tracing::debug!(%execution, %error, "a met wait was not removed (replaced or gone)");
+        }
+    }
+    all
 }
 
 /// What a node has done.
@@ -278,6 +445,8 @@ pub struct CloudRuntime {
     name: String,
     counters: Arc<Counters>,
     task: JoinHandle<()>,
+    /// Follows the event waits of the whole deployment.
+    watch: JoinHandle<()>,
 }
 
 impl std::fmt::Debug for CloudRuntime {
@@ -291,6 +460,7 @@ impl std::fmt::Debug for CloudRuntime {
 impl Drop for CloudRuntime {
     fn drop(&mut self) {
         self.task.abort();
+        self.watch.abort();
     }
 }
 
@@ -312,12 +482,18 @@ impl CloudRuntime {
         let counters = Arc::new(Counters::default());
         let client = Arc::new(CloudClient::with_context(js.clone()).await?);
         let results = client.results.clone();
-        let children = Children {
+        let waits_kv = bucket(&js, WAITS).await?;
+        let waits = Waits::default();
+        let watch = waits.follow(waits_kv.clone()).await?;
+        let attached = Attached {
             client,
             node: name.clone(),
             counters: counters.clone(),
+            waits: waits.clone(),
+            waits_kv: waits_kv.clone(),
         };
-        if !hub.attach_remote(Arc::new(children)) {
+        if !hub.attach_remote(Arc::new(attached)) {
+            watch.abort();
             return Err(CloudError::AlreadyAttached);
         }
         let work = js.get_stream(WORK_STREAM).await.map_err(js_err)?;
@@ -339,6 +515,8 @@ impl CloudRuntime {
             hub,
             js,
             results,
+            waits,
+            waits_kv,
             counters: counters.clone(),
             progress_every: (config.ack_wait / 3).max(Duration::from_millis(10)),
         };
@@ -347,6 +525,7 @@ impl CloudRuntime {
             name,
             counters,
             task,
+            watch,
         })
     }
 
@@ -377,6 +556,9 @@ struct Node {
     js: jetstream::Context,
     /// The results stream, looked up once.
     results: jetstream::stream::Stream,
+    /// The event waits of every node, and their bucket.
+    waits: Waits,
+    waits_kv: jetstream::kv::Store,
     counters: Arc<Counters>,
     progress_every: Duration,
 }
@@ -407,6 +589,8 @@ async fn work_loop(node: Node, mut messages: consumer::pull::Stream, in_flight: 
             let _permit = permit;
             if header(message.headers.as_ref(), WAKE).is_some() {
                 node.wake(message).await;
+            } else if header(message.headers.as_ref(), TOPIC).is_some() {
+                node.event(message).await;
             } else {
                 node.run(message).await;
             }
@@ -463,6 +647,9 @@ impl Node {
         let mut invocation = Invocation::new(function, message.payload.clone());
         invocation.id = id;
         invocation.context.parent = header(PARENT).and_then(|v| v.parse().ok());
+        if let Some(priority) = header(PRIORITY).and_then(|v| v.parse::<u8>().ok()) {
+            invocation.context.priority = fnhub_core::Priority(priority);
+        }
         let parent = invocation.context.parent;
         let called = self
             .in_progress(&message, self.hub.call_tracked(invocation))
@@ -516,6 +703,14 @@ impl Node {
             let _ = message.ack().await;
             return;
         };
+        // An execution shed under load goes to a node that is not shedding.
+        if header(CAUSE).as_deref() == Some("load") && self.hub.is_shedding() {
+            self.counters.handed_back.fetch_add(1, Ordering::Relaxed);
+            let _ = message
+                .ack_with(jetstream::AckKind::Nak(Some(SHED_RETRY)))
+                .await;
+            return;
+        }
         if let Some(due) = header(NOT_BEFORE).and_then(|v| v.parse::<u64>().ok()) {
             let now = unix_ms(std::time::SystemTime::now());
             if due > now {
@@ -586,8 +781,10 @@ impl Node {
     /// when it ends. A child wakes its parent from the node that runs it; but if the child
     /// finished before the parent's suspension was saved, that wake found the parent still
     /// running and was dropped, so the child's result, when it is already there, is sent
-    /// as a wake from here. Events and load wake the execution here. False if a wake could
-    /// not be published: then the work is not acknowledged and comes again.
+    /// as a wake from here. A wait for an event goes into the bucket of waits, which every
+    /// node matches its events against. An execution shed under load becomes a wake at
+    /// once, which nodes that are shedding hand back. False if a wake or wait could not be
+    /// stored: then the work is not acknowledged and comes again.
     async fn suspended(
         &self,
         execution: ExecutionId,
@@ -622,8 +819,50 @@ impl Node {
                     }
                 }
             }
+            PendingDependency::Event { filter } => {
+                let wait = serde_json::json!({ "filter": filter, "at": at }).to_string();
+                match self.waits_kv.put(execution.to_string(), wait.into()).await {
+                    Ok(_) => true,
+                    Err(error) => {
+                        tracing::warn!(%error, "cannot record an event wait; the work will come again");
+                        false
+                    }
+                }
+            }
+            // No message id: an execution may be shed at the same operation again.
+            PendingDependency::Load => {
+                let mut headers = HeaderMap::new();
+                headers.insert(CAUSE, "load");
+                publish_wake(&self.js, execution, at, headers, Bytes::new()).await
+            }
             _ => true,
         }
+    }
+
+    /// An event published through [`CloudClient::publish`]: wakes the executions waiting
+    /// for it.
+    async fn event(&self, message: jetstream::Message) {
+        let topic =
+            header(message.headers.as_ref(), TOPIC).and_then(|t| t.parse::<TopicName>().ok());
+        let Some(topic) = topic else {
+            tracing::warn!(subject = %message.subject, "event with an invalid topic dropped");
+            let _ = message.ack().await;
+            return;
+        };
+        let reply = if wake_waiting(
+            &self.js,
+            &self.waits_kv,
+            &self.waits,
+            &topic,
+            &message.payload,
+        )
+        .await
+        {
+            jetstream::AckKind::Ack
+        } else {
+            jetstream::AckKind::Nak(Some(RETRY))
+        };
+        let _ = message.ack_with(reply).await;
     }
 }
 
@@ -772,7 +1011,7 @@ impl CloudClient {
 
     /// A client on an existing JetStream context whose streams are set up.
     async fn with_context(js: jetstream::Context) -> Result<CloudClient, CloudError> {
-        let registry = registry(&js).await?;
+        let registry = bucket(&js, REGISTRY).await?;
         let results = js.get_stream(RESULT_STREAM).await.map_err(js_err)?;
         Ok(CloudClient {
             js,
@@ -807,6 +1046,26 @@ impl CloudClient {
         })
     }
 
+    /// Publishes an event to the deployment: every durable execution waiting for a topic
+    /// filter that `topic` matches (with
+    /// [`wait_for`](fnhub_checkpoint::durable::DurableContext::wait_for), on any node)
+    /// resumes with `payload`. Delivered at least once to some node; an execution waiting
+    /// when two events arrive resumes once, with one of them.
+    pub async fn publish(&self, topic: &str, payload: impl Into<Bytes>) -> Result<(), CloudError> {
+        if let Err(e) = topic.parse::<TopicName>() {
+            return Err(CloudError::InvalidTopic(format!("{topic:?}: {e}")));
+        }
+        let mut headers = HeaderMap::new();
+        headers.insert(TOPIC, topic);
+        self.js
+            .publish_with_headers(EVENT_SUBJECT, headers, payload.into())
+            .await
+            .map_err(js_err)?
+            .await
+            .map_err(js_err)?;
+        Ok(())
+    }
+
     /// The functions some node has registered, by name.
     pub async fn functions(&self) -> Result<Vec<String>, CloudError> {
         let mut keys = self.registry.keys().await.map_err(js_err)?;
@@ -818,9 +1077,10 @@ impl CloudClient {
         Ok(out)
     }
 
-    /// Submits an invocation; its id, which its result carries. Submitting the same
-    /// invocation again (same id) within the duplicate window stores it once. A function
-    /// no node has registered is refused ([`CloudError::UnknownFunction`]).
+    /// Submits an invocation; its id, which its result carries. Its priority and parent go
+    /// with it. Submitting the same invocation again (same id) within the duplicate window
+    /// stores it once. A function no node has registered is refused
+    /// ([`CloudError::UnknownFunction`]).
     pub async fn submit(&self, invocation: &Invocation) -> Result<InvocationId, CloudError> {
         let name = invocation.function.name.to_string();
         if !self.known.lock().contains(&name) {
@@ -842,6 +1102,9 @@ impl CloudClient {
         headers.insert(FUNCTION, invocation.function.to_string().as_str());
         if let Some(parent) = invocation.context.parent {
             headers.insert(PARENT, parent.to_string().as_str());
+        }
+        if invocation.context.priority != fnhub_core::Priority::default() {
+            headers.insert(PRIORITY, invocation.context.priority.0.to_string().as_str());
         }
         self.js
             .publish_with_headers(
@@ -894,15 +1157,39 @@ impl CloudClient {
     }
 }
 
-/// Runs a durable execution's children through the work stream, on any node; the parent
-/// waits for the child's result (or, suspended, is woken by the node that ran it).
-struct Children {
+/// What a node's hub sends to the cloud runtime: its durable executions' children (run
+/// through the work stream, on any node; the parent waits for the child's result or,
+/// suspended, is woken by the node that ran it), their outcomes, and its events (matched
+/// against the waits of every node).
+struct Attached {
     client: Arc<CloudClient>,
     node: String,
     counters: Arc<Counters>,
+    waits: Waits,
+    waits_kv: jetstream::kv::Store,
 }
 
-impl crate::durable::Remote for Children {
+impl crate::durable::Remote for Attached {
+    fn event(&self, event: &fnhub_core::Event) {
+        let Ok(topic) = event.topic.parse::<TopicName>() else {
+            return;
+        };
+        if self.waits.matching(&topic).is_empty() {
+            return;
+        }
+        let (js, kv, waits) = (
+            self.client.js.clone(),
+            self.waits_kv.clone(),
+            self.waits.clone(),
+        );
+        let payload = event.payload.clone();
+        tokio::spawn(async move {
+            if !wake_waiting(&js, &kv, &waits, &topic, &payload).await {
+                tracing::warn!(%topic, "an event could not wake every execution waiting for it");
+            }
+        });
+    }
+
     fn invoke(&self, child: Invocation) -> fnhub_core::BoxFuture<'static, Outcome> {
         let client = self.client.clone();
         Box::pin(async move {

@@ -22,6 +22,9 @@ pub(crate) trait Remote: Send + Sync + 'static {
 
     /// Delivers the outcome of a finished execution (see [`DurableHost::completed`]).
     fn completed(&self, finished: &Finished) -> BoxFuture<'static, Result<(), String>>;
+
+    /// An event published on this hub: executions waiting for it, on any node, are woken.
+    fn event(&self, event: &fnhub_core::Event);
 }
 
 /// How the first run of a tracked invocation of a durable function ended.
@@ -41,8 +44,8 @@ pub(crate) struct HubHost {
     pub(crate) hub: OnceLock<Weak<HubInner>>,
     /// Replays waiting for a worker, by the id of the invocation that will run them.
     pub(crate) resumes: Arc<Mutex<HashMap<InvocationId, BoxFuture<'static, ()>>>>,
-    /// Set when the hub serves a cloud runtime: children run there, and timers and
-    /// children are woken there, on whichever node.
+    /// Set when the hub serves a cloud runtime: children run there, and suspended
+    /// executions are woken there, on whichever node.
     pub(crate) remote: OnceLock<Arc<dyn Remote>>,
     /// Invocations whose caller wants to know whether their durable execution suspended
     /// (filled while they run; see [`HubHost::track`]).
@@ -138,14 +141,10 @@ impl DurableHost for HubHost {
         }
     }
 
-    /// Attached to a cloud runtime, timers and children are woken through it (on any node);
-    /// events and load still wake executions here.
-    fn wakes(&self, _execution: ExecutionId, pending: &PendingDependency) -> bool {
+    /// Attached to a cloud runtime, every suspended execution is woken through it, on any
+    /// node: timers, children, events, and executions shed under load.
+    fn wakes(&self, _execution: ExecutionId, _pending: &PendingDependency) -> bool {
         self.remote.get().is_some()
-            && matches!(
-                pending,
-                PendingDependency::Timer(_) | PendingDependency::Child(_)
-            )
     }
 
     fn completed(&self, finished: &Finished) -> BoxFuture<'static, Result<(), String>> {

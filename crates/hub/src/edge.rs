@@ -502,7 +502,10 @@ impl HubInner {
     /// An event from outside the hub.
     pub(crate) fn publish(&self, event: Event) -> Result<PublishReport, PublishError> {
         Stats::add(&self.stats.counters.events_in, 1);
-        if self.engine.is_waiting_for_events() {
+        if let Some(remote) = self.host.remote.get() {
+            // Waits are the cloud runtime's, shared by every node.
+            remote.event(&event);
+        } else if self.engine.is_waiting_for_events() {
             // Durable executions waiting for this topic resume (off this thread).
             let (engine, copy) = (self.engine.clone(), event.clone());
             tokio::spawn(async move { engine.deliver(&copy).await });
@@ -760,7 +763,13 @@ impl EdgeHub {
         self.inner.engine.take_over(execution).await
     }
 
-    /// Sends this hub's children to `remote` and lets it wake timers and children; false
+    /// Whether durable executions of low priority are being shed now, under load (see
+    /// [`EdgeHubBuilder::load_policy`]).
+    pub fn is_shedding(&self) -> bool {
+        self.inner.engine.is_shedding()
+    }
+
+    /// Sends this hub's children to `remote` and lets it wake suspended executions; false
     /// if the hub already has one.
     #[cfg_attr(not(feature = "nats"), allow(dead_code))]
     pub(crate) fn attach_remote(&self, remote: Arc<dyn crate::durable::Remote>) -> bool {

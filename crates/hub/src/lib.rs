@@ -93,7 +93,7 @@ pub use stats::{FunctionStats, HubStats, LatencySummary};
 #[cfg(feature = "mqtt")]
 pub use bridge::RemoteInvoke;
 pub use fnhub_checkpoint::durable::{
-    DurableContext, DurableFunction, EngineError, SuspendPolicy, durable_fn,
+    DurableContext, DurableFunction, EngineError, LoadPolicy, SuspendPolicy, durable_fn,
 };
 pub use fnhub_core::{
     Alias, AliasName, CapabilityProfile, Checkpoint, CheckpointStore, Clock, ErrorKind, Event,

@@ -334,3 +334,208 @@ async fn durable_executions_resume_on_another_node() {
     assert_eq!(shipped.load(Ordering::SeqCst), 5);
     assert_eq!(reserved.load(Ordering::SeqCst), 5);
 }
+
+/// A hub on the server's object store with a durable `pay`: a step that counts, then a
+/// wait for `orders/{input}/paid`, whose payload it returns.
+async fn payment_hub(url: &str, opened: Arc<AtomicU64>) -> EdgeHub {
+    use fnhub::libs::checkpoint::nats::NatsStore;
+    use fnhub::{DurableContext, durable_fn};
+    let js = async_nats::jetstream::new(async_nats::connect(url).await.unwrap());
+    let store = Arc::new(NatsStore::open(&js, "fnhub-test").await.unwrap());
+    EdgeHub::builder()
+        .checkpoint_store(store)
+        .durable(
+            FunctionSpec::in_process(FunctionName::new("pay").unwrap()),
+            durable_fn(move |ctx: DurableContext, input: Bytes| {
+                let opened = opened.clone();
+                async move {
+                    ctx.step("open", || async move {
+                        opened.fetch_add(1, Ordering::SeqCst);
+                        Ok(Bytes::new())
+                    })
+                    .await?;
+                    let order = String::from_utf8_lossy(&input).into_owned();
+                    let paid = ctx
+                        .wait_for("paid", &format!("orders/{order}/paid"))
+                        .await?;
+                    Ok(Bytes::from(format!(
+                        "order {order}: {}",
+                        String::from_utf8_lossy(&paid)
+                    )))
+                }
+            }),
+        )
+        .build()
+        .unwrap()
+}
+
+/// How many event waits the deployment holds.
+async fn waits(url: &str) -> usize {
+    let js = async_nats::jetstream::new(async_nats::connect(url).await.unwrap());
+    let kv = js.get_key_value("FNHUB_WAITS").await.unwrap();
+    kv.keys().await.unwrap().count().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_wake_executions_that_wait_for_them_on_any_node() {
+    let Some(server) = server() else { return };
+    let url = server.1.clone();
+    let config = CloudConfig::default().with_ack_wait(Duration::from_secs(3));
+    let opened = Arc::new(AtomicU64::new(0));
+
+    // Node A starts two payments; each waits for its event, and A goes away.
+    let hub_a = payment_hub(&url, opened.clone()).await;
+    let a = CloudRuntime::start(&url, "node-a", hub_a.clone(), config.clone())
+        .await
+        .unwrap();
+    let client = CloudClient::connect(&url, &config).await.unwrap();
+    let mut ids = Vec::new();
+    for order in ["1", "2"] {
+        let inv = Invocation::new("pay".parse().unwrap(), order);
+        client.submit(&inv).await.unwrap();
+        ids.push(inv.id);
+    }
+    until("node A to suspend both payments", || {
+        a.stats().suspended == 2
+    })
+    .await;
+    assert_eq!(waits(&url).await, 2);
+    drop(a);
+    drop(hub_a);
+
+    // Node B, started afterwards, learns the waits from the bucket.
+    let hub_b = payment_hub(&url, opened.clone()).await;
+    let b = CloudRuntime::start(&url, "node-b", hub_b.clone(), config.clone())
+        .await
+        .unwrap();
+    assert!(matches!(
+        client.publish("orders/+/paid", "wildcard").await,
+        Err(fnhub::cloud::CloudError::InvalidTopic(_))
+    ));
+    // An event nobody waits for wakes nobody; the next one, sent to the deployment, wakes
+    // order 1 (had the first woken it, its result would say so).
+    client.publish("orders/9/paid", "nobody").await.unwrap();
+    client.publish("orders/1/paid", "card").await.unwrap();
+    let result = tokio::time::timeout(Duration::from_secs(30), client.result_of(ids[0]))
+        .await
+        .expect("no result")
+        .unwrap();
+    assert_eq!(result.node, "node-b");
+    assert_eq!(
+        result.outcome.unwrap(),
+        Bytes::from_static(b"order 1: card")
+    );
+
+    // An event published on a node's hub wakes order 2 as well.
+    hub_b
+        .publish(fnhub::Event::new(
+            "orders/2/paid",
+            "cash",
+            fnhub::EventSource::Local,
+        ))
+        .unwrap();
+    let result = tokio::time::timeout(Duration::from_secs(30), client.result_of(ids[1]))
+        .await
+        .expect("no result")
+        .unwrap();
+    assert_eq!(
+        result.outcome.unwrap(),
+        Bytes::from_static(b"order 2: cash")
+    );
+
+    // Each step ran once; the met waits and the checkpoints are gone.
+    assert_eq!(opened.load(Ordering::SeqCst), 2);
+    // (The result goes out before the node counts the resume.)
+    until("node B to count both resumes", || b.stats().resumed == 2).await;
+    assert_eq!(waits(&url).await, 0);
+    assert!(hub_b.checkpoint_store().list().await.unwrap().is_empty());
+}
+
+/// A hub with a durable `batch` of two steps, the first counting, under `policy`, its
+/// checkpoints in the server's object store.
+async fn batch_hub(url: &str, policy: fnhub::LoadPolicy, ran: Arc<AtomicU64>) -> EdgeHub {
+    use fnhub::libs::checkpoint::nats::NatsStore;
+    use fnhub::{DurableContext, durable_fn};
+    let js = async_nats::jetstream::new(async_nats::connect(url).await.unwrap());
+    let store = Arc::new(NatsStore::open(&js, "fnhub-test").await.unwrap());
+    EdgeHub::builder()
+        .checkpoint_store(store)
+        .load_policy(policy)
+        .durable(
+            FunctionSpec::in_process(FunctionName::new("batch").unwrap()),
+            durable_fn(move |ctx: DurableContext, input: Bytes| {
+                let ran = ran.clone();
+                async move {
+                    ctx.step("one", || async move {
+                        ran.fetch_add(1, Ordering::SeqCst);
+                        Ok(Bytes::new())
+                    })
+                    .await?;
+                    ctx.step("two", || async move {
+                        Ok(Bytes::from(format!(
+                            "done {}",
+                            String::from_utf8_lossy(&input)
+                        )))
+                    })
+                    .await
+                }
+            }),
+        )
+        .build()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_sheds_load_hands_executions_to_one_that_does_not() {
+    let Some(server) = server() else { return };
+    let url = server.1.clone();
+    let config = CloudConfig::default();
+    let ran = Arc::new(AtomicU64::new(0));
+
+    // Node A sheds low-priority executions from the start (any pressure at all, at once).
+    let mut shedding = fnhub::LoadPolicy::default();
+    shedding.threshold = 0.0;
+    shedding.window = Duration::ZERO;
+    let hub_a = batch_hub(&url, shedding, ran.clone()).await;
+    until("node A to shed", || hub_a.is_shedding()).await;
+    let a = CloudRuntime::start(&url, "node-a", hub_a.clone(), config.clone())
+        .await
+        .unwrap();
+    let client = CloudClient::connect(&url, &config).await.unwrap();
+    let mut batches = BTreeMap::new();
+    for n in 0..3 {
+        let mut inv = Invocation::new("batch".parse().unwrap(), n.to_string());
+        inv.context.priority = fnhub::Priority::LOW;
+        client.submit(&inv).await.unwrap();
+        batches.insert(inv.id, format!("done {n}"));
+    }
+    // A stops each before its first step, and keeps handing their wakes back.
+    until(
+        "node A to shed the three batches and hand them back",
+        || {
+            let s = a.stats();
+            s.suspended == 3 && s.handed_back >= 3
+        },
+    )
+    .await;
+    assert_eq!(ran.load(Ordering::SeqCst), 0);
+
+    // Node B, under no pressure, runs them.
+    let hub_b = batch_hub(&url, fnhub::LoadPolicy::default(), ran.clone()).await;
+    let b = CloudRuntime::start(&url, "node-b", hub_b.clone(), config.clone())
+        .await
+        .unwrap();
+    for (id, want) in &batches {
+        let result = tokio::time::timeout(Duration::from_secs(30), client.result_of(*id))
+            .await
+            .expect("no result")
+            .unwrap();
+        assert_eq!(result.node, "node-b");
+        assert_eq!(result.outcome.unwrap(), Bytes::from(want.clone()));
+    }
+    assert_eq!(ran.load(Ordering::SeqCst), 3);
+    // (The result goes out before the node counts the resume.)
+    until("node B to count three resumes", || b.stats().resumed == 3).await;
+    assert_eq!(a.stats().resumed, 0, "{:?}", a.stats());
+    assert!(hub_b.checkpoint_store().list().await.unwrap().is_empty());
+}

@@ -411,7 +411,9 @@ impl Engine {
     }
 
     /// Wakes an execution whose operation at journal position `at` has its result: a timer
-    /// that fired, a child that finished. For hosts that wake executions themselves (see
+    /// that fired, a child that finished, an event that came (its payload is `result`).
+    /// An execution shed under load at `at` runs on from there, and `result` is not used.
+    /// For hosts that wake executions themselves (see
     /// [`DurableHost::wakes`]); any engine that shares the checkpoint store and has the
     /// function registered can be the one called. Only an execution suspended at `at`
     /// runs; calling it twice for one operation runs the replay once.
@@ -431,9 +433,13 @@ impl Engine {
                 waiting_for,
                 at: recorded as u32,
             }),
-            Some(_) if recorded == at as usize && !self.is_running(execution) => {
+            Some(pending) if recorded == at as usize && !self.is_running(execution) => {
                 checkpoint.pending = None;
-                checkpoint.resolution = Some(result);
+                // Shed under load, it stopped before an operation that has not run: it
+                // runs now. Anything else hands the operation its result.
+                if pending != PendingDependency::Load {
+                    checkpoint.resolution = Some(result);
+                }
                 // Durable before the replay, so a crash now still knows the dependency
                 // arrived.
                 self.shared.store.save(&checkpoint).await?;
@@ -600,6 +606,13 @@ impl Engine {
             .ok_or(EngineError::UnknownExecution(id))?;
         checkpoint.pending = None;
         self.drive(checkpoint, true).await
+    }
+
+    /// Whether the load policy is shedding low-priority executions now.
+    pub fn is_shedding(&self) -> bool {
+        self.shared
+            .shedding
+            .load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Whether some execution waits for an event (so events are worth delivering).
