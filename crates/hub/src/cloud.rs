@@ -777,66 +777,22 @@ impl Node {
         }
     }
 
-    /// After a run suspended (or a wake found it suspended): a sleep becomes a wake due
-    /// when it ends. A child wakes its parent from the node that runs it; but if the child
-    /// finished before the parent's suspension was saved, that wake found the parent still
-    /// running and was dropped, so the child's result, when it is already there, is sent
-    /// as a wake from here. A wait for an event goes into the bucket of waits, which every
-    /// node matches its events against. An execution shed under load becomes a wake at
-    /// once, which nodes that are shedding hand back. False if a wake or wait could not be
-    /// stored: then the work is not acknowledged and comes again.
+    /// After a run suspended (or a wake found it suspended): see [`record_suspension`].
     async fn suspended(
         &self,
         execution: ExecutionId,
         pending: &PendingDependency,
         at: u32,
     ) -> bool {
-        match pending {
-            PendingDependency::Timer(due) => {
-                let mut headers = HeaderMap::new();
-                headers.insert("Nats-Msg-Id", format!("wake-{execution}-{at}").as_str());
-                headers.insert(NOT_BEFORE, unix_ms(*due).to_string().as_str());
-                publish_wake(&self.js, execution, at, headers, Bytes::new()).await
-            }
-            PendingDependency::Child(child) => {
-                let subject = format!("fnhub.results.{child}");
-                match self.results.get_last_raw_message_by_subject(&subject).await {
-                    Ok(result) => {
-                        let outcome = outcome_of(Some(&result.headers), &result.payload);
-                        let (mut headers, payload) = outcome_headers(&outcome);
-                        headers.insert("Nats-Msg-Id", format!("wake-{execution}-{at}-late").as_str());
-                        publish_wake(&self.js, execution, at, headers, payload).await
-                    }
-                    Err(e)
-                        if e.kind()
-                            == async_nats::jetstream::stream::LastRawMessageErrorKind::NoMessageFound =>
-                    {
-                        true
-                    }
-                    Err(error) => {
-                        tracing::warn!(%error, "cannot read a child's result; the work will come again");
-                        false
-                    }
-                }
-            }
-            PendingDependency::Event { filter } => {
-                let wait = serde_json::json!({ "filter": filter, "at": at }).to_string();
-                match self.waits_kv.put(execution.to_string(), wait.into()).await {
-                    Ok(_) => true,
-                    Err(error) => {
-                        tracing::warn!(%error, "cannot record an event wait; the work will come again");
-                        false
-                    }
-                }
-            }
-            // No message id: an execution may be shed at the same operation again.
-            PendingDependency::Load => {
-                let mut headers = HeaderMap::new();
-                headers.insert(CAUSE, "load");
-                publish_wake(&self.js, execution, at, headers, Bytes::new()).await
-            }
-            _ => true,
-        }
+        record_suspension(
+            &self.js,
+            &self.results,
+            &self.waits_kv,
+            execution,
+            pending,
+            at,
+        )
+        .await
     }
 
     /// An event published through [`CloudClient::publish`]: wakes the executions waiting
@@ -863,6 +819,71 @@ impl Node {
             jetstream::AckKind::Nak(Some(RETRY))
         };
         let _ = message.ack_with(reply).await;
+    }
+}
+
+/// After a run suspended (or a wake found it suspended): a sleep becomes a wake due
+/// when it ends. A child wakes its parent from the node that runs it; but if the child
+/// finished before the parent's suspension was saved, that wake found the parent still
+/// running and was dropped, so the child's result, when it is already there, is sent
+/// as a wake from here. A wait for an event goes into the bucket of waits, which every
+/// node matches its events against. An execution shed under load becomes a wake at
+/// once, which nodes that are shedding hand back. False if a wake or wait could not be
+/// stored: then the work is not acknowledged and comes again (or, for an execution started
+/// on the hub itself, it is tried again).
+async fn record_suspension(
+    js: &jetstream::Context,
+    results: &jetstream::stream::Stream,
+    waits_kv: &jetstream::kv::Store,
+    execution: ExecutionId,
+    pending: &PendingDependency,
+    at: u32,
+) -> bool {
+    match pending {
+        PendingDependency::Timer(due) => {
+            let mut headers = HeaderMap::new();
+            headers.insert("Nats-Msg-Id", format!("wake-{execution}-{at}").as_str());
+            headers.insert(NOT_BEFORE, unix_ms(*due).to_string().as_str());
+            publish_wake(js, execution, at, headers, Bytes::new()).await
+        }
+        PendingDependency::Child(child) => {
+            let subject = format!("fnhub.results.{child}");
+            match results.get_last_raw_message_by_subject(&subject).await {
+                Ok(result) => {
+                    let outcome = outcome_of(Some(&result.headers), &result.payload);
+                    let (mut headers, payload) = outcome_headers(&outcome);
+                    headers.insert("Nats-Msg-Id", format!("wake-{execution}-{at}-late").as_str());
+                    publish_wake(js, execution, at, headers, payload).await
+                }
+                Err(e)
+                    if e.kind()
+                        == async_nats::jetstream::stream::LastRawMessageErrorKind::NoMessageFound =>
+                {
+                    true
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "cannot read a child's result; the work will come again");
+                    false
+                }
+            }
+        }
+        PendingDependency::Event { filter } => {
+            let wait = serde_json::json!({ "filter": filter, "at": at }).to_string();
+            match waits_kv.put(execution.to_string(), wait.into()).await {
+                Ok(_) => true,
+                Err(error) => {
+                    tracing::warn!(%error, "cannot record an event wait; the work will come again");
+                    false
+                }
+            }
+        }
+        // No message id: an execution may be shed at the same operation again.
+        PendingDependency::Load => {
+            let mut headers = HeaderMap::new();
+            headers.insert(CAUSE, "load");
+            publish_wake(js, execution, at, headers, Bytes::new()).await
+        }
+        _ => true,
     }
 }
 
@@ -1170,6 +1191,20 @@ struct Attached {
 }
 
 impl crate::durable::Remote for Attached {
+    /// No work message will come again if this fails: it is tried until it is stored.
+    fn suspended(&self, execution: ExecutionId, pending: PendingDependency, at: u32) {
+        let (client, kv) = (self.client.clone(), self.waits_kv.clone());
+        tokio::spawn(async move {
+            let mut delay = Duration::from_millis(100);
+            while !record_suspension(&client.js, &client.results, &kv, execution, &pending, at)
+                .await
+            {
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(10));
+            }
+        });
+    }
+
     fn event(&self, event: &fnhub_core::Event) {
         let Ok(topic) = event.topic.parse::<TopicName>() else {
             return;

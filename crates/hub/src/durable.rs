@@ -25,6 +25,10 @@ pub(crate) trait Remote: Send + Sync + 'static {
 
     /// An event published on this hub: executions waiting for it, on any node, are woken.
     fn event(&self, event: &fnhub_core::Event);
+
+    /// A durable execution started on this hub (not through the remote) suspended at
+    /// journal position `at`, waiting for `pending`: the remote sees that it is woken.
+    fn suspended(&self, execution: ExecutionId, pending: PendingDependency, at: u32);
 }
 
 /// How the first run of a tracked invocation of a durable function ended.
@@ -75,10 +79,17 @@ impl HubHost {
         self.tracked.lock().remove(&id).flatten()
     }
 
-    /// Records how the first run of invocation `id` ended, if someone listens.
+    /// Records how the first run of invocation `id` ended, if someone listens. A
+    /// suspension nobody listens for (a durable function invoked on the hub itself, not
+    /// through its cloud runtime node) goes to the cloud runtime, if the hub serves one,
+    /// to be woken there.
     pub(crate) fn ended(&self, id: InvocationId, end: DurableEnd) {
         if let Some(slot) = self.tracked.lock().get_mut(&id) {
             *slot = Some(end);
+            return;
+        }
+        if let (DurableEnd::Suspended(pending, at), Some(remote)) = (end, self.remote.get()) {
+            remote.suspended(id.into(), pending, at);
         }
     }
 

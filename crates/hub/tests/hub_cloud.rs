@@ -443,10 +443,35 @@ async fn events_wake_executions_that_wait_for_them_on_any_node() {
         Bytes::from_static(b"order 2: cash")
     );
 
+    // A payment started on node B's hub itself (not through the work stream) has its wait
+    // recorded too, and an event sent to the deployment finishes it; its result goes to
+    // the results stream like the others.
+    let local = Invocation::new("pay".parse().unwrap(), "3");
+    let completion = hub_b.call(local.clone()).await.unwrap();
+    assert_eq!(completion.outcome.unwrap(), Bytes::new(), "it suspended");
+    let mut recorded = 0;
+    for _ in 0..100 {
+        recorded = waits(&url).await;
+        if recorded == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(recorded, 1, "the local wait is recorded");
+    client.publish("orders/3/paid", "voucher").await.unwrap();
+    let result = tokio::time::timeout(Duration::from_secs(30), client.result_of(local.id))
+        .await
+        .expect("no result")
+        .unwrap();
+    assert_eq!(
+        result.outcome.unwrap(),
+        Bytes::from_static(b"order 3: voucher")
+    );
+
     // Each step ran once; the met waits and the checkpoints are gone.
-    assert_eq!(opened.load(Ordering::SeqCst), 2);
+    assert_eq!(opened.load(Ordering::SeqCst), 3);
     // (The result goes out before the node counts the resume.)
-    until("node B to count both resumes", || b.stats().resumed == 2).await;
+    until("node B to count the resumes", || b.stats().resumed == 3).await;
     assert_eq!(waits(&url).await, 0);
     assert!(hub_b.checkpoint_store().list().await.unwrap().is_empty());
 }
