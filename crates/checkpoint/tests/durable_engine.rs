@@ -771,3 +771,39 @@ async fn a_host_wakes_events_and_load_on_another_engine() {
         other => panic!("expected the run to finish, got {other:?}"),
     }
 }
+
+#[tokio::test]
+async fn a_run_whose_future_is_dropped_can_be_taken_over() {
+    use fnhub_checkpoint::durable::Woken;
+    let (engine, _, _) = engine("hub-a");
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let ran = Arc::new(AtomicU32::new(0));
+    engine.register(
+        name("batch"),
+        Version::FIRST,
+        two_steps(gate.clone(), ran.clone()),
+    );
+    let inv = invocation("batch", "");
+    let id: fnhub_core::ExecutionId = inv.id.into();
+    // The run is cut in its pause, as a hub cuts an invocation at its timeout.
+    let cut = tokio::time::timeout(
+        Duration::from_millis(100),
+        engine.start(inv, Version::FIRST),
+    )
+    .await;
+    assert!(cut.is_err(), "the run should still be in its pause");
+    assert_eq!(ran.load(Ordering::SeqCst), 1);
+    // It no longer counts as running: it continues from its journal.
+    gate.add_permits(1);
+    match engine.take_over(id).await.unwrap() {
+        Woken::Ran {
+            run: RunResult::Completed(outcome),
+        } => assert_eq!(outcome.unwrap(), "done"),
+        other => panic!("expected the run to be taken over, got {other:?}"),
+    }
+    assert_eq!(
+        ran.load(Ordering::SeqCst),
+        2,
+        "the first step is not run again"
+    );
+}

@@ -56,7 +56,11 @@ pub(crate) struct HubHost {
     tracked: Mutex<HashMap<InvocationId, Option<DurableEnd>>>,
 }
 
-/// The function whose invocations run resumed durable executions on the hub's workers.
+/// The function whose invocations run resumed durable executions on the hub's workers. Its
+/// timeout is the longest of the hub's durable functions' timeouts, so a replay may run as
+/// long as its function may. A run cut short (by that timeout, or by a dropped call) keeps
+/// its checkpoint and no longer counts as running: it can be taken over or recovered from
+/// its journal.
 pub const RESUME_FUNCTION: &str = "fnhub-resume";
 
 impl HubHost {

@@ -324,8 +324,17 @@ impl EdgeHubBuilder {
         let mut functions = self.functions;
         let has_durables = !self.durables.is_empty();
         if has_durables {
-            // Resumed executions run as invocations of this function.
+            // Resumed executions run as invocations of this function. A replay may last as
+            // long as the longest durable function may run.
+            let longest = self
+                .durables
+                .iter()
+                .map(|(spec, _)| spec.resources.timeout)
+                .max()
+                .unwrap_or_default();
             let (spec, handler) = host.resume_function();
+            let timeout = longest.max(spec.resources.timeout);
+            let spec = spec.with_timeout(timeout);
             in_process.register(crate::durable::RESUME_FUNCTION, handler);
             functions.push(spec);
         }

@@ -196,3 +196,56 @@ async fn resumed_execution_queues(wake: Wake) {
     hub.shutdown().await;
     assert_eq!(hub.stats().functions[fnhub::RESUME_FUNCTION].invocations, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_may_run_as_long_as_its_function_may() {
+    use std::time::Duration;
+    // A durable function with a 10 s timeout whose replay (after a suspending sleep) takes
+    // 3.5 s: longer than the 3 s default timeout of an invocation.
+    let hub = EdgeHub::builder()
+        .suspend_policy(fnhub::SuspendPolicy::with_threshold(Duration::from_millis(
+            50,
+        )))
+        .durable(
+            FunctionSpec::in_process(FunctionName::new("slow").unwrap())
+                .with_timeout(Duration::from_secs(10)),
+            durable_fn(|ctx: DurableContext, _input: Bytes| async move {
+                ctx.sleep("nap", Duration::from_millis(200)).await?;
+                ctx.step("long", || async {
+                    tokio::time::sleep(Duration::from_millis(3500)).await;
+                    Ok(Bytes::from_static(b"finished"))
+                })
+                .await
+            }),
+        )
+        .build()
+        .unwrap();
+    let invocation = fnhub::Invocation::new("slow".parse().unwrap(), "");
+    let id: ExecutionId = invocation.id.into();
+    let reply = hub.call(invocation).await.unwrap().outcome.unwrap();
+    assert!(reply.is_empty(), "the start suspends");
+    let outcome = tokio::time::timeout(Duration::from_secs(30), hub.durable_outcome(id))
+        .await
+        .expect("the replay never finished")
+        .unwrap();
+    assert_eq!(&outcome.unwrap()[..], b"finished");
+    // (The outcome is delivered before the resume invocation itself completes.)
+    let until = std::time::Instant::now() + Duration::from_secs(10);
+    while hub
+        .stats()
+        .functions
+        .get(fnhub::RESUME_FUNCTION)
+        .is_none_or(|f| f.invocations == 0)
+    {
+        assert!(
+            std::time::Instant::now() < until,
+            "the resume never completed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let resume = hub.stats().functions[fnhub::RESUME_FUNCTION].clone();
+    assert_eq!(
+        resume.ok, resume.invocations,
+        "the resume invocation did not time out"
+    );
+}

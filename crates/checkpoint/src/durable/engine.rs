@@ -277,6 +277,18 @@ impl Shared {
     }
 }
 
+/// Removes an execution from the running set when its run ends, however it ends.
+struct RunningGuard<'a> {
+    shared: &'a Shared,
+    id: ExecutionId,
+}
+
+impl Drop for RunningGuard<'_> {
+    fn drop(&mut self) {
+        self.shared.running.lock().remove(&self.id);
+    }
+}
+
 /// Runs durable functions: journals their operations in a [`CheckpointStore`], suspends
 /// them when they would block long (their worker is freed), and resumes them by replay when
 /// what they wait for arrives — here, or on another hub after [`Engine::export`] and
@@ -707,6 +719,12 @@ impl Engine {
         if !self.shared.running.lock().insert(id) {
             return Err(EngineError::NotSuspended(id));
         }
+        // A run whose future is dropped (its invocation timed out or was cancelled) stops
+        // counting as running, so that it can be taken over or recovered from its journal.
+        let running = RunningGuard {
+            shared: &self.shared,
+            id,
+        };
         let restored = !checkpoint.journal.is_empty() || checkpoint.resolution.is_some();
         let input = checkpoint.input.clone();
         let context = checkpoint.context.clone();
@@ -726,7 +744,7 @@ impl Engine {
             },
             outcome = run => Ok(Ok(outcome)),
         };
-        self.shared.running.lock().remove(&id);
+        drop(running);
         match ended? {
             Ok(outcome) => {
                 let finished = Finished {
