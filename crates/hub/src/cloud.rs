@@ -17,7 +17,9 @@
 //!
 //! - A node whose hub does not admit an invocation (its queue is full, or it is shutting
 //!   down) hands it back to JetStream with a short delay (a NAK), so that it comes again,
-//!   here or on another node, rather than ending in an error.
+//!   here or on another node, rather than ending in an error. The replay a wake starts
+//!   (below) is admitted the same way: it runs on one of the hub's workers, as an
+//!   invocation of [`RESUME_FUNCTION`](crate::RESUME_FUNCTION), so the hub's load counts it.
 //!
 //! - The function registry is the KV bucket `FNHUB_FUNCTIONS`: each node records the
 //!   functions its hub has deployed (name → versions and the nodes that run it) when it
@@ -721,18 +723,29 @@ impl Node {
             }
         }
         let result = outcome_of(message.headers.as_ref(), &message.payload);
+        // Delivered again after the ack wait: the node that took it died, maybe in the
+        // middle of the run it started. A run found going is then continued.
+        let take_over = deliveries(&message) > 1;
         let woken = self
-            .in_progress(&message, async {
-                match self.hub.wake(execution, at, result).await {
-                    // Delivered again after the ack wait: the node that took it died, maybe
-                    // in the middle of the run it started. Continue that run.
-                    Ok(Woken::Running) if deliveries(&message) > 1 => {
-                        self.hub.take_over(execution).await
-                    }
-                    other => other,
-                }
-            })
+            .in_progress(&message, self.hub.wake(execution, at, result, take_over))
             .await;
+        let woken = match woken {
+            Ok(woken) => woken,
+            // A hub without durable functions: another node may have them.
+            Err(crate::SubmitError::UnknownFunction(_)) => {
+                Err(fnhub_checkpoint::durable::EngineError::Interrupted(
+                    "this node runs no durable functions".into(),
+                ))
+            }
+            // Full (or closing): handed back, for this node a little later or another.
+            Err(_) => {
+                self.counters.handed_back.fetch_add(1, Ordering::Relaxed);
+                let _ = message
+                    .ack_with(jetstream::AckKind::Nak(Some(HAND_BACK)))
+                    .await;
+                return;
+            }
+        };
         let reply = match woken {
             Ok(Woken::Ran { run }) => {
                 self.counters.resumed.fetch_add(1, Ordering::Relaxed);

@@ -751,25 +751,53 @@ impl EdgeHub {
     }
 
     /// Wakes a durable execution whose operation at journal position `at` has its result
-    /// (see [`Engine::wake`]).
+    /// (see [`Engine::wake`]); with `take_over`, one found running (its node died) is
+    /// continued from its journal (see [`Engine::take_over`]). The replay runs on one of
+    /// the hub's workers, as an invocation of [`RESUME_FUNCTION`], so that admission and
+    /// load see it; `Err` hands back what the hub did not admit.
+    ///
+    /// [`RESUME_FUNCTION`]: crate::RESUME_FUNCTION
     #[cfg_attr(not(feature = "nats"), allow(dead_code))]
     pub(crate) async fn wake(
         &self,
         execution: ExecutionId,
         at: u32,
         result: Outcome,
-    ) -> Result<fnhub_checkpoint::durable::Woken, EngineError> {
-        self.inner.engine.wake(execution, at, result).await
-    }
-
-    /// Continues a durable execution whose run died with its node (see
-    /// [`Engine::take_over`]).
-    #[cfg_attr(not(feature = "nats"), allow(dead_code))]
-    pub(crate) async fn take_over(
-        &self,
-        execution: ExecutionId,
-    ) -> Result<fnhub_checkpoint::durable::Woken, EngineError> {
-        self.inner.engine.take_over(execution).await
+        take_over: bool,
+    ) -> Result<Result<fnhub_checkpoint::durable::Woken, EngineError>, SubmitError> {
+        use fnhub_checkpoint::durable::Woken;
+        let engine = self.inner.engine.clone();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let replay: fnhub_core::BoxFuture<'static, ()> = Box::pin(async move {
+            let woken = match engine.wake(execution, at, result).await {
+                Ok(Woken::Running) if take_over => engine.take_over(execution).await,
+                other => other,
+            };
+            let _ = tx.send(woken);
+        });
+        let function = crate::durable::RESUME_FUNCTION
+            .parse()
+            .unwrap_or_else(|_| unreachable!("a valid name"));
+        let invocation = Invocation::new(function, Bytes::new());
+        let id = invocation.id;
+        self.inner.host.resumes.lock().insert(id, replay);
+        let ticket = match self.admit(invocation, |s, i| s.try_submit(i)) {
+            Ok(ticket) => ticket,
+            Err(refused) => {
+                self.inner.host.resumes.lock().remove(&id);
+                return Err(refused);
+            }
+        };
+        let completion = ticket.await;
+        Ok(rx.await.unwrap_or_else(|_| {
+            // Cut short (its timeout): it no longer runs, and a wake or take-over later
+            // continues it from its journal.
+            let reason = match completion.outcome {
+                Err(e) => e.to_string(),
+                Ok(_) => "the replay did not run".to_owned(),
+            };
+            Err(EngineError::Interrupted(reason))
+        }))
     }
 
     /// Whether durable executions of low priority are being shed now, under load (see

@@ -315,6 +315,18 @@ async fn durable_executions_resume_on_another_node() {
     assert_eq!(shipped.load(Ordering::SeqCst), 4);
     assert!(b.stats().resumed >= 4, "{:?}", b.stats());
     assert!(hub_b.checkpoint_store().list().await.unwrap().is_empty());
+    // The replays ran on the hub's workers, as invocations of the resume function.
+    until(
+        "B's replays to count as invocations of the resume function",
+        || {
+            hub_b
+                .stats()
+                .functions
+                .get(fnhub::RESUME_FUNCTION)
+                .is_some_and(|f| f.invocations >= 4)
+        },
+    )
+    .await;
 
     // Now B has seen `charge` take 300 ms: new orders suspend on it as well, and the node
     // that runs the child wakes the parent with its outcome.

@@ -124,6 +124,11 @@ pub enum EngineError {
     /// [`DurableHost::completed`]); the checkpoint is kept.
     #[error("the outcome could not be delivered: {0}")]
     Delivery(String),
+    /// The run was cut short by its host (a timeout, a cancelled call) before it ended;
+    /// the checkpoint is kept, and the execution continues from its journal when it is
+    /// woken or taken over.
+    #[error("the run was cut short: {0}")]
+    Interrupted(String),
 }
 
 pub(crate) struct Shared {
