@@ -434,6 +434,16 @@ async fn under_sustained_load_low_priority_executions_wait_at_their_next_operati
     assert_eq!(ran.load(Ordering::SeqCst), 4);
 }
 
+/// The outcome of a wake or take-over that ran the execution to its end.
+fn finished(woken: fnhub_checkpoint::durable::Woken) -> Bytes {
+    match woken {
+        fnhub_checkpoint::durable::Woken::Ran {
+            run: RunResult::Completed(outcome),
+        } => outcome.unwrap(),
+        other => panic!("expected the run to finish, got {other:?}"),
+    }
+}
+
 /// A host that wakes executions itself (as a cloud runtime does): it records what it was
 /// asked to wake and leaves the children running on their own. Timers and children only,
 /// unless `everything`: events and load too.
@@ -540,13 +550,10 @@ async fn a_host_that_wakes_executions_resumes_them_on_another_engine() {
             at: 1
         }
     ));
-    match b.wake(id, at, Ok(Bytes::new())).await.unwrap() {
-        Woken::Ran {
-            run: RunResult::Completed(outcome),
-            ..
-        } => assert_eq!(outcome.unwrap(), Bytes::from_static(b"c")),
-        other => panic!("expected the run to finish, got {other:?}"),
-    }
+    assert_eq!(
+        finished(b.wake(id, at, Ok(Bytes::new())).await.unwrap()),
+        Bytes::from_static(b"c")
+    );
     assert_eq!(steps.load(Ordering::SeqCst), 2);
     // The same wake again, on either engine: finished, and nothing runs.
     for engine in [&a, &b] {
@@ -592,17 +599,14 @@ async fn a_host_that_wakes_executions_resumes_them_on_another_engine() {
         }
     ));
     // The child's outcome, as its runner (anywhere) reports it, finishes the execution.
-    match a
-        .wake(id, child_at, Ok(Bytes::from_static(b"from afar")))
-        .await
-        .unwrap()
-    {
-        Woken::Ran {
-            run: RunResult::Completed(outcome),
-            ..
-        } => assert_eq!(outcome.unwrap(), Bytes::from_static(b"from afar")),
-        other => panic!("expected the run to finish, got {other:?}"),
-    }
+    assert_eq!(
+        finished(
+            a.wake(id, child_at, Ok(Bytes::from_static(b"from afar")))
+                .await
+                .unwrap()
+        ),
+        Bytes::from_static(b"from afar")
+    );
     assert_eq!(steps.load(Ordering::SeqCst), 4);
 }
 
@@ -658,13 +662,10 @@ async fn a_run_that_died_with_its_node_is_taken_over_from_its_journal() {
     }
     run.abort();
     // Node A is gone; its first step is in the store. Node B continues from there.
-    match b.take_over(id).await.unwrap() {
-        Woken::Ran {
-            run: RunResult::Completed(outcome),
-            ..
-        } => assert_eq!(outcome.unwrap(), Bytes::from_static(b"2")),
-        other => panic!("expected the run to finish, got {other:?}"),
-    }
+    assert_eq!(
+        finished(b.take_over(id).await.unwrap()),
+        Bytes::from_static(b"2")
+    );
     assert_eq!(
         first.load(Ordering::SeqCst),
         1,
@@ -676,7 +677,7 @@ async fn a_run_that_died_with_its_node_is_taken_over_from_its_journal() {
 
 #[tokio::test]
 async fn a_host_wakes_events_and_load_on_another_engine() {
-    use fnhub_checkpoint::durable::{LoadPolicy, LoadTransition, Woken};
+    use fnhub_checkpoint::durable::{LoadPolicy, LoadTransition};
     let store: Arc<dyn CheckpointStore> = Arc::new(MemoryStore::new());
     let host = Arc::new(WakingHost {
         everything: true,
@@ -732,16 +733,14 @@ async fn a_host_wakes_events_and_load_on_another_engine() {
     );
     // B runs it from where it stopped: the step it stopped before runs (it is not handed
     // the wake's payload as its result).
-    match b
-        .wake(id, at, Ok(Bytes::from_static(b"ignored")))
-        .await
-        .unwrap()
-    {
-        Woken::Ran {
-            run: RunResult::Completed(outcome),
-        } => assert_eq!(outcome.unwrap(), "done"),
-        other => panic!("expected the run to finish, got {other:?}"),
-    }
+    assert_eq!(
+        finished(
+            b.wake(id, at, Ok(Bytes::from_static(b"ignored")))
+                .await
+                .unwrap()
+        ),
+        "done"
+    );
     assert_eq!(ran.load(Ordering::SeqCst), 2);
 
     // An event wait: the host is asked, the engine keeps no waiting list of its own, and a
@@ -760,21 +759,18 @@ async fn a_host_wakes_events_and_load_on_another_engine() {
         other => panic!("expected an event suspension, got {other:?}"),
     };
     assert!(!b.is_waiting_for_events());
-    match a
-        .wake(id, at, Ok(Bytes::from_static(b"paid!")))
-        .await
-        .unwrap()
-    {
-        Woken::Ran {
-            run: RunResult::Completed(outcome),
-        } => assert_eq!(outcome.unwrap(), "paid!"),
-        other => panic!("expected the run to finish, got {other:?}"),
-    }
+    assert_eq!(
+        finished(
+            a.wake(id, at, Ok(Bytes::from_static(b"paid!")))
+                .await
+                .unwrap()
+        ),
+        "paid!"
+    )
 }
 
 #[tokio::test]
 async fn a_run_whose_future_is_dropped_can_be_taken_over() {
-    use fnhub_checkpoint::durable::Woken;
     let (engine, _, _) = engine("hub-a");
     let gate = Arc::new(tokio::sync::Semaphore::new(0));
     let ran = Arc::new(AtomicU32::new(0));
@@ -795,12 +791,7 @@ async fn a_run_whose_future_is_dropped_can_be_taken_over() {
     assert_eq!(ran.load(Ordering::SeqCst), 1);
     // It no longer counts as running: it continues from its journal.
     gate.add_permits(1);
-    match engine.take_over(id).await.unwrap() {
-        Woken::Ran {
-            run: RunResult::Completed(outcome),
-        } => assert_eq!(outcome.unwrap(), "done"),
-        other => panic!("expected the run to be taken over, got {other:?}"),
-    }
+    assert_eq!(finished(engine.take_over(id).await.unwrap()), "done");
     assert_eq!(
         ran.load(Ordering::SeqCst),
         2,

@@ -632,6 +632,12 @@ impl Node {
         }
     }
 
+    /// Hands `message` back to JetStream, to come again after `delay`, here or elsewhere.
+    async fn hand_back(&self, message: jetstream::Message, delay: Duration) {
+        self.counters.handed_back.fetch_add(1, Ordering::Relaxed);
+        let _ = message.ack_with(jetstream::AckKind::Nak(Some(delay))).await;
+    }
+
     /// An invocation: runs it on the hub and publishes its result, unless it started a
     /// durable execution that suspended.
     async fn run(&self, message: jetstream::Message) {
@@ -680,13 +686,7 @@ impl Node {
                 Err(FunctionError::new(ErrorKind::Rejected, e.to_string()))
             }
             // Full (or closing): handed back, for this node a little later or another.
-            Err(_) => {
-                self.counters.handed_back.fetch_add(1, Ordering::Relaxed);
-                let _ = message
-                    .ack_with(jetstream::AckKind::Nak(Some(HAND_BACK)))
-                    .await;
-                return;
-            }
+            Err(_) => return self.hand_back(message, HAND_BACK).await,
         };
         if publish_outcome(&self.js, &self.name, &self.counters, id, parent, &outcome).await
             && let Err(error) = message.ack().await
@@ -707,11 +707,7 @@ impl Node {
         };
         // An execution shed under load goes to a node that is not shedding.
         if header(CAUSE).as_deref() == Some("load") && self.hub.is_shedding() {
-            self.counters.handed_back.fetch_add(1, Ordering::Relaxed);
-            let _ = message
-                .ack_with(jetstream::AckKind::Nak(Some(SHED_RETRY)))
-                .await;
-            return;
+            return self.hand_back(message, SHED_RETRY).await;
         }
         if let Some(due) = header(NOT_BEFORE).and_then(|v| v.parse::<u64>().ok()) {
             let now = unix_ms(std::time::SystemTime::now());
@@ -738,13 +734,7 @@ impl Node {
                 ))
             }
             // Full (or closing): handed back, for this node a little later or another.
-            Err(_) => {
-                self.counters.handed_back.fetch_add(1, Ordering::Relaxed);
-                let _ = message
-                    .ack_with(jetstream::AckKind::Nak(Some(HAND_BACK)))
-                    .await;
-                return;
-            }
+            Err(_) => return self.hand_back(message, HAND_BACK).await,
         };
         let reply = match woken {
             Ok(Woken::Ran { run }) => {

@@ -143,10 +143,7 @@ async fn a_full_hub_hands_invocations_back_instead_of_failing_them() {
         client.submit(&inv).await.unwrap();
     }
     for (id, n) in ids {
-        let result = tokio::time::timeout(Duration::from_secs(30), client.result_of(id))
-            .await
-            .expect("no result")
-            .unwrap();
+        let result = result_within_30s(&client, id).await;
         assert_eq!(result.outcome.unwrap(), Bytes::from(n.to_string()));
     }
     assert!(node.stats().handed_back > 0, "{:?}", node.stats());
@@ -206,17 +203,24 @@ async fn a_node_killed_holding_durable_executions_loses_none() {
     assert_eq!(summary["wrong"], 0);
 }
 
+/// The checkpoint store every node of a test shares: the server's object store.
+async fn shared_store(url: &str) -> Arc<fnhub::libs::checkpoint::nats::NatsStore> {
+    let js = async_nats::jetstream::new(async_nats::connect(url).await.unwrap());
+    Arc::new(
+        fnhub::libs::checkpoint::nats::NatsStore::open(&js, "fnhub-test")
+            .await
+            .unwrap(),
+    )
+}
+
 /// A hub whose checkpoints live in the server's object store, with a durable `order`: a
 /// step, a sleep long enough to suspend, a child `charge` run through the cloud runtime,
 /// and a step. `charge` takes 300 ms, so once a hub has seen it run, it predicts it slow
 /// and suspends on it too.
 async fn order_hub(url: &str, reserved: Arc<AtomicU64>, shipped: Arc<AtomicU64>) -> EdgeHub {
-    use fnhub::libs::checkpoint::nats::NatsStore;
     use fnhub::{DurableContext, SuspendPolicy, durable_fn};
-    let js = async_nats::jetstream::new(async_nats::connect(url).await.unwrap());
-    let store = Arc::new(NatsStore::open(&js, "fnhub-test").await.unwrap());
     EdgeHub::builder()
-        .checkpoint_store(store)
+        .checkpoint_store(shared_store(url).await)
         .suspend_policy(SuspendPolicy::with_threshold(Duration::from_millis(200)))
         .function(
             FunctionSpec::in_process(FunctionName::new("charge").unwrap()),
@@ -253,6 +257,17 @@ async fn order_hub(url: &str, reserved: Arc<AtomicU64>, shipped: Arc<AtomicU64>)
             }),
         )
         .build()
+        .unwrap()
+}
+
+/// The result of invocation `id` (waiting up to 30 s).
+async fn result_within_30s(
+    client: &CloudClient,
+    id: fnhub::InvocationId,
+) -> fnhub::cloud::CloudResult {
+    tokio::time::timeout(Duration::from_secs(30), client.result_of(id))
+        .await
+        .expect("no result")
         .unwrap()
 }
 
@@ -304,10 +319,7 @@ async fn durable_executions_resume_on_another_node() {
         .await
         .unwrap();
     for (id, want) in &orders {
-        let result = tokio::time::timeout(Duration::from_secs(30), client.result_of(*id))
-            .await
-            .expect("no result")
-            .unwrap();
+        let result = result_within_30s(&client, *id).await;
         assert_eq!(result.node, "node-b");
         assert_eq!(result.outcome.unwrap(), Bytes::from(want.clone()));
     }
@@ -333,10 +345,7 @@ async fn durable_executions_resume_on_another_node() {
     let suspended_before = b.stats().suspended;
     let inv = Invocation::new("order".parse().unwrap(), "order-9");
     client.submit(&inv).await.unwrap();
-    let result = tokio::time::timeout(Duration::from_secs(30), client.result_of(inv.id))
-        .await
-        .expect("no result")
-        .unwrap();
+    let result = result_within_30s(&client, inv.id).await;
     assert_eq!(
         result.outcome.unwrap(),
         Bytes::from_static(b"charged order-9 shipped")
@@ -350,12 +359,9 @@ async fn durable_executions_resume_on_another_node() {
 /// A hub on the server's object store with a durable `pay`: a step that counts, then a
 /// wait for `orders/{input}/paid`, whose payload it returns.
 async fn payment_hub(url: &str, opened: Arc<AtomicU64>) -> EdgeHub {
-    use fnhub::libs::checkpoint::nats::NatsStore;
     use fnhub::{DurableContext, durable_fn};
-    let js = async_nats::jetstream::new(async_nats::connect(url).await.unwrap());
-    let store = Arc::new(NatsStore::open(&js, "fnhub-test").await.unwrap());
     EdgeHub::builder()
-        .checkpoint_store(store)
+        .checkpoint_store(shared_store(url).await)
         .durable(
             FunctionSpec::in_process(FunctionName::new("pay").unwrap()),
             durable_fn(move |ctx: DurableContext, input: Bytes| {
@@ -428,10 +434,7 @@ async fn events_wake_executions_that_wait_for_them_on_any_node() {
     // order 1 (had the first woken it, its result would say so).
     client.publish("orders/9/paid", "nobody").await.unwrap();
     client.publish("orders/1/paid", "card").await.unwrap();
-    let result = tokio::time::timeout(Duration::from_secs(30), client.result_of(ids[0]))
-        .await
-        .expect("no result")
-        .unwrap();
+    let result = result_within_30s(&client, ids[0]).await;
     assert_eq!(result.node, "node-b");
     assert_eq!(
         result.outcome.unwrap(),
@@ -446,10 +449,7 @@ async fn events_wake_executions_that_wait_for_them_on_any_node() {
             fnhub::EventSource::Local,
         ))
         .unwrap();
-    let result = tokio::time::timeout(Duration::from_secs(30), client.result_of(ids[1]))
-        .await
-        .expect("no result")
-        .unwrap();
+    let result = result_within_30s(&client, ids[1]).await;
     assert_eq!(
         result.outcome.unwrap(),
         Bytes::from_static(b"order 2: cash")
@@ -471,10 +471,7 @@ async fn events_wake_executions_that_wait_for_them_on_any_node() {
     }
     assert_eq!(recorded, 1, "the local wait is recorded");
     client.publish("orders/3/paid", "voucher").await.unwrap();
-    let result = tokio::time::timeout(Duration::from_secs(30), client.result_of(local.id))
-        .await
-        .expect("no result")
-        .unwrap();
+    let result = result_within_30s(&client, local.id).await;
     assert_eq!(
         result.outcome.unwrap(),
         Bytes::from_static(b"order 3: voucher")
@@ -491,12 +488,9 @@ async fn events_wake_executions_that_wait_for_them_on_any_node() {
 /// A hub with a durable `batch` of two steps, the first counting, under `policy`, its
 /// checkpoints in the server's object store.
 async fn batch_hub(url: &str, policy: fnhub::LoadPolicy, ran: Arc<AtomicU64>) -> EdgeHub {
-    use fnhub::libs::checkpoint::nats::NatsStore;
     use fnhub::{DurableContext, durable_fn};
-    let js = async_nats::jetstream::new(async_nats::connect(url).await.unwrap());
-    let store = Arc::new(NatsStore::open(&js, "fnhub-test").await.unwrap());
     EdgeHub::builder()
-        .checkpoint_store(store)
+        .checkpoint_store(shared_store(url).await)
         .load_policy(policy)
         .durable(
             FunctionSpec::in_process(FunctionName::new("batch").unwrap()),
@@ -563,10 +557,7 @@ async fn a_node_that_sheds_load_hands_executions_to_one_that_does_not() {
         .await
         .unwrap();
     for (id, want) in &batches {
-        let result = tokio::time::timeout(Duration::from_secs(30), client.result_of(*id))
-            .await
-            .expect("no result")
-            .unwrap();
+        let result = result_within_30s(&client, *id).await;
         assert_eq!(result.node, "node-b");
         assert_eq!(result.outcome.unwrap(), Bytes::from(want.clone()));
     }
