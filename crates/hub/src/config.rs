@@ -718,4 +718,31 @@ target = "function:hello"
         assert_eq!(parse_overflow("wait:"), None);
         assert_eq!(parse_overflow("wait:5y"), None);
     }
+
+    /// `SAMPLE` with the bytes in `cut` replaced by `insert` (SAMPLE is ASCII, so every
+    /// index is a character boundary).
+    fn spliced(cut: std::ops::Range<usize>, insert: &str) -> String {
+        let (start, end) = (cut.start.min(SAMPLE.len()), cut.end.min(SAMPLE.len()));
+        let end = end.max(start);
+        format!("{}{insert}{}", &SAMPLE[..start], &SAMPLE[end..])
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_text_is_a_config_or_an_error(text in "\\PC{0,300}") {
+            let _ = HubConfig::parse(&text, Path::new("/nonexistent/hub.toml"));
+        }
+
+        #[test]
+        fn a_damaged_sample_is_a_config_or_an_error_that_says_why(
+            start in 0usize..600,
+            len in 0usize..40,
+            insert in "[\\[\\]=\"a-z0-9#\n .{},_+-]{0,12}",
+        ) {
+            let text = spliced(start..start + len, &insert);
+            if let Err(e) = HubConfig::parse(&text, Path::new("/nonexistent/hub.toml")) {
+                proptest::prop_assert!(!e.to_string().is_empty());
+            }
+        }
+    }
 }

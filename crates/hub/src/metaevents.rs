@@ -595,4 +595,24 @@ mod tests {
         assert_eq!(tick(&mut e, 1, &sample(0, 10, 0)), 1);
         assert_eq!(tick(&mut e, 30, &sample(0, 10, 0)), 0);
     }
+
+    proptest::proptest! {
+        #[test]
+        fn any_rule_text_parses_or_says_why(text in "\\PC{0,80}") {
+            if let Err(e) = MetaRule::parse("r", &text, MetaAction::Publish("alerts/meta".into())) {
+                proptest::prop_assert!(!e.to_string().is_empty());
+            }
+        }
+
+        #[test]
+        fn rules_made_of_rule_words_parse_or_say_why(
+            words in proptest::collection::vec(
+                "(queue_depth|p99_ms|errors|\\(|\\)|f|>|<|>=|for|10s|5m|1\\.5|-3|NaN|inf|1e999|\\(\\))",
+                0..8,
+            ),
+        ) {
+            let text = words.join(" ");
+            let _ = MetaRule::parse("r", &text, MetaAction::Publish("alerts/meta".into()));
+        }
+    }
 }

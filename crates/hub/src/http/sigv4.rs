@@ -482,4 +482,23 @@ mod tests {
             1_795_986_000
         );
     }
+
+    proptest::proptest! {
+        #[test]
+        fn any_authorization_header_parses_or_is_refused(value in "\\PC{0,200}") {
+            let _ = parse_authorization(&value);
+        }
+
+        #[test]
+        fn a_damaged_authorization_header_parses_or_is_refused(
+            start in 0usize..200,
+            len in 0usize..20,
+            insert in "[A-Za-z0-9=,/ ;]{0,8}",
+        ) {
+            let valid = auth("abcd");
+            let start = start.min(valid.len());
+            let end = (start + len).min(valid.len());
+            let _ = parse_authorization(&format!("{}{insert}{}", &valid[..start], &valid[end..]));
+        }
+    }
 }

@@ -554,4 +554,40 @@ mod tests {
         );
         assert_eq!(e.kind, ErrorKind::OutOfMemory);
     }
+
+    proptest::proptest! {
+        #[test]
+        fn any_error_report_becomes_an_error(
+            body in proptest::collection::vec(proptest::num::u8::ANY, 0..300),
+            header in proptest::option::of("\\PC{0,20}"),
+            init in proptest::bool::ANY,
+        ) {
+            let e = parse_error_report(&body, header, init);
+            proptest::prop_assert!(e.error_type.is_some());
+        }
+
+        #[test]
+        fn json_error_reports_of_any_shape_become_errors(
+            message in proptest::option::of(proptest::prelude::any::<i64>()),
+            trace in proptest::option::of(proptest::collection::vec("\\PC{0,10}", 0..4)),
+            error_type in proptest::option::of("\\PC{0,10}"),
+        ) {
+            let mut doc = serde_json::Map::new();
+            if let Some(m) = message {
+                doc.insert("errorMessage".into(), m.into());
+            }
+            if let Some(t) = trace {
+                doc.insert("stackTrace".into(), t.into());
+            }
+            if let Some(t) = &error_type {
+                doc.insert("errorType".into(), t.clone().into());
+            }
+            let body = serde_json::Value::Object(doc).to_string();
+            let e = parse_error_report(body.as_bytes(), None, false);
+            proptest::prop_assert_eq!(
+                e.error_type.as_deref(),
+                Some(error_type.as_deref().unwrap_or("Unhandled"))
+            );
+        }
+    }
 }
