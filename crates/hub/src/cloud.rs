@@ -81,6 +81,7 @@ use fnhub_core::{
     PendingDependency,
 };
 use fnhub_router::topic::{TopicFilter, TopicName};
+use fnhub_router::{SubscriptionId, SubscriptionTable};
 use futures_util::StreamExt;
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
@@ -270,7 +271,7 @@ async fn register(js: &jetstream::Context, node: &str, hub: &EdgeHub) -> Result<
 /// One execution's wait for an event, as the bucket holds it.
 #[derive(Debug, Clone)]
 struct Wait {
-    filter: TopicFilter,
+    execution: ExecutionId,
     /// The journal position of the `wait_for`.
     at: u32,
     /// The entry's revision in the bucket: only that entry is deleted once it is met.
@@ -279,9 +280,16 @@ struct Wait {
 
 /// The event waits of every node's durable executions, read from the bucket
 /// [`WAITS`] and kept current by a watch, so that an event is matched here without a round
-/// trip.
+/// trip: in a subscription table, at a cost that does not grow with the number of waits.
 #[derive(Clone, Default)]
-struct Waits(Arc<parking_lot::RwLock<HashMap<ExecutionId, Wait>>>);
+struct Waits(Arc<WaitsInner>);
+
+#[derive(Default)]
+struct WaitsInner {
+    table: SubscriptionTable<Wait>,
+    /// Each execution's entry in the table, and its revision.
+    entries: parking_lot::Mutex<HashMap<ExecutionId, (SubscriptionId, u64)>>,
+}
 
 impl Waits {
     /// Applies an entry of the bucket; an older revision than the one held is ignored.
@@ -289,46 +297,49 @@ impl Waits {
         let Ok(execution) = key.parse::<ExecutionId>() else {
             return;
         };
-        let mut waits = self.0.write();
-        if waits.get(&execution).is_some_and(|w| w.revision > revision) {
+        let mut entries = self.0.entries.lock();
+        if entries.get(&execution).is_some_and(|(_, r)| *r > revision) {
             return;
+        }
+        if let Some((id, _)) = entries.remove(&execution) {
+            self.0.table.remove(id);
         }
         let parsed = value.and_then(|v| {
             let v: serde_json::Value = serde_json::from_slice(v).ok()?;
-            Some(Wait {
-                filter: v.get("filter")?.as_str()?.parse().ok()?,
-                at: u32::try_from(v.get("at")?.as_u64()?).ok()?,
-                revision,
-            })
+            let filter: TopicFilter = v.get("filter")?.as_str()?.parse().ok()?;
+            let at = u32::try_from(v.get("at")?.as_u64()?).ok()?;
+            Some((filter, at))
         });
-        match parsed {
-            Some(wait) => {
-                waits.insert(execution, wait);
-            }
-            None => {
-                waits.remove(&execution);
-            }
+        if let Some((filter, at)) = parsed {
+            let wait = Wait {
+                execution,
+                at,
+                revision,
+            };
+            let id = self.0.table.insert(filter, wait);
+            entries.insert(execution, (id, revision));
         }
     }
 
     /// The waits an event on `topic` meets.
-    fn matching(&self, topic: &TopicName) -> Vec<(ExecutionId, Wait)> {
-        self.0
-            .read()
-            .iter()
-            .filter(|(_, w)| w.filter.matches(topic))
-            .map(|(id, w)| (*id, w.clone()))
-            .collect()
+    fn matching(&self, topic: &TopicName) -> Vec<Wait> {
+        let mut out = Vec::new();
+        if !self.0.table.is_empty() {
+            self.0
+                .table
+                .for_each_match(topic, |_, w| out.push(w.clone()));
+        }
+        out
     }
 
     /// Forgets a wait that was met (unless a newer one replaced it meanwhile).
     fn forget(&self, execution: ExecutionId, revision: u64) {
-        let mut waits = self.0.write();
-        if waits
-            .get(&execution)
-            .is_some_and(|w| w.revision <= revision)
+        let mut entries = self.0.entries.lock();
+        if let Some((id, held)) = entries.get(&execution).copied()
+            && held <= revision
         {
-            waits.remove(&execution);
+            entries.remove(&execution);
+            self.0.table.remove(id);
         }
     }
 
@@ -384,7 +395,8 @@ async fn wake_waiting(
     payload: &Bytes,
 ) -> bool {
     let mut all = true;
-    for (execution, wait) in waits.matching(topic) {
+    for wait in waits.matching(topic) {
+        let execution = wait.execution;
         let mut headers = HeaderMap::new();
         headers.insert(
             "Nats-Msg-Id",
@@ -1266,5 +1278,61 @@ impl crate::durable::Remote for Attached {
                 Err("the result was not stored".into())
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn wait(filter: &str, at: u32) -> Vec<u8> {
+        serde_json::json!({ "filter": filter, "at": at })
+            .to_string()
+            .into_bytes()
+    }
+
+    fn woken(waits: &Waits, topic: &str) -> Vec<(ExecutionId, u32)> {
+        let mut out: Vec<_> = waits
+            .matching(&topic.parse().unwrap())
+            .into_iter()
+            .map(|w| (w.execution, w.at))
+            .collect();
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn waits_follow_the_bucket_by_revision() {
+        let waits = Waits::default();
+        let (a, b) = (ExecutionId::random(), ExecutionId::random());
+        waits.apply(&a.to_string(), Some(&wait("orders/+/paid", 1)), 10);
+        waits.apply(&b.to_string(), Some(&wait("orders/#", 3)), 11);
+        assert_eq!(woken(&waits, "orders/7/paid").len(), 2);
+        assert_eq!(woken(&waits, "orders/7"), vec![(b, 3)]);
+        assert!(woken(&waits, "doors/7/paid").is_empty());
+
+        // An older revision (a watch entry behind the listing) changes nothing; a newer one
+        // replaces the wait.
+        waits.apply(&a.to_string(), Some(&wait("doors/+", 0)), 9);
+        assert!(woken(&waits, "doors/x").is_empty());
+        waits.apply(&a.to_string(), Some(&wait("doors/+", 2)), 12);
+        assert_eq!(woken(&waits, "doors/x"), vec![(a, 2)]);
+        assert!(!woken(&waits, "orders/7/paid").contains(&(a, 1)));
+
+        // Forgetting an older revision keeps the newer wait; a delete removes it.
+        waits.forget(a, 10);
+        assert_eq!(woken(&waits, "doors/x"), vec![(a, 2)]);
+        waits.forget(a, 12);
+        assert!(woken(&waits, "doors/x").is_empty());
+        waits.apply(&b.to_string(), None, 13);
+        assert!(woken(&waits, "orders/7").is_empty());
+
+        // Garbage in the bucket is passed over.
+        waits.apply("not-an-execution", Some(&wait("x", 1)), 14);
+        waits.apply(&a.to_string(), Some(b"not json"), 15);
+        waits.apply(&a.to_string(), Some(&wait("bad/#/filter", 1)), 16);
+        assert!(woken(&waits, "x").is_empty());
+        assert!(waits.0.table.is_empty());
     }
 }
