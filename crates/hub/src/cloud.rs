@@ -1091,6 +1091,12 @@ impl CloudClient {
         if let Err(e) = topic.parse::<TopicName>() {
             return Err(CloudError::InvalidTopic(format!("{topic:?}: {e}")));
         }
+        // It travels in a header, where a line break would end it.
+        if topic.chars().any(char::is_control) {
+            return Err(CloudError::InvalidTopic(format!(
+                "{topic:?}: control characters cannot be sent"
+            )));
+        }
         let mut headers = HeaderMap::new();
         headers.insert(TOPIC, topic);
         self.js

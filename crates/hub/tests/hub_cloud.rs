@@ -426,10 +426,15 @@ async fn events_wake_executions_that_wait_for_them_on_any_node() {
     let b = CloudRuntime::start(&url, "node-b", hub_b.clone(), config.clone())
         .await
         .unwrap();
-    assert!(matches!(
-        client.publish("orders/+/paid", "wildcard").await,
-        Err(fnhub::cloud::CloudError::InvalidTopic(_))
-    ));
+    for bad in ["orders/+/paid", "orders/\r\nFnhub-Wake: x/paid", ""] {
+        assert!(
+            matches!(
+                client.publish(bad, "bad").await,
+                Err(fnhub::cloud::CloudError::InvalidTopic(_))
+            ),
+            "{bad:?} was accepted"
+        );
+    }
     // An event nobody waits for wakes nobody; the next one, sent to the deployment, wakes
     // order 1 (had the first woken it, its result would say so).
     client.publish("orders/9/paid", "nobody").await.unwrap();
