@@ -705,8 +705,9 @@ impl Inner {
     async fn invoke(self: &Arc<Self>, invocation: Invocation) -> Outcome {
         let limit = Limit::new(self.timeout, invocation.context.deadline, SystemTime::now())?;
         // Set at the first delivery, so a cold start does not eat the function's time; a
-        // redelivery keeps it.
-        let mut deadline = None;
+        // redelivery keeps it. The wall-clock deadline is what the process is told; the
+        // monotonic start is what the wait is measured from.
+        let mut handed_over: Option<(SystemTime, std::time::Instant)> = None;
         let mut process = self.process.lock().await;
         // A process that dies idle never saw the invocation waiting for it: that one goes
         // to the next process. Once only, so a process that keeps dying ends the call.
@@ -726,7 +727,9 @@ impl Inner {
             let Some(running) = process.as_mut() else {
                 unreachable!("started above");
             };
-            let deadline = *deadline.get_or_insert_with(|| SystemTime::now() + limit.limit);
+            let (deadline, since) = *handed_over.get_or_insert_with(|| {
+                (SystemTime::now() + limit.limit, std::time::Instant::now())
+            });
             let (reply, answer) = oneshot::channel();
             let delivery = Delivery {
                 request_id: invocation.id.to_string().into(),
@@ -747,9 +750,7 @@ impl Inner {
                     "the environment is closed",
                 ));
             }
-            let left = deadline
-                .duration_since(SystemTime::now())
-                .unwrap_or_default();
+            let left = limit.limit.saturating_sub(since.elapsed());
             let result = tokio::time::timeout(left, answer).await;
             guard.disarm();
             return match result {
