@@ -134,35 +134,33 @@ fn caller() -> impl DurableFunction {
 }
 
 #[tokio::test]
-async fn a_child_predicted_slow_suspends_one_that_is_fast_does_not() {
+async fn a_child_predicted_slow_or_outlasting_the_threshold_suspends_one_in_time_does_not() {
     let (engine, _, host) = engine("hub-a");
     engine.register(name("caller"), Version::FIRST, caller());
-
-    // Unknown child: waited for inline, and its 150 ms are learned.
-    let r = engine
-        .start(invocation("caller", "150"), Version::FIRST)
-        .await
-        .unwrap();
-    assert!(
-        matches!(r, RunResult::Completed(Ok(ref b)) if b == "150"),
-        "{r:?}"
-    );
-
-    // Now predicted at 150 ms > 50 ms: after the 10 ms grace it suspends, and resumes when
-    // the child finishes.
-    let inv = invocation("caller", "150");
-    let id = inv.id.into();
-    let r = engine.start(inv, Version::FIRST).await.unwrap();
-    assert!(
+    let suspends = |r: &RunResult| {
         matches!(
             r,
             RunResult::Suspended {
                 waiting_for: PendingDependency::Child(_),
                 ..
             }
-        ),
-        "{r:?}"
-    );
+        )
+    };
+
+    // Unknown child: awaited for the threshold (50 ms); still running then, it suspends
+    // the execution, which resumes when the child finishes. Its 150 ms are learned.
+    let inv = invocation("caller", "150");
+    let id = inv.id.into();
+    let r = engine.start(inv, Version::FIRST).await.unwrap();
+    assert!(suspends(&r), "{r:?}");
+    assert_eq!(engine.outcome(id).await.unwrap().unwrap(), "150");
+
+    // Now predicted at 150 ms > 50 ms: after the 10 ms grace it suspends, and resumes when
+    // the child finishes.
+    let inv = invocation("caller", "150");
+    let id = inv.id.into();
+    let r = engine.start(inv, Version::FIRST).await.unwrap();
+    assert!(suspends(&r), "{r:?}");
     assert_eq!(engine.outcome(id).await.unwrap().unwrap(), "150");
 
     // Predicted slow, but this time it answers within the grace: no suspension.
@@ -445,8 +443,9 @@ fn finished(woken: fnhub_checkpoint::durable::Woken) -> Bytes {
 }
 
 /// A host that wakes executions itself (as a cloud runtime does): it records what it was
-/// asked to wake and leaves the children running on their own. Timers and children only,
-/// unless `everything`: events and load too.
+/// asked to wake and leaves the children running on their own (a child whose payload is
+/// `slow` takes 300 ms, any other answers at once). Timers and children only, unless
+/// `everything`: events and load too.
 #[derive(Default)]
 struct WakingHost {
     asked: parking_lot::Mutex<Vec<PendingDependency>>,
@@ -456,7 +455,9 @@ struct WakingHost {
 impl DurableHost for WakingHost {
     fn invoke(&self, child: Invocation) -> BoxFuture<'static, Outcome> {
         Box::pin(async move {
-            tokio::time::sleep(Duration::from_millis(300)).await;
+            if &child.payload[..] == b"slow" {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
             Ok(child.payload)
         })
     }
@@ -471,7 +472,8 @@ impl DurableHost for WakingHost {
     }
 }
 
-/// Two engines on one store, both with `flow`: step, long sleep, child, step.
+/// Two engines on one store, both with `flow`: step, long sleep, child (given the input),
+/// step.
 fn waking_pair() -> (Engine, Engine, Arc<WakingHost>, Arc<AtomicU32>) {
     let store: Arc<dyn CheckpointStore> = Arc::new(MemoryStore::new());
     let host = Arc::new(WakingHost::default());
@@ -482,7 +484,7 @@ fn waking_pair() -> (Engine, Engine, Arc<WakingHost>, Arc<AtomicU32>) {
         e.register(
             name("flow"),
             Version::FIRST,
-            durable_fn(move |ctx: DurableContext, _input: Bytes| {
+            durable_fn(move |ctx: DurableContext, input: Bytes| {
                 let steps = steps.clone();
                 async move {
                     let s = steps.clone();
@@ -492,9 +494,7 @@ fn waking_pair() -> (Engine, Engine, Arc<WakingHost>, Arc<AtomicU32>) {
                     })
                     .await?;
                     ctx.sleep("nap", Duration::from_secs(3600)).await?;
-                    let child = ctx
-                        .invoke("child", "slow".parse().unwrap(), Bytes::from_static(b"c"))
-                        .await?;
+                    let child = ctx.invoke("child", "child".parse().unwrap(), input).await?;
                     ctx.step("two", || async move {
                         steps.fetch_add(1, Ordering::SeqCst);
                         Ok(Bytes::new())
@@ -514,9 +514,8 @@ async fn a_host_that_wakes_executions_resumes_them_on_another_engine() {
     use fnhub_checkpoint::durable::Woken;
     let (a, b, host, steps) = waking_pair();
 
-    // First execution: the timer is woken on engine B; the child, with no estimate yet,
-    // runs inline there (300 ms), which teaches the estimator that it is slow.
-    let inv = invocation("flow", "");
+    // First execution: the timer is woken on engine B; the child answers at once, inline.
+    let inv = invocation("flow", "fast");
     let id: fnhub_core::ExecutionId = inv.id.into();
     let again = inv.clone();
     let at = match a.start(inv, Version::FIRST).await.unwrap() {
@@ -552,7 +551,7 @@ async fn a_host_that_wakes_executions_resumes_them_on_another_engine() {
     ));
     assert_eq!(
         finished(b.wake(id, at, Ok(Bytes::new())).await.unwrap()),
-        Bytes::from_static(b"c")
+        Bytes::from_static(b"fast")
     );
     assert_eq!(steps.load(Ordering::SeqCst), 2);
     // The same wake again, on either engine: finished, and nothing runs.
@@ -564,9 +563,9 @@ async fn a_host_that_wakes_executions_resumes_them_on_another_engine() {
     }
     assert_eq!(steps.load(Ordering::SeqCst), 2);
 
-    // Second execution: now the child is predicted slow, so the run suspends on it after
-    // the grace period, and engine B does not keep waiting for the local call.
-    let inv = invocation("flow", "");
+    // Second execution: the child outlasts the threshold (300 ms > 50 ms), so the run
+    // suspends on it, and engine B does not keep waiting for the local call.
+    let inv = invocation("flow", "slow");
     let id: fnhub_core::ExecutionId = inv.id.into();
     let RunResult::Suspended { at, .. } = a.start(inv, Version::FIRST).await.unwrap() else {
         panic!("expected a timer suspension");
@@ -796,5 +795,56 @@ async fn a_run_whose_future_is_dropped_can_be_taken_over() {
         ran.load(Ordering::SeqCst),
         2,
         "the first step is not run again"
+    );
+}
+
+/// A host that limits each run of `batch` to 200 ms.
+struct LimitingHost;
+
+impl DurableHost for LimitingHost {
+    fn invoke(&self, child: Invocation) -> BoxFuture<'static, Outcome> {
+        Box::pin(async move { Ok(child.payload) })
+    }
+
+    fn run_timeout(&self, function: &FunctionName, _version: Version) -> Option<Duration> {
+        (function.as_str() == "batch").then_some(Duration::from_millis(200))
+    }
+}
+
+#[tokio::test]
+async fn a_run_past_its_timeout_ends_the_execution_with_a_timeout() {
+    let store = Arc::new(MemoryStore::new());
+    let engine = engine_on("hub-a", store.clone(), Arc::new(LimitingHost));
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let ran = Arc::new(AtomicU32::new(0));
+    engine.register(
+        name("batch"),
+        Version::FIRST,
+        two_steps(gate.clone(), ran.clone()),
+    );
+    let inv = invocation("batch", "");
+    let id: fnhub_core::ExecutionId = inv.id.into();
+    let outcome = {
+        let engine = engine.clone();
+        tokio::spawn(async move { engine.outcome(id).await })
+    };
+    // The pause never ends: the run stops at 200 ms, and the execution is over.
+    match engine.start(inv, Version::FIRST).await.unwrap() {
+        RunResult::Completed(Err(e)) => {
+            assert_eq!(e.kind, fnhub_core::ErrorKind::Timeout, "{e}");
+            assert_eq!(e.error_type.as_deref(), Some("Durable.Timeout"));
+        }
+        other => panic!("expected a timeout, got {other:?}"),
+    }
+    let delivered = outcome.await.unwrap().unwrap().unwrap_err();
+    assert_eq!(delivered.kind, fnhub_core::ErrorKind::Timeout);
+    assert_eq!(
+        ran.load(Ordering::SeqCst),
+        1,
+        "the first step ran, the last did not"
+    );
+    assert!(
+        store.list().await.unwrap().is_empty(),
+        "the checkpoint is gone"
     );
 }

@@ -2,12 +2,13 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock, Weak};
+use std::time::Duration;
 
 use bytes::Bytes;
 use fnhub_checkpoint::durable::{DurableHost, Finished};
 use fnhub_core::{
     BoxFuture, ErrorKind, ExecutionId, FunctionError, FunctionName, FunctionSpec, Invocation,
-    InvocationId, Outcome, PendingDependency,
+    InvocationId, Outcome, PendingDependency, Version,
 };
 use fnhub_router::topic::{TopicFilter, TopicName};
 use parking_lot::Mutex;
@@ -54,13 +55,19 @@ pub(crate) struct HubHost {
     /// Invocations whose caller wants to know whether their durable execution suspended
     /// (filled while they run; see [`HubHost::track`]).
     tracked: Mutex<HashMap<InvocationId, Option<DurableEnd>>>,
+    /// Each durable function's timeout, which bounds each of its runs.
+    run_timeouts: Mutex<HashMap<(FunctionName, Version), Duration>>,
 }
 
+/// How long after a durable function's timeout its invocation is cut, if the engine has not
+/// ended the run by then (it stops the run at the timeout and delivers a `Timeout` outcome).
+pub(crate) const BACKSTOP: Duration = Duration::from_secs(1);
+
 /// The function whose invocations run resumed durable executions on the hub's workers. Its
-/// timeout is the longest of the hub's durable functions' timeouts, so a replay may run as
-/// long as its function may. A run cut short (by that timeout, or by a dropped call) keeps
-/// its checkpoint and no longer counts as running: it can be taken over or recovered from
-/// its journal.
+/// timeout is the longest of the hub's durable functions' timeouts (plus a second), so a
+/// replay may run as long as its function may; the engine stops each replay at its own
+/// function's timeout. A run cut short otherwise (a dropped call) keeps its checkpoint and
+/// no longer counts as running: it can be taken over or recovered from its journal.
 pub const RESUME_FUNCTION: &str = "fnhub-resume";
 
 impl HubHost {
@@ -70,7 +77,15 @@ impl HubHost {
             resumes: Arc::default(),
             remote: OnceLock::new(),
             tracked: Mutex::default(),
+            run_timeouts: Mutex::default(),
         }
+    }
+
+    /// Records the timeout of durable function `spec`, which bounds each of its runs.
+    pub(crate) fn set_run_timeout(&self, spec: &FunctionSpec) {
+        self.run_timeouts
+            .lock()
+            .insert((spec.name.clone(), spec.version), spec.resources.timeout);
     }
 
     /// Starts listening for a suspension of the invocation `id`.
@@ -160,6 +175,13 @@ impl DurableHost for HubHost {
     /// node: timers, children, events, and executions shed under load.
     fn wakes(&self, _execution: ExecutionId, _pending: &PendingDependency) -> bool {
         self.remote.get().is_some()
+    }
+
+    fn run_timeout(&self, function: &FunctionName, version: Version) -> Option<Duration> {
+        self.run_timeouts
+            .lock()
+            .get(&(function.clone(), version))
+            .copied()
     }
 
     fn completed(&self, finished: &Finished) -> BoxFuture<'static, Result<(), String>> {

@@ -178,6 +178,11 @@ impl EdgeHubBuilder {
     /// function's output if the execution completes without suspending, and an empty output
     /// if it suspends; [`EdgeHub::durable_outcome`] waits for the final outcome, which is
     /// also published on the function's output topic when it has one.
+    ///
+    /// The spec's timeout bounds each run of an execution (its first run, and each replay
+    /// after a suspension), not the execution's whole life. A run past it stops, and the
+    /// execution ends with a `Timeout` error (type `Durable.Timeout`) as its outcome. The
+    /// invocation that ran it is cut one second later if the engine has not ended it.
     pub fn durable(mut self, spec: FunctionSpec, function: impl DurableFunction) -> Self {
         let (name, version) = (spec.name.clone(), spec.version);
         self.durables.push((
@@ -333,13 +338,20 @@ impl EdgeHubBuilder {
                 .max()
                 .unwrap_or_default();
             let (spec, handler) = host.resume_function();
-            let timeout = longest.max(spec.resources.timeout);
+            let timeout = longest.max(spec.resources.timeout) + crate::durable::BACKSTOP;
             let spec = spec.with_timeout(timeout);
             in_process.register(crate::durable::RESUME_FUNCTION, handler);
             functions.push(spec);
         }
         for (spec, register) in self.durables {
             register(&engine);
+            // The engine stops each run at the function's timeout and ends the execution
+            // with its outcome; the invocation's own limit is a backstop just after.
+            host.set_run_timeout(&spec);
+            let spec = {
+                let timeout = spec.resources.timeout + crate::durable::BACKSTOP;
+                spec.with_timeout(timeout)
+            };
             let Runtime::InProcess { handler } = &spec.runtime else {
                 return Err(HubError::NotInProcess(spec.name));
             };

@@ -215,8 +215,8 @@ async fn shared_store(url: &str) -> Arc<fnhub::libs::checkpoint::nats::NatsStore
 
 /// A hub whose checkpoints live in the server's object store, with a durable `order`: a
 /// step, a sleep long enough to suspend, a child `charge` run through the cloud runtime,
-/// and a step. `charge` takes 300 ms, so once a hub has seen it run, it predicts it slow
-/// and suspends on it too.
+/// and a step. `charge` takes 300 ms, past the 200 ms threshold, so an order suspends on
+/// it too.
 async fn order_hub(url: &str, reserved: Arc<AtomicU64>, shipped: Arc<AtomicU64>) -> EdgeHub {
     use fnhub::{DurableContext, SuspendPolicy, durable_fn};
     EdgeHub::builder()
@@ -340,8 +340,8 @@ async fn durable_executions_resume_on_another_node() {
     )
     .await;
 
-    // Now B has seen `charge` take 300 ms: new orders suspend on it as well, and the node
-    // that runs the child wakes the parent with its outcome.
+    // A new order, submitted to B: it suspends on its sleep and on its child (which outlasts
+    // the threshold), and the node that runs the child wakes the parent with its outcome.
     let suspended_before = b.stats().suspended;
     let inv = Invocation::new("order".parse().unwrap(), "order-9");
     client.submit(&inv).await.unwrap();

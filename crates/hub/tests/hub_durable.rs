@@ -249,3 +249,58 @@ async fn a_replay_may_run_as_long_as_its_function_may() {
         "the resume invocation did not time out"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_past_its_functions_timeout_ends_the_execution_with_a_timeout() {
+    use std::time::Duration;
+    // Each run of `stuck` may last 500 ms. Its input says where it gets stuck: in its first
+    // run, or in the replay after a suspending sleep.
+    let hub = EdgeHub::builder()
+        .suspend_policy(fnhub::SuspendPolicy::with_threshold(Duration::from_millis(
+            50,
+        )))
+        .durable(
+            FunctionSpec::in_process(FunctionName::new("stuck").unwrap())
+                .with_timeout(Duration::from_millis(500)),
+            durable_fn(|ctx: DurableContext, input: Bytes| async move {
+                if &input[..] == b"replay" {
+                    ctx.sleep("nap", Duration::from_millis(200)).await?;
+                }
+                ctx.step("forever", || async {
+                    tokio::time::sleep(Duration::from_secs(3600)).await;
+                    Ok(Bytes::new())
+                })
+                .await
+            }),
+        )
+        .build()
+        .unwrap();
+    let is_durable_timeout = |outcome: fnhub::Outcome| {
+        let e = outcome.unwrap_err();
+        assert_eq!(e.kind, fnhub::ErrorKind::Timeout, "{e}");
+        assert_eq!(e.error_type.as_deref(), Some("Durable.Timeout"), "{e}");
+    };
+
+    // Stuck in the first run: the caller gets the engine's timeout, and so does anyone
+    // waiting for the execution's outcome.
+    let invocation = fnhub::Invocation::new("stuck".parse().unwrap(), "first");
+    let id: ExecutionId = invocation.id.into();
+    let waiting = {
+        let hub = hub.clone();
+        tokio::spawn(async move { hub.durable_outcome(id).await })
+    };
+    is_durable_timeout(hub.call(invocation).await.unwrap().outcome);
+    is_durable_timeout(waiting.await.unwrap().unwrap());
+
+    // Stuck in a replay: the outcome says so instead of never coming.
+    let invocation = fnhub::Invocation::new("stuck".parse().unwrap(), "replay");
+    let id: ExecutionId = invocation.id.into();
+    let reply = hub.call(invocation).await.unwrap().outcome.unwrap();
+    assert!(reply.is_empty(), "the start suspends");
+    let outcome = tokio::time::timeout(Duration::from_secs(30), hub.durable_outcome(id))
+        .await
+        .expect("the replay never ended")
+        .unwrap();
+    is_durable_timeout(outcome);
+    assert!(hub.checkpoint_store().list().await.unwrap().is_empty());
+}

@@ -251,7 +251,9 @@ impl DurableContext {
     /// Invokes a child function and waits for its outcome, durably. When the child is
     /// predicted (from its past durations) to take longer than the suspension threshold and
     /// has not finished within the grace period, the execution suspends and resumes when the
-    /// child's outcome arrives.
+    /// child's outcome arrives. A child not predicted slow that has not finished within the
+    /// threshold suspends the execution then: its worker is not held through a long wait
+    /// (a queue behind other work, a node that died holding the child).
     pub async fn invoke(&self, name: &str, function: FunctionRef, payload: Bytes) -> Outcome {
         let child_id = {
             let s = self.state.lock();
@@ -281,27 +283,30 @@ impl DurableContext {
                 let predicted = self.shared.estimator.lock().predict(&key);
                 let started = Instant::now();
                 let mut call = self.shared.host.invoke(child);
-                let outcome = if self.shared.policy.suspends(predicted) {
-                    match tokio::time::timeout(self.shared.policy.grace, &mut call).await {
-                        Ok(outcome) => {
-                            self.shared.decision(&key, predicted, false);
-                            outcome
-                        }
-                        Err(_) => {
-                            self.shared.decision(&key, predicted, true);
-                            let execution = self.execution_id();
-                            let shared = self.shared.clone();
-                            return self
-                                .suspend(PendingDependency::Child(child_id), move || {
-                                    shared
-                                        .resume_when_done(execution, key, started, child_id, call);
-                                })
-                                .await;
-                        }
-                    }
+                // A child predicted slow is awaited for the grace period, any other for the
+                // threshold: a wait that has outlasted the threshold is a long one, whatever
+                // was predicted, and holds no worker any longer.
+                let policy = self.shared.policy;
+                let patience = if policy.suspends(predicted) {
+                    policy.grace
                 } else {
-                    self.shared.decision(&key, predicted, false);
-                    call.await
+                    policy.threshold
+                };
+                let outcome = match tokio::time::timeout(patience, &mut call).await {
+                    Ok(outcome) => {
+                        self.shared.decision(&key, predicted, false);
+                        outcome
+                    }
+                    Err(_) => {
+                        self.shared.decision(&key, predicted, true);
+                        let execution = self.execution_id();
+                        let shared = self.shared.clone();
+                        return self
+                            .suspend(PendingDependency::Child(child_id), move || {
+                                shared.resume_when_done(execution, key, started, child_id, call);
+                            })
+                            .await;
+                    }
                 };
                 self.shared
                     .estimator

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use fnhub_core::{
-    Checkpoint, CheckpointStore, Clock, Event, ExecutionId, FunctionError, FunctionName,
+    Checkpoint, CheckpointStore, Clock, ErrorKind, Event, ExecutionId, FunctionError, FunctionName,
     Invocation, Outcome, PendingDependency, StoreError, Version,
 };
 use parking_lot::{Mutex, RwLock};
@@ -280,6 +280,15 @@ impl Shared {
             _ => {}
         }
     }
+}
+
+/// The outcome of a run stopped at its limit.
+fn timed_out(limit: Duration) -> FunctionError {
+    FunctionError::new(
+        ErrorKind::Timeout,
+        format!("the durable run timed out after {limit:?}"),
+    )
+    .with_type("Durable.Timeout")
 }
 
 /// Removes an execution from the running set when its run ends, however it ends.
@@ -740,14 +749,29 @@ impl Engine {
             function.on_restore_boxed(&ctx).await;
         }
         let run = function.run_boxed(ctx, input);
+        // The run's own limit: past it the execution ends with a timeout, like any call.
+        let limit = self.shared.host.run_timeout(&key.0, key.1);
+        let overrun = async move {
+            match limit {
+                Some(limit) => tokio::time::sleep(limit).await,
+                None => std::future::pending().await,
+            }
+        };
+        let mut stop_rx = stop_rx;
+        let stopped = |stop: Result<Stop, oneshot::error::RecvError>| match stop {
+            Ok(Stop::Suspended(pending)) => Ok(Err(pending)),
+            Ok(Stop::Store(e)) => Err(EngineError::Store(e)),
+            Err(_) => Err(EngineError::NotSuspended(id)),
+        };
         let ended = tokio::select! {
             biased;
-            stop = stop_rx => match stop {
-                Ok(Stop::Suspended(pending)) => Ok(Err(pending)),
-                Ok(Stop::Store(e)) => Err(EngineError::Store(e)),
-                Err(_) => Err(EngineError::NotSuspended(id)),
-            },
+            stop = &mut stop_rx => stopped(stop),
             outcome = run => Ok(Ok(outcome)),
+            () = overrun => match stop_rx.try_recv() {
+                // It suspended in the same poll that the limit passed: the suspension holds.
+                Ok(stop) => stopped(Ok(stop)),
+                Err(_) => Ok(Ok(Err(timed_out(limit.unwrap_or_default())))),
+            },
         };
         drop(running);
         match ended? {

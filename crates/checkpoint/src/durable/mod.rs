@@ -44,7 +44,8 @@ pub fn child_position(parent: ExecutionId, child: InvocationId) -> Option<u32> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct SuspendPolicy {
-    /// Waits predicted to be longer than this suspend. Default 1 s.
+    /// Waits predicted to be longer than this suspend; so do waits for a child that last
+    /// longer than this, whatever was predicted. Default 1 s.
     pub threshold: Duration,
     /// How long a child predicted to be slow is still awaited before suspending: one that
     /// finishes faster than predicted causes no suspension. Default 10 ms.
@@ -143,6 +144,19 @@ pub trait DurableHost: Send + Sync + 'static {
     ) -> bool {
         let _ = (execution, pending);
         false
+    }
+
+    /// How long one run (the first, or a replay) of `function` at `version` may last; past
+    /// it the run stops and the execution ends with a `Timeout` error (type
+    /// `Durable.Timeout`), delivered like any outcome. The journal's completed operations
+    /// stay done; the one in flight is abandoned. Default: no limit.
+    fn run_timeout(
+        &self,
+        function: &fnhub_core::FunctionName,
+        version: fnhub_core::Version,
+    ) -> Option<std::time::Duration> {
+        let _ = (function, version);
+        None
     }
 
     /// Called when an execution finishes, before its checkpoint is removed. A host that
