@@ -353,6 +353,22 @@ fn two_steps(gate: Arc<tokio::sync::Semaphore>, ran: Arc<AtomicU32>) -> impl Dur
     })
 }
 
+/// Registers [`two_steps`] as `batch` on `engine`, its pause gate holding `permits`; the
+/// gate and the count of counting steps run.
+fn register_batch(
+    engine: &Engine,
+    permits: usize,
+) -> (Arc<tokio::sync::Semaphore>, Arc<AtomicU32>) {
+    let gate = Arc::new(tokio::sync::Semaphore::new(permits));
+    let ran = Arc::new(AtomicU32::new(0));
+    engine.register(
+        name("batch"),
+        Version::FIRST,
+        two_steps(gate.clone(), ran.clone()),
+    );
+    (gate, ran)
+}
+
 fn load(queued: usize) -> fnhub_core::LoadSnapshot {
     let mut s = fnhub_core::LoadSnapshot::default();
     s.queued = queued;
@@ -367,13 +383,7 @@ async fn under_sustained_load_low_priority_executions_wait_at_their_next_operati
     let mut policy = LoadPolicy::default();
     policy.window = Duration::from_secs(5);
     engine.set_load_policy(policy);
-    let gate = Arc::new(tokio::sync::Semaphore::new(0));
-    let ran = Arc::new(AtomicU32::new(0));
-    engine.register(
-        name("batch"),
-        Version::FIRST,
-        two_steps(gate.clone(), ran.clone()),
-    );
+    let (gate, ran) = register_batch(&engine, 0);
 
     let t0 = std::time::Instant::now();
     // High pressure, but not for the whole window yet: nothing is shed.
@@ -771,13 +781,7 @@ async fn a_host_wakes_events_and_load_on_another_engine() {
 #[tokio::test]
 async fn a_run_whose_future_is_dropped_can_be_taken_over() {
     let (engine, _, _) = engine("hub-a");
-    let gate = Arc::new(tokio::sync::Semaphore::new(0));
-    let ran = Arc::new(AtomicU32::new(0));
-    engine.register(
-        name("batch"),
-        Version::FIRST,
-        two_steps(gate.clone(), ran.clone()),
-    );
+    let (gate, ran) = register_batch(&engine, 0);
     let inv = invocation("batch", "");
     let id: fnhub_core::ExecutionId = inv.id.into();
     // The run is cut in its pause, as a hub cuts an invocation at its timeout.
@@ -815,13 +819,7 @@ impl DurableHost for LimitingHost {
 async fn a_run_past_its_timeout_ends_the_execution_with_a_timeout() {
     let store = Arc::new(MemoryStore::new());
     let engine = engine_on("hub-a", store.clone(), Arc::new(LimitingHost));
-    let gate = Arc::new(tokio::sync::Semaphore::new(0));
-    let ran = Arc::new(AtomicU32::new(0));
-    engine.register(
-        name("batch"),
-        Version::FIRST,
-        two_steps(gate.clone(), ran.clone()),
-    );
+    let (_gate, ran) = register_batch(&engine, 0);
     let inv = invocation("batch", "");
     let id: fnhub_core::ExecutionId = inv.id.into();
     let outcome = {
