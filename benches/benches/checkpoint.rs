@@ -83,11 +83,7 @@ fn one_fsync_per_save(dir: &Path, saves: &[Bytes]) {
 }
 
 fn bench(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = fnhub_benches::runtime(2);
 
     // 1. Save + load of 1 MiB.
     let big = checkpoint(1, 1 << 20, 7);
@@ -183,10 +179,7 @@ fn bench(c: &mut Criterion) {
 }
 
 fn config() -> Criterion {
-    Criterion::default()
-        .output_directory(&fnhub_benches::criterion_dir())
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(3))
+    fnhub_benches::criterion(Duration::from_secs(1), Duration::from_secs(3))
 }
 
 criterion_group! {

@@ -15,7 +15,6 @@
 //! cargo bench -p fnhub-benches --features nats --bench cloud
 //! ```
 
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
@@ -28,34 +27,6 @@ use fnhub::{EdgeHub, FunctionName, FunctionSpec, Invocation, from_fn};
 use futures_util::StreamExt;
 use tokio::sync::Mutex;
 
-/// The server and the folder of its store (kept while it runs).
-struct Server(Child, #[allow(dead_code)] tempfile::TempDir);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn server() -> (Server, String) {
-    let port = fnhub_benches::free_port();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let program = fnhub_benches::installed(
-        &["/usr/sbin/nats-server", "/usr/bin/nats-server"],
-        "apt-get install nats-server",
-    );
-    let child = Command::new(program)
-        .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
-        .arg(dir.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("nats-server");
-    fnhub_benches::wait_for_port(port, "nats-server");
-    (Server(child, dir), format!("nats://127.0.0.1:{port}"))
-}
-
 fn noop_hub() -> EdgeHub {
     EdgeHub::builder()
         .function(
@@ -67,12 +38,10 @@ fn noop_hub() -> EdgeHub {
 }
 
 fn bench(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let (_server, url) = server();
+    let rt = fnhub_benches::runtime(2);
+    let server = fnhub_testkit::NatsServer::start()
+        .expect("nats-server is needed: apt-get install nats-server");
+    let url = server.url().to_owned();
     let config = CloudConfig::default();
     let (nodes, client, results, raw) = rt.block_on(async {
         let nodes = (
@@ -181,10 +150,7 @@ fn bench(c: &mut Criterion) {
 }
 
 fn config() -> Criterion {
-    Criterion::default()
-        .output_directory(&fnhub_benches::criterion_dir())
-        .warm_up_time(Duration::from_secs(2))
-        .measurement_time(Duration::from_secs(8))
+    fnhub_benches::criterion(Duration::from_secs(2), Duration::from_secs(8))
 }
 
 criterion_group! { name = benches; config = config(); targets = bench }

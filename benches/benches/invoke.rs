@@ -94,20 +94,16 @@ fn bench(c: &mut Criterion) {
         .build()
         .expect("runtime");
     group(c, "invoke_noop_current_thread", &current);
-    let multi = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let multi = fnhub_benches::runtime(2);
     group(c, "invoke_noop_multi_thread", &multi);
 }
 
 fn config() -> Criterion {
-    Criterion::default()
-        .output_directory(&fnhub_benches::criterion_dir())
-        .sample_size(50)
-        .warm_up_time(std::time::Duration::from_secs(1))
-        .measurement_time(std::time::Duration::from_secs(3))
+    fnhub_benches::criterion(
+        std::time::Duration::from_secs(1),
+        std::time::Duration::from_secs(3),
+    )
+    .sample_size(50)
 }
 
 criterion_group! {

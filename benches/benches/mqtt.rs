@@ -184,11 +184,7 @@ fn cpu_per_message(
 }
 
 fn bench(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = fnhub_benches::runtime(2);
     let broker = broker();
     let port = broker.1;
     let hub = rt.block_on(async {
@@ -288,10 +284,7 @@ fn bench(c: &mut Criterion) {
 }
 
 fn config() -> Criterion {
-    Criterion::default()
-        .output_directory(&fnhub_benches::criterion_dir())
-        .warm_up_time(Duration::from_secs(2))
-        .measurement_time(Duration::from_secs(8))
+    fnhub_benches::criterion(Duration::from_secs(2), Duration::from_secs(8))
 }
 
 criterion_group! { name = benches; config = config(); targets = bench }

@@ -183,21 +183,13 @@ fn bench(c: &mut Criterion) {
         .build()
         .expect("runtime");
     warm(c, "current_thread", &current);
-    let multi = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let multi = fnhub_benches::runtime(2);
     warm(c, "multi_thread", &multi);
     start(c, &multi);
 }
 
 fn config() -> Criterion {
-    Criterion::default()
-        .output_directory(&fnhub_benches::criterion_dir())
-        .sample_size(50)
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(3))
+    fnhub_benches::criterion(Duration::from_secs(1), Duration::from_secs(3)).sample_size(50)
 }
 
 criterion_group! {

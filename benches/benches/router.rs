@@ -111,11 +111,7 @@ fn bench(c: &mut Criterion) {
 }
 
 fn config() -> Criterion {
-    Criterion::default()
-        .output_directory(&fnhub_benches::criterion_dir())
-        .sample_size(50)
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(2))
+    fnhub_benches::criterion(Duration::from_secs(1), Duration::from_secs(2)).sample_size(50)
 }
 
 criterion_group! { name = benches; config = config(); targets = bench }

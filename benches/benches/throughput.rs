@@ -41,11 +41,7 @@ struct Setup {
 }
 
 fn setup() -> Setup {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(THREADS)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = fnhub_benches::runtime(THREADS);
     let name = FunctionName::new("noop").expect("name");
     let scheduler = rt.block_on(async {
         let sandbox = InProcessSandbox::new();
@@ -167,11 +163,7 @@ fn bench(c: &mut Criterion) {
 }
 
 fn config() -> Criterion {
-    Criterion::default()
-        .output_directory(&fnhub_benches::criterion_dir())
-        .sample_size(20)
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(4))
+    fnhub_benches::criterion(Duration::from_secs(1), Duration::from_secs(4)).sample_size(20)
 }
 
 criterion_group! {

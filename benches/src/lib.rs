@@ -1,7 +1,11 @@
-//! Helpers shared by the benchmarks: where criterion writes, and the ratio of our path to
-//! its peer read back from criterion's own estimates.
+//! Helpers shared by the benchmarks: where criterion writes and how long it measures, the
+//! runtime, the ratio of our path to its peer read back from criterion's own estimates, and
+//! the peers' programs (through `fnhub-testkit`).
 
 use std::path::PathBuf;
+use std::time::Duration;
+
+use criterion::Criterion;
 
 /// Where criterion writes its reports: `$CARGO_TARGET_DIR/criterion`, else
 /// `<workspace>/target/criterion`.
@@ -41,28 +45,27 @@ pub fn print_ratio(group: &str, ours: &str, peer: &str) {
     }
 }
 
+pub use fnhub_testkit::{free_port, wait_for_port};
+
 /// The first of `candidates` that is installed; panics naming what to install.
-pub fn installed(candidates: &[&str], install: &str) -> std::path::PathBuf {
-    candidates
-        .iter()
-        .map(std::path::PathBuf::from)
-        .find(|p| p.exists())
+pub fn installed(candidates: &[&str], install: &str) -> PathBuf {
+    fnhub_testkit::installed(candidates, install)
         .unwrap_or_else(|| panic!("{} is needed: {install}", candidates[0]))
 }
 
-/// A loopback port nothing listens on now.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or_else(|e| panic!("no free port: {e}"))
+/// Criterion writing to [`criterion_dir`], with these warm-up and measurement times.
+pub fn criterion(warm_up: Duration, measurement: Duration) -> Criterion {
+    Criterion::default()
+        .output_directory(&criterion_dir())
+        .warm_up_time(warm_up)
+        .measurement_time(measurement)
 }
 
-/// Waits until something accepts connections on `port` (a watchdog of 10 s).
-pub fn wait_for_port(port: u16, what: &str) {
-    let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(std::time::Instant::now() < until, "{what} did not start");
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+/// A multi-threaded tokio runtime with `workers` threads.
+pub fn runtime(workers: usize) -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| panic!("no runtime: {e}"))
 }

@@ -2,24 +2,15 @@
 
 #![allow(clippy::unwrap_used)] // tests may unwrap
 
-use std::time::{Duration, SystemTime};
+mod common;
 
 use bytes::Bytes;
 use fnhub_checkpoint::DirStore;
-use fnhub_core::{Checkpoint, CheckpointStore, ExecutionId, FunctionName, StoreError, Version};
+use fnhub_core::{Checkpoint, CheckpointStore, StoreError};
 
+/// Checkpoint `n`.
 fn checkpoint(n: u32) -> Checkpoint {
-    let mut c = Checkpoint::new(
-        ExecutionId::from_u128(u128::from(n) + 1),
-        FunctionName::new("f").unwrap(),
-        Version::FIRST,
-        Bytes::from(format!("input {n}")),
-        "hub-a",
-        SystemTime::UNIX_EPOCH + Duration::from_secs(1_764_400_000),
-    );
-    c.state = Some(Bytes::from(vec![n as u8; 1000]));
-    c.context.trace = fnhub_core::TraceParent::from_parts(7, 7, 1).unwrap();
-    c
+    common::checkpoint(n, 1000)
 }
 
 #[tokio::test]

@@ -4,71 +4,17 @@
 #![cfg(feature = "nats")]
 #![allow(clippy::unwrap_used)]
 
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant, SystemTime};
+mod common;
 
 use async_nats::jetstream;
 use bytes::Bytes;
 use fnhub_checkpoint::nats::{DEFAULT_BUCKET, NatsStore};
-use fnhub_core::{Checkpoint, CheckpointStore, ExecutionId, FunctionName, StoreError, Version};
+use fnhub_core::{Checkpoint, CheckpointStore, ExecutionId, StoreError};
 
-struct Server(Child, #[allow(dead_code)] tempfile::TempDir);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// A `nats-server -js` on a free port and its URL; `None` when it is not installed (a
-/// failure under `CI=true`).
-fn server() -> Option<(Server, String)> {
-    let Some(program) = ["/usr/sbin/nats-server", "/usr/bin/nats-server"]
-        .into_iter()
-        .find(|p| std::path::Path::new(p).exists())
-    else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "nats-server is required under CI"
-        );
-        eprintln!("skipping: nats-server is not installed");
-        return None;
-    };
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let dir = tempfile::tempdir().unwrap();
-    let child = Command::new(program)
-        .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
-        .arg(dir.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let until = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < until, "nats-server did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Some((Server(child, dir), format!("nats://127.0.0.1:{port}")))
-}
-
+/// Checkpoint `n`, with 300 kB of state: larger than one object-store chunk
+/// (128 KiB), so it is written in pieces.
 fn checkpoint(n: u32) -> Checkpoint {
-    let mut c = Checkpoint::new(
-        ExecutionId::from_u128(u128::from(n) + 1),
-        FunctionName::new("f").unwrap(),
-        Version::FIRST,
-        Bytes::from(format!("input {n}")),
-        "hub-a",
-        SystemTime::UNIX_EPOCH + Duration::from_secs(1_764_400_000),
-    );
-    // Larger than one object-store chunk (128 KiB), so it is written in pieces.
-    c.state = Some(Bytes::from(vec![n as u8; 300_000]));
-    c.context.trace = fnhub_core::TraceParent::from_parts(7, 7, 1).unwrap();
-    c
+    common::checkpoint(n, 300_000)
 }
 
 async fn store(url: &str) -> (jetstream::Context, NatsStore) {
@@ -79,11 +25,11 @@ async fn store(url: &str) -> (jetstream::Context, NatsStore) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn checkpoints_move_between_nodes_whole() {
-    let Some((_server, url)) = server() else {
+    let Some(server) = fnhub_testkit::NatsServer::start() else {
         return;
     };
-    let (_, node_a) = store(&url).await;
-    let (js_b, node_b) = store(&url).await;
+    let (_, node_a) = store(server.url()).await;
+    let (js_b, node_b) = store(server.url()).await;
 
     for n in 0..3 {
         node_a.save(&checkpoint(n)).await.unwrap();

@@ -3,10 +3,8 @@
 #![cfg(feature = "nats")]
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use std::collections::BTreeMap;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -18,35 +16,8 @@ use futures_util::StreamExt;
 
 /// A `nats-server -js` of the test's own; `None` when it is not installed (a failure under
 /// `CI=true`).
-struct Server(Child, String, #[allow(dead_code)] tempfile::TempDir);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn server() -> Option<Server> {
-    let program = common::installed(
-        &[
-            "/usr/sbin/nats-server",
-            "/usr/bin/nats-server",
-            "/usr/local/bin/nats-server",
-        ],
-        "apt-get install nats-server",
-    )?;
-    let port = common::free_port();
-    let dir = tempfile::tempdir().unwrap();
-    let child = Command::new(program)
-        .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
-        .arg(dir.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    common::wait_for_port(port, "nats-server");
-    Some(Server(child, format!("nats://127.0.0.1:{port}"), dir))
+fn server() -> Option<fnhub_testkit::NatsServer> {
+    fnhub_testkit::NatsServer::start()
 }
 
 fn doubling_hub() -> EdgeHub {
@@ -66,13 +37,13 @@ fn doubling_hub() -> EdgeHub {
 async fn two_nodes_give_every_invocation_one_result() {
     let Some(server) = server() else { return };
     let config = CloudConfig::default();
-    let a = CloudRuntime::start(&server.1, "a", doubling_hub(), config.clone())
+    let a = CloudRuntime::start(server.url(), "a", doubling_hub(), config.clone())
         .await
         .unwrap();
-    let b = CloudRuntime::start(&server.1, "b", doubling_hub(), config.clone())
+    let b = CloudRuntime::start(server.url(), "b", doubling_hub(), config.clone())
         .await
         .unwrap();
-    let client = CloudClient::connect(&server.1, &config).await.unwrap();
+    let client = CloudClient::connect(server.url(), &config).await.unwrap();
     // Both nodes registered the function; one nobody runs is refused.
     assert_eq!(client.functions().await.unwrap(), vec!["double".to_owned()]);
     let ghost = Invocation::new("ghost".parse().unwrap(), "1");
@@ -132,10 +103,10 @@ async fn a_full_hub_hands_invocations_back_instead_of_failing_them() {
         .build()
         .unwrap();
     let config = CloudConfig::default().with_in_flight(32);
-    let node = CloudRuntime::start(&server.1, "only", hub, config.clone())
+    let node = CloudRuntime::start(server.url(), "only", hub, config.clone())
         .await
         .unwrap();
-    let client = CloudClient::connect(&server.1, &config).await.unwrap();
+    let client = CloudClient::connect(server.url(), &config).await.unwrap();
     let mut ids = Vec::new();
     for n in 0..60 {
         let inv = Invocation::new("slow".parse().unwrap(), format!("{n}"));
@@ -152,7 +123,7 @@ async fn a_full_hub_hands_invocations_back_instead_of_failing_them() {
 /// Runs the example (built by `cargo test` beside this test) against `server` with
 /// `args`: three node processes, one killed with SIGKILL once a third of the results are
 /// in. Its JSON summary.
-async fn run_example(server: &Server, args: &[&str]) -> serde_json::Value {
+async fn run_example(server: &fnhub_testkit::NatsServer, args: &[&str]) -> serde_json::Value {
     let exe = std::env::current_exe().unwrap();
     let example = exe
         .parent()
@@ -162,7 +133,7 @@ async fn run_example(server: &Server, args: &[&str]) -> serde_json::Value {
     assert!(example.exists(), "{} not built", example.display());
     let mut command = Command::new(example);
     command
-        .args(["--nodes", "3", "--json", "--url", &server.1])
+        .args(["--nodes", "3", "--json", "--url", server.url()])
         .args(args);
     let out = tokio::task::spawn_blocking(move || command.output().unwrap())
         .await
@@ -285,7 +256,7 @@ async fn until(what: &str, done: impl Fn() -> bool) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn durable_executions_resume_on_another_node() {
     let Some(server) = server() else { return };
-    let url = server.1.clone();
+    let url = server.url().to_owned();
     // A short ack wait, so that wakes node A had taken come back soon after it goes.
     let config = CloudConfig::default().with_ack_wait(Duration::from_secs(3));
     let (reserved, shipped) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
@@ -397,7 +368,7 @@ async fn waits(url: &str) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_wake_executions_that_wait_for_them_on_any_node() {
     let Some(server) = server() else { return };
-    let url = server.1.clone();
+    let url = server.url().to_owned();
     let config = CloudConfig::default().with_ack_wait(Duration::from_secs(3));
     let opened = Arc::new(AtomicU64::new(0));
 
@@ -524,7 +495,7 @@ async fn batch_hub(url: &str, policy: fnhub::LoadPolicy, ran: Arc<AtomicU64>) ->
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_that_sheds_load_hands_executions_to_one_that_does_not() {
     let Some(server) = server() else { return };
-    let url = server.1.clone();
+    let url = server.url().to_owned();
     let config = CloudConfig::default();
     let ran = Arc::new(AtomicU64::new(0));
 

@@ -5,8 +5,6 @@
 #![cfg(feature = "mqtt")]
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -34,7 +32,7 @@ impl Broker {
     /// Starts one, or `None` when mosquitto is not installed (a failure under `CI=true`).
     /// It keeps nothing on disk: a restart forgets every session and subscription.
     fn start() -> Option<Broker> {
-        let program = common::installed(
+        let program = fnhub_testkit::installed(
             &[
                 "/usr/sbin/mosquitto",
                 "/usr/bin/mosquitto",
@@ -42,7 +40,7 @@ impl Broker {
             ],
             "apt-get install mosquitto",
         )?;
-        let port = common::free_port();
+        let port = fnhub_testkit::free_port();
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(
             dir.path().join("mosquitto.conf"),
@@ -71,7 +69,7 @@ impl Broker {
             .spawn()
             .unwrap();
         self.child = Some(child);
-        common::wait_for_port(self.port, "mosquitto");
+        fnhub_testkit::wait_for_port(self.port, "mosquitto");
     }
 
     /// Stops it as an operator would (SIGTERM).
@@ -380,7 +378,7 @@ async fn the_bridge_subscribes_again_after_a_broker_that_forgot_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_a_broker_the_buffer_keeps_the_newest_and_counts_the_rest() {
     // A port nothing listens on.
-    let port = common::free_port();
+    let port = fnhub_testkit::free_port();
     let hub = EdgeHub::builder()
         .mqtt(
             MqttConfig::new("127.0.0.1", port, "hub-d")

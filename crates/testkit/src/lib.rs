@@ -1,0 +1,93 @@
+//! What the tests and benchmarks of fnhub share to start real peers: finding an installed
+//! program, a free loopback port, waiting for a peer to listen, and a `nats-server` with
+//! JetStream in a folder of its own. Not published.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The first of `candidates` that is installed, or `None`. Under `CI=true` a missing
+/// program is a failure, since `.ci/run` installs it (`install` says how).
+pub fn installed(candidates: &[&str], install: &str) -> Option<PathBuf> {
+    let found = candidates.iter().map(PathBuf::from).find(|p| p.exists());
+    if found.is_none() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{} is required under CI ({install})",
+            candidates.first().copied().unwrap_or_default()
+        );
+        eprintln!(
+            "skipping: {} is not installed ({install})",
+            candidates.first().copied().unwrap_or_default()
+        );
+    }
+    found
+}
+
+/// A loopback port nothing listens on now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("no free port: {e}"))
+}
+
+/// Waits until something accepts connections on `port` (a watchdog of 10 s).
+pub fn wait_for_port(port: u16, what: &str) {
+    let until = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < until, "{what} did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A `nats-server -js` on a free loopback port, storing in a temporary folder; killed when
+/// dropped.
+#[derive(Debug)]
+pub struct NatsServer {
+    child: Child,
+    url: String,
+    _store: tempfile::TempDir,
+}
+
+impl NatsServer {
+    /// Starts one and waits until it listens; `None` when `nats-server` is not installed
+    /// (a failure under `CI=true`).
+    pub fn start() -> Option<NatsServer> {
+        let program = installed(
+            &[
+                "/usr/sbin/nats-server",
+                "/usr/bin/nats-server",
+                "/usr/local/bin/nats-server",
+            ],
+            "apt-get install nats-server",
+        )?;
+        let port = free_port();
+        let store = tempfile::tempdir().unwrap_or_else(|e| panic!("no temporary folder: {e}"));
+        let child = Command::new(program)
+            .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
+            .arg(store.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("nats-server did not start: {e}"));
+        wait_for_port(port, "nats-server");
+        Some(NatsServer {
+            child,
+            url: format!("nats://127.0.0.1:{port}"),
+            _store: store,
+        })
+    }
+
+    /// Its URL, `nats://127.0.0.1:{port}`.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
