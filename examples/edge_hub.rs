@@ -111,7 +111,13 @@ fn parse_args() -> Result<Options, String> {
 /// `--duration`; then drains it and prints its figures.
 async fn run_config(o: &Options, path: &Path) -> Result<(), Box<dyn std::error::Error>> {
     let config = fnhub::config::HubConfig::load(path)?;
-    let running = config.start(config.builder()?).await?;
+    // The binary, not the library, installs the process's metrics recorder; `/metrics`
+    // renders it.
+    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .install_recorder()
+        .map_err(|e| format!("metrics recorder: {e}"))?;
+    let render: fnhub::http::RenderMetrics = std::sync::Arc::new(move || metrics.render());
+    let running = config.start(config.builder()?, Some(render)).await?;
     let http = running.http.as_ref().map(|h| h.local_addr().to_string());
     eprintln!(
         "hub {} up: {} functions, {} flows, http {}",

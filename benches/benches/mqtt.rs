@@ -195,15 +195,17 @@ fn bench(c: &mut Criterion) {
                 from_fn(|inv: Invocation| async move { Ok::<Bytes, _>(inv.payload) }),
             )
             .flow(Flow::parse("cloud", "sensors/+", "function:relay").expect("flow"))
-            .mqtt(
-                MqttConfig::new("127.0.0.1", port, "bench-hub")
-                    .inbound(InboundRule::new("sensors/#".parse().expect("filter")))
-                    .outbound(OutboundRule::new("out/#".parse().expect("filter")))
-                    // Criterion's batches reach tens of thousands of messages.
-                    .with_buffer(1_000_000),
-            )
             .build()
             .expect("hub");
+        fnhub::bridge::Bridge::new(
+            MqttConfig::new("127.0.0.1", port, "bench-hub")
+                .inbound(InboundRule::new("sensors/#".parse().expect("filter")))
+                .outbound(OutboundRule::new("out/#".parse().expect("filter")))
+                // Criterion's batches reach tens of thousands of messages.
+                .with_buffer(1_000_000),
+        )
+        .attach(&hub)
+        .expect("bridge");
         let _ = HUB.set(hub.clone());
         while !hub.mqtt_stats().is_some_and(|s| s.connected) {
             tokio::time::sleep(Duration::from_millis(10)).await;

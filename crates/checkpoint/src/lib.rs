@@ -22,15 +22,14 @@
 //! # Example
 //!
 //! ```
-//! use std::time::SystemTime;
-//! use fnhub_core::{Checkpoint, CheckpointStore, ExecutionId, FunctionName, Version};
+//! use fnhub_core::{Checkpoint, CheckpointStore, Clock, ExecutionId, FunctionName, SystemClock, Version};
 //! use fnhub_checkpoint::MemoryStore;
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let id = ExecutionId::random();
 //! let cp = Checkpoint::new(id, FunctionName::new("f")?, Version::FIRST,
-//!                          "input".into(), "hub-a", SystemTime::now());
+//!                          "input".into(), "hub-a", SystemClock.system_time());
 //! let bytes = fnhub_checkpoint::encode(&cp)?;
 //! assert_eq!(fnhub_checkpoint::decode(&bytes)?, cp);
 //!

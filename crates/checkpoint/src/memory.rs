@@ -99,7 +99,7 @@ mod tests {
             Version::FIRST,
             Bytes::from_static(b"in"),
             "hub-a",
-            SystemTime::now(),
+            SystemTime::UNIX_EPOCH,
         )
     }
 

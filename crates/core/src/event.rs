@@ -34,6 +34,8 @@ impl Headers {
     /// The header carrying the causal depth of an event (see
     /// [`InvocationContext::depth`](crate::InvocationContext::depth)).
     pub const DEPTH: &'static str = "fnhub-depth";
+    /// The W3C `tracestate` header, passed through untouched.
+    pub const TRACESTATE: &'static str = "tracestate";
 
     /// No headers.
     pub fn new() -> Headers {
@@ -135,6 +137,19 @@ impl Event {
     pub fn with_depth(mut self, depth: u32) -> Event {
         self.headers.insert(Headers::DEPTH, depth.to_string());
         self
+    }
+
+    /// Marks this event as caused by the invocation running with `context` (its output, a
+    /// publish it made, a document the hub made for it): a new span of the invocation's
+    /// trace, its `tracestate`, and one hop deeper, so that the depth limit stops an event
+    /// that triggers the function that published it. The event's counterpart of
+    /// [`InvocationContext::child`](crate::InvocationContext::child).
+    pub fn caused_by(mut self, context: &crate::InvocationContext) -> Event {
+        if let Some(state) = &context.tracestate {
+            self.headers.insert(Headers::TRACESTATE, state.clone());
+        }
+        self.with_trace(context.trace.child())
+            .with_depth(context.depth.saturating_add(1))
     }
 }
 

@@ -136,6 +136,41 @@ impl Default for InvocationContext {
     }
 }
 
+impl InvocationContext {
+    /// The context of an invocation that an invocation with this context makes: the one
+    /// place where a child is derived from its parent, for every kind of child (a function
+    /// calling another, a WebAssembly guest's `invoke`, a durable execution's child).
+    ///
+    /// The child continues the trace (a new span of the same trace) with the same
+    /// `tracestate`, runs for the same principal at the same priority, has the parent's
+    /// deadline (a child never outlives its parent's), records `parent` (the calling
+    /// invocation or durable execution) and is one hop deeper, so the depth limit that stops
+    /// loops counts it. Its affinity key, topic and attempt are its own.
+    pub fn child(&self, parent: ExecutionId) -> InvocationContext {
+        InvocationContext {
+            trace: self.trace.child(),
+            tracestate: self.tracestate.clone(),
+            deadline: self.deadline,
+            priority: self.priority,
+            principal: self.principal.clone(),
+            affinity_key: None,
+            parent: Some(parent),
+            attempt: 1,
+            topic: None,
+            depth: self.depth.saturating_add(1),
+        }
+    }
+
+    /// Keeps the sooner of this context's deadline and `deadline`.
+    pub fn with_deadline_at_most(mut self, deadline: Option<SystemTime>) -> InvocationContext {
+        self.deadline = match (self.deadline, deadline) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        self
+    }
+}
+
 /// One request to run a function once.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]

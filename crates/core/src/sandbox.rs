@@ -22,6 +22,8 @@ pub enum Restriction {
     Memory,
     /// Cap CPU time.
     Cpu,
+    /// Run the function's sidecar processes beside it (only the process backend can).
+    Sidecars,
 }
 
 impl fmt::Display for Restriction {
@@ -32,6 +34,7 @@ impl fmt::Display for Restriction {
             Restriction::Environment => "environment",
             Restriction::Memory => "memory",
             Restriction::Cpu => "cpu",
+            Restriction::Sidecars => "sidecars",
         })
     }
 }

@@ -1,9 +1,23 @@
 //! The hub's side of the MQTT bridge (feature `mqtt`): upstream messages enter the hub as
 //! events, and the remote interface runs invocations the cloud asks for.
 //!
+//! A [`Bridge`] attaches to a built hub:
+//!
+//! ```no_run
+//! # async fn f(hub: fnhub::EdgeHub) -> Result<(), fnhub::HubError> {
+//! use fnhub::bridge::{Bridge, RemoteInvoke};
+//! use fnhub::MqttConfig;
+//! Bridge::new(MqttConfig::new("127.0.0.1", 1883, "hub-1"))
+//!     .remote_invoke(RemoteInvoke::new("fnhub/hub-1/invoke", "fnhub/hub-1/reply"))
+//!     .attach(&hub)?;
+//! // ... the bridge stops with `hub.shutdown()`, after sending what the last invocations
+//! // published.
+//! # Ok(()) }
+//! ```
+//!
 //! # The remote interface
 //!
-//! With [`EdgeHubBuilder::remote_invoke`](crate::EdgeHubBuilder::remote_invoke), a message
+//! With [`Bridge::remote_invoke`], a message
 //! published upstream on `{requests}/{function}` (a name, `name:version` or `name:alias`)
 //! invokes that function with the message's payload. The reply is published upstream:
 //!
@@ -20,23 +34,23 @@
 //! A request's `principal` user property names the principal it runs for (default
 //! `cloud`): the broker is trusted to have authenticated whoever could publish there.
 
-use std::sync::{Arc, Weak};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use fnhub_core::{
-    BoxFuture, Event, EventSink, FunctionRef, Invocation, InvocationId, Principal, PublishError,
-    TraceParent,
+    BoxFuture, Event, EventSink, FunctionRef, Invocation, InvocationId, Principal,
+    PublishError as SinkError, TraceParent,
 };
 use fnhub_router::mqtt::{
-    BridgePublisher, BridgeStats, CORRELATION_HEADER, InboundRule, MqttBridge, MqttConfig,
+    BridgePublisher, CORRELATION_HEADER, InboundRule, MqttBridge, MqttConfig,
     RESPONSE_TOPIC_HEADER, Upstream, from_hex,
 };
 use fnhub_router::topic::TopicFilter;
 use fnhub_scheduler::SubmitError;
 use serde_json::json;
 
-use crate::edge::{EdgeHub, HubInner};
+use crate::edge::{EdgeHub, HubError, WeakHub};
 
 /// How long shutdown waits for the bridge to send what the last invocations published.
 const FLUSH: Duration = Duration::from_secs(2);
@@ -66,22 +80,22 @@ impl RemoteInvoke {
 }
 
 /// Upstream messages enter the hub as events from outside. An invocation that admission
-/// refuses is offered again, with backoff, before the message counts as taken (and the
+/// refuses is offered again as room appears, before the message counts as taken (and the
 /// bridge acknowledges it): the broker waits, instead of the message being lost.
-struct HubSink(Weak<HubInner>);
+struct HubSink(WeakHub);
 
 /// How long a refused invocation keeps being offered before it is given up (and logged).
 const READMIT_FOR: Duration = Duration::from_secs(60);
 
 impl EventSink for HubSink {
-    fn publish(&self, event: Event) -> BoxFuture<'_, Result<(), PublishError>> {
+    fn publish(&self, event: Event) -> BoxFuture<'_, Result<(), SinkError>> {
         Box::pin(async move {
             let Some(hub) = self.0.upgrade() else {
-                return Err(PublishError::Closed(event));
+                return Err(SinkError::Closed(event));
             };
-            let report = hub.publish(event).map_err(|e| match e {
-                crate::PublishError::Route(route) => PublishError::InvalidTopic(route.into_event()),
-            })?;
+            let report = hub
+                .publish(event)
+                .map_err(|refused| SinkError::InvalidTopic(refused.into_event()))?;
             for refused in report.rejected {
                 readmit(&hub, refused).await;
             }
@@ -90,34 +104,84 @@ impl EventSink for HubSink {
     }
 }
 
-async fn readmit(hub: &HubInner, mut refused: SubmitError) {
-    let until = Instant::now() + READMIT_FOR;
-    let mut wait = Duration::from_millis(1);
+/// Offers a refused invocation again each time the scheduler may have room, for at most
+/// [`READMIT_FOR`].
+async fn readmit(hub: &EdgeHub, mut refused: SubmitError) {
+    let clock = hub.clock().clone();
+    let until = clock.now() + READMIT_FOR;
     loop {
+        let left = until.saturating_duration_since(clock.now());
         if matches!(
             refused,
             SubmitError::UnknownFunction(_) | SubmitError::ShuttingDown(_)
-        ) || Instant::now() > until
+        ) || left.is_zero()
         {
             tracing::warn!(error = %refused, "an invocation from upstream was not admitted; given up");
             return;
         }
-        tokio::time::sleep(wait).await;
-        wait = (wait * 2).min(Duration::from_millis(100));
-        match hub.scheduler.try_submit_detached(refused.into_invocation()) {
+        let scheduler = hub.scheduler();
+        // Made before the attempt, so room that appears in between is not missed.
+        let room = scheduler.room();
+        match scheduler.try_submit_detached(refused.into_invocation()) {
             Ok(_) => return,
             Err(again) => refused = again,
         }
+        let _ = tokio::time::timeout(left, room).await;
     }
 }
 
-impl EdgeHub {
-    pub(crate) fn start_bridge(
-        &self,
-        mut config: MqttConfig,
-        remote: Option<RemoteInvoke>,
-        shadow: Option<String>,
-    ) {
+/// Bridges a built hub to an MQTT broker: upstream messages on the config's inbound
+/// filters are published in the hub as events from the cloud, and local events on its
+/// outbound filters are published upstream (see [`fnhub_router::mqtt`]). With the remote
+/// interface and the shadow deployment, which ride on the same connection. See the
+/// [module documentation](self).
+#[derive(Debug, Clone)]
+pub struct Bridge {
+    config: MqttConfig,
+    remote: Option<RemoteInvoke>,
+    #[cfg(feature = "config")]
+    shadow: Option<String>,
+}
+
+impl Bridge {
+    /// A bridge with `config`, and neither the remote interface nor the shadow deployment.
+    pub fn new(config: MqttConfig) -> Bridge {
+        Bridge {
+            config,
+            remote: None,
+            #[cfg(feature = "config")]
+            shadow: None,
+        }
+    }
+
+    /// Takes invocation requests from the cloud: see [`RemoteInvoke`].
+    pub fn remote_invoke(mut self, remote: RemoteInvoke) -> Bridge {
+        self.remote = Some(remote);
+        self
+    }
+
+    /// Lets the device shadow of `thing` drive the hub's deployment (feature `config`):
+    /// see [`shadow`](crate::shadow).
+    #[cfg(feature = "config")]
+    pub fn shadow_deployment(mut self, thing: impl Into<String>) -> Bridge {
+        self.shadow = Some(thing.into());
+        self
+    }
+
+    /// Starts the bridge for `hub`; it stops with [`EdgeHub::shutdown`], after sending
+    /// what the last invocations published (for up to two seconds). A hub has one bridge:
+    /// a second is refused with [`HubError::BridgeAttached`].
+    pub fn attach(self, hub: &EdgeHub) -> Result<(), HubError> {
+        let mut slot = hub.bridge_slot().lock();
+        if slot.is_some() {
+            return Err(HubError::BridgeAttached);
+        }
+        let Bridge {
+            mut config,
+            remote,
+            #[cfg(feature = "config")]
+            shadow,
+        } = self;
         let capacity = config.buffer.clamp(64, 65_536);
         #[cfg(feature = "config")]
         let deltas = shadow.as_ref().and_then(|thing| {
@@ -129,17 +193,15 @@ impl EdgeHub {
             let local: TopicFilter = format!("{}{upstream}", crate::shadow::LOCAL_PREFIX)
                 .parse()
                 .ok()?;
-            Some(self.inner.router.subscribe(local, 64))
+            Some(hub.subscribe_filter(local, 64))
         });
-        #[cfg(not(feature = "config"))]
-        let _ = &shadow;
         let requests = remote.as_ref().and_then(|r| {
             let filter: TopicFilter = format!("{}/#", r.requests).parse().ok()?;
             config
                 .inbound
                 .push(InboundRule::new(filter).with_local_prefix(LOCAL_PREFIX));
             let local: TopicFilter = format!("{LOCAL_PREFIX}{}/#", r.requests).parse().ok()?;
-            Some(self.inner.router.subscribe(local, capacity))
+            Some(hub.subscribe_filter(local, capacity))
         });
         if remote.is_some() && requests.is_none() {
             tracing::warn!("the remote interface's request topic is not a valid topic; it is off");
@@ -147,13 +209,13 @@ impl EdgeHub {
         let subscriptions = config
             .outbound
             .iter()
-            .map(|rule| self.inner.router.subscribe(rule.local.clone(), capacity))
+            .map(|rule| hub.subscribe_filter(rule.local.clone(), capacity))
             .collect();
-        let sink = Arc::new(HubSink(Arc::downgrade(&self.inner)));
+        let sink = Arc::new(HubSink(hub.downgrade()));
         let bridge = MqttBridge::start(config, sink, subscriptions);
         if let (Some(remote), Some(requests)) = (remote, requests) {
             tokio::spawn(serve_requests(
-                Arc::downgrade(&self.inner),
+                hub.downgrade(),
                 remote,
                 requests,
                 bridge.publisher(),
@@ -162,37 +224,29 @@ impl EdgeHub {
         #[cfg(feature = "config")]
         if let (Some(thing), Some(deltas)) = (shadow, deltas) {
             tokio::spawn(crate::shadow::serve(
-                Arc::downgrade(&self.inner),
+                hub.downgrade(),
                 thing,
                 deltas,
                 bridge.publisher(),
             ));
         }
-        *self.inner.bridge.lock() = Some(bridge);
+        *slot = Some(bridge);
+        Ok(())
     }
+}
 
-    pub(crate) async fn stop_bridge(&self) {
-        let started = Instant::now();
-        while let Some(stats) = self.mqtt_stats() {
-            if stats.buffered == 0 || !stats.connected || started.elapsed() > FLUSH {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        let bridge = self.inner.bridge.lock().take();
-        if let Some(bridge) = bridge {
-            bridge.shutdown().await;
-        }
-    }
-
-    /// The MQTT bridge's counters (feature `mqtt`); `None` without a bridge.
-    pub fn mqtt_stats(&self) -> Option<BridgeStats> {
-        self.inner.bridge.lock().as_ref().map(MqttBridge::stats)
+/// Stops `hub`'s bridge, if it has one, once it has sent what it holds (or [`FLUSH`] has
+/// passed, or it is not connected).
+pub(crate) async fn stop(hub: &EdgeHub) {
+    let bridge = hub.bridge_slot().lock().take();
+    if let Some(bridge) = bridge {
+        let _ = tokio::time::timeout(FLUSH, bridge.flushed()).await;
+        bridge.shutdown().await;
     }
 }
 
 async fn serve_requests(
-    hub: Weak<HubInner>,
+    hub: WeakHub,
     remote: RemoteInvoke,
     mut requests: fnhub_router::Subscription,
     publisher: BridgePublisher,
@@ -201,7 +255,6 @@ async fn serve_requests(
     let remote = Arc::new(remote);
     while let Some(event) = requests.recv().await {
         let Some(hub) = hub.upgrade() else { return };
-        let hub = EdgeHub { inner: hub };
         let (remote, publisher) = (remote.clone(), publisher.clone());
         let function = event.topic.strip_prefix(&prefix).map(str::to_owned);
         // Each request on its own task: a slow function does not hold up the next.

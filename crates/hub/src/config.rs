@@ -49,7 +49,8 @@
 //! read) and `network = true` (unconfined network) for its capability profile.
 //!
 //! The HTTP listener serves the Lambda Invoke API ([`crate::http`]), `GET /metrics`
-//! (Prometheus text, from the `metrics` facade through `metrics-exporter-prometheus`) and
+//! (Prometheus text rendered by the recorder the application installed and passed to
+//! [`HubConfig::start`]) and
 //! `GET /healthz` (`200` when every deployed function has a sandbox that can run it and
 //! its program or module is there, else `503` naming those that cannot start).
 
@@ -558,20 +559,28 @@ impl HubConfig {
         for flow in &self.flows {
             b = b.flow(flow.clone());
         }
-        #[cfg(feature = "mqtt")]
-        if let Some(m) = &self.mqtt {
-            b = b.mqtt(m.clone());
-        }
         Ok(b)
     }
 
-    /// Builds the hub and starts what the file declares: the HTTP listener, with
-    /// `/metrics` and `/healthz`.
-    pub async fn start(&self, builder: EdgeHubBuilder) -> Result<Running, ConfigError> {
+    /// Builds the hub and starts what the file declares: the MQTT bridge, and the HTTP
+    /// listener with `/healthz` and `/metrics` (which answers what `metrics` renders: the
+    /// application installs the process's recorder, not this library).
+    pub async fn start(
+        &self,
+        builder: EdgeHubBuilder,
+        #[cfg(feature = "http")] metrics: Option<crate::http::RenderMetrics>,
+    ) -> Result<Running, ConfigError> {
         let hub = builder.build()?;
+        #[cfg(feature = "mqtt")]
+        if let Some(m) = &self.mqtt {
+            crate::bridge::Bridge::new(m.clone()).attach(&hub)?;
+        }
         #[cfg(feature = "http")]
         let http = match &self.http {
-            Some((addr, config)) => Some(hub.serve_http_with_ops(*addr, config.clone()).await?),
+            Some((addr, config)) => {
+                let ops = crate::http::Ops { metrics };
+                Some(crate::http::serve_with_ops(&hub, *addr, config.clone(), ops).await?)
+            }
             None => None,
         };
         Ok(Running {

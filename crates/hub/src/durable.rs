@@ -1,28 +1,32 @@
 //! Durable functions on the edge hub: the engine's host is the hub itself.
 
 use std::collections::HashMap;
-use std::sync::{Arc, OnceLock, Weak};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
-use fnhub_checkpoint::durable::{DurableHost, Finished};
+use fnhub_checkpoint::durable::{DurableHost, Engine, EngineError, Finished, RunResult, Woken};
 use fnhub_core::{
-    BoxFuture, ErrorKind, ExecutionId, FunctionError, FunctionName, FunctionSpec, Invocation,
-    InvocationId, Outcome, PendingDependency, Version,
+    BoxFuture, Clock, ErrorKind, ExecutionId, FunctionError, FunctionName, FunctionSpec,
+    Invocation, InvocationId, LoadProbe, Outcome, PendingDependency, Version,
 };
 use fnhub_router::topic::{TopicFilter, TopicName};
+use fnhub_scheduler::{Scheduler, SubmitError, WeakScheduler};
 use parking_lot::Mutex;
 
-use crate::edge::HubInner;
+use crate::edge::route::Routes;
 
 /// Runs children where a hub attached to a cloud runtime sends them (any node), and wakes
 /// its durable executions on any node.
-pub(crate) trait Remote: Send + Sync + 'static {
+pub(crate) trait CloudLink: Send + Sync + 'static {
     /// Runs a child invocation somewhere; the future resolves to its outcome.
     fn invoke(&self, child: Invocation) -> BoxFuture<'static, Outcome>;
 
     /// Delivers the outcome of a finished execution (see [`DurableHost::completed`]).
-    fn completed(&self, finished: &Finished) -> BoxFuture<'static, Result<(), String>>;
+    fn completed(
+        &self,
+        finished: &Finished,
+    ) -> BoxFuture<'static, Result<(), fnhub_checkpoint::durable::DeliveryError>>;
 
     /// An event published on this hub: executions waiting for it, on any node, are woken.
     fn event(&self, event: &fnhub_core::Event);
@@ -46,12 +50,14 @@ pub(crate) enum DurableEnd {
 /// Runs a durable execution's children on the hub's scheduler and matches its waits with
 /// MQTT topic filters.
 pub(crate) struct HubHost {
-    pub(crate) hub: OnceLock<Weak<HubInner>>,
+    /// The hub's scheduler, which the host's children and replays run on; weak, as the
+    /// host lives inside it (through the durable functions' handlers).
+    scheduler: WeakScheduler,
     /// Replays waiting for a worker, by the id of the invocation that will run them.
-    pub(crate) resumes: Arc<Mutex<HashMap<InvocationId, BoxFuture<'static, ()>>>>,
+    resumes: Arc<Mutex<HashMap<InvocationId, BoxFuture<'static, ()>>>>,
     /// Set when the hub serves a cloud runtime: children run there, and suspended
     /// executions are woken there, on whichever node.
-    pub(crate) remote: OnceLock<Arc<dyn Remote>>,
+    pub(crate) cloud: OnceLock<Arc<dyn CloudLink>>,
     /// Invocations whose caller wants to know whether their durable execution suspended
     /// (filled while they run; see [`HubHost::track`]).
     tracked: Mutex<HashMap<InvocationId, Option<DurableEnd>>>,
@@ -71,11 +77,11 @@ pub(crate) const BACKSTOP: Duration = Duration::from_secs(1);
 pub const RESUME_FUNCTION: &str = "fnhub-resume";
 
 impl HubHost {
-    pub(crate) fn new() -> HubHost {
+    pub(crate) fn new(scheduler: WeakScheduler) -> HubHost {
         HubHost {
-            hub: OnceLock::new(),
+            scheduler,
             resumes: Arc::default(),
-            remote: OnceLock::new(),
+            cloud: OnceLock::new(),
             tracked: Mutex::default(),
             run_timeouts: Mutex::default(),
         }
@@ -107,7 +113,7 @@ impl HubHost {
             *slot = Some(end);
             return;
         }
-        if let (DurableEnd::Suspended(pending, at), Some(remote)) = (end, self.remote.get()) {
+        if let (DurableEnd::Suspended(pending, at), Some(remote)) = (end, self.cloud.get()) {
             remote.suspended(id.into(), pending, at);
         }
     }
@@ -132,15 +138,16 @@ impl HubHost {
 
 impl DurableHost for HubHost {
     fn invoke(&self, child: Invocation) -> BoxFuture<'static, Outcome> {
-        if let Some(remote) = self.remote.get() {
+        if let Some(remote) = self.cloud.get() {
             return remote.invoke(child);
         }
-        let hub = self.hub.get().and_then(Weak::upgrade);
+        let scheduler = self.scheduler.upgrade();
         Box::pin(async move {
-            let Some(hub) = hub else {
+            let Some(scheduler) = scheduler else {
                 return Err(FunctionError::new(ErrorKind::Cancelled, "the hub is gone"));
             };
-            match hub.scheduler.try_submit(child) {
+            // The child's context came from `InvocationContext::child` in the engine.
+            match scheduler.try_submit_child(child) {
                 Ok(ticket) => ticket.await.outcome,
                 Err(e) => Err(FunctionError::new(ErrorKind::Rejected, e.to_string())),
             }
@@ -152,7 +159,7 @@ impl DurableHost for HubHost {
     /// refuses it (full, shutting down) leaves it to a task of its own: a resumed
     /// execution is never dropped.
     fn run_resumed(&self, execution: ExecutionId, replay: BoxFuture<'static, ()>) {
-        let Some(hub) = self.hub.get().and_then(Weak::upgrade) else {
+        let Some(scheduler) = self.scheduler.upgrade() else {
             tokio::spawn(replay);
             return;
         };
@@ -163,7 +170,7 @@ impl DurableHost for HubHost {
         let invocation = Invocation::new(function, Bytes::new());
         let id = invocation.id;
         self.resumes.lock().insert(id, replay);
-        if let Err(error) = hub.scheduler.try_submit_detached(invocation) {
+        if let Err(error) = scheduler.try_submit_detached(invocation) {
             tracing::debug!(%execution, %error, "resumed execution not admitted; it runs on a task");
             if let Some(replay) = self.resumes.lock().remove(&id) {
                 tokio::spawn(replay);
@@ -174,7 +181,7 @@ impl DurableHost for HubHost {
     /// Attached to a cloud runtime, every suspended execution is woken through it, on any
     /// node: timers, children, events, and executions shed under load.
     fn wakes(&self, _execution: ExecutionId, _pending: &PendingDependency) -> bool {
-        self.remote.get().is_some()
+        self.cloud.get().is_some()
     }
 
     fn run_timeout(&self, function: &FunctionName, version: Version) -> Option<Duration> {
@@ -184,8 +191,11 @@ impl DurableHost for HubHost {
             .copied()
     }
 
-    fn completed(&self, finished: &Finished) -> BoxFuture<'static, Result<(), String>> {
-        match self.remote.get() {
+    fn completed(
+        &self,
+        finished: &Finished,
+    ) -> BoxFuture<'static, Result<(), fnhub_checkpoint::durable::DeliveryError>> {
+        match self.cloud.get() {
             Some(remote) => remote.completed(finished),
             None => Box::pin(std::future::ready(Ok(()))),
         }
@@ -196,5 +206,141 @@ impl DurableHost for HubHost {
             (Ok(f), Ok(t)) => f.matches(&t),
             _ => false,
         }
+    }
+}
+
+impl HubHost {
+    /// Wakes a durable execution whose operation at journal position `at` has its result
+    /// (see [`Engine::wake`]); with `take_over`, one found running (its node died) is
+    /// continued from its journal (see [`Engine::take_over`]). The replay runs on one of
+    /// the hub's workers, as an invocation of [`RESUME_FUNCTION`], admitted with `admit`
+    /// so that admission and load see it; `Err` hands back what the hub did not admit.
+    pub(crate) async fn wake(
+        &self,
+        engine: &Engine,
+        admit: impl FnOnce(Invocation) -> Result<fnhub_scheduler::Ticket, SubmitError>,
+        execution: ExecutionId,
+        at: u32,
+        result: Outcome,
+        take_over: bool,
+    ) -> Result<Result<Woken, EngineError>, SubmitError> {
+        let engine = engine.clone();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let replay: BoxFuture<'static, ()> = Box::pin(async move {
+            let woken = match engine.wake(execution, at, result).await {
+                Ok(Woken::Running) if take_over => engine.take_over(execution).await,
+                other => other,
+            };
+            let _ = tx.send(woken);
+        });
+        let invocation = Invocation::new(resume_function_ref(), Bytes::new());
+        let id = invocation.id;
+        self.resumes.lock().insert(id, replay);
+        let ticket = match admit(invocation) {
+            Ok(ticket) => ticket,
+            Err(refused) => {
+                self.resumes.lock().remove(&id);
+                return Err(refused);
+            }
+        };
+        let completion = ticket.await;
+        Ok(rx.await.unwrap_or_else(|_| {
+            // Cut short (its timeout): it no longer runs, and a wake or take-over later
+            // continues it from its journal.
+            let reason = match completion.outcome {
+                Err(e) => e.to_string(),
+                Ok(_) => "the replay did not run".to_owned(),
+            };
+            Err(EngineError::Interrupted(reason))
+        }))
+    }
+}
+
+fn resume_function_ref() -> fnhub_core::FunctionRef {
+    RESUME_FUNCTION
+        .parse()
+        .unwrap_or_else(|_| unreachable!("a valid name"))
+}
+
+/// Starts a durable execution for an invocation of a durable function.
+pub(crate) async fn start(
+    engine: &Engine,
+    host: &HubHost,
+    invocation: Invocation,
+    version: Version,
+) -> Outcome {
+    let id = invocation.id;
+    match engine.start(invocation, version).await {
+        Ok(RunResult::Completed(outcome)) => {
+            host.ended(id, DurableEnd::Completed);
+            outcome
+        }
+        // Suspended: nothing to output yet. The execution's id is the invocation's.
+        Ok(RunResult::Suspended {
+            waiting_for, at, ..
+        }) => {
+            host.ended(id, DurableEnd::Suspended(waiting_for, at));
+            Ok(Bytes::new())
+        }
+        Ok(_) => Err(FunctionError::new(
+            ErrorKind::Rejected,
+            "unknown run result",
+        )),
+        Err(e) => {
+            host.ended(id, DurableEnd::Failed);
+            Err(FunctionError::new(ErrorKind::Rejected, e.to_string()).with_type("DurableEngine"))
+        }
+    }
+}
+
+/// Feeds the scheduler's load to the durable engine every second, while the scheduler
+/// lives and is open.
+pub(crate) async fn watch_load(scheduler: WeakScheduler, engine: Engine, clock: Arc<dyn Clock>) {
+    let mut ticker = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        ticker.tick().await;
+        let Some(scheduler) = scheduler.upgrade() else {
+            return;
+        };
+        if scheduler.is_closed() {
+            return;
+        }
+        let snapshot = scheduler.snapshot();
+        engine.check_load(&snapshot, clock.now()).await;
+    }
+}
+
+/// Publishes the output of an execution that finished after a suspension on its
+/// function's output topic, like any output (the run that starts an execution returns
+/// its output through the scheduler).
+pub(crate) fn completion_hook(
+    routes: Arc<Routes>,
+    scheduler: WeakScheduler,
+) -> Arc<dyn Fn(&Finished) + Send + Sync> {
+    Arc::new(move |done: &Finished| {
+        let (Some(scheduler), true, Ok(output)) =
+            (scheduler.upgrade(), done.resumed, &done.outcome)
+        else {
+            return;
+        };
+        publish_resumed_output(&routes, &scheduler, done, output);
+    })
+}
+
+fn publish_resumed_output(routes: &Routes, scheduler: &Scheduler, done: &Finished, output: &Bytes) {
+    let spec = scheduler
+        .deployed()
+        .into_iter()
+        .find(|s| s.name == done.function && s.version == done.version);
+    if let Some(template) = spec.and_then(|s| s.output_topic.clone())
+        && !output.is_empty()
+    {
+        routes.publish_output(
+            scheduler,
+            &done.function,
+            &done.context,
+            &template,
+            output.clone(),
+        );
     }
 }

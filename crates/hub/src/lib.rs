@@ -50,20 +50,31 @@
 //! - `wasm`: functions as WebAssembly modules on wasmtime ([`WasmSandbox`], added to every
 //!   hub, its guests reaching the hub's [`services`] through the `fnhub` imports). Off by
 //!   default: a cold build of wasmtime takes minutes.
-//! - `mqtt` (default): a bridge to an MQTT broker ([`EdgeHubBuilder::mqtt`], see
-//!   [`fnhub_router::mqtt`]): upstream topics in, local topics out, QoS 0 and 1, buffered
-//!   while offline, trace context in MQTT 5 user properties; the remote interface
+//! - `mqtt` (default): a bridge to an MQTT broker ([`Bridge`], attached to a built hub;
+//!   see [`fnhub_router::mqtt`]): upstream topics in, local topics out, QoS 0 and 1,
+//!   buffered while offline, trace context in MQTT 5 user properties; the remote interface
 //!   ([`bridge`]) and, with `config`, deployment from a device shadow ([`shadow`]).
 //! - `http` (default): the HTTP front door ([`http`]): the AWS Lambda Invoke API, so the AWS CLI and
 //!   SDKs invoke the hub's functions; AWS SigV4 authentication (or none, on loopback only)
 //!   and an allow-list of who may invoke what; `/metrics` and `/healthz`.
 //! - `config` (default): the hub from a TOML file ([`config`]).
-//! - `nats`: the cloud runtime on NATS JetStream ([`cloud`]).
+//! - `nats`: the cloud runtime on NATS JetStream ([`cloud`]): nodes sharing a work-queue
+//!   stream, the function registry in KV, checkpoints in the object store, durable
+//!   executions resumed on any node.
 //! - `serde`: serde support for the core data types.
 //! - `zstd`: Zstandard compression of checkpoints.
 //!
-//! Not built yet: the cloud runtime's function registry in KV and checkpoints in the
-//! object store.
+//! # How the hub is put together
+//!
+//! [`EdgeHub`] is the one handle to a hub; its parts hold only what they use. The scheduler
+//! is built first; what the scheduler itself reaches and that calls back into it (the
+//! observer that publishes outputs, the local services a WebAssembly guest calls, the
+//! durable engine's host) holds a [`WeakScheduler`](fnhub_scheduler::WeakScheduler), so no
+//! part is bound after construction and no reference cycle keeps a dropped hub alive.
+//! The MQTT [`Bridge`], [`Metaevents`], the [`http`] front door and the cloud runtime attach
+//! to a built hub through its methods. Waiting for room or for the hub to drain uses the
+//! scheduler's readiness ([`Scheduler::room`](fnhub_scheduler::Scheduler::room),
+//! [`Scheduler::idle`](fnhub_scheduler::Scheduler::idle)), not polling.
 
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
@@ -86,12 +97,12 @@ pub mod shadow;
 mod stats;
 
 pub use durable::RESUME_FUNCTION;
-pub use edge::{EdgeHub, EdgeHubBuilder, HubError, PublishError, PublishReport};
-pub use metaevents::{MetaAction, MetaRule};
+pub use edge::{EdgeHub, EdgeHubBuilder, HubError, PublishReport, WeakHub};
+pub use metaevents::{MetaAction, MetaRule, Metaevents};
 pub use stats::{FunctionStats, HubStats, LatencySummary};
 
 #[cfg(feature = "mqtt")]
-pub use bridge::RemoteInvoke;
+pub use bridge::{Bridge, RemoteInvoke};
 pub use fnhub_checkpoint::durable::{
     DurableContext, DurableFunction, EngineError, LoadPolicy, SuspendPolicy, durable_fn,
 };
@@ -105,7 +116,7 @@ pub use fnhub_core::{EnvAccess, FilesystemAccess, NetworkAccess, PathGrant, Side
 pub use fnhub_core::{LocalServices, ServiceCaller, ServiceError};
 #[cfg(feature = "mqtt")]
 pub use fnhub_router::mqtt::{BridgeStats, InboundRule, MqttConfig, OutboundRule, Qos};
-pub use fnhub_router::{Flow, FlowId, Overflow, SourceFilter, Subscription, Target};
+pub use fnhub_router::{Flow, FlowId, Overflow, RouteError, SourceFilter, Subscription, Target};
 #[cfg(feature = "process")]
 pub use fnhub_sandbox::{ProcessLimits, ProcessSandbox};
 #[cfg(feature = "wasm")]

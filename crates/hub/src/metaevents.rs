@@ -25,11 +25,13 @@
 
 use std::collections::VecDeque;
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
-use fnhub_core::{FunctionRef, LoadSnapshot};
+use fnhub_core::{Clock, FunctionRef, LoadSnapshot};
 use serde_json::json;
 
+use crate::edge::{EdgeHub, WeakHub};
 use crate::stats::HubStats;
 
 /// What a rule reads.
@@ -430,40 +432,81 @@ impl Evaluator {
     }
 }
 
-/// Evaluates `rules` every `every` while the hub lives, and acts on what fires.
-pub(crate) async fn run(
-    hub: std::sync::Weak<crate::edge::HubInner>,
+/// Rules evaluated on a hub's load and metrics: built, then attached to a running hub.
+///
+/// ```
+/// # async fn f(hub: fnhub::EdgeHub) -> Result<(), Box<dyn std::error::Error>> {
+/// use fnhub::metaevents::{MetaAction, MetaRule, Metaevents};
+/// let rule = MetaRule::parse(
+///     "backlog",
+///     "queue_depth(ingest) > 100 for 10s",
+///     MetaAction::Publish("alerts/backlog".into()),
+/// )?;
+/// Metaevents::new(vec![rule]).attach(&hub);
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Metaevents {
     rules: Vec<MetaRule>,
     every: Duration,
-) {
+}
+
+impl Metaevents {
+    /// `rules`, evaluated every second.
+    pub fn new(rules: Vec<MetaRule>) -> Metaevents {
+        Metaevents {
+            rules,
+            every: Duration::from_secs(1),
+        }
+    }
+
+    /// How often the rules are evaluated. Default 1 s.
+    pub fn every(mut self, every: Duration) -> Metaevents {
+        self.every = every.max(Duration::from_millis(1));
+        self
+    }
+
+    /// Evaluates the rules on `hub` until it shuts down (or is dropped), acting on what
+    /// fires.
+    pub fn attach(self, hub: &EdgeHub) {
+        if !self.rules.is_empty() {
+            let clock = hub.clock().clone();
+            tokio::spawn(run(hub.downgrade(), clock, self.rules, self.every));
+        }
+    }
+}
+
+/// Evaluates `rules` every `every` while the hub lives, and acts on what fires.
+async fn run(hub: WeakHub, clock: Arc<dyn Clock>, rules: Vec<MetaRule>, every: Duration) {
     let mut evaluator = Evaluator::new(rules);
-    let start = tokio::time::Instant::now();
+    let start = clock.now();
     let mut ticker = tokio::time::interval(every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
         let Some(hub) = hub.upgrade() else { return };
-        if hub.scheduler.is_closed() {
+        if hub.is_closing() {
             return;
         }
-        let load = fnhub_core::LoadProbe::snapshot(&hub.scheduler);
-        let stats = hub.stats.snapshot();
+        let load = fnhub_core::LoadProbe::snapshot(&hub);
+        let stats = hub.stats();
         let sample = Sample {
             load: &load,
             stats: &stats,
         };
-        for firing in evaluator.tick(start.elapsed(), &sample) {
+        let elapsed = clock.now().saturating_duration_since(start);
+        for firing in evaluator.tick(elapsed, &sample) {
             let body = bytes::Bytes::from(firing.body.to_string());
             match firing.action {
                 MetaAction::Publish(topic) => {
                     let event = fnhub_core::Event::new(topic, body, fnhub_core::EventSource::Local);
-                    if let Err(error) = hub.route_internal(event) {
+                    if let Err(error) = hub.publish_internal(event) {
                         tracing::warn!(%error, "metaevent not published");
                     }
                 }
                 MetaAction::Invoke(function) => {
                     let invocation = fnhub_core::Invocation::new(function, body);
-                    if let Err(error) = hub.scheduler.try_submit_detached(invocation) {
+                    if let Err(error) = hub.scheduler().try_submit_detached(invocation) {
                         tracing::warn!(%error, "metaevent invocation not admitted");
                     }
                 }

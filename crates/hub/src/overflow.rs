@@ -2,15 +2,15 @@
 //! not take it now (see [`Overflow`]).
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{OnceLock, Weak};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use fnhub_core::{Invocation, InvocationId};
+use fnhub_core::{Clock, Invocation, InvocationId};
 use fnhub_router::{FlowId, Overflow};
-use fnhub_scheduler::{Scheduler, SubmitError};
+use fnhub_scheduler::{Scheduler, SubmitError, WeakScheduler};
 use parking_lot::Mutex;
+use tokio::sync::Notify;
 
-use crate::edge::HubInner;
 use crate::stats::Stats;
 
 /// Invocation ids a drop-oldest flow remembers, newest last.
@@ -29,10 +29,16 @@ struct FlowState {
 }
 
 /// The flows' overflow state of one hub.
-#[derive(Default)]
 pub(crate) struct Overflows {
-    pub(crate) hub: OnceLock<Weak<HubInner>>,
+    shared: Arc<Shared>,
+}
+
+struct Shared {
     flows: Mutex<HashMap<FlowId, FlowState>>,
+    stats: Arc<Stats>,
+    clock: Arc<dyn Clock>,
+    /// Signalled when a waiting flow's last invocation leaves it.
+    emptied: Notify,
 }
 
 /// Refusals that mean "not now": the queue, the function's or the tenant's limit.
@@ -52,23 +58,44 @@ pub(crate) enum Placed {
 }
 
 impl Overflows {
+    pub(crate) fn new(stats: Arc<Stats>, clock: Arc<dyn Clock>) -> Overflows {
+        Overflows {
+            shared: Arc::new(Shared {
+                flows: Mutex::default(),
+                stats,
+                clock,
+                emptied: Notify::new(),
+            }),
+        }
+    }
+
     /// Invocations held by waiting flows.
     pub(crate) fn waiting(&self) -> usize {
-        self.flows.lock().values().map(|f| f.waiting.len()).sum()
+        self.shared.waiting()
+    }
+
+    /// Resolves once no flow holds a waiting invocation (at once if none does now).
+    pub(crate) async fn emptied(&self) {
+        loop {
+            let emptied = self.shared.emptied.notified();
+            if self.waiting() == 0 {
+                return;
+            }
+            emptied.await;
+        }
     }
 
     /// Admits `invocation` for `flow` under `policy`.
     pub(crate) fn submit(
         &self,
         scheduler: &Scheduler,
-        stats: &Stats,
         flow: FlowId,
         policy: Overflow,
         invocation: Invocation,
     ) -> Result<Placed, SubmitError> {
         match policy {
             Overflow::DropOldest => {
-                let mut flows = self.flows.lock();
+                let mut flows = self.shared.flows.lock();
                 let state = flows.entry(flow).or_default();
                 let refused = match scheduler.try_submit_detached(invocation) {
                     Ok(id) => {
@@ -89,15 +116,13 @@ impl Overflows {
                 if !made_room {
                     return Err(refused);
                 }
-                Stats::add(&stats.counters.overflow_dropped, 1);
-                metrics::counter!("fnhub_flow_overflow_dropped_total", "policy" => "drop_oldest")
-                    .increment(1);
+                self.shared.dropped("drop_oldest");
                 let id = scheduler.try_submit_detached(refused.into_invocation())?;
                 remember(state, id);
                 Ok(Placed::Admitted)
             }
             Overflow::Wait(timeout) => {
-                let mut flows = self.flows.lock();
+                let mut flows = self.shared.flows.lock();
                 let state = flows.entry(flow).or_default();
                 let invocation = if state.waiting.is_empty() {
                     match scheduler.try_submit_detached(invocation) {
@@ -112,14 +137,11 @@ impl Overflows {
                 if state.waiting.len() >= MAX_WAITING {
                     return Err(SubmitError::Full(invocation));
                 }
-                state
-                    .waiting
-                    .push_back((invocation, Instant::now() + timeout));
+                let deadline = self.shared.clock.now() + timeout;
+                state.waiting.push_back((invocation, deadline));
                 if !state.draining {
                     state.draining = true;
-                    if let Some(hub) = self.hub.get() {
-                        tokio::spawn(drain(hub.clone(), flow));
-                    }
+                    tokio::spawn(drain(self.shared.clone(), scheduler.downgrade(), flow));
                 }
                 Ok(Placed::Waiting)
             }
@@ -130,6 +152,17 @@ impl Overflows {
     }
 }
 
+impl Shared {
+    fn waiting(&self) -> usize {
+        self.flows.lock().values().map(|f| f.waiting.len()).sum()
+    }
+
+    fn dropped(&self, policy: &'static str) {
+        Stats::add(&self.stats.counters.overflow_dropped, 1);
+        metrics::counter!("fnhub_flow_overflow_dropped_total", "policy" => policy).increment(1);
+    }
+}
+
 fn remember(state: &mut FlowState, id: InvocationId) {
     state.admitted.push_back(id);
     if state.admitted.len() > TRACKED {
@@ -137,43 +170,66 @@ fn remember(state: &mut FlowState, id: InvocationId) {
     }
 }
 
+/// What the drain of a waiting flow does next.
+enum Next {
+    /// Try the next invocation now.
+    Again,
+    /// The scheduler is full: wait for room, at most this long (the front's deadline).
+    WaitFor(Duration),
+    /// Nothing is waiting any more.
+    Done,
+}
+
 /// Admits a waiting flow's invocations in order as room appears; those past their
-/// deadline are dropped and counted.
-async fn drain(hub: Weak<HubInner>, flow: FlowId) {
-    let mut pause = Duration::from_millis(1);
+/// deadline are dropped and counted. It waits on the scheduler's readiness
+/// ([`Scheduler::room`]), bounded by the front invocation's deadline: no polling.
+async fn drain(shared: Arc<Shared>, scheduler: WeakScheduler, flow: FlowId) {
     loop {
-        let Some(hub) = hub.upgrade() else { return };
-        {
-            let mut flows = hub.overflows.flows.lock();
-            let Some(state) = flows.get_mut(&flow) else {
+        let Some(scheduler) = scheduler.upgrade() else {
+            return;
+        };
+        // Made before the attempt, so room that appears in between is not missed.
+        let room = scheduler.room();
+        match drain_one(&shared, &scheduler, flow) {
+            Next::Again => continue,
+            Next::Done => {
+                shared.emptied.notify_waiters();
                 return;
-            };
-            let Some((invocation, deadline)) = state.waiting.pop_front() else {
-                state.draining = false;
-                return;
-            };
-            if Instant::now() > deadline {
-                Stats::add(&hub.stats.counters.overflow_dropped, 1);
-                metrics::counter!("fnhub_flow_overflow_dropped_total", "policy" => "wait")
-                    .increment(1);
-                tracing::warn!(%flow, function = %invocation.function, "an invocation waited past its flow's timeout; dropped");
-                continue;
             }
-            match hub.scheduler.try_submit_detached(invocation) {
-                Ok(_) => {
-                    pause = Duration::from_millis(1);
-                    continue;
-                }
-                Err(e) if is_full(&e) => state.waiting.push_front((e.into_invocation(), deadline)),
-                Err(e) => {
-                    Stats::add(&hub.stats.counters.overflow_dropped, 1);
-                    tracing::warn!(%flow, error = %e, "a waiting invocation was refused; dropped");
-                    continue;
-                }
+            Next::WaitFor(left) => {
+                let _ = tokio::time::timeout(left, room).await;
             }
         }
-        drop(hub);
-        tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(Duration::from_millis(20));
+    }
+}
+
+fn drain_one(shared: &Shared, scheduler: &Scheduler, flow: FlowId) -> Next {
+    let mut flows = shared.flows.lock();
+    let Some(state) = flows.get_mut(&flow) else {
+        return Next::Done;
+    };
+    let Some((invocation, deadline)) = state.waiting.pop_front() else {
+        state.draining = false;
+        return Next::Done;
+    };
+    let now = shared.clock.now();
+    if now > deadline {
+        shared.dropped("wait");
+        tracing::warn!(%flow, function = %invocation.function, "an invocation waited past its flow's timeout; dropped");
+        return Next::Again;
+    }
+    match scheduler.try_submit_detached(invocation) {
+        Ok(_) => Next::Again,
+        Err(e) if is_full(&e) => {
+            state.waiting.push_front((e.into_invocation(), deadline));
+            // Past the deadline the front is dropped on the next look; a moment more so
+            // that look comes after it.
+            Next::WaitFor(deadline.saturating_duration_since(now) + Duration::from_millis(1))
+        }
+        Err(e) => {
+            Stats::add(&shared.stats.counters.overflow_dropped, 1);
+            tracing::warn!(%flow, error = %e, "a waiting invocation was refused; dropped");
+            Next::Again
+        }
     }
 }

@@ -3,20 +3,20 @@
 //! key-value store per principal, and device shadows in the shape of AWS IoT's.
 
 use std::collections::HashMap;
-use std::sync::{Arc, OnceLock, Weak};
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use fnhub_core::{
-    BoxFuture, Event, EventSource, FunctionRef, Invocation, InvocationContext, LocalServices,
-    Principal, ServiceCaller, ServiceError,
+    BoxFuture, Clock, Event, EventSource, FunctionRef, Invocation, LocalServices, Principal,
+    ServiceCaller, ServiceError,
 };
 use fnhub_router::topic::TopicName;
-use fnhub_scheduler::SubmitError;
+use fnhub_scheduler::{Scheduler, SubmitError, WeakScheduler};
 use parking_lot::Mutex;
 use serde_json::{Map, Value, json};
 
-use crate::edge::HubInner;
+use crate::edge::route::Routes;
 
 /// The longest key, in bytes.
 pub const MAX_KEY_BYTES: usize = 1024;
@@ -25,37 +25,45 @@ pub const MAX_VALUE_BYTES: usize = 400 * 1024;
 /// The largest shadow update document, in bytes (AWS IoT's limit).
 pub const MAX_SHADOW_BYTES: usize = 8 * 1024;
 
-/// The services of one hub. Built before the hub (the sandboxes that hand them to guests
-/// come first) and bound to it once it exists.
+/// The services of one hub: its routes, and its scheduler through a weak handle (a
+/// sandbox that hands these services to its guests lives inside the scheduler).
 pub(crate) struct HubServices {
-    pub(crate) hub: OnceLock<Weak<HubInner>>,
+    routes: Arc<Routes>,
+    scheduler: WeakScheduler,
+    clock: Arc<dyn Clock>,
     kv: Mutex<HashMap<(Principal, String), Bytes>>,
     shadows: Mutex<HashMap<String, Shadow>>,
 }
 
 impl HubServices {
-    pub(crate) fn new() -> HubServices {
+    pub(crate) fn new(
+        routes: Arc<Routes>,
+        scheduler: WeakScheduler,
+        clock: Arc<dyn Clock>,
+    ) -> HubServices {
         HubServices {
-            hub: OnceLock::new(),
+            routes,
+            scheduler,
+            clock,
             kv: Mutex::new(HashMap::new()),
             shadows: Mutex::new(HashMap::new()),
         }
     }
 
-    fn hub(&self) -> Result<Arc<HubInner>, ServiceError> {
-        self.hub
-            .get()
-            .and_then(Weak::upgrade)
+    fn scheduler(&self) -> Result<Scheduler, ServiceError> {
+        self.scheduler
+            .upgrade()
             .ok_or_else(|| ServiceError::Unavailable("the hub is gone".into()))
     }
 
     /// Publishes a hub-made event (a shadow's accepted and delta documents) on the local bus.
     fn announce(&self, caller: &ServiceCaller, topic: String, body: &Value) {
-        let Ok(hub) = self.hub() else { return };
+        let Ok(scheduler) = self.scheduler() else {
+            return;
+        };
         let event = Event::new(topic, Bytes::from(body.to_string()), EventSource::Local)
-            .with_trace(caller.context.trace.child())
-            .with_depth(caller.context.depth.saturating_add(1));
-        if let Err(error) = hub.route_internal(event) {
+            .caused_by(&caller.context);
+        if let Err(error) = self.routes.route_internal(&scheduler, event) {
             tracing::warn!(%error, "shadow event refused");
         }
     }
@@ -98,15 +106,15 @@ impl LocalServices for HubServices {
             topic
                 .parse::<TopicName>()
                 .map_err(|e| ServiceError::Invalid(format!("topic {topic:?}: {e}")))?;
-            let hub = self.hub()?;
+            let scheduler = self.scheduler()?;
             let event = Event::new(
                 topic,
                 payload,
                 EventSource::Function(caller.function.clone()),
             )
-            .with_trace(caller.context.trace.child())
-            .with_depth(caller.context.depth.saturating_add(1));
-            hub.route_internal(event)
+            .caused_by(&caller.context);
+            self.routes
+                .route_internal(&scheduler, event)
                 .map_err(|e| ServiceError::Denied(e.to_string()))?;
             Ok(())
         })
@@ -122,28 +130,24 @@ impl LocalServices for HubServices {
             let target: FunctionRef = function
                 .parse()
                 .map_err(|e| ServiceError::Invalid(format!("function {function:?}: {e}")))?;
-            let hub = self.hub()?;
-            let depth = caller.context.depth.saturating_add(1);
-            if depth > hub.max_depth() {
+            let scheduler = self.scheduler()?;
+            let context = caller.context.child(caller.invocation.into());
+            let limit = self.routes.max_depth();
+            if context.depth > limit {
                 return Err(ServiceError::Denied(format!(
-                    "the call to {function} is {depth} hops deep; the limit is {}",
-                    hub.max_depth()
+                    "the call to {function} is {} hops deep; the limit is {limit}",
+                    context.depth
                 )));
             }
-            let mut context = InvocationContext::default();
-            context.trace = caller.context.trace.child();
-            context.tracestate = caller.context.tracestate.clone();
-            context.deadline = caller.context.deadline;
-            context.priority = caller.context.priority;
-            context.principal = caller.context.principal.clone();
-            context.depth = depth;
             let invocation = Invocation::new(target, payload).with_context(context);
-            let ticket = hub.scheduler.try_submit(invocation).map_err(|e| match e {
-                SubmitError::UnknownFunction(i) => {
-                    ServiceError::NotFound(format!("function {} is not deployed", i.function))
-                }
-                other => ServiceError::Overloaded(other.to_string()),
-            })?;
+            let ticket = scheduler
+                .try_submit_child(invocation)
+                .map_err(|e| match e {
+                    SubmitError::UnknownFunction(i) => {
+                        ServiceError::NotFound(format!("function {} is not deployed", i.function))
+                    }
+                    other => ServiceError::Overloaded(other.to_string()),
+                })?;
             ticket.await.outcome.map_err(ServiceError::Function)
         })
     }
@@ -213,10 +217,11 @@ impl LocalServices for HubServices {
         Box::pin(async move {
             check_thing(thing)?;
             let update = ShadowUpdate::parse(&document)?;
+            let now = self.clock.system_time();
             let (accepted, delta) = {
                 let mut shadows = self.shadows.lock();
                 let shadow = shadows.entry(thing.to_owned()).or_default();
-                shadow.apply(update)?
+                shadow.apply(update, now)?
             };
             self.announce(
                 caller,
@@ -325,7 +330,11 @@ impl ShadowUpdate {
 impl Shadow {
     /// Applies `update`: the accepted document, and the delta document when desired and
     /// reported now differ. A version that is not the current one changes nothing.
-    fn apply(&mut self, update: ShadowUpdate) -> Result<(Value, Option<Value>), ServiceError> {
+    fn apply(
+        &mut self,
+        update: ShadowUpdate,
+        now: SystemTime,
+    ) -> Result<(Value, Option<Value>), ServiceError> {
         if let Some(v) = update.version
             && v != self.version
         {
@@ -345,7 +354,7 @@ impl Shadow {
             }
         }
         self.version += 1;
-        self.timestamp = SystemTime::now()
+        self.timestamp = now
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or_default();
@@ -429,7 +438,7 @@ mod tests {
     use super::*;
 
     fn update(shadow: &mut Shadow, doc: &str) -> Result<(Value, Option<Value>), ServiceError> {
-        shadow.apply(ShadowUpdate::parse(doc.as_bytes())?)
+        shadow.apply(ShadowUpdate::parse(doc.as_bytes())?, SystemTime::UNIX_EPOCH)
     }
 
     #[test]

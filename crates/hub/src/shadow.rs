@@ -1,6 +1,6 @@
 //! The hub's deployment driven by a device shadow (features `mqtt` and `config`).
 //!
-//! With [`EdgeHubBuilder::shadow_deployment`](crate::EdgeHubBuilder::shadow_deployment),
+//! With [`Bridge::shadow_deployment`](crate::bridge::Bridge::shadow_deployment),
 //! the hub takes desired state from `$aws/things/{thing}/shadow/update/delta` over its MQTT
 //! bridge. The delta's `state` may hold:
 //!
@@ -21,7 +21,6 @@
 //! the reason; a `clientToken` in the document is echoed in the report.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Weak;
 
 use fnhub_core::FunctionName;
 use fnhub_router::mqtt::{BridgePublisher, Upstream};
@@ -30,7 +29,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::config::{FlowSection, FunctionSection, flow, function_spec};
-use crate::edge::{EdgeHub, HubInner};
+use crate::edge::{EdgeHub, WeakHub};
 
 /// Where deltas arrive locally: under a `$` prefix, out of reach of wildcard flows.
 pub(crate) const LOCAL_PREFIX: &str = "$fnhub/shadow/";
@@ -50,15 +49,14 @@ struct Managed {
 }
 
 pub(crate) async fn serve(
-    hub: Weak<HubInner>,
+    hub: WeakHub,
     thing: String,
     mut deltas: fnhub_router::Subscription,
     publisher: BridgePublisher,
 ) {
     let mut managed = Managed::default();
     while let Some(event) = deltas.recv().await {
-        let Some(inner) = hub.upgrade() else { return };
-        let hub = EdgeHub { inner };
+        let Some(hub) = hub.upgrade() else { return };
         let reported = match apply(&hub, &event.payload, &mut managed) {
             Ok(reported) => {
                 tracing::info!(%thing, "deployment updated from the shadow");
@@ -93,7 +91,7 @@ fn apply(hub: &EdgeHub, payload: &[u8], managed: &mut Managed) -> Result<Value, 
         .cloned()
         .ok_or("the document has no \"state\"")?;
     let desired: Desired = serde_json::from_value(state).map_err(|e| e.to_string())?;
-    let scheduler = &hub.inner.scheduler;
+    let scheduler = hub.scheduler();
     let deployed: BTreeSet<FunctionName> = scheduler
         .deployed()
         .iter()
@@ -121,8 +119,7 @@ fn apply(hub: &EdgeHub, payload: &[u8], managed: &mut Managed) -> Result<Value, 
                         spec.name
                     ));
                 }
-                scheduler
-                    .check_deploy(&spec)
+                hub.check_deploy(&spec)
                     .map_err(|e| format!("{}: {e}", spec.name))?;
                 specs.push(spec);
             }

@@ -85,7 +85,7 @@ async fn serve_signed(hub: &EdgeHub) -> HttpServer {
     ])
     .allow(Principal::new("tenant-a"), "*")
     .allow(Principal::new("tenant-b"), "hello:1");
-    hub.serve_http("127.0.0.1:0".parse().unwrap(), config)
+    fnhub::http::serve(hub, "127.0.0.1:0".parse().unwrap(), config)
         .await
         .unwrap()
 }
@@ -289,21 +289,21 @@ fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
 async fn status_codes_without_authentication_on_loopback() {
     let hub = hub();
     // Unauthenticated serving is refused off loopback.
-    let err = hub
-        .serve_http(
-            "0.0.0.0:0".parse().unwrap(),
-            HttpConfig::unauthenticated_loopback(),
-        )
-        .await
-        .unwrap_err();
+    let err = fnhub::http::serve(
+        &hub,
+        "0.0.0.0:0".parse().unwrap(),
+        HttpConfig::unauthenticated_loopback(),
+    )
+    .await
+    .unwrap_err();
     assert!(matches!(err, HttpError::NotLoopback(_)), "{err}");
-    let server = hub
-        .serve_http(
-            "127.0.0.1:0".parse().unwrap(),
-            HttpConfig::unauthenticated_loopback().with_max_payload(1024),
-        )
-        .await
-        .unwrap();
+    let server = fnhub::http::serve(
+        &hub,
+        "127.0.0.1:0".parse().unwrap(),
+        HttpConfig::unauthenticated_loopback().with_max_payload(1024),
+    )
+    .await
+    .unwrap();
     let addr = server.local_addr();
     let path = "/2015-03-31/functions/hello/invocations";
 
@@ -385,13 +385,13 @@ async fn a_full_hub_answers_429_and_a_closing_one_503() {
         )
         .build()
         .unwrap();
-    let server = hub
-        .serve_http(
-            "127.0.0.1:0".parse().unwrap(),
-            HttpConfig::unauthenticated_loopback(),
-        )
-        .await
-        .unwrap();
+    let server = fnhub::http::serve(
+        &hub,
+        "127.0.0.1:0".parse().unwrap(),
+        HttpConfig::unauthenticated_loopback(),
+    )
+    .await
+    .unwrap();
     let addr = server.local_addr();
     let path = "/2015-03-31/functions/slow/invocations";
     let event = "X-Amz-Invocation-Type: Event\r\n";

@@ -20,7 +20,6 @@ async fn rules_publish_invoke_and_do_not_storm() {
     let (paged_tx, mut paged) = mpsc::unbounded_channel::<serde_json::Value>();
     let hub = EdgeHub::builder()
         .workers(2)
-        .metaevent_interval(Duration::from_millis(10))
         .function(
             FunctionSpec::in_process(name("slow")).with_timeout(Duration::from_secs(60)),
             from_fn(move |_inv: Invocation| {
@@ -42,33 +41,31 @@ async fn rules_publish_invoke_and_do_not_storm() {
                 async move { Ok(Bytes::new()) }
             }),
         )
-        .metaevent(
-            MetaRule::parse(
-                "backlog",
-                "queue_depth(slow) > 2 for 0s",
-                MetaAction::Publish("alerts/meta".into()),
-            )
-            .unwrap(),
-        )
-        .metaevent(
-            MetaRule::parse(
-                "failing",
-                "errors(boom) >= 1 over 1m",
-                MetaAction::Invoke("pager".parse().unwrap()),
-            )
-            .unwrap(),
-        )
-        // Fed by its own firing: every page is an invocation of the pager.
-        .metaevent(
-            MetaRule::parse(
-                "paging",
-                "invocations(pager) >= 1 over 1m",
-                MetaAction::Invoke("pager".parse().unwrap()),
-            )
-            .unwrap(),
-        )
         .build()
         .unwrap();
+    fnhub::Metaevents::new(vec![
+        MetaRule::parse(
+            "backlog",
+            "queue_depth(slow) > 2 for 0s",
+            MetaAction::Publish("alerts/meta".into()),
+        )
+        .unwrap(),
+        MetaRule::parse(
+            "failing",
+            "errors(boom) >= 1 over 1m",
+            MetaAction::Invoke("pager".parse().unwrap()),
+        )
+        .unwrap(),
+        // Fed by its own firing: every page is an invocation of the pager.
+        MetaRule::parse(
+            "paging",
+            "invocations(pager) >= 1 over 1m",
+            MetaAction::Invoke("pager".parse().unwrap()),
+        )
+        .unwrap(),
+    ])
+    .every(Duration::from_millis(10))
+    .attach(&hub);
     let mut alerts = hub.subscribe("alerts/meta", 16).unwrap();
 
     // Two run, four wait: the backlog rule fires once.

@@ -186,15 +186,15 @@ async fn device_events_reach_functions_and_outputs_go_upstream_with_the_trace() 
             }),
         )
         .flow(Flow::parse("cloud", "sensors/+/temperature", "function:alarm").unwrap())
-        .mqtt(
-            MqttConfig::new("127.0.0.1", broker.port, "hub-a")
-                .inbound(InboundRule::new("sensors/#".parse().unwrap()))
-                .outbound(
-                    OutboundRule::new("alerts/#".parse().unwrap()).with_remote_prefix("hub-a/"),
-                ),
-        )
         .build()
         .unwrap();
+    fnhub::bridge::Bridge::new(
+        MqttConfig::new("127.0.0.1", broker.port, "hub-a")
+            .inbound(InboundRule::new("sensors/#".parse().unwrap()))
+            .outbound(OutboundRule::new("alerts/#".parse().unwrap()).with_remote_prefix("hub-a/")),
+    )
+    .attach(&hub)
+    .expect("bridge");
     wait_connected(&hub, 1).await;
     let (device, mut received) = client(broker.port, "device-1", false, Some("hub-a/alerts/#"));
     let trace = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
@@ -257,14 +257,14 @@ async fn a_broker_restart_mid_stream_loses_no_qos1_message() {
     // The watcher reconnects (and subscribes again) every 50 ms; the hub waits a second
     // before its first reconnect, so after the restart the watcher is listening first.
     let (_watcher, mut received) = client(broker.port, "watcher", false, Some("out/#"));
-    let hub = EdgeHub::builder()
-        .mqtt(
-            MqttConfig::new("127.0.0.1", broker.port, "hub-b")
-                .outbound(OutboundRule::new("out/#".parse().unwrap()))
-                .with_backoff(Duration::from_secs(1), Duration::from_secs(2)),
-        )
-        .build()
-        .unwrap();
+    let hub = EdgeHub::builder().build().unwrap();
+    fnhub::bridge::Bridge::new(
+        MqttConfig::new("127.0.0.1", broker.port, "hub-b")
+            .outbound(OutboundRule::new("out/#".parse().unwrap()))
+            .with_backoff(Duration::from_secs(1), Duration::from_secs(2)),
+    )
+    .attach(&hub)
+    .expect("bridge");
     wait_connected(&hub, 1).await;
     // The watcher's subscription must exist before the stream starts.
     let until = Instant::now() + Duration::from_secs(10);
@@ -337,14 +337,14 @@ async fn the_bridge_subscribes_again_after_a_broker_that_forgot_it() {
     let Some(mut broker) = Broker::start() else {
         return;
     };
-    let hub = EdgeHub::builder()
-        .mqtt(
-            MqttConfig::new("127.0.0.1", broker.port, "hub-c")
-                .inbound(InboundRule::new("cmd/#".parse().unwrap()).with_local_prefix("cloud/"))
-                .with_backoff(Duration::from_millis(50), Duration::from_millis(400)),
-        )
-        .build()
-        .unwrap();
+    let hub = EdgeHub::builder().build().unwrap();
+    fnhub::bridge::Bridge::new(
+        MqttConfig::new("127.0.0.1", broker.port, "hub-c")
+            .inbound(InboundRule::new("cmd/#".parse().unwrap()).with_local_prefix("cloud/"))
+            .with_backoff(Duration::from_millis(50), Duration::from_millis(400)),
+    )
+    .attach(&hub)
+    .expect("bridge");
     let mut commands = hub.subscribe("cloud/cmd/#", 64).unwrap();
     wait_connected(&hub, 1).await;
     let (cloud, _) = client(broker.port, "cloud", false, None);
@@ -379,14 +379,14 @@ async fn the_bridge_subscribes_again_after_a_broker_that_forgot_it() {
 async fn without_a_broker_the_buffer_keeps_the_newest_and_counts_the_rest() {
     // A port nothing listens on.
     let port = fnhub_testkit::free_port();
-    let hub = EdgeHub::builder()
-        .mqtt(
-            MqttConfig::new("127.0.0.1", port, "hub-d")
-                .outbound(OutboundRule::new("out/#".parse().unwrap()))
-                .with_buffer(10),
-        )
-        .build()
-        .unwrap();
+    let hub = EdgeHub::builder().build().unwrap();
+    fnhub::bridge::Bridge::new(
+        MqttConfig::new("127.0.0.1", port, "hub-d")
+            .outbound(OutboundRule::new("out/#".parse().unwrap()))
+            .with_buffer(10),
+    )
+    .attach(&hub)
+    .expect("bridge");
     for i in 0..25 {
         hub.publish(Event::new(format!("out/{i}"), "x", EventSource::Local))
             .unwrap();
@@ -463,10 +463,12 @@ async fn the_cloud_invokes_functions_through_the_remote_interface() {
                 Err(fnhub::FunctionError::handled("no").with_type("NopeError"))
             }),
         )
-        .mqtt(MqttConfig::new("127.0.0.1", broker.port, "hub-r"))
-        .remote_invoke(RemoteInvoke::new("fnhub/hub-r/invoke", "fnhub/hub-r/reply"))
         .build()
         .unwrap();
+    fnhub::bridge::Bridge::new(MqttConfig::new("127.0.0.1", broker.port, "hub-r"))
+        .remote_invoke(RemoteInvoke::new("fnhub/hub-r/invoke", "fnhub/hub-r/reply"))
+        .attach(&hub)
+        .expect("bridge");
     wait_connected(&hub, 1).await;
     let (cloud, mut replies) = client(broker.port, "cloud", false, Some("#"));
     let trace = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
@@ -551,10 +553,12 @@ async fn a_device_shadow_drives_the_deployment_and_a_bad_document_changes_nothin
             FunctionSpec::in_process(FunctionName::new("native").unwrap()),
             from_fn(|inv: Invocation| async move { Ok(inv.payload) }),
         )
-        .mqtt(MqttConfig::new("127.0.0.1", broker.port, "hub-s"))
-        .shadow_deployment("hub-s")
         .build()
         .unwrap();
+    fnhub::bridge::Bridge::new(MqttConfig::new("127.0.0.1", broker.port, "hub-s"))
+        .shadow_deployment("hub-s")
+        .attach(&hub)
+        .expect("bridge");
     wait_connected(&hub, 1).await;
     let (cloud, mut reports) = client(
         broker.port,

@@ -253,6 +253,9 @@ pub struct BridgeStats {
 
 #[derive(Debug, Default)]
 struct Counters {
+    /// Signalled when the buffer empties or the connection drops: see
+    /// [`MqttBridge::flushed`].
+    settled: tokio::sync::Notify,
     connected: AtomicBool,
     connects: AtomicU64,
     inbound: AtomicU64,
@@ -264,6 +267,21 @@ struct Counters {
 
 fn bump(c: &AtomicU64) {
     c.fetch_add(1, Ordering::Relaxed);
+}
+
+impl Counters {
+    /// Records the buffer's length; its emptying wakes [`MqttBridge::flushed`].
+    fn set_buffered(&self, n: usize) {
+        let before = self.buffered.swap(n as u64, Ordering::Relaxed);
+        if n == 0 && before != 0 {
+            self.settled.notify_waiters();
+        }
+    }
+
+    fn set_disconnected(&self) {
+        self.connected.store(false, Ordering::Relaxed);
+        self.settled.notify_waiters();
+    }
 }
 
 /// One outbound message.
@@ -421,6 +439,20 @@ impl MqttBridge {
         }
     }
 
+    /// Resolves once nothing is buffered (every message sent, and every QoS 1 message
+    /// acknowledged) or the bridge is not connected, so nothing more would go out now: what
+    /// a shutdown waits for (bounded by a timeout of its own) before it stops the bridge.
+    pub async fn flushed(&self) {
+        loop {
+            let settled = self.counters.settled.notified();
+            let c = &self.counters;
+            if c.buffered.load(Ordering::Relaxed) == 0 || !c.connected.load(Ordering::Relaxed) {
+                return;
+            }
+            settled.await;
+        }
+    }
+
     /// Stops it: disconnects from the broker and waits for the task. Messages still
     /// buffered are dropped (and stay counted in `buffered`).
     pub async fn shutdown(mut self) {
@@ -549,9 +581,7 @@ async fn run(
         let mut connected = false;
         let mut window = config.window;
         let ended = loop {
-            counters
-                .buffered
-                .store(outbox.len() as u64, Ordering::Relaxed);
+            counters.set_buffered(outbox.len());
             let can_send = connected
                 && !outbox.waiting.is_empty()
                 && outbox.submitted.len() + outbox.inflight.len() < window;
@@ -637,15 +667,13 @@ async fn run(
                 },
             }
         };
-        counters.connected.store(false, Ordering::Relaxed);
+        counters.set_disconnected();
         // What was received goes on to the sink; its acknowledgements go nowhere, so the
         // broker sends those messages again on the next connection.
         drop(inbound);
         drop(worker);
         outbox.requeue();
-        counters
-            .buffered
-            .store(outbox.len() as u64, Ordering::Relaxed);
+        counters.set_buffered(outbox.len());
         if ended {
             let _ = tokio::time::timeout(Duration::from_millis(200), client.disconnect()).await;
             let _ = tokio::time::timeout(Duration::from_millis(200), events.recv()).await;

@@ -127,7 +127,9 @@ impl TopicFilter {
     /// Validates `text` as a topic filter (or a `$share/{group}/{filter}` one).
     pub fn new(text: &str) -> Result<TopicFilter, TopicError> {
         check_common(text)?;
-        if text.starts_with(SHARE) || text == "$share" {
+        // Only `$share/{group}/...` is shared; `$share` alone is an ordinary filter (of a
+        // topic named `$share`), as other brokers read it.
+        if text.starts_with(SHARE) {
             let (group, filter) = split_share(text).ok_or(TopicError::BadShare)?;
             if group.is_empty() || group.contains(['+', '#']) || filter.is_empty() {
                 return Err(TopicError::BadShare);
@@ -293,7 +295,6 @@ mod tests {
         assert!(!hash.matches(&TopicName::new("$SYS/x").unwrap()));
         assert_eq!(TopicFilter::new("a/+").unwrap().share_group(), None);
         for bad in [
-            "$share",
             "$share/",
             "$share/g",
             "$share//a",
@@ -303,8 +304,12 @@ mod tests {
         ] {
             assert!(TopicFilter::new(bad).is_err(), "{bad}");
         }
-        // "$shared/..." is an ordinary filter.
+        // "$shared/..." and "$share" alone are ordinary filters.
         assert_eq!(TopicFilter::new("$shared/x").unwrap().share_group(), None);
+        let plain = TopicFilter::new("$share").unwrap();
+        assert_eq!(plain.share_group(), None);
+        assert!(plain.matches(&TopicName::new("$share").unwrap()));
+        assert!(!plain.matches(&TopicName::new("share").unwrap()));
     }
 
     use super::*;

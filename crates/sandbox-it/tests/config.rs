@@ -69,7 +69,15 @@ async fn a_config_file_starts_a_hub_that_serves_invocations_health_and_metrics()
     };
     let dir = tempfile::tempdir().unwrap();
     let config = HubConfig::load(write_config(dir.path(), &python.display().to_string())).unwrap();
-    let running = config.start(config.builder().unwrap()).await.unwrap();
+    // The application installs the process's recorder; /metrics renders it.
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .install_recorder()
+        .unwrap();
+    let render: fnhub::http::RenderMetrics = std::sync::Arc::new(move || recorder.render());
+    let running = config
+        .start(config.builder().unwrap(), Some(render))
+        .await
+        .unwrap();
     let addr = running.http.as_ref().unwrap().local_addr();
 
     let (health, metrics, invoked) = tokio::task::spawn_blocking(move || {
@@ -94,7 +102,7 @@ async fn a_config_file_starts_a_hub_that_serves_invocations_health_and_metrics()
 
     // A program that is not there: the hub starts, and /healthz says what cannot run.
     let config = HubConfig::load(write_config(dir.path(), "/nonexistent/python3")).unwrap();
-    let running = config.start(config.builder().unwrap()).await.unwrap();
+    let running = config.start(config.builder().unwrap(), None).await.unwrap();
     let addr = running.http.as_ref().unwrap().local_addr();
     let health = tokio::task::spawn_blocking(move || get(addr, "/healthz"))
         .await

@@ -123,6 +123,13 @@ impl Sandbox for InProcessSandbox {
                     runtime: spec.runtime.kind(),
                 });
             };
+            // Sidecars are processes this backend cannot start: refused in every mode.
+            if !spec.sidecars.is_empty() {
+                return Err(PrepareError::CannotEnforce {
+                    sandbox: self.name(),
+                    missing: vec![fnhub_core::Restriction::Sidecars],
+                });
+            }
             let missing = spec.capabilities.restrictions();
             if !missing.is_empty() && self.enforcement == Enforcement::FailClosed {
                 return Err(PrepareError::CannotEnforce {

@@ -20,8 +20,13 @@
 //!   weight); **placement** refuses at deploy what the [`HostInfo`] cannot satisfy.
 //! - **Reservation policies** ([`policy`]) decide keep-alive and pre-warm per function; the
 //!   maintenance pass applies them. [`policy::sim`] replays Azure traces under a policy.
-//! - **Children** ([`Scheduler::try_submit_child`]) inherit the parent's deadline and trace
-//!   and, under load, wait for spare capacity until their latest safe start.
+//! - **Children** ([`Scheduler::try_submit_child`], with the context of
+//!   [`InvocationContext::child`](fnhub_core::InvocationContext::child)) inherit the parent's
+//!   deadline, trace, principal, priority and depth and, under load, wait for spare capacity
+//!   until their latest safe start.
+//! - **Readiness**: [`Scheduler::room`] resolves when room may have appeared and
+//!   [`Scheduler::idle`] when nothing is queued or running, so a caller that was refused
+//!   waits for the moment to retry instead of polling.
 //! - [`Scheduler::shutdown`] stops admitting and runs every admitted invocation to
 //!   completion. The scheduler is a [`LoadProbe`](fnhub_core::LoadProbe).
 //!
@@ -87,4 +92,5 @@ pub use queue::fairness_bound;
 pub use registry::DeployError;
 pub use scheduler::{
     BuildError, Completion, Observer, Scheduler, SchedulerBuilder, SubmitError, Ticket,
+    WeakScheduler,
 };

@@ -154,7 +154,9 @@ impl State {
 }
 
 pub(crate) struct Pool {
-    sandboxes: Vec<Arc<dyn Sandbox>>,
+    /// Read on cold starts and deploys only; added to after the build by
+    /// `Scheduler::add_sandbox`.
+    sandboxes: parking_lot::RwLock<Vec<Arc<dyn Sandbox>>>,
     state: Mutex<State>,
     max_idle_per_version: usize,
     affinity_wait: Duration,
@@ -179,7 +181,7 @@ impl Pool {
         affinity_wait: Duration,
     ) -> Pool {
         Pool {
-            sandboxes,
+            sandboxes: parking_lot::RwLock::new(sandboxes),
             state: Mutex::new(State::default()),
             max_idle_per_version,
             affinity_wait,
@@ -188,8 +190,16 @@ impl Pool {
         }
     }
 
-    pub(crate) fn sandbox_for(&self, spec: &FunctionSpec) -> Option<&Arc<dyn Sandbox>> {
-        self.sandboxes.iter().find(|s| s.supports(spec))
+    pub(crate) fn sandbox_for(&self, spec: &FunctionSpec) -> Option<Arc<dyn Sandbox>> {
+        self.sandboxes
+            .read()
+            .iter()
+            .find(|s| s.supports(spec))
+            .cloned()
+    }
+
+    pub(crate) fn add_sandbox(&self, sandbox: Arc<dyn Sandbox>) {
+        self.sandboxes.write().push(sandbox);
     }
 
     /// An environment for `spec` with room for one more invocation (each serves up to the
@@ -202,7 +212,10 @@ impl Pool {
         key: Option<&str>,
     ) -> Result<(Pooled, Start), PrepareError> {
         let per_env = spec.resources.concurrency.max(1);
-        let deadline = key.map(|_| tokio::time::Instant::now() + self.affinity_wait);
+        // The affinity wait, on tokio's timer: a busy preferred environment is waited for
+        // until it runs out.
+        let wait_ends = tokio::time::sleep(self.affinity_wait);
+        tokio::pin!(wait_ends);
         loop {
             let returned = self.returned.notified();
             tokio::pin!(returned);
@@ -216,7 +229,7 @@ impl Pool {
                 let wait = match preferred {
                     Some(at) if has_room(&entries[at]) => false,
                     // The key's environment is busy: wait for it while the wait lasts.
-                    Some(_) => deadline.is_some_and(|d| tokio::time::Instant::now() < d),
+                    Some(_) => !wait_ends.is_elapsed(),
                     None => false,
                 };
                 if !wait {
@@ -238,8 +251,11 @@ impl Pool {
                 }
                 returned.as_mut().enable();
             }
-            if let Some(d) = deadline {
-                let _ = tokio::time::timeout_at(d, returned).await;
+            if key.is_some() {
+                tokio::select! {
+                    () = &mut returned => {}
+                    () = &mut wait_ends => {}
+                }
             }
         }
         let pooled = self.prepare(spec).await?;

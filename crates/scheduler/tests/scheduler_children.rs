@@ -87,6 +87,17 @@ async fn wait_running(s: &Scheduler) {
     panic!("nothing running");
 }
 
+/// `child` made by `parent`: the context derived in the one place children get theirs, with
+/// the child's own deadline kept when it is sooner.
+fn child_of(parent: &Invocation, mut child: Invocation) -> Invocation {
+    let own = child.context.deadline;
+    child.context = parent
+        .context
+        .child(parent.id.into())
+        .with_deadline_at_most(own);
+    child
+}
+
 /// blocker running, n1 and n2 queued, then a child with 10 s to its parent's deadline.
 async fn setup_with_child(r: &Rig) -> (Vec<Ticket>, Ticket, Invocation) {
     let mut tickets = vec![r.s.try_submit(call("blocker")).unwrap()];
@@ -96,7 +107,9 @@ async fn setup_with_child(r: &Rig) -> (Vec<Ticket>, Ticket, Invocation) {
     let mut parent = call("parent");
     parent.context.deadline = Some(r.clock.system_time() + Duration::from_secs(10));
     parent.context.principal = Principal::new("tenant-a");
-    let child = r.s.try_submit_child(&parent, call("child")).unwrap();
+    let child =
+        r.s.try_submit_child(child_of(&parent, call("child")))
+            .unwrap();
     (tickets, child, parent)
 }
 
@@ -156,7 +169,7 @@ async fn idle_capacity_runs_a_child_at_once_and_its_own_sooner_deadline_stays() 
     let mut child = call("child");
     let own = r.clock.system_time() + Duration::from_secs(5);
     child.context.deadline = Some(own);
-    let t = r.s.try_submit_child(&parent, child).unwrap();
+    let t = r.s.try_submit_child(child_of(&parent, child)).unwrap();
     step(&r).await;
     let c = t.await;
     assert_eq!(c.context.deadline, Some(own));

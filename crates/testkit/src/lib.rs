@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The first of `candidates` that is installed, or `None`. Under `CI=true` a missing
 /// program is a failure, since `.ci/run` installs it (`install` says how).
@@ -32,13 +32,16 @@ pub fn free_port() -> u16 {
         .unwrap_or_else(|e| panic!("no free port: {e}"))
 }
 
-/// Waits until something accepts connections on `port` (a watchdog of 10 s).
+/// Waits until something accepts connections on `port` (500 tries 20 ms apart: a watchdog
+/// of about 10 s).
 pub fn wait_for_port(port: u16, what: &str) {
-    let until = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < until, "{what} did not start");
+    for _ in 0..500 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
         std::thread::sleep(Duration::from_millis(20));
     }
+    panic!("{what} did not start");
 }
 
 /// A `nats-server -js` on a free loopback port, storing in a temporary folder; killed when

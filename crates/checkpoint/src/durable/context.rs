@@ -2,7 +2,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use fnhub_core::{
@@ -272,16 +272,13 @@ impl DurableContext {
                 self.ensure_stored().await;
                 let mut child = Invocation::new(function.clone(), payload);
                 child.id = child_id;
-                {
+                child.context = {
                     let s = self.state.lock();
-                    child.context.parent = Some(s.checkpoint.execution_id);
-                    child.context.trace = s.checkpoint.context.trace.child();
-                    child.context.principal = s.checkpoint.context.principal.clone();
-                    child.context.deadline = s.checkpoint.context.deadline;
-                }
+                    s.checkpoint.context.child(s.checkpoint.execution_id)
+                };
                 let key = function.name.to_string();
                 let predicted = self.shared.estimator.lock().predict(&key);
-                let started = Instant::now();
+                let started = self.shared.clock.now();
                 let mut call = self.shared.host.invoke(child);
                 // A child predicted slow is awaited for the grace period, any other for the
                 // threshold: a wait that has outlasted the threshold is a long one, whatever
@@ -308,10 +305,10 @@ impl DurableContext {
                             .await;
                     }
                 };
-                self.shared
-                    .estimator
-                    .lock()
-                    .observe(&key, started.elapsed());
+                self.shared.estimator.lock().observe(
+                    &key,
+                    self.shared.clock.now().saturating_duration_since(started),
+                );
                 self.record(name, operation, outcome).await
             }
         }

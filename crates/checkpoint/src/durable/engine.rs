@@ -123,7 +123,7 @@ pub enum EngineError {
     /// The host could not deliver the outcome of a finished execution (see
     /// [`DurableHost::completed`]); the checkpoint is kept.
     #[error("the outcome could not be delivered: {0}")]
-    Delivery(String),
+    Delivery(#[source] super::DeliveryError),
     /// The run was cut short by its host (a timeout, a cancelled call) before it ended;
     /// the checkpoint is kept, and the execution continues from its journal when it is
     /// woken or taken over.
@@ -202,10 +202,10 @@ impl Shared {
             // Waiting for the child holds no worker; the replay runs where the host says.
             let outcome = call.await;
             if let Some(shared) = me.upgrade() {
-                shared
-                    .estimator
-                    .lock()
-                    .observe(&dependency, started.elapsed());
+                shared.estimator.lock().observe(
+                    &dependency,
+                    shared.clock.now().saturating_duration_since(started),
+                );
                 let host = shared.host.clone();
                 let engine = Engine { shared };
                 host.run_resumed(

@@ -165,11 +165,15 @@ pub trait DurableHost: Send + Sync + 'static {
     /// the execution runs again from its journal to the same outcome, rather than being
     /// lost. An error keeps the checkpoint, and the run ends with
     /// [`EngineError::Delivery`]. Default: nothing to do.
-    fn completed(&self, finished: &Finished) -> BoxFuture<'static, Result<(), String>> {
+    fn completed(&self, finished: &Finished) -> BoxFuture<'static, Result<(), DeliveryError>> {
         let _ = finished;
         Box::pin(std::future::ready(Ok(())))
     }
 }
+
+/// Why a host could not deliver a finished execution's outcome: the source error (a
+/// publish that failed, a store that refused), kept whole for the caller to inspect.
+pub type DeliveryError = Box<dyn std::error::Error + Send + Sync>;
 
 /// A function whose progress is durable.
 pub trait DurableFunction: Send + Sync + 'static {

@@ -112,8 +112,9 @@ impl Default for ProcessLimits {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 struct Config {
+    clock: Arc<dyn fnhub_core::Clock>,
     enforcement: Enforcement,
     region: String,
     account: String,
@@ -161,6 +162,7 @@ impl ProcessSandbox {
     pub fn new() -> ProcessSandbox {
         ProcessSandbox {
             config: Arc::new(Config {
+                clock: Arc::new(fnhub_core::SystemClock),
                 enforcement: Enforcement::FailClosed,
                 region: "us-east-1".into(),
                 account: "000000000000".into(),
@@ -204,10 +206,27 @@ impl ProcessSandbox {
         self
     }
 
+    /// Reads deadlines and dates from `clock` instead of the system clock.
+    pub fn with_clock(mut self, clock: Arc<dyn fnhub_core::Clock>) -> ProcessSandbox {
+        self.config_mut().clock = clock;
+        self
+    }
+
     /// Resource limits set on every process.
     pub fn with_limits(mut self, limits: ProcessLimits) -> ProcessSandbox {
         self.config_mut().limits = limits;
         self
+    }
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("enforcement", &self.enforcement)
+            .field("region", &self.region)
+            .field("init_timeout", &self.init_timeout)
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
     }
 }
 
@@ -241,6 +260,7 @@ struct ProcessEnvironment {
 }
 
 struct Inner {
+    clock: Arc<dyn fnhub_core::Clock>,
     function: String,
     version: String,
     timeout: Duration,
@@ -494,6 +514,7 @@ impl ProcessEnvironment {
 
         let report = IsolationReport::new("process", enforced, missing);
         let inner = Arc::new(Inner {
+            clock: config.clock.clone(),
             function,
             version,
             timeout: spec.resources.timeout,
@@ -531,7 +552,7 @@ fn lambda_env(
     let name = spec.name.as_str();
     let version = spec.version.to_string();
     let task_root = task_root.display().to_string();
-    let today = humantime_date(SystemTime::now());
+    let today = humantime_date(config.clock.system_time());
     let stream = format!("{today}/[{version}]{}", fnhub_core::InvocationId::random());
     [
         ("AWS_LAMBDA_RUNTIME_API", api_address.to_owned()),
@@ -703,7 +724,11 @@ impl Inner {
     }
 
     async fn invoke(self: &Arc<Self>, invocation: Invocation) -> Outcome {
-        let limit = Limit::new(self.timeout, invocation.context.deadline, SystemTime::now())?;
+        let limit = Limit::new(
+            self.timeout,
+            invocation.context.deadline,
+            self.clock.system_time(),
+        )?;
         // Set at the first delivery, so a cold start does not eat the function's time; a
         // redelivery keeps it. The wall-clock deadline is what the process is told; the
         // monotonic start is what the wait is measured from.
@@ -727,9 +752,8 @@ impl Inner {
             let Some(running) = process.as_mut() else {
                 unreachable!("started above");
             };
-            let (deadline, since) = *handed_over.get_or_insert_with(|| {
-                (SystemTime::now() + limit.limit, std::time::Instant::now())
-            });
+            let (deadline, since) = *handed_over
+                .get_or_insert_with(|| (self.clock.system_time() + limit.limit, self.clock.now()));
             let (reply, answer) = oneshot::channel();
             let delivery = Delivery {
                 request_id: invocation.id.to_string().into(),
@@ -750,7 +774,9 @@ impl Inner {
                     "the environment is closed",
                 ));
             }
-            let left = limit.limit.saturating_sub(since.elapsed());
+            let left = limit
+                .limit
+                .saturating_sub(self.clock.now().saturating_duration_since(since));
             let result = tokio::time::timeout(left, answer).await;
             guard.disarm();
             return match result {

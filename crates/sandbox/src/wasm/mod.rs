@@ -65,7 +65,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use fnhub_core::{
@@ -259,6 +259,7 @@ impl Drop for Shared {
 #[derive(Clone)]
 pub struct WasmSandbox {
     shared: Arc<Shared>,
+    clock: Arc<dyn fnhub_core::Clock>,
 }
 
 impl std::fmt::Debug for WasmSandbox {
@@ -305,7 +306,14 @@ impl WasmSandbox {
                 modules: Mutex::new(HashMap::new()),
                 stop,
             }),
+            clock: Arc::new(fnhub_core::SystemClock),
         })
+    }
+
+    /// Reads deadlines and times runs on `clock` instead of the system clock.
+    pub fn with_clock(mut self, clock: Arc<dyn fnhub_core::Clock>) -> WasmSandbox {
+        self.clock = clock;
+        self
     }
 
     /// The engine's settings.
@@ -386,6 +394,7 @@ impl WasmSandbox {
         enforced.extend([Restriction::Memory, Restriction::Cpu]);
         Ok(WasmEnv {
             shared: self.shared.clone(),
+            clock: self.clock.clone(),
             pre,
             export: export.clone(),
             shape,
@@ -506,6 +515,13 @@ impl Sandbox for WasmSandbox {
         spec: &'a FunctionSpec,
     ) -> BoxFuture<'a, Result<Box<dyn Environment>, PrepareError>> {
         Box::pin(async move {
+            // Sidecars are processes this backend cannot start: refused in every mode.
+            if !spec.sidecars.is_empty() {
+                return Err(PrepareError::CannotEnforce {
+                    sandbox: self.name(),
+                    missing: vec![fnhub_core::Restriction::Sidecars],
+                });
+            }
             let env = self.prepare_env(spec).await?;
             Ok(Box::new(env) as Box<dyn Environment>)
         })
@@ -514,6 +530,7 @@ impl Sandbox for WasmSandbox {
 
 struct WasmEnv {
     shared: Arc<Shared>,
+    clock: Arc<dyn fnhub_core::Clock>,
     pre: InstancePre<Guest>,
     export: String,
     shape: Shape,
@@ -584,8 +601,12 @@ impl WasmEnv {
     }
 
     async fn run(&self, invocation: Invocation) -> Outcome {
-        let limit = Limit::new(self.timeout, invocation.context.deadline, SystemTime::now())?;
-        let stop_at = Instant::now() + limit.limit;
+        let limit = Limit::new(
+            self.timeout,
+            invocation.context.deadline,
+            self.clock.system_time(),
+        )?;
+        let stop_at = self.clock.now() + limit.limit;
         let (wasi, pipes) = if self.uses_wasi {
             let (ctx, pipes) = self.wasi(&invocation.id.to_string())?;
             (Some(ctx), Some(pipes))
@@ -621,8 +642,9 @@ impl WasmEnv {
             return Err(FunctionError::new(ErrorKind::Rejected, format!("{e:#}")));
         }
         store.set_epoch_deadline(1);
+        let clock = self.clock.clone();
         store.epoch_deadline_callback(move |_| {
-            Ok(if Instant::now() >= stop_at {
+            Ok(if clock.now() >= stop_at {
                 UpdateDeadline::Interrupt
             } else {
                 UpdateDeadline::Yield(1)

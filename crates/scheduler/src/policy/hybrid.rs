@@ -173,7 +173,7 @@ mod tests {
     #[test]
     fn periodic_arrivals_are_prewarmed_just_before_they_are_due() {
         let mut p = HybridHistogram::default();
-        let now = Instant::now();
+        let now = fnhub_core::Clock::now(&fnhub_core::SystemClock);
         assert_eq!(
             p.decide(0, now),
             Windows::keep(10 * MIN),
@@ -199,7 +199,7 @@ mod tests {
     #[test]
     fn scattered_or_long_idle_times_fall_back() {
         let mut p = HybridHistogram::default();
-        let now = Instant::now();
+        let now = fnhub_core::Clock::now(&fnhub_core::SystemClock);
         // Spread evenly over the range: not concentrated.
         for i in 0..240 {
             p.record(1, now, 1, MIN, Some(i * MIN));
@@ -219,7 +219,7 @@ mod tests {
     fn decisions_are_deterministic() {
         let run = || {
             let mut p = HybridHistogram::default();
-            let now = Instant::now();
+            let now = fnhub_core::Clock::now(&fnhub_core::SystemClock);
             let mut out = Vec::new();
             for i in 0..50u32 {
                 p.record(0, now, 1, MIN, Some(MIN * (i * 7 % 13 + 3)));

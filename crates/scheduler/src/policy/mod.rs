@@ -262,7 +262,7 @@ mod tests {
     #[test]
     fn fixed_keep_alive_is_fixed() {
         let mut p = FixedKeepAlive::default();
-        let now = Instant::now();
+        let now = fnhub_core::Clock::now(&fnhub_core::SystemClock);
         p.record(0, now, 5, MIN, None);
         assert_eq!(p.decide(0, now), Windows::keep(10 * MIN));
     }
@@ -270,7 +270,7 @@ mod tests {
     #[test]
     fn demand_forecast_keeps_busy_functions_longer_than_rare_ones() {
         let mut p = DemandForecast::default();
-        let now = Instant::now();
+        let now = fnhub_core::Clock::now(&fnhub_core::SystemClock);
         // Function 0: 60 calls of 1 s every minute. Function 1: one call every 30 minutes.
         for i in 0..20 {
             p.record(0, now + i * MIN, 60, Duration::from_secs(1), Some(MIN));

@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::{ReservationPolicy, Windows};
 
@@ -246,7 +246,9 @@ pub struct SimReport {
 /// Replays `trace` under `policy`.
 pub fn simulate(trace: &Trace, policy: &mut dyn ReservationPolicy) -> SimReport {
     const MINUTE: Duration = Duration::from_secs(60);
-    let base = Instant::now();
+    // Trace time starts anywhere; the clock also times the policy's own work.
+    let clock = fnhub_core::SystemClock;
+    let base = fnhub_core::Clock::now(&clock);
     let hours = trace.minutes.div_ceil(60).max(1);
     let (mut cold_by_hour, mut inv_by_hour) = (vec![0u64; hours], vec![0u64; hours]);
     let (mut invocations, mut cold_starts) = (0u64, 0u64);
@@ -277,11 +279,11 @@ pub fn simulate(trace: &Trace, policy: &mut dyn ReservationPolicy) -> SimReport 
             inv_by_hour[minute / 60] += u64::from(count);
             cold_by_hour[minute / 60] += cold;
 
-            let started = Instant::now();
+            let started = fnhub_core::Clock::now(&clock);
             let now = base + MINUTE * minute as u32;
             policy.record(index, now, count, f.mean_run, idle);
             let windows = policy.decide(index, now + MINUTE);
-            policy_time += started.elapsed();
+            policy_time += fnhub_core::Clock::now(&clock).saturating_duration_since(started);
             last = Some((minute + 1, windows));
         }
         if let Some((since, w)) = last {

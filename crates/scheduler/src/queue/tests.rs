@@ -40,7 +40,7 @@ fn job(
         seq: q.next_seq(),
         invocation: inv,
         spec: spec.clone(),
-        admitted_at: Instant::now(),
+        admitted_at: fnhub_core::Clock::now(&fnhub_core::SystemClock),
         reply: None,
     }
 }
@@ -72,7 +72,7 @@ fn finish(q: &mut Queue, j: &Job) -> bool {
         false,
         Duration::ZERO,
         Duration::ZERO,
-        Instant::now(),
+        fnhub_core::Clock::now(&fnhub_core::SystemClock),
     )
     .0
 }

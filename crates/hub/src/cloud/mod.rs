@@ -1,0 +1,378 @@
+//! The cloud runtime (feature `nats`): hub nodes sharing invocations through NATS
+//! JetStream.
+//!
+//! - Callers publish invocations on `fnhub.work.{function}` into the work-queue stream
+//!   `FNHUB_WORK`, with the invocation id as `Nats-Msg-Id`: a submission sent twice is
+//!   stored once.
+//! - Every [`CloudRuntime`] node pulls from the one durable consumer of that stream, so
+//!   each invocation goes to one node at a time. A node runs it on its own [`EdgeHub`],
+//!   publishes the outcome on `fnhub.results.{invocation}` into the stream
+//!   `FNHUB_RESULTS`, and acknowledges the work only then.
+//! - At least once, with one result: a node that dies (even by SIGKILL) before its
+//!   acknowledgement leaves the invocation to be delivered again after the ack wait; a
+//!   node that runs it again publishes its result under the same `Nats-Msg-Id`
+//!   (`result-{invocation}`), which JetStream drops as a duplicate (counted in
+//!   [`NodeStats::duplicates_suppressed`]). [`CloudClient::results`] also drops any
+//!   result for an invocation it has seen.
+//!
+//! - A node whose hub does not admit an invocation (its queue is full, or it is shutting
+//!   down) hands it back to JetStream with a short delay (a NAK), so that it comes again,
+//!   here or on another node, rather than ending in an error. The replay a wake starts
+//!   (below) is admitted the same way: it runs on one of the hub's workers, as an
+//!   invocation of [`RESUME_FUNCTION`](crate::RESUME_FUNCTION), so the hub's load counts it.
+//!
+//! - The function registry is the KV bucket `FNHUB_FUNCTIONS`: each node records the
+//!   functions its hub has deployed (name → versions and the nodes that run it) when it
+//!   starts, and [`CloudClient::submit`] refuses a function no node has recorded.
+//!
+//! ## Durable executions across nodes
+//!
+//! Give every node's hub the same [`fnhub_checkpoint::nats::NatsStore`] (the JetStream
+//! object store) as its checkpoint store, and a durable execution resumes on whichever node
+//! takes its next piece of work:
+//!
+//! - A first run that suspends publishes no result (the caller's result comes when the
+//!   execution finishes, from the node that finishes it) and is acknowledged: the
+//!   checkpoint holds it.
+//! - A durable sleep becomes a *wake* on `fnhub.work.fnhub-resume`, with the execution, the
+//!   journal position of the sleep and the time it is due. A node that takes it early hands
+//!   it back with a delay (a NAK with delay), so the timer survives the node that set it.
+//! - A child runs through the work stream like any invocation, carrying its parent. The
+//!   node that finishes the child publishes its result and a wake of the parent with that
+//!   outcome, so a parent suspended on a slow child resumes wherever the wake lands. A
+//!   parent still waiting for the child inline simply reads the child's result.
+//! - Only an execution suspended on the woken operation runs ([`Engine::wake`]). A wake
+//!   that finds it still running is dropped: that run reads the child's result itself, or
+//!   suspends and then finds the result already published and wakes itself. One that finds
+//!   it suspended on a later operation asks again for that operation's wake.
+//! - A start or a wake delivered again after the ack wait means the node that took it
+//!   died, perhaps in the middle of the run: the execution continues from its journal
+//!   ([`Engine::take_over`]), so completed steps are not run again.
+//! - While a node runs a piece of work, it tells JetStream it is in progress every third
+//!   of the ack wait, so a long run is not delivered to a second node while its node lives.
+//! - A [`wait_for`](fnhub_checkpoint::durable::DurableContext::wait_for) is recorded in
+//!   the KV bucket `FNHUB_WAITS` (execution → topic filter and journal position). Every
+//!   node follows that bucket with a watch, and matches against it the events published
+//!   on its hub ([`EdgeHub::publish`]) and those sent to the deployment
+//!   ([`CloudClient::publish`], taken by one node). A met wait becomes a wake carrying the
+//!   event's payload, with the wait's message id, so two events that meet one wait at
+//!   once wake it once; the wait is then removed. An event reaches the waits that the node
+//!   matching it has seen: those recorded before it, give or take the watch's delay of a
+//!   few milliseconds.
+//! - An execution shed under load (see
+//!   [`EdgeHubBuilder::load_policy`](crate::EdgeHubBuilder::load_policy)) becomes a wake at
+//!   once. A node that is itself shedding hands such a wake back (200 ms), so shed work
+//!   moves to the nodes with room.
+//!
+//! [`Engine::wake`]: fnhub_checkpoint::durable::Engine::wake
+//! [`Engine::take_over`]: fnhub_checkpoint::durable::Engine::take_over
+
+mod client;
+mod decide;
+mod node;
+mod suspend;
+mod waits;
+mod wire;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer, stream};
+use bytes::Bytes;
+use tokio::task::JoinHandle;
+
+use crate::EdgeHub;
+pub use client::{CloudClient, CloudResult};
+use node::{Node, work_loop};
+use suspend::Attached;
+use waits::Waits;
+use wire::{REGISTRY, RESULT_STREAM, WAITS, WORK_STREAM, WORKERS};
+
+/// A cloud runtime operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CloudError {
+    /// Connecting to NATS failed.
+    #[error("cannot connect to NATS: {0}")]
+    Connect(#[source] BoxError),
+    /// A JetStream operation failed.
+    #[error("JetStream: {0}")]
+    JetStream(#[source] BoxError),
+    /// No node has registered the function.
+    #[error("no node runs {0}")]
+    UnknownFunction(String),
+    /// The hub already serves another cloud runtime node.
+    #[error("this hub already serves a cloud runtime node")]
+    AlreadyAttached,
+    /// An event's topic is not a valid MQTT topic name.
+    #[error("invalid topic {0}")]
+    InvalidTopic(String),
+}
+
+/// The error a [`CloudError`] wraps, kept whole (its own source chain included).
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+fn js_err(e: impl Into<BoxError>) -> CloudError {
+    CloudError::JetStream(e.into())
+}
+
+/// How the streams and the consumer are set up. Every node and client of one deployment
+/// must agree.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct CloudConfig {
+    /// How long a node has to acknowledge an invocation before it is delivered again.
+    /// Default 10 s.
+    pub ack_wait: Duration,
+    /// Invocations one node takes at once. Default 64. Children of durable executions
+    /// are not counted (their parents may hold every slot while they wait for them); the
+    /// hub's own admission bounds them.
+    pub in_flight: usize,
+    /// How long JetStream remembers message ids to drop duplicates. Default 2 min.
+    pub duplicate_window: Duration,
+}
+
+impl Default for CloudConfig {
+    fn default() -> Self {
+        CloudConfig {
+            ack_wait: Duration::from_secs(10),
+            in_flight: 64,
+            duplicate_window: Duration::from_secs(120),
+        }
+    }
+}
+
+impl CloudConfig {
+    /// Sets the ack wait.
+    pub fn with_ack_wait(mut self, wait: Duration) -> CloudConfig {
+        self.ack_wait = wait;
+        self
+    }
+
+    /// Sets how many invocations one node takes at once (at least 1).
+    pub fn with_in_flight(mut self, in_flight: usize) -> CloudConfig {
+        self.in_flight = in_flight.max(1);
+        self
+    }
+}
+
+pub(super) async fn streams(
+    js: &jetstream::Context,
+    config: &CloudConfig,
+) -> Result<(), CloudError> {
+    js.get_or_create_stream(stream::Config {
+        name: WORK_STREAM.into(),
+        subjects: vec!["fnhub.work.>".into()],
+        retention: stream::RetentionPolicy::WorkQueue,
+        duplicate_window: config.duplicate_window,
+        ..Default::default()
+    })
+    .await
+    .map_err(js_err)?;
+    js.get_or_create_stream(stream::Config {
+        name: RESULT_STREAM.into(),
+        subjects: vec!["fnhub.results.>".into()],
+        duplicate_window: config.duplicate_window,
+        max_age: Duration::from_secs(3600),
+        ..Default::default()
+    })
+    .await
+    .map_err(js_err)?;
+    Ok(())
+}
+
+/// The KV bucket `name`, made when it is not there.
+pub(super) async fn bucket(
+    js: &jetstream::Context,
+    name: &str,
+) -> Result<jetstream::kv::Store, CloudError> {
+    if let Ok(kv) = js.get_key_value(name).await {
+        return Ok(kv);
+    }
+    // The bucket's stream, made by hand: `create_key_value` first asks for the account's
+    // info, which async-nats 0.51 cannot read from the nats-server 2.9 of these machines.
+    js.get_or_create_stream(stream::Config {
+        name: format!("KV_{name}"),
+        subjects: vec![format!("$KV.{name}.>")],
+        max_messages_per_subject: 1,
+        discard: stream::DiscardPolicy::New,
+        allow_rollup: true,
+        deny_delete: true,
+        ..Default::default()
+    })
+    .await
+    .map_err(js_err)?;
+    js.get_key_value(name).await.map_err(js_err)
+}
+
+/// Records in the registry that `node` runs every function `hub` has deployed.
+async fn register(js: &jetstream::Context, node: &str, hub: &EdgeHub) -> Result<(), CloudError> {
+    let kv = bucket(js, REGISTRY).await?;
+    let mut by_name: std::collections::BTreeMap<String, Vec<u32>> = Default::default();
+    for spec in hub.deployed() {
+        by_name
+            .entry(spec.name.to_string())
+            .or_default()
+            .push(spec.version.get());
+    }
+    for (name, versions) in by_name {
+        // Merge with what other nodes recorded (last writer wins on a race; a node that
+        // starts again records itself again).
+        let mut entry: serde_json::Value = kv
+            .get(name.as_str())
+            .await
+            .map_err(js_err)?
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_else(|| serde_json::json!({ "name": name, "nodes": {} }));
+        entry["nodes"][node] = serde_json::json!(versions);
+        kv.put(name.as_str(), Bytes::from(entry.to_string()))
+            .await
+            .map_err(js_err)?;
+    }
+    Ok(())
+}
+
+/// What a node has done.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct NodeStats {
+    /// Invocations it ran.
+    pub ran: u64,
+    /// Results it published that JetStream had already (the invocation ran elsewhere, or
+    /// here, before a redelivery).
+    pub duplicates_suppressed: u64,
+    /// Invocations it took that had been delivered before (to a node that died or was too
+    /// slow to acknowledge).
+    pub redelivered: u64,
+    /// Runs of durable executions (first runs and replays) that suspended here.
+    pub suspended: u64,
+    /// Wakes of durable executions that ran a replay here.
+    pub resumed: u64,
+    /// Wakes that came before they could run: a timer not due (handed back with a
+    /// delay), or an execution still running (dropped: its run reads the result itself).
+    pub early_wakes: u64,
+    /// Invocations its hub did not admit (full, or shutting down), handed back to
+    /// JetStream to come again, here or on another node.
+    pub handed_back: u64,
+}
+
+#[derive(Default)]
+pub(super) struct Counters {
+    pub(super) ran: AtomicU64,
+    pub(super) duplicates: AtomicU64,
+    pub(super) redelivered: AtomicU64,
+    pub(super) suspended: AtomicU64,
+    pub(super) resumed: AtomicU64,
+    pub(super) early: AtomicU64,
+    pub(super) handed_back: AtomicU64,
+}
+
+/// One node of the cloud runtime: takes invocations from JetStream and runs them on its
+/// hub. Dropping it stops taking work.
+pub struct CloudRuntime {
+    name: String,
+    counters: Arc<Counters>,
+    task: JoinHandle<()>,
+    /// Follows the event waits of the whole deployment.
+    watch: JoinHandle<()>,
+}
+
+impl std::fmt::Debug for CloudRuntime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CloudRuntime")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for CloudRuntime {
+    fn drop(&mut self) {
+        self.task.abort();
+        self.watch.abort();
+    }
+}
+
+impl CloudRuntime {
+    /// Connects to NATS at `url` as node `name` and starts taking invocations for `hub`.
+    pub async fn start(
+        url: &str,
+        name: impl Into<String>,
+        hub: EdgeHub,
+        config: CloudConfig,
+    ) -> Result<CloudRuntime, CloudError> {
+        let name = name.into();
+        let client = async_nats::connect(url)
+            .await
+            .map_err(|e| CloudError::Connect(e.into()))?;
+        let js = jetstream::new(client);
+        streams(&js, &config).await?;
+        register(&js, &name, &hub).await?;
+        let counters = Arc::new(Counters::default());
+        let client = Arc::new(CloudClient::with_context(js.clone()).await?);
+        let results = client.results.clone();
+        let waits_kv = bucket(&js, WAITS).await?;
+        let waits = Waits::default();
+        let watch = waits.follow(waits_kv.clone()).await?;
+        let attached = Attached {
+            client,
+            node: name.clone(),
+            counters: counters.clone(),
+            waits: waits.clone(),
+            waits_kv: waits_kv.clone(),
+        };
+        if !hub.attach_cloud(Arc::new(attached)) {
+            watch.abort();
+            return Err(CloudError::AlreadyAttached);
+        }
+        let work = js.get_stream(WORK_STREAM).await.map_err(js_err)?;
+        let consumer: consumer::PullConsumer = work
+            .get_or_create_consumer(
+                WORKERS,
+                consumer::pull::Config {
+                    durable_name: Some(WORKERS.into()),
+                    ack_wait: config.ack_wait,
+                    max_ack_pending: 100_000,
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(js_err)?;
+        let messages = consumer.messages().await.map_err(js_err)?;
+        let node = Node {
+            name: name.clone(),
+            hub,
+            js,
+            results,
+            waits,
+            waits_kv,
+            counters: counters.clone(),
+            progress_every: (config.ack_wait / 3).max(Duration::from_millis(10)),
+        };
+        let task = tokio::spawn(work_loop(node, messages, config.in_flight.max(1)));
+        Ok(CloudRuntime {
+            name,
+            counters,
+            task,
+            watch,
+        })
+    }
+
+    /// The node's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// What it has done.
+    pub fn stats(&self) -> NodeStats {
+        NodeStats {
+            ran: self.counters.ran.load(Ordering::Relaxed),
+            duplicates_suppressed: self.counters.duplicates.load(Ordering::Relaxed),
+            redelivered: self.counters.redelivered.load(Ordering::Relaxed),
+            suspended: self.counters.suspended.load(Ordering::Relaxed),
+            resumed: self.counters.resumed.load(Ordering::Relaxed),
+            early_wakes: self.counters.early.load(Ordering::Relaxed),
+            handed_back: self.counters.handed_back.load(Ordering::Relaxed),
+        }
+    }
+}

@@ -1,0 +1,269 @@
+//! A node's work loop: it pulls messages from the work stream, runs each on its hub, and
+//! answers JetStream as [`decide`](super::decide) says.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer};
+use fnhub_core::{ExecutionId, FunctionRef, Invocation, InvocationId, PendingDependency};
+use fnhub_router::topic::TopicName;
+use futures_util::StreamExt;
+use tokio::sync::Semaphore;
+
+use super::Counters;
+use super::decide::{self, AfterRun, AfterWake, BeforeWake, RETRY, Work};
+use super::suspend::{publish_outcome, record_suspension};
+use super::waits::{Waits, wake_waiting};
+use super::wire::{self, header};
+use crate::EdgeHub;
+
+/// What every piece of work a node takes needs.
+#[derive(Clone)]
+pub(super) struct Node {
+    pub(super) name: String,
+    pub(super) hub: EdgeHub,
+    pub(super) js: jetstream::Context,
+    /// The results stream, looked up once.
+    pub(super) results: jetstream::stream::Stream,
+    /// The event waits of every node, and their bucket.
+    pub(super) waits: Waits,
+    pub(super) waits_kv: jetstream::kv::Store,
+    pub(super) counters: Arc<Counters>,
+    pub(super) progress_every: Duration,
+}
+
+pub(super) async fn work_loop(node: Node, mut messages: consumer::pull::Stream, in_flight: usize) {
+    let slots = Arc::new(Semaphore::new(in_flight));
+    while let Some(message) = messages.next().await {
+        let message = match message {
+            Ok(m) => m,
+            Err(error) => {
+                tracing::warn!(%error, "pulling work failed");
+                continue;
+            }
+        };
+        let has = |key: &str| header(message.headers.as_ref(), key).is_some();
+        let permit = if decide::takes_slot(has(wire::PARENT)) {
+            let Ok(permit) = slots.clone().acquire_owned().await else {
+                return;
+            };
+            Some(permit)
+        } else {
+            None
+        };
+        let work = decide::work(has(wire::WAKE), has(wire::TOPIC));
+        let node = node.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            match work {
+                Work::Wake => node.wake(message).await,
+                Work::Event => node.event(message).await,
+                Work::Run => node.run(message).await,
+            }
+        });
+    }
+}
+
+/// How many times `message` has been delivered.
+fn deliveries(message: &jetstream::Message) -> i64 {
+    message.info().map(|i| i.delivered).unwrap_or(1)
+}
+
+impl Node {
+    /// Runs `work`, telling JetStream every `progress_every` that `message` is still being
+    /// worked on, so that it is not delivered to another node meanwhile.
+    async fn in_progress<F: std::future::Future>(
+        &self,
+        message: &jetstream::Message,
+        work: F,
+    ) -> F::Output {
+        let mut work = std::pin::pin!(work);
+        let mut tick = tokio::time::interval(self.progress_every);
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                out = &mut work => return out,
+                _ = tick.tick() => {
+                    let _ = message.ack_with(jetstream::AckKind::Progress).await;
+                }
+            }
+        }
+    }
+
+    /// Hands `message` back to JetStream, to come again after `delay`, here or elsewhere.
+    async fn hand_back(&self, message: jetstream::Message, delay: Duration) {
+        self.counters.handed_back.fetch_add(1, Ordering::Relaxed);
+        let _ = message.ack_with(jetstream::AckKind::Nak(Some(delay))).await;
+    }
+
+    /// Acknowledges `message` once the suspension is recorded (else it comes again).
+    async fn ack_once_recorded(
+        &self,
+        message: &jetstream::Message,
+        execution: ExecutionId,
+        pending: &PendingDependency,
+        at: u32,
+    ) {
+        if self.suspended(execution, pending, at).await {
+            let _ = message.ack().await;
+        }
+    }
+
+    /// An invocation: runs it on the hub and publishes its result, unless it started a
+    /// durable execution that suspended.
+    async fn run(&self, message: jetstream::Message) {
+        let header = |k: &str| header(message.headers.as_ref(), k);
+        let id = header(wire::INVOCATION).and_then(|v| v.parse::<InvocationId>().ok());
+        let function = header(wire::FUNCTION).and_then(|v| v.parse::<FunctionRef>().ok());
+        let (Some(id), Some(function)) = (id, function) else {
+            tracing::warn!(subject = %message.subject, "malformed work message dropped");
+            let _ = message.ack().await;
+            return;
+        };
+        if deliveries(&message) > 1 {
+            self.counters.redelivered.fetch_add(1, Ordering::Relaxed);
+        }
+        let mut invocation = Invocation::new(function, message.payload.clone());
+        invocation.id = id;
+        invocation.context.parent = header(wire::PARENT).and_then(|v| v.parse().ok());
+        if let Some(priority) = header(wire::PRIORITY).and_then(|v| v.parse::<u8>().ok()) {
+            invocation.context.priority = fnhub_core::Priority(priority);
+        }
+        let parent = invocation.context.parent;
+        let called = self
+            .in_progress(&message, self.hub.call_tracked(invocation))
+            .await;
+        self.counters.ran.fetch_add(1, Ordering::Relaxed);
+        match decide::after_run(called.map(|(c, end)| (c.outcome, end))) {
+            AfterRun::Publish(outcome) => {
+                if publish_outcome(&self.js, &self.name, &self.counters, id, parent, &outcome).await
+                    && let Err(error) = message.ack().await
+                {
+                    tracing::warn!(%error, "acknowledging work failed");
+                }
+            }
+            AfterRun::Suspended(pending, at) => {
+                self.counters.suspended.fetch_add(1, Ordering::Relaxed);
+                self.ack_once_recorded(&message, id.into(), &pending, at)
+                    .await;
+            }
+            AfterRun::Ack => {
+                let _ = message.ack().await;
+            }
+            AfterRun::Retry(delay) => {
+                let _ = message.ack_with(jetstream::AckKind::Nak(Some(delay))).await;
+            }
+            AfterRun::HandBack(delay) => self.hand_back(message, delay).await,
+        }
+    }
+
+    /// A wake of a durable execution: a timer that is due, or a child's outcome.
+    async fn wake(&self, message: jetstream::Message) {
+        let header = |k: &str| header(message.headers.as_ref(), k);
+        let execution = header(wire::WAKE).and_then(|v| v.parse::<ExecutionId>().ok());
+        let at = header(wire::AT).and_then(|v| v.parse::<u32>().ok());
+        let (Some(execution), Some(at)) = (execution, at) else {
+            tracing::warn!(subject = %message.subject, "malformed wake dropped");
+            let _ = message.ack().await;
+            return;
+        };
+        let shed = header(wire::CAUSE).as_deref() == Some("load");
+        let due = header(wire::NOT_BEFORE).and_then(|v| v.parse::<u64>().ok());
+        let now = wire::unix_ms(self.hub.clock().system_time());
+        match decide::before_wake(shed, self.hub.is_shedding(), due, now) {
+            BeforeWake::Run => {}
+            BeforeWake::HandBack(delay) => return self.hand_back(message, delay).await,
+            BeforeWake::Early(wait) => {
+                self.counters.early.fetch_add(1, Ordering::Relaxed);
+                let _ = message.ack_with(jetstream::AckKind::Nak(Some(wait))).await;
+                return;
+            }
+        }
+        let result = wire::outcome_of(message.headers.as_ref(), &message.payload);
+        // Delivered again after the ack wait: the node that took it died, maybe in the
+        // middle of the run it started. A run found going is then continued.
+        let take_over = deliveries(&message) > 1;
+        let woken = self
+            .in_progress(&message, self.hub.wake(execution, at, result, take_over))
+            .await;
+        if let Ok(Err(error)) = &woken {
+            tracing::debug!(%execution, %error, "a wake could not run here");
+        }
+        match decide::after_wake(woken, deliveries(&message)) {
+            AfterWake::Ran => {
+                self.counters.resumed.fetch_add(1, Ordering::Relaxed);
+                let _ = message.ack().await;
+            }
+            AfterWake::RanAndSuspended(pending, at) => {
+                self.counters.resumed.fetch_add(1, Ordering::Relaxed);
+                self.counters.suspended.fetch_add(1, Ordering::Relaxed);
+                self.ack_once_recorded(&message, execution, &pending, at)
+                    .await;
+            }
+            AfterWake::StillWaiting(pending, at) => {
+                self.ack_once_recorded(&message, execution, &pending, at)
+                    .await;
+            }
+            AfterWake::Running => {
+                self.counters.early.fetch_add(1, Ordering::Relaxed);
+                let _ = message.ack().await;
+            }
+            AfterWake::Ack => {
+                let _ = message.ack().await;
+            }
+            AfterWake::Retry(delay) => {
+                let _ = message.ack_with(jetstream::AckKind::Nak(Some(delay))).await;
+            }
+            AfterWake::GiveUp => {
+                tracing::warn!(%execution, "a wake kept failing; given up");
+                let _ = message.ack_with(jetstream::AckKind::Term).await;
+            }
+            AfterWake::HandBack(delay) => self.hand_back(message, delay).await,
+        }
+    }
+
+    /// After a run suspended (or a wake found it suspended): see [`record_suspension`].
+    async fn suspended(
+        &self,
+        execution: ExecutionId,
+        pending: &PendingDependency,
+        at: u32,
+    ) -> bool {
+        record_suspension(
+            &self.js,
+            &self.results,
+            &self.waits_kv,
+            execution,
+            pending,
+            at,
+        )
+        .await
+    }
+
+    /// An event published through [`CloudClient::publish`](super::CloudClient::publish):
+    /// wakes the executions waiting for it.
+    async fn event(&self, message: jetstream::Message) {
+        let topic =
+            header(message.headers.as_ref(), wire::TOPIC).and_then(|t| t.parse::<TopicName>().ok());
+        let Some(topic) = topic else {
+            tracing::warn!(subject = %message.subject, "event with an invalid topic dropped");
+            let _ = message.ack().await;
+            return;
+        };
+        let reply = if wake_waiting(
+            &self.js,
+            &self.waits_kv,
+            &self.waits,
+            &topic,
+            &message.payload,
+        )
+        .await
+        {
+            jetstream::AckKind::Ack
+        } else {
+            jetstream::AckKind::Nak(Some(RETRY))
+        };
+        let _ = message.ack_with(reply).await;
+    }
+}

@@ -1,0 +1,382 @@
+//! Building an [`EdgeHub`]: the scheduler first (its observer made from a weak handle to
+//! it), then what reaches back into it through weak handles (the local services and the
+//! WebAssembly sandbox that hands them to guests, the durable host and engine), then the
+//! deploys and flows.
+
+use std::sync::Arc;
+
+use fnhub_checkpoint::MemoryStore;
+use fnhub_checkpoint::durable::{DurableFunction, Engine, LoadPolicy, SuspendPolicy};
+use fnhub_core::{
+    CheckpointStore, Clock, Function, FunctionRef, FunctionSpec, Invocation, Runtime, Sandbox,
+    SystemClock,
+};
+use fnhub_router::{Flow, Router};
+use fnhub_sandbox::InProcessSandbox;
+use fnhub_scheduler::{BuildError, DeployError, Scheduler};
+
+use super::route::{HubObserver, Routes};
+use super::{EdgeHub, Parts};
+use crate::durable::{self, HubHost};
+use crate::services::HubServices;
+
+/// The hub could not be built or changed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum HubError {
+    /// The scheduler could not start.
+    #[error("the scheduler could not start")]
+    Scheduler(#[from] BuildError),
+    /// A function could not be deployed.
+    #[error("a function could not be deployed")]
+    Deploy(#[from] DeployError),
+    /// A flow targets a function that is not deployed.
+    #[error("flow {flow} targets {function}, which is not deployed")]
+    UnknownFlowTarget {
+        /// The flow, as text.
+        flow: String,
+        /// The missing function.
+        function: FunctionRef,
+    },
+    /// A handler was given with a spec whose runtime is not in-process.
+    #[error("{0} is given a handler but its runtime is not in-process")]
+    NotInProcess(fnhub_core::FunctionName),
+    /// An in-process spec names a handler that is not registered.
+    #[error("{function} names handler {handler:?}, which is not registered")]
+    NoHandler {
+        /// The function.
+        function: fnhub_core::FunctionName,
+        /// The handler name.
+        handler: String,
+    },
+    /// A spec asks for sidecars on a backend that cannot run them (only the process
+    /// backend starts sidecar processes).
+    #[error("{function} has sidecars, which its {runtime} runtime cannot run")]
+    SidecarsUnsupported {
+        /// The function.
+        function: fnhub_core::FunctionName,
+        /// Its runtime kind.
+        runtime: &'static str,
+    },
+    /// The hub already has an MQTT bridge.
+    #[cfg(feature = "mqtt")]
+    #[error("the hub already has an MQTT bridge")]
+    BridgeAttached,
+    /// The WebAssembly sandbox could not start (its engine reserves the instance pool up
+    /// front).
+    #[cfg(feature = "wasm")]
+    #[error("the wasm sandbox could not start")]
+    Wasm(#[from] fnhub_sandbox::WasmError),
+}
+
+/// Builds an [`EdgeHub`].
+pub struct EdgeHubBuilder {
+    name: String,
+    workers: usize,
+    queue_capacity: usize,
+    max_depth: u32,
+    in_process: InProcessSandbox,
+    sandboxes: Vec<Arc<dyn Sandbox>>,
+    functions: Vec<FunctionSpec>,
+    flows: Vec<Flow>,
+    store: Option<Arc<dyn CheckpointStore>>,
+    clock: Arc<dyn Clock>,
+    error: Option<HubError>,
+    suspend_policy: SuspendPolicy,
+    load_policy: LoadPolicy,
+    durables: Vec<(FunctionSpec, Registration)>,
+    #[cfg(feature = "wasm")]
+    wasm_config: fnhub_sandbox::WasmConfig,
+}
+
+/// Registers a durable function with the hub's engine.
+type Registration = Box<dyn FnOnce(&Engine) + Send>;
+
+impl std::fmt::Debug for EdgeHubBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EdgeHubBuilder")
+            .field("name", &self.name)
+            .field("functions", &self.functions.len())
+            .field("flows", &self.flows.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl EdgeHubBuilder {
+    /// The hub's name, recorded in checkpoints it takes. Default `fnhub`.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// Invocations that run at once. Default 16.
+    pub fn workers(mut self, workers: usize) -> Self {
+        self.workers = workers;
+        self
+    }
+
+    /// Invocations that may wait for a worker before admission refuses more. Default 1024.
+    pub fn queue_capacity(mut self, capacity: usize) -> Self {
+        self.queue_capacity = capacity;
+        self
+    }
+
+    /// Longest chain of republishes and function outputs an event may start. Default 16.
+    pub fn max_depth(mut self, max_depth: u32) -> Self {
+        self.max_depth = max_depth;
+        self
+    }
+
+    /// Deploys a native function: `spec` must have an in-process runtime (see
+    /// [`FunctionSpec::in_process`]), and `handler` is registered under its handler name.
+    /// A spec of another runtime makes [`build`](Self::build) fail with
+    /// [`HubError::NotInProcess`].
+    pub fn function(mut self, spec: FunctionSpec, handler: impl Function) -> Self {
+        match &spec.runtime {
+            Runtime::InProcess { handler: key } => {
+                self.in_process.register(key.clone(), handler);
+            }
+            _ => {
+                self.error
+                    .get_or_insert(HubError::NotInProcess(spec.name.clone()));
+            }
+        }
+        self.functions.push(spec);
+        self
+    }
+
+    /// Deploys a durable function: its executions journal their operations in the hub's
+    /// checkpoint store and suspend when they would wait long (see
+    /// [`fnhub_checkpoint::durable`]). `spec` must have an in-process runtime.
+    ///
+    /// An invocation starts an execution whose id is the invocation's id. It returns the
+    /// function's output if the execution completes without suspending, and an empty output
+    /// if it suspends; [`EdgeHub::durable_outcome`] waits for the final outcome, which is
+    /// also published on the function's output topic when it has one.
+    ///
+    /// The spec's timeout bounds each run of an execution (its first run, and each replay
+    /// after a suspension), not the execution's whole life. A run past it stops, and the
+    /// execution ends with a `Timeout` error (type `Durable.Timeout`) as its outcome. The
+    /// invocation that ran it is cut one second later if the engine has not ended it.
+    pub fn durable(mut self, spec: FunctionSpec, function: impl DurableFunction) -> Self {
+        let (name, version) = (spec.name.clone(), spec.version);
+        self.durables.push((
+            spec,
+            Box::new(move |engine: &Engine| engine.register(name, version, function)),
+        ));
+        self
+    }
+
+    /// When durable executions are suspended to relieve load (checked every second against
+    /// the scheduler's load). Default: [`LoadPolicy::default`](LoadPolicy).
+    pub fn load_policy(mut self, policy: LoadPolicy) -> Self {
+        self.load_policy = policy;
+        self
+    }
+
+    /// When durable executions suspend. Default: waits predicted over 1 s.
+    pub fn suspend_policy(mut self, policy: SuspendPolicy) -> Self {
+        self.suspend_policy = policy;
+        self
+    }
+
+    /// Deploys a function that runs in one of the added sandboxes.
+    pub fn deploy(mut self, spec: FunctionSpec) -> Self {
+        self.functions.push(spec);
+        self
+    }
+
+    /// Adds a sandbox backend (process, wasm...). The in-process sandbox is always there, and
+    /// with the `process` feature (on by default) so is a fail-closed
+    /// [`ProcessSandbox`](fnhub_sandbox::ProcessSandbox); a process sandbox added here is
+    /// used instead of it.
+    pub fn sandbox(mut self, sandbox: Arc<dyn Sandbox>) -> Self {
+        self.sandboxes.push(sandbox);
+        self
+    }
+
+    /// How the hub's WebAssembly sandbox is set up (feature `wasm`): pool size, largest
+    /// memory, fuel, epoch tick. Its guests reach the hub's services (publish, invoke,
+    /// key-value store, shadows) through the `fnhub` imports.
+    #[cfg(feature = "wasm")]
+    pub fn wasm_config(mut self, config: fnhub_sandbox::WasmConfig) -> Self {
+        self.wasm_config = config;
+        self
+    }
+
+    /// Adds a flow.
+    pub fn flow(mut self, flow: Flow) -> Self {
+        self.flows.push(flow);
+        self
+    }
+
+    /// Where checkpoints of suspended executions go. Default: a [`MemoryStore`].
+    pub fn checkpoint_store(mut self, store: Arc<dyn CheckpointStore>) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    /// The clock. Default: the system clock.
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Starts the hub on the current tokio runtime.
+    pub fn build(self) -> Result<EdgeHub, HubError> {
+        if let Some(error) = self.error {
+            return Err(error);
+        }
+        let routes = Arc::new(Routes::new(self.max_depth, self.clock.clone()));
+        let in_process = self.in_process.with_clock(self.clock.clone());
+        let observed = routes.clone();
+        let mut scheduler = Scheduler::builder()
+            .workers(self.workers)
+            .queue_capacity(self.queue_capacity)
+            .clock(self.clock.clone())
+            .observer_with(move |scheduler| {
+                Arc::new(HubObserver {
+                    routes: observed,
+                    scheduler,
+                })
+            })
+            .sandbox(Arc::new(in_process.clone()));
+        for sandbox in self.sandboxes {
+            scheduler = scheduler.sandbox(sandbox);
+        }
+        // After the caller's own, so a sandbox configured by the caller wins.
+        #[cfg(feature = "process")]
+        {
+            let process = fnhub_sandbox::ProcessSandbox::new().with_clock(self.clock.clone());
+            scheduler = scheduler.sandbox(Arc::new(process));
+        }
+        let scheduler = scheduler.build()?;
+        let services = Arc::new(HubServices::new(
+            routes.clone(),
+            scheduler.downgrade(),
+            self.clock.clone(),
+        ));
+        #[cfg(feature = "wasm")]
+        {
+            let wasm = fnhub_sandbox::WasmSandbox::with_config(self.wasm_config, services.clone())?
+                .with_clock(self.clock.clone());
+            scheduler.add_sandbox(Arc::new(wasm));
+        }
+        let store = self.store.unwrap_or_else(|| Arc::new(MemoryStore::new()));
+        let host = Arc::new(HubHost::new(scheduler.downgrade()));
+        let engine = Engine::new(
+            self.name.clone(),
+            store.clone(),
+            host.clone(),
+            self.clock.clone(),
+            self.suspend_policy,
+        );
+        engine.set_load_policy(self.load_policy);
+        engine.set_completion_hook(durable::completion_hook(
+            routes.clone(),
+            scheduler.downgrade(),
+        ));
+        let mut functions = self.functions;
+        if !self.durables.is_empty() {
+            functions.extend(register_durables(
+                &engine,
+                &host,
+                &in_process,
+                self.durables,
+            )?);
+            tokio::spawn(durable::watch_load(
+                scheduler.downgrade(),
+                engine.clone(),
+                self.clock.clone(),
+            ));
+        }
+        let hub = EdgeHub {
+            parts: Arc::new(Parts {
+                name: self.name,
+                scheduler,
+                routes,
+                engine,
+                host,
+                in_process,
+                store,
+                services,
+                clock: self.clock,
+                #[cfg(feature = "mqtt")]
+                bridge: parking_lot::Mutex::new(None),
+            }),
+        };
+        for spec in functions {
+            hub.deploy(spec)?;
+        }
+        for flow in self.flows {
+            hub.add_flow(flow)?;
+        }
+        Ok(hub)
+    }
+}
+
+impl Default for EdgeHubBuilder {
+    fn default() -> EdgeHubBuilder {
+        EdgeHubBuilder {
+            name: "fnhub".to_owned(),
+            workers: 16,
+            queue_capacity: 1024,
+            max_depth: Router::DEFAULT_MAX_DEPTH,
+            in_process: InProcessSandbox::new(),
+            sandboxes: Vec::new(),
+            functions: Vec::new(),
+            flows: Vec::new(),
+            store: None,
+            clock: Arc::new(SystemClock),
+            error: None,
+            suspend_policy: SuspendPolicy::default(),
+            load_policy: LoadPolicy::default(),
+            durables: Vec::new(),
+            #[cfg(feature = "wasm")]
+            wasm_config: fnhub_sandbox::WasmConfig::default(),
+        }
+    }
+}
+
+/// Registers the durable functions with the engine and their handlers (which start
+/// executions) with the in-process sandbox; the specs to deploy, with
+/// [`RESUME_FUNCTION`](crate::RESUME_FUNCTION)'s first.
+fn register_durables(
+    engine: &Engine,
+    host: &Arc<HubHost>,
+    in_process: &InProcessSandbox,
+    durables: Vec<(FunctionSpec, Registration)>,
+) -> Result<Vec<FunctionSpec>, HubError> {
+    // Resumed executions run as invocations of this function. A replay may last as long
+    // as the longest durable function may run.
+    let longest = durables
+        .iter()
+        .map(|(spec, _)| spec.resources.timeout)
+        .max()
+        .unwrap_or_default();
+    let (spec, handler) = host.resume_function();
+    let timeout = longest.max(spec.resources.timeout) + durable::BACKSTOP;
+    in_process.register(crate::durable::RESUME_FUNCTION, handler);
+    let mut specs = vec![spec.with_timeout(timeout)];
+    for (spec, register) in durables {
+        register(engine);
+        // The engine stops each run at the function's timeout and ends the execution with
+        // its outcome; the invocation's own limit is a backstop just after.
+        host.set_run_timeout(&spec);
+        let timeout = spec.resources.timeout + durable::BACKSTOP;
+        let spec = spec.with_timeout(timeout);
+        let Runtime::InProcess { handler } = &spec.runtime else {
+            return Err(HubError::NotInProcess(spec.name));
+        };
+        let (starter, version, tracker) = (engine.clone(), spec.version, host.clone());
+        in_process.register(
+            handler.clone(),
+            fnhub_core::from_fn(move |inv: Invocation| {
+                let (engine, tracker) = (starter.clone(), tracker.clone());
+                async move { durable::start(&engine, &tracker, inv, version).await }
+            }),
+        );
+        specs.push(spec);
+    }
+    Ok(specs)
+}

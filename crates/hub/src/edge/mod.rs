@@ -1,0 +1,397 @@
+//! The edge hub: router + scheduler + sandboxes + checkpoint store.
+//!
+//! [`EdgeHub`] is the one handle to a running hub. Its parts each hold only what they use:
+//! the routes ([`route`]: router, overflow state, counters) and a weak handle to the
+//! scheduler for the observer, the durable host and the local services, which the
+//! scheduler itself reaches; the MQTT bridge, metaevents, the HTTP front door and the
+//! cloud runtime attach to a built hub through its methods.
+
+use std::sync::{Arc, Weak};
+
+use bytes::Bytes;
+use fnhub_checkpoint::durable::{Engine, EngineError, Woken};
+use fnhub_core::{
+    CheckpointStore, Event, ExecutionId, FunctionRef, FunctionSpec, Invocation, LoadProbe,
+    LoadSnapshot, LocalServices, Outcome, Runtime,
+};
+use fnhub_router::topic::{TopicError, TopicFilter};
+use fnhub_router::{Flow, FlowId, RouteError, Subscription, Target};
+use fnhub_sandbox::InProcessSandbox;
+use fnhub_scheduler::{Completion, Scheduler, SubmitError};
+
+use crate::durable::{CloudLink, DurableEnd, HubHost};
+use crate::services::HubServices;
+use crate::stats::{HubStats, Stats};
+
+mod builder;
+pub(crate) mod route;
+
+pub use builder::{EdgeHubBuilder, HubError};
+pub use route::PublishReport;
+use route::{Origin, Routes};
+
+/// An edge hub: routes events to functions and local subscribers, runs functions in warm
+/// environments under a bounded scheduler, and publishes their outputs.
+///
+/// Cheap to clone; clones are handles to the same hub. Dropping the last one closes it;
+/// [`EdgeHub::shutdown`] drains it first.
+#[derive(Clone)]
+pub struct EdgeHub {
+    parts: Arc<Parts>,
+}
+
+/// A handle to an [`EdgeHub`] that does not keep it alive, for tasks attached to a hub
+/// (the MQTT bridge's, metaevents') that should end with it.
+#[derive(Clone)]
+pub struct WeakHub(Weak<Parts>);
+
+impl std::fmt::Debug for WeakHub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WeakHub").finish_non_exhaustive()
+    }
+}
+
+impl WeakHub {
+    /// The hub, while some [`EdgeHub`] handle keeps it.
+    pub fn upgrade(&self) -> Option<EdgeHub> {
+        self.0.upgrade().map(|parts| EdgeHub { parts })
+    }
+}
+
+/// What a hub is made of. Only [`EdgeHub`]'s own methods see it.
+struct Parts {
+    name: String,
+    scheduler: Scheduler,
+    routes: Arc<Routes>,
+    engine: Engine,
+    host: Arc<HubHost>,
+    in_process: InProcessSandbox,
+    store: Arc<dyn CheckpointStore>,
+    services: Arc<HubServices>,
+    clock: Arc<dyn fnhub_core::Clock>,
+    #[cfg(feature = "mqtt")]
+    bridge: parking_lot::Mutex<Option<fnhub_router::mqtt::MqttBridge>>,
+}
+
+impl std::fmt::Debug for EdgeHub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EdgeHub")
+            .field("name", &self.parts.name)
+            .field("router", &self.parts.routes.router)
+            .field("scheduler", &self.parts.scheduler)
+            .finish()
+    }
+}
+
+impl EdgeHub {
+    /// A builder with the defaults: 16 workers, a queue of 1024, a memory checkpoint store,
+    /// the system clock.
+    pub fn builder() -> EdgeHubBuilder {
+        EdgeHubBuilder::default()
+    }
+
+    /// A handle that does not keep the hub alive.
+    pub fn downgrade(&self) -> WeakHub {
+        WeakHub(Arc::downgrade(&self.parts))
+    }
+
+    /// The hub's name.
+    pub fn name(&self) -> &str {
+        &self.parts.name
+    }
+
+    /// Publishes an event from outside the hub: delivers it to local subscribers and starts
+    /// the invocations its flows ask for. Does not wait for them.
+    ///
+    /// Invocations that admission refuses are handed back in
+    /// [`PublishReport::rejected`]; an event the router refuses is handed back in the error.
+    pub fn publish(&self, event: Event) -> Result<PublishReport, RouteError> {
+        let parts = &*self.parts;
+        Stats::add(&parts.routes.stats.counters.events_in, 1);
+        if let Some(remote) = parts.host.cloud.get() {
+            // Waits are the cloud runtime's, shared by every node.
+            remote.event(&event);
+        } else if parts.engine.is_waiting_for_events() {
+            // Durable executions waiting for this topic resume (off this thread).
+            let (engine, copy) = (parts.engine.clone(), event.clone());
+            tokio::spawn(async move { engine.deliver(&copy).await });
+        }
+        parts.routes.route(&parts.scheduler, event, Origin::Outside)
+    }
+
+    /// Publishes an event made inside the hub (by an attached part, such as a metaevent):
+    /// it flows on during shutdown and counts as an output.
+    pub(crate) fn publish_internal(&self, event: Event) -> Result<PublishReport, RouteError> {
+        self.parts
+            .routes
+            .route_internal(&self.parts.scheduler, event)
+    }
+
+    /// Waits for the final outcome of a durable execution running on this hub.
+    pub async fn durable_outcome(&self, execution: ExecutionId) -> Option<Outcome> {
+        self.parts.engine.outcome(execution).await
+    }
+
+    /// The encoded checkpoint of a suspended durable execution, to move it to another hub
+    /// with [`EdgeHub::import`]. Nothing changes here until [`EdgeHub::release`].
+    pub async fn export(&self, execution: ExecutionId) -> Result<Bytes, EngineError> {
+        self.parts.engine.export(execution).await
+    }
+
+    /// Takes in a durable execution exported by another hub; it resumes here when what it
+    /// waits for arrives. Refused (the checkpoint stays where it was) when this hub lacks the
+    /// exact function version or cannot read the checkpoint's format.
+    pub async fn import(&self, checkpoint: &[u8]) -> Result<ExecutionId, EngineError> {
+        self.parts.engine.import(checkpoint).await
+    }
+
+    /// Forgets an execution exported to another hub.
+    pub async fn release(&self, execution: ExecutionId) -> Result<bool, EngineError> {
+        self.parts.engine.release(execution).await
+    }
+
+    /// Runs `function` with `payload` and waits for its outcome. A refused admission hands
+    /// the invocation back.
+    pub async fn invoke(
+        &self,
+        function: FunctionRef,
+        payload: impl Into<Bytes>,
+    ) -> Result<Outcome, SubmitError> {
+        let completion = self.call(Invocation::new(function, payload)).await?;
+        Ok(completion.outcome)
+    }
+
+    /// [`EdgeHub::call`], also telling how the durable execution the invocation started
+    /// (if it did) ended its first run.
+    #[cfg_attr(not(feature = "nats"), allow(dead_code))]
+    pub(crate) async fn call_tracked(
+        &self,
+        invocation: Invocation,
+    ) -> Result<(Completion, Option<DurableEnd>), SubmitError> {
+        let id = invocation.id;
+        self.parts.host.track(id);
+        let called = self.call(invocation).await;
+        let suspension = self.parts.host.untrack(id);
+        called.map(|c| (c, suspension))
+    }
+
+    /// Wakes a durable execution (see [`HubHost::wake`]) on one of the hub's workers.
+    #[cfg_attr(not(feature = "nats"), allow(dead_code))]
+    pub(crate) async fn wake(
+        &self,
+        execution: ExecutionId,
+        at: u32,
+        result: Outcome,
+        take_over: bool,
+    ) -> Result<Result<Woken, EngineError>, SubmitError> {
+        let parts = &*self.parts;
+        let admit = |i| self.admit(i, |s, i| s.try_submit(i));
+        parts
+            .host
+            .wake(&parts.engine, admit, execution, at, result, take_over)
+            .await
+    }
+
+    /// Whether durable executions of low priority are being shed now, under load (see
+    /// [`EdgeHubBuilder::load_policy`]).
+    pub fn is_shedding(&self) -> bool {
+        self.parts.engine.is_shedding()
+    }
+
+    /// Sends this hub's children to `remote` and lets it wake suspended executions; false
+    /// if the hub already has one.
+    #[cfg_attr(not(feature = "nats"), allow(dead_code))]
+    pub(crate) fn attach_cloud(&self, remote: Arc<dyn CloudLink>) -> bool {
+        self.parts.host.cloud.set(remote).is_ok()
+    }
+
+    /// Runs an invocation built by the caller (trace context, deadline, priority,
+    /// principal...) and waits for its completion, with its start kind and timings.
+    pub async fn call(&self, invocation: Invocation) -> Result<Completion, SubmitError> {
+        let ticket = self.admit(invocation, |s, i| s.try_submit(i))?;
+        Ok(ticket.await)
+    }
+
+    /// Admits an invocation from outside with `submit`, unless the hub is shutting down;
+    /// every refusal is counted.
+    fn admit<T>(
+        &self,
+        invocation: Invocation,
+        submit: impl FnOnce(&Scheduler, Invocation) -> Result<T, SubmitError>,
+    ) -> Result<T, SubmitError> {
+        let parts = &*self.parts;
+        let admitted = if parts.routes.is_closing() {
+            Err(SubmitError::ShuttingDown(invocation))
+        } else {
+            submit(&parts.scheduler, invocation)
+        };
+        admitted.inspect_err(|_| Stats::add(&parts.routes.stats.counters.rejected, 1))
+    }
+
+    /// Admits an invocation without waiting for it (Lambda's `Event` invocation type); its
+    /// outcome goes where its function's outputs go. A refused admission hands the
+    /// invocation back.
+    pub fn submit(&self, invocation: Invocation) -> Result<fnhub_core::InvocationId, SubmitError> {
+        self.admit(invocation, |s, i| s.try_submit_detached(i))
+    }
+
+    /// Adds a flow at run time. Its function target must be deployed.
+    pub fn add_flow(&self, flow: Flow) -> Result<FlowId, HubError> {
+        if let Target::Function(function) = &flow.target {
+            let deployed = self.parts.scheduler.deployed();
+            if !deployed.iter().any(|s| s.name == function.name) {
+                return Err(HubError::UnknownFlowTarget {
+                    flow: format!("{} {} -> {}", flow.source, flow.filter, flow.target),
+                    function: function.clone(),
+                });
+            }
+        }
+        Ok(self.parts.routes.router.add_flow(flow))
+    }
+
+    /// Removes a flow, returning it.
+    pub fn remove_flow(&self, id: FlowId) -> Option<Flow> {
+        self.parts.routes.router.remove_flow(id)
+    }
+
+    /// Deploys another function version at run time (in a sandbox the hub already has).
+    ///
+    /// An in-process spec whose handler is not registered is refused, and so is a spec
+    /// with sidecars on a backend that cannot run them.
+    pub fn deploy(&self, spec: FunctionSpec) -> Result<(), HubError> {
+        self.check_deploy(&spec)?;
+        self.parts.scheduler.deploy(spec)?;
+        Ok(())
+    }
+
+    /// What [`EdgeHub::deploy`] would refuse, without deploying.
+    pub(crate) fn check_deploy(&self, spec: &FunctionSpec) -> Result<(), HubError> {
+        match &spec.runtime {
+            Runtime::InProcess { handler } if !self.parts.in_process.contains(handler) => {
+                return Err(HubError::NoHandler {
+                    function: spec.name.clone(),
+                    handler: handler.clone(),
+                });
+            }
+            Runtime::Process { .. } => {}
+            _ if !spec.sidecars.is_empty() => {
+                return Err(HubError::SidecarsUnsupported {
+                    function: spec.name.clone(),
+                    runtime: spec.runtime.kind(),
+                });
+            }
+            _ => {}
+        }
+        self.parts.scheduler.check_deploy(spec)?;
+        Ok(())
+    }
+
+    /// Subscribes to events on `filter` with a queue of `capacity`; see
+    /// [`Subscription`]. A full queue skips (and counts) events rather than slowing the hub.
+    pub fn subscribe(&self, filter: &str, capacity: usize) -> Result<Subscription, TopicError> {
+        let filter: TopicFilter = filter.parse()?;
+        Ok(self.subscribe_filter(filter, capacity))
+    }
+
+    /// [`EdgeHub::subscribe`] with a parsed filter.
+    pub(crate) fn subscribe_filter(&self, filter: TopicFilter, capacity: usize) -> Subscription {
+        self.parts.routes.router.subscribe(filter, capacity)
+    }
+
+    /// The hub's local services (publish, invoke, a key-value store per principal, device
+    /// shadows), as WebAssembly guests reach them through the `fnhub` imports; native code
+    /// calls the same ones here.
+    pub fn services(&self) -> Arc<dyn LocalServices> {
+        self.parts.services.clone()
+    }
+
+    /// The deployed version `function` names now (a version, an alias's pick, or the
+    /// latest), if any.
+    pub fn resolve(&self, function: &FunctionRef) -> Option<Arc<FunctionSpec>> {
+        self.parts.scheduler.resolve(function)
+    }
+
+    /// Every deployed function version.
+    pub fn deployed(&self) -> Vec<Arc<FunctionSpec>> {
+        self.parts.scheduler.deployed()
+    }
+
+    /// Every flow, with its id.
+    pub fn flows(&self) -> Vec<(FlowId, Flow)> {
+        self.parts.routes.router.flows()
+    }
+
+    /// The checkpoint store.
+    pub fn checkpoint_store(&self) -> &Arc<dyn CheckpointStore> {
+        &self.parts.store
+    }
+
+    /// The hub's scheduler, for the parts that attach to a built hub.
+    pub(crate) fn scheduler(&self) -> &Scheduler {
+        &self.parts.scheduler
+    }
+
+    /// The hub's clock.
+    pub(crate) fn clock(&self) -> &Arc<dyn fnhub_core::Clock> {
+        &self.parts.clock
+    }
+
+    /// Whether shutdown has begun.
+    pub fn is_closing(&self) -> bool {
+        self.parts.routes.is_closing()
+    }
+
+    /// Counters and latency since start.
+    pub fn stats(&self) -> HubStats {
+        self.parts.routes.stats.snapshot()
+    }
+
+    /// The MQTT bridge's counters (feature `mqtt`); `None` without a bridge (see
+    /// [`Bridge`](crate::bridge::Bridge)).
+    #[cfg(feature = "mqtt")]
+    pub fn mqtt_stats(&self) -> Option<fnhub_router::mqtt::BridgeStats> {
+        self.parts
+            .bridge
+            .lock()
+            .as_ref()
+            .map(fnhub_router::mqtt::MqttBridge::stats)
+    }
+
+    /// The running MQTT bridge (feature `mqtt`), set by [`crate::bridge::Bridge::attach`].
+    #[cfg(feature = "mqtt")]
+    pub(crate) fn bridge_slot(
+        &self,
+    ) -> &parking_lot::Mutex<Option<fnhub_router::mqtt::MqttBridge>> {
+        &self.parts.bridge
+    }
+
+    /// Stops admitting work from outside (publishes start no invocation, calls get
+    /// [`SubmitError::ShuttingDown`]), runs every admitted invocation to completion together
+    /// with the invocations their outputs trigger, then stops the workers and the MQTT
+    /// bridge (after it sent what the last invocations published). Durable executions that
+    /// are suspended stay in the checkpoint store.
+    pub async fn shutdown(&self) {
+        let parts = &*self.parts;
+        parts.routes.close();
+        // Admitted work finishes, with the invocations its outputs trigger (each a hop
+        // deeper, so the cascade ends at the depth limit). Completions admit their outputs'
+        // invocations before they stop counting as running, so an idle scheduler has none
+        // left to admit; but an output may wait in a flow for room, so both must be empty.
+        loop {
+            parts.routes.overflows.emptied().await;
+            parts.scheduler.idle().await;
+            if parts.routes.overflows.waiting() == 0 {
+                break;
+            }
+        }
+        parts.scheduler.shutdown().await;
+        #[cfg(feature = "mqtt")]
+        crate::bridge::stop(self).await;
+    }
+}
+
+impl LoadProbe for EdgeHub {
+    fn snapshot(&self) -> LoadSnapshot {
+        self.parts.scheduler.snapshot()
+    }
+}

@@ -1,0 +1,114 @@
+//! The operator's routes: `/metrics` and `/healthz`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use serde_json::json;
+
+use crate::EdgeHub;
+
+/// Renders the process's metrics as Prometheus text: the application installs a recorder
+/// (for example `metrics-exporter-prometheus`'s) and hands over its render; a library does
+/// not install a process-wide recorder of its own.
+pub type RenderMetrics = Arc<dyn Fn() -> String + Send + Sync>;
+
+/// What the operator's routes of [`serve_with_ops`](super::serve_with_ops) serve.
+#[derive(Clone, Default)]
+#[non_exhaustive]
+pub struct Ops {
+    /// What `GET /metrics` answers; without it, `503`.
+    pub metrics: Option<RenderMetrics>,
+}
+
+impl std::fmt::Debug for Ops {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ops")
+            .field("metrics", &self.metrics.is_some())
+            .finish()
+    }
+}
+
+impl Ops {
+    /// `/metrics` answers what `render` returns.
+    pub fn with_metrics(mut self, render: RenderMetrics) -> Ops {
+        self.metrics = Some(render);
+        self
+    }
+}
+
+/// Why a deployed function could not start an environment now, if it could not.
+fn cannot_start(spec: &fnhub_core::FunctionSpec) -> Option<String> {
+    match &spec.runtime {
+        fnhub_core::Runtime::Process {
+            command, workdir, ..
+        } => {
+            let program = command.first()?;
+            let found = if program.contains('/') {
+                let p = std::path::Path::new(program);
+                let p = match (p.is_relative(), workdir) {
+                    (true, Some(dir)) => dir.join(p),
+                    _ => p.to_owned(),
+                };
+                p.exists()
+            } else {
+                std::env::var_os("PATH").is_some_and(|paths| {
+                    std::env::split_paths(&paths).any(|dir| dir.join(program).is_file())
+                })
+            };
+            (!found).then(|| format!("program {program:?} not found"))
+        }
+        fnhub_core::Runtime::Wasm { module, .. } => {
+            (!module.exists()).then(|| format!("module {} not found", module.display()))
+        }
+        _ => None,
+    }
+}
+
+/// `app` with `/metrics` and `/healthz` of `hub`.
+pub(super) fn routes(app: axum::Router, hub: &EdgeHub, ops: Ops) -> axum::Router {
+    let hub = hub.clone();
+    app.route(
+        "/metrics",
+        axum::routing::get(move || {
+            let metrics = ops.metrics.clone();
+            async move {
+                match metrics {
+                    Some(render) => (StatusCode::OK, render()).into_response(),
+                    None => {
+                        (StatusCode::SERVICE_UNAVAILABLE, "no metrics recorder").into_response()
+                    }
+                }
+            }
+        }),
+    )
+    .route(
+        "/healthz",
+        axum::routing::get(move || {
+            let hub = hub.clone();
+            async move {
+                let closing = hub.is_closing();
+                let failing: BTreeMap<String, String> = hub
+                    .deployed()
+                    .iter()
+                    .filter_map(|s| {
+                        cannot_start(s).map(|why| (format!("{}:{}", s.name, s.version), why))
+                    })
+                    .collect();
+                let ready = !closing && failing.is_empty();
+                let body = json!({
+                    "status": if ready { "ready" } else { "unavailable" },
+                    "closing": closing,
+                    "cannot_start": failing,
+                });
+                let status = if ready {
+                    StatusCode::OK
+                } else {
+                    StatusCode::SERVICE_UNAVAILABLE
+                };
+                (status, body.to_string()).into_response()
+            }
+        }),
+    )
+}

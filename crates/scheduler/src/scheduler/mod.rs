@@ -1,0 +1,533 @@
+//! The scheduler: admission, the queue, and the workers that run invocations.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
+
+use fnhub_core::{
+    Alias, Clock, ErrorKind, FunctionError, FunctionName, FunctionSpec, Invocation, InvocationId,
+    LoadProbe, LoadSnapshot, Sandbox, Version,
+};
+use parking_lot::{Mutex, RwLock};
+use tokio::sync::{Notify, oneshot};
+use tokio::task::JoinHandle;
+
+use crate::placement::HostInfo;
+use crate::policy::ReservationPolicy;
+use crate::pool::{Pool, Start};
+use crate::queue::{Job, Queue, Refusal};
+use crate::registry::{DeployError, Registry};
+
+mod builder;
+mod ticket;
+mod worker;
+
+pub use builder::SchedulerBuilder;
+use ticket::NoObserver;
+pub use ticket::{BuildError, Completion, Observer, SubmitError, Ticket};
+use worker::{Ended, complete, maintain};
+
+/// Per-worker cancellation signal: `cancel` is notified with the sequence number of the job
+/// to cancel in `cancel_seq`, so a late signal never cancels the next job.
+#[derive(Default)]
+struct WorkerSlot {
+    cancel: Notify,
+    cancel_seq: AtomicU64,
+}
+
+struct Inner {
+    host: HostInfo,
+    deferred_children: metrics::Counter,
+    policy: Mutex<Box<dyn ReservationPolicy>>,
+    prewarms: metrics::Counter,
+    evictions: metrics::Counter,
+    queued_seconds: metrics::Histogram,
+    run_seconds: metrics::Histogram,
+    registry: RwLock<Registry>,
+    queue: Mutex<Queue>,
+    slots: Vec<WorkerSlot>,
+    /// Signalled when a job is queued or the scheduler closes.
+    work: Notify,
+    /// Signalled when the scheduler closes.
+    closing: Notify,
+    /// Signalled (to every waiter) when room may have appeared: a job left the queue or an
+    /// invocation ended. See [`Scheduler::room`].
+    room: Notify,
+    closed: AtomicBool,
+    /// The workers' and the maintenance task's handles, taken by the first shutdown.
+    handles: Mutex<Vec<JoinHandle<()>>>,
+    pool: Pool,
+    clock: Arc<dyn Clock>,
+    observer: Arc<dyn Observer>,
+    workers: usize,
+    running: AtomicUsize,
+    admitted: AtomicU64,
+    rejected: AtomicU64,
+    completed: AtomicU64,
+}
+
+/// Admits invocations into a bounded priority queue and runs them on a fixed set of
+/// workers, in environments from its sandboxes kept warm per function version.
+///
+/// Queue order: higher [`Priority`](fnhub_core::Priority) first, then the earlier deadline,
+/// then arrival. An invocation whose deadline passes while it waits completes with
+/// [`ErrorKind::DeadlineExceeded`] without running.
+///
+/// Cheap to clone: clones are handles to the same scheduler. Dropping the last clone
+/// closes it: queued work still runs to completion on the runtime, but nothing waits for
+/// it. Call [`Scheduler::shutdown`] to wait. A [`WeakScheduler`] refers to it without
+/// keeping it open, for the parts of a host that the scheduler itself reaches (an
+/// [`Observer`], a sandbox whose guests call back).
+#[derive(Clone)]
+pub struct Scheduler {
+    inner: Arc<Inner>,
+    /// Closes the scheduler when the last owning clone goes; `None` for a handle upgraded
+    /// from a [`WeakScheduler`], which does not keep the scheduler open.
+    _owner: Option<Arc<Owner>>,
+}
+
+/// Closes the scheduler on drop.
+struct Owner(Arc<Inner>);
+
+impl Drop for Owner {
+    fn drop(&mut self) {
+        close(&self.0);
+    }
+}
+
+/// A handle to a [`Scheduler`] that neither keeps it open nor keeps it in memory: see
+/// [`Scheduler::downgrade`] and [`SchedulerBuilder::observer_with`].
+#[derive(Clone)]
+pub struct WeakScheduler {
+    inner: Weak<Inner>,
+}
+
+impl std::fmt::Debug for WeakScheduler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WeakScheduler").finish_non_exhaustive()
+    }
+}
+
+impl WeakScheduler {
+    /// The scheduler, while its workers or an owning handle keep it; the handle returned
+    /// does not keep it open (see [`Scheduler`]).
+    pub fn upgrade(&self) -> Option<Scheduler> {
+        self.inner.upgrade().map(|inner| Scheduler {
+            inner,
+            _owner: None,
+        })
+    }
+}
+
+impl std::fmt::Debug for Scheduler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scheduler")
+            .field("load", &self.snapshot())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Scheduler {
+    /// A builder with the defaults.
+    pub fn builder() -> SchedulerBuilder {
+        SchedulerBuilder::default()
+    }
+
+    /// A handle that does not keep the scheduler open; see [`WeakScheduler`].
+    pub fn downgrade(&self) -> WeakScheduler {
+        WeakScheduler {
+            inner: Arc::downgrade(&self.inner),
+        }
+    }
+
+    /// Adds a sandbox backend after the build, after those already there (the first that
+    /// supports a spec runs it). For a backend that needs the scheduler itself, such as one
+    /// whose guests call back into it through a [`WeakScheduler`].
+    pub fn add_sandbox(&self, sandbox: Arc<dyn Sandbox>) {
+        self.inner.pool.add_sandbox(sandbox);
+    }
+
+    /// A future that resolves the next time room may have appeared: a job left the queue
+    /// for a worker or was cancelled, or an invocation ended (freeing its function's and
+    /// its tenant's share), or the scheduler closed. Made before a refused submission is
+    /// retried, it misses no such moment in between:
+    ///
+    /// ```no_run
+    /// # async fn f(scheduler: fnhub_scheduler::Scheduler, invocation: fnhub_core::Invocation) {
+    /// use fnhub_scheduler::SubmitError;
+    /// let mut invocation = invocation;
+    /// loop {
+    ///     let room = scheduler.room();
+    ///     match scheduler.try_submit_detached(invocation) {
+    ///         Err(SubmitError::Full(back)) => {
+    ///             invocation = back;
+    ///             room.await;
+    ///         }
+    ///         _ => break,
+    ///     }
+    /// }
+    /// # }
+    /// ```
+    ///
+    /// This is readiness in the manner of tower's `poll_ready`: no polling loop, no timer.
+    pub fn room(&self) -> tokio::sync::futures::Notified<'_> {
+        self.inner.room.notified()
+    }
+
+    /// Resolves once nothing is queued or running (at once if so now), or the scheduler has
+    /// closed and drained. Invocations admitted by a completion (an output's flows) are
+    /// admitted before the one that caused them stops running, so an idle scheduler has
+    /// no such work left to admit.
+    pub async fn idle(&self) {
+        loop {
+            let changed = self.room();
+            let load = self.snapshot();
+            if load.queued == 0 && load.running == 0 {
+                return;
+            }
+            changed.await;
+        }
+    }
+
+    /// Deploys one version of a function. Deploying the same spec again is a no-op;
+    /// a different spec under a deployed version is refused (versions are immutable).
+    ///
+    /// A spec whose placement the host cannot satisfy (CPU features, labels) is refused
+    /// with [`DeployError::Placement`] naming what is missing.
+    pub fn deploy(&self, spec: FunctionSpec) -> Result<Arc<FunctionSpec>, DeployError> {
+        self.check_host(&spec)?;
+        let name = spec.name.clone();
+        let mut registry = self.inner.registry.write();
+        // Reservations are checked once the version has its slot; a refusal undoes it.
+        let deployed = registry.deploy(spec)?;
+        if let Err(total) = self.inner.queue.lock().reserve(&deployed) {
+            registry.undeploy(&deployed);
+            return Err(DeployError::ReservationExceeded {
+                name,
+                total,
+                workers: self.inner.workers,
+            });
+        }
+        drop(registry);
+        self.retire_old_versions(&deployed.name);
+        Ok(deployed.spec.clone())
+    }
+
+    /// Whether `spec` would deploy: placement, a sandbox for its runtime, a valid spec, and
+    /// no other spec under its version. Changes nothing.
+    pub fn check_deploy(&self, spec: &FunctionSpec) -> Result<(), DeployError> {
+        self.check_host(spec)?;
+        self.inner.registry.read().check(spec)
+    }
+
+    /// What this host must offer `spec`: its placement, and a sandbox for its runtime.
+    fn check_host(&self, spec: &FunctionSpec) -> Result<(), DeployError> {
+        let missing = self.inner.host.missing(&spec.placement);
+        if !missing.is_empty() {
+            return Err(DeployError::Placement {
+                name: spec.name.clone(),
+                missing,
+            });
+        }
+        if self.inner.pool.sandbox_for(spec).is_none() {
+            return Err(DeployError::NoSandbox {
+                runtime: spec.runtime.kind(),
+                name: spec.name.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Removes every version of `function`: new invocations find no such function, those
+    /// admitted already run to completion, its idle environments are shut down and its
+    /// reserved workers freed. Whether it was deployed.
+    pub fn undeploy(&self, function: &FunctionName) -> bool {
+        let Some(slot) = self.inner.registry.write().remove_all(function) else {
+            return false;
+        };
+        self.inner.queue.lock().release(slot);
+        self.retire_old_versions(function);
+        true
+    }
+
+    /// Creates or moves an alias of `function`.
+    pub fn set_alias(&self, function: &FunctionName, alias: Alias) -> Result<(), DeployError> {
+        self.inner.registry.write().set_alias(function, alias)?;
+        self.retire_old_versions(function);
+        Ok(())
+    }
+
+    /// After a deploy or an alias change, versions that neither `$LATEST` nor an alias
+    /// points at drain: their idle environments stop now, busy ones when they finish.
+    fn retire_old_versions(&self, function: &FunctionName) {
+        let Some((slot, live)) = self.inner.registry.read().live_versions(function) else {
+            return;
+        };
+        let stopped = self.inner.pool.retire(slot, live);
+        if !stopped.is_empty() {
+            self.inner.evictions.increment(stopped.len() as u64);
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                for env in stopped {
+                    rt.spawn(env.shutdown());
+                }
+            }
+        }
+    }
+
+    /// The spec `function` resolves to now: the newest version, the exact one, or one of an
+    /// alias's targets (for a weighted alias, the first). `None` when nothing matches.
+    pub fn resolve(&self, function: &fnhub_core::FunctionRef) -> Option<Arc<FunctionSpec>> {
+        self.inner
+            .registry
+            .read()
+            .resolve(function, 0)
+            .map(|d| d.spec.clone())
+    }
+
+    /// Every deployed spec.
+    pub fn deployed(&self) -> Vec<Arc<FunctionSpec>> {
+        self.inner.registry.read().specs().cloned().collect()
+    }
+
+    /// Admits `invocation`, or hands it back inside the error. The [`Ticket`] resolves to
+    /// its completion.
+    pub fn try_submit(&self, invocation: Invocation) -> Result<Ticket, SubmitError> {
+        let (tx, rx) = oneshot::channel();
+        let (id, function, version) = self.admit(invocation, Some(tx), false)?;
+        Ok(Ticket {
+            id,
+            function,
+            version,
+            rx,
+        })
+    }
+
+    /// Admits `invocation` without a ticket: its completion reaches only the
+    /// [`Observer`]. Cheaper than [`Scheduler::try_submit`] for fire-and-forget events.
+    pub fn try_submit_detached(&self, invocation: Invocation) -> Result<InvocationId, SubmitError> {
+        self.admit(invocation, None, false).map(|(id, _, _)| id)
+    }
+
+    /// Admits `child`, an invocation made by a running one: its context is the parent's
+    /// [`InvocationContext::child`](fnhub_core::InvocationContext::child) (trace, principal,
+    /// priority, deadline, depth and parent inherited in that one place).
+    ///
+    /// Under load — every worker busy — a child with a deadline is deferred: it yields to
+    /// other work, but from its latest safe start (deadline minus its function's predicted
+    /// run time: the moving average, or the timeout before the first run) it goes ahead of
+    /// everything, so it starts then or as soon as a worker frees up. Idle capacity takes
+    /// deferred children at once.
+    pub fn try_submit_child(&self, child: Invocation) -> Result<Ticket, SubmitError> {
+        let (tx, rx) = oneshot::channel();
+        let (id, function, version) = self.admit(child, Some(tx), true)?;
+        Ok(Ticket {
+            id,
+            function,
+            version,
+            rx,
+        })
+    }
+
+    fn admit(
+        &self,
+        invocation: Invocation,
+        reply: Option<oneshot::Sender<Completion>>,
+        child: bool,
+    ) -> Result<(InvocationId, FunctionName, Version), SubmitError> {
+        let inner = &*self.inner;
+        let result = (|| {
+            if inner.closed.load(Ordering::Acquire) {
+                return Err(SubmitError::ShuttingDown(invocation));
+            }
+            // The alias roll: the low bits of the id are random.
+            let roll = invocation.id.as_u128() as u64;
+            let Some(spec) = inner.registry.read().resolve(&invocation.function, roll) else {
+                return Err(SubmitError::UnknownFunction(invocation));
+            };
+            let mut queue = inner.queue.lock();
+            // Checked under the queue lock, so shutdown cannot slip between check and push.
+            if inner.closed.load(Ordering::Acquire) {
+                return Err(SubmitError::ShuttingDown(invocation));
+            }
+            if let Err(refusal) = queue.check(&spec, &invocation.context.principal) {
+                return Err(match refusal {
+                    Refusal::Full => SubmitError::Full(invocation),
+                    Refusal::FunctionLimit => SubmitError::FunctionLimit(invocation),
+                    Refusal::TenantLimit => SubmitError::TenantLimit(invocation),
+                });
+            }
+            inner.observer.on_admitted(&invocation, &spec);
+            let ids = (invocation.id, spec.name.clone(), spec.version);
+            let seq = queue.next_seq();
+            let slot = spec.slot;
+            let now = inner.clock.now();
+            // A child under load waits for spare capacity until its latest safe start.
+            let latest_start = if child && inner.running.load(Ordering::Relaxed) >= inner.workers {
+                invocation.context.deadline.and_then(|deadline| {
+                    let left = deadline.duration_since(inner.clock.system_time()).ok()?;
+                    let slack = left.checked_sub(queue.predicted_run(&spec))?;
+                    Some(now + slack)
+                })
+            } else {
+                None
+            };
+            let job = Job {
+                seq,
+                invocation,
+                spec,
+                admitted_at: now,
+                reply,
+            };
+            let was_idle = match latest_start {
+                Some(latest) => {
+                    inner.deferred_children.increment(1);
+                    queue.push_deferred(job, latest)
+                }
+                None => queue.push(job),
+            };
+            if was_idle {
+                inner.pool.busy(slot);
+            }
+            Ok(ids)
+        })();
+        match &result {
+            Ok(_) => {
+                inner.admitted.fetch_add(1, Ordering::Relaxed);
+                inner.work.notify_one();
+            }
+            Err(e) => {
+                inner.rejected.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!("fnhub_submit_rejected_total", "reason" => e.reason())
+                    .increment(1); // a static key: no allocation
+                inner.observer.on_rejected(e);
+            }
+        }
+        result
+    }
+
+    /// Applies the reservation policy's decisions now: shuts down environments outside their
+    /// function's windows and pre-warms one for each function whose pre-warm point has
+    /// come. The scheduler runs this every maintenance interval.
+    pub async fn maintain(&self) {
+        maintain(&self.inner).await;
+    }
+
+    /// Cancels an admitted invocation. A queued one completes at once with
+    /// [`ErrorKind::Cancelled`] without running; a running one is stopped (its environment
+    /// future is dropped) and completes with `Cancelled`. Returns `false` when the id is
+    /// neither queued nor running (unknown, or already completed).
+    pub fn cancel(&self, id: InvocationId) -> bool {
+        self.cancel_where(id, true)
+    }
+
+    /// Cancels an invocation only if it is still waiting for a worker: it completes at once
+    /// with [`ErrorKind::Cancelled`]. Returns `false` when it runs already, or is unknown
+    /// or completed.
+    pub fn cancel_queued(&self, id: InvocationId) -> bool {
+        self.cancel_where(id, false)
+    }
+
+    fn cancel_where(&self, id: InvocationId, running_too: bool) -> bool {
+        let inner = &*self.inner;
+        let queued = {
+            let mut queue = inner.queue.lock();
+            match queue.cancel(id) {
+                Some(job) => Some(job),
+                None => {
+                    if !running_too {
+                        return false;
+                    }
+                    let Some((worker, seq)) = queue.running_job(id) else {
+                        return false;
+                    };
+                    let slot = &inner.slots[worker];
+                    slot.cancel_seq.store(seq, Ordering::Release);
+                    slot.cancel.notify_one();
+                    return true;
+                }
+            }
+        };
+        if let Some(job) = queued {
+            let now = inner.clock.now();
+            let Job {
+                invocation,
+                spec,
+                admitted_at,
+                reply,
+                ..
+            } = job;
+            let error = FunctionError::new(ErrorKind::Cancelled, "cancelled while queued");
+            complete(
+                inner,
+                &spec,
+                Ended {
+                    id: invocation.id,
+                    context: invocation.context,
+                    outcome: Err(error),
+                    start: Start::NotStarted,
+                    admitted_at,
+                    taken_at: now,
+                    done_at: now,
+                },
+                reply,
+            );
+            inner.room.notify_waiters();
+        }
+        true
+    }
+
+    /// Stops admitting, runs every admitted invocation to completion, stops the workers and
+    /// shuts down the warm environments. Every invocation admitted before the call gets its
+    /// completion. Calling it again waits for nothing more.
+    pub async fn shutdown(&self) {
+        close(&self.inner);
+        let handles: Vec<_> = std::mem::take(&mut *self.inner.handles.lock());
+        for handle in handles {
+            // A worker only ends by returning; a panic inside a function is caught lower down.
+            let _ = handle.await;
+        }
+        self.inner.pool.drain().await;
+    }
+
+    /// Whether [`Scheduler::shutdown`] has begun.
+    pub fn is_closed(&self) -> bool {
+        self.inner.closed.load(Ordering::Acquire)
+    }
+
+    /// Idle environments kept warm now.
+    pub fn idle_environments(&self) -> usize {
+        self.inner.pool.idle_count()
+    }
+}
+
+impl LoadProbe for Scheduler {
+    fn snapshot(&self) -> LoadSnapshot {
+        let inner = &*self.inner;
+        // Read together under the queue lock, which a job holds while it moves from queued
+        // to running: the pair never shows a job in neither.
+        let (queued, queue_capacity, functions, running) = {
+            let q = inner.queue.lock();
+            let running = inner.running.load(Ordering::Relaxed);
+            (q.len(), q.capacity(), q.function_loads(), running)
+        };
+        let mut s = LoadSnapshot::default();
+        s.queued = queued;
+        s.queue_capacity = queue_capacity;
+        s.running = running;
+        s.workers = inner.workers;
+        s.admitted_total = inner.admitted.load(Ordering::Relaxed);
+        s.rejected_total = inner.rejected.load(Ordering::Relaxed);
+        s.completed_total = inner.completed.load(Ordering::Relaxed);
+        s.functions = functions;
+        s
+    }
+}
+
+/// Stops admission and wakes every worker and waiter.
+fn close(inner: &Inner) {
+    // Set under the queue lock so no admission is in flight past the check.
+    let _queue = inner.queue.lock();
+    inner.closed.store(true, Ordering::Release);
+    inner.work.notify_waiters();
+    inner.closing.notify_waiters();
+    inner.room.notify_waiters();
+}
