@@ -7,129 +7,15 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use fnhub_core::{
     Checkpoint, CheckpointStore, Clock, ErrorKind, Event, ExecutionId, FunctionError, FunctionName,
-    Invocation, Outcome, PendingDependency, StoreError, Version,
+    Invocation, Outcome, PendingDependency, Version,
 };
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::oneshot;
 
+use super::answer::{CompletionHook, EngineError, Finished, RunResult, Woken};
 use super::context::{ChildCall, DurableContext, Stop};
 use super::estimator::Estimator;
 use super::{DurableHost, DynDurable, SuspendPolicy};
-use crate::format::{self, DecodeError};
-
-/// How a run of a durable execution ended.
-#[derive(Debug)]
-#[non_exhaustive]
-pub enum RunResult {
-    /// The function returned: its outcome. The checkpoint is removed.
-    Completed(Outcome),
-    /// The execution is suspended, its checkpoint saved; it resumes when `waiting_for`
-    /// arrives.
-    Suspended {
-        /// The execution.
-        execution: ExecutionId,
-        /// What it waits for.
-        waiting_for: PendingDependency,
-        /// The position in its journal of the operation that waits: what
-        /// [`Engine::wake`] is called with when it is met.
-        at: u32,
-    },
-}
-
-/// What [`Engine::wake`] did.
-#[derive(Debug)]
-#[non_exhaustive]
-pub enum Woken {
-    /// The execution ran again from its journal.
-    Ran {
-        /// How the run ended.
-        run: RunResult,
-    },
-    /// It is suspended on a later operation than the one woken (the wake is old): what it
-    /// waits for now, at which position. A host may ask for that wake again.
-    Waiting {
-        /// What it waits for.
-        waiting_for: PendingDependency,
-        /// The position of the operation that waits.
-        at: u32,
-    },
-    /// It is not suspended: it runs (here or elsewhere) up to the operation, or past it.
-    /// Whoever runs it sees the operation's result itself — or, if that run died with its
-    /// node, [`Engine::take_over`] continues it.
-    Running,
-    /// No checkpoint: the execution finished.
-    Finished,
-}
-
-/// A durable execution that finished, as told to the completion hook.
-#[derive(Debug, Clone)]
-#[non_exhaustive]
-pub struct Finished {
-    /// The execution.
-    pub execution: ExecutionId,
-    /// Its function.
-    pub function: FunctionName,
-    /// The exact version it ran on.
-    pub version: Version,
-    /// The context it was started with (trace, topic, depth...).
-    pub context: fnhub_core::InvocationContext,
-    /// Its outcome.
-    pub outcome: Outcome,
-    /// Whether it finished in a resumed run (after a suspension, import or recovery) rather
-    /// than in the run that started it.
-    pub resumed: bool,
-}
-
-/// Called with every execution that finishes.
-pub type CompletionHook = Arc<dyn Fn(&Finished) + Send + Sync>;
-
-/// What a load check did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum LoadTransition {
-    /// Nothing changed.
-    None,
-    /// Shedding started: low-priority executions suspend at their next operation.
-    Shedding,
-    /// Shedding stopped; this many shed executions resumed.
-    Resumed(usize),
-}
-
-/// A durable execution could not be started, resumed, exported or imported.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum EngineError {
-    /// No durable function is registered under this name and version.
-    #[error("no durable function {0} version {1} is registered here")]
-    UnknownFunction(FunctionName, Version),
-    /// No checkpoint of this execution is stored here.
-    #[error("execution {0} is not stored here")]
-    UnknownExecution(ExecutionId),
-    /// The execution is not suspended (it is running, or waits for nothing).
-    #[error("execution {0} is not suspended")]
-    NotSuspended(ExecutionId),
-    /// The execution waits for a child running on this hub, so it cannot move.
-    #[error("execution {0} waits for a child running here and cannot move")]
-    Pinned(ExecutionId),
-    /// The checkpoint store failed.
-    #[error("checkpoint store failed")]
-    Store(#[from] StoreError),
-    /// Imported bytes are not a checkpoint this build reads (garbage, or a newer format).
-    #[error("cannot import the checkpoint")]
-    Decode(#[from] DecodeError),
-    /// The checkpoint could not be encoded for export.
-    #[error("cannot export the checkpoint")]
-    Encode(#[from] format::EncodeError),
-    /// The host could not deliver the outcome of a finished execution (see
-    /// [`DurableHost::completed`]); the checkpoint is kept.
-    #[error("the outcome could not be delivered: {0}")]
-    Delivery(#[source] super::DeliveryError),
-    /// The run was cut short by its host (a timeout, a cancelled call) before it ended;
-    /// the checkpoint is kept, and the execution continues from its journal when it is
-    /// woken or taken over.
-    #[error("the run was cut short: {0}")]
-    Interrupted(String),
-}
 
 pub(crate) struct Shared {
     pub(crate) store: Arc<dyn CheckpointStore>,
@@ -137,28 +23,28 @@ pub(crate) struct Shared {
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) policy: SuspendPolicy,
     pub(crate) estimator: Mutex<Estimator>,
-    hub: String,
-    functions: RwLock<HashMap<(FunctionName, Version), Arc<dyn DynDurable>>>,
+    pub(super) hub: String,
+    pub(super) functions: RwLock<HashMap<(FunctionName, Version), Arc<dyn DynDurable>>>,
     /// Executions waiting for an event, with their filter.
-    waiting: Mutex<Vec<(ExecutionId, String)>>,
+    pub(super) waiting: Mutex<Vec<(ExecutionId, String)>>,
     /// Whether `waiting` is non-empty, readable without its lock (a hub asks on every
     /// publish).
-    any_waiting: std::sync::atomic::AtomicBool,
+    pub(super) any_waiting: std::sync::atomic::AtomicBool,
     /// Executions being driven now: a second resume of one of them is refused.
-    running: Mutex<HashSet<ExecutionId>>,
+    pub(super) running: Mutex<HashSet<ExecutionId>>,
     /// Callers waiting for an execution's final outcome.
-    watchers: Mutex<HashMap<ExecutionId, Vec<oneshot::Sender<Outcome>>>>,
+    pub(super) watchers: Mutex<HashMap<ExecutionId, Vec<oneshot::Sender<Outcome>>>>,
     /// Whether low-priority executions are being shed.
     pub(crate) shedding: std::sync::atomic::AtomicBool,
     pub(crate) load_policy: Mutex<super::LoadPolicy>,
     /// When the pressure last rose to the threshold, while it stays there.
-    pressure_since: Mutex<Option<Instant>>,
+    pub(super) pressure_since: Mutex<Option<Instant>>,
     /// Executions suspended to relieve load.
-    shed: Mutex<Vec<ExecutionId>>,
-    on_complete: Mutex<Option<CompletionHook>>,
+    pub(super) shed: Mutex<Vec<ExecutionId>>,
+    pub(super) on_complete: Mutex<Option<CompletionHook>>,
     /// The latest outcomes, for callers that ask after the fact.
-    finished: Mutex<std::collections::VecDeque<(ExecutionId, Outcome)>>,
-    me: Weak<Shared>,
+    pub(super) finished: Mutex<std::collections::VecDeque<(ExecutionId, Outcome)>>,
+    pub(super) me: Weak<Shared>,
 }
 
 impl Shared {
@@ -179,7 +65,7 @@ impl Shared {
     }
 
     /// Mirrors whether `waiting` (held locked by the caller) has entries.
-    fn mark_waiting(&self, waiting: &[(ExecutionId, String)]) {
+    pub(super) fn mark_waiting(&self, waiting: &[(ExecutionId, String)]) {
         self.any_waiting
             .store(!waiting.is_empty(), std::sync::atomic::Ordering::Release);
     }
@@ -220,7 +106,7 @@ impl Shared {
         });
     }
 
-    fn schedule(&self, execution: ExecutionId, pending: &PendingDependency) {
+    pub(super) fn schedule(&self, execution: ExecutionId, pending: &PendingDependency) {
         if !matches!(pending, PendingDependency::Child(_)) && self.host.wakes(execution, pending) {
             return;
         }
@@ -309,7 +195,7 @@ impl Drop for RunningGuard<'_> {
 /// [`Engine::import`]. Cheap to clone.
 #[derive(Clone)]
 pub struct Engine {
-    shared: Arc<Shared>,
+    pub(super) shared: Arc<Shared>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -566,81 +452,6 @@ impl Engine {
         *self.shared.on_complete.lock() = Some(hook);
     }
 
-    /// Sets the load policy (see [`LoadPolicy`](super::LoadPolicy)).
-    pub fn set_load_policy(&self, policy: super::LoadPolicy) {
-        *self.shared.load_policy.lock() = policy;
-    }
-
-    /// Feeds a load snapshot taken at `now` to the load policy: starts shedding when the
-    /// pressure has stayed high for the window, stops (resuming every shed execution, each
-    /// replay run where the host says) when it falls below the resume level. A hub calls this periodically with its scheduler's
-    /// [`LoadProbe`](fnhub_core::LoadProbe); tests call it with made-up snapshots.
-    pub async fn check_load(
-        &self,
-        snapshot: &fnhub_core::LoadSnapshot,
-        now: Instant,
-    ) -> LoadTransition {
-        use std::sync::atomic::Ordering;
-        let policy = *self.shared.load_policy.lock();
-        let p = super::pressure(snapshot);
-        let shedding = self.shared.shedding.load(Ordering::Acquire);
-        if p >= policy.threshold {
-            let since = *self.shared.pressure_since.lock().get_or_insert(now);
-            if !shedding && now.saturating_duration_since(since) >= policy.window {
-                self.shared.shedding.store(true, Ordering::Release);
-                tracing::info!(
-                    pressure = p,
-                    "durable executions: shedding low-priority work"
-                );
-                return LoadTransition::Shedding;
-            }
-            return LoadTransition::None;
-        }
-        *self.shared.pressure_since.lock() = None;
-        if !shedding || p >= policy.resume_below {
-            return LoadTransition::None;
-        }
-        self.shared.shedding.store(false, Ordering::Release);
-        let shed: Vec<_> = std::mem::take(&mut *self.shared.shed.lock());
-        let resumed = shed.len();
-        for id in shed {
-            let engine = self.clone();
-            self.shared.host.run_resumed(
-                id,
-                Box::pin(async move {
-                    if let Err(e) = engine.continue_run(id).await {
-                        tracing::warn!(execution = %id, error = %e, "could not resume shed execution");
-                    }
-                }),
-            );
-        }
-        tracing::info!(
-            pressure = p,
-            resumed,
-            "durable executions: shedding stopped"
-        );
-        LoadTransition::Resumed(resumed)
-    }
-
-    /// Runs a stored execution again from its journal, with nothing to hand it.
-    async fn continue_run(&self, id: ExecutionId) -> Result<RunResult, EngineError> {
-        let mut checkpoint = self
-            .shared
-            .store
-            .load(id)
-            .await?
-            .ok_or(EngineError::UnknownExecution(id))?;
-        checkpoint.pending = None;
-        self.drive(checkpoint, true).await
-    }
-
-    /// Whether the load policy is shedding low-priority executions now.
-    pub fn is_shedding(&self) -> bool {
-        self.shared
-            .shedding
-            .load(std::sync::atomic::Ordering::Acquire)
-    }
-
     /// Whether some execution waits for an event (so events are worth delivering).
     pub fn is_waiting_for_events(&self) -> bool {
         self.shared
@@ -671,56 +482,13 @@ impl Engine {
         rx.await.ok()
     }
 
-    /// The encoded checkpoint of a suspended execution, for another hub's
-    /// [`Engine::import`]. Nothing changes here: call [`Engine::release`] once the import
-    /// has succeeded.
-    pub async fn export(&self, execution: ExecutionId) -> Result<Bytes, EngineError> {
-        let checkpoint = self
-            .shared
-            .store
-            .load(execution)
-            .await?
-            .ok_or(EngineError::UnknownExecution(execution))?;
-        match &checkpoint.pending {
-            None => return Err(EngineError::NotSuspended(execution)),
-            Some(PendingDependency::Child(_)) => return Err(EngineError::Pinned(execution)),
-            Some(_) => {}
-        }
-        Ok(format::encode(&checkpoint)?)
-    }
-
-    /// Forgets an exported execution here: its checkpoint is removed and nothing here will
-    /// resume it.
-    pub async fn release(&self, execution: ExecutionId) -> Result<bool, EngineError> {
-        {
-            let mut waiting = self.shared.waiting.lock();
-            waiting.retain(|(id, _)| *id != execution);
-            self.shared.mark_waiting(&waiting);
-        }
-        Ok(self.shared.store.remove(execution).await?)
-    }
-
-    /// Takes in an execution exported by another hub: checks that this build reads its
-    /// format and that its exact function version is registered here, stores it, and
-    /// arranges for it to resume (its timer, or its event).
-    pub async fn import(&self, bytes: &[u8]) -> Result<ExecutionId, EngineError> {
-        let checkpoint = format::decode(bytes)?;
-        let key = (checkpoint.function.clone(), checkpoint.version);
-        if !self.shared.functions.read().contains_key(&key) {
-            return Err(EngineError::UnknownFunction(key.0, key.1));
-        }
-        let pending = checkpoint
-            .pending
-            .clone()
-            .ok_or(EngineError::NotSuspended(checkpoint.execution_id))?;
-        self.shared.store.save(&checkpoint).await?;
-        self.shared.schedule(checkpoint.execution_id, &pending);
-        Ok(checkpoint.execution_id)
-    }
-
     /// Runs (or replays) an execution; `stored` says whether its checkpoint is in the store
     /// already.
-    async fn drive(&self, checkpoint: Checkpoint, stored: bool) -> Result<RunResult, EngineError> {
+    pub(super) async fn drive(
+        &self,
+        checkpoint: Checkpoint,
+        stored: bool,
+    ) -> Result<RunResult, EngineError> {
         let id = checkpoint.execution_id;
         let key = (checkpoint.function.clone(), checkpoint.version);
         let function = self

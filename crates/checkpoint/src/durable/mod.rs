@@ -10,9 +10,12 @@
 //! the run, freeing its worker; when the dependency arrives it runs the function again from
 //! the start, and the journal answers every completed operation without running it again.
 
+mod answer;
 mod context;
 mod engine;
 mod estimator;
+mod load;
+mod migrate;
 
 use std::future::Future;
 use std::time::Duration;
@@ -20,8 +23,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use fnhub_core::{BoxFuture, ExecutionId, Invocation, InvocationId, Outcome};
 
+pub use answer::{CompletionHook, EngineError, Finished, LoadTransition, RunResult, Woken};
 pub use context::DurableContext;
-pub use engine::{CompletionHook, Engine, EngineError, Finished, LoadTransition, RunResult, Woken};
+pub use engine::Engine;
 
 /// The id of the child that the operation at journal position `at` of `parent` invokes:
 /// deterministic, so a replay names the same child (and a child submitted twice is one

@@ -15,6 +15,7 @@
 //! Jobs of a function at its `max_concurrency` are parked when popped and put back when one
 //! of its invocations finishes, so they wait without blocking other functions.
 
+mod fair;
 mod order;
 
 use std::cmp::Reverse;
@@ -25,11 +26,12 @@ use std::time::{Duration, Instant, SystemTime};
 use fnhub_core::{FunctionLoad, FunctionName, Invocation, InvocationId, Principal};
 use tokio::sync::oneshot;
 
+use fair::Class;
+pub(crate) use fair::Limits;
+pub use fair::fairness_bound;
+
 use crate::Completion;
 use crate::deployed::Deployed;
-
-/// The pass increment of a principal of weight 1.
-const STRIDE_ONE: u64 = 1 << 20;
 
 /// One admitted invocation waiting for a worker.
 pub(crate) struct Job {
@@ -48,36 +50,6 @@ pub(crate) enum Refusal {
     TenantLimit,
 }
 
-/// Queue limits and principal weights.
-#[derive(Debug, Clone)]
-pub(crate) struct Limits {
-    pub(crate) capacity: usize,
-    pub(crate) per_function: usize,
-    pub(crate) per_tenant: usize,
-    pub(crate) weights: HashMap<Principal, u32>,
-    pub(crate) tenant_limits: HashMap<Principal, usize>,
-}
-
-impl Limits {
-    fn weight(&self, p: &Principal) -> u32 {
-        self.weights.get(p).copied().unwrap_or(1).max(1)
-    }
-
-    fn tenant_limit(&self, p: &Principal) -> usize {
-        self.tenant_limits
-            .get(p)
-            .copied()
-            .unwrap_or(self.per_tenant)
-    }
-}
-
-/// The fairness guarantee: while principal `i` (weight `weight_i`) is backlogged in a
-/// priority class, another principal `j` (weight `weight_j`) is served at most this many
-/// times between two services of `i`, or before `i`'s first: `⌊w_j / w_i⌋ + 1`.
-pub fn fairness_bound(weight_i: u32, weight_j: u32) -> u64 {
-    u64::from(weight_j.max(1) / weight_i.max(1)) + 1
-}
-
 /// Where a queued job sits: the heaps hold these small keys, the jobs stay put in the
 /// queue's slab, so reordering a heap moves 32 bytes rather than a whole job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,95 +57,6 @@ pub(crate) struct Key {
     pub(crate) deadline: Option<SystemTime>,
     pub(crate) seq: u64,
     pub(crate) slot: u32,
-}
-
-struct Tenant {
-    jobs: BinaryHeap<Key>,
-    pass: u64,
-}
-
-/// Idle tenants kept for their pass before a sweep drops those with no debt.
-const IDLE_SWEEP: usize = 64;
-
-#[derive(Default)]
-struct Class {
-    tenants: HashMap<Principal, Tenant>,
-    /// Backlogged principals by (pass, join order).
-    ready: BinaryHeap<Reverse<(u64, u64, Principal)>>,
-    vtime: u64,
-    joins: u64,
-}
-
-impl Class {
-    fn push(&mut self, principal: &Principal, key: Key) {
-        let vtime = self.vtime;
-        let tenant = match self.tenants.get_mut(principal) {
-            Some(t) => t,
-            None => self.tenants.entry(principal.clone()).or_insert(Tenant {
-                jobs: BinaryHeap::new(),
-                pass: vtime,
-            }),
-        };
-        if tenant.jobs.is_empty() {
-            tenant.pass = tenant.pass.max(vtime);
-            self.joins += 1;
-            self.ready
-                .push(Reverse((tenant.pass, self.joins, principal.clone())));
-        }
-        tenant.jobs.push(key);
-    }
-
-    fn pop(&mut self, limits: &Limits) -> Option<Key> {
-        while let Some(Reverse((pass, _, principal))) = self.ready.pop() {
-            let Some(tenant) = self.tenants.get_mut(&principal) else {
-                continue;
-            };
-            // A stale entry: the tenant was emptied by cancellation, or re-joined later.
-            if tenant.pass != pass {
-                continue;
-            }
-            let Some(key) = tenant.jobs.pop() else {
-                continue;
-            };
-            self.vtime = pass;
-            tenant.pass = pass + STRIDE_ONE / u64::from(limits.weight(&principal));
-            if tenant.jobs.is_empty() {
-                // Kept, with its pass, until a sweep finds it owes nothing.
-                self.sweep();
-            } else {
-                self.joins += 1;
-                self.ready
-                    .push(Reverse((tenant.pass, self.joins, principal)));
-            }
-            return Some(key);
-        }
-        None
-    }
-
-    /// Drops idle tenants whose pass is not ahead of the virtual time: they would rejoin at
-    /// the virtual time anyway.
-    fn sweep(&mut self) {
-        if self.tenants.len() > self.ready.len() + IDLE_SWEEP {
-            let vtime = self.vtime;
-            self.tenants
-                .retain(|_, t| !t.jobs.is_empty() || t.pass > vtime);
-        }
-    }
-
-    /// Removes the key of slab slot `slot` from `principal`'s heap.
-    fn remove_slot(&mut self, principal: &Principal, slot: u32) -> bool {
-        let Some(tenant) = self.tenants.get_mut(principal) else {
-            return false;
-        };
-        let before = tenant.jobs.len();
-        tenant.jobs.retain(|k| k.slot != slot);
-        tenant.jobs.len() != before
-    }
-
-    /// Whether no tenant has a job queued.
-    fn is_empty(&self) -> bool {
-        self.ready.is_empty()
-    }
 }
 
 /// Per-function state, in a vector indexed by [`Deployed::slot`].

@@ -1,0 +1,238 @@
+//! The file's sections as serde reads them, and their checks into specs and flows.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use fnhub_core::{
+    CapabilityProfile, EnvAccess, FilesystemAccess, FunctionName, FunctionSpec, NetworkAccess,
+    PathGrant, Runtime, Version,
+};
+use fnhub_router::{Flow, Overflow};
+use serde::Deserialize;
+use toml::Spanned;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct File {
+    pub(super) hub: HubSection,
+    pub(super) http: Option<HttpSection>,
+    pub(super) mqtt: Option<MqttSection>,
+    #[serde(default)]
+    pub(super) function: Vec<Spanned<FunctionSection>>,
+    #[serde(default)]
+    pub(super) flow: Vec<Spanned<FlowSection>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct HubSection {
+    pub(super) name: String,
+    pub(super) checkpoint_dir: Option<PathBuf>,
+    pub(super) workers: Option<usize>,
+    pub(super) queue_capacity: Option<usize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct HttpSection {
+    pub(super) listen: Spanned<String>,
+    #[serde(default = "default_auth")]
+    pub(super) auth: Spanned<String>,
+    #[serde(default)]
+    pub(super) credentials: Vec<CredentialSection>,
+}
+
+pub(super) fn default_auth() -> Spanned<String> {
+    Spanned::new(0..0, "sigv4".to_owned())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(not(feature = "http"), allow(dead_code))]
+pub(super) struct CredentialSection {
+    pub(super) access_key: String,
+    pub(super) secret_key: String,
+    pub(super) principal: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(not(feature = "mqtt"), allow(dead_code))]
+pub(super) struct MqttSection {
+    pub(super) url: Spanned<String>,
+    pub(super) client_id: String,
+    #[serde(default)]
+    pub(super) inbound: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub(super) outbound: Vec<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FunctionSection {
+    pub(super) name: String,
+    pub(super) runtime: String,
+    pub(super) version: Option<u32>,
+    pub(super) command: Option<Vec<String>>,
+    pub(super) workdir: Option<PathBuf>,
+    pub(super) handler: Option<String>,
+    pub(super) module: Option<PathBuf>,
+    pub(super) export: Option<String>,
+    pub(super) memory_mb: Option<u32>,
+    pub(super) timeout_ms: Option<u64>,
+    pub(super) concurrency: Option<u32>,
+    pub(super) output_topic: Option<String>,
+    #[serde(default)]
+    pub(super) env: BTreeMap<String, String>,
+    #[serde(default)]
+    pub(super) files: Vec<PathBuf>,
+    #[serde(default)]
+    pub(super) network: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FlowSection {
+    pub(super) source: String,
+    pub(super) topic: String,
+    pub(super) target: String,
+    pub(super) overflow: Option<String>,
+}
+
+/// The line (from 1) of byte `offset`; counted on bytes, so any offset is safe.
+pub(super) fn line_of(text: &str, offset: usize) -> usize {
+    let bytes = text.as_bytes();
+    bytes[..offset.min(bytes.len())]
+        .iter()
+        .filter(|b| **b == b'\n')
+        .count()
+        + 1
+}
+
+pub(super) fn parse_overflow(text: &str) -> Option<Overflow> {
+    match text {
+        "reject" => Some(Overflow::Reject),
+        "drop_oldest" => Some(Overflow::DropOldest),
+        _ => {
+            let d = text.strip_prefix("wait:")?;
+            let (n, unit) = d.split_at(d.find(|c: char| !c.is_ascii_digit())?);
+            let n: u64 = n.parse().ok()?;
+            Some(Overflow::Wait(match unit {
+                "ms" => Duration::from_millis(n),
+                "s" => Duration::from_secs(n),
+                "m" => Duration::from_secs(n * 60),
+                _ => return None,
+            }))
+        }
+    }
+}
+
+/// The spec a `[[function]]` declares; `(key, message)` when it cannot.
+pub(crate) fn function_spec(
+    f: &FunctionSection,
+    resolve: &dyn Fn(&Path) -> PathBuf,
+) -> Result<FunctionSpec, (String, String)> {
+    let key = |k: &str| format!("function.{}.{k}", f.name);
+    let name = FunctionName::new(&f.name).map_err(|e| (key("name"), e.to_string()))?;
+    let runtime = match f.runtime.as_str() {
+        "process" => {
+            let command = f.command.clone().filter(|c| !c.is_empty()).ok_or_else(|| {
+                (
+                    key("command"),
+                    "a process function needs a command".to_owned(),
+                )
+            })?;
+            Runtime::Process {
+                command,
+                workdir: f.workdir.as_deref().map(resolve),
+                handler: f.handler.clone(),
+            }
+        }
+        "wasm" => {
+            if !cfg!(feature = "wasm") {
+                return Err((
+                    key("runtime"),
+                    "wasm functions need fnhub built with feature `wasm` (cargo run --features wasm …)".to_owned(),
+                ));
+            }
+            let module = f
+                .module
+                .as_deref()
+                .ok_or_else(|| (key("module"), "a wasm function needs a module".to_owned()))?;
+            Runtime::Wasm {
+                module: resolve(module),
+                export: f.export.clone().unwrap_or_else(|| "handle".into()),
+            }
+        }
+        other => {
+            return Err((
+                key("runtime"),
+                format!("{other:?} is not \"process\" or \"wasm\""),
+            ));
+        }
+    };
+    let mut spec = FunctionSpec::new(name, runtime);
+    if let Some(v) = f.version {
+        spec.version =
+            Version::new(v).ok_or_else(|| (key("version"), "versions count from 1".to_owned()))?;
+    }
+    if let Some(mb) = f.memory_mb {
+        if mb == 0 {
+            return Err((key("memory_mb"), "must be at least 1".to_owned()));
+        }
+        spec.resources.memory_mb = mb;
+    }
+    if let Some(ms) = f.timeout_ms {
+        if ms == 0 {
+            return Err((key("timeout_ms"), "must be at least 1".to_owned()));
+        }
+        spec.resources.timeout = Duration::from_millis(ms);
+    }
+    if let Some(c) = f.concurrency {
+        spec.resources.concurrency = c.max(1);
+    }
+    if let Some(t) = &f.output_topic {
+        let probe = t.replace(['{', '}'], "");
+        fnhub_router::topic::TopicName::new(&probe)
+            .map_err(|e| (key("output_topic"), e.to_string()))?;
+        spec.output_topic = Some(t.clone());
+    }
+    let mut profile = CapabilityProfile::default();
+    profile.env = EnvAccess::Only(f.env.clone());
+    let mut grants: Vec<PathGrant> = f
+        .files
+        .iter()
+        .map(|p| PathGrant {
+            path: resolve(p),
+            writable: false,
+        })
+        .collect();
+    if let Some(dir) = f.workdir.as_deref() {
+        grants.push(PathGrant {
+            path: resolve(dir),
+            writable: false,
+        });
+    }
+    profile.filesystem = FilesystemAccess::Only(grants);
+    if f.network {
+        profile.network = NetworkAccess::Any;
+    }
+    spec.capabilities = profile;
+    Ok(spec)
+}
+
+/// The flow a `[[flow]]` (the `i`th) declares; `(key, message)` when it cannot.
+pub(crate) fn flow(f: &FlowSection, i: usize) -> Result<Flow, (String, String)> {
+    let mut flow = Flow::parse(&f.source, &f.topic, &f.target)
+        .map_err(|e| (format!("flow[{i}]"), e.to_string()))?;
+    if let Some(o) = &f.overflow {
+        flow = flow.with_overflow(parse_overflow(o).ok_or_else(|| {
+            (
+                format!("flow[{i}].overflow"),
+                format!("{o:?} is not \"reject\", \"drop_oldest\" or \"wait:DURATION\""),
+            )
+        })?);
+    }
+    Ok(flow)
+}

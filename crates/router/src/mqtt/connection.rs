@@ -1,0 +1,381 @@
+//! One bridge's connection: the event loop that sends the outbox within the broker's
+//! window, takes inbound messages to the sink, reconnects with backoff and resubscribes;
+//! and the counters its [`MqttBridge`](super::MqttBridge) reads.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use fnhub_core::{Event, EventSink, EventSource, PublishError};
+use rumqttc::Outgoing;
+use rumqttc::v5::mqttbytes::QoS as RQoS;
+use rumqttc::v5::mqttbytes::v5::{Filter, Packet, Publish, PublishProperties};
+use rumqttc::v5::{AsyncClient, ConnectionError, Event as MqttEvent, MqttOptions};
+use tokio::sync::{mpsc, watch};
+
+use super::{CORRELATION_HEADER, MqttConfig, OutboundRule, Qos, RESPONSE_TOPIC_HEADER, to_hex};
+use crate::bus::Subscription;
+use crate::topic::TopicName;
+
+#[derive(Debug, Default)]
+pub(super) struct Counters {
+    /// Signalled when the buffer empties or the connection drops: see
+    /// [`MqttBridge::flushed`].
+    pub(super) settled: tokio::sync::Notify,
+    pub(super) connected: AtomicBool,
+    pub(super) connects: AtomicU64,
+    pub(super) inbound: AtomicU64,
+    pub(super) inbound_dropped: AtomicU64,
+    pub(super) outbound: AtomicU64,
+    pub(super) outbound_dropped: AtomicU64,
+    pub(super) buffered: AtomicU64,
+}
+
+pub(super) fn bump(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
+}
+
+impl Counters {
+    /// Records the buffer's length; its emptying wakes [`MqttBridge::flushed`].
+    fn set_buffered(&self, n: usize) {
+        let before = self.buffered.swap(n as u64, Ordering::Relaxed);
+        if n == 0 && before != 0 {
+            self.settled.notify_waiters();
+        }
+    }
+
+    fn set_disconnected(&self) {
+        self.connected.store(false, Ordering::Relaxed);
+        self.settled.notify_waiters();
+    }
+}
+
+/// One outbound message.
+#[derive(Debug, Clone)]
+pub(super) struct Message {
+    pub(super) seq: u64,
+    pub(super) topic: String,
+    pub(super) payload: Bytes,
+    pub(super) qos: Qos,
+    pub(super) properties: Vec<(String, String)>,
+    pub(super) correlation: Option<Bytes>,
+}
+
+/// Moves events of one local subscription into the bridge's queue.
+pub(super) async fn forward(
+    mut sub: Subscription,
+    rule: OutboundRule,
+    tx: mpsc::Sender<Message>,
+    seq: Arc<AtomicU64>,
+) {
+    while let Some(event) = sub.recv().await {
+        if event.source == EventSource::Cloud {
+            continue; // came from upstream: never echo it back
+        }
+        let message = Message {
+            seq: seq.fetch_add(1, Ordering::Relaxed),
+            topic: format!("{}{}", rule.remote_prefix, event.topic),
+            payload: event.payload,
+            qos: rule.qos,
+            properties: event
+                .headers
+                .iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
+            correlation: None,
+        };
+        if tx.send(message).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// The outbound buffer: waiting messages, and those handed to the client but not yet
+/// acknowledged, in order.
+pub(super) struct Outbox {
+    pub(super) waiting: VecDeque<Message>,
+    pub(super) capacity: usize,
+    /// Handed to the client, not yet written (their packet ids come in this order).
+    pub(super) submitted: VecDeque<Message>,
+    /// Written at QoS 1, by packet id, until acknowledged.
+    pub(super) inflight: HashMap<u16, Message>,
+}
+
+impl Outbox {
+    pub(super) fn push(&mut self, m: Message, counters: &Counters) {
+        if self.waiting.len() + self.submitted.len() + self.inflight.len() >= self.capacity
+            && self.waiting.pop_front().is_some()
+        {
+            bump(&counters.outbound_dropped);
+        }
+        self.waiting.push_back(m);
+    }
+
+    /// After a broken connection: everything not acknowledged waits again, oldest first.
+    pub(super) fn requeue(&mut self) {
+        let mut back: Vec<Message> = self.inflight.drain().map(|(_, m)| m).collect();
+        back.extend(self.submitted.drain(..));
+        back.sort_by_key(|m| m.seq);
+        for m in back.into_iter().rev() {
+            self.waiting.push_front(m);
+        }
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.waiting.len() + self.submitted.len() + self.inflight.len()
+    }
+}
+
+pub(super) fn options(config: &MqttConfig) -> MqttOptions {
+    let mut o = MqttOptions::new(config.client_id.clone(), config.host.clone(), config.port);
+    o.set_keep_alive(config.keep_alive)
+        .set_clean_start(false)
+        .set_session_expiry_interval(Some(
+            u32::try_from(config.session_expiry.as_secs()).unwrap_or(u32::MAX),
+        ))
+        .set_manual_acks(false)
+        .set_connection_timeout(5);
+    o
+}
+
+pub(super) async fn run(
+    config: MqttConfig,
+    sink: Arc<dyn EventSink>,
+    mut rx: mpsc::Receiver<Message>,
+    counters: Arc<Counters>,
+    mut stopped: watch::Receiver<bool>,
+) {
+    let mut outbox = Outbox {
+        waiting: VecDeque::new(),
+        capacity: config.buffer.max(1),
+        submitted: VecDeque::new(),
+        inflight: HashMap::new(),
+    };
+    let mut backoff = config.backoff_min;
+    let mut local_open = true;
+    loop {
+        // A fresh client per connection: what was in flight is ours to send again, so
+        // nothing depends on the broker having kept the session.
+        let (client, eventloop) = AsyncClient::new(options(&config), config.window * 2 + 16);
+        // rumqttc's `poll` must not be dropped half-way (it may have taken a request and be
+        // writing it), so it runs on a task of its own and hands its events over.
+        let (events_tx, mut events) = mpsc::channel(1024);
+        let poller = tokio::spawn(poll_events(eventloop, events_tx));
+        // Upstream messages are handed to the sink, in order, off the event loop, which
+        // keeps answering the broker meanwhile. rumqttc acknowledges a QoS 1 message when
+        // it arrives: acknowledging only after the sink took it (manual acks) deadlocks
+        // under load, the acknowledgements queueing behind publishes that wait for the
+        // broker's in-flight window. A full intake stops the reading of the socket instead.
+        let (inbound, inbound_rx) = mpsc::channel::<Publish>(256);
+        let worker = tokio::spawn(take_inbound(
+            config.clone(),
+            sink.clone(),
+            counters.clone(),
+            inbound_rx,
+        ));
+        let mut connected = false;
+        let mut window = config.window;
+        let ended = loop {
+            counters.set_buffered(outbox.len());
+            let can_send = connected
+                && !outbox.waiting.is_empty()
+                && outbox.submitted.len() + outbox.inflight.len() < window;
+            tokio::select! {
+                _ = stopped.changed() => break true,
+                m = rx.recv(), if local_open => match m {
+                    Some(m) => outbox.push(m, &counters),
+                    None => local_open = false,
+                },
+                () = std::future::ready(()), if can_send => {
+                    if let Some(m) = outbox.waiting.pop_front() {
+                        let props = PublishProperties {
+                            user_properties: m.properties.clone(),
+                            correlation_data: m.correlation.clone(),
+                            ..PublishProperties::default()
+                        };
+                        match client.try_publish_with_properties(
+                            m.topic.clone(), m.qos.mqtt(), false, m.payload.clone(), props,
+                        ) {
+                            Ok(()) => outbox.submitted.push_back(m),
+                            Err(_) => outbox.waiting.push_front(m),
+                        }
+                    }
+                }
+                ev = events.recv() => match ev.unwrap_or(Err(ConnectionError::RequestsDone)) {
+                    Ok(MqttEvent::Incoming(Packet::ConnAck(ack))) => {
+                        // Never more in flight than the broker takes: a publish rumqttc
+                        // cannot send yet would hold up, in the same queue, the
+                        // acknowledgements of what the broker sent us.
+                        let receive_max = ack
+                            .properties
+                            .as_ref()
+                            .and_then(|p| p.receive_max)
+                            .map_or(u16::MAX as usize, usize::from);
+                        window = config.window.min(receive_max).max(1);
+                        connected = true;
+                        backoff = config.backoff_min;
+                        counters.connected.store(true, Ordering::Relaxed);
+                        bump(&counters.connects);
+                        tracing::info!(host = %config.host, port = config.port, "mqtt bridge connected");
+                        let filters: Vec<Filter> = config
+                            .inbound
+                            .iter()
+                            .map(|r| Filter::new(r.remote.as_str(), r.qos.mqtt()))
+                            .collect();
+                        if !filters.is_empty() {
+                            // Every time: a broker that lost the session lost these too.
+                            let _ = client.try_subscribe_many(filters);
+                        }
+                    }
+                    Ok(MqttEvent::Incoming(Packet::Publish(p))) => {
+                        if p.qos == RQoS::AtMostOnce {
+                            if inbound.try_send(p).is_err() {
+                                bump(&counters.inbound_dropped);
+                            }
+                        } else if inbound.send(p).await.is_err() {
+                            break false;
+                        }
+                    }
+                    Ok(MqttEvent::Incoming(Packet::PubAck(ack))) => {
+                        if outbox.inflight.remove(&ack.pkid).is_some() {
+                            bump(&counters.outbound);
+                        }
+                    }
+                    Ok(MqttEvent::Outgoing(Outgoing::Publish(pkid))) => {
+                        if let Some(m) = outbox.submitted.pop_front() {
+                            if pkid == 0 || m.qos == Qos::AtMostOnce {
+                                bump(&counters.outbound);
+                            } else {
+                                outbox.inflight.insert(pkid, m);
+                            }
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(error) => {
+                        if connected {
+                            tracing::warn!(%error, "mqtt bridge lost its connection");
+                        } else {
+                            tracing::debug!(%error, "mqtt bridge could not connect");
+                        }
+                        break false;
+                    }
+                },
+            }
+        };
+        counters.set_disconnected();
+        // What was received goes on to the sink; its acknowledgements go nowhere, so the
+        // broker sends those messages again on the next connection.
+        drop(inbound);
+        drop(worker);
+        outbox.requeue();
+        counters.set_buffered(outbox.len());
+        if ended {
+            let _ = tokio::time::timeout(Duration::from_millis(200), client.disconnect()).await;
+            let _ = tokio::time::timeout(Duration::from_millis(200), events.recv()).await;
+            poller.abort();
+            return;
+        }
+        poller.abort();
+        drop(events);
+        // Wait before the next attempt, still taking local events into the buffer.
+        let wake = tokio::time::sleep(backoff);
+        tokio::pin!(wake);
+        loop {
+            tokio::select! {
+                () = &mut wake => break,
+                _ = stopped.changed() => return,
+                m = rx.recv(), if local_open => match m {
+                    Some(m) => outbox.push(m, &counters),
+                    None => local_open = false,
+                },
+            }
+        }
+        backoff = (backoff * 2).min(config.backoff_max);
+    }
+}
+
+/// Drives one connection's event loop until it fails, handing every event over.
+pub(super) async fn poll_events(
+    mut eventloop: rumqttc::v5::EventLoop,
+    tx: mpsc::Sender<Result<MqttEvent, ConnectionError>>,
+) {
+    loop {
+        let event = eventloop.poll().await;
+        let failed = event.is_err();
+        if tx.send(event).await.is_err() || failed {
+            return;
+        }
+    }
+}
+
+/// Hands upstream messages to the sink one by one.
+pub(super) async fn take_inbound(
+    config: MqttConfig,
+    sink: Arc<dyn EventSink>,
+    counters: Arc<Counters>,
+    mut rx: mpsc::Receiver<Publish>,
+) {
+    while let Some(p) = rx.recv().await {
+        receive(&config, &sink, &counters, &p).await;
+    }
+}
+
+/// Hands one upstream message to the sink.
+pub(super) async fn receive(
+    config: &MqttConfig,
+    sink: &Arc<dyn EventSink>,
+    counters: &Counters,
+    p: &Publish,
+) {
+    let Ok(topic) = std::str::from_utf8(&p.topic) else {
+        bump(&counters.inbound_dropped);
+        return;
+    };
+    let Ok(name) = TopicName::new(topic) else {
+        bump(&counters.inbound_dropped);
+        return;
+    };
+    let Some(rule) = config.inbound.iter().find(|r| r.remote.matches(&name)) else {
+        // A message for a subscription of an earlier session.
+        bump(&counters.inbound_dropped);
+        return;
+    };
+    let mut event = Event::new(
+        format!("{}{topic}", rule.local_prefix),
+        p.payload.clone(),
+        EventSource::Cloud,
+    );
+    if let Some(props) = &p.properties {
+        for (k, v) in &props.user_properties {
+            event.headers.insert(k.clone(), v.clone());
+        }
+        if let Some(topic) = &props.response_topic {
+            event.headers.insert(RESPONSE_TOPIC_HEADER, topic.clone());
+        }
+        if let Some(data) = &props.correlation_data {
+            event.headers.insert(CORRELATION_HEADER, to_hex(data));
+        }
+    }
+    // A full queue gets a few short waits before the message is given up.
+    let mut attempt = 0;
+    loop {
+        match sink.publish(event).await {
+            Ok(()) => {
+                bump(&counters.inbound);
+                return;
+            }
+            Err(PublishError::Full(back)) if attempt < 5 => {
+                attempt += 1;
+                event = back;
+                tokio::time::sleep(Duration::from_millis(10 << attempt)).await;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "inbound mqtt message refused");
+                bump(&counters.inbound_dropped);
+                return;
+            }
+        }
+    }
+}

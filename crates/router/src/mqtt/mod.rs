@@ -1,0 +1,445 @@
+//! A bridge between the hub and an MQTT broker (feature `mqtt`, MQTT 5 over rumqttc).
+//!
+//! - **Inbound**: the bridge subscribes to upstream filters and hands each message to an
+//!   [`EventSink`] (the hub) as an event from [`EventSource::Cloud`](fnhub_core::EventSource::Cloud), on the same topic or
+//!   under a local prefix, in order. MQTT 5 user properties become event headers, so a
+//!   `traceparent` sent by a device continues its trace. A QoS 1 message is acknowledged
+//!   to the broker when it reaches the bridge; from there a full hub slows the bridge (it
+//!   stops reading the socket) rather than losing it, but a crash of the hub's process loses
+//!   what it had taken and not yet run (at most the bridge's intake of 256 messages and the
+//!   hub's queue).
+//! - **Outbound**: events on local filters are published upstream, at QoS 0 or 1, with the
+//!   event's headers (trace context included) as user properties. Events that came from the
+//!   cloud are not sent back.
+//! - **Offline**: outbound messages wait in a bounded buffer (oldest dropped past it, and
+//!   counted) and are sent once connected. A QoS 1 message leaves the buffer only when the
+//!   broker acknowledges it: whatever was in flight when a connection broke is sent again,
+//!   even when the broker restarted and lost its session (rumqttc alone drops such
+//!   messages). Delivery is at least once; duplicates are possible after a reconnect.
+//! - **Reconnects** with exponential backoff, and subscribes again after every connect,
+//!   whether or not the broker kept the session.
+//!
+//! [`BridgeStats`] counts all of it.
+
+mod connection;
+#[cfg(test)]
+mod tests;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use fnhub_core::EventSink;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use crate::bus::Subscription;
+use crate::topic::{TopicError, TopicFilter};
+use connection::{Counters, Message, forward, run};
+
+/// Delivery guarantee of a bridged topic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Qos {
+    /// QoS 0: sent once, may be lost.
+    AtMostOnce,
+    /// QoS 1: acknowledged, sent again until it is; may arrive twice.
+    #[default]
+    AtLeastOnce,
+}
+
+impl Qos {
+    fn mqtt(self) -> rumqttc::v5::mqttbytes::QoS {
+        use rumqttc::v5::mqttbytes::QoS as RQoS;
+        match self {
+            Qos::AtMostOnce => RQoS::AtMostOnce,
+            Qos::AtLeastOnce => RQoS::AtLeastOnce,
+        }
+    }
+}
+
+/// Upstream messages on `remote` become local events on `local_prefix` + their topic.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct InboundRule {
+    /// The upstream filter subscribed to.
+    pub remote: TopicFilter,
+    /// Prepended to the topic locally (empty: the same topic).
+    pub local_prefix: String,
+    /// The subscription's QoS.
+    pub qos: Qos,
+}
+
+impl InboundRule {
+    /// Messages on `remote`, at QoS 1, under the same topic locally.
+    pub fn new(remote: TopicFilter) -> InboundRule {
+        InboundRule {
+            remote,
+            local_prefix: String::new(),
+            qos: Qos::AtLeastOnce,
+        }
+    }
+
+    /// Puts them under `prefix` locally (`cloud/` turns `cmd/a` into `cloud/cmd/a`).
+    pub fn with_local_prefix(mut self, prefix: impl Into<String>) -> InboundRule {
+        self.local_prefix = prefix.into();
+        self
+    }
+
+    /// Sets the QoS.
+    pub fn with_qos(mut self, qos: Qos) -> InboundRule {
+        self.qos = qos;
+        self
+    }
+}
+
+/// Local events on `local` are published upstream on `remote_prefix` + their topic.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct OutboundRule {
+    /// The local filter.
+    pub local: TopicFilter,
+    /// Prepended to the topic upstream (empty: the same topic).
+    pub remote_prefix: String,
+    /// The QoS of the publishes.
+    pub qos: Qos,
+}
+
+impl OutboundRule {
+    /// Events on `local`, at QoS 1, on the same topic upstream.
+    pub fn new(local: TopicFilter) -> OutboundRule {
+        OutboundRule {
+            local,
+            remote_prefix: String::new(),
+            qos: Qos::AtLeastOnce,
+        }
+    }
+
+    /// Puts them under `prefix` upstream (`hub-a/` turns `alerts/x` into `hub-a/alerts/x`).
+    pub fn with_remote_prefix(mut self, prefix: impl Into<String>) -> OutboundRule {
+        self.remote_prefix = prefix.into();
+        self
+    }
+
+    /// Sets the QoS.
+    pub fn with_qos(mut self, qos: Qos) -> OutboundRule {
+        self.qos = qos;
+        self
+    }
+}
+
+/// A broker address that could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum MqttConfigError {
+    /// Not `mqtt://host[:port]`.
+    #[error("{0:?} is not an mqtt://host[:port] address")]
+    BadUrl(String),
+    /// A rule's filter or prefix does not make valid topics.
+    #[error("bad topic in a bridge rule: {0}")]
+    Topic(#[from] TopicError),
+}
+
+/// How the bridge connects and what it carries.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct MqttConfig {
+    /// Broker host.
+    pub host: String,
+    /// Broker port. Default 1883.
+    pub port: u16,
+    /// The client id; also the key of the broker-side session.
+    pub client_id: String,
+    /// Keep-alive interval. Default 30 s.
+    pub keep_alive: Duration,
+    /// How long the broker keeps the session (and queues QoS 1 messages for it) while the
+    /// hub is away. Default 1 hour.
+    pub session_expiry: Duration,
+    /// Upstream → local.
+    pub inbound: Vec<InboundRule>,
+    /// Local → upstream.
+    pub outbound: Vec<OutboundRule>,
+    /// Outbound messages kept while offline or unacknowledged. Default 10 000.
+    pub buffer: usize,
+    /// QoS 1 messages in flight at once. Default 64.
+    pub window: usize,
+    /// First wait before reconnecting; doubles up to `backoff_max`. Default 100 ms.
+    pub backoff_min: Duration,
+    /// Longest wait before reconnecting. Default 10 s.
+    pub backoff_max: Duration,
+}
+
+impl MqttConfig {
+    /// A bridge to `host:port` as `client_id`, carrying nothing yet.
+    pub fn new(host: impl Into<String>, port: u16, client_id: impl Into<String>) -> MqttConfig {
+        MqttConfig {
+            host: host.into(),
+            port,
+            client_id: client_id.into(),
+            keep_alive: Duration::from_secs(30),
+            session_expiry: Duration::from_secs(3600),
+            inbound: Vec::new(),
+            outbound: Vec::new(),
+            buffer: 10_000,
+            window: 64,
+            backoff_min: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(10),
+        }
+    }
+
+    /// A bridge to `mqtt://host[:port]`.
+    pub fn from_url(
+        url: &str,
+        client_id: impl Into<String>,
+    ) -> Result<MqttConfig, MqttConfigError> {
+        let bad = || MqttConfigError::BadUrl(url.to_owned());
+        let rest = url.strip_prefix("mqtt://").ok_or_else(bad)?;
+        let rest = rest.strip_suffix('/').unwrap_or(rest);
+        let (host, port) = match rest.rsplit_once(':') {
+            Some((h, p)) => (h, p.parse::<u16>().map_err(|_| bad())?),
+            None => (rest, 1883),
+        };
+        if host.is_empty() || host.contains('/') || port == 0 {
+            return Err(bad());
+        }
+        Ok(MqttConfig::new(host, port, client_id))
+    }
+
+    /// Adds an inbound rule.
+    pub fn inbound(mut self, rule: InboundRule) -> MqttConfig {
+        self.inbound.push(rule);
+        self
+    }
+
+    /// Adds an outbound rule.
+    pub fn outbound(mut self, rule: OutboundRule) -> MqttConfig {
+        self.outbound.push(rule);
+        self
+    }
+
+    /// Sets the outbound buffer's size.
+    pub fn with_buffer(mut self, messages: usize) -> MqttConfig {
+        self.buffer = messages.max(1);
+        self
+    }
+
+    /// Sets the reconnect backoff.
+    pub fn with_backoff(mut self, min: Duration, max: Duration) -> MqttConfig {
+        self.backoff_min = min;
+        self.backoff_max = max.max(min);
+        self
+    }
+}
+
+/// What a bridge has done since it started.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct BridgeStats {
+    /// Connected to the broker now.
+    pub connected: bool,
+    /// Successful connects (1 + reconnects).
+    pub connects: u64,
+    /// Messages received and handed to the sink.
+    pub inbound: u64,
+    /// Messages received that the sink refused or that were malformed.
+    pub inbound_dropped: u64,
+    /// Messages published upstream: acknowledged (QoS 1) or written (QoS 0).
+    pub outbound: u64,
+    /// Messages dropped from a full outbound buffer (the oldest go first).
+    pub outbound_dropped: u64,
+    /// Messages waiting to be sent or acknowledged now.
+    pub buffered: u64,
+}
+
+/// The event header carrying an upstream message's MQTT 5 response topic.
+pub const RESPONSE_TOPIC_HEADER: &str = "mqtt-response-topic";
+/// The event header carrying an upstream message's MQTT 5 correlation data, in hex.
+pub const CORRELATION_HEADER: &str = "mqtt-correlation-data";
+
+/// Publishes messages upstream through a bridge's buffer (so they wait out a lost
+/// connection like every outbound message). Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct BridgePublisher {
+    tx: mpsc::Sender<Message>,
+    seq: Arc<AtomicU64>,
+}
+
+/// One message to publish upstream with a [`BridgePublisher`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Upstream {
+    /// The topic.
+    pub topic: String,
+    /// The payload.
+    pub payload: Bytes,
+    /// The QoS. Default 1.
+    pub qos: Qos,
+    /// MQTT 5 user properties.
+    pub properties: Vec<(String, String)>,
+    /// MQTT 5 correlation data (for a reply to a request).
+    pub correlation: Option<Bytes>,
+}
+
+impl Upstream {
+    /// `payload` on `topic` at QoS 1.
+    pub fn new(topic: impl Into<String>, payload: impl Into<Bytes>) -> Upstream {
+        Upstream {
+            topic: topic.into(),
+            payload: payload.into(),
+            qos: Qos::AtLeastOnce,
+            properties: Vec::new(),
+            correlation: None,
+        }
+    }
+
+    /// Adds a user property.
+    pub fn with_property(mut self, key: impl Into<String>, value: impl Into<String>) -> Upstream {
+        self.properties.push((key.into(), value.into()));
+        self
+    }
+
+    /// Sets the correlation data.
+    pub fn with_correlation(mut self, data: impl Into<Bytes>) -> Upstream {
+        self.correlation = Some(data.into());
+        self
+    }
+}
+
+impl BridgePublisher {
+    /// Queues `message` for the broker; waits only while the bridge's intake is full.
+    /// `false` when the bridge has stopped.
+    pub async fn publish(&self, message: Upstream) -> bool {
+        let m = Message {
+            seq: self.seq.fetch_add(1, Ordering::Relaxed),
+            topic: message.topic,
+            payload: message.payload,
+            qos: message.qos,
+            properties: message.properties,
+            correlation: message.correlation,
+        };
+        self.tx.send(m).await.is_ok()
+    }
+}
+
+/// A running bridge. Dropping it stops it; [`shutdown`](Self::shutdown) also says goodbye
+/// to the broker and waits for the task.
+#[derive(Debug)]
+pub struct MqttBridge {
+    counters: Arc<Counters>,
+    publisher: BridgePublisher,
+    stop: watch::Sender<bool>,
+    task: Option<JoinHandle<()>>,
+    forwarders: Vec<JoinHandle<()>>,
+}
+
+impl Drop for MqttBridge {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+        for f in &self.forwarders {
+            f.abort();
+        }
+        if let Some(task) = &self.task {
+            task.abort();
+        }
+    }
+}
+
+impl MqttBridge {
+    /// Starts the bridge on the current tokio runtime: inbound messages go to `sink`, and
+    /// `outbound` pairs each outbound rule of `config` (in order) with a local subscription
+    /// to its filter, made by the caller (the hub's `subscribe`).
+    ///
+    /// It connects in the background and keeps trying; [`stats`](Self::stats) says
+    /// whether it is connected.
+    pub fn start(
+        config: MqttConfig,
+        sink: Arc<dyn EventSink>,
+        outbound: Vec<Subscription>,
+    ) -> MqttBridge {
+        let counters = Arc::new(Counters::default());
+        let (stop, stopped) = watch::channel(false);
+        let (tx, rx) = mpsc::channel::<Message>(config.buffer.clamp(1, 4096));
+        let seq = Arc::new(AtomicU64::new(0));
+        let forwarders = outbound
+            .into_iter()
+            .zip(config.outbound.clone())
+            .map(|(sub, rule)| tokio::spawn(forward(sub, rule, tx.clone(), seq.clone())))
+            .collect();
+        let publisher = BridgePublisher { tx, seq };
+        let task = tokio::spawn(run(config, sink, rx, counters.clone(), stopped));
+        MqttBridge {
+            counters,
+            publisher,
+            stop,
+            task: Some(task),
+            forwarders,
+        }
+    }
+
+    /// A handle to publish messages of one's own upstream (replies, reports).
+    pub fn publisher(&self) -> BridgePublisher {
+        self.publisher.clone()
+    }
+
+    /// What it has done so far.
+    pub fn stats(&self) -> BridgeStats {
+        let c = &self.counters;
+        BridgeStats {
+            connected: c.connected.load(Ordering::Relaxed),
+            connects: c.connects.load(Ordering::Relaxed),
+            inbound: c.inbound.load(Ordering::Relaxed),
+            inbound_dropped: c.inbound_dropped.load(Ordering::Relaxed),
+            outbound: c.outbound.load(Ordering::Relaxed),
+            outbound_dropped: c.outbound_dropped.load(Ordering::Relaxed),
+            buffered: c.buffered.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Resolves once nothing is buffered (every message sent, and every QoS 1 message
+    /// acknowledged) or the bridge is not connected, so nothing more would go out now: what
+    /// a shutdown waits for (bounded by a timeout of its own) before it stops the bridge.
+    pub async fn flushed(&self) {
+        loop {
+            let settled = self.counters.settled.notified();
+            let c = &self.counters;
+            if c.buffered.load(Ordering::Relaxed) == 0 || !c.connected.load(Ordering::Relaxed) {
+                return;
+            }
+            settled.await;
+        }
+    }
+
+    /// Stops it: disconnects from the broker and waits for the task. Messages still
+    /// buffered are dropped (and stay counted in `buffered`).
+    pub async fn shutdown(mut self) {
+        for f in &self.forwarders {
+            f.abort();
+        }
+        let _ = self.stop.send(true);
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+/// Lowercase hex of `bytes`.
+pub fn to_hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
+
+/// The bytes of lowercase or uppercase hex; `None` for anything else.
+pub fn from_hex(text: &str) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+        .collect()
+}

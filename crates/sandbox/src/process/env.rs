@@ -1,0 +1,563 @@
+//! One warm environment: a Runtime API server, the process it serves, and what starts,
+//! watches and ends that process.
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use fnhub_core::{
+    BoxFuture, EnvAccess, Environment, ErrorKind, FilesystemAccess, FunctionError, FunctionSpec,
+    Invocation, IsolationReport, NetworkAccess, Outcome, PrepareError, Restriction, Runtime,
+};
+use parking_lot::Mutex;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::api::{Answer, Api, Delivery, Phase};
+use super::spawn::{FsRules, NetNs, Plan, Rlimits};
+use crate::Enforcement;
+use crate::limit::Limit;
+
+use super::lambda::{LAMBDA_PATH, client_context, lambda_env, xray_trace_id};
+use super::output::{log_lines, supervise_sidecar};
+use super::*;
+
+/// One warm environment: a Runtime API server and the process it serves.
+pub(super) struct ProcessEnvironment {
+    pub(super) inner: Arc<Inner>,
+}
+
+pub(super) struct Inner {
+    pub(super) clock: Arc<dyn fnhub_core::Clock>,
+    pub(super) function: String,
+    pub(super) version: String,
+    pub(super) timeout: Duration,
+    pub(super) init_timeout: Duration,
+    pub(super) api: Arc<Api>,
+    pub(super) deliver: mpsc::Sender<Delivery>,
+    pub(super) server: tokio::task::JoinHandle<()>,
+    pub(super) plan: Plan,
+    pub(super) report: IsolationReport,
+    /// The running process, if any; the lock also serialises invocations.
+    pub(super) process: tokio::sync::Mutex<Option<Running>>,
+    /// Pid of the running process, for the kill on drop.
+    pub(super) pid: AtomicU32,
+    pub(super) healthy: Arc<AtomicBool>,
+    pub(super) starts: AtomicU64,
+    pub(super) sidecars: Vec<tokio::task::JoinHandle<()>>,
+    /// Kept so the namespace lives as long as the environment.
+    pub(super) _netns: Option<Arc<NetNs>>,
+}
+
+/// How a process ended.
+#[derive(Debug, Clone)]
+pub(super) struct Exit {
+    pub(super) error: FunctionError,
+}
+
+pub(super) struct Running {
+    pub(super) pid: u32,
+    pub(super) exited: watch::Receiver<Option<Exit>>,
+    /// Set when an abandoned invocation killed it: its exit is on the way.
+    pub(super) killed: Arc<AtomicBool>,
+}
+
+impl Running {
+    fn has_exited(&self) -> bool {
+        self.exited.borrow().is_some()
+    }
+
+    async fn wait(&mut self) -> Exit {
+        loop {
+            if let Some(exit) = self.exited.borrow().clone() {
+                return exit;
+            }
+            if self.exited.changed().await.is_err() {
+                return Exit {
+                    error: FunctionError::new(ErrorKind::Crashed, "the process watcher ended")
+                        .with_type("Runtime.ExitError"),
+                };
+            }
+        }
+    }
+
+    fn kill(&self) {
+        kill_group(self.pid);
+    }
+}
+
+pub(super) fn kill_group(pid: u32) {
+    if let Some(pid) = i32::try_from(pid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+    {
+        let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
+    }
+}
+
+impl ProcessEnvironment {
+    pub(super) async fn prepare(
+        config: Arc<Config>,
+        spec: &FunctionSpec,
+    ) -> Result<Self, PrepareError> {
+        let Runtime::Process {
+            command,
+            workdir,
+            handler,
+        } = &spec.runtime
+        else {
+            return Err(PrepareError::UnsupportedRuntime {
+                sandbox: "process",
+                runtime: spec.runtime.kind(),
+            });
+        };
+        let Some((program, args)) = command.split_first() else {
+            return Err(start_error("the function's command is empty"));
+        };
+        let workdir = match workdir {
+            Some(dir) => Some(
+                std::path::absolute(dir)
+                    .map_err(|e| start_error(format!("workdir {}: {e}", dir.display())))?,
+            ),
+            None => None,
+        };
+        let task_root = match &workdir {
+            Some(dir) => dir.clone(),
+            None => std::env::current_dir().map_err(|e| PrepareError::Start(Box::new(e)))?,
+        };
+        let profile = &spec.capabilities;
+        let mut enforced = vec![Restriction::Environment];
+        let mut missing = Vec::new();
+        if config.limits.memory {
+            enforced.push(Restriction::Memory);
+        }
+        if config.limits.cpu_seconds.is_some() {
+            enforced.push(Restriction::Cpu);
+        }
+        let no_vars = std::collections::BTreeMap::new();
+        let (clear_env, granted) = match &profile.env {
+            EnvAccess::Only(vars) => (true, vars),
+            EnvAccess::Inherit(vars) => (false, vars),
+            _ => (true, &no_vars),
+        };
+        if !clear_env {
+            enforced.retain(|r| *r != Restriction::Environment);
+        }
+
+        // Where the program lives, for Landlock and for PATH lookup.
+        let path_var = granted
+            .get("PATH")
+            .map(std::ffi::OsString::from)
+            .or_else(|| (!clear_env).then(|| std::env::var_os("PATH")).flatten())
+            .or_else(|| Some(LAMBDA_PATH.into()));
+        let resolved = spawn::resolve_program(program, path_var.as_deref());
+
+        let landlock = matches!(profile.filesystem, FilesystemAccess::Only(_))
+            && spawn::landlock_available().await;
+        let fs = match &profile.filesystem {
+            FilesystemAccess::Unrestricted => None,
+            FilesystemAccess::Only(grants) if landlock => {
+                let mut rules = FsRules {
+                    read: spawn::SYSTEM_PATHS.iter().map(PathBuf::from).collect(),
+                    write: Vec::new(),
+                };
+                if let Some(prefix) = resolved.as_deref().and_then(spawn::install_prefix) {
+                    rules.read.push(prefix);
+                }
+                rules.read.push(task_root.clone());
+                for grant in grants {
+                    if grant.writable {
+                        rules.write.push(grant.path.clone());
+                    } else {
+                        rules.read.push(grant.path.clone());
+                    }
+                }
+                enforced.push(Restriction::Filesystem);
+                Some(rules)
+            }
+            _ => {
+                missing.push(Restriction::Filesystem);
+                None
+            }
+        };
+        if !missing.is_empty() && config.enforcement == Enforcement::FailClosed {
+            return Err(PrepareError::CannotEnforce {
+                sandbox: "process",
+                missing,
+            });
+        }
+        let netns = if profile.network == NetworkAccess::Any {
+            None
+        } else {
+            match NetNs::create().await {
+                Ok(ns) => {
+                    enforced.push(Restriction::Network);
+                    Some(Arc::new(ns))
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "cannot give the function a network namespace");
+                    missing.push(Restriction::Network);
+                    if config.enforcement == Enforcement::FailClosed {
+                        return Err(PrepareError::CannotEnforce {
+                            sandbox: "process",
+                            missing,
+                        });
+                    }
+                    None
+                }
+            }
+        };
+
+        let std_listener = match &netns {
+            Some(ns) => ns.bind_loopback().await,
+            None => std::net::TcpListener::bind(("127.0.0.1", 0)),
+        }
+        .map_err(|e| PrepareError::Start(Box::new(e)))?;
+        std_listener
+            .set_nonblocking(true)
+            .map_err(|e| PrepareError::Start(Box::new(e)))?;
+        let address = std_listener
+            .local_addr()
+            .map_err(|e| PrepareError::Start(Box::new(e)))?;
+        let listener = tokio::net::TcpListener::from_std(std_listener)
+            .map_err(|e| PrepareError::Start(Box::new(e)))?;
+
+        let function = spec.name.as_str().to_owned();
+        let version = spec.version.to_string();
+        let arn = format!(
+            "arn:aws:lambda:{}:{}:function:{}:{}",
+            config.region, config.account, function, version
+        );
+        let (api, deliver) = Api::new(arn, config.max_response_bytes);
+        let server = api.serve(listener);
+
+        let mut env = lambda_env(&config, spec, &task_root, &address.to_string());
+        if let Some(handler) = handler {
+            env.push(("_HANDLER".into(), handler.clone()));
+        }
+        if !clear_env && std::env::var_os("PATH").is_some() {
+            // An inherited environment keeps the hub's PATH.
+            env.retain(|(k, _)| k != "PATH");
+        }
+        // Reserved variables win over granted ones, as on Lambda.
+        let reserved: std::collections::HashSet<String> =
+            env.iter().map(|(k, _)| k.clone()).collect();
+        let mut all: Vec<(String, String)> = granted
+            .iter()
+            .filter(|(k, _)| !reserved.contains(*k))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        all.extend(env);
+
+        let limits = Rlimits {
+            data_bytes: config
+                .limits
+                .memory
+                .then(|| u64::from(spec.resources.memory_mb.max(1)) * 1024 * 1024),
+            open_files: config.limits.open_files,
+            processes: config.limits.processes,
+            cpu_seconds: config.limits.cpu_seconds,
+        };
+        let plan = Plan {
+            program: resolved
+                .map(PathBuf::into_os_string)
+                .unwrap_or_else(|| program.into()),
+            args: args.iter().map(Into::into).collect(),
+            workdir: workdir.clone(),
+            clear_env,
+            env: all,
+            fs,
+            netns: netns.clone(),
+            limits,
+        };
+        let healthy = Arc::new(AtomicBool::new(true));
+        let sidecars = spec
+            .sidecars
+            .iter()
+            .map(|sidecar| {
+                supervise_sidecar(sidecar.clone(), plan.clone(), &function, healthy.clone())
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut sidecar_tasks = Vec::with_capacity(sidecars.len());
+        for started in sidecars {
+            sidecar_tasks.push(started.await?);
+        }
+
+        let report = IsolationReport::new("process", enforced, missing);
+        let inner = Arc::new(Inner {
+            clock: config.clock.clone(),
+            function,
+            version,
+            timeout: spec.resources.timeout,
+            init_timeout: config.init_timeout,
+            api,
+            deliver,
+            server,
+            plan,
+            report,
+            process: tokio::sync::Mutex::new(None),
+            pid: AtomicU32::new(0),
+            healthy,
+            starts: AtomicU64::new(0),
+            sidecars: sidecar_tasks,
+            _netns: netns,
+        });
+        {
+            let mut process = inner.process.lock().await;
+            *process = Some(inner.start().await.map_err(PrepareError::Init)?);
+        }
+        Ok(ProcessEnvironment { inner })
+    }
+}
+
+impl Inner {
+    /// Starts the process and waits until it asks for work.
+    async fn start(self: &Arc<Self>) -> Result<Running, FunctionError> {
+        let n = self.starts.fetch_add(1, Ordering::Relaxed);
+        let _ = self.api.take_init_error();
+        let mut child = self.plan.spawn().await.map_err(|e| {
+            FunctionError::new(ErrorKind::Rejected, e.to_string()).with_type("Runtime.StartError")
+        })?;
+        let pid = child.id().unwrap_or(0);
+        self.pid.store(pid, Ordering::Relaxed);
+        tracing::debug!(function = %self.function, pid, start = n, "function process started");
+        let tail = Arc::new(Mutex::new(VecDeque::new()));
+        let oom = Arc::new(AtomicBool::new(false));
+        let mut readers = Vec::new();
+        if let Some(out) = child.stdout.take() {
+            readers.push(tokio::spawn(log_lines(
+                out,
+                "stdout",
+                self.clone(),
+                None,
+                oom.clone(),
+            )));
+        }
+        if let Some(err) = child.stderr.take() {
+            readers.push(tokio::spawn(log_lines(
+                err,
+                "stderr",
+                self.clone(),
+                Some(tail.clone()),
+                oom.clone(),
+            )));
+        }
+        let (exited_tx, exited) = watch::channel(None);
+        let api = self.api.clone();
+        tokio::spawn(async move {
+            let status = child.wait().await;
+            // Let the readers take the last lines before quoting them.
+            for reader in readers {
+                let _ = tokio::time::timeout(Duration::from_millis(200), reader).await;
+            }
+            let status = match status {
+                Ok(status) => status.to_string(),
+                Err(e) => format!("unknown status ({e})"),
+            };
+            let lines: Vec<String> = tail.lock().iter().cloned().collect();
+            let mut message = format!("the function's process ended: {status}");
+            if !lines.is_empty() {
+                message.push_str("\nlast lines of stderr:");
+                for line in lines {
+                    message.push_str("\n  ");
+                    message.push_str(&line);
+                }
+            }
+            let error = if oom.load(Ordering::Relaxed) {
+                FunctionError::new(ErrorKind::OutOfMemory, message).with_type("Runtime.OutOfMemory")
+            } else {
+                FunctionError::new(ErrorKind::Crashed, message).with_type("Runtime.ExitError")
+            };
+            let owed = api.reset().await;
+            let _ = exited_tx.send(Some(Exit {
+                error: error.clone(),
+            }));
+            owed.settle(&error);
+        });
+        let mut running = Running {
+            pid,
+            exited,
+            killed: Arc::new(AtomicBool::new(false)),
+        };
+        let ready = tokio::time::timeout(self.init_timeout, async {
+            tokio::select! {
+                phase = self.api.initialised() => Ok(phase),
+                exit = running.wait() => Err(exit),
+            }
+        })
+        .await;
+        match ready {
+            Ok(Ok(Phase::Ready)) => Ok(running),
+            Ok(Ok(Phase::InitFailed(error))) => {
+                running.kill();
+                running.wait().await;
+                Err(error)
+            }
+            Ok(Ok(Phase::Starting)) => unreachable!("initialised() waits past Starting"),
+            Ok(Err(exit)) => Err(self.api.take_init_error().unwrap_or(exit.error)),
+            Err(_) => {
+                running.kill();
+                running.wait().await;
+                Err(FunctionError::new(
+                    ErrorKind::Timeout,
+                    format!(
+                        "the process did not ask for work within the init timeout of {:?}",
+                        self.init_timeout
+                    ),
+                )
+                .with_type("Runtime.InitTimeout"))
+            }
+        }
+    }
+
+    async fn invoke(self: &Arc<Self>, invocation: Invocation) -> Outcome {
+        let limit = Limit::new(
+            self.timeout,
+            invocation.context.deadline,
+            self.clock.system_time(),
+        )?;
+        // Set at the first delivery, so a cold start does not eat the function's time; a
+        // redelivery keeps it. The wall-clock deadline is what the process is told; the
+        // monotonic start is what the wait is measured from.
+        let mut handed_over: Option<(SystemTime, std::time::Instant)> = None;
+        let mut process = self.process.lock().await;
+        // A process that dies idle never saw the invocation waiting for it: that one goes
+        // to the next process. Once only, so a process that keeps dying ends the call.
+        let mut redeliveries = 1;
+        loop {
+            if let Some(running) = process.as_mut()
+                && running.killed.load(Ordering::Relaxed)
+            {
+                // An abandoned invocation killed it: let the exit be processed first, so
+                // that the reset it causes does not hit the next process.
+                running.wait().await;
+            }
+            if process.as_ref().is_none_or(Running::has_exited) {
+                *process = None;
+                *process = Some(self.start().await?);
+            }
+            let Some(running) = process.as_mut() else {
+                unreachable!("started above");
+            };
+            let (deadline, since) = *handed_over
+                .get_or_insert_with(|| (self.clock.system_time() + limit.limit, self.clock.now()));
+            let (reply, answer) = oneshot::channel();
+            let delivery = Delivery {
+                request_id: invocation.id.to_string().into(),
+                payload: invocation.payload.clone(),
+                deadline_ms: deadline
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as u64),
+                trace_id: xray_trace_id(&invocation.context.trace),
+                client_context: client_context(&invocation.context),
+                reply,
+            };
+            // Kills the process if this future is dropped before the answer arrives.
+            let guard = KillOnDrop(Some((running.pid, running.killed.clone())));
+            if self.deliver.send(delivery).await.is_err() {
+                guard.disarm();
+                return Err(FunctionError::new(
+                    ErrorKind::Crashed,
+                    "the environment is closed",
+                ));
+            }
+            let left = limit
+                .limit
+                .saturating_sub(self.clock.now().saturating_duration_since(since));
+            let result = tokio::time::timeout(left, answer).await;
+            guard.disarm();
+            return match result {
+                Ok(Ok(Answer::Outcome(outcome))) => outcome,
+                Ok(Ok(Answer::Undelivered)) if redeliveries > 0 => {
+                    redeliveries -= 1;
+                    tracing::debug!(
+                        function = %self.function,
+                        invocation = %invocation.id,
+                        "the process ended before it took the invocation; starting another"
+                    );
+                    running.wait().await;
+                    continue;
+                }
+                // The process went away: the watcher answered with its exit, or dropped it.
+                Ok(Ok(Answer::Undelivered) | Err(_)) => Err(running.wait().await.error),
+                Err(_) => {
+                    running.kill();
+                    running.wait().await;
+                    Err(if limit.by_deadline {
+                        limit.error()
+                    } else {
+                        FunctionError::new(
+                            ErrorKind::Timeout,
+                            format!(
+                                "Task timed out after {:.2} seconds",
+                                limit.limit.as_secs_f64()
+                            ),
+                        )
+                        .with_type("Sandbox.Timedout")
+                    })
+                }
+            };
+        }
+    }
+}
+
+pub(super) struct KillOnDrop(pub(super) Option<(u32, Arc<AtomicBool>)>);
+
+impl KillOnDrop {
+    pub(super) fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some((pid, killed)) = self.0.take() {
+            killed.store(true, Ordering::Relaxed);
+            kill_group(pid);
+        }
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.server.abort();
+        for sidecar in &self.sidecars {
+            sidecar.abort();
+        }
+        let pid = self.pid.load(Ordering::Relaxed);
+        if pid != 0 {
+            kill_group(pid);
+        }
+    }
+}
+
+impl Environment for ProcessEnvironment {
+    fn invoke(&self, invocation: Invocation) -> BoxFuture<'_, Outcome> {
+        Box::pin(self.inner.invoke(invocation))
+    }
+
+    fn isolation(&self) -> &IsolationReport {
+        &self.inner.report
+    }
+
+    fn is_healthy(&self) -> bool {
+        self.inner.healthy.load(Ordering::Relaxed)
+    }
+
+    fn shutdown(self: Box<Self>) -> BoxFuture<'static, ()> {
+        let inner = self.inner;
+        Box::pin(async move {
+            let mut process = inner.process.lock().await;
+            if let Some(running) = process.as_mut() {
+                running.kill();
+                running.wait().await;
+            }
+            *process = None;
+            drop(process);
+            for sidecar in &inner.sidecars {
+                sidecar.abort();
+            }
+        })
+    }
+}
