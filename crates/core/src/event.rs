@@ -156,6 +156,68 @@ impl Event {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{ExecutionId, InvocationContext, Principal, Priority, TraceParent};
+    use std::time::{Duration, SystemTime};
+
+    fn parent() -> InvocationContext {
+        let mut p = InvocationContext::default();
+        p.trace = TraceParent::from_parts(7, 9, 1).unwrap_or_else(TraceParent::new_root);
+        p.tracestate = Some("vendor=1".into());
+        p.deadline = Some(SystemTime::UNIX_EPOCH + Duration::from_secs(100));
+        p.priority = Priority(200);
+        p.principal = Principal::new("tenant-a");
+        p.affinity_key = Some("device-7".into());
+        p.topic = Some("sensors/7".into());
+        p.depth = 3;
+        p.attempt = 2;
+        p
+    }
+
+    #[test]
+    fn a_child_inherits_what_it_must_and_nothing_else() {
+        let p = parent();
+        let by = ExecutionId::random();
+        let c = p.child(by);
+        assert_eq!(c.trace.trace_id(), p.trace.trace_id(), "same trace");
+        assert_ne!(c.trace.parent_id(), p.trace.parent_id(), "a new span");
+        assert_eq!(c.tracestate, p.tracestate);
+        assert_eq!(c.deadline, p.deadline);
+        assert_eq!(c.priority, p.priority);
+        assert_eq!(c.principal, p.principal);
+        assert_eq!(c.parent, Some(by));
+        assert_eq!(c.depth, 4, "one hop deeper");
+        assert_eq!((c.affinity_key, c.topic, c.attempt), (None, None, 1));
+        // A sooner deadline of the child's own is kept; a later one is not.
+        let soon = SystemTime::UNIX_EPOCH + Duration::from_secs(50);
+        let later = SystemTime::UNIX_EPOCH + Duration::from_secs(500);
+        assert_eq!(
+            p.child(by).with_deadline_at_most(Some(soon)).deadline,
+            Some(soon)
+        );
+        assert_eq!(
+            p.child(by).with_deadline_at_most(Some(later)).deadline,
+            p.deadline
+        );
+        assert_eq!(p.child(by).with_deadline_at_most(None).deadline, p.deadline);
+        let mut max = p.clone();
+        max.depth = u32::MAX;
+        assert_eq!(max.child(by).depth, u32::MAX, "saturates");
+    }
+
+    #[test]
+    fn an_event_caused_by_an_invocation_continues_its_trace_a_hop_deeper() {
+        let p = parent();
+        let e = Event::new("out/7", "x", EventSource::Local).caused_by(&p);
+        let trace = e.headers.trace().unwrap();
+        assert_eq!(trace.trace_id(), p.trace.trace_id());
+        assert_ne!(trace.parent_id(), p.trace.parent_id());
+        assert_eq!(e.headers.get(Headers::TRACESTATE), Some("vendor=1"));
+        assert_eq!(e.headers.depth(), 4);
+        let mut plain = p;
+        plain.tracestate = None;
+        let e = Event::new("out/7", "x", EventSource::Local).caused_by(&plain);
+        assert_eq!(e.headers.get(Headers::TRACESTATE), None);
+    }
 
     #[test]
     fn headers_are_case_insensitive() {

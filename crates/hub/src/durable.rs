@@ -53,6 +53,8 @@ pub(crate) struct HubHost {
     /// The hub's scheduler, which the host's children and replays run on; weak, as the
     /// host lives inside it (through the durable functions' handlers).
     scheduler: WeakScheduler,
+    /// The hub's depth limit, which durable children count against like any child.
+    max_depth: u32,
     /// Replays waiting for a worker, by the id of the invocation that will run them.
     resumes: Arc<Mutex<HashMap<InvocationId, BoxFuture<'static, ()>>>>,
     /// Set when the hub serves a cloud runtime: children run there, and suspended
@@ -77,9 +79,10 @@ pub(crate) const BACKSTOP: Duration = Duration::from_secs(1);
 pub const RESUME_FUNCTION: &str = "fnhub-resume";
 
 impl HubHost {
-    pub(crate) fn new(scheduler: WeakScheduler) -> HubHost {
+    pub(crate) fn new(scheduler: WeakScheduler, max_depth: u32) -> HubHost {
         HubHost {
             scheduler,
+            max_depth,
             resumes: Arc::default(),
             cloud: OnceLock::new(),
             tracked: Mutex::default(),
@@ -140,6 +143,17 @@ impl DurableHost for HubHost {
     fn invoke(&self, child: Invocation) -> BoxFuture<'static, Outcome> {
         if let Some(remote) = self.cloud.get() {
             return remote.invoke(child);
+        }
+        if child.context.depth > self.max_depth {
+            let error = FunctionError::new(
+                ErrorKind::Rejected,
+                format!(
+                    "the call to {} is {} hops deep; the limit is {}",
+                    child.function, child.context.depth, self.max_depth
+                ),
+            )
+            .with_type("DepthLimitExceeded");
+            return Box::pin(std::future::ready(Err(error)));
         }
         let scheduler = self.scheduler.upgrade();
         Box::pin(async move {

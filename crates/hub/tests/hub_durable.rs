@@ -304,3 +304,65 @@ async fn a_run_past_its_functions_timeout_ends_the_execution_with_a_timeout() {
     is_durable_timeout(outcome);
     assert!(hub.checkpoint_store().list().await.unwrap().is_empty());
 }
+
+/// A durable execution's child is derived like any child: the same trace, principal and
+/// priority, one hop deeper, with the execution as its parent and its deadline; and the
+/// hub's depth limit stops a durable chain that calls itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_durable_child_inherits_its_parents_context_and_the_depth_limit_holds() {
+    use fnhub::{Invocation, Principal, Priority, from_fn};
+    let hub = EdgeHub::builder()
+        .max_depth(4)
+        .function(
+            FunctionSpec::in_process(FunctionName::new("probe").unwrap()),
+            from_fn(|inv: Invocation| async move {
+                let c = &inv.context;
+                let seen = serde_json::json!({
+                    "trace": format!("{:032x}", c.trace.trace_id()),
+                    "principal": c.principal.as_str(),
+                    "priority": c.priority.0,
+                    "depth": c.depth,
+                    "parent": c.parent.map(|p| p.to_string()),
+                    "deadline": c.deadline.is_some(),
+                });
+                Ok(Bytes::from(seen.to_string()))
+            }),
+        )
+        .durable(
+            FunctionSpec::in_process(FunctionName::new("parent").unwrap()),
+            durable_fn(|ctx: DurableContext, _input: Bytes| async move {
+                ctx.invoke("probe", "probe".parse().unwrap(), Bytes::new())
+                    .await
+            }),
+        )
+        .build()
+        .unwrap();
+    let mut call = Invocation::new("parent".parse().unwrap(), "");
+    call.context.principal = Principal::new("tenant-a");
+    call.context.priority = Priority(200);
+    call.context.depth = 1;
+    call.context.deadline = Some(std::time::SystemTime::now() + std::time::Duration::from_secs(60));
+    let trace = format!("{:032x}", call.context.trace.trace_id());
+    let id = call.id;
+    let out = hub.call(call).await.unwrap().outcome.unwrap();
+    let seen: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(seen["trace"], trace);
+    assert_eq!(seen["principal"], "tenant-a");
+    assert_eq!(
+        seen["priority"], 200,
+        "priority kept (it was dropped before)"
+    );
+    assert_eq!(
+        seen["depth"], 2,
+        "one hop deeper (the depth limit sees durable children)"
+    );
+    assert_eq!(seen["parent"], ExecutionId::from(id).to_string());
+    assert_eq!(seen["deadline"], true);
+
+    // At the limit, the child is refused and the execution ends with the refusal.
+    let mut deep = Invocation::new("parent".parse().unwrap(), "");
+    deep.context.depth = 4;
+    let err = hub.call(deep).await.unwrap().outcome.unwrap_err();
+    assert!(err.message.contains("hops deep"), "{err}");
+    hub.shutdown().await;
+}

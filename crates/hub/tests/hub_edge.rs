@@ -362,3 +362,73 @@ async fn shutdown_lets_outputs_of_admitted_work_flow_to_the_end() {
         Err(SubmitError::ShuttingDown(_))
     ));
 }
+
+/// Sidecars on a backend that cannot start them are refused at deploy (fail closed), at
+/// build and at run time alike.
+#[tokio::test]
+async fn sidecars_on_an_in_process_function_are_refused_at_deploy() {
+    let with_sidecar = FunctionSpec::in_process(name("echo"))
+        .with_sidecar(fnhub::SidecarSpec::new("helper", vec!["true".into()]));
+    let echo = from_fn(|inv: Invocation| async move { Ok(inv.payload) });
+    let err = EdgeHub::builder()
+        .function(with_sidecar.clone(), echo.clone())
+        .build()
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            HubError::SidecarsUnsupported {
+                runtime: "in_process",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let hub = EdgeHub::builder()
+        .function(FunctionSpec::in_process(name("echo")), echo)
+        .build()
+        .unwrap();
+    let err = hub
+        .deploy(with_sidecar.with_version(fnhub::Version::new(2).unwrap()))
+        .unwrap_err();
+    assert!(matches!(err, HubError::SidecarsUnsupported { .. }), "{err}");
+    hub.shutdown().await;
+}
+
+/// A weak handle does not keep a hub alive, and a dropped hub refuses what comes later.
+#[tokio::test]
+async fn a_weak_hub_does_not_keep_the_hub_alive() {
+    let hub = EdgeHub::builder()
+        .function(
+            FunctionSpec::in_process(name("echo")),
+            from_fn(|inv: Invocation| async move { Ok(inv.payload) }),
+        )
+        .build()
+        .unwrap();
+    let weak = hub.downgrade();
+    let clone = weak.upgrade().unwrap();
+    assert_eq!(
+        clone.invoke("echo".parse().unwrap(), "x").await.unwrap(),
+        Ok("x".into())
+    );
+    drop(clone);
+    drop(hub);
+    assert!(weak.upgrade().is_none());
+}
+
+/// One MQTT bridge per hub: a second is refused (no broker needed to see it).
+#[cfg(feature = "mqtt")]
+#[tokio::test]
+async fn a_hub_takes_one_bridge() {
+    let hub = EdgeHub::builder().build().unwrap();
+    let port = fnhub_testkit::free_port();
+    let config = || fnhub::MqttConfig::new("127.0.0.1", port, "hub-one");
+    fnhub::Bridge::new(config()).attach(&hub).unwrap();
+    assert!(hub.mqtt_stats().is_some());
+    assert!(matches!(
+        fnhub::Bridge::new(config()).attach(&hub),
+        Err(HubError::BridgeAttached)
+    ));
+    hub.shutdown().await;
+    assert!(hub.mqtt_stats().is_none(), "the bridge stops with the hub");
+}

@@ -263,7 +263,7 @@ impl EdgeHubBuilder {
             scheduler.add_sandbox(Arc::new(wasm));
         }
         let store = self.store.unwrap_or_else(|| Arc::new(MemoryStore::new()));
-        let host = Arc::new(HubHost::new(scheduler.downgrade()));
+        let host = Arc::new(HubHost::new(scheduler.downgrade(), self.max_depth));
         let engine = Engine::new(
             self.name.clone(),
             store.clone(),
