@@ -160,17 +160,18 @@ mod tests {
     use std::time::{Duration, SystemTime};
 
     fn parent() -> InvocationContext {
-        let mut p = InvocationContext::default();
-        p.trace = TraceParent::from_parts(7, 9, 1).unwrap_or_else(TraceParent::new_root);
-        p.tracestate = Some("vendor=1".into());
-        p.deadline = Some(SystemTime::UNIX_EPOCH + Duration::from_secs(100));
-        p.priority = Priority(200);
-        p.principal = Principal::new("tenant-a");
-        p.affinity_key = Some("device-7".into());
-        p.topic = Some("sensors/7".into());
-        p.depth = 3;
-        p.attempt = 2;
-        p
+        InvocationContext {
+            trace: TraceParent::from_parts(7, 9, 1).unwrap_or_else(TraceParent::new_root),
+            tracestate: Some("vendor=1".into()),
+            deadline: Some(SystemTime::UNIX_EPOCH + Duration::from_secs(100)),
+            priority: Priority(200),
+            principal: Principal::new("tenant-a"),
+            affinity_key: Some("device-7".into()),
+            parent: None,
+            attempt: 2,
+            topic: Some("sensors/7".into()),
+            depth: 3,
+        }
     }
 
     #[test]
