@@ -91,6 +91,6 @@ pub use pool::Start;
 pub use queue::fairness_bound;
 pub use registry::DeployError;
 pub use scheduler::{
-    BuildError, Completion, Observer, Scheduler, SchedulerBuilder, SubmitError, Ticket,
+    BuildError, Completion, Observer, Room, Scheduler, SchedulerBuilder, SubmitError, Ticket,
     WeakScheduler,
 };

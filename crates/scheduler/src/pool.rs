@@ -212,10 +212,10 @@ impl Pool {
         key: Option<&str>,
     ) -> Result<(Pooled, Start), PrepareError> {
         let per_env = spec.resources.concurrency.max(1);
-        // The affinity wait, on tokio's timer: a busy preferred environment is waited for
-        // until it runs out.
-        let wait_ends = tokio::time::sleep(self.affinity_wait);
-        tokio::pin!(wait_ends);
+        // The affinity wait, on tokio's timer, from the first time the preferred environment
+        // is found busy: it is waited for until the wait runs out. Made only then, so a
+        // checkout without a key (or whose environment has room) pays nothing for it.
+        let mut wait_ends: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
         loop {
             let returned = self.returned.notified();
             tokio::pin!(returned);
@@ -229,7 +229,7 @@ impl Pool {
                 let wait = match preferred {
                     Some(at) if has_room(&entries[at]) => false,
                     // The key's environment is busy: wait for it while the wait lasts.
-                    Some(_) => !wait_ends.is_elapsed(),
+                    Some(_) => wait_ends.as_ref().is_none_or(|w| !w.is_elapsed()),
                     None => false,
                 };
                 if !wait {
@@ -252,9 +252,11 @@ impl Pool {
                 returned.as_mut().enable();
             }
             if key.is_some() {
+                let ends = wait_ends
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(self.affinity_wait)));
                 tokio::select! {
                     () = &mut returned => {}
-                    () = &mut wait_ends => {}
+                    () = ends.as_mut() => {}
                 }
             }
         }

@@ -215,6 +215,7 @@ impl SchedulerBuilder {
             work: Notify::new(),
             closing: Notify::new(),
             room: Notify::new(),
+            room_waiters: AtomicUsize::new(0),
             closed: AtomicBool::new(false),
             handles: Mutex::new(Vec::new()),
             pool: Pool::new(

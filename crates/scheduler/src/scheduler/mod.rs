@@ -52,6 +52,8 @@ struct Inner {
     /// Signalled (to every waiter) when room may have appeared: a job left the queue or an
     /// invocation ended. See [`Scheduler::room`].
     room: Notify,
+    /// [`Room`] futures alive: the hot path signals `room` only when some exist.
+    room_waiters: AtomicUsize,
     closed: AtomicBool,
     /// The workers' and the maintenance task's handles, taken by the first shutdown.
     handles: Mutex<Vec<JoinHandle<()>>>,
@@ -91,6 +93,43 @@ struct Owner(Arc<Inner>);
 impl Drop for Owner {
     fn drop(&mut self) {
         close(&self.0);
+    }
+}
+
+/// Resolves the next time room may have appeared in a [`Scheduler`], or it closed: see
+/// [`Scheduler::room`].
+pub struct Room<'a> {
+    notified: std::pin::Pin<Box<tokio::sync::futures::Notified<'a>>>,
+    waiters: &'a AtomicUsize,
+}
+
+impl std::fmt::Debug for Room<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Room").finish_non_exhaustive()
+    }
+}
+
+impl std::future::Future for Room<'_> {
+    type Output = ();
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        self.notified.as_mut().poll(cx)
+    }
+}
+
+impl Drop for Room<'_> {
+    fn drop(&mut self) {
+        self.waiters.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Signals [`Room`] futures, if any is alive: room may have appeared.
+fn signal_room(inner: &Inner) {
+    if inner.room_waiters.load(Ordering::SeqCst) > 0 {
+        inner.room.notify_waiters();
     }
 }
 
@@ -169,8 +208,17 @@ impl Scheduler {
     /// ```
     ///
     /// This is readiness in the manner of tower's `poll_ready`: no polling loop, no timer.
-    pub fn room(&self) -> tokio::sync::futures::Notified<'_> {
-        self.inner.room.notified()
+    pub fn room(&self) -> Room<'_> {
+        // The `Notified` sees every signal from its creation on; the count, raised after,
+        // tells the workers someone listens. A worker that frees room after a refused
+        // caller looked also reads the count after the caller raised it (both SeqCst, the
+        // look and the freeing ordered by the queue's lock), so it signals.
+        let notified = Box::pin(self.inner.room.notified());
+        self.inner.room_waiters.fetch_add(1, Ordering::SeqCst);
+        Room {
+            notified,
+            waiters: &self.inner.room_waiters,
+        }
     }
 
     /// Resolves once nothing is queued or running (at once if so now), or the scheduler has
@@ -470,7 +518,7 @@ impl Scheduler {
                 },
                 reply,
             );
-            inner.room.notify_waiters();
+            signal_room(inner);
         }
         true
     }

@@ -25,7 +25,7 @@ pub(super) async fn next_job(inner: &Inner, index: usize) -> Option<Job> {
             // Counted under the queue lock: a job is always either queued or running.
             inner.running.fetch_add(1, Ordering::Relaxed);
             drop(queue);
-            inner.room.notify_waiters();
+            super::signal_room(inner);
             return Some(job);
         }
     }
@@ -40,7 +40,7 @@ pub(super) async fn next_job(inner: &Inner, index: usize) -> Option<Job> {
             if let Some(job) = queue.pop(index, now) {
                 inner.running.fetch_add(1, Ordering::Relaxed);
                 drop(queue);
-                inner.room.notify_waiters();
+                super::signal_room(inner);
                 return Some(job);
             }
             if inner.closed.load(Ordering::Acquire) && queue.len() == 0 {
@@ -56,7 +56,7 @@ pub(super) async fn worker(inner: Arc<Inner>, index: usize) {
         run(&inner, index, job).await;
         inner.running.fetch_sub(1, Ordering::Relaxed);
         // Its function's and tenant's share is free again, and `idle` may hold now.
-        inner.room.notify_waiters();
+        super::signal_room(&inner);
     }
 }
 
