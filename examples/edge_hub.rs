@@ -194,7 +194,7 @@ fn python_with_ric() -> Option<PathBuf> {
 
 /// The `report` function: a Python handler run by awslambdaric over the Runtime API.
 fn report_spec(python: &Path) -> Result<FunctionSpec, Box<dyn std::error::Error>> {
-    let workdir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/functions/report");
+    let workdir = Path::new(env!("CARGO_MANIFEST_DIR")).join("functions/report");
     let command = vec![
         python.display().to_string(),
         "-m".into(),

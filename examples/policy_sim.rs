@@ -32,7 +32,7 @@ fn default_trace() -> PathBuf {
         return relative.to_owned();
     }
     // Run from elsewhere: the shared folder sits beside the repository.
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/traces/200_inv.csv")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/traces/200_inv.csv")
 }
 
 fn parse_args() -> Result<Options, String> {

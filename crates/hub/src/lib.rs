@@ -50,14 +50,15 @@
 //! - `wasm`: functions as WebAssembly modules on wasmtime ([`WasmSandbox`], added to every
 //!   hub, its guests reaching the hub's [`services`] through the `fnhub` imports). Off by
 //!   default: a cold build of wasmtime takes minutes.
-//! - `mqtt` (default): a bridge to an MQTT broker ([`Bridge`], attached to a built hub;
+//! - `mqtt` (in `edge`): a bridge to an MQTT broker ([`Bridge`], attached to a built hub;
 //!   see [`fnhub_router::mqtt`]): upstream topics in, local topics out, QoS 0 and 1,
 //!   buffered while offline, trace context in MQTT 5 user properties; the remote interface
 //!   ([`bridge`]) and, with `config`, deployment from a device shadow ([`shadow`]).
-//! - `http` (default): the HTTP front door ([`http`]): the AWS Lambda Invoke API, so the AWS CLI and
+//! - `http` (in `edge`): the HTTP front door ([`http`]): the AWS Lambda Invoke API, so the AWS CLI and
 //!   SDKs invoke the hub's functions; AWS SigV4 authentication (or none, on loopback only)
 //!   and an allow-list of who may invoke what; `/metrics` and `/healthz`.
-//! - `config` (default): the hub from a TOML file ([`config`]).
+//! - `config` (in `edge`): the hub from a TOML file ([`config`]).
+//! - `edge`: `process`, `config`, `http` and `mqtt`: what the edge hub binary serves.
 //! - `nats`: the cloud runtime on NATS JetStream ([`cloud`]): nodes sharing a work-queue
 //!   stream, the function registry in KV, checkpoints in the object store, durable
 //!   executions resumed on any node.

@@ -1,0 +1,11 @@
+//! The runnable programs of fnhub live beside this file as cargo examples:
+//!
+//! - `edge_hub`: the edge hub on embedded defaults, or from a config file (`--config FILE
+//!   --serve`); the README's main command.
+//! - `cloud_runtime` (feature `nats`): nodes sharing a workload through NATS JetStream.
+//! - `migrate`: a suspended durable execution moved from one hub to another.
+//! - `policy_sim`: the reservation policies replayed on the shared Azure trace.
+//!
+//! This package enables the `fnhub` features they need (`edge`: process functions, the
+//! config file, the HTTP front door and the MQTT bridge), so the library itself can keep
+//! lean defaults. It has no code of its own.
