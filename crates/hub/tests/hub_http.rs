@@ -297,6 +297,24 @@ async fn status_codes_without_authentication_on_loopback() {
     .await
     .unwrap_err();
     assert!(matches!(err, HttpError::NotLoopback(_)), "{err}");
+    // Empty and duplicate access keys are refused before anything listens.
+    for creds in [
+        vec![Credentials::new("", "secret", Principal::new("a"))],
+        vec![Credentials::new("key", "", Principal::new("a"))],
+        vec![
+            Credentials::new("key", "one", Principal::new("a")),
+            Credentials::new("key", "two", Principal::new("b")),
+        ],
+    ] {
+        let err = fnhub::http::serve(
+            &hub,
+            "127.0.0.1:0".parse().unwrap(),
+            HttpConfig::sigv4(creds),
+        )
+        .await
+        .unwrap_err();
+        assert!(matches!(err, HttpError::Credentials(_)), "{err}");
+    }
     let server = fnhub::http::serve(
         &hub,
         "127.0.0.1:0".parse().unwrap(),

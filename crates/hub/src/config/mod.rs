@@ -69,7 +69,7 @@ use fnhub_router::Flow;
 use crate::edge::{EdgeHub, EdgeHubBuilder};
 #[cfg(test)]
 use sections::parse_overflow;
-use sections::{File, line_of};
+use sections::{File, bounded, line_of, normalized};
 pub(crate) use sections::{FlowSection, FunctionSection, flow, function_spec};
 
 /// A config file could not be used.
@@ -165,11 +165,65 @@ impl HubConfig {
             message,
         };
 
-        let mut functions = Vec::new();
+        let workers = match &file.hub.workers {
+            None => None,
+            Some(w) => Some(
+                bounded(
+                    *w.get_ref(),
+                    1,
+                    fnhub_scheduler::Scheduler::MAX_WORKERS as u64,
+                )
+                .map_err(|m| invalid(w.span(), "hub.workers", m))? as usize,
+            ),
+        };
+        let queue_capacity = match &file.hub.queue_capacity {
+            None => None,
+            Some(q) => Some(
+                bounded(
+                    *q.get_ref(),
+                    1,
+                    fnhub_scheduler::Scheduler::MAX_QUEUE_CAPACITY as u64,
+                )
+                .map_err(|m| invalid(q.span(), "hub.queue_capacity", m))? as usize,
+            ),
+        };
+        let checkpoint_dir = file
+            .hub
+            .checkpoint_dir
+            .as_deref()
+            .map(|d| normalized(&resolve(d)));
+        // What no function may read: this file (its keys) and the hub's checkpoints.
+        let own = normalized(&resolve(path));
+        let mut functions: Vec<FunctionSpec> = Vec::new();
         for f in &file.function {
             let span = f.span();
             let spec = function_spec(f.get_ref(), &resolve)
-                .map_err(|(key, message)| invalid(span, &key, message))?;
+                .map_err(|(key, message)| invalid(span.clone(), &key, message))?;
+            if functions
+                .iter()
+                .any(|s| s.name == spec.name && s.version == spec.version)
+            {
+                return Err(invalid(
+                    span,
+                    &format!("function.{}", spec.name),
+                    format!("{} version {} is declared twice", spec.name, spec.version),
+                ));
+            }
+            if let fnhub_core::FilesystemAccess::Only(grants) = &spec.capabilities.filesystem {
+                for g in grants {
+                    let exposes = |p: &Path| p.starts_with(&g.path);
+                    if exposes(&own) || checkpoint_dir.as_deref().is_some_and(exposes) {
+                        return Err(invalid(
+                            span,
+                            &format!("function.{}.files", spec.name),
+                            format!(
+                                "{} holds the hub's own config or checkpoints; grant a folder that does not",
+                                g.path.display()
+                            ),
+                        ));
+                    }
+                }
+            }
             functions.push(spec);
         }
 
@@ -201,6 +255,23 @@ impl HubConfig {
                                 "http.credentials",
                                 "sigv4 needs at least one [[http.credentials]]".into(),
                             ));
+                        }
+                        let mut seen = std::collections::BTreeSet::new();
+                        for c in &h.credentials {
+                            if c.access_key.is_empty() || c.secret_key.is_empty() {
+                                return Err(invalid(
+                                    h.auth.span(),
+                                    "http.credentials",
+                                    "an access key and its secret must not be empty".into(),
+                                ));
+                            }
+                            if !seen.insert(c.access_key.as_str()) {
+                                return Err(invalid(
+                                    h.auth.span(),
+                                    "http.credentials",
+                                    format!("access key {:?} is listed twice", c.access_key),
+                                ));
+                            }
                         }
                         crate::http::HttpConfig::sigv4(
                             h.credentials
@@ -282,9 +353,9 @@ impl HubConfig {
         Ok(HubConfig {
             path: path.to_owned(),
             name: file.hub.name,
-            checkpoint_dir: file.hub.checkpoint_dir.as_deref().map(resolve),
-            workers: file.hub.workers,
-            queue_capacity: file.hub.queue_capacity,
+            checkpoint_dir,
+            workers,
+            queue_capacity,
             functions,
             flows,
             #[cfg(feature = "http")]

@@ -29,8 +29,47 @@ pub(super) struct File {
 pub(super) struct HubSection {
     pub(super) name: String,
     pub(super) checkpoint_dir: Option<PathBuf>,
-    pub(super) workers: Option<usize>,
-    pub(super) queue_capacity: Option<usize>,
+    pub(super) workers: Option<Spanned<u64>>,
+    pub(super) queue_capacity: Option<Spanned<u64>>,
+}
+
+/// The largest memory a function may ask for, in MiB (1 TiB).
+pub(super) const MAX_MEMORY_MB: u32 = 1 << 20;
+/// The longest timeout a function may have: a day.
+pub(super) const MAX_TIMEOUT_MS: u64 = 24 * 3600 * 1000;
+/// The most invocations one environment may serve at once.
+pub(super) const MAX_CONCURRENCY: u32 = 1024;
+/// The longest a flow may hold an invocation waiting for room: a day.
+pub(super) const MAX_WAIT: Duration = Duration::from_secs(24 * 3600);
+
+/// `value` when it lies in `min..=max`, else the message that says so.
+pub(super) fn bounded<T: PartialOrd + std::fmt::Display + Copy>(
+    value: T,
+    min: T,
+    max: T,
+) -> Result<T, String> {
+    if value < min || value > max {
+        Err(format!("{value} is not between {min} and {max}"))
+    } else {
+        Ok(value)
+    }
+}
+
+/// `path` with `.` dropped and `..` applied, without touching the filesystem (the path
+/// may not exist yet).
+pub(super) fn normalized(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
 }
 
 #[derive(Debug, Deserialize)]
@@ -118,12 +157,14 @@ pub(super) fn parse_overflow(text: &str) -> Option<Overflow> {
             let d = text.strip_prefix("wait:")?;
             let (n, unit) = d.split_at(d.find(|c: char| !c.is_ascii_digit())?);
             let n: u64 = n.parse().ok()?;
-            Some(Overflow::Wait(match unit {
+            let wait = match unit {
                 "ms" => Duration::from_millis(n),
                 "s" => Duration::from_secs(n),
-                "m" => Duration::from_secs(n * 60),
+                "m" => Duration::from_secs(n.checked_mul(60)?),
                 _ => return None,
-            }))
+            };
+            // Past a day is a mistake, not a policy (and large counts must not wrap).
+            (wait <= MAX_WAIT).then_some(Overflow::Wait(wait))
         }
     }
 }
@@ -178,19 +219,16 @@ pub(crate) fn function_spec(
             Version::new(v).ok_or_else(|| (key("version"), "versions count from 1".to_owned()))?;
     }
     if let Some(mb) = f.memory_mb {
-        if mb == 0 {
-            return Err((key("memory_mb"), "must be at least 1".to_owned()));
-        }
-        spec.resources.memory_mb = mb;
+        spec.resources.memory_mb =
+            bounded(mb, 1, MAX_MEMORY_MB).map_err(|m| (key("memory_mb"), m))?;
     }
     if let Some(ms) = f.timeout_ms {
-        if ms == 0 {
-            return Err((key("timeout_ms"), "must be at least 1".to_owned()));
-        }
+        let ms = bounded(ms, 1, MAX_TIMEOUT_MS).map_err(|m| (key("timeout_ms"), m))?;
         spec.resources.timeout = Duration::from_millis(ms);
     }
     if let Some(c) = f.concurrency {
-        spec.resources.concurrency = c.max(1);
+        spec.resources.concurrency =
+            bounded(c, 1, MAX_CONCURRENCY).map_err(|m| (key("concurrency"), m))?;
     }
     if let Some(t) = &f.output_topic {
         let probe = t.replace(['{', '}'], "");
@@ -200,17 +238,28 @@ pub(crate) fn function_spec(
     }
     let mut profile = CapabilityProfile::default();
     profile.env = EnvAccess::Only(f.env.clone());
-    let mut grants: Vec<PathGrant> = f
-        .files
-        .iter()
-        .map(|p| PathGrant {
-            path: resolve(p),
+    let mut grants: Vec<PathGrant> = Vec::with_capacity(f.files.len() + 1);
+    for p in &f.files {
+        let path = normalized(&resolve(p));
+        // Granting the root grants everything, the hub's own files included: never what
+        // a function needs, so refused rather than taken at its word.
+        if path.parent().is_none() {
+            return Err((
+                key("files"),
+                format!(
+                    "{} grants the whole filesystem; name the folders the function reads",
+                    p.display()
+                ),
+            ));
+        }
+        grants.push(PathGrant {
+            path,
             writable: false,
-        })
-        .collect();
+        });
+    }
     if let Some(dir) = f.workdir.as_deref() {
         grants.push(PathGrant {
-            path: resolve(dir),
+            path: normalized(&resolve(dir)),
             writable: false,
         });
     }

@@ -145,3 +145,166 @@ proptest::proptest! {
         }
     }
 }
+
+fn with_function(lines: &str) -> String {
+    format!(
+        "[hub]\nname = \"a\"\n[[function]]\nname = \"f\"\nruntime = \"process\"\ncommand = [\"x\"]\n{lines}\n"
+    )
+}
+
+#[test]
+fn numeric_keys_are_bounded_and_say_their_bounds() {
+    for (text, key) in [
+        (
+            "[hub]\nname = \"a\"\nworkers = 0\n".to_owned(),
+            "hub.workers",
+        ),
+        (
+            "[hub]\nname = \"a\"\nworkers = 1000000000000000000\n".to_owned(),
+            "hub.workers",
+        ),
+        (
+            "[hub]\nname = \"a\"\nworkers = 4097\n".to_owned(),
+            "hub.workers",
+        ),
+        (
+            "[hub]\nname = \"a\"\nqueue_capacity = 0\n".to_owned(),
+            "hub.queue_capacity",
+        ),
+        (
+            "[hub]\nname = \"a\"\nqueue_capacity = 1048577\n".to_owned(),
+            "hub.queue_capacity",
+        ),
+        (with_function("memory_mb = 0"), "function.f.memory_mb"),
+        (
+            with_function("memory_mb = 4294967295"),
+            "function.f.memory_mb",
+        ),
+        (with_function("timeout_ms = 0"), "function.f.timeout_ms"),
+        (
+            with_function("timeout_ms = 9223372036854775807"),
+            "function.f.timeout_ms",
+        ),
+        (with_function("concurrency = 0"), "function.f.concurrency"),
+        (
+            with_function("concurrency = 100000"),
+            "function.f.concurrency",
+        ),
+    ] {
+        let e = error(&text);
+        assert!(e.contains(key) && e.contains("between"), "{text}: {e}");
+    }
+    // Negative numbers and ones past i64 are refused by the reader itself.
+    assert!(error("[hub]\nname = \"a\"\nworkers = -1\n").starts_with("hub.toml:3:"));
+    let ok = HubConfig::parse(
+        "[hub]\nname = \"a\"\nworkers = 4096\nqueue_capacity = 1048576\n",
+        Path::new("hub.toml"),
+    )
+    .unwrap();
+    assert_eq!((ok.workers, ok.queue_capacity), (Some(4096), Some(1 << 20)));
+}
+
+#[test]
+fn waits_that_overflow_or_outlast_a_day_are_refused() {
+    assert_eq!(
+        parse_overflow("wait:307445734561825861m"),
+        None,
+        "wrapped to 44 s before"
+    );
+    assert_eq!(parse_overflow("wait:18446744073709551616s"), None);
+    assert_eq!(parse_overflow("wait:1441m"), None);
+    assert_eq!(
+        parse_overflow("wait:1440m"),
+        Some(Overflow::Wait(Duration::from_secs(24 * 3600)))
+    );
+}
+
+#[test]
+fn grants_of_everything_or_of_the_hubs_own_files_are_refused() {
+    let e = error(&with_function("files = [\"/\"]"));
+    assert!(
+        e.contains("function.f.files") && e.contains("whole filesystem"),
+        "{e}"
+    );
+    let e = error(&with_function("files = [\"/etc/../\"]"));
+    assert!(e.contains("whole filesystem"), "{e}");
+    // The config file's own folder (its keys), by a file grant or by the workdir.
+    let cfg = Path::new("/srv/hub/hub.toml");
+    for lines in [
+        "files = [\"/srv\"]",
+        "workdir = \".\"",
+        "files = [\"fn/..\"]",
+    ] {
+        let e = HubConfig::parse(&with_function(lines), cfg)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("own config or checkpoints"), "{lines}: {e}");
+    }
+    // The checkpoints.
+    let text = "[hub]\nname = \"a\"\ncheckpoint_dir = \"/var/lib/fnhub/cp\"\n[[function]]\nname = \"f\"\nruntime = \"process\"\ncommand = [\"x\"]\nfiles = [\"/var/lib\"]\n";
+    let e = HubConfig::parse(text, cfg).unwrap_err().to_string();
+    assert!(e.contains("own config or checkpoints"), "{e}");
+    // A folder beside them is fine.
+    let c = HubConfig::parse(
+        &with_function("workdir = \"fn\"\nfiles = [\"/usr/share/zoneinfo\"]"),
+        cfg,
+    )
+    .unwrap();
+    assert_eq!(c.functions().len(), 1);
+}
+
+#[test]
+fn duplicate_functions_and_bad_access_keys_are_refused() {
+    let twice = "[hub]\nname = \"a\"\n[[function]]\nname = \"f\"\nruntime = \"process\"\ncommand = [\"x\"]\n[[function]]\nname = \"f\"\nruntime = \"process\"\ncommand = [\"x\"]\n";
+    let e = error(twice);
+    assert!(
+        e.contains("function.f") && e.contains("declared twice"),
+        "{e}"
+    );
+    let keys = |a: &str, b: &str| {
+        format!(
+            "[hub]\nname = \"a\"\n[http]\nlisten = \"127.0.0.1:0\"\nauth = \"sigv4\"\n[[http.credentials]]\naccess_key = \"{a}\"\nsecret_key = \"s\"\nprincipal = \"p\"\n[[http.credentials]]\naccess_key = \"{b}\"\nsecret_key = \"s\"\nprincipal = \"q\"\n"
+        )
+    };
+    assert!(error(&keys("", "k2")).contains("must not be empty"));
+    assert!(error(&keys("k1", "k1")).contains("listed twice"));
+    let empty_secret = keys("k1", "k2").replacen("secret_key = \"s\"", "secret_key = \"\"", 1);
+    assert!(error(&empty_secret).contains("must not be empty"));
+    HubConfig::parse(&keys("k1", "k2"), Path::new("hub.toml")).unwrap();
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+
+    /// Any value of any numeric key gives a config that builds a hub, or an error that
+    /// names the key; nothing panics (before, `workers = 10^18` did, at build).
+    #[test]
+    fn any_numeric_value_loads_and_builds_or_says_why(
+        workers in proptest::prop_oneof![0u64..8, 4090u64..4200, proptest::num::u64::ANY],
+        queue in proptest::prop_oneof![0u64..8, proptest::num::u64::ANY],
+        memory in proptest::num::u32::ANY,
+        timeout in proptest::prop_oneof![0u64..10_000, proptest::num::u64::ANY],
+        concurrency in proptest::num::u32::ANY,
+        version in proptest::num::u32::ANY,
+        wait in proptest::num::u64::ANY,
+        unit in "(ms|s|m)",
+    ) {
+        // TOML integers are i64: larger ones are the reader's error, which is fine too.
+        let text = format!(
+            "[hub]\nname = \"a\"\nworkers = {workers}\nqueue_capacity = {queue}\n[[function]]\nname = \"f\"\nruntime = \"process\"\ncommand = [\"x\"]\nmemory_mb = {memory}\ntimeout_ms = {timeout}\nconcurrency = {concurrency}\nversion = {version}\n[[flow]]\nsource = \"any\"\ntopic = \"t\"\ntarget = \"function:f\"\noverflow = \"wait:{wait}{unit}\"\n"
+        );
+        match HubConfig::parse(&text, Path::new("/nonexistent/hub.toml")) {
+            Err(e) => proptest::prop_assert!(!e.to_string().is_empty()),
+            Ok(config) => {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                runtime.block_on(async {
+                    let hub = config.builder().unwrap().build().unwrap();
+                    hub.shutdown().await;
+                });
+            }
+        }
+    }
+}

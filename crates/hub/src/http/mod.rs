@@ -191,6 +191,10 @@ pub enum HttpError {
     /// Unauthenticated serving was asked for on an address that is not loopback.
     #[error("refusing to serve without authentication on {0}, which is not a loopback address")]
     NotLoopback(SocketAddr),
+    /// A credential has an empty access key or secret (a request signed with an empty
+    /// secret would pass), or an access key is listed twice (one would silently win).
+    #[error("invalid credentials: {0}")]
+    Credentials(String),
 }
 
 /// A running front door. Dropping it leaves it running until the hub's runtime ends;
@@ -275,6 +279,22 @@ async fn bind(
 ) -> Result<(TcpListener, SocketAddr), HttpError> {
     if matches!(config.auth, HttpAuth::None) && !addr.ip().is_loopback() {
         return Err(HttpError::NotLoopback(addr));
+    }
+    if let HttpAuth::SigV4(creds) = &config.auth {
+        let mut seen = std::collections::BTreeSet::new();
+        for c in creds {
+            if c.access_key.is_empty() || c.secret_key.is_empty() {
+                return Err(HttpError::Credentials(
+                    "an access key and its secret must not be empty".into(),
+                ));
+            }
+            if !seen.insert(c.access_key.as_str()) {
+                return Err(HttpError::Credentials(format!(
+                    "access key {:?} is listed twice",
+                    c.access_key
+                )));
+            }
+        }
     }
     let listener = TcpListener::bind(addr)
         .await

@@ -186,11 +186,11 @@ impl SchedulerBuilder {
 
     /// Starts the workers on the current tokio runtime.
     pub fn build(self) -> Result<Scheduler, BuildError> {
-        if self.workers == 0 {
-            return Err(BuildError::Invalid("workers must be at least 1"));
+        if self.workers == 0 || self.workers > Scheduler::MAX_WORKERS {
+            return Err(BuildError::Invalid("workers must be 1 to 4096"));
         }
-        if self.queue_capacity == 0 {
-            return Err(BuildError::Invalid("queue_capacity must be at least 1"));
+        if self.queue_capacity == 0 || self.queue_capacity > Scheduler::MAX_QUEUE_CAPACITY {
+            return Err(BuildError::Invalid("queue_capacity must be 1 to 1048576"));
         }
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| BuildError::NoRuntime)?;
         let limits = Limits {

@@ -166,6 +166,12 @@ impl std::fmt::Debug for Scheduler {
 }
 
 impl Scheduler {
+    /// The most workers a scheduler runs (each is a task and a slot): more is refused at
+    /// build with [`BuildError::Invalid`].
+    pub const MAX_WORKERS: usize = 4096;
+    /// The largest queue a scheduler keeps; more is refused at build.
+    pub const MAX_QUEUE_CAPACITY: usize = 1 << 20;
+
     /// A builder with the defaults.
     pub fn builder() -> SchedulerBuilder {
         SchedulerBuilder::default()
