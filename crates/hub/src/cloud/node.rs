@@ -65,6 +65,12 @@ pub(super) async fn work_loop(node: Node, mut messages: consumer::pull::Stream, 
     }
 }
 
+/// Leaves `message` to come again after `delay` (not counted as handed back: it could not
+/// run, rather than found no room).
+async fn retry(message: &jetstream::Message, delay: Duration) {
+    let _ = message.ack_with(jetstream::AckKind::Nak(Some(delay))).await;
+}
+
 /// How many times `message` has been delivered.
 fn deliveries(message: &jetstream::Message) -> i64 {
     message.info().map(|i| i.delivered).unwrap_or(1)

@@ -12,40 +12,36 @@ use tokio::sync::oneshot;
 use super::{Completion, Inner};
 use crate::deployed::Deployed;
 use crate::pool::Start;
-use crate::queue::{Job, Queue};
+use crate::queue::Job;
 
 /// Takes the next job for worker `index`, waiting for one; `None` once closed and drained.
 pub(super) async fn next_job(inner: &Inner, index: usize) -> Option<Job> {
-    let now = |queue: &Queue| queue.has_deferred().then(|| inner.clock.now());
-    // Fast path: work is waiting, no need to register for a wake-up.
-    {
+    // The next job for this worker, if one is ready: counted as running under the queue
+    // lock (a job is always either queued or running), and its queue slot signalled free.
+    let take = || {
         let mut queue = inner.queue.lock();
-        let now = now(&queue);
-        if let Some(job) = queue.pop(index, now) {
-            // Counted under the queue lock: a job is always either queued or running.
-            inner.running.fetch_add(1, Ordering::Relaxed);
-            drop(queue);
-            super::signal_room(inner);
-            return Some(job);
-        }
+        let now = queue.has_deferred().then(|| inner.clock.now());
+        let job = queue.pop(index, now)?;
+        inner.running.fetch_add(1, Ordering::Relaxed);
+        drop(queue);
+        super::signal_room(inner);
+        Some(job)
+    };
+    // Fast path: work is waiting, no need to register for a wake-up.
+    if let Some(job) = take() {
+        return Some(job);
     }
     loop {
         let notified = inner.work.notified();
         tokio::pin!(notified);
         // Registered before looking, so a close between the look and the wait is not missed.
         notified.as_mut().enable();
-        {
-            let mut queue = inner.queue.lock();
-            let now = now(&queue);
-            if let Some(job) = queue.pop(index, now) {
-                inner.running.fetch_add(1, Ordering::Relaxed);
-                drop(queue);
-                super::signal_room(inner);
-                return Some(job);
-            }
-            if inner.closed.load(Ordering::Acquire) && queue.len() == 0 {
-                return None;
-            }
+        if let Some(job) = take() {
+            return Some(job);
+        }
+        // Checked under the lock, so no admission slips in between (close takes it too).
+        if inner.closed.load(Ordering::Acquire) && inner.queue.lock().len() == 0 {
+            return None;
         }
         notified.await;
     }
