@@ -157,9 +157,7 @@ impl Node {
             AfterRun::Ack => {
                 let _ = message.ack().await;
             }
-            AfterRun::Retry(delay) => {
-                let _ = message.ack_with(jetstream::AckKind::Nak(Some(delay))).await;
-            }
+            AfterRun::Retry(delay) => retry(&message, delay).await,
             AfterRun::HandBack(delay) => self.hand_back(message, delay).await,
         }
     }
@@ -218,9 +216,7 @@ impl Node {
             AfterWake::Ack => {
                 let _ = message.ack().await;
             }
-            AfterWake::Retry(delay) => {
-                let _ = message.ack_with(jetstream::AckKind::Nak(Some(delay))).await;
-            }
+            AfterWake::Retry(delay) => retry(&message, delay).await,
             AfterWake::GiveUp => {
                 tracing::warn!(%execution, "a wake kept failing; given up");
                 let _ = message.ack_with(jetstream::AckKind::Term).await;
