@@ -48,6 +48,13 @@
 //! `concurrency`, `output_topic`, and `env` (variables it sees), `files` (folders it may
 //! read) and `network = true` (unconfined network) for its capability profile.
 //!
+//! Every number is bounded, and a value outside says the bounds: `workers` 1 to 4096,
+//! `queue_capacity` 1 to 1,048,576, `memory_mb` 1 to 1,048,576, `timeout_ms` 1 to a day,
+//! `concurrency` 1 to 1024, a flow's `wait:` up to a day. Refused too: a function declared
+//! twice; a `files` grant of `/`; a grant or `workdir` that holds this file or the
+//! checkpoint folder (the keys and checkpoints are the hub's alone); an empty or repeated
+//! access key.
+//!
 //! The HTTP listener serves the Lambda Invoke API ([`crate::http`]), `GET /metrics`
 //! (Prometheus text rendered by the recorder the application installed and passed to
 //! [`HubConfig::start`]) and
