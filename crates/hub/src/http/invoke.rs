@@ -48,6 +48,16 @@ fn throttled(reason: &str, message: &str) -> Response {
 }
 
 /// The function a path segment names: a name, `name:qualifier`, or an ARN.
+/// `text` for an error message: whole when short, else its first 64 characters and its
+/// length, so a request cannot make the answer echo megabytes.
+fn clipped(text: &str) -> String {
+    const SHOWN: usize = 64;
+    match text.char_indices().nth(SHOWN) {
+        None => format!("{text:?}"),
+        Some((end, _)) => format!("{:?}… ({} bytes)", &text[..end], text.len()),
+    }
+}
+
 fn function_ref(segment: &str, qualifier: Option<&str>) -> Result<FunctionRef, String> {
     let parts: Vec<&str> = segment.split(':').collect();
     let (name, from_name) = match parts.as_slice() {
@@ -57,12 +67,19 @@ fn function_ref(segment: &str, qualifier: Option<&str>) -> Result<FunctionRef, S
         ["arn", _, "lambda", _, _, "function", name, q] => (*name, Some(*q)),
         [_, "function", name] => (*name, None),
         [_, "function", name, q] => (*name, Some(*q)),
-        _ => return Err(format!("{segment:?} is not a function name or ARN")),
+        _ => {
+            return Err(format!(
+                "{} is not a function name or ARN",
+                clipped(segment)
+            ));
+        }
     };
     let qualifier = match (from_name, qualifier) {
         (Some(a), Some(b)) if a != b => {
             return Err(format!(
-                "the qualifier in the name ({a}) does not match the Qualifier ({b})"
+                "the qualifier in the name ({}) does not match the Qualifier ({})",
+                clipped(a),
+                clipped(b)
             ));
         }
         (Some(q), _) | (None, Some(q)) => Some(q),
@@ -73,7 +90,7 @@ fn function_ref(segment: &str, qualifier: Option<&str>) -> Result<FunctionRef, S
         None => name.to_owned(),
     };
     text.parse::<FunctionRef>()
-        .map_err(|e| format!("{segment:?}: {e}"))
+        .map_err(|e| format!("{}: {e}", clipped(segment)))
 }
 
 fn query_param<'a>(query: &'a str, key: &str) -> Option<&'a str> {
@@ -316,6 +333,16 @@ mod tests {
             ("", None),
         ] {
             assert!(function_ref(bad, q).is_err(), "{bad}");
+        }
+        // A huge name is not echoed back whole.
+        let huge = "x".repeat(65_000);
+        for (name, q) in [
+            (huge.as_str(), None),
+            ("f", Some(huge.as_str())),
+            (&format!("a:b:c:d:{huge}")[..], None),
+        ] {
+            let e = function_ref(name, q).unwrap_err();
+            assert!(e.len() < 400, "{} bytes: {}", e.len(), &e[..200]);
         }
     }
 }
