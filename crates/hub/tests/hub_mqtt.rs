@@ -659,3 +659,73 @@ async fn a_device_shadow_drives_the_deployment_and_a_bad_document_changes_nothin
     assert!(hub.flows().is_empty());
     hub.shutdown().await;
 }
+
+/// A message over the size limit between ordinary ones: the others flow, the big one is
+/// acknowledged and counted, and the bridge keeps its one connection (before, a message
+/// over rumqttc's 10 KiB limit broke the connection on every redelivery, for good).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_message_is_counted_and_does_not_jam_the_bridge() {
+    let Some(broker) = Broker::start() else {
+        return;
+    };
+    let hub = EdgeHub::builder().build().unwrap();
+    fnhub::bridge::Bridge::new(
+        MqttConfig::new("127.0.0.1", broker.port, "hub-big")
+            .inbound(InboundRule::new("big/#".parse().unwrap())),
+    )
+    .attach(&hub)
+    .expect("bridge");
+    let mut seen = hub.subscribe("big/#", 64).unwrap();
+    wait_connected(&hub, 1).await;
+    let (device, _) = client(broker.port, "device-big", false, None);
+    // Until the bridge's subscription is in place upstream, a message may go nowhere.
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        device
+            .publish("big/ready", QoS::AtLeastOnce, false, "ready")
+            .await
+            .unwrap();
+        if tokio::time::timeout(Duration::from_millis(200), seen.recv())
+            .await
+            .is_ok()
+        {
+            break;
+        }
+        assert!(Instant::now() < until, "the bridge never took a message");
+    }
+    let big = vec![b'x'; 200 * 1024];
+    for (topic, payload) in [
+        ("big/1", b"one".to_vec()),
+        ("big/huge", big),
+        ("big/2", b"two".to_vec()),
+    ] {
+        device
+            .publish(topic, QoS::AtLeastOnce, false, payload)
+            .await
+            .unwrap();
+    }
+    let mut topics = Vec::new();
+    while topics.len() < 2 {
+        let event = tokio::time::timeout(Duration::from_secs(10), seen.recv())
+            .await
+            .expect("the messages after the big one arrive")
+            .unwrap();
+        if event.topic != "big/ready" {
+            topics.push(event.topic.clone());
+        }
+    }
+    assert_eq!(topics, ["big/1", "big/2"]);
+    let until = Instant::now() + Duration::from_secs(10);
+    let stats = loop {
+        let s = hub.mqtt_stats().unwrap();
+        if s.inbound_oversized >= 1 {
+            break s;
+        }
+        assert!(Instant::now() < until, "{s:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(stats.inbound_oversized, 1, "{stats:?}");
+    assert_eq!(stats.connects, 1, "no reconnect: {stats:?}");
+    assert!(stats.connected);
+    hub.shutdown().await;
+}

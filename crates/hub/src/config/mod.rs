@@ -50,7 +50,8 @@
 //!
 //! Every number is bounded, and a value outside says the bounds: `workers` 1 to 4096,
 //! `queue_capacity` 1 to 1,048,576, `memory_mb` 1 to 1,048,576, `timeout_ms` 1 to a day,
-//! `concurrency` 1 to 1024, a flow's `wait:` up to a day. Refused too: a function declared
+//! `concurrency` 1 to 1024, a flow's `wait:` up to a day, `[mqtt] max_message_bytes` (the
+//! largest inbound payload taken; default 128 KiB, AWS IoT's) 1 to 256 MiB. Refused too: a function declared
 //! twice; a `files` grant of `/`; a grant or `workdir` that holds this file or the
 //! checkpoint folder (the keys and checkpoints are the hub's alone); an empty or repeated
 //! access key.
@@ -344,6 +345,11 @@ impl HubConfig {
                                 invalid(f.span(), "mqtt.outbound", e.to_string())
                             })?;
                     config = config.outbound(fnhub_router::mqtt::OutboundRule::new(filter));
+                }
+                if let Some(max) = &m.max_message_bytes {
+                    let max = bounded(*max.get_ref(), 1, 256 * 1024 * 1024)
+                        .map_err(|msg| invalid(max.span(), "mqtt.max_message_bytes", msg))?;
+                    config = config.with_max_message_bytes(max as u32);
                 }
                 Some(config)
             }

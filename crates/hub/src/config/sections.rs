@@ -105,6 +105,7 @@ pub(super) struct MqttSection {
     pub(super) inbound: Vec<Spanned<String>>,
     #[serde(default)]
     pub(super) outbound: Vec<Spanned<String>>,
+    pub(super) max_message_bytes: Option<Spanned<u64>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -28,6 +28,7 @@ pub(super) struct Counters {
     pub(super) connects: AtomicU64,
     pub(super) inbound: AtomicU64,
     pub(super) inbound_dropped: AtomicU64,
+    pub(super) inbound_oversized: AtomicU64,
     pub(super) outbound: AtomicU64,
     pub(super) outbound_dropped: AtomicU64,
     pub(super) buffered: AtomicU64,
@@ -136,7 +137,10 @@ pub(super) fn options(config: &MqttConfig) -> MqttOptions {
             u32::try_from(config.session_expiry.as_secs()).unwrap_or(u32::MAX),
         ))
         .set_manual_acks(false)
-        .set_connection_timeout(5);
+        .set_connection_timeout(5)
+        // Also rumqttc's own limit on what it reads (10 KiB by default, past which one
+        // large message broke the connection on every redelivery).
+        .set_max_packet_size(Some(config.max_packet_bytes()));
     o
 }
 
@@ -342,6 +346,18 @@ pub(super) async fn receive(
         bump(&counters.inbound_dropped);
         return;
     };
+    if p.payload.len() > config.max_message_bytes as usize {
+        // Acknowledged all the same (the broker stops resending it), and said.
+        bump(&counters.inbound_oversized);
+        metrics::counter!("fnhub_mqtt_inbound_dropped_total", "reason" => "oversized").increment(1);
+        tracing::warn!(
+            topic,
+            bytes = p.payload.len(),
+            limit = config.max_message_bytes,
+            "an inbound MQTT message over the size limit was dropped"
+        );
+        return;
+    }
     let mut event = Event::new(
         format!("{}{topic}", rule.local_prefix),
         p.payload.clone(),

@@ -168,7 +168,17 @@ pub struct MqttConfig {
     pub backoff_min: Duration,
     /// Longest wait before reconnecting. Default 10 s.
     pub backoff_max: Duration,
+    /// The largest inbound message payload the hub takes, in bytes. Default 128 KiB, AWS
+    /// IoT Core's limit. A larger one is acknowledged, dropped, logged and counted in
+    /// [`BridgeStats::inbound_oversized`]; it never stops the messages behind it. The
+    /// broker is told (MQTT 5 Maximum Packet Size) not to send packets over twice this
+    /// (plus 64 KiB for topic and properties): it discards those itself, as MQTT 5 asks, so
+    /// no packet the client cannot read jams the connection.
+    pub max_message_bytes: u32,
 }
+
+/// The default of [`MqttConfig::max_message_bytes`]: AWS IoT Core's 128 KiB.
+pub const DEFAULT_MAX_MESSAGE_BYTES: u32 = 128 * 1024;
 
 impl MqttConfig {
     /// A bridge to `host:port` as `client_id`, carrying nothing yet.
@@ -185,7 +195,24 @@ impl MqttConfig {
             window: 64,
             backoff_min: Duration::from_millis(100),
             backoff_max: Duration::from_secs(10),
+            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
         }
+    }
+
+    /// Sets the largest inbound payload taken (at least 1 byte); see
+    /// [`MqttConfig::max_message_bytes`].
+    pub fn with_max_message_bytes(mut self, bytes: u32) -> MqttConfig {
+        self.max_message_bytes = bytes.max(1);
+        self
+    }
+
+    /// The MQTT 5 Maximum Packet Size the bridge announces: room for a message of
+    /// [`max_message_bytes`](Self::max_message_bytes) and more, so that oversized ones
+    /// up to it reach the bridge to be counted.
+    pub(crate) fn max_packet_bytes(&self) -> u32 {
+        self.max_message_bytes
+            .saturating_mul(2)
+            .saturating_add(64 * 1024)
     }
 
     /// A bridge to `mqtt://host[:port]`.
@@ -244,6 +271,8 @@ pub struct BridgeStats {
     pub inbound: u64,
     /// Messages received that the sink refused or that were malformed.
     pub inbound_dropped: u64,
+    /// Messages received over [`MqttConfig::max_message_bytes`]: acknowledged and dropped.
+    pub inbound_oversized: u64,
     /// Messages published upstream: acknowledged (QoS 1) or written (QoS 0).
     pub outbound: u64,
     /// Messages dropped from a full outbound buffer (the oldest go first).
@@ -390,6 +419,7 @@ impl MqttBridge {
             connects: c.connects.load(Ordering::Relaxed),
             inbound: c.inbound.load(Ordering::Relaxed),
             inbound_dropped: c.inbound_dropped.load(Ordering::Relaxed),
+            inbound_oversized: c.inbound_oversized.load(Ordering::Relaxed),
             outbound: c.outbound.load(Ordering::Relaxed),
             outbound_dropped: c.outbound_dropped.load(Ordering::Relaxed),
             buffered: c.buffered.load(Ordering::Relaxed),
