@@ -445,3 +445,38 @@ async fn a_full_hub_answers_429_and_a_closing_one_503() {
     assert_eq!(after.0, 503);
     server.shutdown().await;
 }
+
+/// A client that sends half a request (headers cut short, or a body shorter than its
+/// length) no longer keeps the front door, and so the hub, from stopping: shutdown closes
+/// it after its grace period. Before, shutdown waited for it for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_closes_half_sent_requests_after_its_grace() {
+    let hub = hub();
+    let server = fnhub::http::serve(
+        &hub,
+        "127.0.0.1:0".parse().unwrap(),
+        HttpConfig::unauthenticated_loopback(),
+    )
+    .await
+    .unwrap();
+    let addr = server.local_addr();
+    let half = |text: &'static str| {
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.write_all(text.as_bytes()).unwrap();
+        s
+    };
+    let _headers = half("POST /2015-03-31/functions/hello/invocations HTTP/1.1\r\nHost: hub\r\n");
+    let _body = half(
+        "POST /2015-03-31/functions/hello/invocations HTTP/1.1\r\nHost: hub\r\nContent-Length: 100\r\n\r\n{\"a\":",
+    );
+    // Let the server take both connections before it is told to stop.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The outer bound only turns a hang into a failure; the grace is what ends it.
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        server.shutdown_within(Duration::from_millis(200)),
+    )
+    .await
+    .expect("shutdown waited for a half-sent request");
+    hub.shutdown().await;
+}

@@ -212,12 +212,30 @@ impl HttpServer {
         self.addr
     }
 
-    /// Stops taking connections and waits for requests in progress.
+    /// Stops taking connections and waits for requests in progress, for at most
+    /// [`SHUTDOWN_GRACE`]; then closes what is left (a half-sent request, a slow client).
     pub async fn shutdown(self) {
+        self.shutdown_within(SHUTDOWN_GRACE).await;
+    }
+
+    /// [`shutdown`](Self::shutdown) with a grace period of `grace`.
+    pub async fn shutdown_within(self, grace: std::time::Duration) {
         let _ = self.stop.send(true);
-        let _ = self.task.await;
+        let mut task = self.task;
+        if tokio::time::timeout(grace, &mut task).await.is_err() {
+            tracing::warn!(
+                ?grace,
+                "HTTP connections outlasted the shutdown grace period; closed"
+            );
+            task.abort();
+            let _ = task.await;
+        }
     }
 }
+
+/// How long [`HttpServer::shutdown`] lets requests in progress finish. Without a bound,
+/// one client that sends half a request would keep the hub from exiting.
+pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The front door of `hub` as an axum router, to serve with the application's own server
 /// or to nest in its own routes.
