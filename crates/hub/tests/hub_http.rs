@@ -90,6 +90,17 @@ async fn serve_signed(hub: &EdgeHub) -> HttpServer {
         .unwrap()
 }
 
+/// The front door of `hub` without authentication, on a free loopback port.
+async fn serve_open(hub: &EdgeHub) -> HttpServer {
+    fnhub::http::serve(
+        hub,
+        "127.0.0.1:0".parse().unwrap(),
+        HttpConfig::unauthenticated_loopback(),
+    )
+    .await
+    .unwrap()
+}
+
 struct Cli {
     status: i32,
     stdout: Value,
@@ -403,13 +414,7 @@ async fn a_full_hub_answers_429_and_a_closing_one_503() {
         )
         .build()
         .unwrap();
-    let server = fnhub::http::serve(
-        &hub,
-        "127.0.0.1:0".parse().unwrap(),
-        HttpConfig::unauthenticated_loopback(),
-    )
-    .await
-    .unwrap();
+    let server = serve_open(&hub).await;
     let addr = server.local_addr();
     let path = "/2015-03-31/functions/slow/invocations";
     let event = "X-Amz-Invocation-Type: Event\r\n";
@@ -452,13 +457,7 @@ async fn a_full_hub_answers_429_and_a_closing_one_503() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_closes_half_sent_requests_after_its_grace() {
     let hub = hub();
-    let server = fnhub::http::serve(
-        &hub,
-        "127.0.0.1:0".parse().unwrap(),
-        HttpConfig::unauthenticated_loopback(),
-    )
-    .await
-    .unwrap();
+    let server = serve_open(&hub).await;
     let addr = server.local_addr();
     let half = |text: &'static str| {
         let mut s = TcpStream::connect(addr).unwrap();

@@ -73,6 +73,7 @@ use std::sync::Arc;
 
 use fnhub_core::FunctionSpec;
 use fnhub_router::Flow;
+use toml::Spanned;
 
 use crate::edge::{EdgeHub, EdgeHubBuilder};
 #[cfg(test)]
@@ -173,28 +174,27 @@ impl HubConfig {
             message,
         };
 
-        let workers = match &file.hub.workers {
-            None => None,
-            Some(w) => Some(
-                bounded(
-                    *w.get_ref(),
-                    1,
-                    fnhub_scheduler::Scheduler::MAX_WORKERS as u64,
-                )
-                .map_err(|m| invalid(w.span(), "hub.workers", m))? as usize,
-            ),
+        // A count of the [hub] table, checked against 1..=max.
+        let count = |value: &Option<Spanned<u64>>, key: &str, max: usize| {
+            value
+                .as_ref()
+                .map(|v| {
+                    bounded(*v.get_ref(), 1, max as u64)
+                        .map(|n| n as usize)
+                        .map_err(|m| invalid(v.span(), key, m))
+                })
+                .transpose()
         };
-        let queue_capacity = match &file.hub.queue_capacity {
-            None => None,
-            Some(q) => Some(
-                bounded(
-                    *q.get_ref(),
-                    1,
-                    fnhub_scheduler::Scheduler::MAX_QUEUE_CAPACITY as u64,
-                )
-                .map_err(|m| invalid(q.span(), "hub.queue_capacity", m))? as usize,
-            ),
-        };
+        let workers = count(
+            &file.hub.workers,
+            "hub.workers",
+            fnhub_scheduler::Scheduler::MAX_WORKERS,
+        )?;
+        let queue_capacity = count(
+            &file.hub.queue_capacity,
+            "hub.queue_capacity",
+            fnhub_scheduler::Scheduler::MAX_QUEUE_CAPACITY,
+        )?;
         let checkpoint_dir = file
             .hub
             .checkpoint_dir
