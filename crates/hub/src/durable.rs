@@ -14,7 +14,7 @@ use fnhub_router::topic::{TopicFilter, TopicName};
 use fnhub_scheduler::{Scheduler, SubmitError, WeakScheduler};
 use parking_lot::Mutex;
 
-use crate::edge::route::Routes;
+use crate::edge::route::{Routes, too_deep};
 
 /// Runs children where a hub attached to a cloud runtime sends them (any node), and wakes
 /// its durable executions on any node.
@@ -144,15 +144,9 @@ impl DurableHost for HubHost {
         if let Some(remote) = self.cloud.get() {
             return remote.invoke(child);
         }
-        if child.context.depth > self.max_depth {
-            let error = FunctionError::new(
-                ErrorKind::Rejected,
-                format!(
-                    "the call to {} is {} hops deep; the limit is {}",
-                    child.function, child.context.depth, self.max_depth
-                ),
-            )
-            .with_type("DepthLimitExceeded");
+        if let Some(refusal) = too_deep(&child.function, &child.context, self.max_depth) {
+            let error =
+                FunctionError::new(ErrorKind::Rejected, refusal).with_type("DepthLimitExceeded");
             return Box::pin(std::future::ready(Err(error)));
         }
         let scheduler = self.scheduler.upgrade();
@@ -177,11 +171,7 @@ impl DurableHost for HubHost {
             tokio::spawn(replay);
             return;
         };
-        let Ok(function) = RESUME_FUNCTION.parse() else {
-            tokio::spawn(replay);
-            return;
-        };
-        let invocation = Invocation::new(function, Bytes::new());
+        let invocation = Invocation::new(resume_function_ref(), Bytes::new());
         let id = invocation.id;
         self.resumes.lock().insert(id, replay);
         if let Err(error) = scheduler.try_submit_detached(invocation) {

@@ -16,7 +16,7 @@ use fnhub_scheduler::{Scheduler, SubmitError, WeakScheduler};
 use parking_lot::Mutex;
 use serde_json::{Map, Value, json};
 
-use crate::edge::route::Routes;
+use crate::edge::route::{Routes, too_deep};
 
 /// The longest key, in bytes.
 pub const MAX_KEY_BYTES: usize = 1024;
@@ -132,12 +132,8 @@ impl LocalServices for HubServices {
                 .map_err(|e| ServiceError::Invalid(format!("function {function:?}: {e}")))?;
             let scheduler = self.scheduler()?;
             let context = caller.context.child(caller.invocation.into());
-            let limit = self.routes.max_depth();
-            if context.depth > limit {
-                return Err(ServiceError::Denied(format!(
-                    "the call to {function} is {} hops deep; the limit is {limit}",
-                    context.depth
-                )));
+            if let Some(refusal) = too_deep(&function, &context, self.routes.max_depth()) {
+                return Err(ServiceError::Denied(refusal));
             }
             let invocation = Invocation::new(target, payload).with_context(context);
             let ticket = scheduler

@@ -280,7 +280,7 @@ pub(crate) fn flow(f: &FlowSection, i: usize) -> Result<Flow, (String, String)> 
         flow = flow.with_overflow(parse_overflow(o).ok_or_else(|| {
             (
                 format!("flow[{i}].overflow"),
-                format!("{o:?} is not \"reject\", \"drop_oldest\" or \"wait:DURATION\""),
+                format!("{o:?} is not \"reject\", \"drop_oldest\" or \"wait:DURATION\" (ms, s or m; a day at most)"),
             )
         })?);
     }

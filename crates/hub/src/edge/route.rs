@@ -176,6 +176,23 @@ impl Routes {
     }
 }
 
+/// Why a child invocation made with `context` (from `InvocationContext::child`) is
+/// refused by a hub whose depth limit is `max`, if it is: the one check for every child a
+/// function makes (a service call, a durable execution's child), as the router's is for
+/// events.
+pub(crate) fn too_deep(
+    function: &dyn std::fmt::Display,
+    context: &InvocationContext,
+    max: u32,
+) -> Option<String> {
+    (context.depth > max).then(|| {
+        format!(
+            "the call to {function} is {} hops deep; the limit is {max}",
+            context.depth
+        )
+    })
+}
+
 /// The invocation an event triggers: its payload, its topic, its trace context (or a new
 /// trace) and its depth.
 fn invocation_for(function: FunctionRef, event: Event) -> Invocation {

@@ -234,8 +234,13 @@ impl Scheduler {
     pub async fn idle(&self) {
         loop {
             let changed = self.room();
-            let load = self.snapshot();
-            if load.queued == 0 && load.running == 0 {
+            // Read together under the queue lock, which a job holds while it moves from
+            // queued to running (without building a whole load snapshot).
+            let idle = {
+                let queue = self.inner.queue.lock();
+                queue.len() == 0 && self.inner.running.load(Ordering::Relaxed) == 0
+            };
+            if idle {
                 return;
             }
             changed.await;
