@@ -24,6 +24,13 @@ pub enum Restriction {
     Cpu,
     /// Run the function's sidecar processes beside it (only the process backend can).
     Sidecars,
+    /// Run without privileges: an unprivileged uid of its own (when the hub is root), no
+    /// capabilities, `no_new_privs`, and a syscall filter.
+    Identity,
+    /// Its processes apart: a PID namespace of its own (it sees and signals only its own
+    /// processes), memory and process count capped over all of them together, and all of
+    /// them killed when it times out or shuts down.
+    Processes,
 }
 
 impl fmt::Display for Restriction {
@@ -35,6 +42,8 @@ impl fmt::Display for Restriction {
             Restriction::Memory => "memory",
             Restriction::Cpu => "cpu",
             Restriction::Sidecars => "sidecars",
+            Restriction::Identity => "identity",
+            Restriction::Processes => "processes",
         })
     }
 }

@@ -184,7 +184,7 @@ async fn an_invocation_the_process_never_took_goes_to_the_next_process() {
                 .unwrap(),
         );
         assert_eq!(out["event"]["n"], n);
-        pids.push(out["pid"].as_u64().unwrap());
+        pids.push(out["process"].as_str().unwrap().to_owned());
     }
     pids.dedup();
     assert_eq!(

@@ -59,7 +59,7 @@ pub mod process;
 
 pub use in_process::{Enforcement, InProcessSandbox};
 #[cfg(feature = "process")]
-pub use process::{ProcessLimits, ProcessSandbox};
+pub use process::{Confinement, Identity, ProcessLimits, ProcessSandbox};
 #[cfg(feature = "wasm")]
 pub mod wasm;
 #[cfg(feature = "wasm")]

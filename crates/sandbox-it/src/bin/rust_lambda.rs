@@ -15,6 +15,18 @@ async fn main() -> Result<(), Error> {
     lambda_runtime::run(service_fn(handle)).await
 }
 
+/// Tells one process from the next: in its own PID namespace every process of a jailed
+/// function has the same pid, so the pid cannot.
+fn process_token() -> u64 {
+    static TOKEN: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *TOKEN.get_or_init(|| {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        nanos ^ u64::from(std::process::id()).rotate_left(48)
+    })
+}
+
 async fn handle(event: LambdaEvent<Value>) -> Result<Value, Error> {
     let (payload, context) = event.into_parts();
     let op = payload.get("op").and_then(Value::as_str).unwrap_or("echo");
@@ -37,12 +49,12 @@ async fn handle(event: LambdaEvent<Value>) -> Result<Value, Error> {
                 "home": std::env::var("HOME").ok(),
                 "granted": std::env::var("GRANTED").ok(),
             },
-            "pid": std::process::id(),
+            "pid": process_token(),
         })),
         "fail" => Err("the fixture failed on purpose".into()),
         "sleep" => {
             tokio::time::sleep(Duration::from_millis(arg("ms"))).await;
-            Ok(json!({ "slept_ms": arg("ms"), "pid": std::process::id() }))
+            Ok(json!({ "slept_ms": arg("ms"), "pid": process_token() }))
         }
         "log" => {
             println!("fixture stdout line");

@@ -15,8 +15,9 @@ use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::api::{Answer, Api, Delivery, Phase};
+use super::jail;
 use super::spawn::{FsRules, NetNs, Plan, Rlimits};
-use crate::Enforcement;
+use crate::{Confinement, Enforcement};
 use crate::limit::Limit;
 
 use super::lambda::{LAMBDA_PATH, client_context, lambda_env, xray_trace_id};
@@ -153,33 +154,71 @@ impl ProcessEnvironment {
             .or_else(|| Some(LAMBDA_PATH.into()));
         let resolved = spawn::resolve_program(program, path_var.as_deref());
 
-        let landlock = matches!(profile.filesystem, FilesystemAccess::Only(_))
+        let tools = match config.confinement {
+            Confinement::Jail => match jail::tools() {
+                Ok(tools) => Some(tools),
+                Err(reason) => {
+                    tracing::warn!(function = %spec.name, %reason, "the function cannot be jailed");
+                    missing.extend([Restriction::Identity, Restriction::Processes]);
+                    None
+                }
+            },
+            Confinement::Landlock => None,
+        };
+        let landlock = tools.is_none()
+            && matches!(profile.filesystem, FilesystemAccess::Only(_))
             && spawn::landlock_available().await;
+        // What the function may see of the filesystem besides the system's folders.
+        let visible = |grants: &[fnhub_core::PathGrant]| {
+            let mut read: Vec<PathBuf> = Vec::new();
+            if let Some(prefix) = resolved.as_deref().and_then(spawn::install_prefix) {
+                read.push(prefix);
+            }
+            read.push(task_root.clone());
+            let mut all: Vec<(PathBuf, bool)> = read.into_iter().map(|p| (p, false)).collect();
+            all.extend(grants.iter().map(|g| (g.path.clone(), g.writable)));
+            all
+        };
         let fs = match &profile.filesystem {
-            FilesystemAccess::Unrestricted => None,
             FilesystemAccess::Only(grants) if landlock => {
                 let mut rules = FsRules {
                     read: spawn::SYSTEM_PATHS.iter().map(PathBuf::from).collect(),
                     write: Vec::new(),
                 };
-                if let Some(prefix) = resolved.as_deref().and_then(spawn::install_prefix) {
-                    rules.read.push(prefix);
-                }
-                rules.read.push(task_root.clone());
-                for grant in grants {
-                    if grant.writable {
-                        rules.write.push(grant.path.clone());
+                for (path, writable) in visible(grants) {
+                    if writable {
+                        rules.write.push(path);
                     } else {
-                        rules.read.push(grant.path.clone());
+                        rules.read.push(path);
                     }
                 }
                 enforced.push(Restriction::Filesystem);
                 Some(rules)
             }
-            _ => {
+            FilesystemAccess::Only(_) if tools.is_some() => {
+                enforced.push(Restriction::Filesystem);
+                None
+            }
+            FilesystemAccess::Only(_) => {
                 missing.push(Restriction::Filesystem);
                 None
             }
+            _ => None,
+        };
+        let jail = match tools {
+            Some(tools) => Some(Arc::new(jail::build(
+                &config,
+                spec,
+                tools,
+                task_root.clone(),
+                match &profile.filesystem {
+                    FilesystemAccess::Only(grants) => Some(visible(grants)),
+                    _ => None,
+                },
+                &mut enforced,
+                &mut missing,
+            )?)),
+            None => None,
         };
         if !missing.is_empty() && config.enforcement == Enforcement::FailClosed {
             return Err(PrepareError::CannotEnforce {
@@ -270,6 +309,7 @@ impl ProcessEnvironment {
             fs,
             netns: netns.clone(),
             limits,
+            jail,
         };
         let healthy = Arc::new(AtomicBool::new(true));
         let sidecars = spec
@@ -345,6 +385,10 @@ impl Inner {
         }
         let (exited_tx, exited) = watch::channel(None);
         let api = self.api.clone();
+        // The kernel's OOM killer acting in the jail's control group (memory summed over all
+        // the function's processes) also makes the exit an out-of-memory error.
+        let cgroup = self.plan.jail.as_ref().and_then(|j| j.cgroup.clone());
+        let ooms_before = cgroup.as_ref().map_or(0, |c| c.oom_kills());
         tokio::spawn(async move {
             let status = child.wait().await;
             // Let the readers take the last lines before quoting them.
@@ -364,7 +408,11 @@ impl Inner {
                     message.push_str(&line);
                 }
             }
-            let error = if oom.load(Ordering::Relaxed) {
+            let oom_killed = cgroup.is_some_and(|c| c.oom_kills() > ooms_before);
+            if oom_killed {
+                message.push_str("\nthe kernel ended it: its processes together passed memory_mb");
+            }
+            let error = if oom.load(Ordering::Relaxed) || oom_killed {
                 FunctionError::new(ErrorKind::OutOfMemory, message).with_type("Runtime.OutOfMemory")
             } else {
                 FunctionError::new(ErrorKind::Crashed, message).with_type("Runtime.ExitError")

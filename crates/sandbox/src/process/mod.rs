@@ -52,9 +52,12 @@
 //! that was running.
 
 mod api;
+mod cgroup;
 mod env;
+mod jail;
 mod lambda;
 mod output;
+mod seccomp;
 mod spawn;
 
 use std::io;
@@ -66,6 +69,22 @@ use fnhub_core::{BoxFuture, Environment, FunctionSpec, PrepareError, Runtime, Sa
 use crate::Enforcement;
 
 pub use crate::DEFAULT_MAX_RESPONSE_BYTES;
+pub use jail::{FUNCTION_UID_BASE, FUNCTION_UID_SPAN, Identity};
+
+/// How the process backend confines a function.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Confinement {
+    /// The jail (the default): its own PID, mount, IPC and UTS namespaces under bubblewrap,
+    /// a minimal read-only root, an unprivileged [`Identity`], a control group and a
+    /// syscall filter. See the [module documentation](self).
+    #[default]
+    Jail,
+    /// Only Landlock filesystem rules, resource limits per process and the network
+    /// namespace: the confinement before the jail. The function shares the hub's uid and
+    /// PID namespace.
+    Landlock,
+}
 use env::ProcessEnvironment;
 
 /// How many of a process's last stderr lines a crash report quotes.
@@ -112,6 +131,8 @@ struct Config {
     init_timeout: Duration,
     max_response_bytes: usize,
     limits: ProcessLimits,
+    confinement: Confinement,
+    identity: Identity,
 }
 
 /// Runs functions of [`Runtime::Process`] as processes speaking the AWS Lambda Runtime API.
@@ -160,6 +181,8 @@ impl ProcessSandbox {
                 init_timeout: Duration::from_secs(10),
                 max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
                 limits: ProcessLimits::default(),
+                confinement: Confinement::Jail,
+                identity: Identity::PerFunction,
             }),
         }
     }
@@ -203,6 +226,19 @@ impl ProcessSandbox {
         self
     }
 
+    /// How functions are confined; [`Confinement::Jail`] by default.
+    pub fn with_confinement(mut self, confinement: Confinement) -> ProcessSandbox {
+        self.config_mut().confinement = confinement;
+        self
+    }
+
+    /// Whose uid a jailed function runs under when the hub is root;
+    /// [`Identity::PerFunction`] by default.
+    pub fn with_identity(mut self, identity: Identity) -> ProcessSandbox {
+        self.config_mut().identity = identity;
+        self
+    }
+
     /// Resource limits set on every process.
     pub fn with_limits(mut self, limits: ProcessLimits) -> ProcessSandbox {
         self.config_mut().limits = limits;
@@ -217,6 +253,8 @@ impl std::fmt::Debug for Config {
             .field("region", &self.region)
             .field("init_timeout", &self.init_timeout)
             .field("limits", &self.limits)
+            .field("confinement", &self.confinement)
+            .field("identity", &self.identity)
             .finish_non_exhaustive()
     }
 }

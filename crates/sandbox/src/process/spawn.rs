@@ -219,6 +219,8 @@ pub(crate) struct Plan {
     pub(crate) fs: Option<FsRules>,
     pub(crate) netns: Option<Arc<NetNs>>,
     pub(crate) limits: Rlimits,
+    /// The jail it runs in; its launcher sets the limits then.
+    pub(crate) jail: Option<Arc<super::jail::Jail>>,
 }
 
 /// What starting a process failed on.
@@ -240,8 +242,20 @@ pub(crate) enum SpawnError {
 
 impl Plan {
     fn command(&self) -> Command {
-        let mut cmd = Command::new(&self.program);
-        cmd.args(&self.args)
+        let mut cmd = match &self.jail {
+            Some(jail) => {
+                let (launcher, args) = jail.command(&self.program, &self.args);
+                let mut cmd = Command::new(launcher);
+                cmd.args(args);
+                cmd
+            }
+            None => {
+                let mut cmd = Command::new(&self.program);
+                cmd.args(&self.args);
+                cmd
+            }
+        };
+        cmd
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -306,7 +320,9 @@ impl Plan {
                 source,
             })??
         };
-        if let Some(pid) = child.id() {
+        if self.jail.is_none()
+            && let Some(pid) = child.id()
+        {
             self.limits.apply(pid).map_err(SpawnError::Limits)?;
         }
         Ok(child)
