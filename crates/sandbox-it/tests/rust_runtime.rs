@@ -276,6 +276,12 @@ async fn memory_past_the_cap_ends_the_invocation() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_filesystem_is_confined_to_grants() {
     let granted = tempfile::tempdir().unwrap();
+    // The jailed function runs as a uid of its own: the grant must be writable by it.
+    std::fs::set_permissions(
+        granted.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .unwrap();
     let outside = tempfile::tempdir().unwrap();
     let secret = outside.path().join("secret");
     std::fs::write(&secret, b"hidden").unwrap();
@@ -398,48 +404,54 @@ async fn best_effort_reports_what_it_left_out() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sidecars_live_and_die_with_their_environment() {
     let dir = tempfile::tempdir().unwrap();
-    let pids = dir.path().join("sidecar.pids");
-    let script = format!("echo $$ >> {}; exec sleep 30", pids.display());
+    let starts = dir.path().join("sidecar.starts");
+    // A jailed sidecar has a pid of its own namespace: the host finds it by a sleep
+    // length no other test uses.
+    let marker = format!("30.{}", std::process::id());
+    let script = format!("echo started >> {}; exec sleep {marker}", starts.display());
     let spec = spec("with-sidecar", vec![rust_fixture()], open_profile(&[])).with_sidecar(
         fnhub_core::SidecarSpec::new("shipper", vec!["sh".into(), "-c".into(), script]),
     );
     let env = ProcessSandbox::new().prepare(&spec).await.unwrap();
-    let read_pids = || -> Vec<u32> {
-        std::fs::read_to_string(&pids)
-            .unwrap_or_default()
-            .lines()
-            .map(|l| l.trim().parse().unwrap())
+    let host_pids = || -> Vec<u32> {
+        let wanted = format!("sleep\0{marker}\0");
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+            .filter(|pid| {
+                std::fs::read(format!("/proc/{pid}/cmdline"))
+                    .is_ok_and(|c| c == wanted.as_bytes())
+            })
             .collect()
     };
     let wait_for = |n: usize| async move {
         for _ in 0..300 {
-            if read_pids().len() >= n {
-                return;
+            let started = std::fs::read_to_string(&starts).unwrap_or_default();
+            if started.lines().count() >= n && host_pids().len() == 1 {
+                return host_pids()[0];
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         panic!("the sidecar did not start {n} time(s)");
     };
-    wait_for(1).await;
+    let first = wait_for(1).await;
     env.invoke(invocation(&spec, r#"{"op":"echo"}"#))
         .await
         .unwrap();
     assert!(env.is_healthy());
 
     // A sidecar that dies marks the environment unhealthy and is started again.
-    let first = read_pids()[0];
     std::process::Command::new("kill")
         .args(["-9", &first.to_string()])
         .status()
         .unwrap();
-    wait_for(2).await;
+    let second = wait_for(2).await;
     assert!(
         !env.is_healthy(),
         "a dead sidecar makes the environment unhealthy"
     );
-    let second = read_pids()[1];
     assert_ne!(second, first);
-    assert!(std::path::Path::new(&format!("/proc/{second}")).exists());
 
     // Shutting the environment down stops its sidecars.
     env.shutdown().await;

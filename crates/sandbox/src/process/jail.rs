@@ -213,8 +213,10 @@ impl Jail {
 
     fn bwrap_args(&self) -> Vec<OsString> {
         let mut a: Vec<OsString> = Vec::new();
-        let mut push = |items: &[&str]| a.extend(items.iter().map(OsString::from));
-        push(&[
+        fn push(a: &mut Vec<OsString>, items: &[&str]) {
+            a.extend(items.iter().map(OsString::from));
+        }
+        push(&mut a, &[
             "--unshare-pid",
             "--unshare-ipc",
             "--unshare-uts",
@@ -230,7 +232,7 @@ impl Jail {
         ]);
         if self.tools.setpriv.is_some() && self.ids.is_some() {
             // Only for setpriv to drop to the function's ids and empty the bounding set.
-            push(&[
+            push(&mut a, &[
                 "--cap-add",
                 "CAP_SETUID",
                 "--cap-add",
@@ -240,15 +242,27 @@ impl Jail {
             ]);
         }
         if !rustix::process::geteuid().is_root() {
-            push(&["--unshare-user", "--disable-userns"]);
+            push(&mut a, &["--unshare-user", "--disable-userns"]);
         }
         match &self.binds {
-            None => push(&["--bind", "/", "/"]),
+            None => push(&mut a, &["--bind", "/", "/"]),
             Some(binds) => {
+                // A private /tmp first, so a grant below the host's /tmp shows through it.
+                a.extend(
+                    [
+                        "--perms".into(),
+                        "1777".into(),
+                        "--size".into(),
+                        self.tmp_bytes.to_string(),
+                        "--tmpfs".into(),
+                        "/tmp".into(),
+                    ]
+                    .map(OsString::from),
+                );
                 // Made first, searchable: bwrap would give it the first bound file's mode.
-                push(&["--perms", "0755", "--dir", "/etc"]);
+                push(&mut a, &["--perms", "0755", "--dir", "/etc"]);
                 for dir in SYSTEM_DIRS.iter().chain(ETC) {
-                    push(&["--ro-bind-try", dir, dir]);
+                    push(&mut a, &["--ro-bind-try", dir, dir]);
                 }
                 let mut binds = binds.clone();
                 // Parents before children, so a writable grant inside a read-only folder
@@ -294,17 +308,6 @@ impl Jail {
         ] {
             a.extend(["--symlink", target, link].map(OsString::from));
         }
-        a.extend(
-            [
-                "--perms".into(),
-                "1777".into(),
-                "--size".into(),
-                self.tmp_bytes.to_string(),
-                "--tmpfs".into(),
-                "/tmp".into(),
-            ]
-            .map(OsString::from),
-        );
         a.push("--chdir".into());
         a.push(self.workdir.clone().into_os_string());
         a
