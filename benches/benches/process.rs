@@ -7,6 +7,11 @@
 //!   for work) and shutting it down, against `Command::spawn` of the same binary until it
 //!   has printed a line and exited.
 //!
+//! - `jail`: the same two, for a function with the default profile (no network, no files
+//!   but its own), jailed (namespaces under bubblewrap, its own uid, a control group, a
+//!   syscall filter) against the confinement before the jail (Landlock and limits per
+//!   process). Skipped where a jail cannot be made (not root, no bwrap).
+//!
 //! ```text
 //! cargo bench -p fnhub-benches --bench process
 //! ```
@@ -18,7 +23,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use criterion::{Criterion, criterion_group, criterion_main};
 use fnhub::libs::core::Sandbox;
-use fnhub::{CapabilityProfile, FunctionName, FunctionSpec, Invocation, ProcessSandbox, Runtime};
+use fnhub::{
+    CapabilityProfile, Confinement, FunctionName, FunctionSpec, Invocation, ProcessSandbox, Runtime,
+};
 
 const PROGRAM: &str = env!("CARGO_BIN_EXE_bench_runtime");
 const PAYLOAD: &[u8] = br#"{"device":"dev-1","temperature":21.5}"#;
@@ -177,6 +184,48 @@ fn start(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
     );
 }
 
+/// Jailed against Landlock-only, for a confined function: warm invoke and environment start.
+fn jail(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
+    let spec = spec().with_capabilities(CapabilityProfile::default());
+    let jailed = ProcessSandbox::new();
+    let landlock = ProcessSandbox::new().with_confinement(Confinement::Landlock);
+    let ready = rt.block_on(async {
+        let env = jailed.prepare(&spec).await.ok()?;
+        env.shutdown().await;
+        Some(())
+    });
+    if ready.is_none() {
+        eprintln!("process_jail: skipped, a jail cannot be made here (root and bwrap are needed)");
+        return;
+    }
+    let mut g = c.benchmark_group("process_jail_warm_invoke");
+    for (name, sandbox) in [("jail", &jailed), ("landlock", &landlock)] {
+        let env = rt.block_on(sandbox.prepare(&spec)).expect("prepare");
+        g.bench_function(name, |b| {
+            b.to_async(rt).iter(|| async {
+                let inv = Invocation::new(spec.name.clone().into(), Bytes::from_static(PAYLOAD));
+                let out = env.invoke(inv).await.expect("invoke");
+                assert_eq!(&out[..], PAYLOAD);
+            })
+        });
+        rt.block_on(env.shutdown());
+    }
+    g.finish();
+    fnhub_benches::print_ratio("process_jail_warm_invoke", "jail", "landlock");
+    let mut g = c.benchmark_group("process_jail_environment_start");
+    g.sample_size(20);
+    for (name, sandbox) in [("jail", &jailed), ("landlock", &landlock)] {
+        g.bench_function(name, |b| {
+            b.to_async(rt).iter(|| async {
+                let env = sandbox.prepare(&spec).await.expect("prepare");
+                env.shutdown().await;
+            })
+        });
+    }
+    g.finish();
+    fnhub_benches::print_ratio("process_jail_environment_start", "jail", "landlock");
+}
+
 fn bench(c: &mut Criterion) {
     let current = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -186,6 +235,7 @@ fn bench(c: &mut Criterion) {
     let multi = fnhub_benches::runtime(2);
     warm(c, "multi_thread", &multi);
     start(c, &multi);
+    jail(c, &multi);
 }
 
 fn config() -> Criterion {

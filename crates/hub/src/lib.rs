@@ -119,7 +119,7 @@ pub use fnhub_core::{LocalServices, ServiceCaller, ServiceError};
 pub use fnhub_router::mqtt::{BridgeStats, InboundRule, MqttConfig, OutboundRule, Qos};
 pub use fnhub_router::{Flow, FlowId, Overflow, RouteError, SourceFilter, Subscription, Target};
 #[cfg(feature = "process")]
-pub use fnhub_sandbox::{ProcessLimits, ProcessSandbox};
+pub use fnhub_sandbox::{Confinement, Identity, ProcessLimits, ProcessSandbox};
 #[cfg(feature = "wasm")]
 pub use fnhub_sandbox::{WasmConfig, WasmSandbox};
 pub use fnhub_scheduler::{Completion, Start, SubmitError};

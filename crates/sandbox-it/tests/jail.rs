@@ -98,7 +98,10 @@ async fn it_runs_unprivileged_with_no_capability() {
     assert!(uid >= 1_000_000_000, "runs as uid {uid}: {out}");
     assert_eq!(out["euid"], uid);
     let groups = out["groups"].as_array().unwrap();
-    assert!(groups.iter().all(|g| *g == out["gid"]), "supplementary groups: {out}");
+    assert!(
+        groups.iter().all(|g| *g == out["gid"]),
+        "supplementary groups: {out}"
+    );
     for key in ["cap_eff", "cap_prm", "cap_bnd"] {
         assert_eq!(out[key], "0000000000000000", "{key}: {out}");
     }
@@ -127,7 +130,8 @@ async fn it_cannot_see_or_signal_the_hub() {
     let me = std::env::current_exe().unwrap();
     let me = me.file_name().unwrap().to_string_lossy();
     assert!(
-        pids.values().all(|cmd| !cmd.as_str().unwrap().contains(me.as_ref())),
+        pids.values()
+            .all(|cmd| !cmd.as_str().unwrap().contains(me.as_ref())),
         "{pids:?}"
     );
 
@@ -214,8 +218,16 @@ async fn it_cannot_reach_host_unix_sockets() {
         assert!(refused(attempt), "connected to {target}: {out}");
     }
     // The socket file is not there at all, and the abstract name is in another namespace.
-    assert_eq!(out[path.to_str().unwrap()]["error"], "FileNotFoundError", "{out}");
-    assert_eq!(out[format!("@{abstract_name}")]["error"], "ConnectionRefusedError", "{out}");
+    assert_eq!(
+        out[path.to_str().unwrap()]["error"],
+        "FileNotFoundError",
+        "{out}"
+    );
+    assert_eq!(
+        out[format!("@{abstract_name}")]["error"],
+        "ConnectionRefusedError",
+        "{out}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -243,7 +255,12 @@ fn host_processes_with(marker: &str) -> usize {
     std::fs::read_dir("/proc")
         .unwrap()
         .flatten()
-        .filter(|e| e.file_name().to_string_lossy().bytes().all(|b| b.is_ascii_digit()))
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+        })
         .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
         .filter(|cmd| String::from_utf8_lossy(cmd).contains(marker))
         .count()
@@ -273,7 +290,10 @@ async fn nothing_outlives_a_timeout() {
     };
     let err = outcome.unwrap_err();
     assert_eq!(err.kind, ErrorKind::Timeout, "{err}");
-    assert_eq!(most, 5, "the children in sessions of their own were seen running");
+    assert_eq!(
+        most, 5,
+        "the children in sessions of their own were seen running"
+    );
     let mut left = host_processes_with(&marker);
     for _ in 0..50 {
         if left == 0 {
@@ -308,7 +328,10 @@ async fn memory_mb_bounds_all_its_processes_together() {
                 .iter()
                 .filter(|s| s.as_i64() != Some(0))
                 .count();
-            assert!(killed > 0, "six children held 384 MB under memory_mb = 128: {statuses}");
+            assert!(
+                killed > 0,
+                "six children held 384 MB under memory_mb = 128: {statuses}"
+            );
         }
         Err(e) => assert_eq!(e.kind, ErrorKind::OutOfMemory, "{e}"),
     }

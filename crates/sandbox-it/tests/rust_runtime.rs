@@ -321,8 +321,8 @@ async fn the_filesystem_is_confined_to_grants() {
     assert!(!call(serde_json::json!({"op":"write","path":outside.path().join("x")})).await);
     // The system's files stay readable.
     assert!(
-        call(serde_json::json!({"op":"read","path":"/etc/hostname"})).await
-            || !std::path::Path::new("/etc/hostname").exists()
+        call(serde_json::json!({"op":"read","path":"/etc/hosts"})).await
+            || !std::path::Path::new("/etc/hosts").exists()
     );
     // Without confinement the same read works: the denial above came from the sandbox.
     let open = spec_with_command("open", vec![rust_fixture()]);
@@ -420,11 +420,11 @@ async fn sidecars_live_and_die_with_their_environment() {
             .flatten()
             .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
             .filter(|pid| {
-                std::fs::read(format!("/proc/{pid}/cmdline"))
-                    .is_ok_and(|c| c == wanted.as_bytes())
+                std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c == wanted.as_bytes())
             })
             .collect()
     };
+    let (starts, host_pids) = (&starts, &host_pids);
     let wait_for = |n: usize| async move {
         for _ in 0..300 {
             let started = std::fs::read_to_string(&starts).unwrap_or_default();

@@ -141,7 +141,10 @@ fn remove_stale(h: &Hierarchy) {
                 continue;
             }
             let dir = entry.path();
-            kill_members(std::slice::from_ref(&dir), matches!(h, Hierarchy::V2 { .. }));
+            kill_members(
+                std::slice::from_ref(&dir),
+                matches!(h, Hierarchy::V2 { .. }),
+            );
             remove_soon(vec![dir]);
         }
     }
@@ -178,7 +181,10 @@ impl Cgroup {
                 write_if_present(&memory_dir.join("memory.swap.max"), "0")?;
             } else {
                 std::fs::write(memory_dir.join("memory.limit_in_bytes"), bytes.to_string())?;
-                write_if_present(&memory_dir.join("memory.memsw.limit_in_bytes"), &bytes.to_string())?;
+                write_if_present(
+                    &memory_dir.join("memory.memsw.limit_in_bytes"),
+                    &bytes.to_string(),
+                )?;
             }
         }
         if let Some(n) = pids {
@@ -300,13 +306,13 @@ mod tests {
     fn finds_the_hubs_own_group_per_controller() {
         let v1 = "9:name=systemd:/\n8:pids:/a\n4:memory:/process_api/x\n2:cpu,cpuacct:/c\n0::/\n";
         assert_eq!(own_path("pids", v1).as_deref(), Some("a"));
-        assert_eq!(
-            own_path("memory", v1).as_deref(),
-            Some("process_api/x")
-        );
+        assert_eq!(own_path("memory", v1).as_deref(), Some("process_api/x"));
         assert_eq!(own_path("cpuacct", v1).as_deref(), Some("c"));
         assert_eq!(own_path("", v1).as_deref(), Some(""));
-        assert_eq!(own_path("", "0::/user.slice/hub\n").as_deref(), Some("user.slice/hub"));
+        assert_eq!(
+            own_path("", "0::/user.slice/hub\n").as_deref(),
+            Some("user.slice/hub")
+        );
         assert_eq!(own_path("blkio", v1), None);
         assert_eq!(own_path("memory", "garbage"), None);
     }

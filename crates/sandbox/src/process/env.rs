@@ -17,8 +17,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 use super::api::{Answer, Api, Delivery, Phase};
 use super::jail;
 use super::spawn::{FsRules, NetNs, Plan, Rlimits};
-use crate::{Confinement, Enforcement};
 use crate::limit::Limit;
+use crate::{Confinement, Enforcement};
 
 use super::lambda::{LAMBDA_PATH, client_context, lambda_env, xray_trace_id};
 use super::output::{log_lines, supervise_sidecar};

@@ -137,7 +137,8 @@ pub(crate) fn tools() -> Result<&'static Tools, &'static str> {
             } else {
                 None
             };
-            let (filter_fd, filter) = filter_file().map_err(|e| format!("the syscall filter: {e}"))?;
+            let (filter_fd, filter) =
+                filter_file().map_err(|e| format!("the syscall filter: {e}"))?;
             Ok(Tools {
                 bwrap,
                 setpriv,
@@ -157,7 +158,11 @@ fn filter_file() -> std::io::Result<(OwnedFd, PathBuf)> {
     let mut file = std::fs::File::from(fd);
     file.write_all(&bytes)?;
     let fd = OwnedFd::from(file);
-    let path = PathBuf::from(format!("/proc/{}/fd/{}", std::process::id(), fd.as_raw_fd()));
+    let path = PathBuf::from(format!(
+        "/proc/{}/fd/{}",
+        std::process::id(),
+        fd.as_raw_fd()
+    ));
     Ok((fd, path))
 }
 
@@ -179,7 +184,11 @@ pub(crate) struct Jail {
 
 impl Jail {
     /// The launcher's program, its script and arguments, ending with `program` and `args`.
-    pub(crate) fn command(&self, program: &OsString, args: &[OsString]) -> (PathBuf, Vec<OsString>) {
+    pub(crate) fn command(
+        &self,
+        program: &OsString,
+        args: &[OsString],
+    ) -> (PathBuf, Vec<OsString>) {
         let mut script = String::new();
         for (flag, value) in &self.ulimits {
             script.push_str(&format!("ulimit -{flag} {value} || exit 126\n"));
@@ -216,30 +225,36 @@ impl Jail {
         fn push(a: &mut Vec<OsString>, items: &[&str]) {
             a.extend(items.iter().map(OsString::from));
         }
-        push(&mut a, &[
-            "--unshare-pid",
-            "--unshare-ipc",
-            "--unshare-uts",
-            "--unshare-cgroup-try",
-            "--new-session",
-            "--die-with-parent",
-            "--hostname",
-            "fnhub",
-            "--seccomp",
-            "9",
-            "--cap-drop",
-            "ALL",
-        ]);
+        push(
+            &mut a,
+            &[
+                "--unshare-pid",
+                "--unshare-ipc",
+                "--unshare-uts",
+                "--unshare-cgroup-try",
+                "--new-session",
+                "--die-with-parent",
+                "--hostname",
+                "fnhub",
+                "--seccomp",
+                "9",
+                "--cap-drop",
+                "ALL",
+            ],
+        );
         if self.tools.setpriv.is_some() && self.ids.is_some() {
             // Only for setpriv to drop to the function's ids and empty the bounding set.
-            push(&mut a, &[
-                "--cap-add",
-                "CAP_SETUID",
-                "--cap-add",
-                "CAP_SETGID",
-                "--cap-add",
-                "CAP_SETPCAP",
-            ]);
+            push(
+                &mut a,
+                &[
+                    "--cap-add",
+                    "CAP_SETUID",
+                    "--cap-add",
+                    "CAP_SETGID",
+                    "--cap-add",
+                    "CAP_SETPCAP",
+                ],
+            );
         }
         if !rustix::process::geteuid().is_root() {
             push(&mut a, &["--unshare-user", "--disable-userns"]);
@@ -334,7 +349,10 @@ pub(crate) fn build(
     if let (Some(ids), Some(binds)) = (ids, &binds) {
         for (path, writable) in binds {
             if let Some(problem) = access_problem(path, ids, *writable) {
-                return Err(super::start_error(format!("function {}: {problem}", spec.name)));
+                return Err(super::start_error(format!(
+                    "function {}: {problem}",
+                    spec.name
+                )));
             }
         }
     }
@@ -399,7 +417,13 @@ pub(crate) fn access_problem(path: &Path, (uid, gid): (u32, u32), write: bool) -
             mode & 0o7777,
             meta.uid(),
             if write { "writable" } else { "readable" },
-            if write { "rwx" } else if meta.is_dir() { "rx" } else { "r" },
+            if write {
+                "rwx"
+            } else if meta.is_dir() {
+                "rx"
+            } else {
+                "r"
+            },
         )
     })
 }
@@ -423,15 +447,25 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path();
-        let me = (rustix::process::geteuid().as_raw(), rustix::process::getegid().as_raw());
+        let me = (
+            rustix::process::geteuid().as_raw(),
+            rustix::process::getegid().as_raw(),
+        );
         let stranger = (me.0.wrapping_add(12_345), me.1.wrapping_add(12_345));
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700)).unwrap();
         assert!(access_problem(path, me, true).is_none());
         let problem = access_problem(path, stranger, false).unwrap();
-        assert!(problem.contains("cannot read") && problem.contains("mode 700"), "{problem}");
+        assert!(
+            problem.contains("cannot read") && problem.contains("mode 700"),
+            "{problem}"
+        );
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
         assert!(access_problem(path, stranger, false).is_none());
-        assert!(access_problem(path, stranger, true).unwrap().contains("cannot write"));
+        assert!(
+            access_problem(path, stranger, true)
+                .unwrap()
+                .contains("cannot write")
+        );
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o1777)).unwrap();
         assert!(access_problem(path, stranger, true).is_none());
     }

@@ -25,23 +25,56 @@
 //!
 //! # Confinement
 //!
-//! Set up without a `pre_exec` hook (which forces a slow `fork`): what the child must
-//! inherit is set on a fresh thread that spawns it and is then thrown away, and resource
-//! limits are set on the child with `prlimit` right after the spawn.
+//! By default ([`Confinement::Jail`]) every process of a function runs in a jail made with
+//! bubblewrap (`bwrap`, which must be installed), whatever its profile grants:
 //!
-//! - Environment: with [`EnvAccess::Only`](fnhub_core::EnvAccess::Only) the process sees the
-//!   Lambda runtime variables and the granted ones, nothing inherited.
-//! - Filesystem: with [`FilesystemAccess::Only`](fnhub_core::FilesystemAccess::Only),
-//!   Landlock rules allow reading the system folders (`/usr`, `/lib*`, `/bin`, `/sbin`,
-//!   `/etc`, `/proc`, `/sys`), reading and writing device files in `/dev`, reading the
-//!   program's installation prefix (the parent of its folder) and the working directory,
-//!   and the granted folders, read-only or writable as granted. Nothing else.
-//! - Network: unless [`NetworkAccess::Any`](fnhub_core::NetworkAccess::Any), the process runs
-//!   in a network namespace of its own whose only interface is its loopback, where the
-//!   Runtime API is served. Making a namespace needs `CAP_SYS_ADMIN` (root) and the
-//!   `unshare` and `ip` programs.
-//! - Memory: `RLIMIT_DATA` at the function's `memory_mb`. Open files, processes and CPU
-//!   time: [`ProcessLimits`].
+//! - **Identity.** When the hub is root, the function runs as an unprivileged uid and gid
+//!   of its own ([`Identity::PerFunction`]), with no supplementary groups, no capabilities
+//!   (effective, permitted and bounding sets empty) and `no_new_privs`. A function granted
+//!   the whole filesystem ([`FilesystemAccess::Unrestricted`](fnhub_core::FilesystemAccess::Unrestricted))
+//!   keeps the hub's uid, still without capabilities. The uid must be able to read the
+//!   function's workdir and program and write its writable grants: preparing refuses a
+//!   function whose uid cannot, and says which path and what to change.
+//! - **Processes.** A PID namespace of its own: it sees only its own processes in its own
+//!   `/proc` and can signal nothing else. A control group (v2, or v1's `memory` and `pids`
+//!   controllers) per environment: `memory_mb` caps all its processes together (swap
+//!   included) and [`ProcessLimits::processes`] caps how many exist. A timeout, an
+//!   abandoned call or a shutdown kills the PID namespace, so a child in a session of its
+//!   own does not survive. An OOM kill in the group is reported as `OutOfMemory`.
+//! - **Filesystem.** With [`FilesystemAccess::Only`](fnhub_core::FilesystemAccess::Only), a
+//!   mount namespace whose root holds, read-only, the system folders (`/usr`, `/lib*`,
+//!   `/bin`, `/sbin`), the few files of `/etc` a runtime needs (name resolution,
+//!   certificates, time zones, users), the program's installation prefix and the workdir;
+//!   the grants, read-only or writable as granted; a private `/tmp` (tmpfs, at most
+//!   `memory_mb`, counted in the memory limit); a `/dev` with only `null`, `zero`, `full`,
+//!   `random` and `urandom`. Host sockets, `/etc/shadow`, the hub's config and state, other
+//!   processes' `/proc` entries: none of it is there.
+//! - **Syscalls.** A seccomp filter refuses with `EPERM` what functions never need:
+//!   `ptrace` and cross-process memory access, module and kernel loading, `mount` and the
+//!   new mount API, `unshare`/`setns` and `clone` with `CLONE_NEWUSER` (`clone3` answers
+//!   `ENOSYS`, and C libraries fall back to `clone`), keyrings, `bpf`, `perf_event_open`,
+//!   `userfaultfd`, clock setting, swap, reboot.
+//! - **Network.** Unless [`NetworkAccess::Any`](fnhub_core::NetworkAccess::Any), a network
+//!   namespace of its own whose only interface is its loopback, where the Runtime API is
+//!   served; abstract Unix sockets of the host live in the host's namespace and are out of
+//!   reach. Making a namespace needs `CAP_SYS_ADMIN` (root) and the `unshare` and `ip`
+//!   programs. A function with `NetworkAccess::Any` shares the host's network namespace,
+//!   abstract Unix sockets included.
+//! - **Environment.** With [`EnvAccess::Only`](fnhub_core::EnvAccess::Only) the process sees
+//!   the Lambda runtime variables and the granted ones, nothing inherited.
+//! - **Limits per process** as well: `RLIMIT_DATA` at `memory_mb`, and open files, processes
+//!   and CPU time from [`ProcessLimits`], set by the jail's launcher before the function
+//!   starts.
+//!
+//! Without root there is no control group and no uid switch: the environment reports
+//! [`Restriction::Processes`](fnhub_core::Restriction::Processes) as not enforced (memory
+//! and process counts are per process only), and bwrap runs in a user namespace of its own.
+//! Without bwrap, neither identity nor processes can be enforced.
+//!
+//! [`Confinement::Landlock`] is the confinement before the jail: Landlock rules for the
+//! filesystem, limits per process, the network namespace; set up without a `pre_exec` hook
+//! (which forces a slow `fork`), on a fresh thread that spawns the process and is thrown
+//! away, with limits set by `prlimit` right after the spawn.
 //!
 //! What cannot be enforced fails the environment closed ([`PrepareError::CannotEnforce`]),
 //! unless the sandbox runs [`Enforcement::BestEffort`], which reports what was left out in
