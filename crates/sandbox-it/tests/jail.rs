@@ -3,6 +3,7 @@
 //!
 //! Needs root, bubblewrap and `awslambdaric` (all present under CI, which fails without
 //! them); elsewhere the tests skip.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 

@@ -427,7 +427,7 @@ async fn sidecars_live_and_die_with_their_environment() {
     let (starts, host_pids) = (&starts, &host_pids);
     let wait_for = |n: usize| async move {
         for _ in 0..300 {
-            let started = std::fs::read_to_string(&starts).unwrap_or_default();
+            let started = std::fs::read_to_string(starts).unwrap_or_default();
             if started.lines().count() >= n && host_pids().len() == 1 {
                 return host_pids()[0];
             }

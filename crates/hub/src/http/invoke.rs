@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use fnhub_core::{ErrorKind, FunctionRef, Invocation, Principal, Qualifier, TraceParent};
 use fnhub_scheduler::SubmitError;
@@ -102,40 +102,73 @@ fn query_param<'a>(query: &'a str, key: &str) -> Option<&'a str> {
 }
 
 impl Front {
-    fn authenticate(
+    /// Checks what can be checked of the signature before the body is read: `Ok(None)`
+    /// when authentication is off.
+    fn check_headers(
         &self,
-        method: &str,
-        path: &str,
-        query: &str,
-        headers: &HeaderMap,
-        body: &[u8],
-    ) -> Result<Principal, Response> {
+        request: &sigv4::SignedRequest<'_>,
+    ) -> Result<Option<sigv4::HeadersChecked>, Response> {
         if matches!(self.config.auth, HttpAuth::None) {
-            return Ok(Principal::anonymous());
+            return Ok(None);
         }
-        let pairs: Vec<(&str, &str)> = headers
-            .iter()
-            .filter_map(|(k, v)| v.to_str().ok().map(|v| (k.as_str(), v)))
-            .collect();
-        let request = sigv4::SignedRequest {
-            method,
-            path,
-            query,
-            headers: &pairs,
-            body,
-        };
-        let key = sigv4::verify(&request, self.hub.clock().system_time(), |k| {
+        sigv4::check_headers(request, self.hub.clock().system_time(), |k| {
             self.keys.get(k).map(|(secret, _)| secret.as_str())
         })
-        .map_err(|e| aws_error(StatusCode::FORBIDDEN, e.aws_type(), &e.to_string()))?;
-        self.keys.get(&key).map(|(_, p)| p.clone()).ok_or_else(|| {
-            aws_error(
-                StatusCode::FORBIDDEN,
-                "UnrecognizedClientException",
-                "unknown key",
-            )
-        })
+        .map(Some)
+        .map_err(refused_signature)
     }
+
+    fn principal_of(&self, access_key: &str) -> Result<Principal, Response> {
+        self.keys
+            .get(access_key)
+            .map(|(_, p)| p.clone())
+            .ok_or_else(|| {
+                aws_error(
+                    StatusCode::FORBIDDEN,
+                    "UnrecognizedClientException",
+                    "unknown key",
+                )
+            })
+    }
+}
+
+fn refused_signature(e: sigv4::AuthError) -> Response {
+    aws_error(StatusCode::FORBIDDEN, e.aws_type(), &e.to_string())
+}
+
+/// Why a body was not read whole.
+enum BodyError {
+    TooLarge,
+    TimedOut,
+    Broken,
+}
+
+/// Reads the body as it streams in, hashing it, up to `max` bytes and within `timeout`.
+async fn read_body(
+    body: Body,
+    max: usize,
+    timeout: std::time::Duration,
+) -> Result<(Bytes, String), BodyError> {
+    use http_body_util::BodyExt;
+    let read = async move {
+        let mut body = body;
+        let mut hash = sigv4::BodyHash::new();
+        let mut out = bytes::BytesMut::new();
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|_| BodyError::Broken)?;
+            if let Ok(data) = frame.into_data() {
+                if out.len() + data.len() > max {
+                    return Err(BodyError::TooLarge);
+                }
+                hash.update(&data);
+                out.extend_from_slice(&data);
+            }
+        }
+        Ok((out.freeze(), hash.finish()))
+    };
+    tokio::time::timeout(timeout, read)
+        .await
+        .unwrap_or(Err(BodyError::TimedOut))
 }
 
 pub(super) async fn invoke(
@@ -147,23 +180,78 @@ pub(super) async fn invoke(
     let path = parts.uri.path().to_owned();
     let query = parts.uri.query().unwrap_or("").to_owned();
     let max = front.config.max_payload;
-    let body: Bytes = match axum::body::to_bytes(body, max.saturating_add(1)).await {
-        Ok(b) if b.len() <= max => b,
-        _ => {
+    let too_large = || {
+        aws_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "RequestTooLargeException",
+            &format!("Request must be smaller than {max} bytes for the InvokeFunction operation"),
+        )
+    };
+    // Given back once this request proves who sent it (absent under a caller's own server).
+    let unverified = parts.extensions.get::<super::conn::Unverified>().cloned();
+    let headers: Vec<(&str, &str)> = parts
+        .headers
+        .iter()
+        .filter_map(|(k, v)| v.to_str().ok().map(|v| (k.as_str(), v)))
+        .collect();
+    let signed = sigv4::SignedRequest {
+        method: parts.method.as_str(),
+        path: &path,
+        query: &query,
+        headers: &headers,
+        body: b"",
+    };
+    // Everything but the body's hash is checked before a byte of the body is read, and
+    // all of it when the client declared the hash: an unsigned or forged request is
+    // refused without the hub holding its body.
+    let checked = match front.check_headers(&signed) {
+        Ok(checked) => checked,
+        Err(response) => return response,
+    };
+    if let Some(c) = checked.as_ref().filter(|c| c.hash_declared())
+        && let Err(e) = c.verify_declared(&signed)
+    {
+        return refused_signature(e);
+    }
+    let declared_length = parts
+        .headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared_length.is_some_and(|n| n > max as u64) {
+        return too_large();
+    }
+    let (body, body_hash) = match read_body(body, max, front.config.limits.body_timeout).await {
+        Ok(read) => read,
+        Err(BodyError::TooLarge) => return too_large(),
+        Err(BodyError::TimedOut) => {
             return aws_error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "RequestTooLargeException",
-                &format!(
-                    "Request must be smaller than {max} bytes for the InvokeFunction operation"
-                ),
+                StatusCode::REQUEST_TIMEOUT,
+                "RequestTimeoutException",
+                "the request body did not arrive in time",
+            );
+        }
+        Err(BodyError::Broken) => {
+            return aws_error(
+                StatusCode::BAD_REQUEST,
+                "InvalidRequestContentException",
+                "the request body was cut short",
             );
         }
     };
-    let principal =
-        match front.authenticate(parts.method.as_str(), &path, &query, &parts.headers, &body) {
+    let principal = match checked {
+        None => Principal::anonymous(),
+        Some(checked) => match checked
+            .finish(&signed, &body_hash)
+            .map_err(refused_signature)
+            .and_then(|key| front.principal_of(&key))
+        {
             Ok(p) => p,
             Err(response) => return response,
-        };
+        },
+    };
+    if let Some(unverified) = &unverified {
+        unverified.authenticated();
+    }
     let invalid = |m: &str| aws_error(StatusCode::BAD_REQUEST, "InvalidParameterValueException", m);
     let qualifier = query_param(&query, "Qualifier").map(|q| q.replace("%24", "$"));
     let target = match function_ref(&function, qualifier.as_deref()) {

@@ -44,6 +44,7 @@
 //! until [`HttpServer::shutdown`]; [`serve_with_ops`] adds `/metrics` and `/healthz` (see
 //! [`Ops`]). The front door uses the hub's public API only.
 
+mod conn;
 mod invoke;
 mod ops;
 pub mod sigv4;
@@ -59,6 +60,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::EdgeHub;
+pub use conn::HttpLimits;
 pub use ops::{Ops, RenderMetrics};
 
 /// Lambda's limit on a synchronous request payload: 6 MiB.
@@ -123,6 +125,8 @@ pub struct HttpConfig {
     pub allow: Option<BTreeMap<Principal, Vec<String>>>,
     /// The largest payload taken. Default 6 MiB.
     pub max_payload: usize,
+    /// Bounds on connections and how long clients may take.
+    pub limits: HttpLimits,
 }
 
 impl HttpConfig {
@@ -132,6 +136,7 @@ impl HttpConfig {
             auth: HttpAuth::SigV4(credentials),
             allow: None,
             max_payload: MAX_PAYLOAD_BYTES,
+            limits: HttpLimits::default(),
         }
     }
 
@@ -142,6 +147,7 @@ impl HttpConfig {
             auth: HttpAuth::None,
             allow: None,
             max_payload: MAX_PAYLOAD_BYTES,
+            limits: HttpLimits::default(),
         }
     }
 
@@ -159,6 +165,12 @@ impl HttpConfig {
     /// Sets the largest payload taken.
     pub fn with_max_payload(mut self, bytes: usize) -> HttpConfig {
         self.max_payload = bytes;
+        self
+    }
+
+    /// Sets the bounds on connections and how long clients may take.
+    pub fn with_limits(mut self, limits: HttpLimits) -> HttpConfig {
+        self.limits = limits;
         self
     }
 
@@ -273,7 +285,8 @@ pub async fn serve(
     config: HttpConfig,
 ) -> Result<HttpServer, HttpError> {
     let listener = bind(addr, &config).await?;
-    Ok(spawn_server(listener, router(hub, config)))
+    let limits = config.limits;
+    Ok(spawn_server(listener, router(hub, config), limits))
 }
 
 /// [`serve`] plus the operator's routes: `GET /metrics` (the text `ops` renders; `503`
@@ -286,8 +299,9 @@ pub async fn serve_with_ops(
     ops: Ops,
 ) -> Result<HttpServer, HttpError> {
     let listener = bind(addr, &config).await?;
+    let limits = config.limits;
     let app = ops::routes(router(hub, config), hub, ops);
-    Ok(spawn_server(listener, app))
+    Ok(spawn_server(listener, app, limits))
 }
 
 /// Listens on `addr`, refusing unauthenticated serving off loopback.
@@ -323,16 +337,13 @@ async fn bind(
     Ok((listener, local))
 }
 
-fn spawn_server((listener, addr): (TcpListener, SocketAddr), app: axum::Router) -> HttpServer {
-    let (stop, mut stopped) = watch::channel(false);
-    let task = tokio::spawn(async move {
-        let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
-            let _ = stopped.wait_for(|s| *s).await;
-        });
-        if let Err(error) = serve.await {
-            tracing::warn!(%error, "the HTTP front door stopped");
-        }
-    });
+fn spawn_server(
+    (listener, addr): (TcpListener, SocketAddr),
+    app: axum::Router,
+    limits: HttpLimits,
+) -> HttpServer {
+    let (stop, stopped) = watch::channel(false);
+    let task = tokio::spawn(conn::serve(listener, app, limits, stopped));
     HttpServer { addr, stop, task }
 }
 

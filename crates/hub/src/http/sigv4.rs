@@ -150,6 +150,29 @@ pub fn verify<'k>(
     now: SystemTime,
     secret_of: impl Fn(&str) -> Option<&'k str>,
 ) -> Result<String, AuthError> {
+    let pending = check_headers(request, now, secret_of)?;
+    pending.finish(request, &hex(&Sha256::digest(request.body)))
+}
+
+/// A request whose headers passed: signed, with a well-formed `Authorization` naming a
+/// known key, dated within [`MAX_SKEW`]. What is left depends on the body.
+#[derive(Debug, Clone)]
+pub struct HeadersChecked {
+    auth: Authorization,
+    amz_date: String,
+    secret: String,
+    /// `X-Amz-Content-Sha256`, when the client declared the body's hash (and did not say
+    /// `UNSIGNED-PAYLOAD`).
+    declared: Option<String>,
+}
+
+/// Checks everything that does not need the body, so a request that cannot pass is
+/// refused before its body is read (the `body` of `request` is not looked at).
+pub fn check_headers<'k>(
+    request: &SignedRequest<'_>,
+    now: SystemTime,
+    secret_of: impl Fn(&str) -> Option<&'k str>,
+) -> Result<HeadersChecked, AuthError> {
     let header = request.header("authorization").ok_or(AuthError::Missing)?;
     let auth = parse_authorization(header)?;
     let secret = secret_of(&auth.access_key).ok_or(AuthError::UnknownKey)?;
@@ -171,11 +194,81 @@ pub fn verify<'k>(
     if skew > MAX_SKEW {
         return Err(AuthError::Expired(amz_date.to_owned()));
     }
-    let expected = signature(request, &auth, amz_date, secret)?;
-    if constant_time_eq(expected.as_bytes(), auth.signature.as_bytes()) {
-        Ok(auth.access_key)
-    } else {
-        Err(AuthError::Mismatch)
+    let declared = request
+        .header("x-amz-content-sha256")
+        .filter(|h| *h != "UNSIGNED-PAYLOAD")
+        .map(str::to_owned);
+    Ok(HeadersChecked {
+        auth,
+        amz_date: amz_date.to_owned(),
+        secret: secret.to_owned(),
+        declared,
+    })
+}
+
+impl HeadersChecked {
+    /// Whether the signature can be checked before the body is read: the client declared
+    /// the body's hash in `X-Amz-Content-Sha256`.
+    pub fn hash_declared(&self) -> bool {
+        self.declared.is_some()
+    }
+
+    /// Checks the signature over the declared body hash, before the body is read. The
+    /// body must then be held to that hash with [`finish`](Self::finish).
+    pub fn verify_declared(&self, request: &SignedRequest<'_>) -> Result<(), AuthError> {
+        let declared = self.declared.as_deref().ok_or(AuthError::Mismatch)?;
+        self.verify_with(request, declared)
+    }
+
+    fn verify_with(&self, request: &SignedRequest<'_>, hash: &str) -> Result<(), AuthError> {
+        let expected = signature(request, &self.auth, &self.amz_date, &self.secret, hash)?;
+        if constant_time_eq(expected.as_bytes(), self.auth.signature.as_bytes()) {
+            Ok(())
+        } else {
+            Err(AuthError::Mismatch)
+        }
+    }
+
+    /// Finishes with the body's SHA-256 (lower-case hex), computed as it streamed in: it
+    /// must be the declared one, or, when none was declared, the signature must hold over
+    /// it. The result is the request's access key.
+    pub fn finish(
+        self,
+        request: &SignedRequest<'_>,
+        body_sha256: &str,
+    ) -> Result<String, AuthError> {
+        match &self.declared {
+            Some(declared) => {
+                self.verify_with(request, declared)?;
+                let declared = declared.to_ascii_lowercase();
+                if !constant_time_eq(declared.as_bytes(), body_sha256.as_bytes()) {
+                    return Err(AuthError::Mismatch);
+                }
+            }
+            None => self.verify_with(request, body_sha256)?,
+        }
+        Ok(self.auth.access_key)
+    }
+}
+
+/// The SHA-256 of a body, fed as it streams in, for [`HeadersChecked::finish`].
+#[derive(Debug, Clone, Default)]
+pub struct BodyHash(Sha256);
+
+impl BodyHash {
+    /// An empty hash.
+    pub fn new() -> BodyHash {
+        BodyHash::default()
+    }
+
+    /// Feeds the next part of the body.
+    pub fn update(&mut self, part: &[u8]) {
+        self.0.update(part);
+    }
+
+    /// The hash, in lower-case hex.
+    pub fn finish(self) -> String {
+        hex(&self.0.finalize())
     }
 }
 
@@ -185,6 +278,7 @@ pub(crate) fn signature(
     auth: &Authorization,
     amz_date: &str,
     secret: &str,
+    payload_hash: &str,
 ) -> Result<String, AuthError> {
     let mut canonical = String::new();
     canonical.push_str(request.method);
@@ -211,10 +305,7 @@ pub(crate) fn signature(
     canonical.push('\n');
     canonical.push_str(&auth.signed_headers.join(";"));
     canonical.push('\n');
-    match request.header("x-amz-content-sha256") {
-        Some(h) if h != "UNSIGNED-PAYLOAD" => canonical.push_str(h),
-        _ => canonical.push_str(&hex(&Sha256::digest(request.body))),
-    }
+    canonical.push_str(payload_hash);
     let scope = format!(
         "{}/{}/{}/aws4_request",
         auth.date, auth.region, auth.service
@@ -500,5 +591,66 @@ mod tests {
             let end = (start + len).min(valid.len());
             let _ = parse_authorization(&format!("{}{insert}{}", &valid[..start], &valid[end..]));
         }
+    }
+
+    #[test]
+    fn a_declared_body_hash_is_checked_first_and_held_to_the_body() {
+        let body = br#"{"a":1}"#;
+        let declared = hex(&Sha256::digest(body));
+        let base = [
+            ("host", "example.amazonaws.com"),
+            ("x-amz-content-sha256", declared.as_str()),
+            ("x-amz-date", DATE),
+        ];
+        let unsigned = Authorization {
+            access_key: "AKIDEXAMPLE".into(),
+            date: "20150830".into(),
+            region: "us-east-1".into(),
+            service: "service".into(),
+            signed_headers: vec![
+                "host".into(),
+                "x-amz-content-sha256".into(),
+                "x-amz-date".into(),
+            ],
+            signature: String::new(),
+        };
+        let plain = |headers| SignedRequest {
+            method: "POST",
+            path: "/",
+            query: "",
+            headers,
+            body: b"",
+        };
+        let sig = signature(&plain(&base), &unsigned, DATE, SECRET, &declared).unwrap();
+        let authorization = format!(
+            "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20150830/us-east-1/service/aws4_request, \
+             SignedHeaders=host;x-amz-content-sha256;x-amz-date, Signature={sig}"
+        );
+        let mut headers = base.to_vec();
+        headers.push(("authorization", authorization.as_str()));
+        let req = plain(&headers);
+        let secret_of = |k: &str| (k == "AKIDEXAMPLE").then_some(SECRET);
+        let checked = check_headers(&req, now(), secret_of).unwrap();
+        assert!(checked.hash_declared());
+        checked.verify_declared(&req).unwrap();
+        // A body other than the one declared and signed is refused.
+        let mut other = BodyHash::new();
+        other.update(br#"{"a":2}"#);
+        assert_eq!(
+            checked.clone().finish(&req, &other.finish()),
+            Err(AuthError::Mismatch)
+        );
+        let mut streamed = BodyHash::new();
+        streamed.update(&body[..3]);
+        streamed.update(&body[3..]);
+        assert_eq!(
+            checked.finish(&req, &streamed.finish()).unwrap(),
+            "AKIDEXAMPLE"
+        );
+        // An unknown key is refused on the headers alone.
+        assert_eq!(
+            check_headers(&req, now(), |_| None).unwrap_err(),
+            AuthError::UnknownKey
+        );
     }
 }

@@ -215,12 +215,6 @@ impl Cgroup {
             })
             .unwrap_or(0)
     }
-
-    /// The processes in the group now.
-    #[cfg(test)]
-    pub(crate) fn members(&self) -> Vec<u32> {
-        members(&self.dirs)
-    }
 }
 
 fn write_if_present(file: &Path, value: &str) -> io::Result<()> {
