@@ -88,6 +88,7 @@ pub mod cloud;
 pub mod config;
 mod durable;
 mod edge;
+mod events;
 #[cfg(feature = "http")]
 pub mod http;
 pub mod metaevents;
@@ -99,6 +100,7 @@ mod stats;
 
 pub use durable::RESUME_FUNCTION;
 pub use edge::{EdgeHub, EdgeHubBuilder, HubError, PublishReport, WeakHub};
+pub use events::EventError;
 pub use metaevents::{MetaAction, MetaRule, Metaevents};
 pub use stats::{FunctionStats, HubStats, LatencySummary};
 

@@ -4,7 +4,8 @@
 //! ```toml
 //! [hub]
 //! name = "hub-a"
-//! checkpoint_dir = "./data/checkpoints"   # optional: a DirStore there
+//! checkpoint_dir = "./data/checkpoints"   # optional: a DirStore there, and the durable
+//!                                         # queue of `Event` invocations in its `events/`
 //! workers = 16                            # optional
 //! queue_capacity = 1024                   # optional
 //!
@@ -411,7 +412,9 @@ impl HubConfig {
                     key: "hub.checkpoint_dir".into(),
                     message: e.to_string(),
                 })?;
-            b = b.checkpoint_store(Arc::new(store));
+            b = b
+                .checkpoint_store(Arc::new(store))
+                .event_log(dir.join("events"));
         }
         for spec in &self.functions {
             b = b.deploy(spec.clone());

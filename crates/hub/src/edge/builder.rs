@@ -58,6 +58,14 @@ pub enum HubError {
         /// Its runtime kind.
         runtime: &'static str,
     },
+    /// The durable event queue could not be opened.
+    #[error("the event log in {dir} could not be opened: {source}")]
+    EventLog {
+        /// Its folder.
+        dir: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
     /// The hub already has an MQTT bridge.
     #[cfg(feature = "mqtt")]
     #[error("the hub already has an MQTT bridge")]
@@ -85,6 +93,7 @@ pub struct EdgeHubBuilder {
     suspend_policy: SuspendPolicy,
     load_policy: LoadPolicy,
     durables: Vec<(FunctionSpec, Registration)>,
+    event_log: Option<std::path::PathBuf>,
     #[cfg(feature = "wasm")]
     wasm_config: fnhub_sandbox::WasmConfig,
 }
@@ -216,6 +225,16 @@ impl EdgeHubBuilder {
         self
     }
 
+    /// Keeps `Event` invocations ([`EdgeHub::submit_event`]) in a durable queue in `dir`:
+    /// each is on disk before it is accepted, and what a hub killed before running it had
+    /// accepted runs when the hub is built again from the same folder. Default: none (an
+    /// `Event` invocation lives in memory only). The config file puts it in
+    /// `checkpoint_dir/events`.
+    pub fn event_log(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
+        self.event_log = Some(dir.into());
+        self
+    }
+
     /// The clock. Default: the system clock.
     pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
@@ -290,8 +309,20 @@ impl EdgeHubBuilder {
                 self.clock.clone(),
             ));
         }
+        let (events, pending) = match &self.event_log {
+            Some(dir) => {
+                let (log, recovered) =
+                    crate::events::EventLog::open(dir).map_err(|source| HubError::EventLog {
+                        dir: dir.clone(),
+                        source,
+                    })?;
+                (Some(Arc::new(log)), recovered.pending)
+            }
+            None => (None, Vec::new()),
+        };
         let hub = EdgeHub {
             parts: Arc::new(Parts {
+                events: events.clone(),
                 name: self.name,
                 scheduler,
                 routes,
@@ -310,6 +341,9 @@ impl EdgeHubBuilder {
         }
         for flow in self.flows {
             hub.add_flow(flow)?;
+        }
+        if let Some(log) = events {
+            tokio::spawn(crate::events::replay(hub.downgrade(), log, pending));
         }
         Ok(hub)
     }
@@ -332,6 +366,7 @@ impl Default for EdgeHubBuilder {
             suspend_policy: SuspendPolicy::default(),
             load_policy: LoadPolicy::default(),
             durables: Vec::new(),
+            event_log: None,
             #[cfg(feature = "wasm")]
             wasm_config: fnhub_sandbox::WasmConfig::default(),
         }

@@ -61,6 +61,8 @@ impl WeakHub {
 /// What a hub is made of. Only [`EdgeHub`]'s own methods see it.
 struct Parts {
     name: String,
+    /// The durable queue of `Event` invocations, if the hub keeps one.
+    events: Option<Arc<crate::events::EventLog>>,
     scheduler: Scheduler,
     routes: Arc<Routes>,
     engine: Engine,
@@ -235,6 +237,38 @@ impl EdgeHub {
         self.admit(invocation, |s, i| s.try_submit_detached(i))
     }
 
+    /// Accepts an `Event` invocation (Lambda's asynchronous invocation): with an event log
+    /// ([`EdgeHubBuilder::event_log`]) it is in the durable queue before this returns `Ok`,
+    /// and until it has run it runs again after a restart (at least once); without one, as
+    /// [`submit`](Self::submit). A refused admission hands the invocation back and leaves
+    /// nothing queued.
+    pub async fn submit_event(
+        &self,
+        invocation: Invocation,
+    ) -> Result<fnhub_core::InvocationId, crate::events::EventError> {
+        let Some(log) = &self.parts.events else {
+            return Ok(self.submit(invocation)?);
+        };
+        if self.parts.routes.is_closing() {
+            Stats::add(&self.parts.routes.stats.counters.rejected, 1);
+            return Err(SubmitError::ShuttingDown(invocation).into());
+        }
+        log.append(&invocation)
+            .await
+            .map_err(crate::events::EventError::Storage)?;
+        let id = invocation.id;
+        match self.admit(invocation, |s, i| s.try_submit(i)) {
+            Ok(ticket) => {
+                crate::events::end_when_done(log.clone(), ticket);
+                Ok(id)
+            }
+            Err(refused) => {
+                log.ended(id);
+                Err(refused.into())
+            }
+        }
+    }
+
     /// Adds a flow at run time. Its function target must be deployed.
     pub fn add_flow(&self, flow: Flow) -> Result<FlowId, HubError> {
         if let Target::Function(function) = &flow.target {
@@ -385,6 +419,9 @@ impl EdgeHub {
             }
         }
         parts.scheduler.shutdown().await;
+        if let Some(log) = &parts.events {
+            log.settle().await;
+        }
         #[cfg(feature = "mqtt")]
         crate::bridge::stop(self).await;
     }

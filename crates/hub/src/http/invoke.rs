@@ -300,9 +300,14 @@ pub(super) async fn invoke(
     }
     let id = invocation.id;
     if kind == "Event" {
-        return match front.hub.submit(invocation) {
+        return match front.hub.submit_event(invocation).await {
             Ok(_) => request_id(StatusCode::ACCEPTED.into_response(), &id.to_string()),
-            Err(e) => refused(e),
+            Err(crate::EventError::Refused(e)) => refused(e),
+            Err(e) => aws_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "ServiceException",
+                &e.to_string(),
+            ),
         };
     }
     let completion = match front.hub.call(invocation).await {

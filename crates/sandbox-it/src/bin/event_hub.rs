@@ -1,0 +1,50 @@
+//! A hub from a config file, plus one native function, `record`, that appends the id of
+//! each invocation it runs to a file (after a short pause, so a backlog builds). For the
+//! test that kills a hub with SIGKILL under `Event` load and starts it again.
+//!
+//! `event_hub CONFIG RECORD_FILE`: prints `http ADDRESS` on stderr once it listens, and
+//! drains and exits on SIGTERM.
+
+use std::io::Write;
+use std::sync::Arc;
+use std::time::Duration;
+
+use fnhub::{FunctionName, FunctionSpec, Invocation, from_fn};
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mut args = std::env::args().skip(1);
+    let (Some(config), Some(record)) = (args.next(), args.next()) else {
+        return Err("usage: event_hub CONFIG RECORD_FILE".into());
+    };
+    let config = fnhub::config::HubConfig::load(&config)?;
+    let file = Arc::new(parking_lot::Mutex::new(
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&record)?,
+    ));
+    let handler = from_fn(move |inv: Invocation| {
+        let file = file.clone();
+        async move {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            let _ = writeln!(file.lock(), "{}", inv.id);
+            Ok(bytes::Bytes::new())
+        }
+    });
+    let builder = config.builder()?.function(
+        FunctionSpec::in_process(FunctionName::new("record")?),
+        handler,
+    );
+    let running = config.start(builder, None).await?;
+    let addr = running
+        .http
+        .as_ref()
+        .map(|h| h.local_addr().to_string())
+        .ok_or("the config has no [http]")?;
+    eprintln!("http {addr}");
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    term.recv().await;
+    running.shutdown().await;
+    Ok(())
+}
