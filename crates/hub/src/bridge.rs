@@ -81,11 +81,9 @@ impl RemoteInvoke {
 
 /// Upstream messages enter the hub as events from outside. An invocation that admission
 /// refuses is offered again as room appears, before the message counts as taken (and the
-/// bridge acknowledges it): the broker waits, instead of the message being lost.
+/// bridge acknowledges it): the broker waits, instead of the message being lost. Once the
+/// hub is closing, messages are refused (and so left unacknowledged with the broker).
 struct HubSink(WeakHub);
-
-/// How long a refused invocation keeps being offered before it is given up (and logged).
-const READMIT_FOR: Duration = Duration::from_secs(60);
 
 impl EventSink for HubSink {
     fn publish(&self, event: Event) -> BoxFuture<'_, Result<(), SinkError>> {
@@ -93,40 +91,49 @@ impl EventSink for HubSink {
             let Some(hub) = self.0.upgrade() else {
                 return Err(SinkError::Closed(event));
             };
+            if hub.is_closing() {
+                return Err(SinkError::Closed(event));
+            }
             let report = hub
-                .publish(event)
+                .publish(event.clone())
                 .map_err(|refused| SinkError::InvalidTopic(refused.into_event()))?;
             for refused in report.rejected {
-                readmit(&hub, refused).await;
+                if !readmit(&hub, refused).await {
+                    // The hub began closing: not taken, so the broker keeps it. (Flows
+                    // that did admit it run it again after the next delivery.)
+                    return Err(SinkError::Closed(event));
+                }
             }
             Ok(())
         })
     }
 }
 
-/// Offers a refused invocation again each time the scheduler may have room, for at most
-/// [`READMIT_FOR`].
-async fn readmit(hub: &EdgeHub, mut refused: SubmitError) {
-    let clock = hub.clock().clone();
-    let until = clock.now() + READMIT_FOR;
+/// Offers a refused invocation again each time the scheduler may have room, until it is
+/// admitted (true) or the hub is closing (false). One for a function that is not deployed
+/// is given up, logged and counted as refused (true: it can never run).
+async fn readmit(hub: &EdgeHub, mut refused: SubmitError) -> bool {
     loop {
-        let left = until.saturating_duration_since(clock.now());
-        if matches!(
-            refused,
-            SubmitError::UnknownFunction(_) | SubmitError::ShuttingDown(_)
-        ) || left.is_zero()
-        {
-            tracing::warn!(error = %refused, "an invocation from upstream was not admitted; given up");
-            return;
+        match refused {
+            SubmitError::ShuttingDown(_) => return false,
+            SubmitError::UnknownFunction(_) => {
+                tracing::warn!(error = %refused, "an invocation from upstream was not admitted; given up");
+                return true;
+            }
+            _ => {}
+        }
+        if hub.is_closing() {
+            return false;
         }
         let scheduler = hub.scheduler();
         // Made before the attempt, so room that appears in between is not missed.
         let room = scheduler.room();
         match scheduler.try_submit_detached(refused.into_invocation()) {
-            Ok(_) => return,
+            Ok(_) => return true,
             Err(again) => refused = again,
         }
-        let _ = tokio::time::timeout(left, room).await;
+        // Bounded, so a hub that starts closing meanwhile is noticed.
+        let _ = tokio::time::timeout(Duration::from_millis(250), room).await;
     }
 }
 

@@ -64,6 +64,7 @@ fn ran(record: &Path) -> HashSet<String> {
     std::fs::read_to_string(record)
         .unwrap_or_default()
         .lines()
+        .filter_map(|l| l.split(' ').next())
         .map(str::to_owned)
         .collect()
 }

@@ -34,8 +34,40 @@ pub(super) struct Counters {
     pub(super) buffered: AtomicU64,
 }
 
+/// Upstream messages waiting for the sink, at most; the broker is asked to hold back QoS 1
+/// messages past half of it.
+const INTAKE: usize = 256;
+
 pub(super) fn bump(c: &AtomicU64) {
     c.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Counts an inbound message dropped for `reason`, in the bridge's stats and the
+/// `fnhub_mqtt_inbound_dropped_total{reason}` metric, and says so in the log: the first
+/// drop at once, then at most one line a second with the number since.
+pub(super) fn dropped_inbound(counters: &Counters, reason: &'static str, topic: &str) {
+    bump(&counters.inbound_dropped);
+    metrics::counter!("fnhub_mqtt_inbound_dropped_total", "reason" => reason).increment(1);
+    static LOGGED: AtomicU64 = AtomicU64::new(0);
+    static SINCE: AtomicU64 = AtomicU64::new(0);
+    let unlogged = SINCE.fetch_add(1, Ordering::Relaxed) + 1;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let last = LOGGED.load(Ordering::Relaxed);
+    if now > last
+        && LOGGED
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    {
+        SINCE.fetch_sub(unlogged, Ordering::Relaxed);
+        tracing::warn!(
+            reason,
+            topic,
+            dropped = unlogged,
+            "inbound MQTT messages dropped"
+        );
+    }
 }
 
 impl Counters {
@@ -136,7 +168,13 @@ pub(super) fn options(config: &MqttConfig) -> MqttOptions {
         .set_session_expiry_interval(Some(
             u32::try_from(config.session_expiry.as_secs()).unwrap_or(u32::MAX),
         ))
-        .set_manual_acks(false)
+        // A QoS 1 message is acknowledged once the hub has taken it (see `take_inbound`),
+        // and the broker sends at most INTAKE of them unacknowledged: so the intake never
+        // fills with them, the event loop never waits on it, and rumqttc keeps being
+        // polled and sending the acknowledgements (waiting there deadlocked: the
+        // acknowledgements sat in rumqttc's request queue, which only polling drains).
+        .set_manual_acks(true)
+        .set_receive_maximum(Some(INTAKE as u16 / 2))
         .set_connection_timeout(5)
         // Also rumqttc's own limit on what it reads (10 KiB by default, past which one
         // large message broke the connection on every redelivery).
@@ -162,25 +200,34 @@ pub(super) async fn run(
     loop {
         // A fresh client per connection: what was in flight is ours to send again, so
         // nothing depends on the broker having kept the session.
-        let (client, eventloop) = AsyncClient::new(options(&config), config.window * 2 + 16);
+        let (client, eventloop) =
+            AsyncClient::new(options(&config), config.window * 2 + INTAKE + 16);
         // rumqttc's `poll` must not be dropped half-way (it may have taken a request and be
         // writing it), so it runs on a task of its own and hands its events over.
         let (events_tx, mut events) = mpsc::channel(1024);
         let poller = tokio::spawn(poll_events(eventloop, events_tx));
         // Upstream messages are handed to the sink, in order, off the event loop, which
-        // keeps answering the broker meanwhile. rumqttc acknowledges a QoS 1 message when
-        // it arrives: acknowledging only after the sink took it (manual acks) deadlocks
-        // under load, the acknowledgements queueing behind publishes that wait for the
-        // broker's in-flight window. A full intake stops the reading of the socket instead.
-        let (inbound, inbound_rx) = mpsc::channel::<Publish>(256);
+        // keeps answering the broker meanwhile, and a QoS 1 message is acknowledged only
+        // once the sink has taken it: one the hub refuses (it is shutting down) stays the
+        // broker's, to be sent again on the next connection. The broker holds back QoS 1
+        // messages past our receive maximum (see `options`); QoS 0 messages that find the
+        // intake full are dropped and counted.
+        let (inbound, inbound_rx) = mpsc::channel::<Publish>(INTAKE);
         let worker = tokio::spawn(take_inbound(
             config.clone(),
             sink.clone(),
             counters.clone(),
             inbound_rx,
+            client.clone(),
         ));
         let mut connected = false;
         let mut window = config.window;
+        // QoS 1 messages the intake had no room for, oldest first. The event loop never
+        // waits for the intake: if it did, rumqttc would stop being polled, and the
+        // acknowledgements of what the intake took would never leave (a deadlock seen with
+        // a backlog of thousands). The broker sends at most our receive maximum of them
+        // unacknowledged, which bounds this.
+        let mut held: VecDeque<Publish> = VecDeque::new();
         let ended = loop {
             counters.set_buffered(outbox.len());
             let can_send = connected
@@ -188,6 +235,14 @@ pub(super) async fn run(
                 && outbox.submitted.len() + outbox.inflight.len() < window;
             tokio::select! {
                 _ = stopped.changed() => break true,
+                permit = inbound.reserve(), if !held.is_empty() => match permit {
+                    Ok(permit) => {
+                        if let Some(p) = held.pop_front() {
+                            permit.send(p);
+                        }
+                    }
+                    Err(_) => break false,
+                },
                 m = rx.recv(), if local_open => match m {
                     Some(m) => outbox.push(m, &counters),
                     None => local_open = false,
@@ -235,11 +290,17 @@ pub(super) async fn run(
                     }
                     Ok(MqttEvent::Incoming(Packet::Publish(p))) => {
                         if p.qos == RQoS::AtMostOnce {
-                            if inbound.try_send(p).is_err() {
-                                bump(&counters.inbound_dropped);
+                            if let Err(e) = inbound.try_send(p) {
+                                let p = e.into_inner();
+                                dropped_inbound(&counters, "intake_full", &String::from_utf8_lossy(&p.topic));
                             }
-                        } else if inbound.send(p).await.is_err() {
-                            break false;
+                        } else if !held.is_empty() {
+                            held.push_back(p);
+                        } else if let Err(e) = inbound.try_send(p) {
+                            match e {
+                                mpsc::error::TrySendError::Full(p) => held.push_back(p),
+                                mpsc::error::TrySendError::Closed(_) => break false,
+                            }
                         }
                     }
                     Ok(MqttEvent::Incoming(Packet::PubAck(ack))) => {
@@ -314,16 +375,46 @@ pub(super) async fn poll_events(
     }
 }
 
-/// Hands upstream messages to the sink one by one.
+/// Hands upstream messages to the sink one by one, acknowledging each QoS 1 message the
+/// sink took (or that can never be taken, so the broker stops sending it).
 pub(super) async fn take_inbound(
     config: MqttConfig,
     sink: Arc<dyn EventSink>,
     counters: Arc<Counters>,
     mut rx: mpsc::Receiver<Publish>,
+    client: AsyncClient,
 ) {
     while let Some(p) = rx.recv().await {
-        receive(&config, &sink, &counters, &p).await;
+        let verdict = receive(&config, &sink, &counters, &p).await;
+        if verdict == Verdict::Keep {
+            // Not acknowledged: the broker sends it again on the next connection. What
+            // follows it is refused too (the hub is closing), and stays unacknowledged.
+            continue;
+        }
+        if p.qos == RQoS::AtMostOnce {
+            continue;
+        }
+        // rumqttc's request queue is full only for a moment while it is being polled
+        // (which the event loop never stops doing). Once the connection is gone (the
+        // intake is closed), the broker sends the message again instead.
+        while client.try_ack(&p).is_err() {
+            if rx.is_closed() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
     }
+}
+
+/// What becomes of one upstream message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Verdict {
+    /// Taken by the sink: acknowledge it.
+    Taken,
+    /// Never to be taken (malformed, too large, for no rule): acknowledge and drop it.
+    Dropped,
+    /// Refused for now (the hub is closing): leave it unacknowledged with the broker.
+    Keep,
 }
 
 /// Hands one upstream message to the sink.
@@ -332,19 +423,19 @@ pub(super) async fn receive(
     sink: &Arc<dyn EventSink>,
     counters: &Counters,
     p: &Publish,
-) {
+) -> Verdict {
     let Ok(topic) = std::str::from_utf8(&p.topic) else {
-        bump(&counters.inbound_dropped);
-        return;
+        dropped_inbound(counters, "bad_topic", "");
+        return Verdict::Dropped;
     };
     let Ok(name) = TopicName::new(topic) else {
-        bump(&counters.inbound_dropped);
-        return;
+        dropped_inbound(counters, "bad_topic", topic);
+        return Verdict::Dropped;
     };
     let Some(rule) = config.inbound.iter().find(|r| r.remote.matches(&name)) else {
         // A message for a subscription of an earlier session.
-        bump(&counters.inbound_dropped);
-        return;
+        dropped_inbound(counters, "no_rule", topic);
+        return Verdict::Dropped;
     };
     if p.payload.len() > config.max_message_bytes as usize {
         // Acknowledged all the same (the broker stops resending it), and said.
@@ -356,7 +447,7 @@ pub(super) async fn receive(
             limit = config.max_message_bytes,
             "an inbound MQTT message over the size limit was dropped"
         );
-        return;
+        return Verdict::Dropped;
     }
     let mut event = Event::new(
         format!("{}{topic}", rule.local_prefix),
@@ -374,23 +465,33 @@ pub(super) async fn receive(
             event.headers.insert(CORRELATION_HEADER, to_hex(data));
         }
     }
-    // A full queue gets a few short waits before the message is given up.
-    let mut attempt = 0;
+    // A full queue: a QoS 0 message gets a few short waits before it is dropped; a QoS 1
+    // message waits for as long as it takes (the broker holds the rest meanwhile).
+    let mut attempt: u32 = 0;
     loop {
         match sink.publish(event).await {
             Ok(()) => {
                 bump(&counters.inbound);
-                return;
+                return Verdict::Taken;
             }
-            Err(PublishError::Full(back)) if attempt < 5 => {
-                attempt += 1;
+            Err(PublishError::Full(back)) if p.qos != RQoS::AtMostOnce || attempt < 5 => {
+                attempt = attempt.saturating_add(1);
                 event = back;
-                tokio::time::sleep(Duration::from_millis(10 << attempt)).await;
+                tokio::time::sleep(Duration::from_millis(10 << attempt.min(4))).await;
+            }
+            Err(PublishError::Full(_)) => {
+                dropped_inbound(counters, "queue_full", topic);
+                return Verdict::Dropped;
+            }
+            Err(PublishError::Closed(_)) if p.qos != RQoS::AtMostOnce => return Verdict::Keep,
+            Err(PublishError::Closed(_)) => {
+                dropped_inbound(counters, "closed", topic);
+                return Verdict::Dropped;
             }
             Err(error) => {
                 tracing::warn!(%error, "inbound mqtt message refused");
-                bump(&counters.inbound_dropped);
-                return;
+                dropped_inbound(counters, "invalid", topic);
+                return Verdict::Dropped;
             }
         }
     }

@@ -4,10 +4,15 @@
 //!   [`EventSink`] (the hub) as an event from [`EventSource::Cloud`](fnhub_core::EventSource::Cloud), on the same topic or
 //!   under a local prefix, in order. MQTT 5 user properties become event headers, so a
 //!   `traceparent` sent by a device continues its trace. A QoS 1 message is acknowledged
-//!   to the broker when it reaches the bridge; from there a full hub slows the bridge (it
-//!   stops reading the socket) rather than losing it, but a crash of the hub's process loses
-//!   what it had taken and not yet run (at most the bridge's intake of 256 messages and the
-//!   hub's queue).
+//!   to the broker only once the sink has taken it (the hub admitted what it triggers); a
+//!   sink that refuses it (the hub is closing) leaves it unacknowledged, and the broker
+//!   sends it again on the next connection. A full hub slows the bridge rather than losing
+//!   the message: the broker holds back QoS 1 messages past the bridge's receive maximum
+//!   (128). A crash of the hub's process loses what it had admitted and not yet run (its
+//!   queue). A QoS 0 message that finds the intake (256) or the hub full is dropped;
+//!   every drop of any kind is counted in [`BridgeStats::inbound_dropped`], in the
+//!   `fnhub_mqtt_inbound_dropped_total{reason}` metric, and logged (at most a line a
+//!   second, with the number since the last).
 //! - **Outbound**: events on local filters are published upstream, at QoS 0 or 1, with the
 //!   event's headers (trace context included) as user properties. Events that came from the
 //!   cloud are not sent back.
@@ -269,7 +274,8 @@ pub struct BridgeStats {
     pub connects: u64,
     /// Messages received and handed to the sink.
     pub inbound: u64,
-    /// Messages received that the sink refused or that were malformed.
+    /// Messages received and dropped: a QoS 0 message the intake or the hub had no room
+    /// for, a malformed topic, a message for no inbound rule.
     pub inbound_dropped: u64,
     /// Messages received over [`MqttConfig::max_message_bytes`]: acknowledged and dropped.
     pub inbound_oversized: u64,

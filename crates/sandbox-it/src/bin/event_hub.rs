@@ -1,6 +1,7 @@
-//! A hub from a config file, plus one native function, `record`, that appends the id of
-//! each invocation it runs to a file (after a short pause, so a backlog builds). For the
-//! test that kills a hub with SIGKILL under `Event` load and starts it again.
+//! A hub from a config file, plus one native function, `record`, that appends a line with
+//! the id and the payload of each invocation it runs to a file (after a short pause, so a
+//! backlog builds). For the tests that stop a hub under load (SIGKILL under `Event`
+//! invocations, SIGTERM with an MQTT backlog) and start it again.
 //!
 //! `event_hub CONFIG RECORD_FILE`: prints `http ADDRESS` on stderr once it listens, and
 //! drains and exits on SIGTERM.
@@ -28,7 +29,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let file = file.clone();
         async move {
             tokio::time::sleep(Duration::from_millis(5)).await;
-            let _ = writeln!(file.lock(), "{}", inv.id);
+            let payload = String::from_utf8_lossy(&inv.payload).replace('\n', " ");
+            let _ = writeln!(file.lock(), "{} {payload}", inv.id);
             Ok(bytes::Bytes::new())
         }
     });
@@ -43,6 +45,21 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .map(|h| h.local_addr().to_string())
         .ok_or("the config has no [http]")?;
     eprintln!("http {addr}");
+    if std::env::var_os("EVENT_HUB_STATS").is_some() {
+        let hub = running.hub.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let s = hub.stats();
+                eprintln!(
+                    "stats: mqtt {:?} events_in {} rejected {}",
+                    hub.mqtt_stats(),
+                    s.events_in,
+                    s.rejected
+                );
+            }
+        });
+    }
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     term.recv().await;
     running.shutdown().await;
