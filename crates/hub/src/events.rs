@@ -323,7 +323,13 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
 impl EventLog {
     /// Opens (or makes) the log in `dir` and returns what is left to run.
     pub(crate) fn open(dir: &Path) -> io::Result<(EventLog, Recovered)> {
-        std::fs::create_dir_all(dir)?;
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)?;
+        }
         let mut seqs: Vec<u64> = std::fs::read_dir(dir)?
             .flatten()
             .filter_map(|e| e.file_name().to_str()?.strip_suffix(".log")?.parse().ok())

@@ -158,7 +158,11 @@ impl Shared {
     }
 
     fn dropped(&self, policy: &'static str) {
-        Stats::add(&self.stats.counters.overflow_dropped, 1);
+        Stats::refused(
+            &self.stats.counters.overflow_dropped,
+            "dropped by a flow's overflow policy",
+            1,
+        );
         metrics::counter!("fnhub_flow_overflow_dropped_total", "policy" => policy).increment(1);
     }
 }

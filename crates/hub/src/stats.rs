@@ -163,6 +163,37 @@ impl Stats {
         }
     }
 
+    /// Counts `n` invocations the hub did not take (`what`: why) in `counter`, and says so
+    /// in the log: at once the first time, then at most one line a second per kind, with
+    /// the number since the last line. No drop goes uncounted or unsaid.
+    pub(crate) fn refused(counter: &AtomicU64, what: &'static str, n: usize) {
+        if n == 0 {
+            return;
+        }
+        Stats::add(counter, n);
+        static LAST: parking_lot::Mutex<Vec<(&'static str, u64, u64)>> =
+            parking_lot::Mutex::new(Vec::new());
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let mut last = LAST.lock();
+        let entry = match last.iter().position(|(w, _, _)| *w == what) {
+            Some(i) => &mut last[i],
+            None => {
+                last.push((what, 0, 0));
+                let i = last.len() - 1;
+                &mut last[i]
+            }
+        };
+        entry.2 += n as u64;
+        if now > entry.1 {
+            let count = std::mem::take(&mut entry.2);
+            entry.1 = now;
+            drop(last);
+            tracing::warn!(what, count, "invocations not taken");
+        }
+    }
+
     pub(crate) fn completed(
         &self,
         function: &FunctionName,

@@ -149,7 +149,25 @@ impl HubConfig {
             path: path.to_owned(),
             source,
         })?;
-        HubConfig::parse(&text, path)
+        let config = HubConfig::parse(&text, path)?;
+        // Secret keys in a file others can read: said, not refused (the file is the
+        // operator's); functions never see it (their jail has no view of it).
+        #[cfg(feature = "http")]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let has_secrets = matches!(&config.http, Some((_, h)) if matches!(h.auth, crate::http::HttpAuth::SigV4(_)));
+            if has_secrets
+                && let Ok(meta) = std::fs::metadata(path)
+                && meta.permissions().mode() & 0o077 != 0
+            {
+                tracing::warn!(
+                    path = %path.display(),
+                    mode = format!("{:o}", meta.permissions().mode() & 0o777),
+                    "the config file holds secret keys and others may read it: chmod 600 it"
+                );
+            }
+        }
+        Ok(config)
     }
 
     /// Checks `text`, the contents of the file at `path` (relative paths in it resolve

@@ -227,7 +227,13 @@ impl EdgeHub {
         } else {
             submit(&parts.scheduler, invocation)
         };
-        admitted.inspect_err(|_| Stats::add(&parts.routes.stats.counters.rejected, 1))
+        admitted.inspect_err(|_| {
+            Stats::refused(
+                &parts.routes.stats.counters.rejected,
+                "refused by admission",
+                1,
+            )
+        })
     }
 
     /// Admits an invocation without waiting for it (Lambda's `Event` invocation type); its
@@ -250,7 +256,11 @@ impl EdgeHub {
             return Ok(self.submit(invocation)?);
         };
         if self.parts.routes.is_closing() {
-            Stats::add(&self.parts.routes.stats.counters.rejected, 1);
+            Stats::refused(
+                &self.parts.routes.stats.counters.rejected,
+                "refused: closing",
+                1,
+            );
             return Err(SubmitError::ShuttingDown(invocation).into());
         }
         log.append(&invocation)

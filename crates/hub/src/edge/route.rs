@@ -133,7 +133,7 @@ impl Routes {
                 Err(e) => report.rejected.push(e),
             }
         }
-        Stats::add(&c.rejected, report.rejected.len());
+        Stats::refused(&c.rejected, "refused by admission", report.rejected.len());
         Ok(report)
     }
 
