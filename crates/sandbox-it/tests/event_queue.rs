@@ -3,39 +3,16 @@
 //! every one of them (at least once).
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-
-const HUB: &str = env!("CARGO_BIN_EXE_event_hub");
-
-/// Starts the hub; returns it and its HTTP address.
-fn start(config: &Path, record: &Path) -> (Child, String) {
-    let mut child = Command::new(HUB)
-        .arg(config)
-        .arg(record)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let addr = loop {
-        let line = lines
-            .next()
-            .expect("the hub exited before listening")
-            .unwrap();
-        if let Some(addr) = line.strip_prefix("http ") {
-            break addr.to_owned();
-        }
-    };
-    // Keep reading its stderr so it never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    (child, addr)
-}
 
 /// One `Event` invocation on a fresh connection: its request id when answered `202`.
 fn event(addr: &str, n: usize) -> Option<String> {
@@ -83,7 +60,7 @@ fn every_accepted_event_runs_after_a_sigkill_and_restart() {
         ),
     )
     .unwrap();
-    let (mut hub, addr) = start(&config, &record);
+    let (mut hub, addr) = common::start_event_hub(&config, &record);
 
     // Eight clients send events as fast as they are answered; the hub runs ~400 a second.
     let accepted = Arc::new(Mutex::new(Vec::new()));
@@ -121,7 +98,7 @@ fn every_accepted_event_runs_after_a_sigkill_and_restart() {
         "every accepted event had run before the kill: the test shows nothing"
     );
 
-    let (mut hub, _) = start(&config, &record);
+    let (mut hub, _) = common::start_event_hub(&config, &record);
     let mut left = accepted.len();
     for _ in 0..600 {
         let after = ran(&record);
@@ -148,7 +125,7 @@ fn every_accepted_event_runs_after_a_sigkill_and_restart() {
     // A clean stop after the restart leaves nothing to run a third time.
     sigterm(&hub);
     assert!(hub.wait().unwrap().success());
-    let (mut hub, _) = start(&config, &record);
+    let (mut hub, _) = common::start_event_hub(&config, &record);
     std::thread::sleep(Duration::from_millis(500));
     let final_lines = std::fs::read_to_string(&record).unwrap().lines().count();
     assert_eq!(

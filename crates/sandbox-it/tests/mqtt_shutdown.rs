@@ -5,44 +5,18 @@
 //! of 5,000 lost 2,347: the bridge acknowledged messages on arrival.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::Packet;
 use rumqttc::v5::{AsyncClient, Event as MqttEvent, MqttOptions};
 
-const HUB: &str = env!("CARGO_BIN_EXE_event_hub");
 const MESSAGES: usize = 5_000;
-
-fn start_hub(config: &Path, record: &Path) -> Child {
-    let mut child = Command::new(HUB)
-        .env("EVENT_HUB_STATS", "1")
-        .arg(config)
-        .arg(record)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    loop {
-        let line = lines
-            .next()
-            .expect("the hub exited before listening")
-            .unwrap();
-        if line.starts_with("http ") {
-            break;
-        }
-    }
-    std::thread::spawn(move || {
-        for line in lines.map_while(Result::ok) {
-            eprintln!("hub: {line}");
-        }
-    });
-    child
-}
 
 /// The payloads (`{"n":N}` → N) the function ran, with how many runs in all.
 fn ran(record: &Path) -> (HashSet<usize>, usize) {
@@ -104,7 +78,7 @@ async fn sigterm_with_a_qos1_backlog_loses_nothing() {
         ),
     )
     .unwrap();
-    let mut hub = start_hub(&config, &record);
+    let (mut hub, _) = common::start_event_hub(&config, &record);
 
     // A device that publishes at QoS 1 and counts the broker's acknowledgements.
     let mut options = MqttOptions::new("device-term", "127.0.0.1", port);
@@ -171,7 +145,7 @@ async fn sigterm_with_a_qos1_backlog_loses_nothing() {
     );
 
     // The restarted hub gets the rest from the broker.
-    let mut hub = start_hub(&config, &record);
+    let (mut hub, _) = common::start_event_hub(&config, &record);
     let until = Instant::now() + Duration::from_secs(60);
     let (seen, runs) = loop {
         let (seen, runs) = ran(&record);

@@ -105,3 +105,36 @@ impl Subscriber for Recorder {
     fn enter(&self, _: &Id) {}
     fn exit(&self, _: &Id) {}
 }
+
+/// Starts the `event_hub` binary (a hub from `config` with a native `record` function that
+/// appends what it ran to `record`): the process and its HTTP address, once it listens.
+/// Its stderr is echoed with a `hub:` prefix.
+pub(crate) fn start_event_hub(
+    config: &std::path::Path,
+    record: &std::path::Path,
+) -> (std::process::Child, String) {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_event_hub"))
+        .env("EVENT_HUB_STATS", "1")
+        .arg(config)
+        .arg(record)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let addr = loop {
+        let line = lines
+            .next()
+            .expect("the hub exited before listening")
+            .unwrap();
+        if let Some(addr) = line.strip_prefix("http ") {
+            break addr.to_owned();
+        }
+    };
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            eprintln!("hub: {line}");
+        }
+    });
+    (child, addr)
+}
