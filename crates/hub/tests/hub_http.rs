@@ -627,3 +627,72 @@ async fn slowloris_and_unsigned_floods_leave_memory_bounded() {
     .expect("shutdown waited past its grace");
     hub.shutdown().await;
 }
+
+/// Requests signed by botocore's own SigV4 signer, sent with Python's urllib: one signed for
+/// service `s3` instead of `lambda`, and one that signs `X-Amz-Content-Sha256` of a body
+/// and sends another. Both were accepted before; both are refused now, and the same
+/// signer's honest request still passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn botocore_signed_forgeries_are_refused() {
+    if aws_cli().is_none() {
+        return;
+    }
+    let hub = hub();
+    let server = serve_signed(&hub).await;
+    let addr = server.local_addr();
+    let script = r#"
+import hashlib, json, sys, urllib.request, urllib.error
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+addr, key, secret = sys.argv[1:4]
+url = f"http://{addr}/2015-03-31/functions/hello/invocations"
+def send(service, signed_body, sent_body, declare_hash):
+    headers = {}
+    if declare_hash:
+        headers["X-Amz-Content-Sha256"] = hashlib.sha256(signed_body).hexdigest()
+    req = AWSRequest(method="POST", url=url, data=signed_body, headers=headers)
+    SigV4Auth(Credentials(key, secret), service, "us-east-1").add_auth(req)
+    out = urllib.request.Request(url, data=sent_body, method="POST", headers=dict(req.headers.items()))
+    try:
+        with urllib.request.urlopen(out, timeout=10) as r:
+            return r.status, r.headers.get("x-amzn-ErrorType")
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers.get("x-amzn-ErrorType")
+print(json.dumps({
+    "honest": send("lambda", b'{"a":1}', b'{"a":1}', False),
+    "honest_declared": send("lambda", b'{"a":1}', b'{"a":1}', True),
+    "wrong_service": send("s3", b'{"a":1}', b'{"a":1}', False),
+    "swapped_body": send("lambda", b'{"a":1}', b'{"a":2}', True),
+}))
+"#;
+    let (key, secret) = KEY_A;
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("python3")
+            .args(["-c", script, &addr.to_string(), key, secret])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["honest"], json!([200, null]), "{r}");
+    assert_eq!(r["honest_declared"], json!([200, null]), "{r}");
+    assert_eq!(
+        r["wrong_service"],
+        json!([403, "InvalidSignatureException"]),
+        "{r}"
+    );
+    assert_eq!(
+        r["swapped_body"],
+        json!([403, "InvalidSignatureException"]),
+        "{r}"
+    );
+    server.shutdown().await;
+    hub.shutdown().await;
+}

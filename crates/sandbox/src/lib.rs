@@ -60,6 +60,8 @@ pub mod process;
 pub use in_process::{Enforcement, InProcessSandbox};
 #[cfg(feature = "process")]
 pub use process::{Confinement, Identity, ProcessLimits, ProcessSandbox};
+#[cfg(feature = "sigv4")]
+pub mod sigv4;
 #[cfg(feature = "wasm")]
 pub mod wasm;
 #[cfg(feature = "wasm")]

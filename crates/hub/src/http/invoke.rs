@@ -111,11 +111,14 @@ impl Front {
         if matches!(self.config.auth, HttpAuth::None) {
             return Ok(None);
         }
-        sigv4::check_headers(request, self.hub.clock().system_time(), |k| {
+        let checked = sigv4::check_headers(request, self.hub.clock().system_time(), |k| {
             self.keys.get(k).map(|(secret, _)| secret.as_str())
         })
-        .map(Some)
-        .map_err(refused_signature)
+        .map_err(refused_signature)?;
+        checked
+            .expect_service("lambda")
+            .map_err(refused_signature)?;
+        Ok(Some(checked))
     }
 
     fn principal_of(&self, access_key: &str) -> Result<Principal, Response> {

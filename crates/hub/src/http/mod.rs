@@ -47,7 +47,7 @@
 mod conn;
 mod invoke;
 mod ops;
-pub mod sigv4;
+pub use fnhub_sandbox::sigv4;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

@@ -32,6 +32,9 @@ pub enum AuthError {
     /// The request's date is too far from now.
     #[error("signature expired: the request is dated {0}, more than 15 minutes from now")]
     Expired(String),
+    /// The credential scope names another service than the one answering.
+    #[error("the request is signed for service {0:?}, not this one")]
+    WrongService(String),
     /// The signature does not match.
     #[error(
         "the request signature we calculated does not match the signature you provided; \
@@ -48,6 +51,7 @@ impl AuthError {
             AuthError::Malformed(_) => "IncompleteSignatureException",
             AuthError::UnknownKey => "UnrecognizedClientException",
             AuthError::Expired(_) => "InvalidSignatureException",
+            AuthError::WrongService(_) => "InvalidSignatureException",
             AuthError::Mismatch => "InvalidSignatureException",
         }
     }
@@ -207,6 +211,21 @@ pub fn check_headers<'k>(
 }
 
 impl HeadersChecked {
+    /// Refuses a request whose credential scope names another service than `service`
+    /// (a signature made for `s3` is not one for `lambda`).
+    pub fn expect_service(&self, service: &str) -> Result<(), AuthError> {
+        if self.auth.service == service {
+            Ok(())
+        } else {
+            Err(AuthError::WrongService(self.auth.service.clone()))
+        }
+    }
+
+    /// The access key the request names.
+    pub fn access_key(&self) -> &str {
+        &self.auth.access_key
+    }
+
     /// Whether the signature can be checked before the body is read: the client declared
     /// the body's hash in `X-Amz-Content-Sha256`.
     pub fn hash_declared(&self) -> bool {
