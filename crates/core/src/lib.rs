@@ -67,7 +67,7 @@ pub use services::{LocalServices, NoServices, ServiceCaller, ServiceError, Servi
 pub use sink::{EventSink, PublishError};
 pub use spec::{
     CapabilityProfile, EnvAccess, FilesystemAccess, FunctionSpec, NetworkAccess, PathGrant,
-    Placement, Resources, Runtime, SidecarSpec,
+    Placement, Resources, Runtime, ServiceAccess, SidecarSpec,
 };
 pub use store::{CheckpointStore, StoreError};
 pub use trace::{TraceParent, TraceParentError};

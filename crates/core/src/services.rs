@@ -72,6 +72,12 @@ pub enum ServiceError {
     /// This service is not offered here.
     #[error("unavailable: {0}")]
     Unavailable(String),
+    /// The request conflicts with the current state (a shadow update for another version).
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// The request is over a size limit (a shadow document over 8 KB).
+    #[error("too large: {0}")]
+    TooLarge(String),
 }
 
 impl ServiceError {
@@ -84,6 +90,8 @@ impl ServiceError {
             ServiceError::Overloaded(_) => -4,
             ServiceError::Function(_) => -5,
             ServiceError::Unavailable(_) => -6,
+            ServiceError::Conflict(_) => -7,
+            ServiceError::TooLarge(_) => -8,
         }
     }
 }

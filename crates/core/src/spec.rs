@@ -149,6 +149,77 @@ pub struct CapabilityProfile {
     pub filesystem: FilesystemAccess,
     /// Environment variables.
     pub env: EnvAccess,
+    /// The hub's services it may use (invoke, publish, shadows).
+    pub services: ServiceAccess,
+}
+
+/// Which of the hub's services a function may use: the functions it may invoke, the topics
+/// it may publish on (MQTT filters), the things whose shadows it may read and change. The
+/// default allows nothing; `"*"` allows any. An invoke entry `name` allows every version
+/// and alias of it, `name:qualifier` that one only.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[non_exhaustive]
+pub struct ServiceAccess {
+    /// Functions it may invoke.
+    pub invoke: Vec<String>,
+    /// MQTT filters of the topics it may publish on.
+    pub publish: Vec<String>,
+    /// Things whose shadows it may read, update and delete.
+    pub shadows: Vec<String>,
+}
+
+impl ServiceAccess {
+    /// Allows every service.
+    pub fn all() -> ServiceAccess {
+        ServiceAccess {
+            invoke: vec!["*".into()],
+            publish: vec!["#".into()],
+            shadows: vec!["*".into()],
+        }
+    }
+
+    /// Whether it may invoke `function` (`name` or `name:qualifier`).
+    pub fn may_invoke(&self, function: &str) -> bool {
+        let name = function.split(':').next().unwrap_or(function);
+        self.invoke
+            .iter()
+            .any(|a| a == "*" || a == name || a == function)
+    }
+
+    /// Whether it may publish on `topic`.
+    pub fn may_publish(&self, topic: &str) -> bool {
+        self.publish
+            .iter()
+            .any(|f| f == "*" || filter_matches(f, topic))
+    }
+
+    /// Whether it may read and change the shadows of `thing`.
+    pub fn may_use_shadow(&self, thing: &str) -> bool {
+        self.shadows.iter().any(|a| a == "*" || a == thing)
+    }
+}
+
+/// MQTT filter matching: `+` one level, `#` this level and all below; a topic starting
+/// with `$` is not matched by a wildcard in the first level.
+fn filter_matches(filter: &str, topic: &str) -> bool {
+    let mut f = filter.split('/');
+    let mut t = topic.split('/');
+    let mut first = true;
+    loop {
+        match (f.next(), t.next()) {
+            (Some("#"), _) => return !(first && topic.starts_with('$')),
+            (Some("+"), Some(level)) => {
+                if first && level.starts_with('$') {
+                    return false;
+                }
+            }
+            (Some(a), Some(b)) if a == b => {}
+            (None, None) => return true,
+            _ => return false,
+        }
+        first = false;
+    }
 }
 
 impl CapabilityProfile {
@@ -159,6 +230,7 @@ impl CapabilityProfile {
             network: NetworkAccess::Any,
             filesystem: FilesystemAccess::Unrestricted,
             env: EnvAccess::Inherit(BTreeMap::new()),
+            services: ServiceAccess::all(),
         }
     }
 
@@ -331,5 +403,26 @@ mod tests {
         assert_eq!(spec.runtime.kind(), "in_process");
         assert!(spec.capabilities.restrictions().is_empty());
         assert_eq!(spec.resources.timeout, Duration::from_secs(3));
+    }
+
+    #[test]
+    fn service_access_is_closed_by_default_and_matches_filters() {
+        let none = ServiceAccess::default();
+        assert!(!none.may_invoke("f") && !none.may_publish("a") && !none.may_use_shadow("t"));
+        let some = ServiceAccess {
+            invoke: vec!["double".into(), "half:2".into()],
+            publish: vec!["alerts/#".into(), "s/+/t".into()],
+            shadows: vec!["lamp-1".into()],
+        };
+        assert!(some.may_invoke("double") && some.may_invoke("double:3"));
+        assert!(some.may_invoke("half:2") && !some.may_invoke("half") && !some.may_invoke("other"));
+        assert!(some.may_publish("alerts") && some.may_publish("alerts/x/y"));
+        assert!(
+            some.may_publish("s/1/t") && !some.may_publish("s/1/u") && !some.may_publish("s/t")
+        );
+        assert!(!some.may_publish("other/x"));
+        assert!(some.may_use_shadow("lamp-1") && !some.may_use_shadow("lamp-2"));
+        let all = ServiceAccess::all();
+        assert!(all.may_publish("a/b") && !all.may_publish("$aws/things/x"));
     }
 }

@@ -274,8 +274,8 @@ impl ShadowUpdate {
     fn parse(document: &[u8]) -> Result<ShadowUpdate, ServiceError> {
         let invalid = |m: &str| ServiceError::Invalid(format!("shadow document: {m}"));
         if document.len() > MAX_SHADOW_BYTES {
-            return Err(invalid(&format!(
-                "{} bytes, over the {MAX_SHADOW_BYTES}-byte limit",
+            return Err(ServiceError::TooLarge(format!(
+                "shadow document: {} bytes, over the {MAX_SHADOW_BYTES}-byte limit",
                 document.len()
             )));
         }
@@ -334,7 +334,7 @@ impl Shadow {
         if let Some(v) = update.version
             && v != self.version
         {
-            return Err(ServiceError::Invalid(format!(
+            return Err(ServiceError::Conflict(format!(
                 "version conflict: the update is for version {v}, the shadow is at {}",
                 self.version
             )));
@@ -487,7 +487,7 @@ mod tests {
             assert!(matches!(err, ServiceError::Invalid(_)), "{bad}: {err}");
         }
         let err = update(&mut s, r#"{"state":{"reported":{"t":2}},"version":0}"#).unwrap_err();
-        assert!(err.to_string().contains("version conflict"), "{err}");
+        assert!(matches!(err, ServiceError::Conflict(_)), "{err}");
         update(&mut s, r#"{"state":{"reported":{"t":3}},"version":1}"#).unwrap();
         assert_eq!(s.document()["state"]["reported"], json!({"t": 3}));
         assert_eq!(s.version, 2);
@@ -495,7 +495,10 @@ mod tests {
             r#"{{"state":{{"reported":{{"x":"{}"}}}}}}"#,
             "a".repeat(MAX_SHADOW_BYTES)
         );
-        assert!(update(&mut s, &huge).is_err());
+        assert!(matches!(
+            update(&mut s, &huge),
+            Err(ServiceError::TooLarge(_))
+        ));
     }
 
     #[test]

@@ -129,6 +129,21 @@ pub(crate) struct FunctionSection {
     pub(super) files: Vec<PathBuf>,
     #[serde(default)]
     pub(super) network: bool,
+    /// What it may do on its endpoint: `{ invoke = [..], publish = [..], shadows = [..] }`.
+    #[serde(default)]
+    pub(super) allow: AllowSection,
+}
+
+/// A function's allow-list of the hub's services (see `fnhub_core::ServiceAccess`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AllowSection {
+    #[serde(default)]
+    pub(super) invoke: Vec<String>,
+    #[serde(default)]
+    pub(super) publish: Vec<String>,
+    #[serde(default)]
+    pub(super) shadows: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -265,6 +280,20 @@ pub(crate) fn function_spec(
         });
     }
     profile.filesystem = FilesystemAccess::Only(grants);
+    for filter in &f.allow.publish {
+        if filter != "*" {
+            filter
+                .parse::<fnhub_router::topic::TopicFilter>()
+                .map_err(|e| (key("allow.publish"), format!("{filter:?}: {e}")))?;
+        }
+    }
+    for name in f.allow.invoke.iter().filter(|n| *n != "*") {
+        name.parse::<fnhub_core::FunctionRef>()
+            .map_err(|e| (key("allow.invoke"), format!("{name:?}: {e}")))?;
+    }
+    profile.services.invoke = f.allow.invoke.clone();
+    profile.services.publish = f.allow.publish.clone();
+    profile.services.shadows = f.allow.shadows.clone();
     if f.network {
         profile.network = NetworkAccess::Any;
     }

@@ -263,18 +263,21 @@ impl EdgeHubBuilder {
         for sandbox in self.sandboxes {
             scheduler = scheduler.sandbox(sandbox);
         }
-        // After the caller's own, so a sandbox configured by the caller wins.
-        #[cfg(feature = "process")]
-        {
-            let process = fnhub_sandbox::ProcessSandbox::new().with_clock(self.clock.clone());
-            scheduler = scheduler.sandbox(Arc::new(process));
-        }
         let scheduler = scheduler.build()?;
         let services = Arc::new(HubServices::new(
             routes.clone(),
             scheduler.downgrade(),
             self.clock.clone(),
         ));
+        // After the caller's own, so a sandbox configured by the caller wins. Its functions
+        // reach the hub's services through the endpoint each environment serves.
+        #[cfg(feature = "process")]
+        {
+            let process = fnhub_sandbox::ProcessSandbox::new()
+                .with_clock(self.clock.clone())
+                .with_services(services.clone());
+            scheduler.add_sandbox(Arc::new(process));
+        }
         #[cfg(feature = "wasm")]
         {
             let wasm = fnhub_sandbox::WasmSandbox::with_config(self.wasm_config, services.clone())?

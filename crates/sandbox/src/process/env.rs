@@ -47,6 +47,8 @@ pub(super) struct Inner {
     pub(super) healthy: Arc<AtomicBool>,
     pub(super) starts: AtomicU64,
     pub(super) sidecars: Vec<tokio::task::JoinHandle<()>>,
+    /// The AWS APIs served to the process, if the sandbox has services.
+    pub(super) endpoint: Option<super::endpoint::Endpoint>,
     /// Kept so the namespace lives as long as the environment.
     pub(super) _netns: Option<Arc<NetNs>>,
 }
@@ -248,19 +250,17 @@ impl ProcessEnvironment {
             }
         };
 
-        let std_listener = match &netns {
-            Some(ns) => ns.bind_loopback().await,
-            None => std::net::TcpListener::bind(("127.0.0.1", 0)),
-        }
-        .map_err(|e| PrepareError::Start(Box::new(e)))?;
-        std_listener
-            .set_nonblocking(true)
+        let (listener, address) = spawn::loopback_listener(netns.as_ref())
+            .await
             .map_err(|e| PrepareError::Start(Box::new(e)))?;
-        let address = std_listener
-            .local_addr()
-            .map_err(|e| PrepareError::Start(Box::new(e)))?;
-        let listener = tokio::net::TcpListener::from_std(std_listener)
-            .map_err(|e| PrepareError::Start(Box::new(e)))?;
+        let endpoint = match &config.services {
+            Some(services) => Some(
+                super::endpoint::open(services.clone(), &config, spec, netns.as_ref())
+                    .await
+                    .map_err(|e| PrepareError::Start(Box::new(e)))?,
+            ),
+            None => None,
+        };
 
         let function = spec.name.as_str().to_owned();
         let version = spec.version.to_string();
@@ -274,6 +274,9 @@ impl ProcessEnvironment {
         let mut env = lambda_env(&config, spec, &task_root, &address.to_string());
         if let Some(handler) = handler {
             env.push(("_HANDLER".into(), handler.clone()));
+        }
+        if let Some(endpoint) = &endpoint {
+            env.extend(endpoint.env());
         }
         if !clear_env && std::env::var_os("PATH").is_some() {
             // An inherited environment keeps the hub's PATH.
@@ -341,6 +344,7 @@ impl ProcessEnvironment {
             healthy,
             starts: AtomicU64::new(0),
             sidecars: sidecar_tasks,
+            endpoint,
             _netns: netns,
         });
         {
@@ -501,6 +505,9 @@ impl Inner {
                 client_context: client_context(&invocation.context),
                 reply,
             };
+            if let Some(endpoint) = &self.endpoint {
+                endpoint.running(invocation.id, &invocation.context, deadline);
+            }
             // Kills the process if this future is dropped before the answer arrives.
             let guard = KillOnDrop(Some((running.pid, running.killed.clone())));
             if self.deliver.send(delivery).await.is_err() {
@@ -570,6 +577,9 @@ impl Drop for KillOnDrop {
 impl Drop for Inner {
     fn drop(&mut self) {
         self.server.abort();
+        if let Some(endpoint) = &self.endpoint {
+            endpoint.stop();
+        }
         for sidecar in &self.sidecars {
             sidecar.abort();
         }

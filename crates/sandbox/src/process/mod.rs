@@ -80,12 +80,26 @@
 //! unless the sandbox runs [`Enforcement::BestEffort`], which reports what was left out in
 //! the environment's [`IsolationReport`](fnhub_core::IsolationReport).
 //!
+//! # The function endpoint
+//!
+//! With [`ProcessSandbox::with_services`], each environment also serves AWS's APIs to its
+//! process on the loopback of its network namespace (the host's when it has
+//! [`NetworkAccess::Any`](fnhub_core::NetworkAccess::Any)): Lambda `Invoke`, IoT
+//! `Publish`, `GetThingShadow`, `UpdateThingShadow`, `DeleteThingShadow`. The process gets
+//! `AWS_ENDPOINT_URL`, `AWS_ENDPOINT_URL_LAMBDA` and `AWS_ENDPOINT_URL_IOT_DATA_PLANE`
+//! pointing there, and `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`
+//! minted for the environment from the operating system's random source (never written
+//! to disk, new with every environment); every call must be SigV4-signed with them. A
+//! call is a child of the invocation in progress. What a function may call is its
+//! profile's [`ServiceAccess`](fnhub_core::ServiceAccess), closed by default.
+//!
 //! Every line the process writes to stdout or stderr becomes a `tracing` event with target
 //! `fnhub::function`, carrying the function, its version, the stream and the request id
 //! that was running.
 
 mod api;
 mod cgroup;
+mod endpoint;
 mod env;
 mod jail;
 mod lambda;
@@ -166,6 +180,7 @@ struct Config {
     limits: ProcessLimits,
     confinement: Confinement,
     identity: Identity,
+    services: Option<Arc<dyn fnhub_core::LocalServices>>,
 }
 
 /// Runs functions of [`Runtime::Process`] as processes speaking the AWS Lambda Runtime API.
@@ -216,6 +231,7 @@ impl ProcessSandbox {
                 limits: ProcessLimits::default(),
                 confinement: Confinement::Jail,
                 identity: Identity::PerFunction,
+                services: None,
             }),
         }
     }
@@ -272,6 +288,14 @@ impl ProcessSandbox {
         self
     }
 
+    /// Serves `services` to every function on its own endpoint, as AWS's APIs (Lambda
+    /// `Invoke`, IoT `Publish` and device shadows), with credentials minted for its
+    /// environment: see [the endpoint](self#the-function-endpoint). A hub passes its own.
+    pub fn with_services(mut self, services: Arc<dyn fnhub_core::LocalServices>) -> ProcessSandbox {
+        self.config_mut().services = Some(services);
+        self
+    }
+
     /// Resource limits set on every process.
     pub fn with_limits(mut self, limits: ProcessLimits) -> ProcessSandbox {
         self.config_mut().limits = limits;
@@ -288,6 +312,7 @@ impl std::fmt::Debug for Config {
             .field("limits", &self.limits)
             .field("confinement", &self.confinement)
             .field("identity", &self.identity)
+            .field("services", &self.services.is_some())
             .finish_non_exhaustive()
     }
 }

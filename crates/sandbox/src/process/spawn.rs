@@ -123,6 +123,20 @@ impl NetNs {
     }
 }
 
+/// A listener on loopback where the process can reach it: in its network namespace, or
+/// the host's when it has none.
+pub(crate) async fn loopback_listener(
+    netns: Option<&Arc<NetNs>>,
+) -> io::Result<(tokio::net::TcpListener, std::net::SocketAddr)> {
+    let listener = match netns {
+        Some(ns) => ns.bind_loopback().await?,
+        None => std::net::TcpListener::bind(("127.0.0.1", 0))?,
+    };
+    listener.set_nonblocking(true)?;
+    let address = listener.local_addr()?;
+    Ok((tokio::net::TcpListener::from_std(listener)?, address))
+}
+
 /// Runs `f` on a new thread and waits for it without blocking the runtime. The thread is
 /// not reused, so changes it makes to itself (namespaces, Landlock) die with it.
 async fn on_fresh_thread<T: Send + 'static>(

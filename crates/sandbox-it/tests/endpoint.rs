@@ -1,0 +1,196 @@
+//! The function endpoint with real clients: Python functions under `awslambdaric` call the
+//! hub with boto3, unmodified — Lambda `Invoke` of another function, IoT `Publish` onto the
+//! hub's router, device shadows — each allowed only as the function's allow-list says, and
+//! signed with the credentials the hub minted for it.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use common::{json, python_with_ric};
+use fnhub::{EdgeHub, FunctionName, FunctionSpec, Invocation, Runtime};
+use fnhub_core::{CapabilityProfile, ServiceAccess};
+use serde_json::{Value, json};
+
+fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/python")
+}
+
+fn function(
+    python: &std::path::Path,
+    name: &str,
+    handler: &str,
+    access: ServiceAccess,
+) -> FunctionSpec {
+    let mut profile = CapabilityProfile::default();
+    profile.services = access;
+    FunctionSpec::new(
+        FunctionName::new(name).unwrap(),
+        Runtime::Process {
+            command: vec![
+                python.display().to_string(),
+                "-m".into(),
+                "awslambdaric".into(),
+                handler.into(),
+            ],
+            workdir: Some(fixtures()),
+            handler: Some(handler.into()),
+        },
+    )
+    .with_capabilities(profile)
+    .with_timeout(Duration::from_secs(20))
+}
+
+async fn call(hub: &EdgeHub, function: &str, event: Value) -> Value {
+    let inv = Invocation::new(function.parse().unwrap(), event.to_string());
+    let completion = hub.call(inv).await.unwrap();
+    json(
+        &completion
+            .outcome
+            .unwrap_or_else(|e| panic!("{function}: {e}")),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn functions_call_the_hub_with_boto3() {
+    let Some(python) = python_with_ric() else {
+        return;
+    };
+    let mut access = ServiceAccess::default();
+    access.invoke = vec!["child".into()];
+    access.publish = vec!["alerts/#".into()];
+    access.shadows = vec!["lamp-1".into()];
+    let hub = EdgeHub::builder()
+        .deploy(function(&python, "caller", "aws_client.handle", access))
+        .deploy(function(
+            &python,
+            "child",
+            "aws_client.child",
+            ServiceAccess::default(),
+        ))
+        .build()
+        .unwrap();
+    let mut alerts = hub.subscribe("alerts/#", 16).unwrap();
+
+    // Lambda Invoke of another function: a child of the caller's invocation.
+    let out = call(
+        &hub,
+        "caller",
+        json!({"op": "invoke", "target": "child", "payload": {"x": 2}}),
+    )
+    .await;
+    assert_eq!(out["status"], 200, "{out}");
+    assert_eq!(out["function_error"], Value::Null, "{out}");
+    assert_eq!(out["payload"]["event"], json!({"x": 2}), "{out}");
+    // The same trace, and a deadline no later than the caller's.
+    let root = |t: &Value| t.as_str().unwrap().split(';').next().unwrap().to_owned();
+    assert_eq!(root(&out["payload"]["trace"]), root(&out["trace"]), "{out}");
+    assert!(
+        out["payload"]["remaining_ms"].as_u64().unwrap() <= out["remaining_ms"].as_u64().unwrap(),
+        "the child's deadline is past its caller's: {out}"
+    );
+
+    // IoT Publish reaches the hub's router.
+    let out = call(
+        &hub,
+        "caller",
+        json!({"op": "publish", "topic": "alerts/hot", "payload": {"t": 99}}),
+    )
+    .await;
+    assert_eq!(out["published"], "alerts/hot", "{out}");
+    let event = tokio::time::timeout(Duration::from_secs(5), alerts.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(event.topic, "alerts/hot");
+    assert_eq!(
+        serde_json::from_slice::<Value>(&event.payload).unwrap(),
+        json!({"t": 99})
+    );
+
+    // Shadows: update, then get; a stale version is a conflict; a 9 KB document too large.
+    let out = call(
+        &hub,
+        "caller",
+        json!({"op": "shadow_update", "thing": "lamp-1",
+        "document": r#"{"state":{"desired":{"on":true}}}"#}),
+    )
+    .await;
+    assert_eq!(out["state"]["desired"]["on"], true, "{out}");
+    let out = call(
+        &hub,
+        "caller",
+        json!({"op": "shadow_get", "thing": "lamp-1"}),
+    )
+    .await;
+    assert_eq!(out["state"]["desired"]["on"], true, "{out}");
+    assert_eq!(out["state"]["delta"]["on"], true, "{out}");
+    let out = call(
+        &hub,
+        "caller",
+        json!({"op": "shadow_update", "thing": "lamp-1",
+        "document": r#"{"state":{"reported":{"on":false}},"version":99}"#}),
+    )
+    .await;
+    assert_eq!(out, json!({"error": "ConflictException", "status": 409}));
+    let big = format!(
+        r#"{{"state":{{"reported":{{"x":"{}"}}}}}}"#,
+        "a".repeat(9 * 1024)
+    );
+    let out = call(
+        &hub,
+        "caller",
+        json!({"op": "shadow_update", "thing": "lamp-1", "document": big}),
+    )
+    .await;
+    assert_eq!(out["status"], 413, "{out}");
+    let out = call(
+        &hub,
+        "caller",
+        json!({"op": "shadow_update", "thing": "lamp-1", "document": "{not json"}),
+    )
+    .await;
+    assert_eq!(
+        out,
+        json!({"error": "InvalidRequestException", "status": 400})
+    );
+    let out = call(
+        &hub,
+        "caller",
+        json!({"op": "shadow_get", "thing": "lamp-1"}),
+    )
+    .await;
+    assert_eq!(
+        out["version"], 1,
+        "the refused updates changed nothing: {out}"
+    );
+
+    // Outside the allow-list: refused with AWS's codes.
+    let out = call(&hub, "caller", json!({"op": "invoke", "target": "caller"})).await;
+    assert_eq!(
+        out,
+        json!({"error": "AccessDeniedException", "status": 403})
+    );
+    let out = call(&hub, "caller", json!({"op": "publish", "topic": "other/x"})).await;
+    assert_eq!(out, json!({"error": "ForbiddenException", "status": 403}));
+    let out = call(
+        &hub,
+        "caller",
+        json!({"op": "shadow_get", "thing": "lamp-2"}),
+    )
+    .await;
+    assert_eq!(out, json!({"error": "ForbiddenException", "status": 403}));
+
+    // Credentials other than the minted ones are refused.
+    let out = call(&hub, "caller", json!({"op": "forged", "target": "child"})).await;
+    assert_eq!(out["status"], 403, "{out}");
+
+    // Confined, it reaches its endpoint but no other port on the host's loopback.
+    let other = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = other.local_addr().unwrap().port();
+    let out = call(&hub, "caller", json!({"op": "connect", "port": port})).await;
+    assert_eq!(out["connected"], false, "{out}");
+    hub.shutdown().await;
+}
