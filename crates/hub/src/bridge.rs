@@ -31,8 +31,10 @@
 //!   `ServiceException` when the hub could not run it) and Lambda's
 //!   `{"errorType","errorMessage"}` as payload.
 //!
-//! A request's `principal` user property names the principal it runs for (default
-//! `cloud`): the broker is trusted to have authenticated whoever could publish there.
+//! Requests run for the principal the [`RemoteInvoke`] names (default `cloud`): whoever
+//! could publish on the request topic is that principal. A `principal` user property in
+//! the request is not trusted (anyone who can publish could claim any tenant) and is
+//! ignored.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -67,6 +69,8 @@ pub struct RemoteInvoke {
     pub requests: String,
     /// Replies without a response topic go to `{replies}/{request-id}` upstream.
     pub replies: String,
+    /// Whom the requests run for. Default `cloud`.
+    pub principal: Principal,
 }
 
 impl RemoteInvoke {
@@ -75,7 +79,15 @@ impl RemoteInvoke {
         RemoteInvoke {
             requests: requests.into().trim_end_matches('/').to_owned(),
             replies: replies.into().trim_end_matches('/').to_owned(),
+            principal: Principal::new("cloud"),
         }
+    }
+
+    /// Runs the requests for `principal` (whom the broker lets publish on the request
+    /// topic), instead of `cloud`.
+    pub fn with_principal(mut self, principal: Principal) -> RemoteInvoke {
+        self.principal = principal;
+        self
     }
 }
 
@@ -317,9 +329,7 @@ async fn answer(
     };
     let mut invocation = Invocation::new(target, event.payload.clone());
     invocation.id = id;
-    invocation.context.principal = headers
-        .get("principal")
-        .map_or_else(|| Principal::new("cloud"), Principal::new);
+    invocation.context.principal = remote.principal.clone();
     if let Some(trace) = trace {
         invocation.context.trace = trace.child();
     }

@@ -463,6 +463,12 @@ async fn the_cloud_invokes_functions_through_the_remote_interface() {
                 Err(fnhub::FunctionError::handled("no").with_type("NopeError"))
             }),
         )
+        .function(
+            FunctionSpec::in_process(FunctionName::new("whoami").unwrap()),
+            from_fn(|inv: Invocation| async move {
+                Ok(Bytes::from(inv.context.principal.as_str().to_owned()))
+            }),
+        )
         .build()
         .unwrap();
     fnhub::bridge::Bridge::new(MqttConfig::new("127.0.0.1", broker.port, "hub-r"))
@@ -539,6 +545,24 @@ async fn the_cloud_invokes_functions_through_the_remote_interface() {
     assert_eq!(property(&props, "function-error"), Some("NopeError"));
     let body: serde_json::Value = serde_json::from_slice(&payload).unwrap();
     assert_eq!(body["errorMessage"], "no");
+
+    // A request claiming a principal runs for the interface's own (before, the claim was
+    // taken: anyone who could publish could run as any tenant).
+    let props = PublishProperties {
+        response_topic: Some("cloud/replies/3".into()),
+        user_properties: vec![("principal".into(), "tenant-admin".into())],
+        ..PublishProperties::default()
+    };
+    let (_, payload, _, _) = ask(
+        &cloud,
+        &mut replies,
+        "fnhub/hub-r/invoke/whoami",
+        "",
+        props,
+        "cloud/replies/3",
+    )
+    .await;
+    assert_eq!(&payload[..], b"cloud");
     hub.shutdown().await;
 }
 

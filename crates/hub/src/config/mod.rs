@@ -16,6 +16,7 @@
 //! # access_key = "AKID…"
 //! # secret_key = "…"
 //! # principal = "tenant-a"
+//! # allow = { invoke = ["hello", "report:2"] }   # optional; without it, every function
 //!
 //! [mqtt]                                  # needs feature `mqtt` (on by default)
 //! url = "mqtt://127.0.0.1:1883"
@@ -47,7 +48,10 @@
 //! Relative paths resolve against the config file's folder. Unknown keys and invalid values
 //! are errors naming the key and its line. A function may also set `version`, `handler`,
 //! `concurrency`, `output_topic`, and `env` (variables it sees), `files` (folders it may
-//! read) and `network = true` (unconfined network) for its capability profile.
+//! read), `network = true` (unconfined network) and
+//! `allow = { invoke = [..], publish = [..], shadows = [..] }` (what it may call on its
+//! endpoint: function names, MQTT filters, thing names; `"*"` for any; nothing without it)
+//! for its capability profile.
 //!
 //! Every number is bounded, and a value outside says the bounds: `workers` 1 to 4096,
 //! `queue_capacity` 1 to 1,048,576, `memory_mb` 1 to 1,048,576, `timeout_ms` 1 to a day,
@@ -300,7 +304,7 @@ impl HubConfig {
                                 ));
                             }
                         }
-                        crate::http::HttpConfig::sigv4(
+                        let mut config = crate::http::HttpConfig::sigv4(
                             h.credentials
                                 .iter()
                                 .map(|c| {
@@ -311,7 +315,31 @@ impl HubConfig {
                                     )
                                 })
                                 .collect(),
-                        )
+                        );
+                        // A key with `allow` invokes only what it lists; once one key has
+                        // an allow-list, keys without one keep invoking everything.
+                        if h.credentials.iter().any(|c| c.allow.is_some()) {
+                            for c in &h.credentials {
+                                let principal = fnhub_core::Principal::new(&c.principal);
+                                match &c.allow {
+                                    Some(allow) => {
+                                        for target in &allow.invoke {
+                                            config =
+                                                config.allow(principal.clone(), target.clone());
+                                        }
+                                        if allow.invoke.is_empty() {
+                                            config
+                                                .allow
+                                                .get_or_insert_with(Default::default)
+                                                .entry(principal)
+                                                .or_default();
+                                        }
+                                    }
+                                    None => config = config.allow(principal, "*"),
+                                }
+                            }
+                        }
+                        config
                     }
                     other => {
                         return Err(invalid(

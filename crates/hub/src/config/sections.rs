@@ -93,6 +93,16 @@ pub(super) struct CredentialSection {
     pub(super) access_key: String,
     pub(super) secret_key: String,
     pub(super) principal: String,
+    /// What the key may invoke: `{ invoke = ["name", "name:qualifier", "*"] }`. Without it,
+    /// every function.
+    pub(super) allow: Option<CredentialAllow>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct CredentialAllow {
+    #[serde(default)]
+    pub(super) invoke: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]

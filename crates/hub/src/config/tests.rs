@@ -308,3 +308,48 @@ proptest::proptest! {
         }
     }
 }
+
+#[test]
+fn allow_lists_reach_the_profile_and_the_front_door() {
+    let text = with_function(
+        "allow = { invoke = [\"double\", \"half:2\"], publish = [\"alerts/#\"], shadows = [\"lamp-1\"] }",
+    );
+    let c = HubConfig::parse(&text, Path::new("hub.toml")).unwrap();
+    let services = &c.functions()[0].capabilities.services;
+    assert!(services.may_invoke("double") && !services.may_invoke("other"));
+    assert!(services.may_publish("alerts/x") && !services.may_publish("other"));
+    assert!(services.may_use_shadow("lamp-1") && !services.may_use_shadow("lamp-2"));
+    // Without `allow`, nothing.
+    let c = HubConfig::parse(&with_function(""), Path::new("hub.toml")).unwrap();
+    assert_eq!(
+        c.functions()[0].capabilities.services,
+        fnhub_core::ServiceAccess::default()
+    );
+    // A filter or a name that is not one is refused, naming the key.
+    let e = error(&with_function("allow = { publish = [\"a/#/b\"] }"));
+    assert!(e.contains("function.f.allow.publish"), "{e}");
+    let e = error(&with_function("allow = { invoke = [\"bad name!\"] }"));
+    assert!(e.contains("function.f.allow.invoke"), "{e}");
+    let e = error(&with_function("allow = { launch = [\"x\"] }"));
+    assert!(e.contains("launch"), "{e}");
+}
+
+#[cfg(feature = "http")]
+#[test]
+fn a_key_with_an_allow_list_invokes_only_what_it_lists() {
+    let text = "[hub]\nname = \"a\"\n[http]\nlisten = \"127.0.0.1:0\"\nauth = \"sigv4\"\n\
+        [[http.credentials]]\naccess_key = \"AK1\"\nsecret_key = \"s1\"\nprincipal = \"a\"\n\
+        allow = { invoke = [\"hello\"] }\n\
+        [[http.credentials]]\naccess_key = \"AK2\"\nsecret_key = \"s2\"\nprincipal = \"b\"\n";
+    let c = HubConfig::parse(text, Path::new("hub.toml")).unwrap();
+    let (_, http) = c.http.as_ref().unwrap();
+    let allow = http.allow.as_ref().unwrap();
+    assert_eq!(
+        allow[&fnhub_core::Principal::new("a")],
+        vec!["hello".to_owned()]
+    );
+    assert_eq!(
+        allow[&fnhub_core::Principal::new("b")],
+        vec!["*".to_owned()]
+    );
+}
