@@ -96,6 +96,7 @@ mod overflow;
 pub mod services;
 #[cfg(all(feature = "mqtt", feature = "config"))]
 pub mod shadow;
+mod shadows;
 mod stats;
 
 pub use durable::RESUME_FUNCTION;

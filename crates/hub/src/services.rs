@@ -4,7 +4,6 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use fnhub_core::{
@@ -14,9 +13,10 @@ use fnhub_core::{
 use fnhub_router::topic::TopicName;
 use fnhub_scheduler::{Scheduler, SubmitError, WeakScheduler};
 use parking_lot::Mutex;
-use serde_json::{Map, Value, json};
+use serde_json::Value;
 
 use crate::edge::route::{Routes, too_deep};
+use crate::shadows::ShadowStore;
 
 /// The longest key, in bytes.
 pub const MAX_KEY_BYTES: usize = 1024;
@@ -32,7 +32,7 @@ pub(crate) struct HubServices {
     scheduler: WeakScheduler,
     clock: Arc<dyn Clock>,
     kv: Mutex<HashMap<(Principal, String), Bytes>>,
-    shadows: Mutex<HashMap<String, Shadow>>,
+    shadows: ShadowStore,
 }
 
 impl HubServices {
@@ -40,13 +40,14 @@ impl HubServices {
         routes: Arc<Routes>,
         scheduler: WeakScheduler,
         clock: Arc<dyn Clock>,
+        shadows: ShadowStore,
     ) -> HubServices {
         HubServices {
             routes,
             scheduler,
             clock,
             kv: Mutex::new(HashMap::new()),
-            shadows: Mutex::new(HashMap::new()),
+            shadows,
         }
     }
 
@@ -196,11 +197,11 @@ impl LocalServices for HubServices {
     ) -> BoxFuture<'a, Result<Bytes, ServiceError>> {
         Box::pin(async move {
             check_thing(thing)?;
-            let shadows = self.shadows.lock();
-            let shadow = shadows
+            let document = self
+                .shadows
                 .get(thing)
                 .ok_or_else(|| ServiceError::NotFound(format!("no shadow for {thing:?}")))?;
-            Ok(Bytes::from(shadow.document().to_string()))
+            Ok(Bytes::from(document.to_string()))
         })
     }
 
@@ -212,13 +213,9 @@ impl LocalServices for HubServices {
     ) -> BoxFuture<'a, Result<Bytes, ServiceError>> {
         Box::pin(async move {
             check_thing(thing)?;
-            let update = ShadowUpdate::parse(&document)?;
-            let now = self.clock.system_time();
-            let (accepted, delta) = {
-                let mut shadows = self.shadows.lock();
-                let shadow = shadows.entry(thing.to_owned()).or_default();
-                shadow.apply(update, now)?
-            };
+            let (accepted, delta) =
+                self.shadows
+                    .update(thing, &document, self.clock.system_time())?;
             self.announce(
                 caller,
                 format!("$aws/things/{thing}/shadow/update/accepted"),
@@ -242,264 +239,18 @@ impl LocalServices for HubServices {
     ) -> BoxFuture<'a, Result<(), ServiceError>> {
         Box::pin(async move {
             check_thing(thing)?;
-            self.shadows
-                .lock()
-                .remove(thing)
-                .map(drop)
-                .ok_or_else(|| ServiceError::NotFound(format!("no shadow for {thing:?}")))
+            if self.shadows.delete(thing)? {
+                Ok(())
+            } else {
+                Err(ServiceError::NotFound(format!("no shadow for {thing:?}")))
+            }
         })
     }
-}
-
-/// One device shadow: desired and reported state, and a version that counts updates.
-#[derive(Debug, Default)]
-struct Shadow {
-    desired: Map<String, Value>,
-    reported: Map<String, Value>,
-    version: u64,
-    timestamp: u64,
-}
-
-/// A parsed update: `{"state":{"desired":..,"reported":..},"version":N}`, each part
-/// optional; `null` for a section clears it.
-#[derive(Debug)]
-struct ShadowUpdate {
-    desired: Option<Value>,
-    reported: Option<Value>,
-    version: Option<u64>,
-    state: Value,
-}
-
-impl ShadowUpdate {
-    fn parse(document: &[u8]) -> Result<ShadowUpdate, ServiceError> {
-        let invalid = |m: &str| ServiceError::Invalid(format!("shadow document: {m}"));
-        if document.len() > MAX_SHADOW_BYTES {
-            return Err(ServiceError::TooLarge(format!(
-                "shadow document: {} bytes, over the {MAX_SHADOW_BYTES}-byte limit",
-                document.len()
-            )));
-        }
-        let value: Value =
-            serde_json::from_slice(document).map_err(|e| invalid(&format!("not JSON: {e}")))?;
-        let Value::Object(mut top) = value else {
-            return Err(invalid("not a JSON object"));
-        };
-        let version = match top.remove("version") {
-            None => None,
-            Some(v) => Some(
-                v.as_u64()
-                    .ok_or_else(|| invalid("version is not a count"))?,
-            ),
-        };
-        let state = top.remove("state").ok_or_else(|| invalid("no \"state\""))?;
-        let Value::Object(sections) = &state else {
-            return Err(invalid("\"state\" is not an object"));
-        };
-        let section = |name: &str| -> Result<Option<Value>, ServiceError> {
-            match sections.get(name) {
-                None => Ok(None),
-                Some(v @ (Value::Object(_) | Value::Null)) => Ok(Some(v.clone())),
-                Some(_) => Err(invalid(&format!(
-                    "\"state.{name}\" is not an object or null"
-                ))),
-            }
-        };
-        let (desired, reported) = (section("desired")?, section("reported")?);
-        if let Some(other) = sections
-            .keys()
-            .find(|k| *k != "desired" && *k != "reported")
-        {
-            return Err(invalid(&format!("unknown section \"state.{other}\"")));
-        }
-        if desired.is_none() && reported.is_none() {
-            return Err(invalid("\"state\" has neither desired nor reported"));
-        }
-        Ok(ShadowUpdate {
-            desired,
-            reported,
-            version,
-            state,
-        })
-    }
-}
-
-impl Shadow {
-    /// Applies `update`: the accepted document, and the delta document when desired and
-    /// reported now differ. A version that is not the current one changes nothing.
-    fn apply(
-        &mut self,
-        update: ShadowUpdate,
-        now: SystemTime,
-    ) -> Result<(Value, Option<Value>), ServiceError> {
-        if let Some(v) = update.version
-            && v != self.version
-        {
-            return Err(ServiceError::Conflict(format!(
-                "version conflict: the update is for version {v}, the shadow is at {}",
-                self.version
-            )));
-        }
-        for (section, change) in [
-            (&mut self.desired, update.desired),
-            (&mut self.reported, update.reported),
-        ] {
-            match change {
-                Some(Value::Object(fields)) => merge(section, fields),
-                Some(_) => section.clear(),
-                None => {}
-            }
-        }
-        self.version += 1;
-        self.timestamp = now
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or_default();
-        let accepted = json!({
-            "state": update.state,
-            "version": self.version,
-            "timestamp": self.timestamp,
-        });
-        let delta = self
-            .delta()
-            .map(|d| json!({"state": d, "version": self.version, "timestamp": self.timestamp}));
-        Ok((accepted, delta))
-    }
-
-    /// The desired fields whose reported value differs.
-    fn delta(&self) -> Option<Value> {
-        let d = diff(&self.desired, &self.reported);
-        (!d.is_empty()).then_some(Value::Object(d))
-    }
-
-    fn document(&self) -> Value {
-        let mut state = Map::new();
-        if !self.desired.is_empty() {
-            state.insert("desired".into(), Value::Object(self.desired.clone()));
-        }
-        if !self.reported.is_empty() {
-            state.insert("reported".into(), Value::Object(self.reported.clone()));
-        }
-        if let Some(delta) = self.delta() {
-            state.insert("delta".into(), delta);
-        }
-        json!({"state": state, "version": self.version, "timestamp": self.timestamp})
-    }
-}
-
-/// Merges `fields` into `into`: objects merge field by field, `null` deletes, anything else
-/// replaces.
-fn merge(into: &mut Map<String, Value>, fields: Map<String, Value>) {
-    for (k, v) in fields {
-        match v {
-            Value::Null => {
-                into.remove(&k);
-            }
-            Value::Object(inner) => match into.get_mut(&k) {
-                Some(Value::Object(existing)) => merge(existing, inner),
-                _ => {
-                    let mut fresh = Map::new();
-                    merge(&mut fresh, inner);
-                    into.insert(k, Value::Object(fresh));
-                }
-            },
-            other => {
-                into.insert(k, other);
-            }
-        }
-    }
-}
-
-fn diff(desired: &Map<String, Value>, reported: &Map<String, Value>) -> Map<String, Value> {
-    let mut out = Map::new();
-    for (k, want) in desired {
-        match (want, reported.get(k)) {
-            (Value::Object(w), Some(Value::Object(r))) => {
-                let inner = diff(w, r);
-                if !inner.is_empty() {
-                    out.insert(k.clone(), Value::Object(inner));
-                }
-            }
-            (w, Some(r)) if w == r => {}
-            (w, _) => {
-                out.insert(k.clone(), w.clone());
-            }
-        }
-    }
-    out
 }
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
     use super::*;
-
-    fn update(shadow: &mut Shadow, doc: &str) -> Result<(Value, Option<Value>), ServiceError> {
-        shadow.apply(ShadowUpdate::parse(doc.as_bytes())?, SystemTime::UNIX_EPOCH)
-    }
-
-    #[test]
-    fn desired_and_reported_merge_and_the_delta_is_what_differs() {
-        let mut s = Shadow::default();
-        let (accepted, delta) = update(
-            &mut s,
-            r#"{"state":{"desired":{"on":true,"color":{"r":255,"g":0}}}}"#,
-        )
-        .unwrap();
-        assert_eq!(accepted["version"], 1);
-        assert_eq!(
-            delta.unwrap()["state"],
-            json!({"on": true, "color": {"r": 255, "g": 0}})
-        );
-        let (_, delta) = update(
-            &mut s,
-            r#"{"state":{"reported":{"on":true,"color":{"r":255,"g":9}}}}"#,
-        )
-        .unwrap();
-        assert_eq!(delta.unwrap()["state"], json!({"color": {"g": 0}}));
-        // null deletes a field; matching reports leave no delta.
-        let (_, delta) = update(
-            &mut s,
-            r#"{"state":{"desired":{"color":null},"reported":{"extra":1}}}"#,
-        )
-        .unwrap();
-        assert!(delta.is_none());
-        let doc = s.document();
-        assert_eq!(doc["state"]["desired"], json!({"on": true}));
-        assert_eq!(doc["version"], 3);
-        assert!(doc["state"].get("delta").is_none());
-    }
-
-    #[test]
-    fn bad_documents_and_stale_versions_change_nothing() {
-        let mut s = Shadow::default();
-        update(&mut s, r#"{"state":{"reported":{"t":1}}}"#).unwrap();
-        for bad in [
-            "not json",
-            "[1]",
-            r#"{"nostate":{}}"#,
-            r#"{"state":5}"#,
-            r#"{"state":{"desired":3}}"#,
-            r#"{"state":{"wanted":{}}}"#,
-            r#"{"state":{}}"#,
-            r#"{"state":{"reported":{"t":2}},"version":"x"}"#,
-        ] {
-            let err = update(&mut s, bad).unwrap_err();
-            assert!(matches!(err, ServiceError::Invalid(_)), "{bad}: {err}");
-        }
-        let err = update(&mut s, r#"{"state":{"reported":{"t":2}},"version":0}"#).unwrap_err();
-        assert!(matches!(err, ServiceError::Conflict(_)), "{err}");
-        update(&mut s, r#"{"state":{"reported":{"t":3}},"version":1}"#).unwrap();
-        assert_eq!(s.document()["state"]["reported"], json!({"t": 3}));
-        assert_eq!(s.version, 2);
-        let huge = format!(
-            r#"{{"state":{{"reported":{{"x":"{}"}}}}}}"#,
-            "a".repeat(MAX_SHADOW_BYTES)
-        );
-        assert!(matches!(
-            update(&mut s, &huge),
-            Err(ServiceError::TooLarge(_))
-        ));
-    }
 
     #[test]
     fn thing_names_follow_aws() {

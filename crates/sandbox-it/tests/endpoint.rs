@@ -194,3 +194,68 @@ async fn functions_call_the_hub_with_boto3() {
     assert_eq!(out["connected"], false, "{out}");
     hub.shutdown().await;
 }
+
+/// One `RequestResponse` invocation over the hub's front door (no authentication).
+fn invoke_http(addr: &str, function: &str, event: &Value) -> Value {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let body = event.to_string();
+    write!(
+        s,
+        "POST /2015-03-31/functions/{function}/invocations HTTP/1.1\r\nHost: hub\r\n\
+         Connection: close\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    serde_json::from_str(body).unwrap()
+}
+
+/// A shadow a function updated is there after the hub is killed with SIGKILL and started
+/// again from the same config file.
+#[test]
+fn shadows_survive_a_sigkill_of_the_hub() {
+    let Some(python) = python_with_ric() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("hub.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[hub]\nname = \"shadows\"\ncheckpoint_dir = \"{}\"\n\n\
+             [http]\nlisten = \"127.0.0.1:0\"\nauth = \"none\"\n\n\
+             [[function]]\nname = \"lamp\"\nruntime = \"process\"\n\
+             command = [\"{}\", \"-m\", \"awslambdaric\", \"aws_client.handle\"]\n\
+             workdir = \"{}\"\ntimeout_ms = 20000\nallow = {{ shadows = [\"lamp-1\"] }}\n",
+            dir.path().join("state").display(),
+            python.display(),
+            fixtures().display()
+        ),
+    )
+    .unwrap();
+    let record = dir.path().join("ran.txt");
+    let (mut hub, addr) = common::start_event_hub(&config, &record);
+    let update = json!({"op": "shadow_update", "thing": "lamp-1",
+        "document": r#"{"state":{"desired":{"on":true},"reported":{"on":false}}}"#});
+    let accepted = invoke_http(&addr, "lamp", &update);
+    assert_eq!(accepted["version"], 1, "{accepted}");
+    hub.kill().unwrap();
+    hub.wait().unwrap();
+
+    let (mut hub, addr) = common::start_event_hub(&config, &record);
+    let doc = invoke_http(
+        &addr,
+        "lamp",
+        &json!({"op": "shadow_get", "thing": "lamp-1"}),
+    );
+    assert_eq!(doc["version"], 1, "{doc}");
+    assert_eq!(doc["state"]["desired"]["on"], true, "{doc}");
+    assert_eq!(doc["state"]["delta"]["on"], true, "{doc}");
+    hub.kill().unwrap();
+    hub.wait().unwrap();
+}

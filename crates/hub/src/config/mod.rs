@@ -5,7 +5,8 @@
 //! [hub]
 //! name = "hub-a"
 //! checkpoint_dir = "./data/checkpoints"   # optional: a DirStore there, and the durable
-//!                                         # queue of `Event` invocations in its `events/`
+//!                                         # queue of `Event` invocations in its `events/`,
+//!                                         # device shadows in its `shadows/`
 //! workers = 16                            # optional
 //! queue_capacity = 1024                   # optional
 //!
@@ -458,9 +459,15 @@ impl HubConfig {
                     key: "hub.checkpoint_dir".into(),
                     message: e.to_string(),
                 })?;
+            // The hub's state is the hub's alone.
+            {
+                use std::os::unix::fs::PermissionsExt;
+                let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+            }
             b = b
                 .checkpoint_store(Arc::new(store))
-                .event_log(dir.join("events"));
+                .event_log(dir.join("events"))
+                .shadow_dir(dir.join("shadows"));
         }
         for spec in &self.functions {
             b = b.deploy(spec.clone());

@@ -58,6 +58,14 @@ pub enum HubError {
         /// Its runtime kind.
         runtime: &'static str,
     },
+    /// The shadow store could not be opened.
+    #[error("the shadow store in {dir} could not be opened: {source}")]
+    ShadowStore {
+        /// Its folder.
+        dir: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
     /// The durable event queue could not be opened.
     #[error("the event log in {dir} could not be opened: {source}")]
     EventLog {
@@ -94,6 +102,7 @@ pub struct EdgeHubBuilder {
     load_policy: LoadPolicy,
     durables: Vec<(FunctionSpec, Registration)>,
     event_log: Option<std::path::PathBuf>,
+    shadow_dir: Option<std::path::PathBuf>,
     #[cfg(feature = "wasm")]
     wasm_config: fnhub_sandbox::WasmConfig,
 }
@@ -235,6 +244,14 @@ impl EdgeHubBuilder {
         self
     }
 
+    /// Keeps device shadows in `dir`, one file per thing, saved and synced on every change:
+    /// a hub built again from the same folder serves the same documents. Default: in
+    /// memory only. The config file puts it in `checkpoint_dir/shadows`.
+    pub fn shadow_dir(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
+        self.shadow_dir = Some(dir.into());
+        self
+    }
+
     /// The clock. Default: the system clock.
     pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
@@ -264,10 +281,20 @@ impl EdgeHubBuilder {
             scheduler = scheduler.sandbox(sandbox);
         }
         let scheduler = scheduler.build()?;
+        let shadows = match &self.shadow_dir {
+            Some(dir) => {
+                crate::shadows::ShadowStore::open(dir).map_err(|source| HubError::ShadowStore {
+                    dir: dir.clone(),
+                    source,
+                })?
+            }
+            None => crate::shadows::ShadowStore::default(),
+        };
         let services = Arc::new(HubServices::new(
             routes.clone(),
             scheduler.downgrade(),
             self.clock.clone(),
+            shadows,
         ));
         // After the caller's own, so a sandbox configured by the caller wins. Its functions
         // reach the hub's services through the endpoint each environment serves.
@@ -370,6 +397,7 @@ impl Default for EdgeHubBuilder {
             load_policy: LoadPolicy::default(),
             durables: Vec::new(),
             event_log: None,
+            shadow_dir: None,
             #[cfg(feature = "wasm")]
             wasm_config: fnhub_sandbox::WasmConfig::default(),
         }
