@@ -158,6 +158,7 @@ async fn readmit(hub: &EdgeHub, mut refused: SubmitError) -> bool {
 pub struct Bridge {
     config: MqttConfig,
     remote: Option<RemoteInvoke>,
+    device_shadows: Vec<String>,
     #[cfg(feature = "config")]
     shadow: Option<String>,
 }
@@ -168,9 +169,23 @@ impl Bridge {
         Bridge {
             config,
             remote: None,
+            device_shadows: Vec::new(),
             #[cfg(feature = "config")]
             shadow: None,
         }
+    }
+
+    /// Answers devices on the broker about the shadows of `things` (`"*"`: every thing) on
+    /// AWS IoT's reserved topics, from the hub's shadow store (the one its functions use):
+    /// a message on `$aws/things/{thing}/shadow/get`, `…/update` or `…/delete` is answered
+    /// upstream on `…/get/accepted` (the document) or `…/get/rejected`,
+    /// `…/update/accepted` (and `…/update/delta` when desired and reported differ) or
+    /// `…/update/rejected`, `…/delete/accepted` or `…/delete/rejected`; a rejection is
+    /// `{"code": 400|403|404|409|413, "message": …}`, and a request's `clientToken` is
+    /// echoed. Named shadows are not served yet.
+    pub fn device_shadows(mut self, things: Vec<String>) -> Bridge {
+        self.device_shadows = things;
+        self
     }
 
     /// Takes invocation requests from the cloud: see [`RemoteInvoke`].
@@ -198,6 +213,7 @@ impl Bridge {
         let Bridge {
             mut config,
             remote,
+            device_shadows,
             #[cfg(feature = "config")]
             shadow,
         } = self;
@@ -222,6 +238,14 @@ impl Bridge {
             let local: TopicFilter = format!("{LOCAL_PREFIX}{}/#", r.requests).parse().ok()?;
             Some(hub.subscribe_filter(local, capacity))
         });
+        let shadow_requests = if device_shadows.is_empty() {
+            None
+        } else {
+            config
+                .inbound
+                .extend(crate::device_shadows::rules(&device_shadows));
+            crate::device_shadows::local_filter().map(|f| hub.subscribe_filter(f, capacity))
+        };
         if remote.is_some() && requests.is_none() {
             tracing::warn!("the remote interface's request topic is not a valid topic; it is off");
         }
@@ -237,6 +261,13 @@ impl Bridge {
                 hub.downgrade(),
                 remote,
                 requests,
+                bridge.publisher(),
+            ));
+        }
+        if let Some(shadow_requests) = shadow_requests {
+            tokio::spawn(crate::device_shadows::serve(
+                hub.services(),
+                shadow_requests,
                 bridge.publisher(),
             ));
         }

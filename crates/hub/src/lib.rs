@@ -86,6 +86,8 @@ pub mod bridge;
 pub mod cloud;
 #[cfg(feature = "config")]
 pub mod config;
+#[cfg(feature = "mqtt")]
+mod device_shadows;
 mod durable;
 mod edge;
 mod events;

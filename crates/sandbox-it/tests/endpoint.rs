@@ -259,3 +259,154 @@ fn shadows_survive_a_sigkill_of_the_hub() {
     hub.kill().unwrap();
     hub.wait().unwrap();
 }
+
+/// A shadow a function updated with boto3 is what a device on the broker gets on
+/// `$aws/things/lamp-1/shadow/get`; the device's update is what the function then reads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn functions_and_devices_share_shadows_over_mqtt() {
+    use rumqttc::v5::mqttbytes::QoS;
+    use rumqttc::v5::mqttbytes::v5::Packet;
+    use rumqttc::v5::{AsyncClient, Event as MqttEvent, MqttOptions};
+
+    let Some(python) = python_with_ric() else {
+        return;
+    };
+    let Some(mosquitto) = fnhub_testkit::installed(
+        &[
+            "/usr/sbin/mosquitto",
+            "/usr/bin/mosquitto",
+            "/usr/local/sbin/mosquitto",
+        ],
+        "apt-get install mosquitto",
+    ) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let port = fnhub_testkit::free_port();
+    let conf = dir.path().join("mosquitto.conf");
+    std::fs::write(
+        &conf,
+        format!("listener {port} 127.0.0.1\nallow_anonymous true\n"),
+    )
+    .unwrap();
+    let mut broker = std::process::Command::new(mosquitto)
+        .arg("-c")
+        .arg(&conf)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    fnhub_testkit::wait_for_port(port, "mosquitto");
+
+    let mut access = ServiceAccess::default();
+    access.shadows = vec!["lamp-1".into()];
+    let hub = EdgeHub::builder()
+        .deploy(function(&python, "lamp", "aws_client.handle", access))
+        .build()
+        .unwrap();
+    fnhub::bridge::Bridge::new(fnhub::MqttConfig::new("127.0.0.1", port, "hub-shadows"))
+        .device_shadows(vec!["lamp-1".into()])
+        .attach(&hub)
+        .unwrap();
+    let out = call(
+        &hub,
+        "lamp",
+        json!({"op": "shadow_update", "thing": "lamp-1",
+        "document": r#"{"state":{"desired":{"on":true}}}"#}),
+    )
+    .await;
+    assert_eq!(out["version"], 1, "{out}");
+
+    let mut options = MqttOptions::new("lamp-1", "127.0.0.1", port);
+    options.set_keep_alive(Duration::from_secs(5));
+    let (device, mut events) = AsyncClient::new(options, 100);
+    device
+        .subscribe("$aws/things/lamp-1/shadow/#", QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    let (tx, mut received) = tokio::sync::mpsc::unbounded_channel::<(String, Value)>();
+    tokio::spawn(async move {
+        while let Ok(event) = events.poll().await {
+            if let MqttEvent::Incoming(Packet::Publish(p)) = event {
+                let topic = String::from_utf8_lossy(&p.topic).into_owned();
+                let body = serde_json::from_slice(&p.payload).unwrap_or(Value::Null);
+                let _ = tx.send((topic, body));
+            }
+        }
+    });
+    // The bridge's subscription may not be in place at first: ask until answered.
+    let until = std::time::Instant::now() + Duration::from_secs(20);
+    let doc = loop {
+        device
+            .publish(
+                "$aws/things/lamp-1/shadow/get",
+                QoS::AtLeastOnce,
+                false,
+                "{}",
+            )
+            .await
+            .unwrap();
+        if let Ok(Some((t, body))) =
+            tokio::time::timeout(Duration::from_millis(500), received.recv()).await
+            && t == "$aws/things/lamp-1/shadow/get/accepted"
+        {
+            break body;
+        }
+        assert!(
+            std::time::Instant::now() < until,
+            "the hub never answered a get"
+        );
+    };
+    assert_eq!(doc["state"]["desired"]["on"], true, "{doc}");
+    assert_eq!(doc["state"]["delta"]["on"], true, "{doc}");
+
+    // The device reports; the delta is gone; its client token comes back.
+    device
+        .publish(
+            "$aws/things/lamp-1/shadow/update",
+            QoS::AtLeastOnce,
+            false,
+            r#"{"state":{"reported":{"on":true}},"clientToken":"t-1"}"#,
+        )
+        .await
+        .unwrap();
+    let accepted = expect_on(&mut received, "$aws/things/lamp-1/shadow/update/accepted").await;
+    assert_eq!(accepted["clientToken"], "t-1", "{accepted}");
+    assert_eq!(accepted["version"], 2, "{accepted}");
+    // A stale version is rejected with 409, and changes nothing.
+    device
+        .publish(
+            "$aws/things/lamp-1/shadow/update",
+            QoS::AtLeastOnce,
+            false,
+            r#"{"state":{"reported":{"on":false}},"version":1}"#,
+        )
+        .await
+        .unwrap();
+    let rejected = expect_on(&mut received, "$aws/things/lamp-1/shadow/update/rejected").await;
+    assert_eq!(rejected["code"], 409, "{rejected}");
+
+    let out = call(&hub, "lamp", json!({"op": "shadow_get", "thing": "lamp-1"})).await;
+    assert_eq!(out["state"]["reported"]["on"], true, "{out}");
+    assert_eq!(out["version"], 2, "{out}");
+    assert!(out["state"].get("delta").is_none(), "{out}");
+    hub.shutdown().await;
+    broker.kill().unwrap();
+    broker.wait().unwrap();
+}
+
+/// The next message on `topic` (others skipped), within ten seconds.
+async fn expect_on(
+    received: &mut tokio::sync::mpsc::UnboundedReceiver<(String, Value)>,
+    topic: &str,
+) -> Value {
+    loop {
+        let (t, body) = tokio::time::timeout(Duration::from_secs(10), received.recv())
+            .await
+            .unwrap_or_else(|_| panic!("nothing on {topic}"))
+            .unwrap();
+        if t == topic {
+            return body;
+        }
+    }
+}

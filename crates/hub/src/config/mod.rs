@@ -25,6 +25,9 @@
 //! inbound = ["sensors/#"]                 # optional: upstream filters brought in
 //! outbound = ["alerts/#"]                 # optional: local filters sent up
 //!
+//! [shadows]                               # optional, with [mqtt]
+//! mqtt = ["lamp-1"]                       # devices' $aws/things/{thing}/shadow/... answered
+//!
 //! [[function]]
 //! name = "hello"
 //! runtime = "process"                     # the Lambda Runtime API
@@ -144,6 +147,9 @@ pub struct HubConfig {
     http: Option<(SocketAddr, crate::http::HttpConfig)>,
     #[cfg(feature = "mqtt")]
     mqtt: Option<fnhub_router::mqtt::MqttConfig>,
+    /// Things whose shadows devices on the broker may use.
+    #[cfg(feature = "mqtt")]
+    device_shadows: Vec<String>,
 }
 
 impl HubConfig {
@@ -402,6 +408,37 @@ impl HubConfig {
                 Some(config)
             }
         };
+        #[cfg(feature = "mqtt")]
+        let device_shadows = match &file.shadows {
+            Some(section) => {
+                if mqtt.is_none() {
+                    return Err(invalid(
+                        section.span(),
+                        "shadows.mqtt",
+                        "answering devices' shadow requests needs an [mqtt] bridge".into(),
+                    ));
+                }
+                for thing in &section.get_ref().mqtt {
+                    let ok = thing == "*"
+                        || (!thing.is_empty()
+                            && thing.len() <= 128
+                            && thing.bytes().all(|b| {
+                                b.is_ascii_alphanumeric() || matches!(b, b':' | b'_' | b'-')
+                            }));
+                    if !ok {
+                        return Err(invalid(
+                            section.span(),
+                            "shadows.mqtt",
+                            format!(
+                                "{thing:?} is not a thing name (1 to 128 of [a-zA-Z0-9:_-]) or \"*\""
+                            ),
+                        ));
+                    }
+                }
+                section.get_ref().mqtt.clone()
+            }
+            None => Vec::new(),
+        };
         #[cfg(not(feature = "mqtt"))]
         if let Some(m) = &file.mqtt {
             return Err(invalid(
@@ -423,6 +460,8 @@ impl HubConfig {
             http,
             #[cfg(feature = "mqtt")]
             mqtt,
+            #[cfg(feature = "mqtt")]
+            device_shadows,
         })
     }
 
@@ -489,7 +528,9 @@ impl HubConfig {
         let hub = builder.build()?;
         #[cfg(feature = "mqtt")]
         if let Some(m) = &self.mqtt {
-            crate::bridge::Bridge::new(m.clone()).attach(&hub)?;
+            crate::bridge::Bridge::new(m.clone())
+                .device_shadows(self.device_shadows.clone())
+                .attach(&hub)?;
         }
         #[cfg(feature = "http")]
         let http = match &self.http {

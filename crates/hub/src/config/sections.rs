@@ -18,6 +18,7 @@ pub(super) struct File {
     pub(super) hub: HubSection,
     pub(super) http: Option<HttpSection>,
     pub(super) mqtt: Option<MqttSection>,
+    pub(super) shadows: Option<Spanned<ShadowsSection>>,
     #[serde(default)]
     pub(super) function: Vec<Spanned<FunctionSection>>,
     #[serde(default)]
@@ -116,6 +117,15 @@ pub(super) struct MqttSection {
     #[serde(default)]
     pub(super) outbound: Vec<Spanned<String>>,
     pub(super) max_message_bytes: Option<Spanned<u64>>,
+}
+
+/// `[shadows]`: whose shadows devices on the bridged broker may use (`"*"`: any thing).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(not(feature = "mqtt"), allow(dead_code))]
+pub(super) struct ShadowsSection {
+    #[serde(default)]
+    pub(super) mqtt: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]

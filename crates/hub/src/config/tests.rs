@@ -353,3 +353,18 @@ fn a_key_with_an_allow_list_invokes_only_what_it_lists() {
         vec!["*".to_owned()]
     );
 }
+
+#[cfg(feature = "mqtt")]
+#[test]
+fn device_shadows_need_the_bridge_and_thing_names() {
+    let mqtt = "[mqtt]\nurl = \"mqtt://127.0.0.1:1883\"\nclient_id = \"a\"\n";
+    let ok = format!("[hub]\nname = \"a\"\n{mqtt}[shadows]\nmqtt = [\"lamp-1\", \"*\"]\n");
+    let c = HubConfig::parse(&ok, Path::new("hub.toml")).unwrap();
+    assert_eq!(c.device_shadows, vec!["lamp-1".to_owned(), "*".to_owned()]);
+    let e = error("[hub]\nname = \"a\"\n[shadows]\nmqtt = [\"lamp-1\"]\n");
+    assert!(e.contains("shadows.mqtt") && e.contains("[mqtt]"), "{e}");
+    let e = error(&format!(
+        "[hub]\nname = \"a\"\n{mqtt}[shadows]\nmqtt = [\"a/b\"]\n"
+    ));
+    assert!(e.contains("shadows.mqtt"), "{e}");
+}
