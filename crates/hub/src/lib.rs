@@ -118,7 +118,9 @@ pub use fnhub_core::{
     Headers, Invocation, InvocationContext, InvocationId, LoadProbe, LoadSnapshot, ManualClock,
     Outcome, Principal, Priority, Qualifier, Runtime, SystemClock, TraceParent, Version, from_fn,
 };
-pub use fnhub_core::{EnvAccess, FilesystemAccess, NetworkAccess, PathGrant, SidecarSpec};
+pub use fnhub_core::{
+    EnvAccess, FilesystemAccess, NetworkAccess, PathGrant, ServiceAccess, SidecarSpec,
+};
 pub use fnhub_core::{LocalServices, ServiceCaller, ServiceError};
 #[cfg(feature = "mqtt")]
 pub use fnhub_router::mqtt::{BridgeStats, InboundRule, MqttConfig, OutboundRule, Qos};
