@@ -696,3 +696,132 @@ print(json.dumps({
     server.shutdown().await;
     hub.shutdown().await;
 }
+
+/// `aws lambda <args>` against the hub: exit status, stdout as JSON, stderr.
+async fn aws_lambda(addr: SocketAddr, key: (&str, &str), args: &[&str]) -> (i32, Value, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new("aws");
+    cmd.args(["lambda", "--endpoint-url"])
+        .arg(format!("http://{addr}"))
+        .args(args)
+        .env("AWS_ACCESS_KEY_ID", key.0)
+        .env("AWS_SECRET_ACCESS_KEY", key.1)
+        .env("AWS_DEFAULT_REGION", "us-east-1")
+        .env("AWS_CONFIG_FILE", dir.path().join("none"))
+        .env("AWS_SHARED_CREDENTIALS_FILE", dir.path().join("none"))
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("AWS_MAX_ATTEMPTS", "1");
+    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        serde_json::from_slice(&out.stdout).unwrap_or(Value::Null),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The read-only Lambda operations the CLI and SDKs call, in Lambda's shapes; an unknown
+/// operation is a JSON error with its type, not a bare 404.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_lists_and_reads_functions_versions_and_aliases() {
+    let Some(()) = aws_cli() else { return };
+    let hub = hub();
+    hub.set_alias(
+        &FunctionName::new("hello").unwrap(),
+        fnhub::libs::core::Alias::new("live".parse().unwrap(), Version::new(1).unwrap()),
+    )
+    .unwrap();
+    let server = serve_signed(&hub).await;
+    let addr = server.local_addr();
+
+    let (status, out, err) = aws_lambda(addr, KEY_A, &["list-functions"]).await;
+    assert_eq!(status, 0, "{err}");
+    let names: Vec<&str> = out["Functions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["FunctionName"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["boom", "hello"]);
+
+    let (status, out, err) =
+        aws_lambda(addr, KEY_A, &["get-function", "--function-name", "hello"]).await;
+    assert_eq!(status, 0, "{err}");
+    assert_eq!(out["Configuration"]["Version"], "$LATEST");
+    assert_eq!(out["Configuration"]["State"], "Active");
+
+    let (status, out, err) = aws_lambda(
+        addr,
+        KEY_A,
+        &[
+            "get-function-configuration",
+            "--function-name",
+            "hello",
+            "--qualifier",
+            "1",
+        ],
+    )
+    .await;
+    assert_eq!(status, 0, "{err}");
+    assert_eq!(out["Version"], "1");
+    assert!(
+        out["FunctionArn"]
+            .as_str()
+            .unwrap()
+            .ends_with(":function:hello:1")
+    );
+
+    let (status, out, err) = aws_lambda(
+        addr,
+        KEY_A,
+        &["list-versions-by-function", "--function-name", "hello"],
+    )
+    .await;
+    assert_eq!(status, 0, "{err}");
+    let versions: Vec<&str> = out["Versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["Version"].as_str().unwrap())
+        .collect();
+    assert_eq!(versions, ["$LATEST", "1", "2"]);
+
+    let (status, out, err) =
+        aws_lambda(addr, KEY_A, &["list-aliases", "--function-name", "hello"]).await;
+    assert_eq!(status, 0, "{err}");
+    assert_eq!(out["Aliases"][0]["Name"], "live");
+    assert_eq!(out["Aliases"][0]["FunctionVersion"], "1");
+    let (status, out, err) = aws_lambda(
+        addr,
+        KEY_A,
+        &["get-alias", "--function-name", "hello", "--name", "live"],
+    )
+    .await;
+    assert_eq!(status, 0, "{err}");
+    assert_eq!(out["FunctionVersion"], "1");
+    let (status, _, err) = aws_lambda(
+        addr,
+        KEY_A,
+        &["get-alias", "--function-name", "hello", "--name", "gone"],
+    )
+    .await;
+    assert_ne!(status, 0);
+    assert!(err.contains("ResourceNotFoundException"), "{err}");
+
+    // A principal sees only what it may invoke: tenant-b may invoke hello:1 only.
+    let (status, out, err) = aws_lambda(addr, KEY_B, &["list-functions"]).await;
+    assert_eq!(status, 0, "{err}");
+    assert_eq!(out["Functions"], json!([]));
+    let (status, _, err) =
+        aws_lambda(addr, KEY_B, &["get-function", "--function-name", "boom"]).await;
+    assert_ne!(status, 0);
+    assert!(err.contains("AccessDeniedException"), "{err}");
+
+    // Something this hub does not serve.
+    let (status, _, err) = aws_lambda(addr, KEY_A, &["list-layers"]).await;
+    assert_ne!(status, 0);
+    assert!(err.contains("UnknownOperationException"), "{err}");
+    server.shutdown().await;
+    hub.shutdown().await;
+}

@@ -110,6 +110,17 @@ pub(crate) struct Registry {
 }
 
 impl Registry {
+    /// The aliases of `function`, by name.
+    pub(crate) fn aliases(&self, function: &FunctionName) -> Vec<Alias> {
+        let mut out: Vec<Alias> = self
+            .functions
+            .get(function)
+            .map(|e| e.aliases.values().cloned().collect())
+            .unwrap_or_default();
+        out.sort_by(|a, b| a.name().as_str().cmp(b.name().as_str()));
+        out
+    }
+
     pub(crate) fn deploy(&mut self, spec: FunctionSpec) -> Result<Arc<Deployed>, DeployError> {
         validate(&spec)?;
         let slot = self.functions.len();

@@ -357,6 +357,25 @@ impl EdgeHub {
 
     /// Every deployed function version.
     pub fn deployed(&self) -> Vec<Arc<FunctionSpec>> {
+        self.deployed_specs()
+    }
+
+    /// The aliases of `function`, by name.
+    pub fn aliases(&self, function: &fnhub_core::FunctionName) -> Vec<fnhub_core::Alias> {
+        self.parts.scheduler.aliases(function)
+    }
+
+    /// Creates or moves an alias of `function` (a name that sends its calls to a version,
+    /// or splits them between two by weight).
+    pub fn set_alias(
+        &self,
+        function: &fnhub_core::FunctionName,
+        alias: fnhub_core::Alias,
+    ) -> Result<(), fnhub_scheduler::DeployError> {
+        self.parts.scheduler.set_alias(function, alias)
+    }
+
+    fn deployed_specs(&self) -> Vec<Arc<FunctionSpec>> {
         self.parts.scheduler.deployed()
     }
 

@@ -20,7 +20,7 @@ pub(super) struct Front {
     pub(super) keys: BTreeMap<String, (String, Principal)>,
 }
 
-fn aws_error(status: StatusCode, kind: &str, message: &str) -> Response {
+pub(super) fn aws_error(status: StatusCode, kind: &str, message: &str) -> Response {
     metrics::counter!("fnhub_http_requests_total", "code" => status.as_str().to_owned())
         .increment(1);
     let mut response = (
@@ -58,7 +58,7 @@ fn clipped(text: &str) -> String {
     }
 }
 
-fn function_ref(segment: &str, qualifier: Option<&str>) -> Result<FunctionRef, String> {
+pub(super) fn function_ref(segment: &str, qualifier: Option<&str>) -> Result<FunctionRef, String> {
     let parts: Vec<&str> = segment.split(':').collect();
     let (name, from_name) = match parts.as_slice() {
         [name] => (*name, None),
@@ -93,7 +93,7 @@ fn function_ref(segment: &str, qualifier: Option<&str>) -> Result<FunctionRef, S
         .map_err(|e| format!("{}: {e}", clipped(segment)))
 }
 
-fn query_param<'a>(query: &'a str, key: &str) -> Option<&'a str> {
+pub(super) fn query_param<'a>(query: &'a str, key: &str) -> Option<&'a str> {
     query
         .split('&')
         .filter_map(|p| p.split_once('='))
@@ -119,6 +119,34 @@ impl Front {
             .expect_service("lambda")
             .map_err(refused_signature)?;
         Ok(Some(checked))
+    }
+
+    /// Authenticates a request without a body (the read-only operations).
+    pub(super) fn authenticate_empty(
+        &self,
+        parts: &axum::http::request::Parts,
+    ) -> Result<Principal, Response> {
+        let path = parts.uri.path();
+        let query = parts.uri.query().unwrap_or("");
+        let headers: Vec<(&str, &str)> = parts
+            .headers
+            .iter()
+            .filter_map(|(k, v)| v.to_str().ok().map(|v| (k.as_str(), v)))
+            .collect();
+        let signed = sigv4::SignedRequest {
+            method: parts.method.as_str(),
+            path,
+            query,
+            headers: &headers,
+            body: b"",
+        };
+        match self.check_headers(&signed)? {
+            None => Ok(Principal::anonymous()),
+            Some(checked) => checked
+                .finish(&signed, &sigv4::BodyHash::new().finish())
+                .map_err(refused_signature)
+                .and_then(|key| self.principal_of(&key)),
+        }
     }
 
     fn principal_of(&self, access_key: &str) -> Result<Principal, Response> {
@@ -372,7 +400,7 @@ fn request_id(mut r: Response, id: &str) -> Response {
     r
 }
 
-fn not_found(target: &FunctionRef) -> Response {
+pub(super) fn not_found(target: &FunctionRef) -> Response {
     let what = match &target.qualifier {
         Qualifier::Latest => format!("Function not found: {}", target.name),
         _ => format!("Function not found: {target}"),

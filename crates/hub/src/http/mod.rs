@@ -28,10 +28,18 @@
 //! | 502 | `ServiceException` | the function's environment could not run it |
 //! | 503 | `ServiceException` | the hub is shutting down |
 //!
+//! The read-only operations around `Invoke` answer in Lambda's shapes: `GetFunction`,
+//! `GetFunctionConfiguration` (`GET /2015-03-31/functions/{name}[/configuration]`),
+//! `ListFunctions`, `ListVersionsByFunction`, `ListAliases`, `GetAlias`; a principal sees
+//! only what it may invoke. Anything else answers `404` with a JSON
+//! `UnknownOperationException`.
+//!
 //! # Authentication
 //!
 //! [`HttpAuth::SigV4`]: every request must carry an AWS Signature Version 4 made with one
-//! of the configured access keys (any region, service `lambda`); the principal configured
+//! of the configured access keys (any region, service `lambda`), checked on the headers
+//! before the body is read (all of it when `X-Amz-Content-Sha256` is sent; the body is
+//! then held to that hash); the principal configured
 //! with that key is the invocation's principal, which the scheduler's fair share and
 //! per-tenant limits see, and which the allow-list checks. [`HttpAuth::None`] turns
 //! authentication off for development: every request is the anonymous principal, and
@@ -45,6 +53,7 @@
 //! [`Ops`]). The front door uses the hub's public API only.
 
 mod conn;
+mod functions;
 mod invoke;
 mod ops;
 pub use fnhub_sandbox::sigv4;
@@ -274,6 +283,7 @@ pub fn router(hub: &EdgeHub, config: HttpConfig) -> axum::Router {
             "/2015-03-31/functions/{function}/invocations",
             post(invoke::invoke),
         )
+        .fallback(functions::read)
         .with_state(front)
 }
 

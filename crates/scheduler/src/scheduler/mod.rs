@@ -342,6 +342,11 @@ impl Scheduler {
             .map(|d| d.spec.clone())
     }
 
+    /// The aliases of `function`, by name.
+    pub fn aliases(&self, function: &FunctionName) -> Vec<fnhub_core::Alias> {
+        self.inner.registry.read().aliases(function)
+    }
+
     /// Every deployed spec.
     pub fn deployed(&self) -> Vec<Arc<FunctionSpec>> {
         self.inner.registry.read().specs().cloned().collect()
