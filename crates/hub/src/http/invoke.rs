@@ -317,7 +317,11 @@ pub(super) async fn invoke(
         return not_found(&target);
     };
     if kind == "DryRun" {
-        return with_version(StatusCode::NO_CONTENT.into_response(), spec.version.get());
+        return with_version(
+            StatusCode::NO_CONTENT.into_response(),
+            &target,
+            spec.version.get(),
+        );
     }
     let mut invocation = Invocation::new(target.clone(), body);
     invocation.context.principal = principal;
@@ -369,7 +373,11 @@ pub(super) async fn invoke(
                 }
                 .to_owned()
             });
-            let body = json!({ "errorType": error_type, "errorMessage": e.message });
+            let body = json!({
+                "errorType": error_type,
+                "errorMessage": e.message,
+                "requestId": completion.id.to_string(),
+            });
             let mut r = (StatusCode::OK, body.to_string()).into_response();
             let h = r.headers_mut();
             h.insert("content-type", HeaderValue::from_static("application/json"));
@@ -381,13 +389,19 @@ pub(super) async fn invoke(
         }
     };
     request_id(
-        with_version(response, completion.version.get()),
+        with_version(response, &target, completion.version.get()),
         &completion.id.to_string(),
     )
 }
 
-fn with_version(mut r: Response, version: u32) -> Response {
-    if let Ok(v) = HeaderValue::from_str(&version.to_string()) {
+/// `X-Amz-Executed-Version`: `$LATEST` for an unqualified call (as Lambda answers), else
+/// the version that ran.
+fn with_version(mut r: Response, target: &FunctionRef, version: u32) -> Response {
+    let version = match target.qualifier {
+        Qualifier::Latest => "$LATEST".to_owned(),
+        _ => version.to_string(),
+    };
+    if let Ok(v) = HeaderValue::from_str(&version) {
         r.headers_mut().insert("x-amz-executed-version", v);
     }
     r
