@@ -220,14 +220,23 @@ impl Bridge {
         let capacity = config.buffer.clamp(64, 65_536);
         #[cfg(feature = "config")]
         let deltas = shadow.as_ref().and_then(|thing| {
-            let upstream = format!("$aws/things/{thing}/shadow/update/delta");
-            let filter: TopicFilter = upstream.parse().ok()?;
-            config
-                .inbound
-                .push(InboundRule::new(filter).with_local_prefix(crate::shadow::LOCAL_PREFIX));
-            let local: TopicFilter = format!("{}{upstream}", crate::shadow::LOCAL_PREFIX)
-                .parse()
-                .ok()?;
+            // Deltas as they come, and the whole document asked for at every connect (what
+            // changed while the hub was offline).
+            for upstream in [
+                format!("$aws/things/{thing}/shadow/update/delta"),
+                format!("$aws/things/{thing}/shadow/get/accepted"),
+            ] {
+                let filter: TopicFilter = upstream.parse().ok()?;
+                config
+                    .inbound
+                    .push(InboundRule::new(filter).with_local_prefix(crate::shadow::LOCAL_PREFIX));
+            }
+            let local: TopicFilter = format!(
+                "{}$aws/things/{thing}/shadow/#",
+                crate::shadow::LOCAL_PREFIX
+            )
+            .parse()
+            .ok()?;
             Some(hub.subscribe_filter(local, 64))
         });
         let requests = remote.as_ref().and_then(|r| {
@@ -278,6 +287,7 @@ impl Bridge {
                 thing,
                 deltas,
                 bridge.publisher(),
+                bridge.connections(),
             ));
         }
         *slot = Some(bridge);

@@ -13,6 +13,10 @@
 //!   replace the shadow's previous flows (the new ones are added before the old ones go,
 //!   so no event misses both).
 //!
+//! At every connect of the bridge the hub asks for the whole document
+//! (`$aws/things/{thing}/shadow/get`) and acts on the delta in `…/get/accepted`, so a
+//! change published while it was offline is not missed.
+//!
 //! The whole document is checked before anything changes — every function spec, every
 //! flow, that each flow's function will exist, that a sandbox can run each function, that
 //! no version is redeclared with another spec — so a bad document changes nothing. Either
@@ -23,7 +27,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use fnhub_core::FunctionName;
-use fnhub_router::mqtt::{BridgePublisher, Upstream};
+use fnhub_router::mqtt::{BridgePublisher, Connections, Upstream};
 use fnhub_router::{FlowId, Target};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -53,10 +57,43 @@ pub(crate) async fn serve(
     thing: String,
     mut deltas: fnhub_router::Subscription,
     publisher: BridgePublisher,
+    mut connections: Connections,
 ) {
     let mut managed = Managed::default();
-    while let Some(event) = deltas.recv().await {
+    loop {
+        let event = tokio::select! {
+            event = deltas.recv() => match event {
+                Some(event) => event,
+                None => return,
+            },
+            _ = connections.next() => {
+                // Connected (again): ask for the whole document, so a delta published
+                // while the hub was offline is not missed.
+                let get = Upstream::new(format!("$aws/things/{thing}/shadow/get"), "{}");
+                if !publisher.publish(get).await {
+                    return;
+                }
+                continue;
+            }
+        };
         let Some(hub) = hub.upgrade() else { return };
+        let payload = if event.topic.ends_with("/get/accepted") {
+            // The whole document: what is left to do is its delta, if any.
+            let doc: Value = serde_json::from_slice(&event.payload).unwrap_or(Value::Null);
+            match doc.get("state").and_then(|s| s.get("delta")) {
+                Some(delta) => {
+                    let mut d = json!({ "state": delta });
+                    if let Some(token) = doc.get("clientToken") {
+                        d["clientToken"] = token.clone();
+                    }
+                    bytes::Bytes::from(d.to_string())
+                }
+                None => continue,
+            }
+        } else {
+            event.payload.clone()
+        };
+        let event = fnhub_core::Event::new(event.topic.clone(), payload, event.source.clone());
         let reported = match apply(&hub, &event.payload, &mut managed) {
             Ok(reported) => {
                 tracing::info!(%thing, "deployment updated from the shadow");

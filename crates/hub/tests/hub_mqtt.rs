@@ -847,3 +847,58 @@ async fn a_qos0_flood_counts_every_drop() {
     );
     hub.shutdown().await;
 }
+
+/// A hub that connects asks for its shadow's whole document and acts on the delta in it:
+/// a change made while it was offline is not missed. Here the "shadow service" answers
+/// the hub's `get` with a document whose delta deploys a function.
+#[cfg(feature = "config")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hub_that_connects_catches_up_with_its_shadow() {
+    let Some(broker) = Broker::start() else {
+        return;
+    };
+    // The shadow service: answers every get with a document holding a pending delta.
+    let (service, mut gets) = client(
+        broker.port,
+        "shadow-service-get",
+        false,
+        Some("$aws/things/hub-g/shadow/get"),
+    );
+    let document = serde_json::json!({
+        "state": {
+            "desired": {"functions": [{"name": "late", "runtime": "process", "command": ["/bin/cat"]}]},
+            "delta": {"functions": [{"name": "late", "runtime": "process", "command": ["/bin/cat"]}]},
+        },
+        "version": 7,
+    });
+    tokio::spawn(async move {
+        while let Some((topic, _, _, _)) = gets.recv().await {
+            if topic == "$aws/things/hub-g/shadow/get" {
+                let _ = service
+                    .publish(
+                        "$aws/things/hub-g/shadow/get/accepted",
+                        QoS::AtLeastOnce,
+                        false,
+                        document.to_string(),
+                    )
+                    .await;
+            }
+        }
+    });
+    // Let the service's subscription settle before the hub connects and asks.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let hub = EdgeHub::builder().build().unwrap();
+    fnhub::bridge::Bridge::new(MqttConfig::new("127.0.0.1", broker.port, "hub-g"))
+        .shadow_deployment("hub-g")
+        .attach(&hub)
+        .expect("bridge");
+    let until = Instant::now() + Duration::from_secs(20);
+    while !hub.deployed().iter().any(|s| s.name.as_str() == "late") {
+        assert!(
+            Instant::now() < until,
+            "the delta in the document got at connect was not applied"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    hub.shutdown().await;
+}

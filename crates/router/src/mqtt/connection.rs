@@ -24,6 +24,8 @@ pub(super) struct Counters {
     /// Signalled when the buffer empties or the connection drops: see
     /// [`MqttBridge::flushed`].
     pub(super) settled: tokio::sync::Notify,
+    /// Signalled on every connect: see [`Connections`](super::Connections).
+    pub(super) connected_again: tokio::sync::Notify,
     pub(super) connected: AtomicBool,
     pub(super) connects: AtomicU64,
     pub(super) inbound: AtomicU64,
@@ -277,6 +279,7 @@ pub(super) async fn run(
                         backoff = config.backoff_min;
                         counters.connected.store(true, Ordering::Relaxed);
                         bump(&counters.connects);
+                        counters.connected_again.notify_waiters();
                         tracing::info!(host = %config.host, port = config.port, "mqtt bridge connected");
                         let filters: Vec<Filter> = config
                             .inbound

@@ -357,6 +357,30 @@ impl BridgePublisher {
     }
 }
 
+/// Tells of a bridge's connects: to ask the broker for what was missed while offline.
+#[derive(Debug, Clone)]
+pub struct Connections {
+    counters: Arc<Counters>,
+    seen: u64,
+}
+
+impl Connections {
+    /// Waits until the bridge has connected since this handle last looked (at once if it
+    /// already has), and returns how many connects it has made in all. Pending for ever
+    /// once the bridge has stopped.
+    pub async fn next(&mut self) -> u64 {
+        loop {
+            let again = self.counters.connected_again.notified();
+            let now = self.counters.connects.load(Ordering::Relaxed);
+            if now > self.seen {
+                self.seen = now;
+                return now;
+            }
+            again.await;
+        }
+    }
+}
+
 /// A running bridge. Dropping it stops it; [`shutdown`](Self::shutdown) also says goodbye
 /// to the broker and waits for the task.
 #[derive(Debug)]
@@ -415,6 +439,14 @@ impl MqttBridge {
     /// A handle to publish messages of one's own upstream (replies, reports).
     pub fn publisher(&self) -> BridgePublisher {
         self.publisher.clone()
+    }
+
+    /// A handle that tells of each connect, the first included.
+    pub fn connections(&self) -> Connections {
+        Connections {
+            seen: 0,
+            counters: self.counters.clone(),
+        }
     }
 
     /// What it has done so far.
