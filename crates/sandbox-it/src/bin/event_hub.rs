@@ -30,7 +30,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         async move {
             tokio::time::sleep(Duration::from_millis(5)).await;
             let payload = String::from_utf8_lossy(&inv.payload).replace('\n', " ");
-            let _ = writeln!(file.lock(), "{} {payload}", inv.id);
+            // One write per line: a SIGKILL between the parts of a formatted write would
+            // leave half a line for the next hub's first line to be glued to.
+            let line = format!("{} {payload}\n", inv.id);
+            let _ = file.lock().write_all(line.as_bytes());
             Ok(bytes::Bytes::new())
         }
     });
