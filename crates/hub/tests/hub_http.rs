@@ -108,22 +108,28 @@ struct Cli {
     file: Vec<u8>,
 }
 
+/// `aws lambda` against the hub at `addr`, signing with `key`, reading no config of the
+/// machine's (its files go in `dir`).
+fn aws_lambda_command(addr: SocketAddr, key: (&str, &str), dir: &Path) -> Command {
+    let mut cmd = Command::new("aws");
+    cmd.args(["lambda", "--endpoint-url"])
+        .arg(format!("http://{addr}"))
+        .env("AWS_ACCESS_KEY_ID", key.0)
+        .env("AWS_SECRET_ACCESS_KEY", key.1)
+        .env("AWS_DEFAULT_REGION", "us-east-1")
+        .env("AWS_CONFIG_FILE", dir.join("none"))
+        .env("AWS_SHARED_CREDENTIALS_FILE", dir.join("none"))
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("AWS_MAX_ATTEMPTS", "1");
+    cmd
+}
+
 /// `aws lambda invoke` against the hub, in a blocking thread.
 async fn invoke(addr: SocketAddr, key: (&str, &str), args: &[&str]) -> Cli {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out.json");
-    let mut cmd = Command::new("aws");
-    cmd.args(["lambda", "invoke", "--endpoint-url"])
-        .arg(format!("http://{addr}"))
-        .args(args)
-        .arg(&out)
-        .env("AWS_ACCESS_KEY_ID", key.0)
-        .env("AWS_SECRET_ACCESS_KEY", key.1)
-        .env("AWS_DEFAULT_REGION", "us-east-1")
-        .env("AWS_CONFIG_FILE", dir.path().join("none"))
-        .env("AWS_SHARED_CREDENTIALS_FILE", dir.path().join("none"))
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env("AWS_MAX_ATTEMPTS", "1");
+    let mut cmd = aws_lambda_command(addr, key, dir.path());
+    cmd.arg("invoke").args(args).arg(&out);
     let output = tokio::task::spawn_blocking(move || cmd.output().unwrap())
         .await
         .unwrap();
@@ -583,17 +589,8 @@ print(json.dumps({
 /// `aws lambda <args>` against the hub: exit status, stdout as JSON, stderr.
 async fn aws_lambda(addr: SocketAddr, key: (&str, &str), args: &[&str]) -> (i32, Value, String) {
     let dir = tempfile::tempdir().unwrap();
-    let mut cmd = Command::new("aws");
-    cmd.args(["lambda", "--endpoint-url"])
-        .arg(format!("http://{addr}"))
-        .args(args)
-        .env("AWS_ACCESS_KEY_ID", key.0)
-        .env("AWS_SECRET_ACCESS_KEY", key.1)
-        .env("AWS_DEFAULT_REGION", "us-east-1")
-        .env("AWS_CONFIG_FILE", dir.path().join("none"))
-        .env("AWS_SHARED_CREDENTIALS_FILE", dir.path().join("none"))
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env("AWS_MAX_ATTEMPTS", "1");
+    let mut cmd = aws_lambda_command(addr, key, dir.path());
+    cmd.args(args);
     let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
         .await
         .unwrap();

@@ -271,32 +271,9 @@ async fn functions_and_devices_share_shadows_over_mqtt() {
     let Some(python) = python_with_ric() else {
         return;
     };
-    let Some(mosquitto) = fnhub_testkit::installed(
-        &[
-            "/usr/sbin/mosquitto",
-            "/usr/bin/mosquitto",
-            "/usr/local/sbin/mosquitto",
-        ],
-        "apt-get install mosquitto",
-    ) else {
+    let Some((_broker, port)) = common::start_mosquitto("") else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let port = fnhub_testkit::free_port();
-    let conf = dir.path().join("mosquitto.conf");
-    std::fs::write(
-        &conf,
-        format!("listener {port} 127.0.0.1\nallow_anonymous true\n"),
-    )
-    .unwrap();
-    let mut broker = std::process::Command::new(mosquitto)
-        .arg("-c")
-        .arg(&conf)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    fnhub_testkit::wait_for_port(port, "mosquitto");
 
     let mut access = ServiceAccess::default();
     access.shadows = vec!["lamp-1".into()];
@@ -391,8 +368,6 @@ async fn functions_and_devices_share_shadows_over_mqtt() {
     assert_eq!(out["version"], 2, "{out}");
     assert!(out["state"].get("delta").is_none(), "{out}");
     hub.shutdown().await;
-    broker.kill().unwrap();
-    broker.wait().unwrap();
 }
 
 /// The next message on `topic` (others skipped), within ten seconds.

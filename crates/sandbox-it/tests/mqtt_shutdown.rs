@@ -9,7 +9,7 @@ mod common;
 
 use std::collections::HashSet;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use rumqttc::v5::mqttbytes::QoS;
@@ -36,36 +36,14 @@ fn ran(record: &Path) -> (HashSet<usize>, usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_with_a_qos1_backlog_loses_nothing() {
-    let Some(mosquitto) = fnhub_testkit::installed(
-        &[
-            "/usr/sbin/mosquitto",
-            "/usr/bin/mosquitto",
-            "/usr/local/sbin/mosquitto",
-        ],
-        "apt-get install mosquitto",
-    ) else {
+    let dir = tempfile::tempdir().unwrap();
+    let persistence = format!(
+        "persistence true\npersistence_location {}/\nmax_queued_messages 100000\n",
+        dir.path().display()
+    );
+    let Some((_broker, port)) = common::start_mosquitto(&persistence) else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let port = fnhub_testkit::free_port();
-    let broker_conf = dir.path().join("mosquitto.conf");
-    std::fs::write(
-        &broker_conf,
-        format!(
-            "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\n\
-             persistence_location {}/\nmax_queued_messages 100000\n",
-            dir.path().display()
-        ),
-    )
-    .unwrap();
-    let mut broker = Command::new(mosquitto)
-        .arg("-c")
-        .arg(&broker_conf)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    fnhub_testkit::wait_for_port(port, "mosquitto");
 
     let config = dir.path().join("hub.toml");
     let record = dir.path().join("ran.txt");
@@ -168,6 +146,4 @@ async fn sigterm_with_a_qos1_backlog_loses_nothing() {
     );
     hub.kill().unwrap();
     hub.wait().unwrap();
-    broker.kill().unwrap();
-    broker.wait().unwrap();
 }

@@ -138,3 +138,47 @@ pub(crate) fn start_event_hub(
     });
     (child, addr)
 }
+
+/// A mosquitto of the test's own on a free loopback port, with `extra` configuration
+/// lines; `None` (a failure under `CI=true`) when mosquitto is not installed. Killed when
+/// the returned guard drops.
+pub(crate) fn start_mosquitto(extra: &str) -> Option<(Mosquitto, u16)> {
+    let program = fnhub_testkit::installed(
+        &[
+            "/usr/sbin/mosquitto",
+            "/usr/bin/mosquitto",
+            "/usr/local/sbin/mosquitto",
+        ],
+        "apt-get install mosquitto",
+    )?;
+    let dir = tempfile::tempdir().unwrap();
+    let port = fnhub_testkit::free_port();
+    let conf = dir.path().join("mosquitto.conf");
+    std::fs::write(
+        &conf,
+        format!("listener {port} 127.0.0.1\nallow_anonymous true\n{extra}"),
+    )
+    .unwrap();
+    let child = std::process::Command::new(program)
+        .arg("-c")
+        .arg(&conf)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    fnhub_testkit::wait_for_port(port, "mosquitto");
+    Some((Mosquitto { child, _dir: dir }, port))
+}
+
+/// A running mosquitto; killed on drop.
+pub(crate) struct Mosquitto {
+    child: std::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
