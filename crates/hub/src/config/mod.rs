@@ -42,6 +42,12 @@
 //! module = "functions/scale.wat"
 //! export = "handle"
 //!
+//! [[alias]]                               # optional: Lambda's aliases
+//! function = "hello"
+//! name = "live"
+//! version = 1
+//! additional = { version = 2, weight = 0.1 }   # optional: a tenth of the calls to v2
+//!
 //! [[flow]]
 //! source = "any"
 //! topic = "sensors/+/temperature"
@@ -142,6 +148,7 @@ pub struct HubConfig {
     workers: Option<usize>,
     queue_capacity: Option<usize>,
     functions: Vec<FunctionSpec>,
+    aliases: Vec<(fnhub_core::FunctionName, fnhub_core::Alias)>,
     flows: Vec<Flow>,
     #[cfg(feature = "http")]
     http: Option<(SocketAddr, crate::http::HttpConfig)>,
@@ -271,6 +278,77 @@ impl HubConfig {
             let flow =
                 flow(f.get_ref(), i).map_err(|(key, message)| invalid(span, &key, message))?;
             flows.push(flow);
+        }
+
+        let mut aliases = Vec::new();
+        for (i, a) in file.alias.iter().enumerate() {
+            let span = a.span();
+            let a = a.get_ref();
+            let key = format!("alias[{i}]");
+            let bad = |what: &str, message: String| {
+                invalid(span.clone(), &format!("{key}.{what}"), message)
+            };
+            let function = fnhub_core::FunctionName::new(&a.function)
+                .map_err(|e| bad("function", e.to_string()))?;
+            if !functions.iter().any(|f| f.name == function) {
+                return Err(bad(
+                    "function",
+                    format!("{:?} is not a declared function", a.function),
+                ));
+            }
+            let has = |v: u32| {
+                functions
+                    .iter()
+                    .any(|f| f.name == function && f.version.get() == v)
+            };
+            let version = fnhub_core::Version::new(a.version)
+                .filter(|v| has(v.get()))
+                .ok_or_else(|| {
+                    bad(
+                        "version",
+                        format!("{} is not a declared version of {}", a.version, a.function),
+                    )
+                })?;
+            let name: fnhub_core::AliasName = a
+                .name
+                .parse()
+                .map_err(|e: fnhub_core::NameError| bad("name", e.to_string()))?;
+            let mut alias = fnhub_core::Alias::new(name, version);
+            if let Some(extra) = &a.additional {
+                let other = fnhub_core::Version::new(extra.version)
+                    .filter(|v| has(v.get()) && *v != version)
+                    .ok_or_else(|| {
+                        bad(
+                            "additional.version",
+                            format!(
+                                "{} is not another declared version of {}",
+                                extra.version, a.function
+                            ),
+                        )
+                    })?;
+                if !(extra.weight > 0.0 && extra.weight < 1.0) {
+                    return Err(bad(
+                        "additional.weight",
+                        format!("{} is not between 0 and 1 (exclusive)", extra.weight),
+                    ));
+                }
+                let basis = (extra.weight * f64::from(fnhub_core::Alias::WHOLE)).round() as u16;
+                alias = alias
+                    .with_split(other, basis.clamp(1, fnhub_core::Alias::WHOLE - 1))
+                    .map_err(|e| bad("additional.weight", e.to_string()))?;
+            }
+            if aliases
+                .iter()
+                .any(|(f, x): &(fnhub_core::FunctionName, fnhub_core::Alias)| {
+                    *f == function && x.name() == alias.name()
+                })
+            {
+                return Err(bad(
+                    "name",
+                    format!("alias {} of {} is declared twice", a.name, a.function),
+                ));
+            }
+            aliases.push((function, alias));
         }
 
         #[cfg(feature = "http")]
@@ -455,6 +533,7 @@ impl HubConfig {
             workers,
             queue_capacity,
             functions,
+            aliases,
             flows,
             #[cfg(feature = "http")]
             http,
@@ -513,6 +592,9 @@ impl HubConfig {
         }
         for flow in &self.flows {
             b = b.flow(flow.clone());
+        }
+        for (function, alias) in &self.aliases {
+            b = b.alias(function.clone(), alias.clone());
         }
         Ok(b)
     }

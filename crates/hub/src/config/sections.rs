@@ -23,6 +23,27 @@ pub(super) struct File {
     pub(super) function: Vec<Spanned<FunctionSection>>,
     #[serde(default)]
     pub(super) flow: Vec<Spanned<FlowSection>>,
+    #[serde(default)]
+    pub(super) alias: Vec<Spanned<AliasSection>>,
+}
+
+/// `[[alias]]`: a name for a version of a function, optionally sending a share of its
+/// calls to a second version (Lambda's weighted alias).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct AliasSection {
+    pub(super) function: String,
+    pub(super) name: String,
+    pub(super) version: u32,
+    /// `{ version = 3, weight = 0.1 }`: a tenth of the calls go to version 3.
+    pub(super) additional: Option<AdditionalVersion>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct AdditionalVersion {
+    pub(super) version: u32,
+    pub(super) weight: f64,
 }
 
 #[derive(Debug, Deserialize)]

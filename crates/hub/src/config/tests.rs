@@ -368,3 +368,49 @@ fn device_shadows_need_the_bridge_and_thing_names() {
     ));
     assert!(e.contains("shadows.mqtt"), "{e}");
 }
+
+#[tokio::test]
+async fn aliases_name_declared_versions_and_split_by_weight() {
+    let two = "[[function]]\nname = \"f\"\nruntime = \"process\"\ncommand = [\"x\"]\nversion = 2\n";
+    let text = |alias: &str| format!("{}{two}[[alias]]\n{alias}\n", with_function("version = 1"));
+    let c = HubConfig::parse(
+        &text("function = \"f\"\nname = \"live\"\nversion = 1\nadditional = { version = 2, weight = 0.1 }"),
+        Path::new("hub.toml"),
+    )
+    .unwrap();
+    let hub = c.builder().unwrap().build().unwrap();
+    let aliases = hub.aliases(&fnhub_core::FunctionName::new("f").unwrap());
+    assert_eq!(aliases.len(), 1);
+    assert_eq!(aliases[0].name().as_str(), "live");
+    assert_eq!(aliases[0].primary().get(), 1);
+    assert_eq!(
+        aliases[0].secondary().map(|(v, w)| (v.get(), w)),
+        Some((2, 1000))
+    );
+    hub.shutdown().await;
+    for (alias, key) in [
+        (
+            "function = \"g\"\nname = \"live\"\nversion = 1",
+            "alias[0].function",
+        ),
+        (
+            "function = \"f\"\nname = \"live\"\nversion = 3",
+            "alias[0].version",
+        ),
+        (
+            "function = \"f\"\nname = \"7\"\nversion = 1",
+            "alias[0].name",
+        ),
+        (
+            "function = \"f\"\nname = \"live\"\nversion = 1\nadditional = { version = 2, weight = 1.5 }",
+            "alias[0].additional.weight",
+        ),
+        (
+            "function = \"f\"\nname = \"live\"\nversion = 1\nadditional = { version = 1, weight = 0.5 }",
+            "alias[0].additional.version",
+        ),
+    ] {
+        let e = error(&text(alias));
+        assert!(e.contains(key), "{alias}: {e}");
+    }
+}

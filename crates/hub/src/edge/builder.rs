@@ -103,6 +103,7 @@ pub struct EdgeHubBuilder {
     durables: Vec<(FunctionSpec, Registration)>,
     event_log: Option<std::path::PathBuf>,
     shadow_dir: Option<std::path::PathBuf>,
+    aliases: Vec<(fnhub_core::FunctionName, fnhub_core::Alias)>,
     #[cfg(feature = "wasm")]
     wasm_config: fnhub_sandbox::WasmConfig,
 }
@@ -219,6 +220,13 @@ impl EdgeHubBuilder {
     #[cfg(feature = "wasm")]
     pub fn wasm_config(mut self, config: fnhub_sandbox::WasmConfig) -> Self {
         self.wasm_config = config;
+        self
+    }
+
+    /// Names a version of `function` (or splits its calls between two by weight), set
+    /// once the functions are deployed.
+    pub fn alias(mut self, function: fnhub_core::FunctionName, alias: fnhub_core::Alias) -> Self {
+        self.aliases.push((function, alias));
         self
     }
 
@@ -369,6 +377,9 @@ impl EdgeHubBuilder {
         for spec in functions {
             hub.deploy(spec)?;
         }
+        for (function, alias) in self.aliases {
+            hub.set_alias(&function, alias)?;
+        }
         for flow in self.flows {
             hub.add_flow(flow)?;
         }
@@ -398,6 +409,7 @@ impl Default for EdgeHubBuilder {
             durables: Vec::new(),
             event_log: None,
             shadow_dir: None,
+            aliases: Vec::new(),
             #[cfg(feature = "wasm")]
             wasm_config: fnhub_sandbox::WasmConfig::default(),
         }
