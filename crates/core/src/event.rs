@@ -171,6 +171,7 @@ mod tests {
             attempt: 2,
             topic: Some("sensors/7".into()),
             depth: 3,
+            client_context: None,
         }
     }
 

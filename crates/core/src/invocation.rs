@@ -117,6 +117,9 @@ pub struct InvocationContext {
     /// How many invocations and events led to this one: 0 for a call from outside. Hubs
     /// refuse chains deeper than their limit, which stops a function that triggers itself.
     pub depth: u32,
+    /// The caller's client context (Lambda's `ClientContext`: a JSON object with `custom`,
+    /// `env`, `client`), handed to the function as it came. Not inherited by children.
+    pub client_context: Option<String>,
 }
 
 impl Default for InvocationContext {
@@ -132,6 +135,7 @@ impl Default for InvocationContext {
             attempt: 1,
             topic: None,
             depth: 0,
+            client_context: None,
         }
     }
 }
@@ -158,6 +162,7 @@ impl InvocationContext {
             attempt: 1,
             topic: None,
             depth: self.depth.saturating_add(1),
+            client_context: None,
         }
     }
 

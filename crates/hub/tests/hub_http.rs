@@ -57,6 +57,7 @@ fn hub() -> EdgeHub {
                     "version": version,
                     "principal": inv.context.principal.as_str(),
                     "payload": payload,
+                    "client_context": inv.context.client_context,
                 })
                 .to_string(),
             ))
@@ -169,6 +170,26 @@ async fn the_aws_cli_invokes_functions_with_sigv4() {
     assert_eq!(body["version"], 2);
     assert_eq!(body["principal"], "tenant-a");
     assert_eq!(body["payload"], json!({"x": 1}));
+    assert_eq!(body["client_context"], Value::Null);
+
+    // A ClientContext (base64 JSON) reaches the function as it was sent.
+    let r = invoke(
+        addr,
+        KEY_A,
+        &[
+            "--function-name",
+            "hello",
+            // {"custom":{"k":"v"}}
+            "--client-context",
+            "eyJjdXN0b20iOnsiayI6InYifX0=",
+        ],
+    )
+    .await;
+    assert_eq!(r.status, 0, "{}", r.stderr);
+    assert_eq!(
+        json_of(&r.file)["client_context"],
+        r#"{"custom":{"k":"v"}}"#
+    );
 
     // A version by qualifier, and by ARN.
     let r = invoke(

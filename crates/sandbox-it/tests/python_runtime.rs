@@ -58,12 +58,16 @@ async fn awslambdaric_runs_handlers_and_reports_their_errors() {
     let remaining = out["remaining_ms"].as_u64().unwrap();
     assert!(remaining > 0 && remaining <= 5_000, "{remaining}");
     let pid = out["pid"].as_u64().unwrap();
-    let again = json(&env.invoke(invocation(&spec, r#"{"n": 8}"#)).await.unwrap());
+    // A caller's ClientContext reaches the handler as `context.client_context`.
+    let mut with_context = invocation(&spec, r#"{"n": 8}"#);
+    with_context.context.client_context = Some(r#"{"custom":{"k":"v"}}"#.into());
+    let again = json(&env.invoke(with_context).await.unwrap());
     assert_eq!(
         again["pid"].as_u64().unwrap(),
         pid,
         "the warm process is reused"
     );
+    assert_eq!(again["custom"], serde_json::json!({"k": "v"}), "{again}");
 
     let spec = python_spec(&python, "py-fail", "app.fail");
     let env = ProcessSandbox::new().prepare(&spec).await.unwrap();

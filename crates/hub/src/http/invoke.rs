@@ -167,6 +167,53 @@ fn refused_signature(e: sigv4::AuthError) -> Response {
     aws_error(StatusCode::FORBIDDEN, e.aws_type(), &e.to_string())
 }
 
+/// Lambda's limit on a decoded `ClientContext`.
+const MAX_CLIENT_CONTEXT: usize = 3583;
+
+/// The JSON object `X-Amz-Client-Context` carries in base64, if it is one.
+fn client_context(header: &str) -> Option<String> {
+    let bytes = base64_decode(header.trim())?;
+    if bytes.len() > MAX_CLIENT_CONTEXT {
+        return None;
+    }
+    let value: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    value.is_object().then(|| value.to_string())
+}
+
+/// Standard base64 with padding; `None` for anything else.
+fn base64_decode(text: &str) -> Option<Vec<u8>> {
+    fn sextet(c: u8) -> Option<u32> {
+        Some(u32::from(match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return None,
+        }))
+    }
+    let bytes = text.as_bytes();
+    if bytes.len() % 4 != 0 {
+        return None;
+    }
+    let mut out = Vec::with_capacity(bytes.len() / 4 * 3);
+    for (i, chunk) in bytes.chunks(4).enumerate() {
+        let last = i + 1 == bytes.len() / 4;
+        let pad = chunk.iter().rev().take_while(|c| **c == b'=').count();
+        if pad > 2 || (pad > 0 && !last) {
+            return None;
+        }
+        let mut n = 0u32;
+        for &c in &chunk[..4 - pad] {
+            n = (n << 6) | sextet(c)?;
+        }
+        n <<= 6 * pad as u32;
+        let three = [(n >> 16) as u8, (n >> 8) as u8, n as u8];
+        out.extend_from_slice(&three[..3 - pad]);
+    }
+    Some(out)
+}
+
 /// Why a body was not read whole.
 enum BodyError {
     TooLarge,
@@ -323,8 +370,21 @@ pub(super) async fn invoke(
             spec.version.get(),
         );
     }
+    let client_context = match parts.headers.get("x-amz-client-context") {
+        None => None,
+        Some(v) => match v.to_str().ok().and_then(client_context) {
+            Some(json) => Some(json),
+            None => {
+                return invalid(&format!(
+                    "X-Amz-Client-Context must be base64 of a JSON object of at most \
+                     {MAX_CLIENT_CONTEXT} bytes"
+                ));
+            }
+        },
+    };
     let mut invocation = Invocation::new(target.clone(), body);
     invocation.context.principal = principal;
+    invocation.context.client_context = client_context;
     if let Some(trace) = parts
         .headers
         .get("traceparent")
@@ -482,5 +542,22 @@ mod tests {
             let e = function_ref(name, q).unwrap_err();
             assert!(e.len() < 400, "{} bytes: {}", e.len(), &e[..200]);
         }
+    }
+
+    #[test]
+    fn client_contexts_are_base64_json_objects() {
+        assert_eq!(base64_decode("aGVsbG8=").unwrap(), b"hello");
+        assert_eq!(base64_decode("aGk=").unwrap(), b"hi");
+        assert_eq!(base64_decode("").unwrap(), b"");
+        for bad in ["aGk", "a===", "aG=k", "a$==", "aGk=aGk="] {
+            assert!(base64_decode(bad).is_none(), "{bad}");
+        }
+        // {"custom":{"k":"v"}}
+        assert_eq!(
+            client_context("eyJjdXN0b20iOnsiayI6InYifX0=").as_deref(),
+            Some(r#"{"custom":{"k":"v"}}"#)
+        );
+        assert!(client_context("WzFd").is_none(), "[1] is not an object");
+        assert!(client_context("not base64!").is_none());
     }
 }

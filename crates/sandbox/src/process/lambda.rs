@@ -80,6 +80,10 @@ pub(super) fn xray_trace_id(trace: &TraceParent) -> String {
 /// Lambda's client context for an invocation triggered by an event: the `custom` map tells
 /// the function which topic spoke, for whom, and in which trace.
 pub(super) fn client_context(context: &fnhub_core::InvocationContext) -> Option<String> {
+    // The caller's own, as it came (Lambda's `ClientContext`), before the hub's.
+    if let Some(own) = &context.client_context {
+        return Some(own.clone());
+    }
     let topic = context.topic.as_deref()?;
     let custom = serde_json::json!({
         "custom": {
