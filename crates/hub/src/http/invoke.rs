@@ -128,11 +128,7 @@ impl Front {
     ) -> Result<Principal, Response> {
         let path = parts.uri.path();
         let query = parts.uri.query().unwrap_or("");
-        let headers: Vec<(&str, &str)> = parts
-            .headers
-            .iter()
-            .filter_map(|(k, v)| v.to_str().ok().map(|v| (k.as_str(), v)))
-            .collect();
+        let headers = header_pairs(&parts.headers);
         let signed = sigv4::SignedRequest {
             method: parts.method.as_str(),
             path,
@@ -161,6 +157,15 @@ impl Front {
                 )
             })
     }
+}
+
+/// The headers a signature covers, as text (a header that is not is left out, and a
+/// signature naming it fails).
+fn header_pairs(headers: &axum::http::HeaderMap) -> Vec<(&str, &str)> {
+    headers
+        .iter()
+        .filter_map(|(k, v)| v.to_str().ok().map(|v| (k.as_str(), v)))
+        .collect()
 }
 
 fn refused_signature(e: sigv4::AuthError) -> Response {
@@ -267,11 +272,7 @@ pub(super) async fn invoke(
     };
     // Given back once this request proves who sent it (absent under a caller's own server).
     let unverified = parts.extensions.get::<super::conn::Unverified>().cloned();
-    let headers: Vec<(&str, &str)> = parts
-        .headers
-        .iter()
-        .filter_map(|(k, v)| v.to_str().ok().map(|v| (k.as_str(), v)))
-        .collect();
+    let headers = header_pairs(&parts.headers);
     let signed = sigv4::SignedRequest {
         method: parts.method.as_str(),
         path: &path,
