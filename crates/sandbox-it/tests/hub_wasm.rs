@@ -12,7 +12,15 @@ use fnhub::{
     InvocationContext, Runtime, ServiceCaller, Version, from_fn,
 };
 
+/// A guest allowed every hub service.
 fn wasm(name: &str, module: &str, export: &str) -> FunctionSpec {
+    let mut profile = fnhub::CapabilityProfile::default();
+    profile.services = fnhub::ServiceAccess::all();
+    closed(name, module, export).with_capabilities(profile)
+}
+
+/// A guest with the default profile: no hub service allowed.
+fn closed(name: &str, module: &str, export: &str) -> FunctionSpec {
     FunctionSpec::new(
         FunctionName::new(name).unwrap(),
         Runtime::Wasm {
@@ -206,5 +214,28 @@ async fn a_guest_that_calls_itself_stops_at_the_depth_limit() {
     assert!(err.message.contains("the limit is 3"), "{err}");
     let stats = hub.stats();
     assert_eq!(stats.functions["double"].invocations, 4, "{stats:?}");
+    hub.shutdown().await;
+}
+
+/// A guest's calls are held to its function's allow-list: with none, its first hub call
+/// (a key-value write, allowed) passes and its publish is refused, and the guest fails
+/// saying so; nothing reaches the bus.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guest_may_use_only_the_services_its_profile_allows() {
+    let hub = EdgeHub::builder()
+        .deploy(closed("script", "services", "script"))
+        .build()
+        .unwrap();
+    let mut out = hub.subscribe("wasm/out", 8).unwrap();
+    let done = hub
+        .call(Invocation::new("script".parse().unwrap(), "21"))
+        .await
+        .unwrap();
+    let err = done.outcome.unwrap_err();
+    assert!(err.message.contains("may not use publish"), "{err}");
+    assert!(
+        out.try_recv().is_none(),
+        "a refused publish reached the bus"
+    );
     hub.shutdown().await;
 }

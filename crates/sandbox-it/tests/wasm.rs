@@ -23,7 +23,10 @@ fn guest(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("fixtures/wasm/{name}.wat"))
 }
 
+/// A guest's spec, allowed every hub service (the tests of refusals narrow it).
 fn spec(module: &str, export: &str) -> FunctionSpec {
+    let mut profile = CapabilityProfile::default();
+    profile.services = fnhub_core::ServiceAccess::all();
     FunctionSpec::new(
         FunctionName::new(&export.replace('_', "-")).unwrap(),
         Runtime::Wasm {
@@ -31,6 +34,7 @@ fn spec(module: &str, export: &str) -> FunctionSpec {
             export: export.into(),
         },
     )
+    .with_capabilities(profile)
     .with_timeout(Duration::from_secs(5))
 }
 

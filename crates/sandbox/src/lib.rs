@@ -52,6 +52,8 @@
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "wasm")]
+mod guard;
 mod in_process;
 mod limit;
 #[cfg(feature = "process")]

@@ -34,6 +34,8 @@ pub(super) struct WasmEnv {
     pub(super) timeout: Duration,
     pub(super) memory_limit: usize,
     pub(super) report: IsolationReport,
+    /// The hub's services, held to this function's allow-list.
+    pub(super) services: Arc<dyn fnhub_core::LocalServices>,
 }
 
 /// How one run ended, before it becomes an outcome.
@@ -122,7 +124,7 @@ impl WasmEnv {
                 failure: None,
                 caller,
                 stop_at: stop_at.into(),
-                services: self.shared.services.clone(),
+                services: self.services.clone(),
             },
         );
         store.limiter(|g| &mut g.cap);

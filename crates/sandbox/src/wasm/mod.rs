@@ -30,7 +30,10 @@
 //! [`ServiceError::code`](fnhub_core::ServiceError::code) with the error's message left for
 //! `result` (for a failed `invoke`, Lambda's `{"errorType","errorMessage"}` JSON). These are
 //! the operations of the cloud SDK (IoT Data Plane, Lambda `Invoke`), answered by the hub:
-//! the sandbox passes them to the [`LocalServices`] it was given.
+//! the sandbox passes them to the [`LocalServices`] it was given, held to the function's
+//! allow-list ([`ServiceAccess`](fnhub_core::ServiceAccess) in its profile, closed by
+//! default): `publish`, `invoke` and the shadow calls outside it answer `Denied`. The
+//! key-value store is the caller's principal's own and is not restricted.
 //!
 //! It may import WASI preview 1 (`wasi_snapshot_preview1`): it sees only the directories
 //! the capability profile grants (each at its own path, read-only or writable as granted)
@@ -405,6 +408,10 @@ impl WasmSandbox {
             timeout: spec.resources.timeout,
             memory_limit: (spec.resources.memory_mb as usize).saturating_mul(1 << 20),
             report: IsolationReport::new("wasm", enforced, Vec::new()),
+            services: Arc::new(crate::guard::Guarded {
+                inner: self.shared.services.clone(),
+                access: spec.capabilities.services.clone(),
+            }),
         })
     }
 }

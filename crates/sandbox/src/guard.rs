@@ -1,0 +1,108 @@
+//! The hub's services as one function may use them: its allow-list
+//! ([`ServiceAccess`]) checked before each call reaches the hub.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use fnhub_core::{BoxFuture, LocalServices, ServiceAccess, ServiceCaller, ServiceError};
+
+/// `inner`, refusing what `access` does not allow (`ServiceError::Denied`, logged). The
+/// key-value store is the caller's principal's own and is not restricted.
+pub(crate) struct Guarded {
+    pub(crate) inner: Arc<dyn LocalServices>,
+    pub(crate) access: ServiceAccess,
+}
+
+fn denied<T: Send + 'static>(
+    caller: &ServiceCaller,
+    what: String,
+) -> BoxFuture<'static, Result<T, ServiceError>> {
+    tracing::warn!(function = %caller.function, what, "a call outside the function's allow-list");
+    let message = format!("function {} may not use {what}", caller.function);
+    Box::pin(async move { Err(ServiceError::Denied(message)) })
+}
+
+impl LocalServices for Guarded {
+    fn publish<'a>(
+        &'a self,
+        caller: &'a ServiceCaller,
+        topic: &'a str,
+        payload: Bytes,
+    ) -> BoxFuture<'a, Result<(), ServiceError>> {
+        if !self.access.may_publish(topic) {
+            return denied(caller, format!("publish on {topic:?}"));
+        }
+        self.inner.publish(caller, topic, payload)
+    }
+
+    fn invoke<'a>(
+        &'a self,
+        caller: &'a ServiceCaller,
+        function: &'a str,
+        payload: Bytes,
+    ) -> BoxFuture<'a, Result<Bytes, ServiceError>> {
+        if !self.access.may_invoke(function) {
+            return denied(caller, format!("invoking {function:?}"));
+        }
+        self.inner.invoke(caller, function, payload)
+    }
+
+    fn kv_get<'a>(
+        &'a self,
+        caller: &'a ServiceCaller,
+        key: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Bytes>, ServiceError>> {
+        self.inner.kv_get(caller, key)
+    }
+
+    fn kv_put<'a>(
+        &'a self,
+        caller: &'a ServiceCaller,
+        key: &'a str,
+        value: Bytes,
+    ) -> BoxFuture<'a, Result<(), ServiceError>> {
+        self.inner.kv_put(caller, key, value)
+    }
+
+    fn kv_delete<'a>(
+        &'a self,
+        caller: &'a ServiceCaller,
+        key: &'a str,
+    ) -> BoxFuture<'a, Result<bool, ServiceError>> {
+        self.inner.kv_delete(caller, key)
+    }
+
+    fn shadow_get<'a>(
+        &'a self,
+        caller: &'a ServiceCaller,
+        thing: &'a str,
+    ) -> BoxFuture<'a, Result<Bytes, ServiceError>> {
+        if !self.access.may_use_shadow(thing) {
+            return denied(caller, format!("the shadow of {thing:?}"));
+        }
+        self.inner.shadow_get(caller, thing)
+    }
+
+    fn shadow_update<'a>(
+        &'a self,
+        caller: &'a ServiceCaller,
+        thing: &'a str,
+        document: Bytes,
+    ) -> BoxFuture<'a, Result<Bytes, ServiceError>> {
+        if !self.access.may_use_shadow(thing) {
+            return denied(caller, format!("the shadow of {thing:?}"));
+        }
+        self.inner.shadow_update(caller, thing, document)
+    }
+
+    fn shadow_delete<'a>(
+        &'a self,
+        caller: &'a ServiceCaller,
+        thing: &'a str,
+    ) -> BoxFuture<'a, Result<(), ServiceError>> {
+        if !self.access.may_use_shadow(thing) {
+            return denied(caller, format!("the shadow of {thing:?}"));
+        }
+        self.inner.shadow_delete(caller, thing)
+    }
+}
