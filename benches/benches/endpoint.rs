@@ -36,20 +36,10 @@ fn bench(c: &mut Criterion) {
         eprintln!("endpoint: skipped, python3 with awslambdaric, boto3 and paho-mqtt is needed");
         return;
     };
-    let Some(mosquitto) = fnhub_testkit::installed(
-        &["/usr/sbin/mosquitto", "/usr/bin/mosquitto"],
-        "apt-get install mosquitto",
-    ) else {
+    let Some(broker) = fnhub_testkit::Mosquitto::start("") else {
         return;
     };
-    let port = fnhub_testkit::free_port();
-    let mut broker = std::process::Command::new(mosquitto)
-        .args(["-p", &port.to_string()])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("mosquitto");
-    fnhub_testkit::wait_for_port(port, "mosquitto");
+    let port = broker.port();
 
     let rt = fnhub_benches::runtime(2);
     let mut profile = CapabilityProfile::default();
@@ -97,8 +87,7 @@ fn bench(c: &mut Criterion) {
         "paho_to_mosquitto",
     );
     rt.block_on(hub.shutdown());
-    let _ = broker.kill();
-    let _ = broker.wait();
+    drop(broker);
 }
 
 fn config() -> Criterion {

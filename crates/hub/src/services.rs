@@ -81,7 +81,7 @@ fn key_of(caller: &ServiceCaller, key: &str) -> Result<(Principal, String), Serv
 }
 
 /// Thing names as AWS IoT allows them: 1 to 128 of `[a-zA-Z0-9:_-]`.
-fn check_thing(thing: &str) -> Result<(), ServiceError> {
+pub(crate) fn check_thing(thing: &str) -> Result<(), ServiceError> {
     let ok = !thing.is_empty()
         && thing.len() <= 128
         && thing

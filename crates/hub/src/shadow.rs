@@ -93,8 +93,7 @@ pub(crate) async fn serve(
         } else {
             event.payload.clone()
         };
-        let event = fnhub_core::Event::new(event.topic.clone(), payload, event.source.clone());
-        let reported = match apply(&hub, &event.payload, &mut managed) {
+        let reported = match apply(&hub, &payload, &mut managed) {
             Ok(reported) => {
                 tracing::info!(%thing, "deployment updated from the shadow");
                 reported
@@ -106,7 +105,7 @@ pub(crate) async fn serve(
         };
         // A `clientToken` in the document comes back in the report, as AWS IoT echoes it,
         // so the sender can tell which document a report answers.
-        let token = serde_json::from_slice::<Value>(&event.payload)
+        let token = serde_json::from_slice::<Value>(&payload)
             .ok()
             .and_then(|d| d.get("clientToken").cloned());
         let mut report = json!({ "state": { "reported": reported } });

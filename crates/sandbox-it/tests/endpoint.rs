@@ -271,9 +271,10 @@ async fn functions_and_devices_share_shadows_over_mqtt() {
     let Some(python) = python_with_ric() else {
         return;
     };
-    let Some((_broker, port)) = common::start_mosquitto("") else {
+    let Some(broker) = fnhub_testkit::Mosquitto::start("") else {
         return;
     };
+    let port = broker.port();
 
     let mut access = ServiceAccess::default();
     access.shadows = vec!["lamp-1".into()];

@@ -41,9 +41,10 @@ async fn sigterm_with_a_qos1_backlog_loses_nothing() {
         "persistence true\npersistence_location {}/\nmax_queued_messages 100000\n",
         dir.path().display()
     );
-    let Some((_broker, port)) = common::start_mosquitto(&persistence) else {
+    let Some(broker) = fnhub_testkit::Mosquitto::start(&persistence) else {
         return;
     };
+    let port = broker.port();
 
     let config = dir.path().join("hub.toml");
     let record = dir.path().join("ran.txt");

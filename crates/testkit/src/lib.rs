@@ -94,3 +94,60 @@ impl Drop for NatsServer {
         let _ = self.child.wait();
     }
 }
+
+/// A mosquitto of the test's own on a free loopback port; killed on drop.
+#[derive(Debug)]
+pub struct Mosquitto {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Mosquitto {
+    /// Starts one with `extra` configuration lines (persistence, queue limits) and waits
+    /// until it listens; `None` when mosquitto is not installed (a failure under
+    /// `CI=true`).
+    pub fn start(extra: &str) -> Option<Mosquitto> {
+        let program = installed(
+            &[
+                "/usr/sbin/mosquitto",
+                "/usr/bin/mosquitto",
+                "/usr/local/sbin/mosquitto",
+            ],
+            "apt-get install mosquitto",
+        )?;
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("no temporary folder: {e}"));
+        let port = free_port();
+        let conf = dir.path().join("mosquitto.conf");
+        std::fs::write(
+            &conf,
+            format!("listener {port} 127.0.0.1\nallow_anonymous true\n{extra}"),
+        )
+        .unwrap_or_else(|e| panic!("cannot write {}: {e}", conf.display()));
+        let child = Command::new(program)
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("mosquitto did not start: {e}"));
+        wait_for_port(port, "mosquitto");
+        Some(Mosquitto {
+            child,
+            port,
+            _dir: dir,
+        })
+    }
+
+    /// Its port on 127.0.0.1.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -497,20 +497,10 @@ impl HubConfig {
                     ));
                 }
                 for thing in &section.get_ref().mqtt {
-                    let ok = thing == "*"
-                        || (!thing.is_empty()
-                            && thing.len() <= 128
-                            && thing.bytes().all(|b| {
-                                b.is_ascii_alphanumeric() || matches!(b, b':' | b'_' | b'-')
-                            }));
-                    if !ok {
-                        return Err(invalid(
-                            section.span(),
-                            "shadows.mqtt",
-                            format!(
-                                "{thing:?} is not a thing name (1 to 128 of [a-zA-Z0-9:_-]) or \"*\""
-                            ),
-                        ));
+                    if thing != "*"
+                        && let Err(e) = crate::services::check_thing(thing)
+                    {
+                        return Err(invalid(section.span(), "shadows.mqtt", e.to_string()));
                     }
                 }
                 section.get_ref().mqtt.clone()

@@ -87,8 +87,8 @@ pub(crate) struct Shared {
     pub(crate) function: FunctionName,
     pub(crate) version: Version,
     pub(crate) clock: Arc<dyn fnhub_core::Clock>,
-    /// The credentials of the process running now.
-    pub(crate) minted: Mutex<Minted>,
+    /// The credentials of this environment's processes.
+    pub(crate) minted: Minted,
     /// The invocation in progress, whose children calls make.
     pub(crate) current: Mutex<Option<(InvocationId, InvocationContext)>>,
 }
@@ -234,7 +234,7 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<Full<Bytes>
         headers: &headers,
         body: &body,
     };
-    let minted = shared.minted.lock().clone();
+    let minted = &shared.minted;
     let verified = sigv4::check_headers(&signed, shared.clock.system_time(), |k| {
         (k == minted.access_key).then_some(minted.secret_key.as_str())
     })
@@ -288,7 +288,6 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<Full<Bytes>
                     &format!("{topic:?} is not a topic name (no wildcards or control characters)"),
                 );
             }
-            let _qos = query_param(&query, "qos");
             match shared.services.publish(&caller, &topic, body).await {
                 Ok(()) => ok(StatusCode::OK, Bytes::new()),
                 Err(e) => service_error(e, false),
@@ -459,7 +458,7 @@ pub(crate) async fn open(
         function: spec.name.clone(),
         version: spec.version,
         clock: config.clock.clone(),
-        minted: Mutex::new(Minted::new()?),
+        minted: Minted::new()?,
         current: Mutex::new(None),
     });
     let task = serve(listener, shared.clone());
@@ -474,7 +473,7 @@ impl Endpoint {
     /// The variables that point the process's AWS SDK here, with its credentials.
     pub(crate) fn env(&self) -> Vec<(String, String)> {
         let url = format!("http://{}", self.address);
-        let minted = self.shared.minted.lock().clone();
+        let minted = self.shared.minted.clone();
         vec![
             ("AWS_ENDPOINT_URL".into(), url.clone()),
             ("AWS_ENDPOINT_URL_LAMBDA".into(), url.clone()),
