@@ -75,6 +75,13 @@ pub struct FunctionError {
     pub message: String,
     /// The error's type name as the function reported it (Lambda's `errorType`), if any.
     pub error_type: Option<String>,
+    /// The stack as the function's runtime reported it (Lambda's `stackTrace`), one frame
+    /// a line; empty when it reported none.
+    #[cfg_attr(
+        feature = "serde",
+        serde(default, skip_serializing_if = "Vec::is_empty")
+    )]
+    pub stack_trace: Vec<String>,
 }
 
 impl FunctionError {
@@ -84,12 +91,32 @@ impl FunctionError {
             kind,
             message: message.into(),
             error_type: None,
+            stack_trace: Vec::new(),
         }
     }
 
     /// An error the function returned itself.
     pub fn handled(message: impl Into<String>) -> FunctionError {
         FunctionError::new(ErrorKind::Handled, message)
+    }
+
+    /// Sets the reported stack trace.
+    pub fn with_stack_trace(mut self, frames: Vec<String>) -> FunctionError {
+        self.stack_trace = frames;
+        self
+    }
+
+    /// Lambda's error document: `errorMessage`, `errorType` (the reported one, else
+    /// `default_type`) and `stackTrace` when there is one.
+    pub fn lambda_body(&self, default_type: &str) -> serde_json::Value {
+        let mut body = serde_json::json!({
+            "errorMessage": self.message,
+            "errorType": self.error_type.as_deref().unwrap_or(default_type),
+        });
+        if !self.stack_trace.is_empty() {
+            body["stackTrace"] = self.stack_trace.clone().into();
+        }
+        body
     }
 
     /// Sets the reported error type.

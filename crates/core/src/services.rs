@@ -96,6 +96,96 @@ impl ServiceError {
     }
 }
 
+/// A device shadow: a thing's classic (unnamed) shadow, or one of its named shadows. Names
+/// follow AWS IoT: a thing is 1 to 128 of `[a-zA-Z0-9:_-]`, a shadow name 1 to 64 of the
+/// same.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ShadowRef {
+    thing: String,
+    name: Option<String>,
+}
+
+fn check_shadow_part(what: &str, value: &str, max: usize) -> Result<(), ServiceError> {
+    let ok = !value.is_empty()
+        && value.len() <= max
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b':' | b'_' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(ServiceError::Invalid(format!(
+            "{what} {value:?} is not 1 to {max} of [a-zA-Z0-9:_-]"
+        )))
+    }
+}
+
+impl ShadowRef {
+    /// The longest thing name.
+    pub const MAX_THING: usize = 128;
+    /// The longest shadow name.
+    pub const MAX_NAME: usize = 64;
+
+    /// The classic shadow of `thing`.
+    pub fn classic(thing: &str) -> Result<ShadowRef, ServiceError> {
+        ShadowRef::new(thing, None)
+    }
+
+    /// The shadow named `name` of `thing`.
+    pub fn named(thing: &str, name: &str) -> Result<ShadowRef, ServiceError> {
+        ShadowRef::new(thing, Some(name))
+    }
+
+    /// `thing`'s shadow `name`, or its classic shadow.
+    pub fn new(thing: &str, name: Option<&str>) -> Result<ShadowRef, ServiceError> {
+        check_shadow_part("thing name", thing, ShadowRef::MAX_THING)?;
+        if let Some(name) = name {
+            check_shadow_part("shadow name", name, ShadowRef::MAX_NAME)?;
+        }
+        Ok(ShadowRef {
+            thing: thing.to_owned(),
+            name: name.map(str::to_owned),
+        })
+    }
+
+    /// `"{thing}"` (the classic shadow) or `"{thing}/{name}"`: how a guest names a shadow
+    /// in one string.
+    pub fn parse(text: &str) -> Result<ShadowRef, ServiceError> {
+        match text.split_once('/') {
+            None => ShadowRef::classic(text),
+            Some((thing, name)) => ShadowRef::named(thing, name),
+        }
+    }
+
+    /// The thing.
+    pub fn thing(&self) -> &str {
+        &self.thing
+    }
+
+    /// The shadow's name; `None` for the classic shadow.
+    pub fn name(&self) -> Option<&str> {
+        self.name.as_deref()
+    }
+
+    /// The prefix of its reserved MQTT topics: `$aws/things/{thing}/shadow` or
+    /// `$aws/things/{thing}/shadow/name/{name}`.
+    pub fn topic_prefix(&self) -> String {
+        match &self.name {
+            None => format!("$aws/things/{}/shadow", self.thing),
+            Some(name) => format!("$aws/things/{}/shadow/name/{name}", self.thing),
+        }
+    }
+}
+
+impl fmt::Display for ShadowRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.name {
+            None => write!(f, "the shadow of {:?}", self.thing),
+            Some(name) => write!(f, "the shadow {name:?} of {:?}", self.thing),
+        }
+    }
+}
+
 /// The name of a service operation, for errors and metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -116,6 +206,8 @@ pub enum ServiceOp {
     ShadowUpdate,
     /// Delete a shadow document.
     ShadowDelete,
+    /// List a thing's named shadows.
+    ShadowList,
 }
 
 impl fmt::Display for ServiceOp {
@@ -129,6 +221,7 @@ impl fmt::Display for ServiceOp {
             ServiceOp::ShadowGet => "shadow_get",
             ServiceOp::ShadowUpdate => "shadow_update",
             ServiceOp::ShadowDelete => "shadow_delete",
+            ServiceOp::ShadowList => "shadow_list",
         })
     }
 }
@@ -202,35 +295,45 @@ pub trait LocalServices: Send + Sync + 'static {
         unavailable(ServiceOp::KvDelete)
     }
 
-    /// The shadow document of `thing`.
+    /// The document of `shadow`.
     fn shadow_get<'a>(
         &'a self,
         caller: &'a ServiceCaller,
-        thing: &'a str,
+        shadow: &'a ShadowRef,
     ) -> BoxFuture<'a, Result<Bytes, ServiceError>> {
-        let _ = (caller, thing);
+        let _ = (caller, shadow);
         unavailable(ServiceOp::ShadowGet)
     }
 
-    /// Merges `document` into the shadow of `thing`; the accepted document.
+    /// Merges `document` into `shadow`; the accepted document.
     fn shadow_update<'a>(
         &'a self,
         caller: &'a ServiceCaller,
-        thing: &'a str,
+        shadow: &'a ShadowRef,
         document: Bytes,
     ) -> BoxFuture<'a, Result<Bytes, ServiceError>> {
-        let _ = (caller, thing, document);
+        let _ = (caller, shadow, document);
         unavailable(ServiceOp::ShadowUpdate)
     }
 
-    /// Deletes the shadow of `thing`.
+    /// Deletes `shadow`; AWS's answer (`{"version": N, "timestamp": T}`).
     fn shadow_delete<'a>(
         &'a self,
         caller: &'a ServiceCaller,
-        thing: &'a str,
-    ) -> BoxFuture<'a, Result<(), ServiceError>> {
-        let _ = (caller, thing);
+        shadow: &'a ShadowRef,
+    ) -> BoxFuture<'a, Result<Bytes, ServiceError>> {
+        let _ = (caller, shadow);
         unavailable(ServiceOp::ShadowDelete)
+    }
+
+    /// The names of `thing`'s named shadows, in order.
+    fn shadow_list<'a>(
+        &'a self,
+        caller: &'a ServiceCaller,
+        thing: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<String>, ServiceError>> {
+        let _ = (caller, thing);
+        unavailable(ServiceOp::ShadowList)
     }
 }
 
@@ -243,6 +346,31 @@ impl LocalServices for NoServices {}
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shadow_names_follow_aws() {
+        let classic = ShadowRef::classic("lamp-1:kitchen_A").unwrap();
+        assert_eq!(
+            classic.topic_prefix(),
+            "$aws/things/lamp-1:kitchen_A/shadow"
+        );
+        let named = ShadowRef::named("lamp-1", "config").unwrap();
+        assert_eq!(named.name(), Some("config"));
+        assert_eq!(
+            named.topic_prefix(),
+            "$aws/things/lamp-1/shadow/name/config"
+        );
+        for bad in ["", "a/b", "a b", "+", "#", "a\nb", &"x".repeat(129)] {
+            assert!(ShadowRef::classic(bad).is_err(), "{bad:?}");
+        }
+        assert!(ShadowRef::named("t", &"x".repeat(64)).is_ok());
+        assert_eq!(ShadowRef::parse("lamp-1/config").unwrap(), named);
+        assert_eq!(ShadowRef::parse("lamp-1:kitchen_A").unwrap(), classic);
+        assert!(ShadowRef::parse("a/b/c").is_err());
+        for bad in ["", "n/m", "$", &"x".repeat(65)] {
+            assert!(ShadowRef::named("t", bad).is_err(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn codes_are_distinct_and_negative() {

@@ -175,14 +175,14 @@ impl Bridge {
         }
     }
 
-    /// Answers devices on the broker about the shadows of `things` (`"*"`: every thing) on
-    /// AWS IoT's reserved topics, from the hub's shadow store (the one its functions use):
-    /// a message on `$aws/things/{thing}/shadow/get`, `…/update` or `…/delete` is answered
-    /// upstream on `…/get/accepted` (the document) or `…/get/rejected`,
-    /// `…/update/accepted` (and `…/update/delta` when desired and reported differ) or
-    /// `…/update/rejected`, `…/delete/accepted` or `…/delete/rejected`; a rejection is
-    /// `{"code": 400|403|404|409|413, "message": …}`, and a request's `clientToken` is
-    /// echoed. Named shadows are not served yet.
+    /// Answers devices on the broker about the classic and named shadows of `things`
+    /// (`"*"`: every thing) on AWS IoT's reserved topics, from the hub's shadow store (the
+    /// one its functions use): a message on `$aws/things/{thing}/shadow/[name/{name}/]get`,
+    /// `…/update` or `…/delete` is answered upstream on `…/get/accepted` (the document) or
+    /// `…/{op}/rejected` (`{"code": 400|403|404|409|413, "message": …}`, with the
+    /// request's `clientToken`). Every change to these shadows, by a device or a function,
+    /// goes upstream on `…/update/accepted`, `…/update/delta`, `…/update/documents` and
+    /// `…/delete/accepted`, as AWS IoT sends them.
     pub fn device_shadows(mut self, things: Vec<String>) -> Bridge {
         self.device_shadows = things;
         self
@@ -253,7 +253,11 @@ impl Bridge {
             config
                 .inbound
                 .extend(crate::device_shadows::rules(&device_shadows));
-            crate::device_shadows::local_filter().map(|f| hub.subscribe_filter(f, capacity))
+            let requests =
+                crate::device_shadows::local_filter().map(|f| hub.subscribe_filter(f, capacity));
+            let changes =
+                crate::device_shadows::announcements().map(|f| hub.subscribe_filter(f, capacity));
+            requests.zip(changes)
         };
         if remote.is_some() && requests.is_none() {
             tracing::warn!("the remote interface's request topic is not a valid topic; it is off");
@@ -273,10 +277,12 @@ impl Bridge {
                 bridge.publisher(),
             ));
         }
-        if let Some(shadow_requests) = shadow_requests {
+        if let Some((shadow_requests, shadow_changes)) = shadow_requests {
             tokio::spawn(crate::device_shadows::serve(
                 hub.services(),
+                device_shadows,
                 shadow_requests,
+                shadow_changes,
                 bridge.publisher(),
             ));
         }

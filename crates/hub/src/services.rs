@@ -8,7 +8,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use fnhub_core::{
     BoxFuture, Clock, Event, EventSource, FunctionRef, Invocation, LocalServices, Principal,
-    ServiceCaller, ServiceError,
+    ServiceCaller, ServiceError, ShadowRef,
 };
 use fnhub_router::topic::TopicName;
 use fnhub_scheduler::{Scheduler, SubmitError, WeakScheduler};
@@ -78,22 +78,6 @@ fn key_of(caller: &ServiceCaller, key: &str) -> Result<(Principal, String), Serv
         )));
     }
     Ok((caller.context.principal.clone(), key.to_owned()))
-}
-
-/// Thing names as AWS IoT allows them: 1 to 128 of `[a-zA-Z0-9:_-]`.
-pub(crate) fn check_thing(thing: &str) -> Result<(), ServiceError> {
-    let ok = !thing.is_empty()
-        && thing.len() <= 128
-        && thing
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b':' | b'_' | b'-'));
-    if ok {
-        Ok(())
-    } else {
-        Err(ServiceError::Invalid(format!(
-            "thing name {thing:?} is not 1 to 128 of [a-zA-Z0-9:_-]"
-        )))
-    }
 }
 
 impl LocalServices for HubServices {
@@ -193,14 +177,13 @@ impl LocalServices for HubServices {
     fn shadow_get<'a>(
         &'a self,
         _caller: &'a ServiceCaller,
-        thing: &'a str,
+        shadow: &'a ShadowRef,
     ) -> BoxFuture<'a, Result<Bytes, ServiceError>> {
         Box::pin(async move {
-            check_thing(thing)?;
             let document = self
                 .shadows
-                .get(thing)
-                .ok_or_else(|| ServiceError::NotFound(format!("no shadow for {thing:?}")))?;
+                .get(shadow)
+                .ok_or_else(|| ServiceError::NotFound(format!("no {shadow}")))?;
             Ok(Bytes::from(document.to_string()))
         })
     }
@@ -208,55 +191,57 @@ impl LocalServices for HubServices {
     fn shadow_update<'a>(
         &'a self,
         caller: &'a ServiceCaller,
-        thing: &'a str,
+        shadow: &'a ShadowRef,
         document: Bytes,
     ) -> BoxFuture<'a, Result<Bytes, ServiceError>> {
         Box::pin(async move {
-            check_thing(thing)?;
-            let (accepted, delta) =
-                self.shadows
-                    .update(thing, &document, self.clock.system_time())?;
+            let updated = self
+                .shadows
+                .update(shadow, &document, self.clock.system_time())?;
+            let prefix = shadow.topic_prefix();
             self.announce(
                 caller,
-                format!("$aws/things/{thing}/shadow/update/accepted"),
-                &accepted,
+                format!("{prefix}/update/accepted"),
+                &updated.accepted,
             );
-            if let Some(delta) = delta {
-                self.announce(
-                    caller,
-                    format!("$aws/things/{thing}/shadow/update/delta"),
-                    &delta,
-                );
+            if let Some(delta) = &updated.delta {
+                self.announce(caller, format!("{prefix}/update/delta"), delta);
             }
-            Ok(Bytes::from(accepted.to_string()))
+            self.announce(
+                caller,
+                format!("{prefix}/update/documents"),
+                &updated.documents,
+            );
+            Ok(Bytes::from(updated.accepted.to_string()))
         })
     }
 
     fn shadow_delete<'a>(
         &'a self,
-        _caller: &'a ServiceCaller,
-        thing: &'a str,
-    ) -> BoxFuture<'a, Result<(), ServiceError>> {
+        caller: &'a ServiceCaller,
+        shadow: &'a ShadowRef,
+    ) -> BoxFuture<'a, Result<Bytes, ServiceError>> {
         Box::pin(async move {
-            check_thing(thing)?;
-            if self.shadows.delete(thing)? {
-                Ok(())
-            } else {
-                Err(ServiceError::NotFound(format!("no shadow for {thing:?}")))
-            }
+            let Some(gone) = self.shadows.delete(shadow, self.clock.system_time())? else {
+                return Err(ServiceError::NotFound(format!("no {shadow}")));
+            };
+            self.announce(
+                caller,
+                format!("{}/delete/accepted", shadow.topic_prefix()),
+                &gone,
+            );
+            Ok(Bytes::from(gone.to_string()))
         })
     }
-}
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn thing_names_follow_aws() {
-        assert!(check_thing("lamp-1:kitchen_A").is_ok());
-        for bad in ["", "a/b", "a b", "+", &"x".repeat(129)] {
-            assert!(check_thing(bad).is_err(), "{bad:?}");
-        }
+    fn shadow_list<'a>(
+        &'a self,
+        _caller: &'a ServiceCaller,
+        thing: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<String>, ServiceError>> {
+        Box::pin(async move {
+            ShadowRef::classic(thing)?;
+            Ok(self.shadows.names(thing))
+        })
     }
 }

@@ -1,25 +1,53 @@
-//! Device shadows in the shape of AWS IoT's: the documents, their merge and delta, and the
-//! store shared by the function endpoint, WebAssembly guests and the shadow topics. With a
-//! folder, each thing's document is a file there (`{thing}.json`), replaced whole and
-//! synced on every change (a temporary file renamed over it, then the folder synced), so a
-//! hub killed at any moment comes back with every acknowledged document and none torn.
+//! Device shadows in the shape of AWS IoT's: the documents, their merge, delta and
+//! per-field metadata, and the store shared by the function endpoint, WebAssembly guests and
+//! the shadow topics. A thing has a classic shadow and any number of named ones.
+//!
+//! With a folder, each shadow is a file there (`{thing}.json` for the classic shadow,
+//! `{thing}~{name}.json` for a named one: `~` is in neither name's alphabet), replaced whole
+//! and synced on every change (a temporary file renamed over it, then the folder synced), so
+//! a hub killed at any moment comes back with every acknowledged document and none torn.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use fnhub_core::ServiceError;
+use fnhub_core::{ServiceError, ShadowRef};
 use parking_lot::Mutex;
 use serde_json::{Map, Value, json};
 
 use crate::services::MAX_SHADOW_BYTES;
 
-/// Every thing's shadow, in memory and (with a folder) on disk.
+/// What one accepted update produced: the documents AWS IoT publishes on
+/// `…/update/accepted`, `…/update/delta` (when desired and reported differ) and
+/// `…/update/documents`.
+#[derive(Debug)]
+pub(crate) struct Updated {
+    pub(crate) accepted: Value,
+    pub(crate) delta: Option<Value>,
+    pub(crate) documents: Value,
+}
+
+/// Every shadow, in memory and (with a folder) on disk.
 #[derive(Debug, Default)]
 pub(crate) struct ShadowStore {
-    shadows: Mutex<HashMap<String, Shadow>>,
+    shadows: Mutex<BTreeMap<ShadowRef, Shadow>>,
     dir: Option<PathBuf>,
+}
+
+fn file_stem(shadow: &ShadowRef) -> String {
+    match shadow.name() {
+        None => shadow.thing().to_owned(),
+        Some(name) => format!("{}~{name}", shadow.thing()),
+    }
+}
+
+fn from_stem(stem: &str) -> Option<ShadowRef> {
+    let (thing, name) = match stem.split_once('~') {
+        Some((thing, name)) => (thing, Some(name)),
+        None => (stem, None),
+    };
+    ShadowRef::new(thing, name).ok()
 }
 
 impl ShadowStore {
@@ -33,7 +61,7 @@ impl ShadowStore {
                 .mode(0o700)
                 .create(dir)?;
         }
-        let mut shadows = HashMap::new();
+        let mut shadows = BTreeMap::new();
         for entry in std::fs::read_dir(dir)?.flatten() {
             let path = entry.path();
             let name = entry.file_name();
@@ -42,15 +70,16 @@ impl ShadowStore {
                 let _ = std::fs::remove_file(&path);
                 continue;
             }
-            let Some(thing) = name.strip_suffix(".json") else {
+            let Some(stem) = name.strip_suffix(".json") else {
                 continue;
             };
-            match std::fs::read(&path)
-                .ok()
-                .and_then(|b| Shadow::from_saved(&b))
-            {
-                Some(shadow) => {
-                    shadows.insert(thing.to_owned(), shadow);
+            let loaded = from_stem(stem).and_then(|shadow| {
+                let bytes = std::fs::read(&path).ok()?;
+                Some((shadow, Shadow::from_saved(&bytes)?))
+            });
+            match loaded {
+                Some((key, shadow)) => {
+                    shadows.insert(key, shadow);
                 }
                 None => {
                     tracing::warn!(file = %path.display(), "a shadow file does not parse; set aside");
@@ -64,50 +93,82 @@ impl ShadowStore {
         })
     }
 
-    pub(crate) fn get(&self, thing: &str) -> Option<Value> {
-        self.shadows.lock().get(thing).map(Shadow::document)
+    pub(crate) fn get(&self, shadow: &ShadowRef) -> Option<Value> {
+        self.shadows.lock().get(shadow).map(Shadow::document)
     }
 
-    /// Applies `document` to `thing`'s shadow: the accepted and delta documents. Nothing
-    /// changes (in memory or on disk) unless the new document is saved.
+    /// The names of `thing`'s named shadows, in order.
+    pub(crate) fn names(&self, thing: &str) -> Vec<String> {
+        self.shadows
+            .lock()
+            .keys()
+            .filter(|k| k.thing() == thing)
+            .filter_map(|k| k.name().map(str::to_owned))
+            .collect()
+    }
+
+    /// Applies `document` to `shadow`. Nothing changes (in memory or on disk) unless the
+    /// new document is saved.
     pub(crate) fn update(
         &self,
-        thing: &str,
+        shadow: &ShadowRef,
         document: &[u8],
         now: SystemTime,
-    ) -> Result<(Value, Option<Value>), ServiceError> {
+    ) -> Result<Updated, ServiceError> {
         let update = ShadowUpdate::parse(document)?;
         let mut shadows = self.shadows.lock();
-        let mut next = shadows.get(thing).cloned().unwrap_or_default();
-        let out = next.apply(update, now)?;
-        self.save(thing, Some(&next))?;
-        shadows.insert(thing.to_owned(), next);
-        Ok(out)
-    }
-
-    /// Deletes `thing`'s shadow; whether there was one.
-    pub(crate) fn delete(&self, thing: &str) -> Result<bool, ServiceError> {
-        let mut shadows = self.shadows.lock();
-        if !shadows.contains_key(thing) {
-            return Ok(false);
+        let previous = shadows.get(shadow);
+        let before = previous.map(Shadow::snapshot);
+        let mut next = previous.cloned().unwrap_or_default();
+        let (accepted, delta) = next.apply(update, now)?;
+        self.save(shadow, Some(&next))?;
+        let mut documents = json!({
+            "current": next.snapshot(),
+            "timestamp": next.timestamp,
+        });
+        if let Some(before) = before {
+            documents["previous"] = before;
         }
-        self.save(thing, None)?;
-        shadows.remove(thing);
-        Ok(true)
+        if let Some(token) = accepted.get("clientToken") {
+            documents["clientToken"] = token.clone();
+        }
+        shadows.insert(shadow.clone(), next);
+        Ok(Updated {
+            accepted,
+            delta,
+            documents,
+        })
     }
 
-    fn save(&self, thing: &str, shadow: Option<&Shadow>) -> Result<(), ServiceError> {
+    /// Deletes `shadow`; AWS's answer (`version`, `timestamp`), or `None` when there was
+    /// none.
+    pub(crate) fn delete(
+        &self,
+        shadow: &ShadowRef,
+        now: SystemTime,
+    ) -> Result<Option<Value>, ServiceError> {
+        let mut shadows = self.shadows.lock();
+        let Some(version) = shadows.get(shadow).map(|s| s.version) else {
+            return Ok(None);
+        };
+        self.save(shadow, None)?;
+        shadows.remove(shadow);
+        Ok(Some(json!({"version": version, "timestamp": seconds(now)})))
+    }
+
+    fn save(&self, key: &ShadowRef, shadow: Option<&Shadow>) -> Result<(), ServiceError> {
         let Some(dir) = &self.dir else {
             return Ok(());
         };
         let failed = |e: std::io::Error| {
-            tracing::error!(%thing, error = %e, "a shadow could not be saved; unchanged");
-            ServiceError::Unavailable(format!("the shadow of {thing:?} could not be saved: {e}"))
+            tracing::error!(shadow = %key, error = %e, "a shadow could not be saved; unchanged");
+            ServiceError::Unavailable(format!("{key} could not be saved: {e}"))
         };
-        let path = dir.join(format!("{thing}.json"));
+        let stem = file_stem(key);
+        let path = dir.join(format!("{stem}.json"));
         match shadow {
             Some(shadow) => {
-                let tmp = dir.join(format!(".tmp-{thing}"));
+                let tmp = dir.join(format!(".tmp-{stem}"));
                 let mut file = std::fs::File::create(&tmp).map_err(failed)?;
                 file.write_all(shadow.saved().to_string().as_bytes())
                     .and_then(|()| file.sync_all())
@@ -122,22 +183,35 @@ impl ShadowStore {
     }
 }
 
-/// One device shadow: desired and reported state, and a version that counts updates.
+fn seconds(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default()
+}
+
+/// Where a field sits: its section (`desired` or `reported`), then its keys.
+type FieldPath = Vec<String>;
+
+/// One device shadow: desired and reported state, when each field was last set, and a
+/// version that counts updates.
 #[derive(Debug, Default, Clone)]
 struct Shadow {
     desired: Map<String, Value>,
     reported: Map<String, Value>,
+    /// When each leaf field was last set (seconds); a field not here dates from `timestamp`.
+    stamps: HashMap<FieldPath, u64>,
     version: u64,
     timestamp: u64,
 }
 
-/// A parsed update: `{"state":{"desired":..,"reported":..},"version":N}`, each part
-/// optional; `null` for a section clears it.
+/// A parsed update: `{"state":{"desired":..,"reported":..},"version":N,"clientToken":..}`,
+/// each part optional; `null` for a section clears it.
 #[derive(Debug)]
 struct ShadowUpdate {
     desired: Option<Value>,
     reported: Option<Value>,
     version: Option<u64>,
+    client_token: Option<String>,
     state: Value,
 }
 
@@ -161,6 +235,11 @@ impl ShadowUpdate {
                 v.as_u64()
                     .ok_or_else(|| invalid("version is not a count"))?,
             ),
+        };
+        let client_token = match top.remove("clientToken") {
+            None => None,
+            Some(Value::String(t)) if !t.is_empty() && t.len() <= 64 => Some(t),
+            Some(_) => return Err(invalid("clientToken is not a string of 1 to 64 characters")),
         };
         let state = top.remove("state").ok_or_else(|| invalid("no \"state\""))?;
         let Value::Object(sections) = &state else {
@@ -189,6 +268,7 @@ impl ShadowUpdate {
             desired,
             reported,
             version,
+            client_token,
             state,
         })
     }
@@ -210,30 +290,59 @@ impl Shadow {
                 self.version
             )));
         }
-        for (section, change) in [
-            (&mut self.desired, update.desired),
-            (&mut self.reported, update.reported),
-        ] {
+        let now = seconds(now);
+        let mut metadata = Map::new();
+        for (name, change) in [("desired", update.desired), ("reported", update.reported)] {
+            let section = if name == "desired" {
+                &mut self.desired
+            } else {
+                &mut self.reported
+            };
             match change {
-                Some(Value::Object(fields)) => merge(section, fields),
-                Some(_) => section.clear(),
+                Some(Value::Object(fields)) => {
+                    let mut path = vec![name.to_owned()];
+                    stamp(&mut self.stamps, &mut path, &fields, now);
+                    metadata.insert(name.into(), Value::Object(stamps_of(&fields, now)));
+                    merge(section, fields);
+                }
+                Some(_) => {
+                    section.clear();
+                    self.stamps.retain(|path, _| path[0] != name);
+                    metadata.insert(name.into(), json!({"timestamp": now}));
+                }
                 None => {}
             }
         }
         self.version += 1;
-        self.timestamp = now
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or_default();
-        let accepted = json!({
+        self.timestamp = now;
+        self.prune();
+        let mut accepted = json!({
             "state": update.state,
+            "metadata": metadata,
             "version": self.version,
             "timestamp": self.timestamp,
         });
-        let delta = self
-            .delta()
-            .map(|d| json!({"state": d, "version": self.version, "timestamp": self.timestamp}));
+        if let Some(token) = update.client_token {
+            accepted["clientToken"] = Value::String(token);
+        }
+        let delta = self.delta().map(|d| {
+            let metadata = self.metadata_of("desired", &d);
+            json!({"state": d, "metadata": metadata, "version": self.version, "timestamp": self.timestamp})
+        });
         Ok((accepted, delta))
+    }
+
+    /// Forgets the stamps of fields that are no longer leaves of the state.
+    fn prune(&mut self) {
+        let (desired, reported) = (&self.desired, &self.reported);
+        self.stamps.retain(|path, _| {
+            let section = if path[0] == "desired" {
+                desired
+            } else {
+                reported
+            };
+            is_leaf(section, &path[1..])
+        });
     }
 
     /// The desired fields whose reported value differs.
@@ -242,18 +351,119 @@ impl Shadow {
         (!d.is_empty()).then_some(Value::Object(d))
     }
 
+    /// The metadata of `state` (in `section`): its shape, with `{"timestamp": t}` leaves.
+    fn metadata_of(&self, section: &str, state: &Value) -> Value {
+        fn walk(
+            stamps: &HashMap<FieldPath, u64>,
+            default: u64,
+            path: &mut FieldPath,
+            value: &Value,
+        ) -> Value {
+            match value {
+                Value::Object(fields) => Value::Object(
+                    fields
+                        .iter()
+                        .map(|(k, v)| {
+                            path.push(k.clone());
+                            let out = walk(stamps, default, path, v);
+                            path.pop();
+                            (k.clone(), out)
+                        })
+                        .collect(),
+                ),
+                _ => json!({"timestamp": stamps.get(path.as_slice()).copied().unwrap_or(default)}),
+            }
+        }
+        walk(
+            &self.stamps,
+            self.timestamp,
+            &mut vec![section.to_owned()],
+            state,
+        )
+    }
+
+    /// The state as `…/update/documents` shows it: sections, metadata, version.
+    fn snapshot(&self) -> Value {
+        let desired = Value::Object(self.desired.clone());
+        let reported = Value::Object(self.reported.clone());
+        json!({
+            "state": {"desired": desired, "reported": reported},
+            "metadata": {
+                "desired": self.metadata_of("desired", &desired),
+                "reported": self.metadata_of("reported", &reported),
+            },
+            "version": self.version,
+        })
+    }
+
+    /// The document `GetThingShadow` answers.
     fn document(&self) -> Value {
         let mut state = Map::new();
-        if !self.desired.is_empty() {
-            state.insert("desired".into(), Value::Object(self.desired.clone()));
-        }
-        if !self.reported.is_empty() {
-            state.insert("reported".into(), Value::Object(self.reported.clone()));
+        let mut metadata = Map::new();
+        for (name, section) in [("desired", &self.desired), ("reported", &self.reported)] {
+            if !section.is_empty() {
+                let value = Value::Object(section.clone());
+                metadata.insert(name.into(), self.metadata_of(name, &value));
+                state.insert(name.into(), value);
+            }
         }
         if let Some(delta) = self.delta() {
             state.insert("delta".into(), delta);
         }
-        json!({"state": state, "version": self.version, "timestamp": self.timestamp})
+        json!({
+            "state": state,
+            "metadata": metadata,
+            "version": self.version,
+            "timestamp": self.timestamp,
+        })
+    }
+}
+
+/// Records `now` for every leaf `fields` sets under `path`; a `null` forgets what it
+/// deletes.
+fn stamp(
+    stamps: &mut HashMap<FieldPath, u64>,
+    path: &mut FieldPath,
+    fields: &Map<String, Value>,
+    now: u64,
+) {
+    for (k, v) in fields {
+        path.push(k.clone());
+        match v {
+            Value::Object(inner) => stamp(stamps, path, inner, now),
+            Value::Null => stamps.retain(|p, _| !p.starts_with(path)),
+            _ => {
+                stamps.insert(path.clone(), now);
+            }
+        }
+        path.pop();
+    }
+}
+
+/// The metadata of an update: its shape with `{"timestamp": now}` leaves.
+fn stamps_of(fields: &Map<String, Value>, now: u64) -> Map<String, Value> {
+    fields
+        .iter()
+        .map(|(k, v)| {
+            let meta = match v {
+                Value::Object(inner) => Value::Object(stamps_of(inner, now)),
+                _ => json!({"timestamp": now}),
+            };
+            (k.clone(), meta)
+        })
+        .collect()
+}
+
+/// Whether `path` names a field of `state` that is not an object.
+fn is_leaf(state: &Map<String, Value>, path: &[String]) -> bool {
+    let Some((first, rest)) = path.split_first() else {
+        return false;
+    };
+    match (state.get(first), rest.is_empty()) {
+        (Some(Value::Object(_)), true) | (None, _) => false,
+        (Some(_), true) => true,
+        (Some(Value::Object(inner)), false) => is_leaf(inner, rest),
+        (Some(_), false) => false,
     }
 }
 
@@ -300,11 +510,13 @@ fn diff(desired: &Map<String, Value>, reported: &Map<String, Value>) -> Map<Stri
 }
 
 impl Shadow {
-    /// What is saved: both sections, the version and the time.
+    /// What is saved: both sections, their metadata, the version and the time.
     fn saved(&self) -> Value {
+        let snapshot = self.snapshot();
         json!({
             "desired": self.desired,
             "reported": self.reported,
+            "metadata": snapshot["metadata"],
             "version": self.version,
             "timestamp": self.timestamp,
         })
@@ -312,12 +524,35 @@ impl Shadow {
 
     fn from_saved(bytes: &[u8]) -> Option<Shadow> {
         let v: Value = serde_json::from_slice(bytes).ok()?;
-        Some(Shadow {
+        let mut shadow = Shadow {
             desired: v.get("desired")?.as_object()?.clone(),
             reported: v.get("reported")?.as_object()?.clone(),
+            stamps: HashMap::new(),
             version: v.get("version")?.as_u64()?,
             timestamp: v.get("timestamp")?.as_u64()?,
-        })
+        };
+        // The stamps, from the saved metadata's `{"timestamp": t}` leaves.
+        fn read(stamps: &mut HashMap<FieldPath, u64>, path: &mut FieldPath, meta: &Value) {
+            let Value::Object(fields) = meta else { return };
+            if let Some(t) = fields.get("timestamp").and_then(Value::as_u64)
+                && fields.len() == 1
+            {
+                stamps.insert(path.clone(), t);
+                return;
+            }
+            for (k, v) in fields {
+                path.push(k.clone());
+                read(stamps, path, v);
+                path.pop();
+            }
+        }
+        for section in ["desired", "reported"] {
+            if let Some(meta) = v.get("metadata").and_then(|m| m.get(section)) {
+                read(&mut shadow.stamps, &mut vec![section.to_owned()], meta);
+            }
+        }
+        shadow.prune();
+        Some(shadow)
     }
 }
 
@@ -396,28 +631,134 @@ mod tests {
     }
 
     #[test]
+    fn metadata_dates_each_field_and_documents_show_before_and_after() {
+        let at = |t: u64| SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(t);
+        let store = ShadowStore::default();
+        let lamp = ShadowRef::classic("lamp").unwrap();
+        let first = store
+            .update(
+                &lamp,
+                br#"{"state":{"desired":{"on":true,"color":{"r":1}}}}"#,
+                at(100),
+            )
+            .unwrap();
+        assert_eq!(
+            first.accepted["metadata"],
+            json!({"desired": {"on": {"timestamp": 100}, "color": {"r": {"timestamp": 100}}}})
+        );
+        assert!(
+            first.documents.get("previous").is_none(),
+            "{}",
+            first.documents
+        );
+        let second = store
+            .update(
+                &lamp,
+                br#"{"state":{"desired":{"color":{"g":2}}},"clientToken":"tok"}"#,
+                at(200),
+            )
+            .unwrap();
+        assert_eq!(second.accepted["clientToken"], "tok");
+        assert_eq!(second.documents["clientToken"], "tok");
+        assert_eq!(second.documents["previous"]["version"], 1);
+        assert_eq!(second.documents["current"]["version"], 2);
+        assert_eq!(
+            second.documents["current"]["state"]["desired"]["color"],
+            json!({"r": 1, "g": 2})
+        );
+        let delta = second.delta.unwrap();
+        assert_eq!(
+            delta["metadata"]["color"],
+            json!({"r": {"timestamp": 100}, "g": {"timestamp": 200}})
+        );
+        let doc = store.get(&lamp).unwrap();
+        assert_eq!(doc["metadata"]["desired"]["on"]["timestamp"], 100);
+        assert_eq!(doc["metadata"]["desired"]["color"]["g"]["timestamp"], 200);
+        assert_eq!(doc["timestamp"], 200);
+        // A scalar replaced by an object, and a field deleted: no stale stamps.
+        store
+            .update(
+                &lamp,
+                br#"{"state":{"desired":{"on":{"level":3},"color":null}}}"#,
+                at(300),
+            )
+            .unwrap();
+        let doc = store.get(&lamp).unwrap();
+        assert_eq!(
+            doc["metadata"]["desired"],
+            json!({"on": {"level": {"timestamp": 300}}})
+        );
+        assert!(
+            store
+                .update(
+                    &lamp,
+                    br#"{"state":{"desired":{}},"clientToken":5}"#,
+                    at(400)
+                )
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn named_shadows_are_apart_from_the_classic_one_and_listed() {
+        let now = SystemTime::UNIX_EPOCH;
+        let store = ShadowStore::default();
+        let classic = ShadowRef::classic("lamp").unwrap();
+        let config = ShadowRef::named("lamp", "config").unwrap();
+        let alarm = ShadowRef::named("lamp", "alarm").unwrap();
+        let other = ShadowRef::named("fan", "config").unwrap();
+        for s in [&classic, &config, &alarm, &other] {
+            store
+                .update(s, br#"{"state":{"reported":{"n":1}}}"#, now)
+                .unwrap();
+        }
+        store
+            .update(&config, br#"{"state":{"reported":{"n":2}}}"#, now)
+            .unwrap();
+        assert_eq!(store.get(&classic).unwrap()["version"], 1);
+        assert_eq!(store.get(&config).unwrap()["version"], 2);
+        assert_eq!(
+            store.names("lamp"),
+            vec!["alarm".to_owned(), "config".to_owned()]
+        );
+        assert_eq!(store.names("fan"), vec!["config".to_owned()]);
+        assert!(store.names("none").is_empty());
+        let gone = store.delete(&config, now).unwrap().unwrap();
+        assert_eq!(gone["version"], 2);
+        assert!(store.delete(&config, now).unwrap().is_none());
+        assert_eq!(store.names("lamp"), vec!["alarm".to_owned()]);
+        assert!(store.get(&classic).is_some());
+    }
+
+    #[test]
     fn a_store_in_a_folder_comes_back_whole() {
         let dir = tempfile::tempdir().unwrap();
         let now = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_800_000_000);
+        let lamp = ShadowRef::classic("lamp-1").unwrap();
+        let named = ShadowRef::named("lamp-1", "config").unwrap();
+        let fan = ShadowRef::classic("fan").unwrap();
         {
             let store = ShadowStore::open(dir.path()).unwrap();
             store
-                .update("lamp-1", br#"{"state":{"desired":{"on":true}}}"#, now)
+                .update(&lamp, br#"{"state":{"desired":{"on":true}}}"#, now)
                 .unwrap();
             store
-                .update("lamp-1", br#"{"state":{"reported":{"on":false}}}"#, now)
+                .update(&lamp, br#"{"state":{"reported":{"on":false}}}"#, now)
                 .unwrap();
             store
-                .update("fan", br#"{"state":{"reported":{"rpm":3}}}"#, now)
+                .update(&named, br#"{"state":{"desired":{"mode":"eco"}}}"#, now)
                 .unwrap();
-            assert!(store.delete("fan").unwrap());
-            assert!(!store.delete("fan").unwrap());
+            store
+                .update(&fan, br#"{"state":{"reported":{"rpm":3}}}"#, now)
+                .unwrap();
+            assert!(store.delete(&fan, now).unwrap().is_some());
+            assert!(store.delete(&fan, now).unwrap().is_none());
             // Refused updates change nothing, on disk either.
-            assert!(store.update("lamp-1", b"{not json", now).is_err());
+            assert!(store.update(&lamp, b"{not json", now).is_err());
             assert!(
                 store
                     .update(
-                        "lamp-1",
+                        &lamp,
                         br#"{"state":{"reported":{"on":true}},"version":1}"#,
                         now
                     )
@@ -425,15 +766,25 @@ mod tests {
             );
         }
         std::fs::write(dir.path().join("broken.json"), b"{half").unwrap();
+        std::fs::write(dir.path().join("bad name.json"), b"{}").unwrap();
         std::fs::write(dir.path().join(".tmp-lamp-1"), b"{half").unwrap();
         let store = ShadowStore::open(dir.path()).unwrap();
-        let doc = store.get("lamp-1").unwrap();
+        let doc = store.get(&lamp).unwrap();
         assert_eq!(doc["version"], 2);
         assert_eq!(doc["state"]["desired"]["on"], true);
         assert_eq!(doc["state"]["delta"]["on"], true);
-        assert!(store.get("fan").is_none());
-        assert!(store.get("broken").is_none());
+        assert_eq!(
+            doc["metadata"]["desired"]["on"]["timestamp"],
+            1_800_000_000u64
+        );
+        assert_eq!(
+            store.get(&named).unwrap()["state"]["desired"]["mode"],
+            "eco"
+        );
+        assert_eq!(store.names("lamp-1"), vec!["config".to_owned()]);
+        assert!(store.get(&fan).is_none());
         assert!(dir.path().join("broken.corrupt").exists());
+        assert!(dir.path().join("bad name.corrupt").exists());
         assert!(!dir.path().join(".tmp-lamp-1").exists());
     }
 }

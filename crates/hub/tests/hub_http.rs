@@ -72,7 +72,9 @@ fn hub() -> EdgeHub {
         .function(
             FunctionSpec::in_process(FunctionName::new("boom").unwrap()),
             from_fn(|_inv: Invocation| async move {
-                Err(FunctionError::handled("reading out of range").with_type("RangeError"))
+                Err(FunctionError::handled("reading out of range")
+                    .with_type("RangeError")
+                    .with_stack_trace(vec!["at read (sensor.js:3:9)".into()]))
             }),
         )
         .build()
@@ -210,6 +212,8 @@ async fn the_aws_cli_invokes_functions_with_sigv4() {
     let body = json_of(&r.file);
     assert_eq!(body["errorType"], "RangeError");
     assert_eq!(body["errorMessage"], "reading out of range");
+    assert_eq!(body["stackTrace"], json!(["at read (sensor.js:3:9)"]));
+    assert!(body["requestId"].is_string(), "{body}");
 
     // Event and DryRun.
     let r = invoke(

@@ -167,6 +167,88 @@ async fn functions_call_the_hub_with_boto3() {
         "the refused updates changed nothing: {out}"
     );
 
+    // Named shadows: apart from the classic one, listed over two pages by boto3, deleted
+    // with AWS's answer; each change announced locally with its documents.
+    let mut documents = hub
+        .subscribe("$aws/things/lamp-1/shadow/name/+/update/documents", 16)
+        .unwrap();
+    for name in ["config", "alarm", "firmware"] {
+        let out = call(
+            &hub,
+            "caller",
+            json!({"op": "shadow_update", "thing": "lamp-1", "name": name,
+            "document": format!(r#"{{"state":{{"desired":{{"mode":"{name}"}}}},"clientToken":"c-{name}"}}"#)}),
+        )
+        .await;
+        assert_eq!(out["version"], 1, "{out}");
+        assert_eq!(out["clientToken"], format!("c-{name}"), "{out}");
+        assert!(
+            out["metadata"]["desired"]["mode"]["timestamp"].is_u64(),
+            "{out}"
+        );
+        let event = tokio::time::timeout(Duration::from_secs(5), documents.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            event.topic.as_ref(),
+            format!("$aws/things/lamp-1/shadow/name/{name}/update/documents")
+        );
+        let docs: Value = serde_json::from_slice(&event.payload).unwrap();
+        assert_eq!(docs["current"]["state"]["desired"]["mode"], name, "{docs}");
+    }
+    let out = call(
+        &hub,
+        "caller",
+        json!({"op": "shadow_list", "thing": "lamp-1", "page": 2}),
+    )
+    .await;
+    assert_eq!(
+        out,
+        json!({"names": ["alarm", "config", "firmware"], "pages": 2})
+    );
+    let out = call(
+        &hub,
+        "caller",
+        json!({"op": "shadow_delete", "thing": "lamp-1", "name": "alarm"}),
+    )
+    .await;
+    assert_eq!(out["version"], 1, "{out}");
+    let out = call(
+        &hub,
+        "caller",
+        json!({"op": "shadow_get", "thing": "lamp-1", "name": "alarm"}),
+    )
+    .await;
+    assert_eq!(
+        out,
+        json!({"error": "ResourceNotFoundException", "status": 404})
+    );
+    let out = call(
+        &hub,
+        "caller",
+        json!({"op": "shadow_get", "thing": "lamp-1", "name": "bad name"}),
+    )
+    .await;
+    assert_eq!(
+        out,
+        json!({"error": "InvalidRequestException", "status": 400})
+    );
+    let out = call(
+        &hub,
+        "caller",
+        json!({"op": "shadow_get", "thing": "lamp-1"}),
+    )
+    .await;
+    assert_eq!(out["version"], 1, "the classic shadow is its own: {out}");
+    let out = call(
+        &hub,
+        "caller",
+        json!({"op": "shadow_list", "thing": "lamp-2"}),
+    )
+    .await;
+    assert_eq!(out, json!({"error": "ForbiddenException", "status": 403}));
+
     // Outside the allow-list: refused with AWS's codes.
     let out = call(&hub, "caller", json!({"op": "invoke", "target": "caller"})).await;
     assert_eq!(
@@ -364,10 +446,49 @@ async fn functions_and_devices_share_shadows_over_mqtt() {
     let rejected = expect_on(&mut received, "$aws/things/lamp-1/shadow/update/rejected").await;
     assert_eq!(rejected["code"], 409, "{rejected}");
 
+    // A function changes what it wants: the device hears the delta and the documents.
+    let out = call(
+        &hub,
+        "lamp",
+        json!({"op": "shadow_update", "thing": "lamp-1",
+        "document": r#"{"state":{"desired":{"on":false}}}"#}),
+    )
+    .await;
+    assert_eq!(out["version"], 3, "{out}");
+    let delta = expect_on(&mut received, "$aws/things/lamp-1/shadow/update/delta").await;
+    assert_eq!(delta["state"], json!({"on": false}), "{delta}");
+    let docs = expect_on(&mut received, "$aws/things/lamp-1/shadow/update/documents").await;
+    assert_eq!(docs["previous"]["state"]["desired"]["on"], true, "{docs}");
+    assert_eq!(docs["current"]["state"]["desired"]["on"], false, "{docs}");
+
+    // A named shadow, from the device's side, read back by the function.
+    device
+        .publish(
+            "$aws/things/lamp-1/shadow/name/config/update",
+            QoS::AtLeastOnce,
+            false,
+            r#"{"state":{"reported":{"firmware":"1.2"}},"clientToken":"t-2"}"#,
+        )
+        .await
+        .unwrap();
+    let accepted = expect_on(
+        &mut received,
+        "$aws/things/lamp-1/shadow/name/config/update/accepted",
+    )
+    .await;
+    assert_eq!(accepted["clientToken"], "t-2", "{accepted}");
+    let out = call(
+        &hub,
+        "lamp",
+        json!({"op": "shadow_get", "thing": "lamp-1", "name": "config"}),
+    )
+    .await;
+    assert_eq!(out["state"]["reported"]["firmware"], "1.2", "{out}");
+
     let out = call(&hub, "lamp", json!({"op": "shadow_get", "thing": "lamp-1"})).await;
     assert_eq!(out["state"]["reported"]["on"], true, "{out}");
-    assert_eq!(out["version"], 2, "{out}");
-    assert!(out["state"].get("delta").is_none(), "{out}");
+    assert_eq!(out["version"], 3, "{out}");
+    assert_eq!(out["state"]["delta"], json!({"on": false}), "{out}");
     hub.shutdown().await;
 }
 
@@ -385,4 +506,70 @@ async fn expect_on(
             return body;
         }
     }
+}
+
+/// Accepts every publish.
+struct Accepting;
+
+impl fnhub_core::LocalServices for Accepting {
+    fn publish<'a>(
+        &'a self,
+        _caller: &'a fnhub_core::ServiceCaller,
+        _topic: &'a str,
+        _payload: bytes::Bytes,
+    ) -> fnhub_core::BoxFuture<'a, Result<(), fnhub_core::ServiceError>> {
+        Box::pin(async { Ok(()) })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_rotate_with_the_environment() {
+    use fnhub_core::Sandbox;
+    let Some(python) = python_with_ric() else {
+        return;
+    };
+    let mut access = ServiceAccess::default();
+    access.publish = vec!["#".into()];
+    // Used for one second, then valid for the timeout (two seconds) more.
+    let spec = function(&python, "rotating", "aws_client.handle", access)
+        .with_timeout(Duration::from_secs(2));
+    let sandbox = fnhub_sandbox::ProcessSandbox::new()
+        .with_services(std::sync::Arc::new(Accepting))
+        .with_credential_lifetime(Duration::from_secs(1));
+    let minted = std::time::Instant::now();
+    let env = sandbox.prepare(&spec).await.unwrap();
+    let run = |event: Value| {
+        let inv = Invocation::new(spec.name.clone().into(), event.to_string());
+        let env = &env;
+        async move { json(&env.invoke(inv).await.unwrap()) }
+    };
+    let publish = json!({"op": "publish", "topic": "a/b"});
+    assert_eq!(run(publish.clone()).await["published"], "a/b");
+    let first = run(json!({"op": "whoami"})).await["key"].clone();
+    assert!(env.is_healthy());
+
+    // Past its lifetime: retired, so a pool replaces it; its calls still work a while.
+    tokio::time::sleep(Duration::from_millis(1200).saturating_sub(minted.elapsed())).await;
+    assert!(!env.is_healthy(), "the environment is not retired");
+    assert_eq!(run(publish.clone()).await["published"], "a/b");
+
+    // Past the grace: the credentials are refused.
+    tokio::time::sleep(Duration::from_millis(3200).saturating_sub(minted.elapsed())).await;
+    assert_eq!(
+        run(publish.clone()).await,
+        json!({"error": "ExpiredTokenException", "status": 403})
+    );
+
+    // The environment that replaces it has credentials of its own.
+    let next = sandbox.prepare(&spec).await.unwrap();
+    let inv = Invocation::new(
+        spec.name.clone().into(),
+        json!({"op": "whoami"}).to_string(),
+    );
+    let second = json(&next.invoke(inv).await.unwrap())["key"].clone();
+    assert!(first.as_str().unwrap().starts_with("ASIA"), "{first}");
+    assert_ne!(first, second);
+    assert!(next.is_healthy());
+    env.shutdown().await;
+    next.shutdown().await;
 }

@@ -152,7 +152,7 @@ async fn shadow_updates_from_a_guest_publish_accepted_and_delta_documents() {
         .services()
         .shadow_update(
             &caller("device"),
-            "lamp",
+            &fnhub_core::ShadowRef::classic("lamp").unwrap(),
             Bytes::from(r#"{"state":{"reported":{"on":true,"level":3}}}"#),
         )
         .await

@@ -15,7 +15,7 @@ use common::Recorder;
 use fnhub_core::{
     BoxFuture, CapabilityProfile, EnvAccess, ErrorKind, FilesystemAccess, FunctionError,
     FunctionName, FunctionSpec, Invocation, LocalServices, PathGrant, PrepareError, Restriction,
-    Runtime, Sandbox, ServiceCaller, ServiceError,
+    Runtime, Sandbox, ServiceCaller, ServiceError, ShadowRef,
 };
 use fnhub_sandbox::{WasmConfig, WasmError, WasmSandbox};
 
@@ -502,8 +502,9 @@ impl LocalServices for Services {
     fn shadow_get<'a>(
         &'a self,
         _caller: &'a ServiceCaller,
-        thing: &'a str,
+        shadow: &'a ShadowRef,
     ) -> BoxFuture<'a, Result<Bytes, ServiceError>> {
+        let thing = shadow.thing();
         Box::pin(async move {
             self.shadows
                 .lock()
@@ -517,9 +518,10 @@ impl LocalServices for Services {
     fn shadow_update<'a>(
         &'a self,
         _caller: &'a ServiceCaller,
-        thing: &'a str,
+        shadow: &'a ShadowRef,
         document: Bytes,
     ) -> BoxFuture<'a, Result<Bytes, ServiceError>> {
+        let thing = shadow.thing();
         Box::pin(async move {
             let doc = String::from_utf8(document.to_vec())
                 .map_err(|_| ServiceError::Invalid("not UTF-8".into()))?;

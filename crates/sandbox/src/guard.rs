@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use fnhub_core::{BoxFuture, LocalServices, ServiceAccess, ServiceCaller, ServiceError};
+use fnhub_core::{BoxFuture, LocalServices, ServiceAccess, ServiceCaller, ServiceError, ShadowRef};
 
 /// `inner`, refusing what `access` does not allow (`ServiceError::Denied`, logged). The
 /// key-value store is the caller's principal's own and is not restricted.
@@ -75,34 +75,45 @@ impl LocalServices for Guarded {
     fn shadow_get<'a>(
         &'a self,
         caller: &'a ServiceCaller,
-        thing: &'a str,
+        shadow: &'a ShadowRef,
     ) -> BoxFuture<'a, Result<Bytes, ServiceError>> {
-        if !self.access.may_use_shadow(thing) {
-            return denied(caller, format!("the shadow of {thing:?}"));
+        if !self.access.may_use_shadow(shadow.thing()) {
+            return denied(caller, shadow.to_string());
         }
-        self.inner.shadow_get(caller, thing)
+        self.inner.shadow_get(caller, shadow)
     }
 
     fn shadow_update<'a>(
         &'a self,
         caller: &'a ServiceCaller,
-        thing: &'a str,
+        shadow: &'a ShadowRef,
         document: Bytes,
     ) -> BoxFuture<'a, Result<Bytes, ServiceError>> {
-        if !self.access.may_use_shadow(thing) {
-            return denied(caller, format!("the shadow of {thing:?}"));
+        if !self.access.may_use_shadow(shadow.thing()) {
+            return denied(caller, shadow.to_string());
         }
-        self.inner.shadow_update(caller, thing, document)
+        self.inner.shadow_update(caller, shadow, document)
     }
 
     fn shadow_delete<'a>(
         &'a self,
         caller: &'a ServiceCaller,
-        thing: &'a str,
-    ) -> BoxFuture<'a, Result<(), ServiceError>> {
-        if !self.access.may_use_shadow(thing) {
-            return denied(caller, format!("the shadow of {thing:?}"));
+        shadow: &'a ShadowRef,
+    ) -> BoxFuture<'a, Result<Bytes, ServiceError>> {
+        if !self.access.may_use_shadow(shadow.thing()) {
+            return denied(caller, shadow.to_string());
         }
-        self.inner.shadow_delete(caller, thing)
+        self.inner.shadow_delete(caller, shadow)
+    }
+
+    fn shadow_list<'a>(
+        &'a self,
+        caller: &'a ServiceCaller,
+        thing: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<String>, ServiceError>> {
+        if !self.access.may_use_shadow(thing) {
+            return denied(caller, format!("the shadows of {thing:?}"));
+        }
+        self.inner.shadow_list(caller, thing)
     }
 }

@@ -123,14 +123,14 @@ impl SlotState {
             if !close(*version) {
                 continue;
             }
-            entries.retain_mut(|e| {
-                if e.in_use > 0 {
-                    e.closing = true;
-                    return true;
-                }
-                out.extend(stop(e.cell.clone()));
-                false
-            });
+            // Taken out of the list first: `stop` hands the environment back only from
+            // its last reference.
+            for idle in entries.extract_if(.., |e| e.in_use == 0) {
+                out.extend(stop(idle.cell));
+            }
+            for busy in entries.iter_mut() {
+                busy.closing = true;
+            }
         }
         self.envs.retain(|(_, e)| !e.is_empty());
         out
@@ -224,6 +224,13 @@ impl Pool {
                 let target =
                     key.and_then(|k| state.affinity.get(&(spec.slot, k.to_owned())).copied());
                 let entries = state.slot(spec.slot).envs(spec.version);
+                // An idle environment that turned unhealthy while it waited (its process
+                // died, its credentials are due) is stopped, not handed out.
+                for dead in entries.extract_if(.., |e| e.is_idle() && !e.cell.env.is_healthy()) {
+                    if let Some(env) = stop(dead.cell) {
+                        tokio::spawn(env.shutdown());
+                    }
+                }
                 let has_room = |e: &Entry| !e.closing && e.in_use < per_env;
                 let preferred = target.and_then(|id| entries.iter().position(|e| e.id == id));
                 let wait = match preferred {

@@ -498,7 +498,7 @@ impl HubConfig {
                 }
                 for thing in &section.get_ref().mqtt {
                     if thing != "*"
-                        && let Err(e) = crate::services::check_thing(thing)
+                        && let Err(e) = fnhub_core::ShadowRef::classic(thing)
                     {
                         return Err(invalid(section.span(), "shadows.mqtt", e.to_string()));
                     }

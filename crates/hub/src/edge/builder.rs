@@ -307,10 +307,13 @@ impl EdgeHubBuilder {
         // After the caller's own, so a sandbox configured by the caller wins. Its functions
         // reach the hub's services through the endpoint each environment serves.
         #[cfg(feature = "process")]
+        let log_tails = Arc::new(fnhub_sandbox::process::LogTails::new());
+        #[cfg(feature = "process")]
         {
             let process = fnhub_sandbox::ProcessSandbox::new()
                 .with_clock(self.clock.clone())
-                .with_services(services.clone());
+                .with_services(services.clone())
+                .with_log_tails(log_tails.clone());
             scheduler.add_sandbox(Arc::new(process));
         }
         #[cfg(feature = "wasm")]
@@ -370,6 +373,8 @@ impl EdgeHubBuilder {
                 store,
                 services,
                 clock: self.clock,
+                #[cfg(feature = "process")]
+                log_tails,
                 #[cfg(feature = "mqtt")]
                 bridge: parking_lot::Mutex::new(None),
             }),

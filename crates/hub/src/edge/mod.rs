@@ -71,6 +71,9 @@ struct Parts {
     store: Arc<dyn CheckpointStore>,
     services: Arc<HubServices>,
     clock: Arc<dyn fnhub_core::Clock>,
+    /// The tails of watched invocations' output, kept by the hub's process sandbox.
+    #[cfg(feature = "process")]
+    log_tails: Arc<fnhub_sandbox::process::LogTails>,
     #[cfg(feature = "mqtt")]
     bridge: parking_lot::Mutex<Option<fnhub_router::mqtt::MqttBridge>>,
 }
@@ -340,6 +343,14 @@ impl EdgeHub {
     /// [`EdgeHub::subscribe`] with a parsed filter.
     pub(crate) fn subscribe_filter(&self, filter: TopicFilter, capacity: usize) -> Subscription {
         self.parts.routes.router.subscribe(filter, capacity)
+    }
+
+    /// The tails of watched invocations' output (Lambda's `--log-type Tail`), kept by the
+    /// hub's own process sandbox for its process functions: watch an invocation before
+    /// calling it, take its tail after. Functions of other sandboxes leave it empty.
+    #[cfg(feature = "process")]
+    pub fn log_tails(&self) -> &fnhub_sandbox::process::LogTails {
+        &self.parts.log_tails
     }
 
     /// The hub's local services (publish, invoke, a key-value store per principal, device

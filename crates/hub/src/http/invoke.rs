@@ -7,7 +7,9 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use fnhub_core::{ErrorKind, FunctionRef, Invocation, Principal, Qualifier, TraceParent};
+use fnhub_core::{
+    ErrorKind, FunctionRef, Invocation, InvocationId, Principal, Qualifier, TraceParent,
+};
 use fnhub_scheduler::SubmitError;
 use serde_json::json;
 
@@ -395,6 +397,15 @@ pub(super) async fn invoke(
         invocation.context.trace = trace.child();
     }
     let id = invocation.id;
+    let tail = match parts
+        .headers
+        .get("x-amz-log-type")
+        .map(HeaderValue::as_bytes)
+    {
+        None | Some(b"None") => false,
+        Some(b"Tail") => true,
+        Some(_) => return invalid("X-Amz-Log-Type must be None or Tail"),
+    };
     if kind == "Event" {
         return match front.hub.submit_event(invocation).await {
             Ok(_) => request_id(StatusCode::ACCEPTED.into_response(), &id.to_string()),
@@ -406,10 +417,17 @@ pub(super) async fn invoke(
             ),
         };
     }
+    let tail = tail.then(|| LogTail::watch(&front.hub, id, spec.version.get()));
     let completion = match front.hub.call(invocation).await {
         Ok(c) => c,
-        Err(e) => return refused(e),
+        Err(e) => {
+            if let Some(tail) = tail {
+                tail.finish(&front.hub);
+            }
+            return refused(e);
+        }
     };
+    let log_result = tail.map(|t| t.finish(&front.hub));
     let response = match completion.outcome {
         Ok(output) => {
             metrics::counter!("fnhub_http_requests_total", "code" => "200").increment(1);
@@ -425,20 +443,13 @@ pub(super) async fn invoke(
         ),
         Err(e) => {
             metrics::counter!("fnhub_http_requests_total", "code" => "200").increment(1);
-            let error_type = e.error_type.clone().unwrap_or_else(|| {
-                match e.kind {
-                    ErrorKind::Timeout | ErrorKind::DeadlineExceeded => "Sandbox.Timedout",
-                    ErrorKind::OutOfMemory => "Runtime.OutOfMemory",
-                    ErrorKind::Crashed => "Runtime.ExitError",
-                    _ => "Error",
-                }
-                .to_owned()
+            let mut body = e.lambda_body(match e.kind {
+                ErrorKind::Timeout | ErrorKind::DeadlineExceeded => "Sandbox.Timedout",
+                ErrorKind::OutOfMemory => "Runtime.OutOfMemory",
+                ErrorKind::Crashed => "Runtime.ExitError",
+                _ => "Error",
             });
-            let body = json!({
-                "errorType": error_type,
-                "errorMessage": e.message,
-                "requestId": completion.id.to_string(),
-            });
+            body["requestId"] = completion.id.to_string().into();
             let mut r = (StatusCode::OK, body.to_string()).into_response();
             let h = r.headers_mut();
             h.insert("content-type", HeaderValue::from_static("application/json"));
@@ -449,10 +460,80 @@ pub(super) async fn invoke(
             r
         }
     };
-    request_id(
+    let mut response = request_id(
         with_version(response, &target, completion.version.get()),
         &completion.id.to_string(),
-    )
+    );
+    if let Some(v) = log_result.and_then(|r| HeaderValue::from_str(&r).ok()) {
+        response.headers_mut().insert("x-amz-log-result", v);
+    }
+    response
+}
+
+/// The log tail of one call, as Lambda returns it for `--log-type Tail`: `START`, the
+/// function's lines, `END` and `REPORT`, the last 4 KB of it in base64.
+struct LogTail {
+    id: InvocationId,
+    version: u32,
+    started: std::time::Instant,
+}
+
+impl LogTail {
+    fn watch(hub: &EdgeHub, id: InvocationId, version: u32) -> LogTail {
+        #[cfg(feature = "process")]
+        hub.log_tails().watch(id);
+        #[cfg(not(feature = "process"))]
+        let _ = hub;
+        LogTail {
+            id,
+            version,
+            started: std::time::Instant::now(),
+        }
+    }
+
+    /// Stops watching; `X-Amz-Log-Result`.
+    fn finish(self, hub: &EdgeHub) -> String {
+        #[cfg(feature = "process")]
+        let lines = hub.log_tails().take(self.id).unwrap_or_default();
+        #[cfg(not(feature = "process"))]
+        let lines: Vec<u8> = {
+            let _ = hub;
+            Vec::new()
+        };
+        let id = self.id;
+        let ms = self.started.elapsed().as_secs_f64() * 1000.0;
+        let mut log = format!("START RequestId: {id} Version: {}\n", self.version).into_bytes();
+        log.extend_from_slice(&lines);
+        log.extend_from_slice(
+            format!("END RequestId: {id}\nREPORT RequestId: {id}\tDuration: {ms:.2} ms\t\n")
+                .as_bytes(),
+        );
+        let from = log.len().saturating_sub(LOG_TAIL_BYTES);
+        base64_encode(&log[from..])
+    }
+}
+
+/// The most of a log a tail returns: Lambda's 4 KB.
+const LOG_TAIL_BYTES: usize = 4 * 1024;
+
+/// Standard base64 with padding.
+fn base64_encode(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(char::from(ALPHABET[(n >> (18 - 6 * i)) as usize & 63]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
 }
 
 /// `X-Amz-Executed-Version`: `$LATEST` for an unqualified call (as Lambda answers), else
@@ -543,6 +624,30 @@ mod tests {
             let e = function_ref(name, q).unwrap_err();
             assert!(e.len() < 400, "{} bytes: {}", e.len(), &e[..200]);
         }
+    }
+
+    #[test]
+    fn base64_round_trips() {
+        for text in [
+            "",
+            "f",
+            "fo",
+            "foo",
+            "foob",
+            "fooba",
+            "foobar",
+            "START\n\u{e9}",
+        ] {
+            let encoded = base64_encode(text.as_bytes());
+            assert_eq!(encoded.len() % 4, 0);
+            assert_eq!(
+                base64_decode(&encoded).unwrap(),
+                text.as_bytes(),
+                "{encoded}"
+            );
+        }
+        assert_eq!(base64_encode(b"foobar"), "Zm9vYmFy");
+        assert_eq!(base64_encode(b"fo"), "Zm8=");
     }
 
     #[test]

@@ -446,31 +446,22 @@ pub(crate) fn parse_error_report(
             .and_then(|v| v.as_str())
             .map(str::to_owned)
     };
-    let mut message = match (&json, field("errorMessage")) {
+    let message = match (&json, field("errorMessage")) {
         (_, Some(m)) => m,
         (Some(_), None) => String::new(),
         (None, None) => String::from_utf8_lossy(body).into_owned(),
     };
-    if let Some(trace) = json.as_ref().and_then(|j| j.get("stackTrace")) {
-        let lines: Vec<String> = match trace {
-            serde_json::Value::Array(items) => items
-                .iter()
-                .map(|v| match v {
-                    serde_json::Value::String(s) => s.trim_end().to_owned(),
-                    other => other.to_string(),
-                })
-                .collect(),
-            serde_json::Value::String(s) => s.lines().map(str::to_owned).collect(),
-            _ => Vec::new(),
-        };
-        if !lines.is_empty() {
-            message.push_str("\nstack trace:");
-            for line in lines {
-                message.push_str("\n  ");
-                message.push_str(&line);
-            }
-        }
-    }
+    let stack_trace: Vec<String> = match json.as_ref().and_then(|j| j.get("stackTrace")) {
+        Some(serde_json::Value::Array(items)) => items
+            .iter()
+            .map(|v| match v {
+                serde_json::Value::String(s) => s.trim_end().to_owned(),
+                other => other.to_string(),
+            })
+            .collect(),
+        Some(serde_json::Value::String(s)) => s.lines().map(str::to_owned).collect(),
+        _ => Vec::new(),
+    };
     let error_type = field("errorType").or(header_type).unwrap_or_else(|| {
         if init {
             "Runtime.InitError"
@@ -484,7 +475,9 @@ pub(crate) fn parse_error_report(
     } else {
         ErrorKind::Unhandled
     };
-    FunctionError::new(kind, message).with_type(error_type)
+    FunctionError::new(kind, message)
+        .with_type(error_type)
+        .with_stack_trace(stack_trace)
 }
 
 fn accepted() -> Response<Full<Bytes>> {
@@ -532,8 +525,12 @@ mod tests {
         let e = parse_error_report(body, None, false);
         assert_eq!(e.kind, ErrorKind::Unhandled);
         assert_eq!(e.error_type.as_deref(), Some("ValueError"));
-        assert!(e.message.starts_with("boom\nstack trace:"), "{}", e.message);
-        assert!(e.message.contains("raise ValueError"), "{}", e.message);
+        assert_eq!(e.message, "boom");
+        assert_eq!(
+            e.stack_trace,
+            vec!["  File \"app.py\", line 3", "    raise ValueError"]
+        );
+        assert_eq!(e.lambda_body("x")["stackTrace"][1], "    raise ValueError");
     }
 
     #[test]

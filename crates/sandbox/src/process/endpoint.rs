@@ -13,9 +13,10 @@
 //! | --- | --- | --- |
 //! | Lambda `Invoke` | `POST /2015-03-31/functions/{name}/invocations` | [`LocalServices::invoke`]: a child of the invocation in progress (trace, principal, deadline, depth + 1); `Event` runs it without waiting (`202`), `DryRun` answers `204` |
 //! | IoT `Publish` | `POST /topics/{topic}?qos=N` | [`LocalServices::publish`] |
-//! | IoT `GetThingShadow` | `GET /things/{thing}/shadow` | [`LocalServices::shadow_get`] |
-//! | IoT `UpdateThingShadow` | `POST /things/{thing}/shadow` | [`LocalServices::shadow_update`] (`409` on a version conflict, `413` over 8 KB) |
-//! | IoT `DeleteThingShadow` | `DELETE /things/{thing}/shadow` | [`LocalServices::shadow_delete`] |
+//! | IoT `GetThingShadow` | `GET /things/{thing}/shadow[?name=…]` | [`LocalServices::shadow_get`] |
+//! | IoT `UpdateThingShadow` | `POST /things/{thing}/shadow[?name=…]` | [`LocalServices::shadow_update`] (`409` on a version conflict, `413` over 8 KB) |
+//! | IoT `DeleteThingShadow` | `DELETE /things/{thing}/shadow[?name=…]` | [`LocalServices::shadow_delete`] |
+//! | IoT `ListNamedShadowsForThing` | `GET /api/things/shadow/ListNamedShadowsForThing/{thing}` | [`LocalServices::shadow_list`], paged by `pageSize` (1 to 100) and `nextToken` |
 //!
 //! What the function may call is its profile's [`ServiceAccess`]: anything else answers
 //! `AccessDeniedException` (Lambda) or `ForbiddenException` (IoT), and is logged. Errors
@@ -28,7 +29,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use fnhub_core::{
     FunctionName, InvocationContext, InvocationId, LocalServices, ServiceAccess, ServiceCaller,
-    ServiceError, Version,
+    ServiceError, ShadowRef, Version,
 };
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
@@ -42,12 +43,16 @@ use crate::sigv4;
 /// The largest request body taken (Lambda's synchronous payload limit).
 const MAX_BODY: usize = 6 * 1024 * 1024;
 
-/// Credentials minted for one process.
+/// Credentials minted for one environment.
 #[derive(Clone)]
 pub(crate) struct Minted {
     pub(crate) access_key: String,
     pub(crate) secret_key: String,
     pub(crate) token: String,
+    /// From then on the environment takes no more invocations.
+    pub(crate) retire_at: std::time::SystemTime,
+    /// From then on every call with them is refused.
+    pub(crate) expires_at: std::time::SystemTime,
 }
 
 impl std::fmt::Debug for Minted {
@@ -68,14 +73,21 @@ fn random_text(bytes: usize, alphabet: &[u8]) -> std::io::Result<String> {
 }
 
 impl Minted {
-    /// New credentials from the operating system's random source.
-    pub(crate) fn new() -> std::io::Result<Minted> {
+    /// New credentials from the operating system's random source, used for `lifetime`
+    /// from `now` and valid for `grace` past that.
+    pub(crate) fn new(
+        now: std::time::SystemTime,
+        lifetime: std::time::Duration,
+        grace: std::time::Duration,
+    ) -> std::io::Result<Minted> {
         const UPPER: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
         const ANY: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
         Ok(Minted {
             access_key: format!("ASIA{}", random_text(16, UPPER)?),
             secret_key: random_text(40, ANY)?,
             token: random_text(96, ANY)?,
+            retire_at: now + lifetime,
+            expires_at: now + lifetime + grace,
         })
     }
 }
@@ -180,6 +192,7 @@ enum Route {
     Invoke(String),
     Publish(String),
     Shadow(String),
+    ShadowList(String),
 }
 
 fn route(path: &str) -> Option<(Route, &'static str)> {
@@ -193,6 +206,9 @@ fn route(path: &str) -> Option<(Route, &'static str)> {
             Some((Route::Publish(percent_decode(topic)?), "iotdata"))
         }
         ["things", thing, "shadow"] => Some((Route::Shadow(percent_decode(thing)?), "iotdata")),
+        ["api", "things", "shadow", "ListNamedShadowsForThing", thing] => {
+            Some((Route::ShadowList(percent_decode(thing)?), "iotdata"))
+        }
         _ => None,
     }
 }
@@ -235,7 +251,8 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<Full<Bytes>
         body: &body,
     };
     let minted = &shared.minted;
-    let verified = sigv4::check_headers(&signed, shared.clock.system_time(), |k| {
+    let now = shared.clock.system_time();
+    let verified = sigv4::check_headers(&signed, now, |k| {
         (k == minted.access_key).then_some(minted.secret_key.as_str())
     })
     .and_then(|checked| {
@@ -260,6 +277,13 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<Full<Bytes>
             StatusCode::FORBIDDEN,
             "UnrecognizedClientException",
             "the security token included in the request is invalid",
+        );
+    }
+    if now >= minted.expires_at {
+        return aws_error(
+            StatusCode::FORBIDDEN,
+            "ExpiredTokenException",
+            "the security token included in the request is expired",
         );
     }
     let caller = {
@@ -294,28 +318,29 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<Full<Bytes>
             }
         }
         Route::Shadow(thing) => {
-            if query_param(&query, "name").is_some() {
-                return aws_error(
-                    StatusCode::BAD_REQUEST,
-                    "InvalidRequestException",
-                    "named shadows are not served yet; use the classic shadow",
-                );
-            }
+            let name = match query_param(&query, "name").map(percent_decode) {
+                None => None,
+                Some(Some(name)) => Some(name),
+                Some(None) => {
+                    return aws_error(
+                        StatusCode::BAD_REQUEST,
+                        "InvalidRequestException",
+                        "the shadow name is not UTF-8",
+                    );
+                }
+            };
+            let shadow = match ShadowRef::new(&thing, name.as_deref()) {
+                Ok(shadow) => shadow,
+                Err(e) => return service_error(e, false),
+            };
             if !shared.access.may_use_shadow(&thing) {
-                return denied(
-                    shared,
-                    "ForbiddenException",
-                    &format!("the shadow of {thing:?}"),
-                );
+                return denied(shared, "ForbiddenException", &shadow.to_string());
             }
             let s = &shared.services;
             let done = match parts.method {
-                Method::GET => s.shadow_get(&caller, &thing).await,
-                Method::POST => s.shadow_update(&caller, &thing, body).await,
-                Method::DELETE => s
-                    .shadow_delete(&caller, &thing)
-                    .await
-                    .map(|()| Bytes::from_static(b"{}")),
+                Method::GET => s.shadow_get(&caller, &shadow).await,
+                Method::POST => s.shadow_update(&caller, &shadow, body).await,
+                Method::DELETE => s.shadow_delete(&caller, &shadow).await,
                 _ => return method_not_allowed(&parts.method, &path),
             };
             match done {
@@ -323,7 +348,65 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<Full<Bytes>
                 Err(e) => service_error(e, false),
             }
         }
+        Route::ShadowList(thing) => {
+            if parts.method != Method::GET {
+                return method_not_allowed(&parts.method, &path);
+            }
+            if !shared.access.may_use_shadow(&thing) {
+                return denied(
+                    shared,
+                    "ForbiddenException",
+                    &format!("the shadows of {thing:?}"),
+                );
+            }
+            match shared.services.shadow_list(&caller, &thing).await {
+                Ok(names) => match shadow_page(&names, &query, shared.clock.system_time()) {
+                    Ok(page) => ok(StatusCode::OK, Bytes::from(page.to_string())),
+                    Err(message) => {
+                        aws_error(StatusCode::BAD_REQUEST, "InvalidRequestException", &message)
+                    }
+                },
+                Err(e) => service_error(e, false),
+            }
+        }
     }
+}
+
+/// One page of `ListNamedShadowsForThing`: `pageSize` names (1 to 100, 25 when not given)
+/// after `nextToken` (the last name of the page before).
+fn shadow_page(
+    names: &[String],
+    query: &str,
+    now: std::time::SystemTime,
+) -> Result<serde_json::Value, String> {
+    let size = match query_param(query, "pageSize") {
+        None => 25,
+        Some(v) => match v.parse::<usize>() {
+            Ok(n @ 1..=100) => n,
+            _ => return Err(format!("pageSize {v:?} is not 1 to 100")),
+        },
+    };
+    let start = match query_param(query, "nextToken") {
+        None => 0,
+        Some(token) => {
+            let after = percent_decode(token).ok_or("the nextToken is not UTF-8")?;
+            names.partition_point(|n| n.as_str() <= after.as_str())
+        }
+    };
+    let page = &names[start.min(names.len())..(start + size).min(names.len())];
+    let mut out = serde_json::json!({
+        "results": page,
+        "timestamp": now
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or_default(),
+    });
+    if start + size < names.len()
+        && let Some(last) = page.last()
+    {
+        out["nextToken"] = serde_json::Value::String(last.clone());
+    }
+    Ok(out)
 }
 
 async fn invoke(
@@ -399,8 +482,7 @@ fn denied(shared: &Shared, kind: &str, what: &str) -> Response<Full<Bytes>> {
 fn service_error(e: ServiceError, lambda: bool) -> Response<Full<Bytes>> {
     let (status, kind) = match (&e, lambda) {
         (ServiceError::Function(f), true) => {
-            let error_type = f.error_type.clone().unwrap_or_else(|| "Error".into());
-            let body = serde_json::json!({ "errorType": error_type, "errorMessage": f.message });
+            let body = f.lambda_body("Error");
             let mut r = ok(StatusCode::OK, Bytes::from(body.to_string()));
             r.headers_mut().insert(
                 "x-amz-function-error",
@@ -458,7 +540,11 @@ pub(crate) async fn open(
         function: spec.name.clone(),
         version: spec.version,
         clock: config.clock.clone(),
-        minted: Minted::new()?,
+        minted: Minted::new(
+            config.clock.system_time(),
+            config.credential_lifetime,
+            spec.resources.timeout,
+        )?,
         current: Mutex::new(None),
     });
     let task = serve(listener, shared.clone());
@@ -500,6 +586,11 @@ impl Endpoint {
     pub(crate) fn stop(&self) {
         self.task.abort();
     }
+
+    /// Whether its credentials are past their use: the environment should be replaced.
+    pub(crate) fn retired(&self) -> bool {
+        self.shared.clock.system_time() >= self.shared.minted.retire_at
+    }
 }
 
 #[cfg(test)]
@@ -516,6 +607,31 @@ mod tests {
         assert!(matches!(r, Some((Route::Publish(t), _)) if t == "a/b"));
         let r = route("/things/lamp-1/shadow");
         assert!(matches!(r, Some((Route::Shadow(t), _)) if t == "lamp-1"));
+        let r = route("/api/things/shadow/ListNamedShadowsForThing/lamp-1");
+        assert!(matches!(r, Some((Route::ShadowList(t), "iotdata")) if t == "lamp-1"));
+    }
+
+    #[test]
+    fn named_shadow_pages_follow_their_token() {
+        let names: Vec<String> = ["a", "b", "c", "d", "e"].map(String::from).into();
+        let now = std::time::UNIX_EPOCH;
+        let first = shadow_page(&names, "pageSize=2", now).unwrap();
+        assert_eq!(first["results"], serde_json::json!(["a", "b"]));
+        assert_eq!(first["nextToken"], "b");
+        let last = shadow_page(&names, "pageSize=2&nextToken=d", now).unwrap();
+        assert_eq!(last["results"], serde_json::json!(["e"]));
+        assert!(last.get("nextToken").is_none());
+        let all = shadow_page(&names, "", now).unwrap();
+        assert_eq!(all["results"].as_array().unwrap().len(), 5);
+        assert!(
+            shadow_page(&names, "nextToken=zz", now).unwrap()["results"]
+                .as_array()
+                .unwrap()
+                .is_empty()
+        );
+        for bad in ["pageSize=0", "pageSize=101", "pageSize=x", "nextToken=%ff"] {
+            assert!(shadow_page(&names, bad, now).is_err(), "{bad}");
+        }
         assert!(route("/things/lamp-1").is_none());
         assert!(route("/topics/%zz").is_none());
         assert!(route("/").is_none());
@@ -523,8 +639,11 @@ mod tests {
 
     #[test]
     fn minted_credentials_are_fresh_each_time() {
-        let a = Minted::new().unwrap();
-        let b = Minted::new().unwrap();
+        let now = std::time::UNIX_EPOCH;
+        let hour = std::time::Duration::from_secs(3600);
+        let a = Minted::new(now, hour, hour).unwrap();
+        let b = Minted::new(now, hour, hour).unwrap();
+        assert_eq!(a.expires_at, now + 2 * hour);
         assert!(a.access_key.starts_with("ASIA") && a.access_key.len() == 20);
         assert_eq!(a.secret_key.len(), 40);
         assert_ne!(a.secret_key, b.secret_key);

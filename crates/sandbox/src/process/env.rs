@@ -21,7 +21,8 @@ use crate::limit::Limit;
 use crate::{Confinement, Enforcement};
 
 use super::lambda::{LAMBDA_PATH, client_context, lambda_env, xray_trace_id};
-use super::output::{log_lines, supervise_sidecar};
+use super::logs::{LogPipe, LogTails, read_output};
+use super::output::supervise_sidecar;
 use super::*;
 
 /// One warm environment: a Runtime API server and the process it serves.
@@ -49,6 +50,8 @@ pub(super) struct Inner {
     pub(super) sidecars: Vec<tokio::task::JoinHandle<()>>,
     /// The AWS APIs served to the process, if the sandbox has services.
     pub(super) endpoint: Option<super::endpoint::Endpoint>,
+    /// Where the tails of watched invocations' output go.
+    pub(super) log_tails: Option<Arc<LogTails>>,
     /// Kept so the namespace lives as long as the environment.
     pub(super) _netns: Option<Arc<NetNs>>,
 }
@@ -64,6 +67,8 @@ pub(super) struct Running {
     pub(super) exited: watch::Receiver<Option<Exit>>,
     /// Set when an abandoned invocation killed it: its exit is on the way.
     pub(super) killed: Arc<AtomicBool>,
+    /// Its stdout and stderr, as far as they have been read.
+    pub(super) logs: Vec<Arc<LogPipe>>,
 }
 
 impl Running {
@@ -345,6 +350,7 @@ impl ProcessEnvironment {
             starts: AtomicU64::new(0),
             sidecars: sidecar_tasks,
             endpoint,
+            log_tails: config.log_tails.clone(),
             _netns: netns,
         });
         {
@@ -369,23 +375,32 @@ impl Inner {
         let tail = Arc::new(Mutex::new(VecDeque::new()));
         let oom = Arc::new(AtomicBool::new(false));
         let mut readers = Vec::new();
-        if let Some(out) = child.stdout.take() {
-            readers.push(tokio::spawn(log_lines(
-                out,
+        let mut logs = Vec::new();
+        let streams = [
+            (
+                child.stdout.take().map(|s| s.into_owned_fd()),
                 "stdout",
-                self.clone(),
                 None,
-                oom.clone(),
-            )));
-        }
-        if let Some(err) = child.stderr.take() {
-            readers.push(tokio::spawn(log_lines(
-                err,
+            ),
+            (
+                child.stderr.take().map(|s| s.into_owned_fd()),
                 "stderr",
-                self.clone(),
                 Some(tail.clone()),
-                oom.clone(),
-            )));
+            ),
+        ];
+        for (stream, name, stderr_tail) in streams {
+            let Some(stream) = stream else { continue };
+            let started =
+                stream.and_then(|fd| read_output(fd, name, self, stderr_tail, oom.clone()));
+            match started {
+                Ok((pipe, reader)) => {
+                    logs.push(pipe);
+                    readers.push(reader);
+                }
+                Err(error) => {
+                    tracing::warn!(function = %self.function, stream = name, %error, "the function's output cannot be read");
+                }
+            }
         }
         let (exited_tx, exited) = watch::channel(None);
         let api = self.api.clone();
@@ -431,6 +446,7 @@ impl Inner {
             pid,
             exited,
             killed: Arc::new(AtomicBool::new(false)),
+            logs,
         };
         let ready = tokio::time::timeout(self.init_timeout, async {
             tokio::select! {
@@ -523,7 +539,17 @@ impl Inner {
             let result = tokio::time::timeout(left, answer).await;
             guard.disarm();
             return match result {
-                Ok(Ok(Answer::Outcome(outcome))) => outcome,
+                Ok(Ok(Answer::Outcome(outcome))) => {
+                    // A watched tail gets every line written before the answer.
+                    if let Some(tails) = &self.log_tails
+                        && tails.is_watched(&invocation.id.to_string())
+                    {
+                        for pipe in &running.logs {
+                            pipe.settle().await;
+                        }
+                    }
+                    outcome
+                }
                 Ok(Ok(Answer::Undelivered)) if redeliveries > 0 => {
                     redeliveries -= 1;
                     tracing::debug!(
@@ -601,6 +627,7 @@ impl Environment for ProcessEnvironment {
 
     fn is_healthy(&self) -> bool {
         self.inner.healthy.load(Ordering::Relaxed)
+            && !self.inner.endpoint.as_ref().is_some_and(|e| e.retired())
     }
 
     fn shutdown(self: Box<Self>) -> BoxFuture<'static, ()> {

@@ -85,11 +85,13 @@
 //! With [`ProcessSandbox::with_services`], each environment also serves AWS's APIs to its
 //! process on the loopback of its network namespace (the host's when it has
 //! [`NetworkAccess::Any`](fnhub_core::NetworkAccess::Any)): Lambda `Invoke`, IoT
-//! `Publish`, `GetThingShadow`, `UpdateThingShadow`, `DeleteThingShadow`. The process gets
+//! `Publish`, `GetThingShadow`, `UpdateThingShadow`, `DeleteThingShadow`,
+//! `ListNamedShadowsForThing` (classic and named shadows). The process gets
 //! `AWS_ENDPOINT_URL`, `AWS_ENDPOINT_URL_LAMBDA` and `AWS_ENDPOINT_URL_IOT_DATA_PLANE`
 //! pointing there, and `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`
 //! minted for the environment from the operating system's random source (never written
-//! to disk, new with every environment); every call must be SigV4-signed with them. A
+//! to disk, new with every environment, rotated by retiring the environment: see
+//! [`ProcessSandbox::with_credential_lifetime`]); every call must be SigV4-signed with them. A
 //! call is a child of the invocation in progress. What a function may call is its
 //! profile's [`ServiceAccess`](fnhub_core::ServiceAccess), closed by default.
 //!
@@ -103,6 +105,7 @@ mod endpoint;
 mod env;
 mod jail;
 mod lambda;
+mod logs;
 mod output;
 mod seccomp;
 mod spawn;
@@ -117,6 +120,7 @@ use crate::Enforcement;
 
 pub use crate::DEFAULT_MAX_RESPONSE_BYTES;
 pub use jail::{FUNCTION_UID_BASE, FUNCTION_UID_SPAN, Identity};
+pub use logs::{LOG_TAIL_BYTES, LogTails};
 
 /// How the process backend confines a function.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -169,6 +173,9 @@ impl Default for ProcessLimits {
     }
 }
 
+/// How long an environment's endpoint credentials are used by default.
+const DEFAULT_CREDENTIAL_LIFETIME: Duration = Duration::from_secs(3600);
+
 #[derive(Clone)]
 struct Config {
     clock: Arc<dyn fnhub_core::Clock>,
@@ -181,6 +188,8 @@ struct Config {
     confinement: Confinement,
     identity: Identity,
     services: Option<Arc<dyn fnhub_core::LocalServices>>,
+    credential_lifetime: Duration,
+    log_tails: Option<Arc<LogTails>>,
 }
 
 /// Runs functions of [`Runtime::Process`] as processes speaking the AWS Lambda Runtime API.
@@ -232,6 +241,8 @@ impl ProcessSandbox {
                 confinement: Confinement::Jail,
                 identity: Identity::PerFunction,
                 services: None,
+                credential_lifetime: DEFAULT_CREDENTIAL_LIFETIME,
+                log_tails: None,
             }),
         }
     }
@@ -293,6 +304,25 @@ impl ProcessSandbox {
     /// environment: see [the endpoint](self#the-function-endpoint). A hub passes its own.
     pub fn with_services(mut self, services: Arc<dyn fnhub_core::LocalServices>) -> ProcessSandbox {
         self.config_mut().services = Some(services);
+        self
+    }
+
+    /// How long the credentials minted for an environment's endpoint are used (one hour
+    /// unless set). An environment is retired (reported unhealthy, so its pool replaces it
+    /// with one that has new credentials) once less than its function's timeout is left,
+    /// so no invocation outlives the credentials it started with; the credentials stay
+    /// valid for a timeout past that, then every call with them answers
+    /// `ExpiredTokenException`.
+    pub fn with_credential_lifetime(mut self, lifetime: Duration) -> ProcessSandbox {
+        self.config_mut().credential_lifetime = lifetime;
+        self
+    }
+
+    /// Keeps the tail of the output of the invocations watched in `tails` (the last
+    /// [`LOG_TAIL_BYTES`] of their stdout and stderr lines, everything written before they
+    /// answered): what Lambda's `--log-type Tail` returns. A hub passes its own.
+    pub fn with_log_tails(mut self, tails: Arc<LogTails>) -> ProcessSandbox {
+        self.config_mut().log_tails = Some(tails);
         self
     }
 

@@ -1,72 +1,18 @@
-//! A process's output into `tracing`, and sidecars kept running beside a function.
+//! Sidecars kept running beside a function, their output into `tracing`.
 
-use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use fnhub_core::{PrepareError, SidecarSpec};
-use parking_lot::Mutex;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 
 use super::spawn::Plan;
 
-use super::env::{Inner, KillOnDrop};
+use super::env::KillOnDrop;
 use super::lambda::LAMBDA_PATH;
 use super::*;
-
-/// Copies a process's output into `tracing`, a line at a time.
-pub(super) async fn log_lines<R: AsyncRead + Unpin>(
-    stream: R,
-    name: &'static str,
-    inner: Arc<Inner>,
-    tail: Option<Arc<Mutex<VecDeque<String>>>>,
-    oom: Arc<AtomicBool>,
-) {
-    use tokio::io::AsyncReadExt;
-    let function = inner.function.clone();
-    let version = inner.version.clone();
-    let api = inner.api.clone();
-    // Do not keep the environment alive through its own output.
-    drop(inner);
-    let mut reader = BufReader::new(stream);
-    let mut buf = Vec::new();
-    loop {
-        buf.clear();
-        match (&mut reader)
-            .take(MAX_LOG_LINE)
-            .read_until(b'\n', &mut buf)
-            .await
-        {
-            Ok(0) | Err(_) => break,
-            Ok(_) => {}
-        }
-        let line = String::from_utf8_lossy(&buf);
-        let line = line.trim_end_matches(['\n', '\r']);
-        if line.contains("memory allocation of") && line.contains("failed")
-            || line.contains("MemoryError")
-        {
-            oom.store(true, Ordering::Relaxed);
-        }
-        let request_id = api.current.lock().clone();
-        tracing::info!(
-            target: "fnhub::function",
-            function = %function,
-            version = %version,
-            stream = name,
-            request_id = request_id.as_deref().unwrap_or("-"),
-            "{line}"
-        );
-        if let Some(tail) = &tail {
-            let mut tail = tail.lock();
-            if tail.len() == STDERR_TAIL {
-                tail.pop_front();
-            }
-            tail.push_back(line.to_owned());
-        }
-    }
-}
 
 /// Starts `sidecar` and keeps it running: when it exits, the environment is marked
 /// unhealthy (so its pool replaces it) and the sidecar is started again after a backoff.

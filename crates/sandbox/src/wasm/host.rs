@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use fnhub_core::{ErrorKind, FunctionError, LocalServices, ServiceCaller, ServiceError};
+use fnhub_core::{ErrorKind, FunctionError, LocalServices, ServiceCaller, ServiceError, ShadowRef};
 use wasmtime::{Caller, Extern, Linker, ResourceLimiter, Result, Trap, format_err};
 use wasmtime_wasi::p1::WasiP1Ctx;
 
@@ -116,11 +116,7 @@ fn answer(caller: &mut Caller<'_, Guest>, r: Result<Bytes, ServiceError>) -> i32
         Err(e) => {
             let message = match &e {
                 // The shape of Lambda's error payload, so a guest parses one format.
-                ServiceError::Function(f) => serde_json::json!({
-                    "errorType": f.error_type.as_deref().unwrap_or(f.kind.as_str()),
-                    "errorMessage": f.message,
-                })
-                .to_string(),
+                ServiceError::Function(f) => f.lambda_body(f.kind.as_str()).to_string(),
                 other => other.to_string(),
             };
             caller.data_mut().result = Bytes::from(message);
@@ -316,7 +312,9 @@ pub(super) fn add_to_linker(linker: &mut Linker<Guest>) -> Result<()> {
                     "shadow_get",
                     (tp, tl),
                     None,
-                    |s, who, thing, _| async move { s.shadow_get(&who, &thing).await },
+                    |s, who, thing, _| async move {
+                        s.shadow_get(&who, &ShadowRef::parse(&thing)?).await
+                    },
                 )
                 .await
             })
@@ -332,7 +330,9 @@ pub(super) fn add_to_linker(linker: &mut Linker<Guest>) -> Result<()> {
                     "shadow_update",
                     (tp, tl),
                     Some((dp, dl)),
-                    |s, who, thing, doc| async move { s.shadow_update(&who, &thing, doc).await },
+                    |s, who, thing, doc| async move {
+                        s.shadow_update(&who, &ShadowRef::parse(&thing)?, doc).await
+                    },
                 )
                 .await
             })
@@ -349,7 +349,7 @@ pub(super) fn add_to_linker(linker: &mut Linker<Guest>) -> Result<()> {
                     (tp, tl),
                     None,
                     |s, who, thing, _| async move {
-                        s.shadow_delete(&who, &thing).await.map(|()| Bytes::new())
+                        s.shadow_delete(&who, &ShadowRef::parse(&thing)?).await
                     },
                 )
                 .await

@@ -23,7 +23,7 @@
 //! | `publish(topic, tlen, payload, plen) -> i32` | publishes an event |
 //! | `invoke(name, nlen, payload, plen) -> i32` | invokes another function (`name`, `name:version`, `name:alias`) and waits |
 //! | `kv_get(key, klen) -> i32`, `kv_put(key, klen, val, vlen) -> i32`, `kv_delete(key, klen) -> i32` | the hub's key-value store |
-//! | `shadow_get(thing, len) -> i32`, `shadow_update(thing, len, doc, dlen) -> i32`, `shadow_delete(thing, len) -> i32` | device shadows, JSON in the AWS IoT shape |
+//! | `shadow_get(thing, len) -> i32`, `shadow_update(thing, len, doc, dlen) -> i32`, `shadow_delete(thing, len) -> i32` | device shadows, JSON in the AWS IoT shape; `thing` is `"{thing}"` (the classic shadow) or `"{thing}/{name}"` (a named one) |
 //! | `result(dst, cap) -> i32` | copies the last call's answer to `dst`, at most `cap` bytes; returns how many |
 //!
 //! A call answers the length of its result (0 when there is none), or a negative
