@@ -63,7 +63,9 @@ pub use load::{FunctionLoad, LoadProbe, LoadSnapshot};
 pub use name::{Alias, AliasName, FunctionName, FunctionRef, NameError, Qualifier, Version};
 pub use outcome::{ErrorKind, FunctionError, Outcome};
 pub use sandbox::{Environment, IsolationReport, PrepareError, Restriction, Sandbox};
-pub use services::{LocalServices, NoServices, ServiceCaller, ServiceError, ServiceOp, ShadowRef};
+pub use services::{
+    ApiRequest, LocalServices, NoServices, ServiceCaller, ServiceError, ServiceOp, ShadowRef,
+};
 pub use sink::{EventSink, PublishError};
 pub use spec::{
     CapabilityProfile, EnvAccess, FilesystemAccess, FunctionSpec, NetworkAccess, PathGrant,

@@ -78,6 +78,9 @@ pub enum ServiceError {
     /// The request is over a size limit (a shadow document over 8 KB).
     #[error("too large: {0}")]
     TooLarge(String),
+    /// An AWS API's own error: HTTP status, error type, message.
+    #[error("{1}: {2}")]
+    Api(u16, String, String),
 }
 
 impl ServiceError {
@@ -92,6 +95,7 @@ impl ServiceError {
             ServiceError::Unavailable(_) => -6,
             ServiceError::Conflict(_) => -7,
             ServiceError::TooLarge(_) => -8,
+            ServiceError::Api(..) => -9,
         }
     }
 }
@@ -186,6 +190,32 @@ impl fmt::Display for ShadowRef {
     }
 }
 
+/// One Lambda control-plane request, as [`LocalServices::lambda_api`] takes it.
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub struct ApiRequest<'a> {
+    /// `GET`, `POST`, `DELETE`.
+    pub method: &'a str,
+    /// The path after `/2025-12-01/`, still percent-encoded.
+    pub path: &'a str,
+    /// The query string.
+    pub query: &'a str,
+    /// The body.
+    pub body: &'a [u8],
+}
+
+impl<'a> ApiRequest<'a> {
+    /// A request.
+    pub fn new(method: &'a str, path: &'a str, query: &'a str, body: &'a [u8]) -> Self {
+        ApiRequest {
+            method,
+            path,
+            query,
+            body,
+        }
+    }
+}
+
 /// The name of a service operation, for errors and metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -208,6 +238,8 @@ pub enum ServiceOp {
     ShadowDelete,
     /// List a thing's named shadows.
     ShadowList,
+    /// A Lambda control-plane request (the durable execution API).
+    LambdaApi,
 }
 
 impl fmt::Display for ServiceOp {
@@ -222,6 +254,7 @@ impl fmt::Display for ServiceOp {
             ServiceOp::ShadowUpdate => "shadow_update",
             ServiceOp::ShadowDelete => "shadow_delete",
             ServiceOp::ShadowList => "shadow_list",
+            ServiceOp::LambdaApi => "lambda_api",
         })
     }
 }
@@ -324,6 +357,19 @@ pub trait LocalServices: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<Bytes, ServiceError>> {
         let _ = (caller, shadow);
         unavailable(ServiceOp::ShadowDelete)
+    }
+
+    /// A Lambda control-plane request the function made (the durable execution API under
+    /// `/2025-12-01/`): `method`, the path after that prefix, the query and the body. The
+    /// answer's status and JSON body, or an AWS error (status, type, message) in
+    /// [`ServiceError::Api`].
+    fn lambda_api<'a>(
+        &'a self,
+        caller: &'a ServiceCaller,
+        request: ApiRequest<'a>,
+    ) -> BoxFuture<'a, Result<(u16, Bytes), ServiceError>> {
+        let _ = (caller, request);
+        unavailable(ServiceOp::LambdaApi)
     }
 
     /// The names of `thing`'s named shadows, in order.

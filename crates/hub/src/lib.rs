@@ -88,6 +88,7 @@ pub mod cloud;
 pub mod config;
 #[cfg(feature = "mqtt")]
 mod device_shadows;
+mod dex;
 mod durable;
 mod edge;
 mod events;
@@ -101,6 +102,7 @@ pub mod shadow;
 mod shadows;
 mod stats;
 
+pub use dex::DurableConfig;
 pub use durable::RESUME_FUNCTION;
 pub use edge::{EdgeHub, EdgeHubBuilder, HubError, PublishReport, WeakHub};
 pub use events::EventError;

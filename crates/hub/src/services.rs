@@ -33,6 +33,9 @@ pub(crate) struct HubServices {
     clock: Arc<dyn Clock>,
     kv: Mutex<HashMap<(Principal, String), Bytes>>,
     shadows: ShadowStore,
+    /// Lambda durable executions, and the hub that runs them (set once it is built).
+    dex: Arc<crate::dex::Dex>,
+    hub: std::sync::OnceLock<crate::WeakHub>,
 }
 
 impl HubServices {
@@ -41,6 +44,7 @@ impl HubServices {
         scheduler: WeakScheduler,
         clock: Arc<dyn Clock>,
         shadows: ShadowStore,
+        dex: Arc<crate::dex::Dex>,
     ) -> HubServices {
         HubServices {
             routes,
@@ -48,7 +52,14 @@ impl HubServices {
             clock,
             kv: Mutex::new(HashMap::new()),
             shadows,
+            dex,
+            hub: std::sync::OnceLock::new(),
         }
+    }
+
+    /// The hub these services belong to, once built.
+    pub(crate) fn set_hub(&self, hub: crate::WeakHub) {
+        let _ = self.hub.set(hub);
     }
 
     fn scheduler(&self) -> Result<Scheduler, ServiceError> {
@@ -231,6 +242,36 @@ impl LocalServices for HubServices {
                 &gone,
             );
             Ok(Bytes::from(gone.to_string()))
+        })
+    }
+
+    fn lambda_api<'a>(
+        &'a self,
+        _caller: &'a ServiceCaller,
+        request: fnhub_core::ApiRequest<'a>,
+    ) -> BoxFuture<'a, Result<(u16, Bytes), ServiceError>> {
+        Box::pin(async move {
+            let hub = self
+                .hub
+                .get()
+                .ok_or_else(|| ServiceError::Unavailable("the hub is starting".into()))?;
+            // A function may checkpoint its own execution and answer callbacks; the
+            // rest of the API is the operator's, at the front door.
+            let asker = crate::dex::api::Asker {
+                from_function: true,
+                may_invoke: &|_| false,
+            };
+            crate::dex::api::serve(
+                &self.dex,
+                hub,
+                &asker,
+                request.method,
+                request.path,
+                request.query,
+                request.body,
+            )
+            .map(|(status, body)| (status, Bytes::from(body.to_string())))
+            .map_err(|e| ServiceError::Api(e.status, e.kind.to_owned(), e.message))
         })
     }
 

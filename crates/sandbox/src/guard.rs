@@ -106,6 +106,14 @@ impl LocalServices for Guarded {
         self.inner.shadow_delete(caller, shadow)
     }
 
+    fn lambda_api<'a>(
+        &'a self,
+        caller: &'a ServiceCaller,
+        request: fnhub_core::ApiRequest<'a>,
+    ) -> BoxFuture<'a, Result<(u16, Bytes), ServiceError>> {
+        self.inner.lambda_api(caller, request)
+    }
+
     fn shadow_list<'a>(
         &'a self,
         caller: &'a ServiceCaller,

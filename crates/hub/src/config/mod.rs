@@ -148,6 +148,8 @@ pub struct HubConfig {
     workers: Option<usize>,
     queue_capacity: Option<usize>,
     functions: Vec<FunctionSpec>,
+    /// Lambda durable functions.
+    durables: Vec<(String, crate::DurableConfig)>,
     aliases: Vec<(fnhub_core::FunctionName, fnhub_core::Alias)>,
     flows: Vec<Flow>,
     #[cfg(feature = "http")]
@@ -240,6 +242,7 @@ impl HubConfig {
         // What no function may read: this file (its keys) and the hub's checkpoints.
         let own = normalized(&resolve(path));
         let mut functions: Vec<FunctionSpec> = Vec::new();
+        let mut durables = Vec::new();
         for f in &file.function {
             let span = f.span();
             let spec = function_spec(f.get_ref(), &resolve)
@@ -268,6 +271,16 @@ impl HubConfig {
                         ));
                     }
                 }
+            }
+            if let Some(d) = &f.get_ref().durable {
+                let config = d.config().map_err(|(key, message)| {
+                    invalid(
+                        span.clone(),
+                        &format!("function.{}.{key}", spec.name),
+                        message,
+                    )
+                })?;
+                durables.push((spec.name.to_string(), config));
             }
             functions.push(spec);
         }
@@ -523,6 +536,7 @@ impl HubConfig {
             workers,
             queue_capacity,
             functions,
+            durables,
             aliases,
             flows,
             #[cfg(feature = "http")]
@@ -575,10 +589,14 @@ impl HubConfig {
             b = b
                 .checkpoint_store(Arc::new(store))
                 .event_log(dir.join("events"))
-                .shadow_dir(dir.join("shadows"));
+                .shadow_dir(dir.join("shadows"))
+                .durable_dir(dir.join("durable-executions"));
         }
         for spec in &self.functions {
             b = b.deploy(spec.clone());
+        }
+        for (function, config) in &self.durables {
+            b = b.lambda_durable(function.clone(), *config);
         }
         for flow in &self.flows {
             b = b.flow(flow.clone());

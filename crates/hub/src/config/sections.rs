@@ -173,6 +173,42 @@ pub(crate) struct FunctionSection {
     /// What it may do on its endpoint: `{ invoke = [..], publish = [..], shadows = [..] }`.
     #[serde(default)]
     pub(super) allow: AllowSection,
+    /// A Lambda durable function: `{ execution_timeout_s = N, retention_days = N }`.
+    pub(super) durable: Option<DurableSection>,
+}
+
+/// Lambda's `DurableConfig`, both parts optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct DurableSection {
+    pub(super) execution_timeout_s: Option<u64>,
+    pub(super) retention_days: Option<u64>,
+}
+
+impl DurableSection {
+    /// The config it declares; `(key, message)` for values out of Lambda's ranges.
+    pub(super) fn config(&self) -> Result<crate::DurableConfig, (String, String)> {
+        let mut config = crate::DurableConfig::default();
+        if let Some(s) = self.execution_timeout_s {
+            if !(1..=31_622_400).contains(&s) {
+                return Err((
+                    "durable.execution_timeout_s".into(),
+                    format!("{s} is not 1 to 31622400 seconds (366 days)"),
+                ));
+            }
+            config = config.with_execution_timeout(std::time::Duration::from_secs(s));
+        }
+        if let Some(d) = self.retention_days {
+            if !(1..=90).contains(&d) {
+                return Err((
+                    "durable.retention_days".into(),
+                    format!("{d} is not 1 to 90 days"),
+                ));
+            }
+            config = config.with_retention(std::time::Duration::from_secs(d * 86_400));
+        }
+        Ok(config)
+    }
 }
 
 /// A function's allow-list of the hub's services (see `fnhub_core::ServiceAccess`).

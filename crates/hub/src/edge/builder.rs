@@ -66,6 +66,14 @@ pub enum HubError {
         /// Why.
         source: std::io::Error,
     },
+    /// The folder of Lambda durable executions could not be opened.
+    #[error("the durable executions folder {} could not be opened: {source}", dir.display())]
+    DurableStore {
+        /// Its folder.
+        dir: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
     /// The durable event queue could not be opened.
     #[error("the event log in {dir} could not be opened: {source}")]
     EventLog {
@@ -103,6 +111,8 @@ pub struct EdgeHubBuilder {
     durables: Vec<(FunctionSpec, Registration)>,
     event_log: Option<std::path::PathBuf>,
     shadow_dir: Option<std::path::PathBuf>,
+    durable_dir: Option<std::path::PathBuf>,
+    lambda_durables: Vec<(String, crate::DurableConfig)>,
     aliases: Vec<(fnhub_core::FunctionName, fnhub_core::Alias)>,
     #[cfg(feature = "wasm")]
     wasm_config: fnhub_sandbox::WasmConfig,
@@ -260,6 +270,26 @@ impl EdgeHubBuilder {
         self
     }
 
+    /// Makes `function` a Lambda durable function (AWS's 2025-12-01 durable execution
+    /// API): `Invoke` of it starts an execution that its SDK checkpoints through the hub.
+    /// See [`DurableConfig`](crate::DurableConfig).
+    pub fn lambda_durable(
+        mut self,
+        function: impl Into<String>,
+        config: crate::DurableConfig,
+    ) -> Self {
+        self.lambda_durables.push((function.into(), config));
+        self
+    }
+
+    /// Keeps Lambda durable executions in `dir`, each saved and synced on every change: a
+    /// hub built again from the same folder carries on the running ones. Default: in
+    /// memory only. The config file puts it in `checkpoint_dir/durable-executions`.
+    pub fn durable_dir(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
+        self.durable_dir = Some(dir.into());
+        self
+    }
+
     /// The clock. Default: the system clock.
     pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
@@ -298,11 +328,21 @@ impl EdgeHubBuilder {
             }
             None => crate::shadows::ShadowStore::default(),
         };
+        let (dex, running) = crate::dex::Dex::new(self.durable_dir.as_deref(), self.clock.clone())
+            .map_err(|source| HubError::DurableStore {
+                dir: self.durable_dir.clone().unwrap_or_default(),
+                source,
+            })?;
+        let dex = Arc::new(dex);
+        for (function, config) in &self.lambda_durables {
+            dex.declare(function, *config);
+        }
         let services = Arc::new(HubServices::new(
             routes.clone(),
             scheduler.downgrade(),
             self.clock.clone(),
             shadows,
+            dex.clone(),
         ));
         // After the caller's own, so a sandbox configured by the caller wins. Its functions
         // reach the hub's services through the endpoint each environment serves.
@@ -372,6 +412,7 @@ impl EdgeHubBuilder {
                 in_process,
                 store,
                 services,
+                dex,
                 clock: self.clock,
                 #[cfg(feature = "process")]
                 log_tails,
@@ -390,6 +431,11 @@ impl EdgeHubBuilder {
         }
         if let Some(log) = events {
             tokio::spawn(crate::events::replay(hub.downgrade(), log, pending));
+        }
+        hub.services_handle().set_hub(hub.downgrade());
+        // Executions a hub killed mid-way was running carry on: their functions replay.
+        for id in running {
+            tokio::spawn(crate::dex::drive(hub.dex().clone(), hub.downgrade(), id));
         }
         Ok(hub)
     }
@@ -414,6 +460,8 @@ impl Default for EdgeHubBuilder {
             durables: Vec::new(),
             event_log: None,
             shadow_dir: None,
+            durable_dir: None,
+            lambda_durables: Vec::new(),
             aliases: Vec::new(),
             #[cfg(feature = "wasm")]
             wasm_config: fnhub_sandbox::WasmConfig::default(),

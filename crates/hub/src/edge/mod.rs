@@ -70,6 +70,8 @@ struct Parts {
     in_process: InProcessSandbox,
     store: Arc<dyn CheckpointStore>,
     services: Arc<HubServices>,
+    /// Lambda durable functions and their executions.
+    dex: Arc<crate::dex::Dex>,
     clock: Arc<dyn fnhub_core::Clock>,
     /// The tails of watched invocations' output, kept by the hub's process sandbox.
     #[cfg(feature = "process")]
@@ -343,6 +345,16 @@ impl EdgeHub {
     /// [`EdgeHub::subscribe`] with a parsed filter.
     pub(crate) fn subscribe_filter(&self, filter: TopicFilter, capacity: usize) -> Subscription {
         self.parts.routes.router.subscribe(filter, capacity)
+    }
+
+    /// The hub's services, as the hub itself holds them.
+    pub(crate) fn services_handle(&self) -> &Arc<HubServices> {
+        &self.parts.services
+    }
+
+    /// Lambda durable functions and their executions.
+    pub(crate) fn dex(&self) -> &Arc<crate::dex::Dex> {
+        &self.parts.dex
     }
 
     /// The tails of watched invocations' output (Lambda's `--log-type Tail`), kept by the

@@ -106,7 +106,7 @@ pub(super) fn query_param<'a>(query: &'a str, key: &str) -> Option<&'a str> {
 impl Front {
     /// Checks what can be checked of the signature before the body is read: `Ok(None)`
     /// when authentication is off.
-    fn check_headers(
+    pub(super) fn check_headers(
         &self,
         request: &sigv4::SignedRequest<'_>,
     ) -> Result<Option<sigv4::HeadersChecked>, Response> {
@@ -147,7 +147,7 @@ impl Front {
         }
     }
 
-    fn principal_of(&self, access_key: &str) -> Result<Principal, Response> {
+    pub(super) fn principal_of(&self, access_key: &str) -> Result<Principal, Response> {
         self.keys
             .get(access_key)
             .map(|(_, p)| p.clone())
@@ -170,7 +170,7 @@ fn header_pairs(headers: &axum::http::HeaderMap) -> Vec<(&str, &str)> {
         .collect()
 }
 
-fn refused_signature(e: sigv4::AuthError) -> Response {
+pub(super) fn refused_signature(e: sigv4::AuthError) -> Response {
     aws_error(StatusCode::FORBIDDEN, e.aws_type(), &e.to_string())
 }
 
@@ -366,6 +366,16 @@ pub(super) async fn invoke(
     let Some(spec) = front.hub.resolve(&target) else {
         return not_found(&target);
     };
+    if front.hub.dex().config_of(target.name.as_str()).is_some() && kind != "DryRun" {
+        let name = parts
+            .headers
+            .get("x-amz-durable-execution-name")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let response =
+            super::durable::invoke(&front, &target, spec.version.get(), &kind, name, body).await;
+        return request_id(response, &crate::dex::random_id());
+    }
     if kind == "DryRun" {
         return with_version(
             StatusCode::NO_CONTENT.into_response(),

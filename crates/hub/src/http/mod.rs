@@ -53,16 +53,19 @@
 //! [`Ops`]). The front door uses the hub's public API only.
 
 mod conn;
+mod durable;
 mod functions;
 mod invoke;
 mod ops;
+
+pub use durable::MAX_SYNC_WAIT;
 pub use fnhub_sandbox::sigv4;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::routing::post;
+use axum::routing::{any, post};
 use fnhub_core::{FunctionRef, Principal};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -283,6 +286,7 @@ pub fn router(hub: &EdgeHub, config: HttpConfig) -> axum::Router {
             "/2015-03-31/functions/{function}/invocations",
             post(invoke::invoke),
         )
+        .route("/2025-12-01/{*rest}", any(durable::api))
         .fallback(functions::read)
         .with_state(front)
 }

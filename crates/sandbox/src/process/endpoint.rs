@@ -16,6 +16,7 @@
 //! | IoT `GetThingShadow` | `GET /things/{thing}/shadow[?name=…]` | [`LocalServices::shadow_get`] |
 //! | IoT `UpdateThingShadow` | `POST /things/{thing}/shadow[?name=…]` | [`LocalServices::shadow_update`] (`409` on a version conflict, `413` over 8 KB) |
 //! | IoT `DeleteThingShadow` | `DELETE /things/{thing}/shadow[?name=…]` | [`LocalServices::shadow_delete`] |
+//! | Lambda durable execution API (`CheckpointDurableExecution`, `GetDurableExecutionState`, callbacks, …) | `/2025-12-01/…` | [`LocalServices::lambda_api`] |
 //! | IoT `ListNamedShadowsForThing` | `GET /api/things/shadow/ListNamedShadowsForThing/{thing}` | [`LocalServices::shadow_list`], paged by `pageSize` (1 to 100) and `nextToken` |
 //!
 //! What the function may call is its profile's [`ServiceAccess`]: anything else answers
@@ -193,6 +194,8 @@ enum Route {
     Publish(String),
     Shadow(String),
     ShadowList(String),
+    /// The Lambda control plane under `/2025-12-01/`: the rest of the path.
+    LambdaApi(String),
 }
 
 fn route(path: &str) -> Option<(Route, &'static str)> {
@@ -206,6 +209,10 @@ fn route(path: &str) -> Option<(Route, &'static str)> {
             Some((Route::Publish(percent_decode(topic)?), "iotdata"))
         }
         ["things", thing, "shadow"] => Some((Route::Shadow(percent_decode(thing)?), "iotdata")),
+        ["2025-12-01", ..] => Some((
+            Route::LambdaApi(path.strip_prefix("/2025-12-01/")?.to_owned()),
+            "lambda",
+        )),
         ["api", "things", "shadow", "ListNamedShadowsForThing", thing] => {
             Some((Route::ShadowList(percent_decode(thing)?), "iotdata"))
         }
@@ -348,6 +355,23 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<Full<Bytes>
                 Err(e) => service_error(e, false),
             }
         }
+        Route::LambdaApi(rest) => {
+            // A chained invoke is an invoke: held to the function's allow-list.
+            if let Some(target) = chained_invokes(&body).find(|t| !shared.access.may_invoke(t)) {
+                return denied(
+                    shared,
+                    "AccessDeniedException",
+                    &format!("invoking {target:?} from a durable execution"),
+                );
+            }
+            let request = fnhub_core::ApiRequest::new(parts.method.as_str(), &rest, &query, &body);
+            match shared.services.lambda_api(&caller, request).await {
+                Ok((status, body)) => {
+                    ok(StatusCode::from_u16(status).unwrap_or(StatusCode::OK), body)
+                }
+                Err(e) => service_error(e, true),
+            }
+        }
         Route::ShadowList(thing) => {
             if parts.method != Method::GET {
                 return method_not_allowed(&parts.method, &path);
@@ -370,6 +394,20 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<Full<Bytes>
             }
         }
     }
+}
+
+/// The functions a checkpoint's `CHAINED_INVOKE` updates name.
+fn chained_invokes(body: &[u8]) -> impl Iterator<Item = String> {
+    let v: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+    let targets: Vec<String> = v
+        .get("Updates")
+        .and_then(serde_json::Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|u| u.get("ChainedInvokeOptions")?.get("FunctionName")?.as_str())
+        .map(str::to_owned)
+        .collect();
+    targets.into_iter()
 }
 
 /// One page of `ListNamedShadowsForThing`: `pageSize` names (1 to 100, 25 when not given)
@@ -489,6 +527,10 @@ fn service_error(e: ServiceError, lambda: bool) -> Response<Full<Bytes>> {
                 hyper::header::HeaderValue::from_static("Unhandled"),
             );
             return r;
+        }
+        (ServiceError::Api(status, kind, message), _) => {
+            let status = StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_REQUEST);
+            return aws_error(status, kind, message);
         }
         (ServiceError::NotFound(_), _) => (StatusCode::NOT_FOUND, "ResourceNotFoundException"),
         (ServiceError::Invalid(_), true) => {

@@ -1,0 +1,454 @@
+//! The durable execution operations under `/2025-12-01/`, one handler for the front door
+//! and the function endpoint: each request in botocore's shape, each answer a status and
+//! a JSON body (or an AWS error).
+
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+
+use super::model::OperationUpdate;
+use super::run::{self, CheckpointError};
+use super::{Dex, ErrorObject, ExecStatus};
+use crate::edge::WeakHub;
+
+/// An AWS error: status, `x-amzn-ErrorType`, message.
+#[derive(Debug)]
+pub(crate) struct ApiError {
+    pub(crate) status: u16,
+    pub(crate) kind: &'static str,
+    pub(crate) message: String,
+}
+
+fn error(status: u16, kind: &'static str, message: impl Into<String>) -> ApiError {
+    ApiError {
+        status,
+        kind,
+        message: message.into(),
+    }
+}
+
+fn invalid(message: impl Into<String>) -> ApiError {
+    error(400, "InvalidParameterValueException", message)
+}
+
+fn not_found(what: &str) -> ApiError {
+    error(
+        404,
+        "ResourceNotFoundException",
+        format!("{what} not found"),
+    )
+}
+
+/// Who asks: a function through its endpoint may checkpoint, read its state and answer
+/// callbacks; anything else (and everything at the front door) needs the right to invoke
+/// the execution's function.
+pub(crate) struct Asker<'a> {
+    pub(crate) from_function: bool,
+    pub(crate) may_invoke: &'a (dyn Fn(&str) -> bool + Send + Sync),
+}
+
+/// Percent-decoding of one path segment; `None` when it does not make UTF-8.
+fn decode(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = text.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+fn query_param(query: &str, key: &str) -> Option<String> {
+    query
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .find(|(k, _)| *k == key)
+        .and_then(|(_, v)| decode(v))
+}
+
+fn body_json(body: &[u8]) -> Result<Value, ApiError> {
+    if body.is_empty() {
+        return Ok(json!({}));
+    }
+    let v: Value = serde_json::from_slice(body)
+        .map_err(|e| invalid(format!("the request body is not JSON: {e}")))?;
+    if v.is_object() {
+        Ok(v)
+    } else {
+        Err(invalid("the request body is not a JSON object"))
+    }
+}
+
+fn max_items(query: &str) -> Result<usize, ApiError> {
+    match query_param(query, "MaxItems") {
+        None => Ok(1000),
+        Some(v) => match v.parse::<usize>() {
+            Ok(0) => Ok(1000),
+            Ok(n @ 1..=1000) => Ok(n),
+            _ => Err(invalid(format!("MaxItems {v:?} is not 0 to 1000"))),
+        },
+    }
+}
+
+/// A page of `items` after `Marker` (an index).
+fn page<T: Clone>(items: &[T], query: &str) -> Result<(Vec<T>, Option<String>), ApiError> {
+    let max = max_items(query)?;
+    let start = match query_param(query, "Marker") {
+        None => 0,
+        Some(m) if m.is_empty() => 0,
+        Some(m) => m
+            .parse::<usize>()
+            .map_err(|_| invalid(format!("Marker {m:?} is not one this hub gave")))?,
+    };
+    let end = (start + max).min(items.len());
+    let page = items.get(start.min(end)..end).unwrap_or_default().to_vec();
+    let next = (end < items.len()).then(|| end.to_string());
+    Ok((page, next))
+}
+
+/// The function's name in a name, `name:qualifier` or an ARN.
+fn function_name(text: &str) -> String {
+    let parts: Vec<&str> = text.split(':').collect();
+    match parts.iter().position(|p| *p == "function") {
+        Some(at) if text.starts_with("arn:") => parts.get(at + 1).copied().unwrap_or_default(),
+        _ => parts[0],
+    }
+    .to_owned()
+}
+
+/// Serves one request under `/2025-12-01` (`rest` is the path after it).
+pub(crate) fn serve(
+    dex: &Arc<Dex>,
+    hub: &WeakHub,
+    asker: &Asker<'_>,
+    method: &str,
+    rest: &str,
+    query: &str,
+    body: &[u8],
+) -> Result<(u16, Value), ApiError> {
+    let segments: Vec<&str> = rest.trim_matches('/').split('/').collect();
+    let unknown = || {
+        error(
+            404,
+            "UnknownOperationException",
+            format!("{method} /2025-12-01/{rest} is not an operation this hub serves"),
+        )
+    };
+    match (method, &segments[..]) {
+        ("POST", ["durable-execution-callbacks", id, verb]) => {
+            let id = decode(id).ok_or_else(|| invalid("the callback id is not UTF-8"))?;
+            callback(dex, &id, verb, body)
+        }
+        ("GET", ["functions", name, "durable-executions"]) => {
+            let name = decode(name).ok_or_else(|| invalid("the function name is not UTF-8"))?;
+            let name = function_name(&name);
+            if !(asker.may_invoke)(&name) || asker.from_function {
+                return Err(error(
+                    403,
+                    "AccessDeniedException",
+                    format!("not authorized to list the executions of {name}"),
+                ));
+            }
+            if dex.config_of(&name).is_none() {
+                return Err(not_found(&format!("durable function {name}")));
+            }
+            list(dex, &name, query)
+        }
+        (_, ["durable-executions", arn, tail @ ..]) => {
+            let arn = decode(arn).ok_or_else(|| invalid("the ARN is not UTF-8"))?;
+            let id = dex
+                .id_of_arn(&arn)
+                .ok_or_else(|| not_found(&format!("durable execution {arn}")))?;
+            let exec = dex
+                .snapshot(&id)
+                .ok_or_else(|| not_found(&format!("durable execution {arn}")))?;
+            let token_guarded = matches!(
+                (method, tail),
+                ("POST", ["checkpoint"]) | ("GET", ["state"])
+            );
+            if !token_guarded && (asker.from_function || !(asker.may_invoke)(&exec.function)) {
+                return Err(error(
+                    403,
+                    "AccessDeniedException",
+                    format!("not authorized for the executions of {}", exec.function),
+                ));
+            }
+            match (method, tail) {
+                ("POST", ["checkpoint"]) => checkpoint(dex, hub, &id, body),
+                ("GET", ["state"]) => {
+                    let token = query_param(query, "CheckpointToken").unwrap_or_default();
+                    if !exec.tokens.contains(&token) {
+                        return Err(invalid("Invalid Checkpoint Token"));
+                    }
+                    let ops: Vec<Value> = exec.ops.iter().map(|o| o.to_json(true)).collect();
+                    let (ops, next) = page(&ops, query)?;
+                    let mut v = json!({"Operations": ops});
+                    if let Some(n) = next {
+                        v["NextMarker"] = json!(n);
+                    }
+                    Ok((200, v))
+                }
+                ("GET", []) => {
+                    let with_data =
+                        query_param(query, "IncludeExecutionData").as_deref() != Some("false");
+                    Ok((200, exec.summary(with_data)))
+                }
+                ("GET", ["history"]) => history(&exec, query),
+                ("POST", ["stop"]) => {
+                    let given = body_json(body)?;
+                    let reason: Option<ErrorObject> =
+                        if given.as_object().is_some_and(|o| o.is_empty()) {
+                            None
+                        } else {
+                            Some(
+                                serde_json::from_value(given)
+                                    .map_err(|e| invalid(format!("Error: {e}")))?,
+                            )
+                        };
+                    let stopped = dex.with(&id, |exec, now| {
+                        if exec.status.is_terminal() {
+                            return (None, false);
+                        }
+                        exec.error = reason;
+                        exec.finish(ExecStatus::Stopped, now);
+                        (Some(now), true)
+                    });
+                    match stopped.flatten() {
+                        Some(now) => Ok((200, json!({"StopTimestamp": now as f64 / 1000.0}))),
+                        None => Err(error(
+                            409,
+                            "ResourceConflictException",
+                            "the execution has already ended",
+                        )),
+                    }
+                }
+                ("POST", [verb @ ("pause" | "resume")]) => {
+                    let pause = *verb == "pause";
+                    let done = dex.with(&id, |exec, _| match (exec.status, pause) {
+                        (ExecStatus::Running, true) => {
+                            exec.status = ExecStatus::Paused;
+                            (true, true)
+                        }
+                        (ExecStatus::Paused, false) => {
+                            exec.status = ExecStatus::Running;
+                            (true, true)
+                        }
+                        _ => (false, false),
+                    });
+                    if done == Some(true) {
+                        Ok((202, json!({})))
+                    } else {
+                        Err(error(
+                            409,
+                            "ResourceConflictException",
+                            format!(
+                                "the execution is not {}",
+                                if pause { "running" } else { "paused" }
+                            ),
+                        ))
+                    }
+                }
+                ("DELETE", []) => match dex.delete(&id) {
+                    Some(true) => Ok((202, json!({}))),
+                    Some(false) => Err(error(
+                        409,
+                        "ResourceConflictException",
+                        "a running execution is stopped before it is deleted",
+                    )),
+                    None => Err(not_found(&format!("durable execution {arn}"))),
+                },
+                _ => Err(unknown()),
+            }
+        }
+        _ => Err(unknown()),
+    }
+}
+
+fn checkpoint(
+    dex: &Arc<Dex>,
+    hub: &WeakHub,
+    id: &str,
+    body: &[u8],
+) -> Result<(u16, Value), ApiError> {
+    let v = body_json(body)?;
+    let token = v
+        .get("CheckpointToken")
+        .and_then(Value::as_str)
+        .ok_or_else(|| invalid("CheckpointToken is required"))?;
+    let client_token = v.get("ClientToken").and_then(Value::as_str);
+    let updates: Vec<OperationUpdate> = match v.get("Updates") {
+        None => Vec::new(),
+        Some(u) => {
+            serde_json::from_value(u.clone()).map_err(|e| invalid(format!("Updates: {e}")))?
+        }
+    };
+    match run::checkpoint(dex, id, token, client_token, &updates) {
+        Ok((answer, invokes)) => {
+            for (op, target, payload) in invokes {
+                run::spawn_chained(dex.clone(), hub.clone(), id.to_owned(), op, target, payload);
+            }
+            Ok((200, answer))
+        }
+        Err(CheckpointError::Unknown) => Err(not_found("durable execution")),
+        Err(e) => Err(invalid(e.to_string())),
+    }
+}
+
+fn callback(dex: &Dex, id: &str, verb: &str, body: &[u8]) -> Result<(u16, Value), ApiError> {
+    let (exec, op) = dex
+        .callback(id)
+        .ok_or_else(|| not_found(&format!("callback {id}")))?;
+    let outcome = match verb {
+        "succeed" => Ok(Some(String::from_utf8_lossy(body).into_owned())),
+        "fail" => {
+            let v = body_json(body)?;
+            Err(serde_json::from_value::<ErrorObject>(v)
+                .map_err(|e| invalid(format!("Error: {e}")))?)
+        }
+        "heartbeat" => {
+            let beat = dex.with(&exec, |e, now| match e.op_mut(&op) {
+                Some(o) if !o.status.is_terminal() => {
+                    o.heartbeat_due_ms = o.heartbeat_timeout_s.map(|s| now + u64::from(s) * 1000);
+                    (true, true)
+                }
+                _ => (false, false),
+            });
+            return if beat == Some(true) {
+                Ok((200, json!({})))
+            } else {
+                Err(error(
+                    400,
+                    "CallbackTimeoutException",
+                    "the callback has timed out or is closed",
+                ))
+            };
+        }
+        _ => {
+            return Err(error(
+                404,
+                "UnknownOperationException",
+                format!("{verb} is not a callback operation"),
+            ));
+        }
+    };
+    match run::complete(dex, &exec, &op, outcome) {
+        Some(Ok(())) => Ok((200, json!({}))),
+        Some(Err(_)) => Err(error(
+            400,
+            "CallbackTimeoutException",
+            "the callback has timed out or is closed",
+        )),
+        None => Err(not_found(&format!("callback {id}"))),
+    }
+}
+
+fn list(dex: &Dex, function: &str, query: &str) -> Result<(u16, Value), ApiError> {
+    let statuses: Vec<String> = query
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .filter(|(k, _)| *k == "Statuses")
+        .filter_map(|(_, v)| decode(v))
+        .collect();
+    let name = query_param(query, "DurableExecutionName");
+    let mut all = dex.list(function);
+    all.retain(|e| {
+        let status = serde_json::to_value(e.status).unwrap_or_default();
+        (statuses.is_empty() || statuses.iter().any(|s| status == *s))
+            && name.as_ref().is_none_or(|n| *n == e.name)
+    });
+    if query_param(query, "ReverseOrder").as_deref() == Some("true") {
+        all.reverse();
+    }
+    let summaries: Vec<Value> = all.iter().map(|e| e.summary(false)).collect();
+    let (items, next) = page(&summaries, query)?;
+    let mut v = json!({"DurableExecutions": items});
+    if let Some(n) = next {
+        v["NextMarker"] = json!(n);
+    }
+    Ok((200, v))
+}
+
+/// The events of an execution, made from its operations: each one's start and end.
+fn history(exec: &super::Execution, query: &str) -> Result<(u16, Value), ApiError> {
+    use super::model::{OpStatus, OpType};
+    let mut events: Vec<(u64, String, &super::model::Operation)> = Vec::new();
+    for op in &exec.ops {
+        let kind = match op.op_type {
+            OpType::Execution => "Execution",
+            OpType::Context => "Context",
+            OpType::Step => "Step",
+            OpType::Wait => "Wait",
+            OpType::Callback => "Callback",
+            OpType::ChainedInvoke => "ChainedInvoke",
+        };
+        events.push((op.start_ms, format!("{kind}Started"), op));
+        if let Some(end) = op.end_ms {
+            let outcome = match op.status {
+                OpStatus::Succeeded => "Succeeded",
+                OpStatus::Failed => "Failed",
+                OpStatus::TimedOut => "TimedOut",
+                OpStatus::Cancelled => "Cancelled",
+                _ => "Stopped",
+            };
+            events.push((end, format!("{kind}{outcome}"), op));
+        }
+    }
+    events.sort_by_key(|(t, _, _)| *t);
+    let mut out: Vec<Value> = events
+        .iter()
+        .enumerate()
+        .map(|(i, (t, kind, op))| {
+            let mut e = json!({
+                "EventType": kind,
+                "EventId": i + 1,
+                "Id": op.id,
+                "EventTimestamp": *t as f64 / 1000.0,
+            });
+            if let Some(n) = &op.name {
+                e["Name"] = json!(n);
+            }
+            if let Some(p) = &op.parent_id {
+                e["ParentId"] = json!(p);
+            }
+            if let Some(s) = &op.sub_type {
+                e["SubType"] = json!(s);
+            }
+            e
+        })
+        .collect();
+    if query_param(query, "ReverseOrder").as_deref() == Some("true") {
+        out.reverse();
+    }
+    let (items, next) = page(&out, query)?;
+    let mut v = json!({"Events": items});
+    if let Some(n) = next {
+        v["NextMarker"] = json!(n);
+    }
+    Ok((200, v))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pages_follow_their_marker() {
+        let items: Vec<u32> = (0..5).collect();
+        let (p, next) = page(&items, "MaxItems=2").unwrap();
+        assert_eq!((p, next.as_deref()), (vec![0, 1], Some("2")));
+        let (p, next) = page(&items, "MaxItems=2&Marker=4").unwrap();
+        assert_eq!((p, next), (vec![4], None));
+        let (p, _) = page(&items, "Marker=99").unwrap();
+        assert!(p.is_empty());
+        for bad in ["MaxItems=1001", "MaxItems=x", "Marker=abc"] {
+            assert!(page(&items, bad).is_err(), "{bad}");
+        }
+    }
+}

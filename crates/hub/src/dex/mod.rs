@@ -1,0 +1,501 @@
+//! Lambda durable functions (the 2025-12-01 durable execution API), served by the hub so
+//! that functions written with AWS's durable SDKs (`aws-durable-execution-sdk-python`) run
+//! unchanged.
+//!
+//! A function is durable when deployed with a [`DurableConfig`]. `Invoke` of it starts an
+//! execution: the hub invokes the function with `DurableExecutionArn`, `CheckpointToken`
+//! and `InitialExecutionState`; the SDK records each step, wait, callback, child context
+//! and chained invoke through `CheckpointDurableExecution` (on the function endpoint, or
+//! the front door) and answers `PENDING` when it must wait. The environment is then free;
+//! the hub invokes the function again when a wait is due, a step's retry delay has
+//! passed, a callback arrives, or a chained invoke ends, and the SDK replays from the
+//! recorded operations. Each checkpoint consumes its token and hands out the next; a stale
+//! token is refused; a repeated `ClientToken` gets the first answer.
+//!
+//! With a folder (the config file's `checkpoint_dir/durable-executions`), every execution
+//! is saved whole and synced after each change (a temporary file renamed over it): a hub
+//! killed at any point comes back with each acknowledged checkpoint, and carries on its
+//! running executions by invoking their functions again (the SDK replays).
+
+mod model;
+mod run;
+mod store;
+
+pub(crate) mod api;
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use tokio::sync::{Notify, watch};
+
+pub(crate) use model::ErrorObject;
+use model::{OpStatus, Operation};
+
+/// How a function is durable: Lambda's `DurableConfig`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct DurableConfig {
+    /// The longest an execution may run; then it ends `TIMED_OUT`. Default one day.
+    pub execution_timeout: Duration,
+    /// How long a finished execution is kept. Default 14 days.
+    pub retention: Duration,
+}
+
+impl Default for DurableConfig {
+    fn default() -> DurableConfig {
+        DurableConfig {
+            execution_timeout: Duration::from_secs(86_400),
+            retention: Duration::from_secs(14 * 86_400),
+        }
+    }
+}
+
+impl DurableConfig {
+    /// An execution ends `TIMED_OUT` after `timeout`.
+    pub fn with_execution_timeout(mut self, timeout: Duration) -> DurableConfig {
+        self.execution_timeout = timeout;
+        self
+    }
+
+    /// A finished execution is kept for `retention`.
+    pub fn with_retention(mut self, retention: Duration) -> DurableConfig {
+        self.retention = retention;
+        self
+    }
+}
+
+/// Where an execution is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub(crate) enum ExecStatus {
+    Running,
+    Succeeded,
+    Failed,
+    TimedOut,
+    Stopped,
+    Paused,
+}
+
+impl ExecStatus {
+    fn is_terminal(self) -> bool {
+        !matches!(self, ExecStatus::Running | ExecStatus::Paused)
+    }
+}
+
+/// One execution, as saved.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Execution {
+    pub(crate) id: String,
+    pub(crate) arn: String,
+    pub(crate) function: String,
+    pub(crate) version: u32,
+    pub(crate) name: String,
+    pub(crate) status: ExecStatus,
+    pub(crate) ops: Vec<Operation>,
+    pub(crate) result: Option<String>,
+    pub(crate) error: Option<ErrorObject>,
+    pub(crate) start_ms: u64,
+    pub(crate) end_ms: Option<u64>,
+    pub(crate) deadline_ms: u64,
+    pub(crate) retention_ms: u64,
+    /// Something changed that the function has not seen: invoke it again.
+    pub(crate) needs_invoke: bool,
+    /// The checkpoint token now valid, and every token of the invocation running.
+    #[serde(skip)]
+    pub(crate) token: Option<String>,
+    #[serde(skip)]
+    pub(crate) tokens: Vec<String>,
+    /// Operations changed outside a checkpoint since the last one answered.
+    #[serde(skip)]
+    pub(crate) changed: Vec<String>,
+    /// The last answers, by `ClientToken`.
+    #[serde(skip)]
+    pub(crate) answered: VecDeque<(String, Value)>,
+}
+
+impl Execution {
+    pub(crate) fn op(&self, id: &str) -> Option<&Operation> {
+        self.ops.iter().find(|o| o.id == id)
+    }
+
+    pub(crate) fn op_mut(&mut self, id: &str) -> Option<&mut Operation> {
+        self.ops.iter_mut().find(|o| o.id == id)
+    }
+
+    /// Ends the execution with `status`.
+    pub(crate) fn finish(&mut self, status: ExecStatus, now_ms: u64) {
+        self.status = status;
+        self.end_ms = Some(now_ms);
+        self.token = None;
+        self.tokens.clear();
+        let op_status = match status {
+            ExecStatus::Succeeded => OpStatus::Succeeded,
+            ExecStatus::Failed => OpStatus::Failed,
+            ExecStatus::TimedOut => OpStatus::TimedOut,
+            _ => OpStatus::Stopped,
+        };
+        let id = self.id.clone();
+        if let Some(op) = self.op_mut(&id)
+            && !op.status.is_terminal()
+        {
+            op.end(op_status, now_ms);
+        }
+    }
+
+    /// `GetDurableExecution`'s answer (and, without the payloads, a list entry's).
+    pub(crate) fn summary(&self, with_data: bool) -> Value {
+        let mut v = json!({
+            "DurableExecutionArn": self.arn,
+            "DurableExecutionName": self.name,
+            "FunctionArn": format!("arn:aws:lambda:{REGION}:{ACCOUNT}:function:{}:{}", self.function, self.version),
+            "Status": self.status,
+            "StartTimestamp": self.start_ms as f64 / 1000.0,
+            "Version": self.version.to_string(),
+        });
+        if let Some(end) = self.end_ms {
+            v["EndTimestamp"] = json!(end as f64 / 1000.0);
+        }
+        if with_data {
+            let input = self.op(&self.id).and_then(|o| o.input.clone());
+            v["InputPayload"] = json!(input.unwrap_or_default());
+            if let Some(r) = &self.result {
+                v["Result"] = json!(r);
+            }
+            if let Some(e) = &self.error {
+                v["Error"] = json!(e);
+            }
+            v["ExecutionDataIncluded"] = json!(true);
+            v["ExpectedExecutionTimeoutTimestamp"] = json!(self.deadline_ms as f64 / 1000.0);
+        }
+        v
+    }
+}
+
+pub(crate) const REGION: &str = "us-east-1";
+pub(crate) const ACCOUNT: &str = "000000000000";
+
+/// Finished executions' answers kept per `ClientToken`.
+const ANSWERS_KEPT: usize = 32;
+
+/// The largest input of an execution (it is saved with every checkpoint): 256 KB.
+pub(crate) const MAX_EXECUTION_INPUT: usize = 256 * 1024;
+
+/// Every durable function and execution of one hub.
+pub(crate) struct Dex {
+    functions: Mutex<HashMap<String, DurableConfig>>,
+    state: Mutex<State>,
+    store: Option<store::Store>,
+    clock: Arc<dyn fnhub_core::Clock>,
+}
+
+#[derive(Default)]
+struct State {
+    executions: HashMap<String, Live>,
+    /// `(function, name)` → execution id.
+    by_name: HashMap<(String, String), String>,
+    /// Callback id → `(execution id, operation id)`.
+    callbacks: HashMap<String, (String, String)>,
+}
+
+/// An execution and what wakes and awaits it.
+struct Live {
+    exec: Execution,
+    wake: Arc<Notify>,
+    done: watch::Sender<bool>,
+}
+
+/// Why an execution could not start.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum StartError {
+    #[error("an execution named {0:?} was already started with another input")]
+    AlreadyStarted(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("the execution could not be saved: {0}")]
+    Unsaved(std::io::Error),
+}
+
+impl Dex {
+    pub(crate) fn new(
+        dir: Option<&std::path::Path>,
+        clock: Arc<dyn fnhub_core::Clock>,
+    ) -> std::io::Result<(Dex, Vec<String>)> {
+        let (store, loaded) = match dir {
+            Some(dir) => {
+                let (store, loaded) = store::Store::open(dir)?;
+                (Some(store), loaded)
+            }
+            None => (None, Vec::new()),
+        };
+        let mut state = State::default();
+        let mut running = Vec::new();
+        for exec in loaded {
+            if !exec.status.is_terminal() {
+                running.push(exec.id.clone());
+            }
+            state.insert(exec);
+        }
+        Ok((
+            Dex {
+                functions: Mutex::new(HashMap::new()),
+                state: Mutex::new(state),
+                store,
+                clock,
+            },
+            running,
+        ))
+    }
+
+    pub(crate) fn now_ms(&self) -> u64 {
+        self.clock
+            .system_time()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64)
+    }
+
+    /// Makes `function` durable.
+    pub(crate) fn declare(&self, function: &str, config: DurableConfig) {
+        self.functions.lock().insert(function.to_owned(), config);
+    }
+
+    pub(crate) fn config_of(&self, function: &str) -> Option<DurableConfig> {
+        self.functions.lock().get(function).copied()
+    }
+
+    fn save(&self, exec: &Execution) -> std::io::Result<()> {
+        match &self.store {
+            Some(store) => store.save(exec),
+            None => Ok(()),
+        }
+    }
+
+    /// Starts an execution of `function` (at `version`) with `input`, named `name` (a
+    /// fresh name if none); or, for a name already started with the same input, finds
+    /// that one. The execution's id, whether it is new, and a receiver that turns true
+    /// when it ends.
+    pub(crate) fn start(
+        &self,
+        function: &str,
+        version: u32,
+        input: String,
+        name: Option<String>,
+    ) -> Result<(String, bool, watch::Receiver<bool>), StartError> {
+        let config = self
+            .config_of(function)
+            .ok_or_else(|| StartError::Invalid(format!("{function} is not durable")))?;
+        if input.len() > MAX_EXECUTION_INPUT {
+            return Err(StartError::Invalid(format!(
+                "an execution's input is at most {MAX_EXECUTION_INPUT} bytes, not {}",
+                input.len()
+            )));
+        }
+        let id = random_id();
+        let name = match name {
+            Some(n) => {
+                let ok = !n.is_empty()
+                    && n.len() <= 64
+                    && n.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+                if !ok {
+                    return Err(StartError::Invalid(format!(
+                        "DurableExecutionName {n:?} is not 1 to 64 of [a-zA-Z0-9_-]"
+                    )));
+                }
+                n
+            }
+            None => id.clone(),
+        };
+        let now = self.now_ms();
+        let mut state = self.state.lock();
+        self.sweep(&mut state, now);
+        if let Some(existing) = state.by_name.get(&(function.to_owned(), name.clone())) {
+            let live = &state.executions[existing];
+            let same = live.exec.op(&live.exec.id).and_then(|o| o.input.as_deref())
+                == Some(input.as_str());
+            if !same {
+                return Err(StartError::AlreadyStarted(name));
+            }
+            return Ok((existing.clone(), false, live.done.subscribe()));
+        }
+        let exec = Execution {
+            arn: format!(
+                "arn:aws:lambda:{REGION}:{ACCOUNT}:function:{function}:{version}/durable-execution/{name}/{id}"
+            ),
+            id: id.clone(),
+            function: function.to_owned(),
+            version,
+            name,
+            status: ExecStatus::Running,
+            ops: vec![Operation::execution(&id, input, now)],
+            result: None,
+            error: None,
+            start_ms: now,
+            end_ms: None,
+            deadline_ms: now + config.execution_timeout.as_millis() as u64,
+            retention_ms: config.retention.as_millis() as u64,
+            needs_invoke: true,
+            token: None,
+            tokens: Vec::new(),
+            changed: Vec::new(),
+            answered: VecDeque::new(),
+        };
+        self.save(&exec).map_err(StartError::Unsaved)?;
+        let done = state.insert(exec);
+        Ok((id, true, done))
+    }
+
+    /// Removes finished executions past their retention.
+    fn sweep(&self, state: &mut State, now: u64) {
+        let expired: Vec<String> = state
+            .executions
+            .values()
+            .filter(|l| {
+                l.exec.status.is_terminal()
+                    && l.exec
+                        .end_ms
+                        .is_some_and(|end| end + l.exec.retention_ms <= now)
+            })
+            .map(|l| l.exec.id.clone())
+            .collect();
+        for id in expired {
+            self.remove(state, &id);
+        }
+    }
+
+    fn remove(&self, state: &mut State, id: &str) {
+        if let Some(live) = state.executions.remove(id) {
+            state
+                .by_name
+                .remove(&(live.exec.function.clone(), live.exec.name.clone()));
+            state.callbacks.retain(|_, (e, _)| e != id);
+            if let Some(store) = &self.store {
+                store.delete(id);
+            }
+        }
+    }
+
+    /// Runs `f` on execution `id`, saves it when `f` says it changed, and wakes its driver.
+    pub(crate) fn with<T>(
+        &self,
+        id: &str,
+        f: impl FnOnce(&mut Execution, u64) -> (T, bool),
+    ) -> Option<T> {
+        let now = self.now_ms();
+        let mut state = self.state.lock();
+        let live = state.executions.get_mut(id)?;
+        let (out, changed) = f(&mut live.exec, now);
+        if changed {
+            if let Err(error) = self.save(&live.exec) {
+                tracing::error!(execution = %id, %error, "a durable execution could not be saved");
+            }
+            live.wake.notify_one();
+            if live.exec.status.is_terminal() {
+                live.done.send_replace(true);
+            }
+            let callbacks: Vec<(String, String)> = live
+                .exec
+                .ops
+                .iter()
+                .filter_map(|o| Some((o.callback_id.clone()?, o.id.clone())))
+                .collect();
+            for (callback, op) in callbacks {
+                state.callbacks.insert(callback, (id.to_owned(), op));
+            }
+        }
+        Some(out)
+    }
+
+    /// The execution whose ARN is `arn`.
+    pub(crate) fn id_of_arn(&self, arn: &str) -> Option<String> {
+        let id = arn.rsplit('/').next()?;
+        let state = self.state.lock();
+        let live = state.executions.get(id)?;
+        (live.exec.arn == arn).then(|| id.to_owned())
+    }
+
+    pub(crate) fn callback(&self, callback_id: &str) -> Option<(String, String)> {
+        self.state.lock().callbacks.get(callback_id).cloned()
+    }
+
+    pub(crate) fn snapshot(&self, id: &str) -> Option<Execution> {
+        self.state.lock().executions.get(id).map(|l| l.exec.clone())
+    }
+
+    pub(crate) fn wake_of(&self, id: &str) -> Option<Arc<Notify>> {
+        self.state.lock().executions.get(id).map(|l| l.wake.clone())
+    }
+
+    /// Executions of `function`, oldest first.
+    pub(crate) fn list(&self, function: &str) -> Vec<Execution> {
+        let now = self.now_ms();
+        let mut state = self.state.lock();
+        self.sweep(&mut state, now);
+        let mut out: Vec<Execution> = state
+            .executions
+            .values()
+            .filter(|l| l.exec.function == function)
+            .map(|l| l.exec.clone())
+            .collect();
+        out.sort_by(|a, b| (a.start_ms, &a.id).cmp(&(b.start_ms, &b.id)));
+        out
+    }
+
+    /// Deletes a finished execution; false if it is running (or unknown).
+    pub(crate) fn delete(&self, id: &str) -> Option<bool> {
+        let mut state = self.state.lock();
+        let terminal = state.executions.get(id)?.exec.status.is_terminal();
+        if terminal {
+            self.remove(&mut state, id);
+        }
+        Some(terminal)
+    }
+}
+
+impl State {
+    fn insert(&mut self, exec: Execution) -> watch::Receiver<bool> {
+        let (done, rx) = watch::channel(exec.status.is_terminal());
+        self.by_name
+            .insert((exec.function.clone(), exec.name.clone()), exec.id.clone());
+        for op in &exec.ops {
+            if let Some(cb) = &op.callback_id {
+                self.callbacks
+                    .insert(cb.clone(), (exec.id.clone(), op.id.clone()));
+            }
+        }
+        self.executions.insert(
+            exec.id.clone(),
+            Live {
+                exec,
+                wake: Arc::new(Notify::new()),
+                done,
+            },
+        );
+        rx
+    }
+}
+
+/// 32 hex digits from the operating system's random source.
+pub(crate) fn random_id() -> String {
+    use std::io::Read;
+    let mut raw = [0u8; 16];
+    if std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut raw))
+        .is_err()
+    {
+        // Unique still, if not secret: the time and a counter.
+        static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        raw[..8].copy_from_slice(&t.to_le_bytes());
+        raw[8..].copy_from_slice(&n.to_le_bytes());
+    }
+    raw.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+pub(crate) use run::drive;

@@ -1,0 +1,383 @@
+//! Driving an execution: invoking its function until it ends, waking it when something it
+//! waits for happens; and what changes an execution from outside (checkpoints, callbacks,
+//! chained invokes, stop).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use fnhub_core::{Invocation, InvocationContext};
+use serde_json::{Value, json};
+
+use super::model::{Invalid, OpStatus, OpType, Operation, OperationUpdate};
+use super::{ANSWERS_KEPT, Dex, ErrorObject, ExecStatus, Execution, random_id};
+use crate::edge::WeakHub;
+
+/// Invocation failures (not `FAILED` answers) an execution survives before it fails.
+const INVOKE_ATTEMPTS: u32 = 3;
+
+/// Drives execution `id` until it ends.
+pub(crate) async fn drive(dex: Arc<Dex>, hub: WeakHub, id: String) {
+    let Some(wake) = dex.wake_of(&id) else { return };
+    let mut failures = 0u32;
+    loop {
+        let wakes_at = wake.notified();
+        tokio::pin!(wakes_at);
+        wakes_at.as_mut().enable();
+        // What is due now, and whether the function must run.
+        let step = dex.with(&id, prepare);
+        let Some(step) = step else { return };
+        let payload = match step {
+            Prepared::Ended => return,
+            Prepared::Sleep(until_ms) => {
+                let now = dex.now_ms();
+                let sleep = Duration::from_millis(until_ms.saturating_sub(now).max(1));
+                tokio::select! {
+                    () = &mut wakes_at => {}
+                    () = tokio::time::sleep(sleep) => {}
+                }
+                continue;
+            }
+            Prepared::Invoke(payload) => payload,
+        };
+        let Some(hub) = hub.upgrade() else { return };
+        let Some(exec) = dex.snapshot(&id) else {
+            return;
+        };
+        let Ok(target) = format!("{}:{}", exec.function, exec.version).parse() else {
+            return;
+        };
+        let mut invocation = Invocation::new(target, Bytes::from(payload.to_string()));
+        invocation.context = InvocationContext::default();
+        let outcome = hub.call(invocation).await;
+        drop(hub);
+        let answer = match outcome {
+            Ok(completion) => match completion.outcome {
+                Ok(bytes) => parse_output(&bytes),
+                Err(e) => Answer::Retry(ErrorObject::new(
+                    e.error_type.as_deref().unwrap_or(e.kind.as_str()),
+                    e.message,
+                )),
+            },
+            Err(e) => Answer::Retry(ErrorObject::new("ServiceException", e.to_string())),
+        };
+        let retry = dex
+            .with(&id, |exec, now| {
+                exec.tokens.clear();
+                exec.token = None;
+                if exec.status.is_terminal() {
+                    return (None, false);
+                }
+                match answer {
+                    Answer::Succeeded(result) => {
+                        let recorded = exec.op(&exec.id).and_then(|o| o.result.clone());
+                        exec.result = result.filter(|r| !r.is_empty()).or(recorded);
+                        exec.finish(ExecStatus::Succeeded, now);
+                        (None, true)
+                    }
+                    Answer::Failed(error) => {
+                        let recorded = exec.op(&exec.id).and_then(|o| o.error.clone());
+                        exec.error = error.or(recorded);
+                        exec.finish(ExecStatus::Failed, now);
+                        (None, true)
+                    }
+                    // What changed during the invocation (a callback answered, a
+                    // chained invoke ended) left `needs_invoke` set.
+                    Answer::Pending => (None, true),
+                    Answer::Retry(error) => (Some(error), false),
+                }
+            })
+            .flatten();
+        if let Some(error) = retry {
+            failures += 1;
+            tracing::warn!(execution = %id, attempt = failures, error = ?error.error_message, "a durable execution's invocation failed");
+            if failures >= INVOKE_ATTEMPTS {
+                dex.with(&id, |exec, now| {
+                    exec.error = Some(error);
+                    exec.finish(ExecStatus::Failed, now);
+                    ((), true)
+                });
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200 * u64::from(failures))).await;
+        } else {
+            failures = 0;
+        }
+    }
+}
+
+enum Prepared {
+    Ended,
+    Sleep(u64),
+    Invoke(Value),
+}
+
+/// Marks what is due (waits ended, steps ready to retry, callbacks timed out) and decides:
+/// invoke now, or sleep until the next thing is due.
+fn prepare(exec: &mut Execution, now: u64) -> (Prepared, bool) {
+    if exec.status.is_terminal() {
+        return (Prepared::Ended, false);
+    }
+    if now >= exec.deadline_ms {
+        exec.error = Some(ErrorObject::new(
+            "Execution.TimedOut",
+            "the execution ran past its ExecutionTimeout",
+        ));
+        exec.finish(ExecStatus::TimedOut, now);
+        return (Prepared::Ended, true);
+    }
+    let mut changed = false;
+    let mut next = exec.deadline_ms;
+    for op in &mut exec.ops {
+        match (op.op_type, op.status) {
+            (OpType::Wait, OpStatus::Started) => match op.due_ms {
+                Some(due) if due <= now => {
+                    op.end(OpStatus::Succeeded, due);
+                    changed = true;
+                }
+                Some(due) => next = next.min(due),
+                None => {}
+            },
+            (OpType::Step, OpStatus::Pending) => match op.due_ms {
+                Some(due) if due <= now => {
+                    op.status = OpStatus::Ready;
+                    changed = true;
+                }
+                Some(due) => next = next.min(due),
+                None => {}
+            },
+            (OpType::Callback, OpStatus::Started) => {
+                let timeout = [
+                    (op.callback_timeout_ms, "Callback.Timeout"),
+                    (op.heartbeat_due_ms, "Callback.Heartbeat"),
+                ]
+                .into_iter()
+                .find_map(|(due, kind)| due.filter(|d| *d <= now).map(|_| kind));
+                if let Some(kind) = timeout {
+                    op.error = Some(ErrorObject::new(kind, "the callback timed out"));
+                    op.end(OpStatus::TimedOut, now);
+                    changed = true;
+                } else {
+                    for due in [op.callback_timeout_ms, op.heartbeat_due_ms]
+                        .into_iter()
+                        .flatten()
+                    {
+                        next = next.min(due);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    if changed {
+        exec.needs_invoke = true;
+    }
+    if exec.status == ExecStatus::Paused || !exec.needs_invoke {
+        return (Prepared::Sleep(next), changed);
+    }
+    exec.needs_invoke = false;
+    exec.changed.clear();
+    let token = random_id();
+    exec.token = Some(token.clone());
+    exec.tokens = vec![token.clone()];
+    let operations: Vec<Value> = exec.ops.iter().map(|o| o.to_json(false)).collect();
+    let payload = json!({
+        "DurableExecutionArn": exec.arn,
+        "CheckpointToken": token,
+        "InitialExecutionState": {"Operations": operations, "NextMarker": ""},
+    });
+    (Prepared::Invoke(payload), true)
+}
+
+/// What one invocation answered.
+enum Answer {
+    Succeeded(Option<String>),
+    Failed(Option<ErrorObject>),
+    Pending,
+    /// It did not answer as the SDK does: invoke it again, a few times.
+    Retry(ErrorObject),
+}
+
+fn parse_output(bytes: &[u8]) -> Answer {
+    let Ok(v) = serde_json::from_slice::<Value>(bytes) else {
+        return Answer::Retry(ErrorObject::new(
+            "Runtime.InvalidOutput",
+            "a durable function must answer {\"Status\": ...}",
+        ));
+    };
+    match v.get("Status").and_then(Value::as_str) {
+        Some("SUCCEEDED") => {
+            Answer::Succeeded(v.get("Result").and_then(Value::as_str).map(str::to_owned))
+        }
+        Some("FAILED") => Answer::Failed(
+            v.get("Error")
+                .and_then(|e| serde_json::from_value(e.clone()).ok()),
+        ),
+        Some("PENDING") => Answer::Pending,
+        _ => Answer::Retry(ErrorObject::new(
+            "Runtime.InvalidOutput",
+            "a durable function must answer SUCCEEDED, FAILED or PENDING",
+        )),
+    }
+}
+
+/// Why a checkpoint was refused.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum CheckpointError {
+    #[error("no such durable execution")]
+    Unknown,
+    #[error(
+        "Invalid Checkpoint Token: the token was used already or belongs to another invocation"
+    )]
+    StaleToken,
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// A chained invoke a checkpoint started: its operation, the function, the payload.
+pub(crate) type Chained = (String, String, Option<String>);
+
+/// `CheckpointDurableExecution`: applies `updates` (all or none), consumes `token` and
+/// answers the next token with the operations that changed. Chained invokes it starts
+/// are handed back to be run.
+pub(crate) fn checkpoint(
+    dex: &Dex,
+    id: &str,
+    token: &str,
+    client_token: Option<&str>,
+    updates: &[OperationUpdate],
+) -> Result<(Value, Vec<Chained>), CheckpointError> {
+    dex.with(id, |exec, now| {
+        if let Some(ct) = client_token
+            && let Some((_, answer)) = exec.answered.iter().find(|(t, _)| t == ct)
+        {
+            return (Ok((answer.clone(), Vec::new())), false);
+        }
+        if exec.token.as_deref() != Some(token) {
+            return (Err(CheckpointError::StaleToken), false);
+        }
+        let mut ops = exec.ops.clone();
+        let mut changed: Vec<String> = std::mem::take(&mut exec.changed);
+        let mut invokes = Vec::new();
+        for u in updates {
+            let applied = if u.op_type == OpType::Execution {
+                match ops.iter_mut().find(|o| o.id == exec.id) {
+                    Some(op) if u.id == op.id => op.apply(u, now),
+                    _ => Err(Invalid(format!("{:?} is not this execution's id", u.id))),
+                }
+            } else {
+                match ops.iter_mut().find(|o| o.id == u.id) {
+                    Some(op) => op.apply(u, now),
+                    None => Operation::from_update(u, now).map(|mut op| {
+                        if op.op_type == OpType::Callback {
+                            op.callback_id = Some(random_id());
+                        }
+                        if let Some(target) = &op.invoke_target {
+                            invokes.push((op.id.clone(), target.clone(), u.payload.clone()));
+                        }
+                        ops.push(op);
+                    }),
+                }
+            };
+            if let Err(Invalid(m)) = applied {
+                exec.changed = changed;
+                return (
+                    Err(CheckpointError::Invalid(format!(
+                        "update of {:?}: {m}",
+                        u.id
+                    ))),
+                    false,
+                );
+            }
+            if !changed.contains(&u.id) {
+                changed.push(u.id.clone());
+            }
+        }
+        exec.ops = ops;
+        let next = random_id();
+        exec.token = Some(next.clone());
+        exec.tokens.push(next.clone());
+        let operations: Vec<Value> = changed
+            .iter()
+            .filter_map(|id| exec.op(id))
+            .map(|o| o.to_json(true))
+            .collect();
+        let answer = json!({
+            "CheckpointToken": next,
+            "NewExecutionState": {"Operations": operations},
+        });
+        if let Some(ct) = client_token {
+            if exec.answered.len() == ANSWERS_KEPT {
+                exec.answered.pop_front();
+            }
+            exec.answered.push_back((ct.to_owned(), answer.clone()));
+        }
+        (Ok((answer, invokes)), true)
+    })
+    .unwrap_or(Err(CheckpointError::Unknown))
+}
+
+/// Ends operation `op` of execution `id` from outside (a callback's answer, a chained
+/// invoke's outcome): the function is invoked again to see it.
+pub(crate) fn complete(
+    dex: &Dex,
+    id: &str,
+    op: &str,
+    outcome: Result<Option<String>, ErrorObject>,
+) -> Option<Result<(), OpStatus>> {
+    dex.with(id, |exec, now| {
+        let Some(operation) = exec.op_mut(op) else {
+            return (Err(OpStatus::Stopped), false);
+        };
+        if operation.status.is_terminal() {
+            return (Err(operation.status), false);
+        }
+        match outcome {
+            Ok(result) => {
+                operation.result = result;
+                operation.end(OpStatus::Succeeded, now);
+            }
+            Err(error) => {
+                operation.error = Some(error);
+                operation.end(OpStatus::Failed, now);
+            }
+        }
+        exec.changed.push(op.to_owned());
+        exec.needs_invoke = true;
+        (Ok(()), true)
+    })
+}
+
+/// Runs a chained invoke: `target` with `payload`, its outcome recorded on `op`.
+pub(crate) fn spawn_chained(
+    dex: Arc<Dex>,
+    hub: WeakHub,
+    id: String,
+    op: String,
+    target: String,
+    payload: Option<String>,
+) {
+    tokio::spawn(async move {
+        let outcome = match (hub.upgrade(), target.parse()) {
+            (Some(hub), Ok(target)) => {
+                let invocation = Invocation::new(target, Bytes::from(payload.unwrap_or_default()));
+                match hub.call(invocation).await {
+                    Ok(c) => match c.outcome {
+                        Ok(bytes) => Ok(Some(String::from_utf8_lossy(&bytes).into_owned())),
+                        Err(e) => Err(ErrorObject::new(
+                            e.error_type.as_deref().unwrap_or(e.kind.as_str()),
+                            e.message,
+                        )),
+                    },
+                    Err(e) => Err(ErrorObject::new("ServiceException", e.to_string())),
+                }
+            }
+            (None, _) => return,
+            (_, Err(e)) => Err(ErrorObject::new(
+                "ResourceNotFoundException",
+                format!("{target:?}: {e}"),
+            )),
+        };
+        complete(&dex, &id, &op, outcome);
+    });
+}

@@ -1,0 +1,222 @@
+//! Lambda durable functions at the front door: `Invoke` of a durable function starts an
+//! execution, and the durable execution API under `/2025-12-01/` (see the hub's `dex`
+//! module) answers operators and the AWS CLI.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use fnhub_core::{FunctionRef, Principal};
+use serde_json::json;
+
+use super::invoke::{Front, aws_error, refused_signature};
+use super::sigv4;
+use crate::dex::{self, ExecStatus, StartError};
+
+/// The longest a `RequestResponse` call of a durable function waits for its execution to
+/// end (Lambda's synchronous limit); the execution's own timeout when that is shorter.
+pub const MAX_SYNC_WAIT: Duration = Duration::from_secs(15 * 60);
+
+/// `Invoke` of a durable function: starts (or, by name, finds) an execution.
+pub(super) async fn invoke(
+    front: &Front,
+    target: &FunctionRef,
+    version: u32,
+    kind: &str,
+    name: Option<String>,
+    payload: Bytes,
+) -> Response {
+    let dex = front.hub.dex();
+    let function = target.name.as_str();
+    let Some(config) = dex.config_of(function) else {
+        return aws_error(
+            StatusCode::NOT_FOUND,
+            "ResourceNotFoundException",
+            "not a durable function",
+        );
+    };
+    let Ok(input) = String::from_utf8(payload.to_vec()) else {
+        return aws_error(
+            StatusCode::BAD_REQUEST,
+            "InvalidRequestContentException",
+            "the payload of a durable function is UTF-8 JSON",
+        );
+    };
+    let (id, new, mut done) = match dex.start(function, version, input, name) {
+        Ok(started) => started,
+        Err(StartError::AlreadyStarted(n)) => {
+            return aws_error(
+                StatusCode::CONFLICT,
+                "DurableExecutionAlreadyStartedException",
+                &format!("an execution named {n:?} was started with another input"),
+            );
+        }
+        Err(StartError::Invalid(m)) => {
+            return aws_error(
+                StatusCode::BAD_REQUEST,
+                "InvalidParameterValueException",
+                &m,
+            );
+        }
+        Err(e @ StartError::Unsaved(_)) => {
+            return aws_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "ServiceException",
+                &e.to_string(),
+            );
+        }
+    };
+    if new {
+        tokio::spawn(dex::drive(dex.clone(), front.hub.downgrade(), id.clone()));
+    }
+    let Some(exec) = dex.snapshot(&id) else {
+        return aws_error(
+            StatusCode::NOT_FOUND,
+            "ResourceNotFoundException",
+            "execution gone",
+        );
+    };
+    let arn = exec.arn.clone();
+    let with_arn = |mut r: Response| {
+        if let Ok(v) = HeaderValue::from_str(&arn) {
+            r.headers_mut().insert("x-amz-durable-execution-arn", v);
+        }
+        if let Ok(v) = HeaderValue::from_str(&version.to_string()) {
+            r.headers_mut().insert("x-amz-executed-version", v);
+        }
+        r
+    };
+    if kind == "Event" {
+        return with_arn(StatusCode::ACCEPTED.into_response());
+    }
+    let wait = MAX_SYNC_WAIT.min(config.execution_timeout + Duration::from_secs(1));
+    let ended = tokio::time::timeout(wait, done.wait_for(|d| *d)).await;
+    let Some(exec) = dex.snapshot(&id) else {
+        return aws_error(
+            StatusCode::NOT_FOUND,
+            "ResourceNotFoundException",
+            "execution gone",
+        );
+    };
+    let response = match (ended, exec.status) {
+        (Ok(Ok(_)), ExecStatus::Succeeded) => {
+            let mut r = (StatusCode::OK, exec.result.clone().unwrap_or_default()).into_response();
+            r.headers_mut()
+                .insert("content-type", HeaderValue::from_static("application/json"));
+            r
+        }
+        (Ok(Ok(_)), status) => {
+            let error = exec.error.clone().unwrap_or_default();
+            let body = json!({
+                "errorType": error.error_type.unwrap_or_else(|| format!("{status:?}")),
+                "errorMessage": error.error_message.unwrap_or_default(),
+            });
+            let mut r = (StatusCode::OK, body.to_string()).into_response();
+            r.headers_mut().insert(
+                "x-amz-function-error",
+                HeaderValue::from_static("Unhandled"),
+            );
+            r
+        }
+        _ => {
+            let body = json!({
+                "errorType": "Durable.SynchronousWaitExceeded",
+                "errorMessage": format!(
+                    "the execution is still running after {}s; follow it with GetDurableExecution",
+                    wait.as_secs()
+                ),
+            });
+            let mut r = (StatusCode::OK, body.to_string()).into_response();
+            r.headers_mut().insert(
+                "x-amz-function-error",
+                HeaderValue::from_static("Unhandled"),
+            );
+            r
+        }
+    };
+    with_arn(response)
+}
+
+/// Every request under `/2025-12-01/`.
+pub(super) async fn api(State(front): State<Arc<Front>>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let body = match axum::body::to_bytes(body, front.config.max_payload).await {
+        Ok(b) => b,
+        Err(_) => {
+            return aws_error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "RequestTooLargeException",
+                "the request body is too large",
+            );
+        }
+    };
+    let path = parts.uri.path().to_owned();
+    let query = parts.uri.query().unwrap_or("").to_owned();
+    let headers: Vec<(&str, &str)> = parts
+        .headers
+        .iter()
+        .filter_map(|(k, v)| v.to_str().ok().map(|v| (k.as_str(), v)))
+        .collect();
+    let signed = sigv4::SignedRequest {
+        method: parts.method.as_str(),
+        path: &path,
+        query: &query,
+        headers: &headers,
+        body: &body,
+    };
+    let principal = match front.check_headers(&signed) {
+        Err(response) => return response,
+        Ok(None) => Principal::anonymous(),
+        Ok(Some(checked)) => {
+            let mut hash = sigv4::BodyHash::new();
+            hash.update(&body);
+            match checked
+                .finish(&signed, &hash.finish())
+                .map_err(refused_signature)
+                .and_then(|key| front.principal_of(&key))
+            {
+                Ok(p) => p,
+                Err(response) => return response,
+            }
+        }
+    };
+    let rest = path.strip_prefix("/2025-12-01/").unwrap_or_default();
+    let may_invoke = |function: &str| {
+        function
+            .parse::<FunctionRef>()
+            .is_ok_and(|f| front.config.allows(&principal, &f))
+    };
+    let asker = dex::api::Asker {
+        from_function: false,
+        may_invoke: &may_invoke,
+    };
+    let hub = front.hub.downgrade();
+    match dex::api::serve(
+        front.hub.dex(),
+        &hub,
+        &asker,
+        parts.method.as_str(),
+        rest,
+        &query,
+        &body,
+    ) {
+        Ok((status, body)) => {
+            let mut r = (
+                StatusCode::from_u16(status).unwrap_or(StatusCode::OK),
+                body.to_string(),
+            )
+                .into_response();
+            r.headers_mut()
+                .insert("content-type", HeaderValue::from_static("application/json"));
+            r
+        }
+        Err(e) => aws_error(
+            StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_REQUEST),
+            e.kind,
+            &e.message,
+        ),
+    }
+}

@@ -1,0 +1,356 @@
+//! Lambda durable functions, unchanged: Python functions written with AWS's
+//! `aws-durable-execution-sdk-python` under the unmodified `awslambdaric`, run by the hub,
+//! driven and inspected with the AWS CLI at the front door. The SDK checkpoints through
+//! the function endpoint; the hub re-invokes it after a wait, a callback and a chained
+//! invoke.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use common::python_with_ric;
+use fnhub::http::HttpConfig;
+use fnhub::{DurableConfig, EdgeHub, FunctionName, FunctionSpec, Runtime};
+use fnhub_core::{CapabilityProfile, ServiceAccess};
+use serde_json::{Value, json};
+
+/// Python with awslambdaric and the durable SDK, and the AWS CLI; `None` (a failure under
+/// `CI=true`) when one is missing.
+fn peers() -> Option<PathBuf> {
+    let python = python_with_ric()?;
+    let sdk = Command::new(&python)
+        .args(["-c", "import aws_durable_execution_sdk_python"])
+        .status()
+        .is_ok_and(|s| s.success());
+    let cli = Command::new("aws")
+        .args(["lambda", "help"])
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("get-durable-execution"));
+    if sdk && cli {
+        return Some(python);
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "aws-durable-execution-sdk-python and an AWS CLI with the durable API are required under CI"
+    );
+    eprintln!("skipping: pip install aws-durable-execution-sdk-python awscli");
+    None
+}
+
+fn function(
+    python: &std::path::Path,
+    name: &str,
+    handler: &str,
+    access: ServiceAccess,
+) -> FunctionSpec {
+    let mut profile = CapabilityProfile::default();
+    profile.services = access;
+    FunctionSpec::new(
+        FunctionName::new(name).unwrap(),
+        Runtime::Process {
+            command: vec![
+                python.display().to_string(),
+                "-m".into(),
+                "awslambdaric".into(),
+                handler.into(),
+            ],
+            workdir: Some(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/python")),
+            handler: Some(handler.into()),
+        },
+    )
+    .with_capabilities(profile)
+    .with_timeout(Duration::from_secs(30))
+}
+
+/// `aws lambda <args>` against the hub; its exit status, JSON answer and stderr.
+async fn aws(addr: SocketAddr, args: Vec<String>) -> (bool, Value, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new("aws");
+    cmd.args(["lambda", "--endpoint-url"])
+        .arg(format!("http://{addr}"))
+        .args(&args)
+        .env("AWS_ACCESS_KEY_ID", "AKIDLOCAL")
+        .env("AWS_SECRET_ACCESS_KEY", "local")
+        .env("AWS_DEFAULT_REGION", "us-east-1")
+        .env("AWS_CONFIG_FILE", dir.path().join("none"))
+        .env("AWS_SHARED_CREDENTIALS_FILE", dir.path().join("none"))
+        .env("AWS_MAX_ATTEMPTS", "1")
+        .current_dir(dir.path());
+    let out = tokio::task::spawn_blocking(move || {
+        let out = cmd.output().unwrap();
+        drop(dir);
+        out
+    })
+    .await
+    .unwrap();
+    (
+        out.status.success(),
+        serde_json::from_slice(&out.stdout).unwrap_or(Value::Null),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn args(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| (*s).to_owned()).collect()
+}
+
+async fn hub(python: &std::path::Path) -> (EdgeHub, fnhub::http::HttpServer) {
+    let mut order = ServiceAccess::default();
+    order.publish = vec!["approvals/#".into()];
+    order.invoke = vec!["plain".into()];
+    let hub = EdgeHub::builder()
+        .deploy(function(python, "order", "durable_app.order", order))
+        .deploy(function(
+            python,
+            "quick",
+            "durable_app.quick",
+            ServiceAccess::default(),
+        ))
+        .deploy(function(
+            python,
+            "plain",
+            "durable_app.plain",
+            ServiceAccess::default(),
+        ))
+        .lambda_durable("order", DurableConfig::default())
+        .lambda_durable("quick", DurableConfig::default())
+        .build()
+        .unwrap();
+    let server = fnhub::http::serve(
+        &hub,
+        "127.0.0.1:0".parse().unwrap(),
+        HttpConfig::unauthenticated_loopback(),
+    )
+    .await
+    .unwrap();
+    (hub, server)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_durable_function_waits_takes_a_callback_and_calls_another() {
+    let Some(python) = peers() else { return };
+    let (hub, server) = hub(&python).await;
+    let addr = server.local_addr();
+    let mut approvals = hub.subscribe("approvals/#", 4).unwrap();
+
+    // Started as an Event: 202 and the execution's ARN at once.
+    let (ok, started, err) = aws(
+        addr,
+        args(&[
+            "invoke",
+            "--function-name",
+            "order",
+            "--invocation-type",
+            "Event",
+            "--durable-execution-name",
+            "order-1",
+            "--payload",
+            r#"{"n": 21}"#,
+            "out.json",
+        ]),
+    )
+    .await;
+    assert!(ok, "{err}");
+    assert_eq!(started["StatusCode"], 202, "{started}");
+    let arn = started["DurableExecutionArn"].as_str().unwrap().to_owned();
+    assert!(
+        arn.contains(":function:order:") && arn.contains("/durable-execution/order-1/"),
+        "{arn}"
+    );
+
+    // The same name and input finds the same execution; another input is refused.
+    let (_, again, _) = aws(
+        addr,
+        args(&[
+            "invoke",
+            "--function-name",
+            "order",
+            "--invocation-type",
+            "Event",
+            "--durable-execution-name",
+            "order-1",
+            "--payload",
+            r#"{"n": 21}"#,
+            "out.json",
+        ]),
+    )
+    .await;
+    assert_eq!(again["DurableExecutionArn"], arn.as_str());
+    let (ok, _, err) = aws(
+        addr,
+        args(&[
+            "invoke",
+            "--function-name",
+            "order",
+            "--invocation-type",
+            "Event",
+            "--durable-execution-name",
+            "order-1",
+            "--payload",
+            r#"{"n": 1}"#,
+            "out.json",
+        ]),
+    )
+    .await;
+    assert!(
+        !ok && err.contains("DurableExecutionAlreadyStartedException"),
+        "{err}"
+    );
+
+    // After its step and its one-second wait it asks for approval: answer the callback.
+    let asked = tokio::time::timeout(Duration::from_secs(60), approvals.recv())
+        .await
+        .expect("the function never asked for approval")
+        .unwrap();
+    let callback: Value = serde_json::from_slice(&asked.payload).unwrap();
+    let callback = callback["callback"].as_str().unwrap().to_owned();
+    let (running, _, _) = aws(
+        addr,
+        args(&["get-durable-execution", "--durable-execution-arn", &arn]),
+    )
+    .await;
+    assert!(running);
+    let (ok, _, err) = aws(
+        addr,
+        args(&[
+            "send-durable-execution-callback-success",
+            "--callback-id",
+            &callback,
+            "--result",
+            r#"{"approved": true}"#,
+        ]),
+    )
+    .await;
+    assert!(ok, "{err}");
+    // A second answer to the same callback is refused.
+    let (ok, _, err) = aws(
+        addr,
+        args(&[
+            "send-durable-execution-callback-success",
+            "--callback-id",
+            &callback,
+            "--result",
+            "{}",
+        ]),
+    )
+    .await;
+    assert!(!ok && err.contains("CallbackTimeoutException"), "{err}");
+
+    // Then it calls `plain` and ends.
+    let until = std::time::Instant::now() + Duration::from_secs(60);
+    let done = loop {
+        let (_, exec, err) = aws(
+            addr,
+            args(&["get-durable-execution", "--durable-execution-arn", &arn]),
+        )
+        .await;
+        if exec["Status"] != "RUNNING" {
+            break exec;
+        }
+        assert!(
+            std::time::Instant::now() < until,
+            "still running: {exec} {err}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    assert_eq!(done["Status"], "SUCCEEDED", "{done}");
+    let result: Value = serde_json::from_str(done["Result"].as_str().unwrap()).unwrap();
+    // A callback's result reaches the function as sent (the SDK passes it through).
+    assert_eq!(
+        result,
+        json!({"doubled": 42, "approval": r#"{"approved": true}"#, "child": {"x2": 142}})
+    );
+    assert_eq!(done["DurableExecutionName"], "order-1");
+
+    let (_, history, err) = aws(
+        addr,
+        args(&[
+            "get-durable-execution-history",
+            "--durable-execution-arn",
+            &arn,
+        ]),
+    )
+    .await;
+    let kinds: Vec<&str> = history["Events"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{history} {err}"))
+        .iter()
+        .filter_map(|e| e["EventType"].as_str())
+        .collect();
+    for kind in [
+        "ExecutionStarted",
+        "StepSucceeded",
+        "WaitSucceeded",
+        "CallbackSucceeded",
+        "ChainedInvokeSucceeded",
+        "ExecutionSucceeded",
+    ] {
+        assert!(kinds.contains(&kind), "{kind} missing from {kinds:?}");
+    }
+    let (_, listed, _) = aws(
+        addr,
+        args(&[
+            "list-durable-executions-by-function",
+            "--function-name",
+            "order",
+        ]),
+    )
+    .await;
+    assert_eq!(
+        listed["DurableExecutions"].as_array().unwrap().len(),
+        1,
+        "{listed}"
+    );
+    assert_eq!(listed["DurableExecutions"][0]["Status"], "SUCCEEDED");
+
+    // A checkpoint with a token the hub never gave is refused.
+    let (ok, _, err) = aws(
+        addr,
+        args(&[
+            "checkpoint-durable-execution",
+            "--durable-execution-arn",
+            &arn,
+            "--checkpoint-token",
+            "forged",
+        ]),
+    )
+    .await;
+    assert!(
+        !ok && err.contains("InvalidParameterValueException"),
+        "{err}"
+    );
+    server.shutdown().await;
+    hub.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_synchronous_call_waits_for_the_execution() {
+    let Some(python) = peers() else { return };
+    let (hub, server) = hub(&python).await;
+    let addr = server.local_addr();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.json");
+    let (ok, answer, err) = aws(
+        addr,
+        vec![
+            "invoke".into(),
+            "--function-name".into(),
+            "quick".into(),
+            "--payload".into(),
+            r#"{"n": 4}"#.into(),
+            out.display().to_string(),
+        ],
+    )
+    .await;
+    assert!(ok, "{err}");
+    assert_eq!(answer["StatusCode"], 200, "{answer}");
+    assert!(answer["DurableExecutionArn"].as_str().is_some(), "{answer}");
+    let result: Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    assert_eq!(result, json!({"first": 5, "second": 50}));
+    server.shutdown().await;
+    hub.shutdown().await;
+}
