@@ -354,3 +354,102 @@ async fn a_synchronous_call_waits_for_the_execution() {
     server.shutdown().await;
     hub.shutdown().await;
 }
+
+/// A hub killed with SIGKILL while an execution waits comes back from its config file and
+/// finishes it: the step that ran before the kill is not run again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_execution_survives_a_sigkill_of_the_hub() {
+    let Some(python) = peers() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let config = dir.path().join("hub.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[hub]\nname = \"durable\"\ncheckpoint_dir = \"{}\"\n\n\
+             [http]\nlisten = \"127.0.0.1:0\"\nauth = \"none\"\n\n\
+             [[function]]\nname = \"slow\"\nruntime = \"process\"\n\
+             command = [\"{}\", \"-m\", \"awslambdaric\", \"durable_app.slow\"]\n\
+             workdir = \"{}\"\ntimeout_ms = 30000\ndurable = {{ execution_timeout_s = 600 }}\n",
+            state.display(),
+            python.display(),
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("fixtures/python")
+                .display()
+        ),
+    )
+    .unwrap();
+    let record = dir.path().join("record");
+    let (mut first_hub, addr) = common::start_event_hub(&config, &record);
+    let addr: SocketAddr = addr.parse().unwrap();
+    let (ok, started, err) = aws(
+        addr,
+        args(&[
+            "invoke",
+            "--function-name",
+            "slow",
+            "--invocation-type",
+            "Event",
+            "--payload",
+            r#"{"wait": 4}"#,
+            "out.json",
+        ]),
+    )
+    .await;
+    assert!(ok, "{err}");
+    let arn = started["DurableExecutionArn"].as_str().unwrap().to_owned();
+
+    // Once the step is saved and the wait begun, kill the hub.
+    let saved = state.join("durable-executions");
+    let until = std::time::Instant::now() + Duration::from_secs(60);
+    let first = loop {
+        let ops: Vec<Value> = std::fs::read_dir(&saved)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".json"))
+            .filter_map(|e| serde_json::from_slice::<Value>(&std::fs::read(e.path()).ok()?).ok())
+            .flat_map(|exec| exec["ops"].as_array().cloned().unwrap_or_default())
+            .collect();
+        let step = ops
+            .iter()
+            .find(|o| o["name"] == "first" && o["status"] == "SUCCEEDED");
+        let waiting = ops
+            .iter()
+            .any(|o| o["name"] == "nap" && o["status"] == "STARTED");
+        if let (Some(step), true) = (step, waiting) {
+            break serde_json::from_str::<Value>(step["result"].as_str().unwrap()).unwrap();
+        }
+        assert!(
+            std::time::Instant::now() < until,
+            "never reached the wait: {ops:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    first_hub.kill().unwrap();
+    first_hub.wait().unwrap();
+
+    let (mut second_hub, addr) = common::start_event_hub(&config, &record);
+    let addr: SocketAddr = addr.parse().unwrap();
+    let until = std::time::Instant::now() + Duration::from_secs(60);
+    let done = loop {
+        let (_, exec, err) = aws(
+            addr,
+            args(&["get-durable-execution", "--durable-execution-arn", &arn]),
+        )
+        .await;
+        if exec["Status"] != "RUNNING" {
+            break exec;
+        }
+        assert!(
+            std::time::Instant::now() < until,
+            "still running: {exec} {err}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    let _ = second_hub.kill();
+    let _ = second_hub.wait();
+    assert_eq!(done["Status"], "SUCCEEDED", "{done}");
+    let result: Value = serde_json::from_str(done["Result"].as_str().unwrap()).unwrap();
+    assert_eq!(result, json!({"first": first, "after": "done"}));
+}

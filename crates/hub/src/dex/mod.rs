@@ -233,8 +233,10 @@ impl Dex {
         };
         let mut state = State::default();
         let mut running = Vec::new();
-        for exec in loaded {
+        for mut exec in loaded {
             if !exec.status.is_terminal() {
+                // An invocation may have been cut short: the function replays.
+                exec.needs_invoke = true;
                 running.push(exec.id.clone());
             }
             state.insert(exec);

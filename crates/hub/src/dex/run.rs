@@ -381,3 +381,118 @@ pub(crate) fn spawn_chained(
         complete(&dex, &id, &op, outcome);
     });
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dex::DurableConfig;
+
+    fn dex() -> (Arc<Dex>, String) {
+        let clock = Arc::new(fnhub_core::ManualClock::starting_at(
+            std::time::Instant::now(),
+            std::time::UNIX_EPOCH + Duration::from_secs(1_000),
+        ));
+        let (dex, _) = Dex::new(None, clock).unwrap();
+        dex.declare(
+            "f",
+            DurableConfig::default().with_execution_timeout(Duration::from_secs(60)),
+        );
+        let (id, new, _) = dex.start("f", 1, "{}".into(), Some("n".into())).unwrap();
+        assert!(new);
+        (Arc::new(dex), id)
+    }
+
+    fn updates(json: &str) -> Vec<OperationUpdate> {
+        serde_json::from_str(json).unwrap()
+    }
+
+    /// The token of the invocation `prepare` makes now.
+    fn invoke(dex: &Dex, id: &str, at_ms: u64) -> Option<String> {
+        dex.with(id, |exec, _| prepare(exec, at_ms))
+            .and_then(|p| match p {
+                Prepared::Invoke(payload) => {
+                    Some(payload["CheckpointToken"].as_str().unwrap().to_owned())
+                }
+                _ => None,
+            })
+    }
+
+    #[test]
+    fn tokens_are_consumed_and_client_tokens_answer_once() {
+        let (dex, id) = dex();
+        let token = invoke(&dex, &id, 1_000_000).unwrap();
+        let step = updates(r#"[{"Id":"s","Type":"STEP","Action":"START"}]"#);
+        let (answer, _) = checkpoint(&dex, &id, &token, Some("c1"), &step).unwrap();
+        let next = answer["CheckpointToken"].as_str().unwrap().to_owned();
+        assert_eq!(
+            answer["NewExecutionState"]["Operations"][0]["Status"],
+            "STARTED"
+        );
+        // The same client token gets the same answer, even with the spent token.
+        let (again, _) = checkpoint(&dex, &id, &token, Some("c1"), &step).unwrap();
+        assert_eq!(again, answer);
+        // A spent token without it is refused.
+        assert!(matches!(
+            checkpoint(&dex, &id, &token, None, &step),
+            Err(CheckpointError::StaleToken)
+        ));
+        // A bad update refuses the whole checkpoint: the good one before it is not kept.
+        let mixed = updates(
+            r#"[{"Id":"s","Type":"STEP","Action":"SUCCEED","Payload":"1"},
+                {"Id":"w","Type":"WAIT","Action":"START"}]"#,
+        );
+        assert!(matches!(
+            checkpoint(&dex, &id, &next, None, &mixed),
+            Err(CheckpointError::Invalid(_))
+        ));
+        let exec = dex.snapshot(&id).unwrap();
+        assert_eq!(exec.op("s").unwrap().status, OpStatus::Started);
+        assert!(exec.op("w").is_none());
+        assert!(checkpoint(&dex, "nope", &next, None, &step).is_err());
+    }
+
+    #[test]
+    fn retries_waits_and_callbacks_wake_the_execution_when_due() {
+        let (dex, id) = dex();
+        let t0 = 1_000_000;
+        let token = invoke(&dex, &id, t0).unwrap();
+        let ups = updates(
+            r#"[{"Id":"s","Type":"STEP","Action":"START"},
+                {"Id":"s","Type":"STEP","Action":"RETRY","StepOptions":{"NextAttemptDelaySeconds":5}},
+                {"Id":"w","Type":"WAIT","Action":"START","WaitOptions":{"WaitSeconds":10}},
+                {"Id":"c","Type":"CALLBACK","Action":"START","CallbackOptions":{"TimeoutSeconds":20}}]"#,
+        );
+        checkpoint(&dex, &id, &token, None, &ups).unwrap();
+        // The function answered PENDING: nothing is due before the retry.
+        dex.with(&id, |e, _| {
+            e.needs_invoke = false;
+            ((), false)
+        });
+        let sleep = dex.with(&id, |e, _| prepare(e, t0 + 1_000)).unwrap();
+        assert!(matches!(sleep, Prepared::Sleep(at) if at == 1_005_000));
+        assert!(invoke(&dex, &id, t0 + 5_000).is_some(), "the retry is due");
+        let exec = dex.snapshot(&id).unwrap();
+        assert_eq!(exec.op("s").unwrap().status, OpStatus::Ready);
+        assert_eq!(exec.op("w").unwrap().status, OpStatus::Started);
+        assert!(invoke(&dex, &id, t0 + 10_000).is_some(), "the wait is due");
+        assert_eq!(
+            dex.snapshot(&id).unwrap().op("w").unwrap().status,
+            OpStatus::Succeeded
+        );
+        assert!(
+            invoke(&dex, &id, t0 + 20_000).is_some(),
+            "the callback timed out"
+        );
+        let callback = dex.snapshot(&id).unwrap();
+        let callback = callback.op("c").unwrap();
+        assert_eq!(callback.status, OpStatus::TimedOut);
+        assert_eq!(
+            callback.error.as_ref().unwrap().error_type.as_deref(),
+            Some("Callback.Timeout")
+        );
+        // Past the execution's timeout it ends TIMED_OUT.
+        let ended = dex.with(&id, |e, _| prepare(e, t0 + 61_000)).unwrap();
+        assert!(matches!(ended, Prepared::Ended));
+        assert_eq!(dex.snapshot(&id).unwrap().status, ExecStatus::TimedOut);
+    }
+}
