@@ -102,8 +102,20 @@ async fn hub(python: &std::path::Path) -> (EdgeHub, fnhub::http::HttpServer) {
     let mut order = ServiceAccess::default();
     order.publish = vec!["approvals/#".into()];
     order.invoke = vec!["plain".into()];
+    let mut tour = ServiceAccess::default();
+    tour.publish = vec!["approvals/#".into()];
+    tour.invoke = vec!["quick".into()];
     let hub = EdgeHub::builder()
         .deploy(function(python, "order", "durable_app.order", order))
+        .deploy(function(python, "tour", "durable_app.tour", tour))
+        .deploy(function(
+            python,
+            "slow",
+            "durable_app.slow",
+            ServiceAccess::default(),
+        ))
+        .lambda_durable("tour", DurableConfig::default())
+        .lambda_durable("slow", DurableConfig::default())
         .deploy(function(
             python,
             "quick",
@@ -452,4 +464,195 @@ async fn an_execution_survives_a_sigkill_of_the_hub() {
     assert_eq!(done["Status"], "SUCCEEDED", "{done}");
     let result: Value = serde_json::from_str(done["Result"].as_str().unwrap()).unwrap();
     assert_eq!(result, json!({"first": first, "after": "done"}));
+}
+
+/// Polls `get-durable-execution` until the execution is no longer running.
+async fn finished(addr: SocketAddr, arn: &str) -> Value {
+    let until = std::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        let (_, exec, err) = aws(
+            addr,
+            args(&["get-durable-execution", "--durable-execution-arn", arn]),
+        )
+        .await;
+        if exec["Status"] != "RUNNING" {
+            return exec;
+        }
+        assert!(
+            std::time::Instant::now() < until,
+            "still running: {exec} {err}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+async fn start(addr: SocketAddr, function: &str, payload: &str) -> String {
+    let (ok, started, err) = aws(
+        addr,
+        args(&[
+            "invoke",
+            "--function-name",
+            function,
+            "--invocation-type",
+            "Event",
+            "--payload",
+            payload,
+            "out.json",
+        ]),
+    )
+    .await;
+    assert!(ok, "{err}");
+    started["DurableExecutionArn"].as_str().unwrap().to_owned()
+}
+
+/// The SDK's other operations: retries with backoff, `wait_for_callback`,
+/// `wait_for_condition`, `map`, `parallel`, a child context and a chained invoke of a
+/// durable function.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sdk_s_operations_all_run() {
+    let Some(python) = peers() else { return };
+    let (hub, server) = hub(&python).await;
+    let addr = server.local_addr();
+    let mut approvals = hub.subscribe("approvals/#", 4).unwrap();
+    let arn = start(addr, "tour", "{}").await;
+    let asked = tokio::time::timeout(Duration::from_secs(60), approvals.recv())
+        .await
+        .expect("the function never asked for approval")
+        .unwrap();
+    let callback: Value = serde_json::from_slice(&asked.payload).unwrap();
+    let callback = callback["callback"].as_str().unwrap().to_owned();
+    let (ok, _, err) = aws(
+        addr,
+        args(&[
+            "send-durable-execution-callback-success",
+            "--callback-id",
+            &callback,
+            "--result",
+            r#""yes""#,
+        ]),
+    )
+    .await;
+    assert!(ok, "{err}");
+    let done = finished(addr, &arn).await;
+    assert_eq!(done["Status"], "SUCCEEDED", "{done}");
+    let result: Value = serde_json::from_str(done["Result"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        result,
+        json!({
+            "attempts": 3,
+            // As sent: the SDK passes a callback's result through.
+            "approved": r#""yes""#,
+            "polled": 3,
+            "squares": [1, 4, 9],
+            "branches": ["left", "right"],
+            "nested": "inside",
+            "durable_child": {"first": 2, "second": 20},
+        }),
+        "{result}"
+    );
+    // The child execution is an execution of `quick` in its own right.
+    let (_, listed, _) = aws(
+        addr,
+        args(&[
+            "list-durable-executions-by-function",
+            "--function-name",
+            "quick",
+        ]),
+    )
+    .await;
+    assert_eq!(
+        listed["DurableExecutions"][0]["Status"], "SUCCEEDED",
+        "{listed}"
+    );
+    server.shutdown().await;
+    hub.shutdown().await;
+}
+
+/// Stop, and what the API refuses: unknown callbacks and executions, a payload over the
+/// limit; the execution is unharmed by them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_and_bad_input() {
+    let Some(python) = peers() else { return };
+    let (hub, server) = hub(&python).await;
+    let addr = server.local_addr();
+    let arn = start(addr, "slow", r#"{"wait": 30}"#).await;
+    for (call, error) in [
+        (
+            args(&[
+                "send-durable-execution-callback-success",
+                "--callback-id",
+                "no-such",
+                "--result",
+                "1",
+            ]),
+            "ResourceNotFoundException",
+        ),
+        (
+            args(&[
+                "get-durable-execution",
+                "--durable-execution-arn",
+                &format!("{arn}x"),
+            ]),
+            "ResourceNotFoundException",
+        ),
+        (
+            args(&[
+                "get-durable-execution-state",
+                "--durable-execution-arn",
+                &arn,
+                "--checkpoint-token",
+                "forged",
+            ]),
+            "InvalidParameterValueException",
+        ),
+    ] {
+        let (ok, _, err) = aws(addr, call).await;
+        assert!(!ok && err.contains(error), "{error}: {err}");
+    }
+    let big = "x".repeat(7 * 1024 * 1024);
+    let dir = tempfile::tempdir().unwrap();
+    let payload = dir.path().join("big.json");
+    std::fs::write(&payload, format!("\"{big}\"")).unwrap();
+    let (ok, _, err) = aws(
+        addr,
+        vec![
+            "invoke".into(),
+            "--function-name".into(),
+            "slow".into(),
+            "--invocation-type".into(),
+            "Event".into(),
+            "--payload".into(),
+            format!("fileb://{}", payload.display()),
+            "out.json".into(),
+        ],
+    )
+    .await;
+    assert!(!ok && err.contains("RequestTooLargeException"), "{err}");
+    let (_, exec, _) = aws(
+        addr,
+        args(&["get-durable-execution", "--durable-execution-arn", &arn]),
+    )
+    .await;
+    assert_eq!(exec["Status"], "RUNNING", "{exec}");
+
+    let (ok, stopped, err) = aws(
+        addr,
+        args(&["stop-durable-execution", "--durable-execution-arn", &arn]),
+    )
+    .await;
+    assert!(ok, "{err}");
+    assert!(
+        stopped["StopTimestamp"].is_string() || stopped["StopTimestamp"].is_number(),
+        "{stopped}"
+    );
+    let exec = finished(addr, &arn).await;
+    assert_eq!(exec["Status"], "STOPPED", "{exec}");
+    let (ok, _, err) = aws(
+        addr,
+        args(&["stop-durable-execution", "--durable-execution-arn", &arn]),
+    )
+    .await;
+    assert!(!ok && err.contains("ResourceConflictException"), "{err}");
+    server.shutdown().await;
+    hub.shutdown().await;
 }

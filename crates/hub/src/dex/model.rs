@@ -393,6 +393,10 @@ impl Operation {
                     .unwrap_or(1);
                 self.status = OpStatus::Pending;
                 self.error.clone_from(&u.error);
+                // A polled condition's state rides on its retries.
+                if u.payload.is_some() {
+                    self.result.clone_from(&u.payload);
+                }
                 self.due_ms = Some(now_ms + u64::from(delay) * 1000);
             }
             (OpType::Wait, Action::Cancel) => self.end(OpStatus::Cancelled, now_ms),

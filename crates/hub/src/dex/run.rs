@@ -348,6 +348,44 @@ pub(crate) fn complete(
     })
 }
 
+/// Starts an execution of the durable function `target` and waits for its end.
+async fn chained_execution(
+    dex: &Arc<Dex>,
+    hub: &WeakHub,
+    target: &str,
+    payload: Option<String>,
+) -> Result<Option<String>, ErrorObject> {
+    let Some(spec) = hub.upgrade().and_then(|h| h.resolve(&target.parse().ok()?)) else {
+        return Err(ErrorObject::new(
+            "ResourceNotFoundException",
+            format!("function {target:?} is not deployed"),
+        ));
+    };
+    let started = dex.start(
+        spec.name.as_str(),
+        spec.version.get(),
+        payload.unwrap_or_else(|| "{}".into()),
+        None,
+    );
+    let (child, _, mut done) =
+        started.map_err(|e| ErrorObject::new("InvalidParameterValueException", e.to_string()))?;
+    tokio::spawn(drive(dex.clone(), hub.clone(), child.clone()));
+    let _ = done.wait_for(|d| *d).await;
+    match dex.snapshot(&child) {
+        Some(exec) if exec.status == ExecStatus::Succeeded => Ok(exec.result),
+        Some(exec) => Err(exec.error.unwrap_or_else(|| {
+            ErrorObject::new(
+                "ChainedInvoke.Failed",
+                format!("the execution ended {:?}", exec.status),
+            )
+        })),
+        None => Err(ErrorObject::new(
+            "ServiceException",
+            "the child execution is gone",
+        )),
+    }
+}
+
 /// Runs a chained invoke: `target` with `payload`, its outcome recorded on `op`.
 pub(crate) fn spawn_chained(
     dex: Arc<Dex>,
@@ -358,6 +396,13 @@ pub(crate) fn spawn_chained(
     payload: Option<String>,
 ) {
     tokio::spawn(async move {
+        let name = target.split(':').next().unwrap_or_default().to_owned();
+        if dex.config_of(&name).is_some() {
+            // A durable function: a child execution, whose end is the invoke's outcome.
+            let outcome = chained_execution(&dex, &hub, &target, payload).await;
+            complete(&dex, &id, &op, outcome);
+            return;
+        }
         let outcome = match (hub.upgrade(), target.parse()) {
             (Some(hub), Ok(target)) => {
                 let invocation = Invocation::new(target, Bytes::from(payload.unwrap_or_default()));
