@@ -102,7 +102,7 @@ pub mod shadow;
 mod shadows;
 mod stats;
 
-pub use dex::DurableConfig;
+pub use dex::{DurableConfig, DurableExecution, DurableStartError};
 pub use durable::RESUME_FUNCTION;
 pub use edge::{EdgeHub, EdgeHubBuilder, HubError, PublishReport, WeakHub};
 pub use events::EventError;

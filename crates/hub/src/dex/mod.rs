@@ -17,6 +17,7 @@
 //! killed at any point comes back with each acknowledged checkpoint, and carries on its
 //! running executions by invoking their functions again (the SDK replays).
 
+mod handle;
 mod model;
 mod run;
 mod store;
@@ -32,6 +33,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::sync::{Notify, watch};
 
+pub use handle::{DurableExecution, DurableStartError};
 pub(crate) use model::ErrorObject;
 use model::{OpStatus, Operation};
 

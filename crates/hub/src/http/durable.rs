@@ -14,7 +14,8 @@ use serde_json::json;
 
 use super::invoke::{Front, aws_error, refused_signature};
 use super::sigv4;
-use crate::dex::{self, ExecStatus, StartError};
+use crate::DurableStartError;
+use crate::dex;
 
 /// The longest a `RequestResponse` call of a durable function waits for its execution to
 /// end (Lambda's synchronous limit); the execution's own timeout when that is shorter.
@@ -24,20 +25,10 @@ pub const MAX_SYNC_WAIT: Duration = Duration::from_secs(15 * 60);
 pub(super) async fn invoke(
     front: &Front,
     target: &FunctionRef,
-    version: u32,
     kind: &str,
     name: Option<String>,
     payload: Bytes,
 ) -> Response {
-    let dex = front.hub.dex();
-    let function = target.name.as_str();
-    let Some(config) = dex.config_of(function) else {
-        return aws_error(
-            StatusCode::NOT_FOUND,
-            "ResourceNotFoundException",
-            "not a durable function",
-        );
-    };
     let Ok(input) = String::from_utf8(payload.to_vec()) else {
         return aws_error(
             StatusCode::BAD_REQUEST,
@@ -45,23 +36,30 @@ pub(super) async fn invoke(
             "the payload of a durable function is UTF-8 JSON",
         );
     };
-    let (id, new, mut done) = match dex.start(function, version, input, name) {
-        Ok(started) => started,
-        Err(StartError::AlreadyStarted(n)) => {
+    let execution = match front.hub.start_durable(&target.to_string(), input, name) {
+        Ok(execution) => execution,
+        Err(DurableStartError::AlreadyStarted(n)) => {
             return aws_error(
                 StatusCode::CONFLICT,
                 "DurableExecutionAlreadyStartedException",
                 &format!("an execution named {n:?} was started with another input"),
             );
         }
-        Err(StartError::Invalid(m)) => {
+        Err(DurableStartError::NotDurable(f)) => {
+            return aws_error(
+                StatusCode::NOT_FOUND,
+                "ResourceNotFoundException",
+                &format!("{f} is not a durable function"),
+            );
+        }
+        Err(DurableStartError::Invalid(m)) => {
             return aws_error(
                 StatusCode::BAD_REQUEST,
                 "InvalidParameterValueException",
                 &m,
             );
         }
-        Err(e @ StartError::Unsaved(_)) => {
+        Err(e) => {
             return aws_error(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "ServiceException",
@@ -69,59 +67,28 @@ pub(super) async fn invoke(
             );
         }
     };
-    if new {
-        tokio::spawn(dex::drive(dex.clone(), front.hub.downgrade(), id.clone()));
-    }
-    let Some(exec) = dex.snapshot(&id) else {
-        return aws_error(
-            StatusCode::NOT_FOUND,
-            "ResourceNotFoundException",
-            "execution gone",
-        );
-    };
-    let arn = exec.arn.clone();
+    let arn = execution.arn.clone();
     let with_arn = |mut r: Response| {
         if let Ok(v) = HeaderValue::from_str(&arn) {
             r.headers_mut().insert("x-amz-durable-execution-arn", v);
-        }
-        if let Ok(v) = HeaderValue::from_str(&version.to_string()) {
-            r.headers_mut().insert("x-amz-executed-version", v);
         }
         r
     };
     if kind == "Event" {
         return with_arn(StatusCode::ACCEPTED.into_response());
     }
-    let wait = MAX_SYNC_WAIT.min(config.execution_timeout + Duration::from_secs(1));
-    let ended = tokio::time::timeout(wait, done.wait_for(|d| *d)).await;
-    let Some(exec) = dex.snapshot(&id) else {
-        return aws_error(
-            StatusCode::NOT_FOUND,
-            "ResourceNotFoundException",
-            "execution gone",
-        );
-    };
-    let response = match (ended, exec.status) {
-        (Ok(Ok(_)), ExecStatus::Succeeded) => {
-            let mut r = (StatusCode::OK, exec.result.clone().unwrap_or_default()).into_response();
-            r.headers_mut()
-                .insert("content-type", HeaderValue::from_static("application/json"));
-            r
-        }
-        (Ok(Ok(_)), status) => {
-            let error = exec.error.clone().unwrap_or_default();
-            let body = json!({
-                "errorType": error.error_type.unwrap_or_else(|| format!("{status:?}")),
-                "errorMessage": error.error_message.unwrap_or_default(),
-            });
-            let mut r = (StatusCode::OK, body.to_string()).into_response();
-            r.headers_mut().insert(
-                "x-amz-function-error",
-                HeaderValue::from_static("Unhandled"),
-            );
-            r
-        }
-        _ => {
+    let timeout = front
+        .hub
+        .dex()
+        .config_of(target.name.as_str())
+        .map_or(MAX_SYNC_WAIT, |c| {
+            c.execution_timeout + Duration::from_secs(1)
+        });
+    let wait = MAX_SYNC_WAIT.min(timeout);
+    let (body, failed) = match tokio::time::timeout(wait, execution.outcome()).await {
+        Ok(Ok(result)) => (result.to_vec(), false),
+        Ok(Err(e)) => (e.lambda_body("Error").to_string().into_bytes(), true),
+        Err(_) => {
             let body = json!({
                 "errorType": "Durable.SynchronousWaitExceeded",
                 "errorMessage": format!(
@@ -129,15 +96,19 @@ pub(super) async fn invoke(
                     wait.as_secs()
                 ),
             });
-            let mut r = (StatusCode::OK, body.to_string()).into_response();
-            r.headers_mut().insert(
-                "x-amz-function-error",
-                HeaderValue::from_static("Unhandled"),
-            );
-            r
+            (body.to_string().into_bytes(), true)
         }
     };
-    with_arn(response)
+    let mut r = (StatusCode::OK, body).into_response();
+    r.headers_mut()
+        .insert("content-type", HeaderValue::from_static("application/json"));
+    if failed {
+        r.headers_mut().insert(
+            "x-amz-function-error",
+            HeaderValue::from_static("Unhandled"),
+        );
+    }
+    with_arn(r)
 }
 
 /// Every request under `/2025-12-01/`.

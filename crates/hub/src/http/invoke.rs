@@ -372,9 +372,12 @@ pub(super) async fn invoke(
             .get("x-amz-durable-execution-name")
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        let response =
-            super::durable::invoke(&front, &target, spec.version.get(), &kind, name, body).await;
-        return request_id(response, &crate::dex::random_id());
+        let response = super::durable::invoke(&front, &target, &kind, name, body).await;
+        let version = spec.version.get();
+        return request_id(
+            with_version(response, &target, version),
+            &crate::dex::random_id(),
+        );
     }
     if kind == "DryRun" {
         return with_version(
