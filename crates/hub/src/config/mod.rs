@@ -6,7 +6,8 @@
 //! name = "hub-a"
 //! checkpoint_dir = "./data/checkpoints"   # optional: a DirStore there, and the durable
 //!                                         # queue of `Event` invocations in its `events/`,
-//!                                         # device shadows in its `shadows/`
+//!                                         # device shadows in its `shadows/`, Lambda
+//!                                         # durable executions in `durable-executions/`
 //! workers = 16                            # optional
 //! queue_capacity = 1024                   # optional
 //!
@@ -37,6 +38,13 @@
 //! timeout_ms = 3000
 //!
 //! [[function]]
+//! name = "order"                          # a Lambda durable function (AWS's durable SDK)
+//! runtime = "process"
+//! command = ["python3", "-m", "awslambdaric", "order.handler"]
+//! workdir = "functions/order"
+//! durable = { execution_timeout_s = 900, retention_days = 7 }   # both optional
+//!
+//! [[function]]
 //! name = "scale"
 //! runtime = "wasm"                        # needs feature `wasm`
 //! module = "functions/scale.wat"
@@ -65,7 +73,8 @@
 //!
 //! Every number is bounded, and a value outside says the bounds: `workers` 1 to 4096,
 //! `queue_capacity` 1 to 1,048,576, `memory_mb` 1 to 1,048,576, `timeout_ms` 1 to a day,
-//! `concurrency` 1 to 1024, a flow's `wait:` up to a day, `[mqtt] max_message_bytes` (the
+//! `concurrency` 1 to 1024, `durable.execution_timeout_s` 1 to 31,622,400 (366 days,
+//! default a day), `durable.retention_days` 1 to 90 (default 14), a flow's `wait:` up to a day, `[mqtt] max_message_bytes` (the
 //! largest inbound payload taken; default 128 KiB, AWS IoT's) 1 to 256 MiB. Refused too: a function declared
 //! twice; a `files` grant of `/`; a grant or `workdir` that holds this file or the
 //! checkpoint folder (the keys and checkpoints are the hub's alone); an empty or repeated

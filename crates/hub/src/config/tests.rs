@@ -414,3 +414,33 @@ async fn aliases_name_declared_versions_and_split_by_weight() {
         assert!(e.contains(key), "{alias}: {e}");
     }
 }
+
+#[test]
+fn durable_functions_take_lambda_s_durable_config() {
+    let c = HubConfig::parse(
+        &with_function("durable = { execution_timeout_s = 900, retention_days = 7 }"),
+        Path::new("hub.toml"),
+    )
+    .unwrap();
+    let (name, config) = &c.durables[0];
+    assert_eq!(name, "f");
+    assert_eq!(config.execution_timeout, Duration::from_secs(900));
+    assert_eq!(config.retention, Duration::from_secs(7 * 86_400));
+    let c = HubConfig::parse(&with_function("durable = {}"), Path::new("hub.toml")).unwrap();
+    assert_eq!(c.durables[0].1, crate::DurableConfig::default());
+    for (bad, key) in [
+        (
+            "durable = { execution_timeout_s = 0 }",
+            "durable.execution_timeout_s",
+        ),
+        (
+            "durable = { retention_days = 91 }",
+            "durable.retention_days",
+        ),
+        ("durable = { retention_days = -1 }", "hub.toml:7"),
+        ("durable = { kms = \"x\" }", "kms"),
+    ] {
+        let e = error(&with_function(bad));
+        assert!(e.contains(key), "{bad}: {e}");
+    }
+}
