@@ -12,6 +12,10 @@
 //! cargo run --release --example edge_hub -- --config hub.toml [--serve | --duration SECS] [--json]
 //! ```
 //!
+//! Logs go to stderr: `RUST_LOG` picks what (default `info`), `--log-format json` makes one
+//! JSON object a line (see `fnhub_examples::logs`); a function's output lines are among
+//! them, with its name, version and request id.
+//!
 //! With `--config FILE` the hub is the one the file declares (functions, flows, the MQTT
 //! bridge, the HTTP listener with `/metrics` and `/healthz`; see `fnhub::config`) instead of
 //! the simulation; `--serve` keeps it running until SIGINT or SIGTERM, then drains it and
@@ -39,7 +43,7 @@ use fnhub::{
 use parking_lot::Mutex;
 
 const ALERT_ABOVE: f64 = 30.0;
-const USAGE: &str = "usage: edge_hub [--duration SECS] [--devices N] [--rate HZ] [--json] [--no-python]\n       edge_hub --config FILE [--serve | --duration SECS] [--json]";
+const USAGE: &str = "usage: edge_hub [--duration SECS] [--devices N] [--rate HZ] [--json] [--no-python] [--log-format text|json]\n       edge_hub --config FILE [--serve | --duration SECS] [--json] [--log-format text|json]";
 
 struct Options {
     config: Option<PathBuf>,
@@ -49,6 +53,7 @@ struct Options {
     rate_hz: f64,
     json: bool,
     python: bool,
+    log_format: fnhub_examples::logs::LogFormat,
 }
 
 fn parse_args() -> Result<Options, String> {
@@ -60,6 +65,7 @@ fn parse_args() -> Result<Options, String> {
         rate_hz: 50.0,
         json: false,
         python: true,
+        log_format: fnhub_examples::logs::LogFormat::Text,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -97,6 +103,7 @@ fn parse_args() -> Result<Options, String> {
             "--config" => o.config = Some(PathBuf::from(value("--config")?)),
             "--serve" => o.serve = true,
             "--no-python" => o.python = false,
+            "--log-format" => o.log_format = value("--log-format")?.parse()?,
             "-h" | "--help" => return Err(USAGE.to_owned()),
             other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
         }
@@ -351,13 +358,18 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match run(options).await {
+    let logs = fnhub_examples::logs::init(options.log_format);
+    let code = match run(options).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
+            tracing::error!("{e}");
+            logs.finish();
             eprintln!("edge_hub: {e}");
-            ExitCode::FAILURE
+            return ExitCode::FAILURE;
         }
-    }
+    };
+    logs.finish();
+    code
 }
 
 async fn run(o: Options) -> Result<(), Box<dyn std::error::Error>> {

@@ -8,4 +8,6 @@
 //!
 //! This package enables the `fnhub` features they need (`edge`: process functions, the
 //! config file, the HTTP front door and the MQTT bridge), so the library itself can keep
-//! lean defaults. It has no code of its own.
+//! lean defaults. Its one module, [`logs`], is how the binaries log.
+
+pub mod logs;

@@ -87,6 +87,7 @@ pub mod cloud;
 #[cfg(feature = "config")]
 pub mod config;
 #[cfg(feature = "mqtt")]
+mod describe;
 mod device_shadows;
 mod dex;
 mod durable;
@@ -102,6 +103,7 @@ pub mod shadow;
 mod shadows;
 mod stats;
 
+pub use describe::describe_metrics;
 pub use dex::{DurableConfig, DurableExecution, DurableStartError};
 pub use durable::RESUME_FUNCTION;
 pub use edge::{EdgeHub, EdgeHubBuilder, HubError, PublishReport, WeakHub};

@@ -97,7 +97,86 @@ async fn a_config_file_starts_a_hub_that_serves_invocations_health_and_metrics()
     let body: serde_json::Value = serde_json::from_str(&invoked.1).unwrap();
     assert_eq!(body["readings"], 42);
     assert_eq!(metrics.0, 200);
-    assert!(metrics.1.contains("fnhub_"), "{}", metrics.1);
+    // The work done shows: one invocation of report, ok, on the environment started at
+    // start (warm); one invoke answered 200; every family has its HELP.
+    let sum = |name: &str, labels: &[&str]| -> f64 {
+        metrics
+            .1
+            .lines()
+            .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
+            .filter(|l| labels.iter().all(|x| l.contains(x)))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    assert_eq!(
+        sum(
+            "fnhub_invocations_total",
+            &["function=\"report\"", "outcome=\"ok\"", "start=\"warm\""]
+        ),
+        1.0,
+        "{}",
+        metrics.1
+    );
+    assert_eq!(
+        sum("fnhub_invocations_total", &["function=\"report\""]),
+        1.0
+    );
+    assert_eq!(
+        sum(
+            "fnhub_http_requests_total",
+            &["route=\"invoke\"", "status=\"200\""]
+        ),
+        1.0,
+        "{}",
+        metrics.1
+    );
+    assert!(sum("fnhub_prewarms_total", &[]) >= 1.0, "{}", metrics.1);
+    for line in metrics.1.lines().filter(|l| l.starts_with("# TYPE ")) {
+        let family = line.split(' ').nth(2).unwrap();
+        assert!(
+            metrics.1.contains(&format!("# HELP {family} ")),
+            "{family} has no HELP"
+        );
+    }
+    running.shutdown().await;
+
+    // A module that does not import, and a workdir that is not there: found at start,
+    // each named in /healthz with why.
+    let broken = dir.path().join("broken");
+    std::fs::create_dir(&broken).unwrap();
+    std::fs::write(broken.join("app.py"), "import no_such_module\n").unwrap();
+    let text = format!(
+        "[hub]\nname = \"broken\"\n[http]\nlisten = \"127.0.0.1:0\"\nauth = \"none\"\n\
+         [[function]]\nname = \"imports\"\nruntime = \"process\"\n\
+         command = [\"{py}\", \"-m\", \"awslambdaric\", \"app.handler\"]\nworkdir = \"{}\"\n\
+         [[function]]\nname = \"nowhere\"\nruntime = \"process\"\n\
+         command = [\"{py}\", \"-m\", \"awslambdaric\", \"app.handler\"]\nworkdir = \"{}\"\n",
+        broken.display(),
+        dir.path().join("missing").display(),
+        py = python.display(),
+    );
+    let path = dir.path().join("broken.toml");
+    std::fs::write(&path, text).unwrap();
+    let config = HubConfig::load(&path).unwrap();
+    let running = config.start(config.builder().unwrap(), None).await.unwrap();
+    let addr = running.http.as_ref().unwrap().local_addr();
+    let health = tokio::task::spawn_blocking(move || get(addr, "/healthz"))
+        .await
+        .unwrap();
+    assert_eq!(health.0, 503, "{}", health.1);
+    let body: serde_json::Value = serde_json::from_str(&health.1).unwrap();
+    let imports = body["cannot_start"]["imports:1"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(imports.contains("no_such_module"), "{body}");
+    let nowhere = body["cannot_start"]["nowhere:1"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        nowhere.contains("workdir") && nowhere.contains("not found"),
+        "{body}"
+    );
+    assert_eq!(body["confinement"], "enforced");
     running.shutdown().await;
 
     // A program that is not there: the hub starts, and /healthz says what cannot run.

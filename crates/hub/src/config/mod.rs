@@ -9,6 +9,8 @@
 //!                                         # device shadows in its `shadows/`, Lambda
 //!                                         # durable executions in `durable-executions/`
 //! workers = 16                            # optional
+//! confinement = "enforced"                # optional: or "best-effort" for a hub not run
+//!                                         # as root (reported at start and in /healthz)
 //! queue_capacity = 1024                   # optional
 //!
 //! [http]                                  # needs feature `http` (on by default)
@@ -83,8 +85,11 @@
 //! The HTTP listener serves the Lambda Invoke API ([`crate::http`]), `GET /metrics`
 //! (Prometheus text rendered by the recorder the application installed and passed to
 //! [`HubConfig::start`]) and
-//! `GET /healthz` (`200` when every deployed function has a sandbox that can run it and
-//! its program or module is there, else `503` naming those that cannot start).
+//! `GET /healthz` (`200` when every deployed function started an environment at start and
+//! its program, folder or module is still there, else `503` naming each function that
+//! cannot start and why, as JSON; it also says whether confinement is best-effort). At
+//! start the hub starts one environment of each function, so an import error, a missing
+//! program or folder or a profile that cannot be enforced is found then.
 
 mod sections;
 #[cfg(test)]
@@ -156,6 +161,7 @@ pub struct HubConfig {
     checkpoint_dir: Option<PathBuf>,
     workers: Option<usize>,
     queue_capacity: Option<usize>,
+    best_effort: bool,
     functions: Vec<FunctionSpec>,
     /// Lambda durable functions.
     durables: Vec<(String, crate::DurableConfig)>,
@@ -243,6 +249,20 @@ impl HubConfig {
             "hub.queue_capacity",
             fnhub_scheduler::Scheduler::MAX_QUEUE_CAPACITY,
         )?;
+        let best_effort = match &file.hub.confinement {
+            None => false,
+            Some(c) => match c.get_ref().as_str() {
+                "enforced" => false,
+                "best-effort" => true,
+                other => {
+                    return Err(invalid(
+                        c.span(),
+                        "hub.confinement",
+                        format!("{other:?} is not \"enforced\" or \"best-effort\""),
+                    ));
+                }
+            },
+        };
         let checkpoint_dir = file
             .hub
             .checkpoint_dir
@@ -544,6 +564,7 @@ impl HubConfig {
             checkpoint_dir,
             workers,
             queue_capacity,
+            best_effort,
             functions,
             durables,
             aliases,
@@ -581,6 +602,9 @@ impl HubConfig {
         }
         if let Some(q) = self.queue_capacity {
             b = b.queue_capacity(q);
+        }
+        if self.best_effort {
+            b = b.best_effort_confinement();
         }
         if let Some(dir) = &self.checkpoint_dir {
             let (store, _) =
@@ -625,6 +649,14 @@ impl HubConfig {
         #[cfg(feature = "http")] metrics: Option<crate::http::RenderMetrics>,
     ) -> Result<Running, ConfigError> {
         let hub = builder.build()?;
+        if hub.best_effort_confinement() {
+            tracing::warn!(
+                "confinement is best-effort: what this machine cannot enforce is left out"
+            );
+        }
+        // One environment per function now: what cannot start is said here and in
+        // /healthz, not on its first call.
+        hub.check_functions().await;
         #[cfg(feature = "mqtt")]
         if let Some(m) = &self.mqtt {
             crate::bridge::Bridge::new(m.clone())

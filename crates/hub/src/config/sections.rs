@@ -53,6 +53,8 @@ pub(super) struct HubSection {
     pub(super) checkpoint_dir: Option<PathBuf>,
     pub(super) workers: Option<Spanned<u64>>,
     pub(super) queue_capacity: Option<Spanned<u64>>,
+    /// `"enforced"` (the default: refuse what cannot be confined) or `"best-effort"`.
+    pub(super) confinement: Option<Spanned<String>>,
 }
 
 /// The largest memory a function may ask for, in MiB (1 TiB).

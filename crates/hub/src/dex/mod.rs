@@ -130,6 +130,14 @@ impl Execution {
 
     /// Ends the execution with `status`.
     pub(crate) fn finish(&mut self, status: ExecStatus, now_ms: u64) {
+        let label = match status {
+            ExecStatus::Succeeded => "succeeded",
+            ExecStatus::Failed => "failed",
+            ExecStatus::TimedOut => "timed_out",
+            ExecStatus::Stopped => "stopped",
+            ExecStatus::Running | ExecStatus::Paused => "running",
+        };
+        metrics::counter!("fnhub_durable_executions_total", "status" => label).increment(1);
         self.status = status;
         self.end_ms = Some(now_ms);
         self.token = None;
@@ -348,6 +356,7 @@ impl Dex {
             answered: VecDeque::new(),
         };
         self.save(&exec).map_err(StartError::Unsaved)?;
+        metrics::counter!("fnhub_durable_executions_total", "status" => "started").increment(1);
         let done = state.insert(exec);
         Ok((id, true, done))
     }

@@ -113,6 +113,7 @@ pub struct EdgeHubBuilder {
     shadow_dir: Option<std::path::PathBuf>,
     durable_dir: Option<std::path::PathBuf>,
     lambda_durables: Vec<(String, crate::DurableConfig)>,
+    best_effort: bool,
     aliases: Vec<(fnhub_core::FunctionName, fnhub_core::Alias)>,
     #[cfg(feature = "wasm")]
     wasm_config: fnhub_sandbox::WasmConfig,
@@ -270,6 +271,15 @@ impl EdgeHubBuilder {
         self
     }
 
+    /// Runs process functions with best-effort confinement: what the machine cannot
+    /// enforce (a hub not run as root has no uid per function, no control group) is
+    /// reported and left out instead of refusing every process function. Default: fail
+    /// closed. The config file's `[hub] confinement = "best-effort"`.
+    pub fn best_effort_confinement(mut self) -> Self {
+        self.best_effort = true;
+        self
+    }
+
     /// Makes `function` a Lambda durable function (AWS's 2025-12-01 durable execution
     /// API): `Invoke` of it starts an execution that its SDK checkpoints through the hub.
     /// See [`DurableConfig`](crate::DurableConfig).
@@ -301,6 +311,7 @@ impl EdgeHubBuilder {
         if let Some(error) = self.error {
             return Err(error);
         }
+        crate::describe_metrics();
         let routes = Arc::new(Routes::new(self.max_depth, self.clock.clone()));
         let in_process = self.in_process.with_clock(self.clock.clone());
         let observed = routes.clone();
@@ -350,7 +361,11 @@ impl EdgeHubBuilder {
         let log_tails = Arc::new(fnhub_sandbox::process::LogTails::new());
         #[cfg(feature = "process")]
         {
-            let process = fnhub_sandbox::ProcessSandbox::new()
+            let mut process = fnhub_sandbox::ProcessSandbox::new();
+            if self.best_effort {
+                process = process.best_effort();
+            }
+            let process = process
                 .with_clock(self.clock.clone())
                 .with_services(services.clone())
                 .with_log_tails(log_tails.clone());
@@ -413,6 +428,8 @@ impl EdgeHubBuilder {
                 store,
                 services,
                 dex,
+                start_failures: parking_lot::Mutex::new(std::collections::BTreeMap::new()),
+                best_effort: self.best_effort,
                 clock: self.clock,
                 #[cfg(feature = "process")]
                 log_tails,
@@ -462,6 +479,7 @@ impl Default for EdgeHubBuilder {
             shadow_dir: None,
             durable_dir: None,
             lambda_durables: Vec::new(),
+            best_effort: false,
             aliases: Vec::new(),
             #[cfg(feature = "wasm")]
             wasm_config: fnhub_sandbox::WasmConfig::default(),

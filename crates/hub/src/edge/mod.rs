@@ -72,6 +72,10 @@ struct Parts {
     services: Arc<HubServices>,
     /// Lambda durable functions and their executions.
     dex: Arc<crate::dex::Dex>,
+    /// The functions that could not start an environment when last checked, and why.
+    start_failures: parking_lot::Mutex<std::collections::BTreeMap<String, String>>,
+    /// Whether process functions run with best-effort confinement.
+    best_effort: bool,
     clock: Arc<dyn fnhub_core::Clock>,
     /// The tails of watched invocations' output, kept by the hub's process sandbox.
     #[cfg(feature = "process")]
@@ -309,7 +313,9 @@ impl EdgeHub {
     /// with sidecars on a backend that cannot run them.
     pub fn deploy(&self, spec: FunctionSpec) -> Result<(), HubError> {
         self.check_deploy(&spec)?;
+        let (name, version, runtime) = (spec.name.clone(), spec.version, spec.runtime.kind());
         self.parts.scheduler.deploy(spec)?;
+        tracing::info!(function = %name, %version, runtime, "deployed");
         Ok(())
     }
 
@@ -350,6 +356,35 @@ impl EdgeHub {
     /// The hub's services, as the hub itself holds them.
     pub(crate) fn services_handle(&self) -> &Arc<HubServices> {
         &self.parts.services
+    }
+
+    /// Starts one environment of every deployed function (what its first call would
+    /// start) and remembers those that cannot start, with why: an import error, a missing
+    /// program or folder, a profile that cannot be enforced. The failures, by
+    /// `name:version`; [`start_failures`](EdgeHub::start_failures) keeps them until the
+    /// next check.
+    pub async fn check_functions(&self) -> std::collections::BTreeMap<String, String> {
+        let mut failures = std::collections::BTreeMap::new();
+        for spec in self.deployed() {
+            let target = FunctionRef::version(spec.name.clone(), spec.version);
+            if let Err(error) = self.parts.scheduler.prewarm(&target).await {
+                tracing::error!(function = %spec.name, version = %spec.version, %error, "the function cannot start");
+                failures.insert(format!("{}:{}", spec.name, spec.version), error.to_string());
+            }
+        }
+        self.parts.start_failures.lock().clone_from(&failures);
+        failures
+    }
+
+    /// What the last [`check_functions`](EdgeHub::check_functions) found failing.
+    pub fn start_failures(&self) -> std::collections::BTreeMap<String, String> {
+        self.parts.start_failures.lock().clone()
+    }
+
+    /// Whether the hub's process functions run with best-effort confinement (see
+    /// [`EdgeHubBuilder::best_effort_confinement`]).
+    pub fn best_effort_confinement(&self) -> bool {
+        self.parts.best_effort
     }
 
     /// Lambda durable functions and their executions.

@@ -223,6 +223,22 @@ impl Observer for HubObserver {
             Ok(_) => "ok",
             Err(e) => e.kind.as_str(),
         };
+        // Every failure is said once, here: for an `Event` invocation or a flow's, no
+        // caller is waiting to see it.
+        if let Err(e) = &c.outcome
+            && e.kind != fnhub_core::ErrorKind::Cancelled
+        {
+            tracing::warn!(
+                target: "fnhub::invocation",
+                function = %c.function,
+                version = %spec.version,
+                request_id = %c.id,
+                kind = e.kind.as_str(),
+                error_type = e.error_type.as_deref().unwrap_or("-"),
+                "{}",
+                e.message
+            );
+        }
         self.routes.stats.completed(
             &c.function,
             outcome,

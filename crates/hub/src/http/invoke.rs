@@ -23,8 +23,6 @@ pub(super) struct Front {
 }
 
 pub(super) fn aws_error(status: StatusCode, kind: &str, message: &str) -> Response {
-    metrics::counter!("fnhub_http_requests_total", "code" => status.as_str().to_owned())
-        .increment(1);
     let mut response = (
         status,
         json!({ "Type": "User", "message": message }).to_string(),
@@ -443,7 +441,6 @@ pub(super) async fn invoke(
     let log_result = tail.map(|t| t.finish(&front.hub));
     let response = match completion.outcome {
         Ok(output) => {
-            metrics::counter!("fnhub_http_requests_total", "code" => "200").increment(1);
             let mut r = (StatusCode::OK, output).into_response();
             r.headers_mut()
                 .insert("content-type", HeaderValue::from_static("application/json"));
@@ -455,7 +452,6 @@ pub(super) async fn invoke(
             &format!("the function could not run: {e}"),
         ),
         Err(e) => {
-            metrics::counter!("fnhub_http_requests_total", "code" => "200").increment(1);
             let mut body = e.lambda_body(match e.kind {
                 ErrorKind::Timeout | ErrorKind::DeadlineExceeded => "Sandbox.Timedout",
                 ErrorKind::OutOfMemory => "Runtime.OutOfMemory",

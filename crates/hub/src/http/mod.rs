@@ -356,9 +356,54 @@ fn spawn_server(
     app: axum::Router,
     limits: HttpLimits,
 ) -> HttpServer {
+    let app = app.layer(axum::middleware::from_fn(access));
     let (stop, stopped) = watch::channel(false);
     let task = tokio::spawn(conn::serve(listener, app, limits, stopped));
     HttpServer { addr, stop, task }
+}
+
+/// The route a path belongs to, for the access log and `fnhub_http_requests_total`.
+fn route_of(path: &str) -> &'static str {
+    if path.starts_with("/2015-03-31/functions/") && path.ends_with("/invocations") {
+        "invoke"
+    } else if path.starts_with("/2015-03-31/functions") {
+        "functions"
+    } else if path.starts_with("/2025-12-01/") {
+        "durable"
+    } else if path == "/metrics" {
+        "metrics"
+    } else if path == "/healthz" {
+        "healthz"
+    } else {
+        "other"
+    }
+}
+
+/// Every request: one access line (`fnhub::http`, at info; `/metrics` and `/healthz` at
+/// debug) and `fnhub_http_requests_total` by route and status.
+async fn access(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let started = std::time::Instant::now();
+    let method = request.method().clone();
+    let route = route_of(request.uri().path());
+    let path = request.uri().path().to_owned();
+    let response = next.run(request).await;
+    let status = response.status().as_u16();
+    metrics::counter!(
+        "fnhub_http_requests_total",
+        "route" => route,
+        "status" => response.status().as_str().to_owned()
+    )
+    .increment(1);
+    let ms = started.elapsed().as_secs_f64() * 1000.0;
+    if matches!(route, "metrics" | "healthz") {
+        tracing::debug!(target: "fnhub::http", %method, %path, status, ms, "request");
+    } else {
+        tracing::info!(target: "fnhub::http", %method, %path, status, ms, "request");
+    }
+    response
 }
 
 #[cfg(test)]

@@ -44,6 +44,11 @@ fn cannot_start(spec: &fnhub_core::FunctionSpec) -> Option<String> {
         fnhub_core::Runtime::Process {
             command, workdir, ..
         } => {
+            if let Some(dir) = workdir
+                && !dir.is_dir()
+            {
+                return Some(format!("workdir {} not found", dir.display()));
+            }
             let program = command.first()?;
             let found = if program.contains('/') {
                 let p = std::path::Path::new(program);
@@ -89,17 +94,17 @@ pub(super) fn routes(app: axum::Router, hub: &EdgeHub, ops: Ops) -> axum::Router
             let hub = hub.clone();
             async move {
                 let closing = hub.is_closing();
-                let failing: BTreeMap<String, String> = hub
-                    .deployed()
-                    .iter()
-                    .filter_map(|s| {
-                        cannot_start(s).map(|why| (format!("{}:{}", s.name, s.version), why))
-                    })
-                    .collect();
+                let mut failing: BTreeMap<String, String> = hub.start_failures();
+                for s in hub.deployed() {
+                    if let Some(why) = cannot_start(&s) {
+                        failing.insert(format!("{}:{}", s.name, s.version), why);
+                    }
+                }
                 let ready = !closing && failing.is_empty();
                 let body = json!({
                     "status": if ready { "ready" } else { "unavailable" },
                     "closing": closing,
+                    "confinement": if hub.best_effort_confinement() { "best-effort" } else { "enforced" },
                     "cannot_start": failing,
                 });
                 let status = if ready {
@@ -107,7 +112,12 @@ pub(super) fn routes(app: axum::Router, hub: &EdgeHub, ops: Ops) -> axum::Router
                 } else {
                     StatusCode::SERVICE_UNAVAILABLE
                 };
-                (status, body.to_string()).into_response()
+                let mut r = (status, body.to_string()).into_response();
+                r.headers_mut().insert(
+                    axum::http::header::CONTENT_TYPE,
+                    axum::http::HeaderValue::from_static("application/json"),
+                );
+                r
             }
         }),
     )

@@ -76,6 +76,7 @@ impl Counters {
     /// Records the buffer's length; its emptying wakes [`MqttBridge::flushed`].
     fn set_buffered(&self, n: usize) {
         let before = self.buffered.swap(n as u64, Ordering::Relaxed);
+        metrics::gauge!("fnhub_mqtt_buffered").set(n as f64);
         if n == 0 && before != 0 {
             self.settled.notify_waiters();
         }
@@ -144,6 +145,7 @@ impl Outbox {
             && self.waiting.pop_front().is_some()
         {
             bump(&counters.outbound_dropped);
+            metrics::counter!("fnhub_mqtt_outbound_dropped_total").increment(1);
         }
         self.waiting.push_back(m);
     }
@@ -279,6 +281,7 @@ pub(super) async fn run(
                         backoff = config.backoff_min;
                         counters.connected.store(true, Ordering::Relaxed);
                         bump(&counters.connects);
+                        metrics::counter!("fnhub_mqtt_connects_total").increment(1);
                         counters.connected_again.notify_waiters();
                         tracing::info!(host = %config.host, port = config.port, "mqtt bridge connected");
                         let filters: Vec<Filter> = config
@@ -309,12 +312,14 @@ pub(super) async fn run(
                     Ok(MqttEvent::Incoming(Packet::PubAck(ack))) => {
                         if outbox.inflight.remove(&ack.pkid).is_some() {
                             bump(&counters.outbound);
+                                metrics::counter!("fnhub_mqtt_messages_total", "direction" => "out").increment(1);
                         }
                     }
                     Ok(MqttEvent::Outgoing(Outgoing::Publish(pkid))) => {
                         if let Some(m) = outbox.submitted.pop_front() {
                             if pkid == 0 || m.qos == Qos::AtMostOnce {
                                 bump(&counters.outbound);
+                                metrics::counter!("fnhub_mqtt_messages_total", "direction" => "out").increment(1);
                             } else {
                                 outbox.inflight.insert(pkid, m);
                             }
@@ -475,6 +480,7 @@ pub(super) async fn receive(
         match sink.publish(event).await {
             Ok(()) => {
                 bump(&counters.inbound);
+                metrics::counter!("fnhub_mqtt_messages_total", "direction" => "in").increment(1);
                 return Verdict::Taken;
             }
             Err(PublishError::Full(back)) if p.qos != RQoS::AtMostOnce || attempt < 5 => {

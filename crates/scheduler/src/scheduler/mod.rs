@@ -5,7 +5,7 @@ use std::sync::{Arc, Weak};
 
 use fnhub_core::{
     Alias, Clock, ErrorKind, FunctionError, FunctionName, FunctionSpec, Invocation, InvocationId,
-    LoadProbe, LoadSnapshot, Sandbox, Version,
+    LoadProbe, LoadSnapshot, PrepareError, Sandbox, Version,
 };
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::{Notify, oneshot};
@@ -345,6 +345,23 @@ impl Scheduler {
     /// The aliases of `function`, by name.
     pub fn aliases(&self, function: &FunctionName) -> Vec<fnhub_core::Alias> {
         self.inner.registry.read().aliases(function)
+    }
+
+    /// Starts one environment of `function` now and keeps it warm for the next call; the
+    /// error it fails with otherwise (an import error, a missing program or folder, a
+    /// profile its sandbox cannot enforce). What a hub checks its functions with at start.
+    pub async fn prewarm(&self, function: &fnhub_core::FunctionRef) -> Result<(), PrepareError> {
+        let deployed = self
+            .inner
+            .registry
+            .read()
+            .resolve(function, 0)
+            .ok_or_else(|| {
+                PrepareError::Start(format!("{} is not deployed", function.name).into())
+            })?;
+        self.inner.pool.prewarm(&deployed).await?;
+        self.inner.prewarms.increment(1);
+        Ok(())
     }
 
     /// Every deployed spec.
