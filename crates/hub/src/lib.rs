@@ -127,7 +127,9 @@ pub use fnhub_core::{
 };
 pub use fnhub_core::{LocalServices, ServiceCaller, ServiceError};
 #[cfg(feature = "mqtt")]
-pub use fnhub_router::mqtt::{BridgeStats, InboundRule, MqttConfig, OutboundRule, Qos};
+pub use fnhub_router::mqtt::{
+    BridgeStats, InboundRule, MqttConfig, MqttConfigError, MqttTls, OutboundRule, Qos,
+};
 pub use fnhub_router::{Flow, FlowId, Overflow, RouteError, SourceFilter, Subscription, Target};
 #[cfg(feature = "process")]
 pub use fnhub_sandbox::{Confinement, Identity, ProcessLimits, ProcessSandbox};

@@ -27,6 +27,12 @@
 //! client_id = "hub-a"
 //! inbound = ["sensors/#"]                 # optional: upstream filters brought in
 //! outbound = ["alerts/#"]                 # optional: local filters sent up
+//! # url = "mqtts://…iot.eu-west-1.amazonaws.com"   # TLS (port 8883 unless given), and:
+//! # ca_file = "certs/AmazonRootCA1.pem"   # the broker's CA (the system's roots without it)
+//! # cert_file = "certs/hub.pem.crt"       # the hub's X.509 client certificate, and its key
+//! # key_file = "certs/hub.private.key"
+//! # username = "hub-a"                    # and password: for a broker that wants them
+//! # password = "…"
 //!
 //! [shadows]                               # optional, with [mqtt]
 //! mqtt = ["lamp-1"]                       # devices' $aws/things/{thing}/shadow/... answered
@@ -499,9 +505,41 @@ impl HubConfig {
         let mqtt = match &file.mqtt {
             None => None,
             Some(m) => {
+                let url_error = |e: fnhub_router::mqtt::MqttConfigError| {
+                    invalid(m.url.span(), "mqtt.url", e.to_string())
+                };
                 let mut config =
-                    fnhub_router::mqtt::MqttConfig::from_url(m.url.get_ref(), &m.client_id)
-                        .map_err(|e| invalid(m.url.span(), "mqtt.url", e.to_string()))?;
+                    if m.ca_file.is_some() || m.cert_file.is_some() || m.key_file.is_some() {
+                        let path = |p: &Option<PathBuf>| p.as_deref().map(&resolve);
+                        let tls = fnhub_router::mqtt::MqttTls::load(
+                            path(&m.ca_file).as_deref(),
+                            path(&m.cert_file).as_deref(),
+                            path(&m.key_file).as_deref(),
+                        )
+                        .map_err(|e| invalid(m.url.span(), "mqtt.tls", e.to_string()))?;
+                        fnhub_router::mqtt::MqttConfig::from_url_with_tls(
+                            m.url.get_ref(),
+                            &m.client_id,
+                            tls,
+                        )
+                        .map_err(url_error)?
+                    } else {
+                        fnhub_router::mqtt::MqttConfig::from_url(m.url.get_ref(), &m.client_id)
+                            .map_err(url_error)?
+                    };
+                match (&m.username, &m.password) {
+                    (Some(user), Some(password)) => {
+                        config = config.with_credentials(user.clone(), password.clone());
+                    }
+                    (None, None) => {}
+                    _ => {
+                        return Err(invalid(
+                            m.url.span(),
+                            "mqtt.username",
+                            "username and password go together".into(),
+                        ));
+                    }
+                }
                 for f in &m.inbound {
                     let filter =
                         f.get_ref()

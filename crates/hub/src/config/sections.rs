@@ -140,6 +140,13 @@ pub(super) struct MqttSection {
     #[serde(default)]
     pub(super) outbound: Vec<Spanned<String>>,
     pub(super) max_message_bytes: Option<Spanned<u64>>,
+    /// With `mqtts://`: the broker's CA (PEM; the system's roots without it), and the
+    /// hub's client certificate and key (PEM).
+    pub(super) ca_file: Option<PathBuf>,
+    pub(super) cert_file: Option<PathBuf>,
+    pub(super) key_file: Option<PathBuf>,
+    pub(super) username: Option<String>,
+    pub(super) password: Option<String>,
 }
 
 /// `[shadows]`: whose shadows devices on the bridged broker may use (`"*"`: any thing).

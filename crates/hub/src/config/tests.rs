@@ -444,3 +444,42 @@ fn durable_functions_take_lambda_s_durable_config() {
         assert!(e.contains(key), "{bad}: {e}");
     }
 }
+
+#[cfg(feature = "mqtt")]
+#[test]
+fn secured_brokers_take_certificates_and_passwords_checked_at_load() {
+    let mqtt = |extra: &str| {
+        format!(
+            "[hub]\nname = \"a\"\n[mqtt]\nurl = \"mqtts://127.0.0.1:8883\"\nclient_id = \"a\"\n{extra}\n"
+        )
+    };
+    let e = error(&mqtt("ca_file = \"/nonexistent/ca.pem\""));
+    assert!(
+        e.contains("mqtt.tls") && e.contains("/nonexistent/ca.pem"),
+        "{e}"
+    );
+    let e = error(&mqtt("username = \"hub\""));
+    assert!(e.contains("mqtt.username"), "{e}");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("empty.pem"), "").unwrap();
+    let e = error(&mqtt(&format!(
+        "ca_file = \"{}\"",
+        dir.path().join("empty.pem").display()
+    )));
+    assert!(e.contains("no certificate"), "{e}");
+    let e = error(
+        "[hub]\nname = \"a\"\n[mqtt]\nurl = \"mqtt://127.0.0.1\"\nclient_id = \"a\"\nca_file = \"x.pem\"\n",
+    );
+    assert!(e.contains("mqtt"), "{e}");
+    let c = HubConfig::parse(
+        &mqtt("username = \"hub\"\npassword = \"secret\""),
+        Path::new("hub.toml"),
+    );
+    // The system's roots may be absent on a bare machine; the credentials parse either way.
+    if let Ok(c) = c {
+        let m = c.mqtt.as_ref().unwrap();
+        assert!(m.tls.is_some());
+        assert_eq!(m.credentials.as_ref().unwrap().0, "hub");
+        assert_eq!(m.port, 8883);
+    }
+}

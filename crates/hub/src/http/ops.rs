@@ -100,12 +100,26 @@ pub(super) fn routes(app: axum::Router, hub: &EdgeHub, ops: Ops) -> axum::Router
                         failing.insert(format!("{}:{}", s.name, s.version), why);
                     }
                 }
-                let ready = !closing && failing.is_empty();
+                // A broker that refuses the hub (wrong password or certificate) will not
+                // let it in by itself: unavailable. One merely unreachable is reported,
+                // and the hub works offline meanwhile.
+                #[cfg(feature = "mqtt")]
+                let (mqtt, refused) = match hub.mqtt_stats() {
+                    Some(b) => (
+                        json!({"connected": b.connected, "last_error": b.last_error, "refused": b.refused}),
+                        b.refused && !b.connected,
+                    ),
+                    None => (serde_json::Value::Null, false),
+                };
+                #[cfg(not(feature = "mqtt"))]
+                let (mqtt, refused) = (serde_json::Value::Null, false);
+                let ready = !closing && failing.is_empty() && !refused;
                 let body = json!({
                     "status": if ready { "ready" } else { "unavailable" },
                     "closing": closing,
                     "confinement": if hub.best_effort_confinement() { "best-effort" } else { "enforced" },
                     "cannot_start": failing,
+                    "mqtt": mqtt,
                 });
                 let status = if ready {
                     StatusCode::OK

@@ -34,6 +34,8 @@ pub(super) struct Counters {
     pub(super) outbound: AtomicU64,
     pub(super) outbound_dropped: AtomicU64,
     pub(super) buffered: AtomicU64,
+    /// The last connection error, and whether the broker refused the hub.
+    pub(super) last_error: parking_lot::Mutex<Option<(String, bool)>>,
 }
 
 /// Upstream messages waiting for the sink, at most; the broker is asked to hold back QoS 1
@@ -183,6 +185,14 @@ pub(super) fn options(config: &MqttConfig) -> MqttOptions {
         // Also rumqttc's own limit on what it reads (10 KiB by default, past which one
         // large message broke the connection on every redelivery).
         .set_max_packet_size(Some(config.max_packet_bytes()));
+    if let Some(tls) = &config.tls {
+        o.set_transport(rumqttc::Transport::tls_with_config(
+            rumqttc::TlsConfiguration::Rustls(tls.client.clone()),
+        ));
+    }
+    if let Some((user, password)) = &config.credentials {
+        o.set_credentials(user.clone(), password.clone());
+    }
     o
 }
 
@@ -281,6 +291,7 @@ pub(super) async fn run(
                         backoff = config.backoff_min;
                         counters.connected.store(true, Ordering::Relaxed);
                         bump(&counters.connects);
+                        *counters.last_error.lock() = None;
                         metrics::counter!("fnhub_mqtt_connects_total").increment(1);
                         counters.connected_again.notify_waiters();
                         tracing::info!(host = %config.host, port = config.port, "mqtt bridge connected");
@@ -327,8 +338,15 @@ pub(super) async fn run(
                     }
                     Ok(_) => {}
                     Err(error) => {
+                        let refused = refused_by_broker(&error);
+                        let was = counters.last_error.lock().replace((error.to_string(), refused));
                         if connected {
                             tracing::warn!(%error, "mqtt bridge lost its connection");
+                        } else if refused {
+                            // Said once per distinct error, not on every retry.
+                            if was.is_none_or(|(e, _)| e != error.to_string()) {
+                                tracing::error!(%error, host = %config.host, port = config.port, "the broker refused the mqtt bridge; retrying");
+                            }
                         } else {
                             tracing::debug!(%error, "mqtt bridge could not connect");
                         }
@@ -353,7 +371,9 @@ pub(super) async fn run(
         poller.abort();
         drop(events);
         // Wait before the next attempt, still taking local events into the buffer.
-        let wake = tokio::time::sleep(backoff);
+        // Jitter: between half and all of the backoff, so hubs that lost one broker
+        // together do not come back in step.
+        let wake = tokio::time::sleep(jittered(backoff));
         tokio::pin!(wake);
         loop {
             tokio::select! {
@@ -367,6 +387,46 @@ pub(super) async fn run(
         }
         backoff = (backoff * 2).min(config.backoff_max);
     }
+}
+
+/// Whether the broker (or its TLS side) turned the hub away: a CONNACK refusal (bad
+/// username or password, not authorised), a failed TLS handshake, or a TLS alert it sent
+/// (an unknown CA, a bad certificate): retrying will not help until the config changes.
+fn refused_by_broker(error: &ConnectionError) -> bool {
+    if matches!(
+        error,
+        ConnectionError::ConnectionRefused(_) | ConnectionError::Tls(_)
+    ) {
+        return true;
+    }
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = next {
+        if e.downcast_ref::<rustls::Error>().is_some() {
+            return true;
+        }
+        if let Some(io) = e.downcast_ref::<std::io::Error>()
+            && io
+                .get_ref()
+                .is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some())
+        {
+            return true;
+        }
+        next = e.source();
+    }
+    // rumqttc keeps only the text of an I/O error met while reading packets; a TLS alert
+    // the broker sent after the handshake (TLS 1.3 checks client certificates then) shows
+    // there.
+    error.to_string().contains("fatal alert")
+}
+
+/// Between half and all of `backoff`, at random.
+fn jittered(backoff: Duration) -> Duration {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    // A cheap mix of the clock's low bits: enough to spread reconnects.
+    let unit = f64::from(nanos.wrapping_mul(2_654_435_761) % 1_000_000) / 1_000_000.0;
+    backoff.mul_f64(0.5 + unit / 2.0)
 }
 
 /// Drives one connection's event loop until it fails, handing every event over.

@@ -15,20 +15,29 @@
 //!   second, with the number since the last).
 //! - **Outbound**: events on local filters are published upstream, at QoS 0 or 1, with the
 //!   event's headers (trace context included) as user properties. Events that came from the
-//!   cloud are not sent back.
+//!   cloud are not sent back. User properties named `fnhub-…` are reserved: `fnhub-depth`
+//!   carries an event's chain depth, so that hubs bridged to one broker stop a loop between
+//!   them (an inbound message's `fnhub-depth` is taken as its depth); subscribers that are
+//!   not hubs can ignore them.
 //! - **Offline**: outbound messages wait in a bounded buffer (oldest dropped past it, and
 //!   counted) and are sent once connected. A QoS 1 message leaves the buffer only when the
 //!   broker acknowledges it: whatever was in flight when a connection broke is sent again,
 //!   even when the broker restarted and lost its session (rumqttc alone drops such
 //!   messages). Delivery is at least once; duplicates are possible after a reconnect.
-//! - **Reconnects** with exponential backoff, and subscribes again after every connect,
-//!   whether or not the broker kept the session.
+//! - **Reconnects** with exponential backoff and jitter (half to all of each wait), and
+//!   subscribes again after every connect, whether or not the broker kept the session.
+//!   The last connection error is in [`BridgeStats::last_error`]; a broker that refuses
+//!   the hub (a wrong password, a client certificate it does not trust) sets
+//!   [`BridgeStats::refused`], and the hub's `/healthz` answers `503` naming it.
+//! - **Secured brokers**: `mqtts://` with [`MqttTls`] (the broker's CA, and an X.509 client
+//!   certificate, as AWS IoT Core requires), and [`MqttConfig::with_credentials`].
 //!
 //! [`BridgeStats`] counts all of it.
 
 mod connection;
 #[cfg(test)]
 mod tests;
+mod tls;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -42,6 +51,7 @@ use tokio::task::JoinHandle;
 use crate::bus::Subscription;
 use crate::topic::{TopicError, TopicFilter};
 use connection::{Counters, Message, forward, run};
+pub use tls::MqttTls;
 
 /// Delivery guarantee of a bridged topic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -138,12 +148,15 @@ impl OutboundRule {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum MqttConfigError {
-    /// Not `mqtt://host[:port]`.
-    #[error("{0:?} is not an mqtt://host[:port] address")]
+    /// Not `mqtt://host[:port]` or `mqtts://host[:port]`.
+    #[error("{0:?} is not an mqtt:// or mqtts://host[:port] address")]
     BadUrl(String),
     /// A rule's filter or prefix does not make valid topics.
     #[error("bad topic in a bridge rule: {0}")]
     Topic(#[from] TopicError),
+    /// The TLS files cannot be used.
+    #[error("TLS: {0}")]
+    Tls(String),
 }
 
 /// How the bridge connects and what it carries.
@@ -180,6 +193,10 @@ pub struct MqttConfig {
     /// (plus 64 KiB for topic and properties): it discards those itself, as MQTT 5 asks, so
     /// no packet the client cannot read jams the connection.
     pub max_message_bytes: u32,
+    /// TLS (`mqtts://`), with a client certificate when the broker wants one.
+    pub tls: Option<MqttTls>,
+    /// A username and password for the broker.
+    pub credentials: Option<(String, String)>,
 }
 
 /// The default of [`MqttConfig::max_message_bytes`]: AWS IoT Core's 128 KiB.
@@ -201,7 +218,25 @@ impl MqttConfig {
             backoff_min: Duration::from_millis(100),
             backoff_max: Duration::from_secs(10),
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            tls: None,
+            credentials: None,
         }
+    }
+
+    /// Connects with TLS: see [`MqttTls::load`].
+    pub fn with_tls(mut self, tls: MqttTls) -> MqttConfig {
+        self.tls = Some(tls);
+        self
+    }
+
+    /// Logs in with `username` and `password`.
+    pub fn with_credentials(
+        mut self,
+        username: impl Into<String>,
+        password: impl Into<String>,
+    ) -> MqttConfig {
+        self.credentials = Some((username.into(), password.into()));
+        self
     }
 
     /// Sets the largest inbound payload taken (at least 1 byte); see
@@ -220,22 +255,32 @@ impl MqttConfig {
             .saturating_add(64 * 1024)
     }
 
-    /// A bridge to `mqtt://host[:port]`.
+    /// A bridge to `mqtt://host[:port]` (port 1883 unless given), or `mqtts://host[:port]`
+    /// (TLS, port 8883 unless given, trusting the system's root certificates).
     pub fn from_url(
         url: &str,
         client_id: impl Into<String>,
     ) -> Result<MqttConfig, MqttConfigError> {
-        let bad = || MqttConfigError::BadUrl(url.to_owned());
-        let rest = url.strip_prefix("mqtt://").ok_or_else(bad)?;
-        let rest = rest.strip_suffix('/').unwrap_or(rest);
-        let (host, port) = match rest.rsplit_once(':') {
-            Some((h, p)) => (h, p.parse::<u16>().map_err(|_| bad())?),
-            None => (rest, 1883),
-        };
-        if host.is_empty() || host.contains('/') || port == 0 {
-            return Err(bad());
+        let (host, port, tls) = parse_url(url)?;
+        let config = MqttConfig::new(host, port, client_id);
+        if tls {
+            return Ok(config.with_tls(MqttTls::load(None, None, None)?));
         }
-        Ok(MqttConfig::new(host, port, client_id))
+        Ok(config)
+    }
+
+    /// A bridge to `mqtts://host[:port]` with `tls` (its CA and client certificate).
+    pub fn from_url_with_tls(
+        url: &str,
+        client_id: impl Into<String>,
+        tls: MqttTls,
+    ) -> Result<MqttConfig, MqttConfigError> {
+        match parse_url(url)? {
+            (host, port, true) => Ok(MqttConfig::new(host, port, client_id).with_tls(tls)),
+            _ => Err(MqttConfigError::Tls(format!(
+                "{url:?}: certificates need an mqtts:// address"
+            ))),
+        }
     }
 
     /// Adds an inbound rule.
@@ -264,6 +309,25 @@ impl MqttConfig {
     }
 }
 
+/// `(host, port, tls)` of an `mqtt://` or `mqtts://` address.
+fn parse_url(url: &str) -> Result<(String, u16, bool), MqttConfigError> {
+    let bad = || MqttConfigError::BadUrl(url.to_owned());
+    let (rest, tls) = match (url.strip_prefix("mqtt://"), url.strip_prefix("mqtts://")) {
+        (Some(rest), _) => (rest, false),
+        (_, Some(rest)) => (rest, true),
+        _ => return Err(bad()),
+    };
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    let (host, port) = match rest.rsplit_once(':') {
+        Some((h, p)) => (h, p.parse::<u16>().map_err(|_| bad())?),
+        None => (rest, if tls { 8883 } else { 1883 }),
+    };
+    if host.is_empty() || host.contains('/') || port == 0 {
+        return Err(bad());
+    }
+    Ok((host.to_owned(), port, tls))
+}
+
 /// What a bridge has done since it started.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
@@ -285,6 +349,13 @@ pub struct BridgeStats {
     pub outbound_dropped: u64,
     /// Messages waiting to be sent or acknowledged now.
     pub buffered: u64,
+    /// Why the last connection attempt failed or the last connection was lost, until the
+    /// next connect.
+    pub last_error: Option<String>,
+    /// Whether the broker refused the hub (a wrong password or client certificate, not
+    /// authorised, a TLS handshake that failed): retrying will not help until the
+    /// config changes.
+    pub refused: bool,
 }
 
 /// The event header carrying an upstream message's MQTT 5 response topic.
@@ -452,6 +523,7 @@ impl MqttBridge {
     /// What it has done so far.
     pub fn stats(&self) -> BridgeStats {
         let c = &self.counters;
+        let last_error = c.last_error.lock().clone();
         BridgeStats {
             connected: c.connected.load(Ordering::Relaxed),
             connects: c.connects.load(Ordering::Relaxed),
@@ -461,6 +533,8 @@ impl MqttBridge {
             outbound: c.outbound.load(Ordering::Relaxed),
             outbound_dropped: c.outbound_dropped.load(Ordering::Relaxed),
             buffered: c.buffered.load(Ordering::Relaxed),
+            refused: last_error.as_ref().is_some_and(|(_, r)| *r),
+            last_error: last_error.map(|(e, _)| e),
         }
     }
 
