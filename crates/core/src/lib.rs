@@ -65,6 +65,7 @@ pub use outcome::{ErrorKind, FunctionError, Outcome};
 pub use sandbox::{Environment, IsolationReport, PrepareError, Restriction, Sandbox};
 pub use services::{
     ApiRequest, LocalServices, NoServices, ServiceCaller, ServiceError, ServiceOp, ShadowRef,
+    percent_decode,
 };
 pub use sink::{EventSink, PublishError};
 pub use spec::{

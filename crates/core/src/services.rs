@@ -190,6 +190,25 @@ impl fmt::Display for ShadowRef {
     }
 }
 
+/// `%XX` sequences of an AWS API path segment or query value decoded; `None` when they are
+/// malformed or do not make UTF-8.
+pub fn percent_decode(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = text.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
 /// One Lambda control-plane request, as [`LocalServices::lambda_api`] takes it.
 #[derive(Debug, Clone, Copy)]
 #[non_exhaustive]
@@ -392,6 +411,15 @@ impl LocalServices for NoServices {}
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn percent_decoding_takes_aws_segments_and_refuses_garbage() {
+        assert_eq!(percent_decode("a%2Fb%3A1").as_deref(), Some("a/b:1"));
+        assert_eq!(percent_decode("plain").as_deref(), Some("plain"));
+        for bad in ["%", "%2", "%zz", "%ff", "%c3"] {
+            assert!(percent_decode(bad).is_none(), "{bad}");
+        }
+    }
 
     #[test]
     fn shadow_names_follow_aws() {

@@ -93,6 +93,7 @@ mod dex;
 mod durable;
 mod edge;
 mod events;
+mod files;
 #[cfg(feature = "http")]
 pub mod http;
 pub mod metaevents;

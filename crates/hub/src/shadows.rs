@@ -8,7 +8,6 @@
 //! a hub killed at any moment comes back with every acknowledged document and none torn.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -16,6 +15,7 @@ use fnhub_core::{ServiceError, ShadowRef};
 use parking_lot::Mutex;
 use serde_json::{Map, Value, json};
 
+use crate::files;
 use crate::services::MAX_SHADOW_BYTES;
 
 /// What one accepted update produced: the documents AWS IoT publishes on
@@ -54,22 +54,9 @@ impl ShadowStore {
     /// A store kept in `dir` (made if missing, 0700), with what it holds loaded. A file that
     /// does not parse is set aside as `{name}.corrupt` and said, not served.
     pub(crate) fn open(dir: &Path) -> std::io::Result<ShadowStore> {
-        {
-            use std::os::unix::fs::DirBuilderExt;
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(dir)?;
-        }
+        files::private_dir(dir)?;
         let mut shadows = BTreeMap::new();
-        for entry in std::fs::read_dir(dir)?.flatten() {
-            let path = entry.path();
-            let name = entry.file_name();
-            let Some(name) = name.to_str() else { continue };
-            if name.starts_with(".tmp-") {
-                let _ = std::fs::remove_file(&path);
-                continue;
-            }
+        for (path, name) in files::entries(dir)? {
             let Some(stem) = name.strip_suffix(".json") else {
                 continue;
             };
@@ -165,21 +152,15 @@ impl ShadowStore {
             ServiceError::Unavailable(format!("{key} could not be saved: {e}"))
         };
         let stem = file_stem(key);
-        let path = dir.join(format!("{stem}.json"));
         match shadow {
-            Some(shadow) => {
-                let tmp = dir.join(format!(".tmp-{stem}"));
-                let mut file = std::fs::File::create(&tmp).map_err(failed)?;
-                file.write_all(shadow.saved().to_string().as_bytes())
-                    .and_then(|()| file.sync_all())
-                    .map_err(failed)?;
-                std::fs::rename(&tmp, &path).map_err(failed)?;
-            }
-            None => std::fs::remove_file(&path).map_err(failed)?,
+            Some(shadow) => files::replace(
+                dir,
+                &format!("{stem}.json"),
+                shadow.saved().to_string().as_bytes(),
+            ),
+            None => files::remove(dir, &format!("{stem}.json")),
         }
-        std::fs::File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(failed)
+        .map_err(failed)
     }
 }
 

@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use fnhub_core::percent_decode as decode;
 use serde_json::{Value, json};
 
 use super::model::OperationUpdate;
@@ -45,24 +46,6 @@ fn not_found(what: &str) -> ApiError {
 pub(crate) struct Asker<'a> {
     pub(crate) from_function: bool,
     pub(crate) may_invoke: &'a (dyn Fn(&str) -> bool + Send + Sync),
-}
-
-/// Percent-decoding of one path segment; `None` when it does not make UTF-8.
-fn decode(text: &str) -> Option<String> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = text.get(i + 1..i + 3)?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
 }
 
 fn query_param(query: &str, key: &str) -> Option<String> {

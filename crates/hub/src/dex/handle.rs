@@ -8,7 +8,7 @@ use bytes::Bytes;
 use fnhub_core::{ErrorKind, FunctionError, FunctionRef, Outcome};
 use tokio::sync::watch;
 
-use super::{Dex, ExecStatus, StartError};
+use super::{Dex, ExecStatus};
 use crate::EdgeHub;
 
 /// Why a durable execution could not start.
@@ -90,17 +90,8 @@ impl EdgeHub {
         let target: FunctionRef = function.parse().map_err(|_| not_durable())?;
         let spec = self.resolve(&target).ok_or_else(not_durable)?;
         let dex = self.dex().clone();
-        let (id, started, done) = dex
-            .start(spec.name.as_str(), spec.version.get(), input.into(), name)
-            .map_err(|e| match e {
-                StartError::AlreadyStarted(n) => DurableStartError::AlreadyStarted(n),
-                StartError::Invalid(m) if dex.config_of(spec.name.as_str()).is_none() => {
-                    let _ = m;
-                    not_durable()
-                }
-                StartError::Invalid(m) => DurableStartError::Invalid(m),
-                StartError::Unsaved(e) => DurableStartError::Unsaved(e),
-            })?;
+        let (id, started, done) =
+            dex.start(spec.name.as_str(), spec.version.get(), input.into(), name)?;
         if started {
             tokio::spawn(super::drive(dex.clone(), self.downgrade(), id.clone()));
         }

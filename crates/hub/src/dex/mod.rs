@@ -218,17 +218,6 @@ struct Live {
     done: watch::Sender<bool>,
 }
 
-/// Why an execution could not start.
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum StartError {
-    #[error("an execution named {0:?} was already started with another input")]
-    AlreadyStarted(String),
-    #[error("{0}")]
-    Invalid(String),
-    #[error("the execution could not be saved: {0}")]
-    Unsaved(std::io::Error),
-}
-
 impl Dex {
     pub(crate) fn new(
         dir: Option<&std::path::Path>,
@@ -295,12 +284,12 @@ impl Dex {
         version: u32,
         input: String,
         name: Option<String>,
-    ) -> Result<(String, bool, watch::Receiver<bool>), StartError> {
+    ) -> Result<(String, bool, watch::Receiver<bool>), DurableStartError> {
         let config = self
             .config_of(function)
-            .ok_or_else(|| StartError::Invalid(format!("{function} is not durable")))?;
+            .ok_or_else(|| DurableStartError::NotDurable(function.to_owned()))?;
         if input.len() > MAX_EXECUTION_INPUT {
-            return Err(StartError::Invalid(format!(
+            return Err(DurableStartError::Invalid(format!(
                 "an execution's input is at most {MAX_EXECUTION_INPUT} bytes, not {}",
                 input.len()
             )));
@@ -313,7 +302,7 @@ impl Dex {
                     && n.bytes()
                         .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
                 if !ok {
-                    return Err(StartError::Invalid(format!(
+                    return Err(DurableStartError::Invalid(format!(
                         "DurableExecutionName {n:?} is not 1 to 64 of [a-zA-Z0-9_-]"
                     )));
                 }
@@ -329,7 +318,7 @@ impl Dex {
             let same = live.exec.op(&live.exec.id).and_then(|o| o.input.as_deref())
                 == Some(input.as_str());
             if !same {
-                return Err(StartError::AlreadyStarted(name));
+                return Err(DurableStartError::AlreadyStarted(name));
             }
             return Ok((existing.clone(), false, live.done.subscribe()));
         }
@@ -355,7 +344,7 @@ impl Dex {
             changed: Vec::new(),
             answered: VecDeque::new(),
         };
-        self.save(&exec).map_err(StartError::Unsaved)?;
+        self.save(&exec).map_err(DurableStartError::Unsaved)?;
         metrics::counter!("fnhub_durable_executions_total", "status" => "started").increment(1);
         let done = state.insert(exec);
         Ok((id, true, done))

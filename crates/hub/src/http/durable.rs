@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use fnhub_core::{FunctionRef, Principal};
 use serde_json::json;
 
-use super::invoke::{Front, aws_error, refused_signature};
+use super::invoke::{Front, aws_error, header_pairs, refused_signature};
 use super::sigv4;
 use crate::DurableStartError;
 use crate::dex;
@@ -126,11 +126,7 @@ pub(super) async fn api(State(front): State<Arc<Front>>, request: Request) -> Re
     };
     let path = parts.uri.path().to_owned();
     let query = parts.uri.query().unwrap_or("").to_owned();
-    let headers: Vec<(&str, &str)> = parts
-        .headers
-        .iter()
-        .filter_map(|(k, v)| v.to_str().ok().map(|v| (k.as_str(), v)))
-        .collect();
+    let headers = header_pairs(&parts.headers);
     let signed = sigv4::SignedRequest {
         method: parts.method.as_str(),
         path: &path,

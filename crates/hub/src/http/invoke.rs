@@ -161,7 +161,7 @@ impl Front {
 
 /// The headers a signature covers, as text (a header that is not is left out, and a
 /// signature naming it fails).
-fn header_pairs(headers: &axum::http::HeaderMap) -> Vec<(&str, &str)> {
+pub(super) fn header_pairs(headers: &axum::http::HeaderMap) -> Vec<(&str, &str)> {
     headers
         .iter()
         .filter_map(|(k, v)| v.to_str().ok().map(|v| (k.as_str(), v)))

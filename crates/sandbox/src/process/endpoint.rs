@@ -30,7 +30,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use fnhub_core::{
     FunctionName, InvocationContext, InvocationId, LocalServices, ServiceAccess, ServiceCaller,
-    ServiceError, ShadowRef, Version,
+    ServiceError, ShadowRef, Version, percent_decode,
 };
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
@@ -160,24 +160,6 @@ fn ok(status: StatusCode, body: Bytes) -> Response<Full<Bytes>> {
         hyper::header::HeaderValue::from_static("application/json"),
     );
     r
-}
-
-/// `%XX` sequences decoded; `None` when they do not make UTF-8.
-fn percent_decode(text: &str) -> Option<String> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = text.get(i + 1..i + 3)?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
 }
 
 fn query_param<'a>(query: &'a str, key: &str) -> Option<&'a str> {
