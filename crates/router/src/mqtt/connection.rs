@@ -184,7 +184,11 @@ pub(super) fn options(config: &MqttConfig) -> MqttOptions {
         .set_connection_timeout(5)
         // Also rumqttc's own limit on what it reads (10 KiB by default, past which one
         // large message broke the connection on every redelivery).
-        .set_max_packet_size(Some(config.max_packet_bytes()));
+        .set_max_packet_size(Some(config.max_packet_bytes()))
+        // rumqttc keeps a slot per packet id up to this limit, made up front: left at its
+        // default (65,535) that is ~14 MiB per connection for a bridge that never has more
+        // than its window in flight.
+        .set_outgoing_inflight_upper_limit(u16::try_from(config.window.max(1)).unwrap_or(u16::MAX));
     if let Some(tls) = &config.tls {
         o.set_transport(rumqttc::Transport::tls_with_config(
             rumqttc::TlsConfiguration::Rustls(tls.client.clone()),

@@ -73,3 +73,25 @@ fn a_full_outbox_drops_the_oldest_and_requeue_keeps_order() {
     assert_eq!(seqs, vec![2, 3, 4, 5]);
     assert!(o.inflight.is_empty() && o.submitted.is_empty());
 }
+
+#[test]
+fn the_client_keeps_no_more_packet_slots_than_the_window() {
+    // rumqttc makes one slot per packet id up to this limit when it starts: at its default
+    // that was ~14 MiB of a hub's idle memory.
+    let config = MqttConfig::from_url("mqtt://127.0.0.1:1883", "hub").unwrap();
+    let options = super::connection::options(&config);
+    assert_eq!(
+        options.get_outgoing_inflight_upper_limit(),
+        Some(config.window as u16)
+    );
+    let c = MqttConfig::from_url("mqtts://broker.local", "hub");
+    // Without system roots the TLS config refuses; with them, port 8883 and TLS.
+    if let Ok(c) = c {
+        assert_eq!(c.port, 8883);
+        assert!(c.tls.is_some());
+    }
+    let c = MqttConfig::from_url("mqtt://127.0.0.1", "hub")
+        .unwrap()
+        .with_credentials("u", "p");
+    assert_eq!(c.credentials, Some(("u".into(), "p".into())));
+}
