@@ -402,6 +402,24 @@ async fn run(o: Options) -> Result<(), Box<dyn std::error::Error>> {
 
     let started = Instant::now();
     let until = started + o.duration;
+    // Progress on stderr when it is a terminal, once a second.
+    if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        let hub = hub.clone();
+        let total = o.duration.as_secs_f64();
+        tokio::spawn(async move {
+            while Instant::now() < until {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let s = hub.stats();
+                eprint!(
+                    "\r{:.0}/{total:.0} s: {} events in, {} out ",
+                    started.elapsed().as_secs_f64().min(total),
+                    s.events_in,
+                    s.events_out
+                );
+            }
+            eprintln!();
+        });
+    }
     let devices: Vec<_> = (0..o.devices)
         .map(|i| tokio::spawn(device(hub.clone(), i, o.rate_hz, until)))
         .collect();

@@ -97,34 +97,52 @@ fn run(o: &Options) -> Result<(), Box<dyn Error>> {
         .collect();
     // The fixed keep-alive frontier, 1 to 240 minutes: what a fixed policy buys with each
     // amount of memory, to compare every policy with the fixed one of equal memory.
+    // Progress on stderr when it is a terminal: the frontier is most of the run.
+    let progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let frontier: Vec<(f64, SimReport)> = (1..=240u64)
         .map(|k| {
+            if progress {
+                eprint!("\rfixed keep-alive frontier: {k}/240 minutes");
+            }
             let mut p = FixedKeepAlive::new(Duration::from_secs(60 * k));
             (k as f64, simulate(&trace, &mut p))
         })
         .collect();
+    if progress {
+        eprintln!();
+    }
 
     if o.json {
+        // One JSON document: the trace's figures and a report per policy.
+        let mut policies = Vec::new();
         for r in &reports {
             let eq = equal_memory(&frontier, r.wasted_gb_minutes);
-            println!(
-                "{}",
-                serde_json::json!({
-                    "policy": r.policy,
-                    "cold_start_pct": r.cold_start_pct,
-                    "cold_start_pct_p75_function": r.cold_start_pct_p75_function,
-                    "wasted_gb_minutes": r.wasted_gb_minutes,
-                    "decision_ns": r.decision_ns,
-                    "invocations": r.invocations,
-                    "cold_starts": r.cold_starts,
-                    "equal_memory_fixed": eq.map(|e| serde_json::json!({
-                        "keep_alive_min": e.keep_alive_min,
-                        "cold_start_pct": e.cold_start_pct,
-                        "cold_start_pct_p75_function": e.cold_start_pct_p75_function,
-                    })),
-                })
-            );
+            policies.push(serde_json::json!({
+                "policy": r.policy,
+                "cold_start_pct": r.cold_start_pct,
+                "cold_start_pct_p75_function": r.cold_start_pct_p75_function,
+                "wasted_gb_minutes": r.wasted_gb_minutes,
+                "decision_ns": r.decision_ns,
+                "invocations": r.invocations,
+                "cold_starts": r.cold_starts,
+                "equal_memory_fixed": eq.map(|e| serde_json::json!({
+                    "keep_alive_min": e.keep_alive_min,
+                    "cold_start_pct": e.cold_start_pct,
+                    "cold_start_pct_p75_function": e.cold_start_pct_p75_function,
+                })),
+            }));
         }
+        println!(
+            "{}",
+            serde_json::json!({
+                "trace": {
+                    "functions": trace.functions.len(),
+                    "minutes": trace.minutes,
+                    "defaulted": trace.defaulted,
+                },
+                "policies": policies,
+            })
+        );
     } else {
         println!(
             "{} functions, {} minutes, {} invocations ({} functions with default run time or memory)",
@@ -225,7 +243,14 @@ fn plot(
     let root = SVGBackend::new(path, (1200, 500)).into_drawing_area();
     root.fill(&WHITE)?;
     let (left, right) = root.split_horizontally(560);
-    let colors = [RED, BLUE, GREEN, MAGENTA, CYAN];
+    // Okabe and Ito's palette: told apart by readers with any common colour blindness.
+    let colors = [
+        RGBColor(230, 159, 0),
+        RGBColor(0, 114, 178),
+        RGBColor(0, 158, 115),
+        RGBColor(213, 94, 0),
+        RGBColor(204, 121, 167),
+    ];
 
     let max_waste = reports
         .iter()
@@ -234,15 +259,18 @@ fn plot(
         * 1.15;
     let max_cold = reports.iter().map(|r| r.cold_start_pct).fold(0.1, f64::max) * 1.25;
     let mut chart = ChartBuilder::on(&left)
-        .caption("Cold starts vs wasted warm memory", ("sans-serif", 20))
+        .caption(
+            "Cold starts vs wasted warm memory (lower left is better)",
+            ("sans-serif", 20),
+        )
         .margin(15)
         .x_label_area_size(40)
         .y_label_area_size(55)
         .build_cartesian_2d(0.0..max_waste, 0.0..max_cold)?;
     chart
         .configure_mesh()
-        .x_desc("wasted memory (GB-minutes)")
-        .y_desc("cold starts (% of invocations)")
+        .x_desc("wasted memory (GB-minutes), lower is better")
+        .y_desc("cold starts (% of invocations), lower is better")
         .draw()?;
     chart
         .draw_series(LineSeries::new(
@@ -279,7 +307,10 @@ fn plot(
         .fold(0.1, f64::max)
         * 1.1;
     let mut chart = ChartBuilder::on(&right)
-        .caption("Cold-start rate by hour of day", ("sans-serif", 20))
+        .caption(
+            "Cold-start rate by hour of day (lower is better)",
+            ("sans-serif", 20),
+        )
         .margin(15)
         .x_label_area_size(40)
         .y_label_area_size(55)

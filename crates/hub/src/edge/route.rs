@@ -225,7 +225,20 @@ impl Observer for HubObserver {
         };
         // Every failure is said once, here: for an `Event` invocation or a flow's, no
         // caller is waiting to see it.
+        // An error the function returned itself (its own logs say why) at debug; crashes,
+        // timeouts and the rest at warn.
         if let Err(e) = &c.outcome
+            && e.kind == fnhub_core::ErrorKind::Handled
+        {
+            tracing::debug!(
+                target: "fnhub::invocation",
+                function = %c.function,
+                request_id = %c.id,
+                error_type = e.error_type.as_deref().unwrap_or("-"),
+                "{}",
+                e.message
+            );
+        } else if let Err(e) = &c.outcome
             && e.kind != fnhub_core::ErrorKind::Cancelled
         {
             tracing::warn!(
