@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use common::python_with_ric;
 use fnhub::http::HttpConfig;
-use fnhub::{DurableConfig, EdgeHub, FunctionName, FunctionSpec, Runtime};
-use fnhub_core::{CapabilityProfile, ServiceAccess};
+use fnhub::{DurableConfig, EdgeHub, FunctionSpec};
+use fnhub_core::ServiceAccess;
 use serde_json::{Value, json};
 
 /// Python with awslambdaric and the durable SDK, and the AWS CLI; `None` (a failure under
@@ -47,23 +47,7 @@ fn function(
     handler: &str,
     access: ServiceAccess,
 ) -> FunctionSpec {
-    let mut profile = CapabilityProfile::default();
-    profile.services = access;
-    FunctionSpec::new(
-        FunctionName::new(name).unwrap(),
-        Runtime::Process {
-            command: vec![
-                python.display().to_string(),
-                "-m".into(),
-                "awslambdaric".into(),
-                handler.into(),
-            ],
-            workdir: Some(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/python")),
-            handler: Some(handler.into()),
-        },
-    )
-    .with_capabilities(profile)
-    .with_timeout(Duration::from_secs(30))
+    common::python_function(python, name, handler, access, Duration::from_secs(30))
 }
 
 /// `aws lambda <args>` against the hub; its exit status, JSON answer and stderr.

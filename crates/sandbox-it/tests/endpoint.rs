@@ -10,8 +10,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use common::{json, python_with_ric};
-use fnhub::{EdgeHub, FunctionName, FunctionSpec, Invocation, Runtime};
-use fnhub_core::{CapabilityProfile, ServiceAccess};
+use fnhub::{EdgeHub, FunctionSpec, Invocation};
+use fnhub_core::ServiceAccess;
 use serde_json::{Value, json};
 
 fn fixtures() -> PathBuf {
@@ -24,23 +24,7 @@ fn function(
     handler: &str,
     access: ServiceAccess,
 ) -> FunctionSpec {
-    let mut profile = CapabilityProfile::default();
-    profile.services = access;
-    FunctionSpec::new(
-        FunctionName::new(name).unwrap(),
-        Runtime::Process {
-            command: vec![
-                python.display().to_string(),
-                "-m".into(),
-                "awslambdaric".into(),
-                handler.into(),
-            ],
-            workdir: Some(fixtures()),
-            handler: Some(handler.into()),
-        },
-    )
-    .with_capabilities(profile)
-    .with_timeout(Duration::from_secs(20))
+    common::python_function(python, name, handler, access, Duration::from_secs(20))
 }
 
 async fn call(hub: &EdgeHub, function: &str, event: Value) -> Value {

@@ -6,7 +6,9 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use fnhub_core::{CapabilityProfile, EnvAccess, FunctionName, FunctionSpec, Runtime};
+use fnhub_core::{
+    CapabilityProfile, EnvAccess, FunctionName, FunctionSpec, Runtime, ServiceAccess,
+};
 use serde_json::Value;
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
@@ -137,4 +139,32 @@ pub(crate) fn start_event_hub(
         }
     });
     (child, addr)
+}
+
+/// A Python function of `fixtures/python` under awslambdaric, allowed `access` on its
+/// endpoint, with `timeout`.
+pub(crate) fn python_function(
+    python: &std::path::Path,
+    name: &str,
+    handler: &str,
+    access: ServiceAccess,
+    timeout: Duration,
+) -> FunctionSpec {
+    let mut profile = CapabilityProfile::default();
+    profile.services = access;
+    FunctionSpec::new(
+        FunctionName::new(name).unwrap(),
+        Runtime::Process {
+            command: vec![
+                python.display().to_string(),
+                "-m".into(),
+                "awslambdaric".into(),
+                handler.into(),
+            ],
+            workdir: Some(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/python")),
+            handler: Some(handler.into()),
+        },
+    )
+    .with_capabilities(profile)
+    .with_timeout(timeout)
 }

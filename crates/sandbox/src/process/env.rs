@@ -542,7 +542,7 @@ impl Inner {
                 Ok(Ok(Answer::Outcome(outcome))) => {
                     // A watched tail gets every line written before the answer.
                     if let Some(tails) = &self.log_tails
-                        && tails.is_watched(&invocation.id.to_string())
+                        && tails.is_watched(invocation.id)
                     {
                         for pipe in &running.logs {
                             pipe.settle().await;

@@ -64,8 +64,10 @@ impl LogTails {
             .map(Vec::from)
     }
 
-    pub(super) fn is_watched(&self, request_id: &str) -> bool {
-        self.watched.lock().contains_key(request_id)
+    /// Whether `invocation` is watched; no allocation while nothing is.
+    pub(super) fn is_watched(&self, invocation: InvocationId) -> bool {
+        let watched = self.watched.lock();
+        !watched.is_empty() && watched.contains_key(&invocation.to_string())
     }
 
     fn append(&self, request_id: &str, line: &str) {
