@@ -3,7 +3,14 @@
 //!
 //! ```text
 //! cargo run --release --features nats --example cloud_runtime -- [--nodes N] [--invocations M] [--url nats://HOST:PORT] [--durable] [--json]
+//! cargo run --release --features nats --example cloud_runtime -- --config node.toml [--serve | --duration SECS] [--json] [--log-format text|json]
 //! ```
+//!
+//! With `--config` it runs one node from a config file: the hub's format plus `[cloud]`
+//! (see `fnhub::config::CloudNode`), with the file's process and WebAssembly functions, the
+//! Lambda front door, `/metrics` and `/healthz`. Start two or ten with the same
+//! `deployment` and they share the work: a call to any node of a function it lacks, or
+//! has no room for, runs on a node that has it.
 //!
 //! With `--durable` the workload is a durable function, `order`: a step, a 300 ms sleep
 //! (which suspends it), and a child invocation of `work`. Every node keeps checkpoints in
@@ -33,7 +40,7 @@ use fnhub::{
 use futures_util::StreamExt;
 use parking_lot::Mutex;
 
-const USAGE: &str = "usage: cloud_runtime [--nodes N] [--invocations M] [--url nats://HOST:PORT] [--durable] [--json]";
+const USAGE: &str = "usage: cloud_runtime [--nodes N] [--invocations M] [--url nats://HOST:PORT] [--durable] [--json]\n       cloud_runtime --config FILE [--serve | --duration SECS] [--json] [--log-format text|json]";
 
 fn config() -> CloudConfig {
     // A killed node's work comes back after two seconds.
@@ -318,6 +325,9 @@ async fn main() -> ExitCode {
             }
         };
     }
+    if args.iter().any(|a| a == "--config") {
+        return node_from_config(&args).await;
+    }
     let options = match parse(&args) {
         Ok(o) => o,
         Err(e) => {
@@ -328,6 +338,63 @@ async fn main() -> ExitCode {
     match run(options).await {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("cloud_runtime: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `--config FILE [--serve | --duration SECS] [--json] [--log-format text|json]`: one node
+/// from a config file.
+async fn node_from_config(args: &[String]) -> ExitCode {
+    let (mut path, mut until, mut json, mut format) = (
+        None,
+        fnhub_examples::serve::Until::Signal,
+        false,
+        fnhub_examples::logs::LogFormat::Text,
+    );
+    let mut serve = false;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let parsed = match a.as_str() {
+            "--config" => it.next().map(|p| path = Some(std::path::PathBuf::from(p))),
+            "--serve" => {
+                serve = true;
+                Some(())
+            }
+            "--json" => {
+                json = true;
+                Some(())
+            }
+            "--duration" => it
+                .next()
+                .and_then(|s| s.parse::<f64>().ok())
+                .filter(|s| s.is_finite() && *s > 0.0 && *s < 1e7)
+                .map(|s| until = fnhub_examples::serve::Until::After(Duration::from_secs_f64(s))),
+            "--log-format" => it.next().and_then(|f| f.parse().ok()).map(|f| format = f),
+            _ => None,
+        };
+        if parsed.is_none() {
+            eprintln!("bad or unknown argument {a:?}\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    }
+    let Some(path) = path else {
+        eprintln!("--config needs a file\n{USAGE}");
+        return ExitCode::from(2);
+    };
+    if serve {
+        until = fnhub_examples::serve::Until::Signal;
+    }
+    let logs = fnhub_examples::logs::init(format);
+    let result = fnhub_examples::serve::run_config(&path, until, json).await;
+    if let Err(e) = &result {
+        tracing::error!("{e}");
+    }
+    logs.finish();
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("cloud_runtime: {e}");
             ExitCode::FAILURE

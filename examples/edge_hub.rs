@@ -114,61 +114,6 @@ fn parse_args() -> Result<Options, String> {
     Ok(o)
 }
 
-/// Runs the hub a config file declares: until a signal with `--serve`, else for
-/// `--duration`; then drains it and prints its figures.
-async fn run_config(o: &Options, path: &Path) -> Result<(), Box<dyn std::error::Error>> {
-    let config = fnhub::config::HubConfig::load(path)?;
-    // The binary, not the library, installs the process's metrics recorder; `/metrics`
-    // renders it.
-    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
-        .install_recorder()
-        .map_err(|e| format!("metrics recorder: {e}"))?;
-    let render: fnhub::http::RenderMetrics = std::sync::Arc::new(move || metrics.render());
-    let running = config.start(config.builder()?, Some(render)).await?;
-    let http = running.http.as_ref().map(|h| h.local_addr().to_string());
-    eprintln!(
-        "hub {} up: {} functions, {} flows, http {}",
-        config.name(),
-        config.functions().len(),
-        config.flows().len(),
-        http.as_deref().unwrap_or("off"),
-    );
-    if o.serve {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
-        eprintln!("signal: draining");
-    } else {
-        tokio::time::sleep(o.duration).await;
-    }
-    let hub = running.hub.clone();
-    running.shutdown().await;
-    let stats = hub.stats();
-    if o.json {
-        let summary = serde_json::json!({
-            "hub": config.name(),
-            "http": http,
-            "events_in": stats.events_in,
-            "events_out": stats.events_out,
-            "rejected": stats.rejected,
-            "outcomes": stats.outcomes,
-            "invocations": stats.functions.iter().map(|(k, v)| (k.clone(), v.invocations)).collect::<std::collections::BTreeMap<_, _>>(),
-        });
-        println!("{summary}");
-    } else {
-        println!(
-            "hub {}: {} events in, {} out, outcomes {:?}",
-            config.name(),
-            stats.events_in,
-            stats.events_out,
-            stats.outcomes
-        );
-    }
-    Ok(())
-}
-
 fn reading(inv: &Invocation) -> Result<f64, FunctionError> {
     std::str::from_utf8(&inv.payload)
         .ok()
@@ -374,7 +319,12 @@ async fn main() -> ExitCode {
 
 async fn run(o: Options) -> Result<(), Box<dyn std::error::Error>> {
     if let Some(path) = o.config.clone() {
-        return run_config(&o, &path).await;
+        let until = if o.serve {
+            fnhub_examples::serve::Until::Signal
+        } else {
+            fnhub_examples::serve::Until::After(o.duration)
+        };
+        return fnhub_examples::serve::run_config(&path, until, o.json).await;
     }
     let python = if o.python { python_with_ric() } else { None };
     let python_state = match (&python, o.python) {

@@ -34,6 +34,10 @@ pub fn describe_metrics() {
         "Environments started ahead of demand."
     );
     describe_counter!("fnhub_evictions_total", "Idle environments stopped.");
+    describe_counter!(
+        "fnhub_cloud_refused_total",
+        "Work messages a cloud runtime node refused, by reason (missing or invalid header, a deadline too far ahead, a depth over the limit)."
+    );
     describe_gauge!("fnhub_queue_depth", "Invocations waiting for a worker.");
     describe_gauge!("fnhub_running", "Invocations running now.");
     describe_gauge!("fnhub_workers", "Workers of the scheduler.");

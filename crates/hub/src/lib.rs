@@ -146,3 +146,24 @@ pub mod libs {
     pub use fnhub_sandbox as sandbox;
     pub use fnhub_scheduler as scheduler;
 }
+
+/// The longest name of a cloud runtime deployment.
+#[cfg(any(feature = "nats", feature = "config"))]
+pub(crate) const MAX_DEPLOYMENT: usize = 32;
+
+/// Checks a cloud runtime deployment's name: 1 to 32 letters, digits, `-` or `_` (it is
+/// part of stream names and subjects).
+#[cfg(any(feature = "nats", feature = "config"))]
+pub(crate) fn check_deployment(name: &str) -> Result<(), String> {
+    let ok = (1..=MAX_DEPLOYMENT).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{name:?}: a deployment is 1 to {MAX_DEPLOYMENT} letters, digits, '-' or '_'"
+        ))
+    }
+}

@@ -132,14 +132,27 @@ impl LocalServices for HubServices {
                 return Err(ServiceError::Denied(refusal));
             }
             let invocation = Invocation::new(target, payload).with_context(context);
-            let ticket = scheduler
-                .try_submit_child(invocation)
-                .map_err(|e| match e {
-                    SubmitError::UnknownFunction(i) => {
-                        ServiceError::NotFound(format!("function {} is not deployed", i.function))
+            let ticket = match scheduler.try_submit_child(invocation) {
+                Ok(ticket) => ticket,
+                Err(SubmitError::UnknownFunction(i)) => {
+                    // Not here: on a cloud runtime node, the node that has it runs it,
+                    // with the caller's context (trace, deadline, principal, depth).
+                    #[cfg(feature = "nats")]
+                    if let Some(link) = self.hub.get().and_then(|h| h.upgrade()?.cloud_link()) {
+                        return match link.invoke(i).await {
+                            Err(e) if e.error_type.as_deref() == Some("CloudRuntime") => {
+                                Err(ServiceError::NotFound(e.message))
+                            }
+                            outcome => outcome.map_err(ServiceError::Function),
+                        };
                     }
-                    other => ServiceError::Overloaded(other.to_string()),
-                })?;
+                    return Err(ServiceError::NotFound(format!(
+                        "function {} is not deployed",
+                        i.function
+                    )));
+                }
+                Err(other) => return Err(ServiceError::Overloaded(other.to_string())),
+            };
             ticket.await.outcome.map_err(ServiceError::Function)
         })
     }

@@ -361,7 +361,7 @@ async fn payment_hub(url: &str, opened: Arc<AtomicU64>) -> EdgeHub {
 /// How many event waits the deployment holds.
 async fn waits(url: &str) -> usize {
     let js = async_nats::jetstream::new(async_nats::connect(url).await.unwrap());
-    let kv = js.get_key_value("FNHUB_WAITS").await.unwrap();
+    let kv = js.get_key_value("FNHUB_default_WAITS").await.unwrap();
     kv.keys().await.unwrap().count().await
 }
 

@@ -1,6 +1,6 @@
 //! The client of a deployment: submits invocations, publishes events, reads results.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -11,12 +11,14 @@ use bytes::Bytes;
 use fnhub_core::{Invocation, InvocationId, Outcome};
 use fnhub_router::topic::TopicName;
 use futures_util::StreamExt;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
 
-use super::wire::{
-    EVENT_SUBJECT, FUNCTION, INVOCATION, NODE, PARENT, PRIORITY, REGISTRY, RESULT_STREAM, TOPIC,
-    header, outcome_of,
-};
-use super::{CloudConfig, CloudError, bucket, js_err, streams};
+use super::wire::{INVOCATION, NODE, TOPIC, VERSION, header, outcome_of};
+use super::{CloudConfig, CloudError, Wire, bucket, js_err};
+
+/// Callers of [`CloudClient::call`] waiting for their result, by invocation.
+type Waiting = Arc<parking_lot::Mutex<HashMap<InvocationId, oneshot::Sender<CloudResult>>>>;
 
 /// One outcome, as a caller receives it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,16 +30,41 @@ pub struct CloudResult {
     pub node: String,
     /// Its outcome.
     pub outcome: Outcome,
+    /// The version that ran, when the node said.
+    pub version: Option<u32>,
+}
+
+impl CloudResult {
+    fn of(id: InvocationId, headers: Option<&HeaderMap>, payload: &Bytes) -> CloudResult {
+        CloudResult {
+            id,
+            node: header(headers, NODE).unwrap_or_default(),
+            outcome: outcome_of(headers, payload),
+            version: header(headers, VERSION).and_then(|v| v.parse().ok()),
+        }
+    }
 }
 
 /// Submits invocations to the cloud runtime and reads their results.
 pub struct CloudClient {
-    pub(super) js: jetstream::Context,
+    pub(super) js: Wire,
     /// The results stream, looked up once.
     pub(super) results: jetstream::stream::Stream,
     registry: jetstream::kv::Store,
     /// Functions found in the registry, so that each is looked up once.
     known: parking_lot::Mutex<HashSet<String>>,
+    waiting: Waiting,
+    /// Follows every result of the deployment for [`call`](CloudClient::call); started by
+    /// the first call.
+    listener: tokio::sync::OnceCell<JoinHandle<()>>,
+}
+
+impl Drop for CloudClient {
+    fn drop(&mut self) {
+        if let Some(task) = self.listener.get() {
+            task.abort();
+        }
+    }
 }
 
 impl std::fmt::Debug for CloudClient {
@@ -47,26 +74,105 @@ impl std::fmt::Debug for CloudClient {
 }
 
 impl CloudClient {
-    /// Connects to NATS at `url`, creating the streams when they are not there.
+    /// Connects to NATS at `url` (one server, or several of one cluster separated by
+    /// commas), to the deployment `config` names, which a node must have set up
+    /// ([`CloudError::UnknownDeployment`] otherwise).
     pub async fn connect(url: &str, config: &CloudConfig) -> Result<CloudClient, CloudError> {
         let client = async_nats::connect(url)
             .await
             .map_err(|e| CloudError::Connect(e.into()))?;
-        let js = jetstream::new(client);
-        streams(&js, config).await?;
-        CloudClient::with_context(js).await
+        CloudClient::connect_with(client, config).await
     }
 
-    /// A client on an existing JetStream context whose streams are set up.
-    pub(super) async fn with_context(js: jetstream::Context) -> Result<CloudClient, CloudError> {
-        let registry = bucket(&js, REGISTRY).await?;
-        let results = js.get_stream(RESULT_STREAM).await.map_err(js_err)?;
+    /// [`connect`](CloudClient::connect) on a connection made with the caller's options.
+    pub async fn connect_with(
+        client: async_nats::Client,
+        config: &CloudConfig,
+    ) -> Result<CloudClient, CloudError> {
+        let js = Wire {
+            context: jetstream::new(client),
+            names: config.names()?,
+        };
+        if js.get_stream(js.names.work_stream()).await.is_err() {
+            return Err(CloudError::UnknownDeployment(
+                js.names.deployment().to_owned(),
+            ));
+        }
+        CloudClient::with_wire(js).await
+    }
+
+    /// A client of a deployment whose streams are set up.
+    pub(super) async fn with_wire(js: Wire) -> Result<CloudClient, CloudError> {
+        let registry = bucket(&js, &js.names.registry(), 1).await?;
+        let results = js
+            .get_stream(js.names.result_stream())
+            .await
+            .map_err(js_err)?;
         Ok(CloudClient {
             js,
             results,
             registry,
             known: parking_lot::Mutex::new(HashSet::new()),
+            waiting: Waiting::default(),
+            listener: tokio::sync::OnceCell::new(),
         })
+    }
+
+    /// Submits `invocation` and waits up to `timeout` for its result, from whichever node
+    /// runs it. One subscription to the deployment's results serves every call; a result
+    /// that it missed (while the connection was down) is read from the result stream.
+    pub async fn call(
+        &self,
+        invocation: &Invocation,
+        timeout: Duration,
+    ) -> Result<CloudResult, CloudError> {
+        self.listener
+            .get_or_try_init(|| async {
+                let mut sub = self
+                    .js
+                    .context
+                    .client()
+                    .subscribe(self.js.names.results_all())
+                    .await
+                    .map_err(|e| CloudError::Connect(e.into()))?;
+                let waiting = self.waiting.clone();
+                Ok::<_, CloudError>(tokio::spawn(async move {
+                    while let Some(m) = sub.next().await {
+                        let id = header(m.headers.as_ref(), INVOCATION)
+                            .and_then(|v| v.parse::<InvocationId>().ok());
+                        let Some(id) = id else { continue };
+                        if let Some(tx) = waiting.lock().remove(&id) {
+                            let _ = tx.send(CloudResult::of(id, m.headers.as_ref(), &m.payload));
+                        }
+                    }
+                }))
+            })
+            .await?;
+        let id = invocation.id;
+        let (tx, mut rx) = oneshot::channel();
+        self.waiting.lock().insert(id, tx);
+        let _gone = Gone(self.waiting.clone(), id);
+        self.submit(invocation).await?;
+        let until = tokio::time::Instant::now() + timeout;
+        loop {
+            let look = (until - tokio::time::Instant::now().min(until)).min(Duration::from_secs(1));
+            match tokio::time::timeout(look, &mut rx).await {
+                Ok(Ok(result)) => return Ok(result),
+                Ok(Err(_)) => return Err(CloudError::JetStream("the client closed".into())),
+                Err(_) => {}
+            }
+            // Nothing for a second: perhaps the subscription missed it.
+            if let Ok(m) = self
+                .results
+                .get_last_raw_message_by_subject(&self.js.names.result(id))
+                .await
+            {
+                return Ok(CloudResult::of(id, Some(&m.headers), &m.payload));
+            }
+            if tokio::time::Instant::now() >= until {
+                return Err(CloudError::TimedOut(timeout));
+            }
+        }
     }
 
     /// Waits for the result of invocation `id`, however long ago it came (while the result
@@ -75,7 +181,7 @@ impl CloudClient {
         let consumer = self
             .results
             .create_consumer(consumer::pull::OrderedConfig {
-                filter_subject: format!("fnhub.results.{id}"),
+                filter_subject: self.js.names.result(id),
                 deliver_policy: consumer::DeliverPolicy::All,
                 ..Default::default()
             })
@@ -87,11 +193,7 @@ impl CloudClient {
             .await
             .ok_or_else(|| CloudError::JetStream("the result stream ended".into()))?
             .map_err(js_err)?;
-        Ok(CloudResult {
-            id,
-            node: header(m.headers.as_ref(), NODE).unwrap_or_default(),
-            outcome: outcome_of(m.headers.as_ref(), &m.payload),
-        })
+        Ok(CloudResult::of(id, m.headers.as_ref(), &m.payload))
     }
 
     /// Publishes an event to the deployment: every durable execution waiting for a topic
@@ -112,12 +214,24 @@ impl CloudClient {
         let mut headers = HeaderMap::new();
         headers.insert(TOPIC, topic);
         self.js
-            .publish_with_headers(EVENT_SUBJECT, headers, payload.into())
+            .publish_with_headers(self.js.names.event_subject(), headers, payload.into())
             .await
             .map_err(js_err)?
             .await
             .map_err(js_err)?;
         Ok(())
+    }
+
+    /// Whether some node has registered `function` (looked up once, then remembered).
+    pub async fn registered(&self, function: &str) -> Result<bool, CloudError> {
+        if self.known.lock().contains(function) {
+            return Ok(true);
+        }
+        let found = self.registry.get(function).await.map_err(js_err)?.is_some();
+        if found {
+            self.known.lock().insert(function.to_owned());
+        }
+        Ok(found)
     }
 
     /// The functions some node has registered, by name.
@@ -131,38 +245,21 @@ impl CloudClient {
         Ok(out)
     }
 
-    /// Submits an invocation; its id, which its result carries. Its priority and parent go
-    /// with it. Submitting the same invocation again (same id) within the duplicate window
+    /// Submits an invocation; its id, which its result carries. Its whole context goes
+    /// with it (trace, deadline, principal, priority, depth, affinity key, client context,
+    /// parent: see [the wire format](super#the-wire-format)). Submitting the same invocation again (same id) within the duplicate window
     /// stores it once. A function no node has registered is refused
     /// ([`CloudError::UnknownFunction`]).
     pub async fn submit(&self, invocation: &Invocation) -> Result<InvocationId, CloudError> {
-        let name = invocation.function.name.to_string();
-        if !self.known.lock().contains(&name) {
-            if self
-                .registry
-                .get(name.as_str())
-                .await
-                .map_err(js_err)?
-                .is_none()
-            {
-                return Err(CloudError::UnknownFunction(name));
-            }
-            self.known.lock().insert(name);
+        let name = invocation.function.name.as_str();
+        if !self.registered(name).await? {
+            return Err(CloudError::UnknownFunction(name.to_owned()));
         }
         let id = invocation.id;
-        let mut headers = HeaderMap::new();
-        headers.insert("Nats-Msg-Id", id.to_string().as_str());
-        headers.insert(INVOCATION, id.to_string().as_str());
-        headers.insert(FUNCTION, invocation.function.to_string().as_str());
-        if let Some(parent) = invocation.context.parent {
-            headers.insert(PARENT, parent.to_string().as_str());
-        }
-        if invocation.context.priority != fnhub_core::Priority::default() {
-            headers.insert(PRIORITY, invocation.context.priority.0.to_string().as_str());
-        }
+        let headers = super::context::encode(invocation);
         self.js
             .publish_with_headers(
-                format!("fnhub.work.{}", invocation.function.name),
+                self.js.names.work(invocation.function.name.as_str()),
                 headers,
                 invocation.payload.clone(),
             )
@@ -199,14 +296,50 @@ impl CloudClient {
                     duplicates.fetch_add(1, Ordering::Relaxed);
                     return None;
                 }
-                let outcome = outcome_of(m.headers.as_ref(), &m.payload);
-                Some(CloudResult {
-                    id,
-                    node: header(NODE).unwrap_or_default(),
-                    outcome,
-                })
+                Some(CloudResult::of(id, m.headers.as_ref(), &m.payload))
             });
             std::future::ready(out)
         }))
+    }
+}
+
+/// Removes a caller's entry from the waiting map when its call ends, however it ends.
+struct Gone(Waiting, InvocationId);
+
+impl Drop for Gone {
+    fn drop(&mut self) {
+        self.0.lock().remove(&self.1);
+    }
+}
+
+#[cfg(feature = "http")]
+impl crate::http::Dispatch for CloudClient {
+    fn runs<'a>(
+        &'a self,
+        function: &'a fnhub_core::FunctionName,
+    ) -> fnhub_core::BoxFuture<'a, bool> {
+        Box::pin(async move { self.registered(function.as_str()).await.unwrap_or(false) })
+    }
+
+    fn call(
+        &self,
+        invocation: Invocation,
+        wait: Duration,
+    ) -> fnhub_core::BoxFuture<'_, Result<crate::http::Dispatched, String>> {
+        Box::pin(async move {
+            let r = CloudClient::call(self, &invocation, wait)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(crate::http::Dispatched::new(r.outcome, r.version, r.node))
+        })
+    }
+
+    fn submit(&self, invocation: Invocation) -> fnhub_core::BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move {
+            CloudClient::submit(self, &invocation)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        })
     }
 }

@@ -68,11 +68,12 @@
 //! [`Engine::take_over`]: fnhub_checkpoint::durable::Engine::take_over
 
 mod client;
+mod context;
 mod decide;
 mod node;
 mod suspend;
 mod waits;
-mod wire;
+pub mod wire;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -84,10 +85,25 @@ use tokio::task::JoinHandle;
 
 use crate::EdgeHub;
 pub use client::{CloudClient, CloudResult};
+pub use context::WireError;
 use node::{Node, work_loop};
 use suspend::Attached;
 use waits::Waits;
-use wire::{REGISTRY, RESULT_STREAM, WAITS, WORK_STREAM, WORKERS};
+use wire::Names;
+
+/// A JetStream context and the names of the deployment it works in.
+#[derive(Clone)]
+pub(crate) struct Wire {
+    pub(crate) context: jetstream::Context,
+    pub(crate) names: Arc<Names>,
+}
+
+impl std::ops::Deref for Wire {
+    type Target = jetstream::Context;
+    fn deref(&self) -> &jetstream::Context {
+        &self.context
+    }
+}
 
 /// A cloud runtime operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -108,6 +124,15 @@ pub enum CloudError {
     /// An event's topic is not a valid MQTT topic name.
     #[error("invalid topic {0}")]
     InvalidTopic(String),
+    /// A deployment name that cannot name streams and subjects.
+    #[error("invalid deployment {0}")]
+    InvalidDeployment(String),
+    /// No node has set up this deployment's streams.
+    #[error("no node serves deployment {0:?}")]
+    UnknownDeployment(String),
+    /// No result came in time.
+    #[error("no result within {0:?}")]
+    TimedOut(Duration),
 }
 
 /// The error a [`CloudError`] wraps, kept whole (its own source chain included).
@@ -131,6 +156,12 @@ pub struct CloudConfig {
     pub in_flight: usize,
     /// How long JetStream remembers message ids to drop duplicates. Default 2 min.
     pub duplicate_window: Duration,
+    /// The deployment: nodes and clients with the same one share one work stream.
+    /// Default `default`.
+    pub deployment: String,
+    /// Copies of each stream and bucket in a JetStream cluster (1 to 5). Default 1; 3 on a
+    /// three-server cluster keeps every invocation through the loss of one server.
+    pub replicas: usize,
 }
 
 impl Default for CloudConfig {
@@ -139,6 +170,8 @@ impl Default for CloudConfig {
             ack_wait: Duration::from_secs(10),
             in_flight: 64,
             duplicate_window: Duration::from_secs(120),
+            deployment: "default".into(),
+            replicas: 1,
         }
     }
 }
@@ -155,37 +188,59 @@ impl CloudConfig {
         self.in_flight = in_flight.max(1);
         self
     }
+
+    /// Sets the deployment (checked when a node or client connects).
+    pub fn with_deployment(mut self, deployment: impl Into<String>) -> CloudConfig {
+        self.deployment = deployment.into();
+        self
+    }
+
+    /// Sets how many copies a JetStream cluster keeps of each stream and bucket (1 to 5).
+    pub fn with_replicas(mut self, replicas: usize) -> CloudConfig {
+        self.replicas = replicas.clamp(1, 5);
+        self
+    }
+
+    pub(crate) fn names(&self) -> Result<Arc<Names>, CloudError> {
+        Names::new(&self.deployment)
+            .map(Arc::new)
+            .map_err(CloudError::InvalidDeployment)
+    }
 }
 
-pub(super) async fn streams(
-    js: &jetstream::Context,
-    config: &CloudConfig,
-) -> Result<(), CloudError> {
+/// Sets up the deployment's streams (a node does; they are kept if they are there).
+pub(super) async fn streams(js: &Wire, config: &CloudConfig) -> Result<(), CloudError> {
     js.get_or_create_stream(stream::Config {
-        name: WORK_STREAM.into(),
-        subjects: vec!["fnhub.work.>".into()],
+        name: js.names.work_stream(),
+        subjects: vec![js.names.work_all()],
         retention: stream::RetentionPolicy::WorkQueue,
         duplicate_window: config.duplicate_window,
+        num_replicas: config.replicas,
         ..Default::default()
     })
     .await
     .map_err(js_err)?;
     js.get_or_create_stream(stream::Config {
-        name: RESULT_STREAM.into(),
-        subjects: vec!["fnhub.results.>".into()],
+        name: js.names.result_stream(),
+        subjects: vec![js.names.results_all()],
         duplicate_window: config.duplicate_window,
         max_age: Duration::from_secs(3600),
+        num_replicas: config.replicas,
         ..Default::default()
     })
     .await
     .map_err(js_err)?;
+    for name in [js.names.registry(), js.names.waits()] {
+        bucket(js, &name, config.replicas).await?;
+    }
     Ok(())
 }
 
-/// The KV bucket `name`, made when it is not there.
+/// The KV bucket `name`, made (with `replicas` copies) when it is not there.
 pub(super) async fn bucket(
     js: &jetstream::Context,
     name: &str,
+    replicas: usize,
 ) -> Result<jetstream::kv::Store, CloudError> {
     if let Ok(kv) = js.get_key_value(name).await {
         return Ok(kv);
@@ -199,6 +254,7 @@ pub(super) async fn bucket(
         discard: stream::DiscardPolicy::New,
         allow_rollup: true,
         deny_delete: true,
+        num_replicas: replicas,
         ..Default::default()
     })
     .await
@@ -207,8 +263,8 @@ pub(super) async fn bucket(
 }
 
 /// Records in the registry that `node` runs every function `hub` has deployed.
-async fn register(js: &jetstream::Context, node: &str, hub: &EdgeHub) -> Result<(), CloudError> {
-    let kv = bucket(js, REGISTRY).await?;
+async fn register(js: &Wire, node: &str, hub: &EdgeHub) -> Result<(), CloudError> {
+    let kv = bucket(js, &js.names.registry(), 1).await?;
     let mut by_name: std::collections::BTreeMap<String, Vec<u32>> = Default::default();
     for spec in hub.deployed() {
         by_name
@@ -255,6 +311,10 @@ pub struct NodeStats {
     /// Invocations its hub did not admit (full, or shutting down), handed back to
     /// JetStream to come again, here or on another node.
     pub handed_back: u64,
+    /// Work messages refused: garbage (no invocation id or function), or headers that
+    /// lie (a deadline more than a day ahead, a depth over the limit). Each is logged; a
+    /// refused invocation with an id gets a `Rejected` result naming the header.
+    pub refused: u64,
 }
 
 #[derive(Default)]
@@ -266,6 +326,7 @@ pub(super) struct Counters {
     pub(super) resumed: AtomicU64,
     pub(super) early: AtomicU64,
     pub(super) handed_back: AtomicU64,
+    pub(super) refused: AtomicU64,
 }
 
 /// One node of the cloud runtime: takes invocations from JetStream and runs them on its
@@ -276,6 +337,8 @@ pub struct CloudRuntime {
     task: JoinHandle<()>,
     /// Follows the event waits of the whole deployment.
     watch: JoinHandle<()>,
+    client: async_nats::Client,
+    front: Arc<CloudClient>,
 }
 
 impl std::fmt::Debug for CloudRuntime {
@@ -294,28 +357,49 @@ impl Drop for CloudRuntime {
 }
 
 impl CloudRuntime {
-    /// Connects to NATS at `url` as node `name` and starts taking invocations for `hub`.
+    /// Connects to NATS at `url` (one server, or several of one cluster separated by
+    /// commas) as node `name` and starts taking invocations for `hub`.
     pub async fn start(
         url: &str,
         name: impl Into<String>,
         hub: EdgeHub,
         config: CloudConfig,
     ) -> Result<CloudRuntime, CloudError> {
-        let name = name.into();
         let client = async_nats::connect(url)
             .await
             .map_err(|e| CloudError::Connect(e.into()))?;
-        let js = jetstream::new(client);
+        CloudRuntime::start_with(client, name, hub, config).await
+    }
+
+    /// [`start`](CloudRuntime::start) on a connection made with the caller's options
+    /// (credentials, TLS, reconnection).
+    ///
+    /// The node sets up the deployment's streams and buckets, records the functions its
+    /// hub runs in the registry, and takes work from one consumer per function it runs
+    /// (shared with the other nodes that run it), plus those of wakes and events: the
+    /// work of a function it lacks stays for the nodes that have it.
+    pub async fn start_with(
+        client: async_nats::Client,
+        name: impl Into<String>,
+        hub: EdgeHub,
+        config: CloudConfig,
+    ) -> Result<CloudRuntime, CloudError> {
+        let name = name.into();
+        let names = config.names()?;
+        let js = Wire {
+            context: jetstream::new(client.clone()),
+            names: names.clone(),
+        };
         streams(&js, &config).await?;
         register(&js, &name, &hub).await?;
         let counters = Arc::new(Counters::default());
-        let client = Arc::new(CloudClient::with_context(js.clone()).await?);
-        let results = client.results.clone();
-        let waits_kv = bucket(&js, WAITS).await?;
+        let cloud_client = Arc::new(CloudClient::with_wire(js.clone()).await?);
+        let results = cloud_client.results.clone();
+        let waits_kv = bucket(&js, &names.waits(), config.replicas).await?;
         let waits = Waits::default();
         let watch = waits.follow(waits_kv.clone()).await?;
         let attached = Attached {
-            client,
+            client: cloud_client.clone(),
             node: name.clone(),
             counters: counters.clone(),
             waits: waits.clone(),
@@ -325,20 +409,40 @@ impl CloudRuntime {
             watch.abort();
             return Err(CloudError::AlreadyAttached);
         }
-        let work = js.get_stream(WORK_STREAM).await.map_err(js_err)?;
-        let consumer: consumer::PullConsumer = work
-            .get_or_create_consumer(
-                WORKERS,
-                consumer::pull::Config {
-                    durable_name: Some(WORKERS.into()),
-                    ack_wait: config.ack_wait,
-                    max_ack_pending: 100_000,
-                    ..Default::default()
-                },
-            )
-            .await
-            .map_err(js_err)?;
-        let messages = consumer.messages().await.map_err(js_err)?;
+        let work = js.get_stream(names.work_stream()).await.map_err(js_err)?;
+        let mut functions: Vec<String> =
+            hub.deployed().iter().map(|s| s.name.to_string()).collect();
+        functions.push(crate::durable::RESUME_FUNCTION.to_owned());
+        functions.push("fnhub-event".to_owned());
+        functions.sort();
+        functions.dedup();
+        let batch = config.in_flight.max(1);
+        let mut streams = Vec::new();
+        for function in &functions {
+            let consumer: consumer::PullConsumer = work
+                .get_or_create_consumer(
+                    &names.consumer(function),
+                    consumer::pull::Config {
+                        durable_name: Some(names.consumer(function)),
+                        filter_subject: names.work(function),
+                        ack_wait: config.ack_wait,
+                        max_ack_pending: 100_000,
+                        num_replicas: config.replicas,
+                        ..Default::default()
+                    },
+                )
+                .await
+                .map_err(js_err)?;
+            // At most a slot's worth held unstarted: what a node holds but has not begun
+            // is not reported in progress, and would come again after the ack wait.
+            let messages = consumer
+                .stream()
+                .max_messages_per_batch(batch)
+                .messages()
+                .await
+                .map_err(js_err)?;
+            streams.push(messages);
+        }
         let node = Node {
             name: name.clone(),
             hub,
@@ -349,13 +453,34 @@ impl CloudRuntime {
             counters: counters.clone(),
             progress_every: (config.ack_wait / 3).max(Duration::from_millis(10)),
         };
-        let task = tokio::spawn(work_loop(node, messages, config.in_flight.max(1)));
+        let messages = futures_util::stream::select_all(streams);
+        let task = tokio::spawn(work_loop(node, messages, batch));
         Ok(CloudRuntime {
             name,
             counters,
             task,
             watch,
+            client,
+            front: cloud_client,
         })
+    }
+
+    /// Whether the node's connection to NATS is up.
+    pub fn connected(&self) -> bool {
+        self.client.connection_state() == async_nats::connection::State::Connected
+    }
+
+    /// Says whether the node's connection to NATS is up, for as long as it is kept (a
+    /// health check's view of the node).
+    pub fn connection_probe(&self) -> Arc<dyn Fn() -> bool + Send + Sync> {
+        let client = self.client.clone();
+        Arc::new(move || client.connection_state() == async_nats::connection::State::Connected)
+    }
+
+    /// The client the node submits through: what its front door sends calls to, so they
+    /// run on whichever node has room and the function.
+    pub fn client(&self) -> Arc<CloudClient> {
+        self.front.clone()
     }
 
     /// The node's name.
@@ -373,6 +498,7 @@ impl CloudRuntime {
             resumed: self.counters.resumed.load(Ordering::Relaxed),
             early_wakes: self.counters.early.load(Ordering::Relaxed),
             handed_back: self.counters.handed_back.load(Ordering::Relaxed),
+            refused: self.counters.refused.load(Ordering::Relaxed),
         }
     }
 }

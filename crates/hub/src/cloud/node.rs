@@ -5,17 +5,18 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use async_nats::jetstream::{self, consumer};
-use fnhub_core::{ExecutionId, FunctionRef, Invocation, InvocationId, PendingDependency};
+use async_nats::jetstream;
+use fnhub_core::{ExecutionId, PendingDependency};
 use fnhub_router::topic::TopicName;
-use futures_util::StreamExt;
+use futures_util::{Stream, StreamExt};
 use tokio::sync::Semaphore;
 
-use super::Counters;
+use super::context::{self, WireError};
 use super::decide::{self, AfterRun, AfterWake, BeforeWake, RETRY, Work};
-use super::suspend::{publish_outcome, record_suspension};
+use super::suspend::{Done, publish_outcome, record_suspension};
 use super::waits::{Waits, wake_waiting};
 use super::wire::{self, header};
+use super::{Counters, Wire};
 use crate::EdgeHub;
 
 /// What every piece of work a node takes needs.
@@ -23,7 +24,7 @@ use crate::EdgeHub;
 pub(super) struct Node {
     pub(super) name: String,
     pub(super) hub: EdgeHub,
-    pub(super) js: jetstream::Context,
+    pub(super) js: Wire,
     /// The results stream, looked up once.
     pub(super) results: jetstream::stream::Stream,
     /// The event waits of every node, and their bucket.
@@ -33,7 +34,12 @@ pub(super) struct Node {
     pub(super) progress_every: Duration,
 }
 
-pub(super) async fn work_loop(node: Node, mut messages: consumer::pull::Stream, in_flight: usize) {
+pub(super) async fn work_loop<E: std::fmt::Display>(
+    node: Node,
+    messages: impl Stream<Item = Result<jetstream::Message, E>>,
+    in_flight: usize,
+) {
+    let mut messages = std::pin::pin!(messages);
     let slots = Arc::new(Semaphore::new(in_flight));
     while let Some(message) = messages.next().await {
         let message = match message {
@@ -119,31 +125,34 @@ impl Node {
     /// An invocation: runs it on the hub and publishes its result, unless it started a
     /// durable execution that suspended.
     async fn run(&self, message: jetstream::Message) {
-        let header = |k: &str| header(message.headers.as_ref(), k);
-        let id = header(wire::INVOCATION).and_then(|v| v.parse::<InvocationId>().ok());
-        let function = header(wire::FUNCTION).and_then(|v| v.parse::<FunctionRef>().ok());
-        let (Some(id), Some(function)) = (id, function) else {
-            tracing::warn!(subject = %message.subject, "malformed work message dropped");
-            let _ = message.ack().await;
-            return;
+        let now = self.hub.clock().system_time();
+        let decoded = context::decode(
+            message.headers.as_ref(),
+            message.payload.clone(),
+            now,
+            self.hub.max_depth(),
+        );
+        let invocation = match decoded {
+            Ok(invocation) => invocation,
+            Err(error) => return self.refuse(message, error).await,
         };
         if deliveries(&message) > 1 {
             self.counters.redelivered.fetch_add(1, Ordering::Relaxed);
         }
-        let mut invocation = Invocation::new(function, message.payload.clone());
-        invocation.id = id;
-        invocation.context.parent = header(wire::PARENT).and_then(|v| v.parse().ok());
-        if let Some(priority) = header(wire::PRIORITY).and_then(|v| v.parse::<u8>().ok()) {
-            invocation.context.priority = fnhub_core::Priority(priority);
-        }
-        let parent = invocation.context.parent;
+        let (id, parent) = (invocation.id, invocation.context.parent);
         let called = self
             .in_progress(&message, self.hub.call_tracked(invocation))
             .await;
         self.counters.ran.fetch_add(1, Ordering::Relaxed);
+        let version = called.as_ref().ok().map(|(c, _)| c.version.get());
         match decide::after_run(called.map(|(c, end)| (c.outcome, end))) {
             AfterRun::Publish(outcome) => {
-                if publish_outcome(&self.js, &self.name, &self.counters, id, parent, &outcome).await
+                let done = Done {
+                    id,
+                    parent,
+                    version,
+                };
+                if publish_outcome(&self.js, &self.name, &self.counters, done, &outcome).await
                     && let Err(error) = message.ack().await
                 {
                     tracing::warn!(%error, "acknowledging work failed");
@@ -160,6 +169,33 @@ impl Node {
             AfterRun::Retry(delay) => retry(&message, delay).await,
             AfterRun::HandBack(delay) => self.hand_back(message, delay).await,
         }
+    }
+
+    /// A work message that cannot run: counted and logged; one with an id gets a
+    /// `Rejected` result naming the header, so its caller is not left waiting. Never
+    /// delivered again.
+    async fn refuse(&self, message: jetstream::Message, error: WireError) {
+        self.counters.refused.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("fnhub_cloud_refused_total", "reason" => error.reason()).increment(1);
+        tracing::warn!(subject = %message.subject, %error, "work message refused");
+        let id = header(message.headers.as_ref(), wire::INVOCATION)
+            .and_then(|v| v.parse::<fnhub_core::InvocationId>().ok());
+        if let Some(id) = id {
+            let outcome = Err(fnhub_core::FunctionError::new(
+                fnhub_core::ErrorKind::Rejected,
+                format!("refused by node {}: {error}", self.name),
+            )
+            .with_type("WireError"));
+            let done = Done {
+                id,
+                parent: None,
+                version: None,
+            };
+            if !publish_outcome(&self.js, &self.name, &self.counters, done, &outcome).await {
+                return retry(&message, RETRY).await;
+            }
+        }
+        let _ = message.ack_with(jetstream::AckKind::Term).await;
     }
 
     /// A wake of a durable execution: a timer that is due, or a child's outcome.

@@ -17,9 +17,17 @@ use fnhub_router::topic::TopicName;
 
 use super::waits::{Waits, wake_waiting};
 use super::wire::{
-    AT, CAUSE, INVOCATION, NODE, NOT_BEFORE, WAKE, outcome_headers, outcome_of, unix_ms,
+    AT, CAUSE, INVOCATION, NODE, NOT_BEFORE, VERSION, WAKE, outcome_headers, outcome_of, unix_ms,
 };
-use super::{CloudClient, CloudError, Counters};
+use super::{CloudClient, CloudError, Counters, Wire};
+
+/// A finished invocation whose result goes out: its id, its parent (for a child of a
+/// durable execution) and the version that ran, when one did.
+pub(super) struct Done {
+    pub(super) id: InvocationId,
+    pub(super) parent: Option<ExecutionId>,
+    pub(super) version: Option<u32>,
+}
 
 /// After a run suspended (or a wake found it suspended): a sleep becomes a wake due
 /// when it ends. A child wakes its parent from the node that runs it; but if the child
@@ -31,7 +39,7 @@ use super::{CloudClient, CloudError, Counters};
 /// stored: then the work is not acknowledged and comes again (or, for an execution started
 /// on the hub itself, it is tried again).
 pub(super) async fn record_suspension(
-    js: &jetstream::Context,
+    js: &Wire,
     results: &jetstream::stream::Stream,
     waits_kv: &jetstream::kv::Store,
     execution: ExecutionId,
@@ -46,7 +54,7 @@ pub(super) async fn record_suspension(
             publish_wake(js, execution, at, headers, Bytes::new()).await
         }
         PendingDependency::Child(child) => {
-            let subject = format!("fnhub.results.{child}");
+            let subject = js.names.result(child);
             match results.get_last_raw_message_by_subject(&subject).await {
                 Ok(result) => {
                     let outcome = outcome_of(Some(&result.headers), &result.payload);
@@ -89,20 +97,27 @@ pub(super) async fn record_suspension(
 /// Publishes the outcome of invocation `id` and, for a child of a durable execution, wakes
 /// its parent with it. False if either was not stored (the work comes again).
 pub(super) async fn publish_outcome(
-    js: &jetstream::Context,
+    js: &Wire,
     node: &str,
     counters: &Counters,
-    id: InvocationId,
-    parent: Option<ExecutionId>,
+    done: Done,
     outcome: &Outcome,
 ) -> bool {
+    let Done {
+        id,
+        parent,
+        version,
+    } = done;
     let (error_headers, payload) = outcome_headers(outcome);
     let mut headers = error_headers.clone();
     headers.insert("Nats-Msg-Id", format!("result-{id}").as_str());
     headers.insert(INVOCATION, id.to_string().as_str());
     headers.insert(NODE, node);
+    if let Some(v) = version {
+        headers.insert(VERSION, v.to_string().as_str());
+    }
     let published = match js
-        .publish_with_headers(format!("fnhub.results.{id}"), headers, payload.clone())
+        .publish_with_headers(js.names.result(id), headers, payload.clone())
         .await
     {
         Ok(ack) => ack.await,
@@ -133,7 +148,7 @@ pub(super) async fn publish_outcome(
 
 /// Publishes a wake of `execution` at `at`, carrying `headers` and `payload`.
 pub(super) async fn publish_wake(
-    js: &jetstream::Context,
+    js: &Wire,
     execution: ExecutionId,
     at: u32,
     mut headers: HeaderMap,
@@ -141,7 +156,7 @@ pub(super) async fn publish_wake(
 ) -> bool {
     headers.insert(WAKE, execution.to_string().as_str());
     headers.insert(AT, at.to_string().as_str());
-    let subject = format!("fnhub.work.{}", crate::durable::RESUME_FUNCTION);
+    let subject = js.names.resume_subject();
     match js.publish_with_headers(subject, headers, payload).await {
         Ok(ack) => match ack.await {
             Ok(_) => true,
@@ -236,7 +251,12 @@ impl crate::durable::CloudLink for Attached {
         let id = InvocationId::from_u128(finished.execution.as_u128());
         let (parent, outcome) = (finished.context.parent, finished.outcome.clone());
         Box::pin(async move {
-            if publish_outcome(&client.js, &node, &counters, id, parent, &outcome).await {
+            let done = Done {
+                id,
+                parent,
+                version: None,
+            };
+            if publish_outcome(&client.js, &node, &counters, done, &outcome).await {
                 Ok(())
             } else {
                 Err("the result was not stored".into())

@@ -1,5 +1,5 @@
-//! Event waits across the deployment: the bucket [`WAITS`](super::wire::WAITS) (execution → topic filter and
-//! journal position), followed by every node, and matched against events.
+//! Event waits across the deployment: the deployment's bucket of waits (execution → topic
+//! filter and journal position), followed by every node, and matched against events.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -27,8 +27,8 @@ pub(super) struct Wait {
     revision: u64,
 }
 
-/// The event waits of every node's durable executions, read from the bucket
-/// [`WAITS`] and kept current by a watch, so that an event is matched here without a round
+/// The event waits of every node's durable executions, read from the bucket of waits
+/// and kept current by a watch, so that an event is matched here without a round
 /// trip: in a subscription table, at a cost that does not grow with the number of waits.
 #[derive(Clone, Default)]
 pub(super) struct Waits(Arc<WaitsInner>);
@@ -140,7 +140,7 @@ impl Waits {
 /// and removes those waits. Two events that meet one wait at once wake it once (the wake's
 /// message id is the wait's). False if a wake was not stored.
 pub(super) async fn wake_waiting(
-    js: &jetstream::Context,
+    js: &super::Wire,
     kv: &jetstream::kv::Store,
     waits: &Waits,
     topic: &TopicName,

@@ -88,6 +88,11 @@
 //! checkpoint folder (the keys and checkpoints are the hub's alone); an empty or repeated
 //! access key.
 //!
+//! With a `[cloud]` section the hub is also a node of a cloud runtime deployment (feature
+//! `nats`; see [`CloudNode`] for its keys): its front door sends the calls of functions it
+//! lacks, or has no room for, to the nodes that have them, and `/healthz` reports its
+//! link to NATS.
+//!
 //! The HTTP listener serves the Lambda Invoke API ([`crate::http`]), `GET /metrics`
 //! (Prometheus text rendered by the recorder the application installed and passed to
 //! [`HubConfig::start`]) and
@@ -97,9 +102,12 @@
 //! start the hub starts one environment of each function, so an import error, a missing
 //! program or folder or a profile that cannot be enforced is found then.
 
+mod cloud;
 mod sections;
 #[cfg(test)]
 mod tests;
+
+pub use cloud::CloudNode;
 
 use std::net::SocketAddr;
 use std::ops::Range;
@@ -157,6 +165,10 @@ pub enum ConfigError {
     #[cfg(feature = "http")]
     #[error("the HTTP listener could not start: {0}")]
     Http(#[from] crate::http::HttpError),
+    /// The cloud runtime node could not join its deployment.
+    #[cfg(feature = "nats")]
+    #[error("the cloud runtime node could not start: {0}")]
+    Cloud(#[from] crate::cloud::CloudError),
 }
 
 /// A loaded config file: what it declares, checked, with paths resolved.
@@ -180,6 +192,8 @@ pub struct HubConfig {
     /// Things whose shadows devices on the broker may use.
     #[cfg(feature = "mqtt")]
     device_shadows: Vec<String>,
+    /// `[cloud]`: the deployment this hub is a node of.
+    cloud: Option<CloudNode>,
 }
 
 impl HubConfig {
@@ -587,6 +601,25 @@ impl HubConfig {
             }
             None => Vec::new(),
         };
+        let cloud = match &file.cloud {
+            None => None,
+            Some(section) => {
+                if cfg!(not(feature = "nats")) {
+                    return Err(invalid(
+                        section.nats.span(),
+                        "cloud",
+                        "a cloud runtime node needs fnhub built with feature `nats`".into(),
+                    ));
+                }
+                let node =
+                    section
+                        .node(&file.hub.name, &resolve)
+                        .map_err(|(span, key, message)| {
+                            invalid(span.unwrap_or_else(|| section.nats.span()), &key, message)
+                        })?;
+                Some(node)
+            }
+        };
         #[cfg(not(feature = "mqtt"))]
         if let Some(m) = &file.mqtt {
             return Err(invalid(
@@ -613,7 +646,13 @@ impl HubConfig {
             mqtt,
             #[cfg(feature = "mqtt")]
             device_shadows,
+            cloud,
         })
+    }
+
+    /// The deployment this hub is a node of (`[cloud]`), if it is one.
+    pub fn cloud(&self) -> Option<&CloudNode> {
+        self.cloud.as_ref()
     }
 
     /// The hub's name.
@@ -701,10 +740,39 @@ impl HubConfig {
                 .device_shadows(self.device_shadows.clone())
                 .attach(&hub)?;
         }
+        #[cfg(feature = "nats")]
+        let cloud = match &self.cloud {
+            Some(node) => {
+                let client = node.connect().await?;
+                let runtime = crate::cloud::CloudRuntime::start_with(
+                    client,
+                    node.node.clone(),
+                    hub.clone(),
+                    node.config.clone(),
+                )
+                .await?;
+                tracing::info!(
+                    node = %node.node,
+                    deployment = %node.config.deployment,
+                    servers = %node.servers.join(","),
+                    "joined the cloud runtime deployment"
+                );
+                Some(runtime)
+            }
+            None => None,
+        };
         #[cfg(feature = "http")]
         let http = match &self.http {
             Some((addr, config)) => {
-                let ops = crate::http::Ops { metrics };
+                #[allow(unused_mut)]
+                let mut ops = crate::http::Ops::default();
+                if let Some(render) = metrics {
+                    ops = ops.with_metrics(render);
+                }
+                #[cfg(feature = "nats")]
+                if let Some(runtime) = &cloud {
+                    ops = ops.with_dispatch(runtime.client(), runtime.connection_probe());
+                }
                 Some(crate::http::serve_with_ops(&hub, *addr, config.clone(), ops).await?)
             }
             None => None,
@@ -713,6 +781,8 @@ impl HubConfig {
             hub,
             #[cfg(feature = "http")]
             http,
+            #[cfg(feature = "nats")]
+            cloud,
         })
     }
 }
@@ -726,6 +796,9 @@ pub struct Running {
     /// Its HTTP listener, when the file has `[http]`.
     #[cfg(feature = "http")]
     pub http: Option<crate::http::HttpServer>,
+    /// Its cloud runtime node, when the file has `[cloud]`.
+    #[cfg(feature = "nats")]
+    pub cloud: Option<crate::cloud::CloudRuntime>,
 }
 
 impl Running {
@@ -735,6 +808,9 @@ impl Running {
         if let Some(http) = self.http {
             http.shutdown().await;
         }
+        // Takes no more work; what it runs finishes as the hub drains.
+        #[cfg(feature = "nats")]
+        drop(self.cloud);
         self.hub.shutdown().await;
     }
 }

@@ -19,6 +19,7 @@ pub(super) struct File {
     pub(super) http: Option<HttpSection>,
     pub(super) mqtt: Option<MqttSection>,
     pub(super) shadows: Option<Spanned<ShadowsSection>>,
+    pub(super) cloud: Option<super::cloud::CloudSection>,
     #[serde(default)]
     pub(super) function: Vec<Spanned<FunctionSection>>,
     #[serde(default)]

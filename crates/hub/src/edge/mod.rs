@@ -216,6 +216,12 @@ impl EdgeHub {
         self.parts.host.cloud.set(remote).is_ok()
     }
 
+    /// The cloud runtime the hub serves, if it serves one.
+    #[cfg(feature = "nats")]
+    pub(crate) fn cloud_link(&self) -> Option<Arc<dyn CloudLink>> {
+        self.parts.host.cloud.get().cloned()
+    }
+
     /// Runs an invocation built by the caller (trace context, deadline, priority,
     /// principal...) and waits for its completion, with its start kind and timings.
     pub async fn call(&self, invocation: Invocation) -> Result<Completion, SubmitError> {
@@ -455,6 +461,11 @@ impl EdgeHub {
     /// The hub's clock.
     pub(crate) fn clock(&self) -> &Arc<dyn fnhub_core::Clock> {
         &self.parts.clock
+    }
+
+    /// How deep a chain of calls may go (see [`EdgeHubBuilder::max_depth`]).
+    pub fn max_depth(&self) -> u32 {
+        self.parts.routes.max_depth()
     }
 
     /// Whether shutdown has begun.

@@ -8,7 +8,8 @@ use axum::extract::{Path, Request, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use fnhub_core::{
-    ErrorKind, FunctionRef, Invocation, InvocationId, Principal, Qualifier, TraceParent,
+    ErrorKind, FunctionRef, Invocation, InvocationContext, InvocationId, Principal, Qualifier,
+    TraceParent,
 };
 use fnhub_scheduler::SubmitError;
 use serde_json::json;
@@ -20,6 +21,8 @@ pub(super) struct Front {
     pub(super) hub: EdgeHub,
     pub(super) config: HttpConfig,
     pub(super) keys: BTreeMap<String, (String, Principal)>,
+    /// Where calls go that this hub cannot run (a cloud runtime node's deployment).
+    pub(super) dispatch: Option<Arc<dyn super::Dispatch>>,
 }
 
 pub(super) fn aws_error(status: StatusCode, kind: &str, message: &str) -> Response {
@@ -362,7 +365,24 @@ pub(super) async fn invoke(
         );
     }
     let Some(spec) = front.hub.resolve(&target) else {
-        return not_found(&target);
+        // Not on this node: on a cloud runtime node, a node that has it runs it.
+        return match &front.dispatch {
+            Some(d) if d.runs(&target.name).await => {
+                let mut invocation = Invocation::new(target.clone(), body);
+                invocation.context = call_context(&parts.headers, principal);
+                if kind == "DryRun" {
+                    return StatusCode::NO_CONTENT.into_response();
+                }
+                let id = invocation.id.to_string();
+                let (response, version) = super::dispatch::remote(d, &kind, invocation).await;
+                let response = match version {
+                    Some(v) => with_version(response, &target, v),
+                    None => response,
+                };
+                request_id(response, &id)
+            }
+            _ => not_found(&target),
+        };
     };
     if front.hub.dex().config_of(target.name.as_str()).is_some() && kind != "DryRun" {
         let name = parts
@@ -397,16 +417,8 @@ pub(super) async fn invoke(
         },
     };
     let mut invocation = Invocation::new(target.clone(), body);
-    invocation.context.principal = principal;
+    invocation.context = call_context(&parts.headers, principal);
     invocation.context.client_context = client_context;
-    if let Some(trace) = parts
-        .headers
-        .get("traceparent")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<TraceParent>().ok())
-    {
-        invocation.context.trace = trace.child();
-    }
     let id = invocation.id;
     let tail = match parts
         .headers
@@ -435,6 +447,16 @@ pub(super) async fn invoke(
             if let Some(tail) = tail {
                 tail.finish(&front.hub);
             }
+            // No room here: a node of the deployment with room runs it.
+            if let (Some(d), SubmitError::Full(_) | SubmitError::TenantLimit(_)) =
+                (&front.dispatch, &e)
+            {
+                let invocation = e.into_invocation();
+                let (response, version) = super::dispatch::remote(d, &kind, invocation).await;
+                let response =
+                    with_version(response, &target, version.unwrap_or(spec.version.get()));
+                return request_id(response, &id.to_string());
+            }
             return refused(e);
         }
     };
@@ -451,23 +473,7 @@ pub(super) async fn invoke(
             "ServiceException",
             &format!("the function could not run: {e}"),
         ),
-        Err(e) => {
-            let mut body = e.lambda_body(match e.kind {
-                ErrorKind::Timeout | ErrorKind::DeadlineExceeded => "Sandbox.Timedout",
-                ErrorKind::OutOfMemory => "Runtime.OutOfMemory",
-                ErrorKind::Crashed => "Runtime.ExitError",
-                _ => "Error",
-            });
-            body["requestId"] = completion.id.to_string().into();
-            let mut r = (StatusCode::OK, body.to_string()).into_response();
-            let h = r.headers_mut();
-            h.insert("content-type", HeaderValue::from_static("application/json"));
-            h.insert(
-                "x-amz-function-error",
-                HeaderValue::from_static("Unhandled"),
-            );
-            r
-        }
+        Err(e) => function_error(&e, &completion.id.to_string()),
     };
     let mut response = request_id(
         with_version(response, &target, completion.version.get()),
@@ -477,6 +483,63 @@ pub(super) async fn invoke(
         response.headers_mut().insert("x-amz-log-result", v);
     }
     response
+}
+
+/// The context of a call from outside: its principal, and the caller's trace (W3C
+/// `traceparent`, else the X-Ray `X-Amzn-Trace-Id` that AWS's SDKs send from inside a
+/// Lambda function), continued in a new span.
+fn call_context(headers: &axum::http::HeaderMap, principal: Principal) -> InvocationContext {
+    let mut context = InvocationContext::default();
+    context.principal = principal;
+    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let trace = text("traceparent")
+        .and_then(|v| v.parse::<TraceParent>().ok())
+        .or_else(|| text("x-amzn-trace-id").and_then(from_xray));
+    if let Some(trace) = trace {
+        context.trace = trace.child();
+    }
+    context
+}
+
+/// A W3C trace context from X-Ray's `Root=1-{8 hex}-{24 hex};Parent={16 hex};Sampled={0|1}`.
+fn from_xray(header: &str) -> Option<TraceParent> {
+    let (mut root, mut parent, mut sampled) = (None, None, false);
+    for part in header.split(';') {
+        match part.trim().split_once('=')? {
+            ("Root", v) => {
+                let mut pieces = v.split('-');
+                let (one, time, rest) = (pieces.next()?, pieces.next()?, pieces.next()?);
+                if one != "1" || time.len() != 8 || rest.len() != 24 || pieces.next().is_some() {
+                    return None;
+                }
+                root = Some(u128::from_str_radix(&format!("{time}{rest}"), 16).ok()?);
+            }
+            ("Parent", v) if v.len() == 16 => parent = Some(u64::from_str_radix(v, 16).ok()?),
+            ("Sampled", v) => sampled = v == "1",
+            _ => {}
+        }
+    }
+    TraceParent::from_parts(root?, parent.unwrap_or(1), u8::from(sampled))
+}
+
+/// A function's error as Lambda answers it: `200` with `X-Amz-Function-Error` and the error
+/// object as the body.
+pub(super) fn function_error(e: &fnhub_core::FunctionError, request_id: &str) -> Response {
+    let mut body = e.lambda_body(match e.kind {
+        ErrorKind::Timeout | ErrorKind::DeadlineExceeded => "Sandbox.Timedout",
+        ErrorKind::OutOfMemory => "Runtime.OutOfMemory",
+        ErrorKind::Crashed => "Runtime.ExitError",
+        _ => "Error",
+    });
+    body["requestId"] = request_id.into();
+    let mut r = (StatusCode::OK, body.to_string()).into_response();
+    let h = r.headers_mut();
+    h.insert("content-type", HeaderValue::from_static("application/json"));
+    h.insert(
+        "x-amz-function-error",
+        HeaderValue::from_static("Unhandled"),
+    );
+    r
 }
 
 /// The log tail of one call, as Lambda returns it for `--log-type Tail`: `START`, the

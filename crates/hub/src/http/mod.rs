@@ -53,11 +53,13 @@
 //! [`Ops`]). The front door uses the hub's public API only.
 
 mod conn;
+mod dispatch;
 mod durable;
 mod functions;
 mod invoke;
 mod ops;
 
+pub use dispatch::{Dispatch, Dispatched, REMOTE_WAIT};
 pub use durable::MAX_SYNC_WAIT;
 pub use fnhub_sandbox::sigv4;
 
@@ -264,6 +266,14 @@ pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5
 /// The front door of `hub` as an axum router, to serve with the application's own server
 /// or to nest in its own routes.
 pub fn router(hub: &EdgeHub, config: HttpConfig) -> axum::Router {
+    router_with(hub, config, None)
+}
+
+fn router_with(
+    hub: &EdgeHub,
+    config: HttpConfig,
+    dispatch: Option<Arc<dyn Dispatch>>,
+) -> axum::Router {
     let keys = match &config.auth {
         HttpAuth::SigV4(creds) => creds
             .iter()
@@ -280,6 +290,7 @@ pub fn router(hub: &EdgeHub, config: HttpConfig) -> axum::Router {
         hub: hub.clone(),
         config,
         keys,
+        dispatch,
     });
     axum::Router::new()
         .route(
@@ -314,7 +325,8 @@ pub async fn serve_with_ops(
 ) -> Result<HttpServer, HttpError> {
     let listener = bind(addr, &config).await?;
     let limits = config.limits;
-    let app = ops::routes(router(hub, config), hub, ops);
+    let app = router_with(hub, config, ops.dispatch.clone());
+    let app = ops::routes(app, hub, ops);
     Ok(spawn_server(listener, app, limits))
 }
 

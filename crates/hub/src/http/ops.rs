@@ -20,13 +20,20 @@ pub type RenderMetrics = Arc<dyn Fn() -> String + Send + Sync>;
 pub struct Ops {
     /// What `GET /metrics` answers; without it, `503`.
     pub metrics: Option<RenderMetrics>,
+    /// Where the front door sends the calls its hub cannot run (a function it lacks, or no
+    /// room): a cloud runtime node's deployment.
+    pub dispatch: Option<Arc<dyn super::Dispatch>>,
+    /// What `/healthz` reports of the node's connection to its deployment, when it is one:
+    /// whether it is connected.
+    pub cloud: Option<Arc<dyn Fn() -> bool + Send + Sync>>,
 }
 
 impl std::fmt::Debug for Ops {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Ops")
             .field("metrics", &self.metrics.is_some())
-            .finish()
+            .field("dispatch", &self.dispatch.is_some())
+            .finish_non_exhaustive()
     }
 }
 
@@ -34,6 +41,18 @@ impl Ops {
     /// `/metrics` answers what `render` returns.
     pub fn with_metrics(mut self, render: RenderMetrics) -> Ops {
         self.metrics = Some(render);
+        self
+    }
+
+    /// Calls the hub cannot run go to `dispatch`; `/healthz` reports `connected()` as the
+    /// node's link to its deployment (a node that lost it still serves what it runs).
+    pub fn with_dispatch(
+        mut self,
+        dispatch: Arc<dyn super::Dispatch>,
+        connected: Arc<dyn Fn() -> bool + Send + Sync>,
+    ) -> Ops {
+        self.dispatch = Some(dispatch);
+        self.cloud = Some(connected);
         self
     }
 }
@@ -74,6 +93,7 @@ fn cannot_start(spec: &fnhub_core::FunctionSpec) -> Option<String> {
 /// `app` with `/metrics` and `/healthz` of `hub`.
 pub(super) fn routes(app: axum::Router, hub: &EdgeHub, ops: Ops) -> axum::Router {
     let hub = hub.clone();
+    let cloud = ops.cloud.clone();
     app.route(
         "/metrics",
         axum::routing::get(move || {
@@ -92,6 +112,7 @@ pub(super) fn routes(app: axum::Router, hub: &EdgeHub, ops: Ops) -> axum::Router
         "/healthz",
         axum::routing::get(move || {
             let hub = hub.clone();
+            let cloud = cloud.clone();
             async move {
                 let closing = hub.is_closing();
                 let mut failing: BTreeMap<String, String> = hub.start_failures();
@@ -113,6 +134,8 @@ pub(super) fn routes(app: axum::Router, hub: &EdgeHub, ops: Ops) -> axum::Router
                 };
                 #[cfg(not(feature = "mqtt"))]
                 let (mqtt, refused) = (serde_json::Value::Null, false);
+                // A node that lost NATS still serves what it runs: reported, not unready.
+                let nats = cloud.map_or(serde_json::Value::Null, |c| json!({"connected": c()}));
                 let ready = !closing && failing.is_empty() && !refused;
                 let body = json!({
                     "status": if ready { "ready" } else { "unavailable" },
@@ -120,6 +143,7 @@ pub(super) fn routes(app: axum::Router, hub: &EdgeHub, ops: Ops) -> axum::Router
                     "confinement": if hub.best_effort_confinement() { "best-effort" } else { "enforced" },
                     "cannot_start": failing,
                     "mqtt": mqtt,
+                    "nats": nats,
                 });
                 let status = if ready {
                     StatusCode::OK

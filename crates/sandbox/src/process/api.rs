@@ -54,6 +54,9 @@ pub(crate) struct Delivery {
     pub(crate) deadline_ms: u64,
     pub(crate) trace_id: String,
     pub(crate) client_context: Option<String>,
+    /// `Lambda-Runtime-Cognito-Identity`: the principal the call runs for, as Lambda's
+    /// identity object (`context.identity` in the runtime clients).
+    pub(crate) identity: Option<String>,
     pub(crate) reply: oneshot::Sender<Answer>,
 }
 
@@ -267,6 +270,7 @@ impl Api {
             deadline_ms,
             trace_id,
             client_context,
+            identity,
             reply,
         } = delivery;
         self.inflight.lock().insert(request_id.clone(), reply);
@@ -282,6 +286,10 @@ impl Api {
             (
                 "lambda-runtime-client-context",
                 client_context.as_deref().unwrap_or_default(),
+            ),
+            (
+                "lambda-runtime-cognito-identity",
+                identity.as_deref().unwrap_or_default(),
             ),
         ] {
             if value.is_empty() {

@@ -77,6 +77,16 @@ pub(super) fn xray_trace_id(trace: &TraceParent) -> String {
     )
 }
 
+/// Lambda's identity object for the principal a call runs for (none for an anonymous
+/// one): `cognitoIdentityId` is the principal, `cognitoIdentityPoolId` says who vouched for
+/// it (`fnhub`), so a handler reads `context.identity.cognito_identity_id`.
+pub(super) fn identity(context: &fnhub_core::InvocationContext) -> Option<String> {
+    let p = context.principal.as_str();
+    (p != fnhub_core::Principal::ANONYMOUS).then(|| {
+        serde_json::json!({ "cognitoIdentityId": p, "cognitoIdentityPoolId": "fnhub" }).to_string()
+    })
+}
+
 /// Lambda's client context for an invocation triggered by an event: the `custom` map tells
 /// the function which topic spoke, for whom, and in which trace.
 pub(super) fn client_context(context: &fnhub_core::InvocationContext) -> Option<String> {
