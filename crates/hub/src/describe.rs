@@ -35,6 +35,10 @@ pub fn describe_metrics() {
     );
     describe_counter!("fnhub_evictions_total", "Idle environments stopped.");
     describe_counter!(
+        "fnhub_cloud_redelivered_total",
+        "Invocations a cloud runtime node took that had been delivered before (to a node that died, or was too slow to acknowledge)."
+    );
+    describe_counter!(
         "fnhub_cloud_refused_total",
         "Work messages a cloud runtime node refused, by reason (missing or invalid header, a deadline too far ahead, a depth over the limit)."
     );

@@ -44,47 +44,69 @@ pub fn wait_for_port(port: u16, what: &str) {
     panic!("{what} did not start");
 }
 
+/// The installed `nats-server`, if there is one (required under `CI=true`).
+fn nats_server_program() -> Option<PathBuf> {
+    installed(
+        &[
+            "/usr/sbin/nats-server",
+            "/usr/bin/nats-server",
+            "/usr/local/bin/nats-server",
+        ],
+        "apt-get install nats-server",
+    )
+}
+
 /// A `nats-server -js` on a free loopback port, storing in a temporary folder; killed when
 /// dropped.
 #[derive(Debug)]
 pub struct NatsServer {
+    program: PathBuf,
     child: Child,
+    port: u16,
     url: String,
-    _store: tempfile::TempDir,
+    store: tempfile::TempDir,
 }
 
 impl NatsServer {
     /// Starts one and waits until it listens; `None` when `nats-server` is not installed
     /// (a failure under `CI=true`).
     pub fn start() -> Option<NatsServer> {
-        let program = installed(
-            &[
-                "/usr/sbin/nats-server",
-                "/usr/bin/nats-server",
-                "/usr/local/bin/nats-server",
-            ],
-            "apt-get install nats-server",
-        )?;
+        let program = nats_server_program()?;
         let port = free_port();
         let store = tempfile::tempdir().unwrap_or_else(|e| panic!("no temporary folder: {e}"));
+        let child = NatsServer::spawn(&program, port, store.path());
+        Some(NatsServer {
+            program,
+            child,
+            port,
+            url: format!("nats://127.0.0.1:{port}"),
+            store,
+        })
+    }
+
+    fn spawn(program: &std::path::Path, port: u16, store: &std::path::Path) -> Child {
         let child = Command::new(program)
             .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
-            .arg(store.path())
+            .arg(store)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("nats-server did not start: {e}"));
         wait_for_port(port, "nats-server");
-        Some(NatsServer {
-            child,
-            url: format!("nats://127.0.0.1:{port}"),
-            _store: store,
-        })
+        child
     }
 
     /// Its URL, `nats://127.0.0.1:{port}`.
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// Kills it with SIGKILL and starts it again on the same port and store, after `down`.
+    pub fn restart(&mut self, down: Duration) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        std::thread::sleep(down);
+        self.child = NatsServer::spawn(&self.program, self.port, self.store.path());
     }
 }
 
@@ -92,6 +114,102 @@ impl Drop for NatsServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A JetStream cluster of `nats-server`s on free loopback ports, each storing in a
+/// temporary folder of its own; every server killed when dropped.
+#[derive(Debug)]
+pub struct NatsCluster {
+    program: PathBuf,
+    servers: Vec<Member>,
+}
+
+#[derive(Debug)]
+struct Member {
+    child: Option<Child>,
+    port: u16,
+    route_port: u16,
+    store: tempfile::TempDir,
+}
+
+impl NatsCluster {
+    /// Starts `n` servers routed to each other and waits until each listens; `None` when
+    /// `nats-server` is not installed (a failure under `CI=true`). The JetStream meta
+    /// leader is elected a moment later: a client's first stream may have to be retried.
+    pub fn start(n: usize) -> Option<NatsCluster> {
+        let program = nats_server_program()?;
+        let servers = (0..n)
+            .map(|_| Member {
+                child: None,
+                port: free_port(),
+                route_port: free_port(),
+                store: tempfile::tempdir().unwrap_or_else(|e| panic!("no temporary folder: {e}")),
+            })
+            .collect();
+        let mut cluster = NatsCluster { program, servers };
+        for i in 0..n {
+            cluster.spawn(i);
+        }
+        for m in &cluster.servers {
+            wait_for_port(m.port, "nats-server");
+        }
+        Some(cluster)
+    }
+
+    fn spawn(&mut self, i: usize) {
+        let routes: Vec<String> = self
+            .servers
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| *j != i)
+            .map(|(_, m)| format!("nats://127.0.0.1:{}", m.route_port))
+            .collect();
+        let m = &self.servers[i];
+        let child = Command::new(&self.program)
+            .args(["-js", "-a", "127.0.0.1", "-p", &m.port.to_string()])
+            .args(["--name", &format!("n{i}"), "--cluster_name", "fnhub-test"])
+            .args(["--cluster", &format!("nats://127.0.0.1:{}", m.route_port)])
+            .args(["--routes", &routes.join(",")])
+            .arg("-sd")
+            .arg(m.store.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("nats-server did not start: {e}"));
+        self.servers[i].child = Some(child);
+    }
+
+    /// Every server's URL, separated by commas (what a client of the cluster connects to).
+    pub fn urls(&self) -> String {
+        self.servers
+            .iter()
+            .map(|m| format!("nats://127.0.0.1:{}", m.port))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Kills server `i` with SIGKILL.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut child) = self.servers[i].child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts server `i` again, on its ports and store, and waits until it listens.
+    pub fn restart(&mut self, i: usize) {
+        self.kill(i);
+        self.spawn(i);
+        wait_for_port(self.servers[i].port, "nats-server");
+    }
+}
+
+impl Drop for NatsCluster {
+    fn drop(&mut self) {
+        for i in 0..self.servers.len() {
+            self.kill(i);
+        }
     }
 }
 

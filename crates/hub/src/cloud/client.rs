@@ -152,8 +152,18 @@ impl CloudClient {
         let (tx, mut rx) = oneshot::channel();
         self.waiting.lock().insert(id, tx);
         let _gone = Gone(self.waiting.clone(), id);
-        self.submit(invocation).await?;
         let until = tokio::time::Instant::now() + timeout;
+        // A submission that fails (a server restarting, a connection coming back) is sent
+        // again: under the same id, JetStream stores it once.
+        let mut delay = Duration::from_millis(50);
+        while let Err(e) = self.submit(invocation).await {
+            if matches!(e, CloudError::UnknownFunction(_)) || tokio::time::Instant::now() >= until {
+                return Err(e);
+            }
+            tracing::debug!(error = %e, %id, "submitting again");
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(1));
+        }
         loop {
             let look = (until - tokio::time::Instant::now().min(until)).min(Duration::from_secs(1));
             match tokio::time::timeout(look, &mut rx).await {

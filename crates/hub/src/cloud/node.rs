@@ -138,6 +138,7 @@ impl Node {
         };
         if deliveries(&message) > 1 {
             self.counters.redelivered.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!("fnhub_cloud_redelivered_total").increment(1);
         }
         let (id, parent) = (invocation.id, invocation.context.parent);
         let called = self

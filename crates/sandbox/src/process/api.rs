@@ -6,7 +6,8 @@
 //!   carries `Lambda-Runtime-Aws-Request-Id`, `Lambda-Runtime-Deadline-Ms`,
 //!   `Lambda-Runtime-Invoked-Function-Arn` and `Lambda-Runtime-Trace-Id`, and
 //!   `Lambda-Runtime-Client-Context` when the invocation came from an event (its `custom`
-//!   map carries `topic`, `principal` and `traceparent`).
+//!   map carries `topic`, `principal` and `traceparent`), and `Lambda-Runtime-Aws-Tenant-Id`
+//!   with the principal the call runs for (unless anonymous).
 //! - `POST /2018-06-01/runtime/invocation/{id}/response` hands back the result: `202`, or
 //!   `400` for an unknown request id and `413` for a response over the size limit.
 //! - `POST /2018-06-01/runtime/invocation/{id}/error` reports a handler error: `202`.
@@ -54,9 +55,9 @@ pub(crate) struct Delivery {
     pub(crate) deadline_ms: u64,
     pub(crate) trace_id: String,
     pub(crate) client_context: Option<String>,
-    /// `Lambda-Runtime-Cognito-Identity`: the principal the call runs for, as Lambda's
-    /// identity object (`context.identity` in the runtime clients).
-    pub(crate) identity: Option<String>,
+    /// `Lambda-Runtime-Aws-Tenant-Id`: the principal (tenant) the call runs for, as
+    /// Lambda's tenant isolation names it (`context.tenant_id` in the runtime clients).
+    pub(crate) tenant: Option<String>,
     pub(crate) reply: oneshot::Sender<Answer>,
 }
 
@@ -270,7 +271,7 @@ impl Api {
             deadline_ms,
             trace_id,
             client_context,
-            identity,
+            tenant,
             reply,
         } = delivery;
         self.inflight.lock().insert(request_id.clone(), reply);
@@ -288,8 +289,8 @@ impl Api {
                 client_context.as_deref().unwrap_or_default(),
             ),
             (
-                "lambda-runtime-cognito-identity",
-                identity.as_deref().unwrap_or_default(),
+                "lambda-runtime-aws-tenant-id",
+                tenant.as_deref().unwrap_or_default(),
             ),
         ] {
             if value.is_empty() {

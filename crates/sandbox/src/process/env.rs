@@ -20,7 +20,7 @@ use super::spawn::{FsRules, NetNs, Plan, Rlimits};
 use crate::limit::Limit;
 use crate::{Confinement, Enforcement};
 
-use super::lambda::{LAMBDA_PATH, client_context, identity, lambda_env, xray_trace_id};
+use super::lambda::{LAMBDA_PATH, client_context, lambda_env, tenant, xray_trace_id};
 use super::logs::{LogPipe, LogTails, read_output};
 use super::output::supervise_sidecar;
 use super::*;
@@ -519,7 +519,7 @@ impl Inner {
                     .map_or(0, |d| d.as_millis() as u64),
                 trace_id: xray_trace_id(&invocation.context.trace),
                 client_context: client_context(&invocation.context),
-                identity: identity(&invocation.context),
+                tenant: tenant(&invocation.context),
                 reply,
             };
             if let Some(endpoint) = &self.endpoint {

@@ -77,14 +77,12 @@ pub(super) fn xray_trace_id(trace: &TraceParent) -> String {
     )
 }
 
-/// Lambda's identity object for the principal a call runs for (none for an anonymous
-/// one): `cognitoIdentityId` is the principal, `cognitoIdentityPoolId` says who vouched for
-/// it (`fnhub`), so a handler reads `context.identity.cognito_identity_id`.
-pub(super) fn identity(context: &fnhub_core::InvocationContext) -> Option<String> {
+/// The tenant of a call, as Lambda's tenant isolation hands it to a function
+/// (`Lambda-Runtime-Aws-Tenant-Id`, read as `context.tenant_id`): the principal it runs
+/// for; none for an anonymous caller.
+pub(super) fn tenant(context: &fnhub_core::InvocationContext) -> Option<String> {
     let p = context.principal.as_str();
-    (p != fnhub_core::Principal::ANONYMOUS).then(|| {
-        serde_json::json!({ "cognitoIdentityId": p, "cognitoIdentityPoolId": "fnhub" }).to_string()
-    })
+    (p != fnhub_core::Principal::ANONYMOUS).then(|| p.to_owned())
 }
 
 /// Lambda's client context for an invocation triggered by an event: the `custom` map tells

@@ -1,0 +1,321 @@
+//! Cloud runtime nodes from config files, as a user runs them: the `cloud_runtime` example
+//! binary with `--config node.toml --serve`, Python (`awslambdaric`) functions, a real
+//! `nats-server`, and the AWS CLI and boto3 as the callers. Node A has only `caller`; B and
+//! C have `probe`. A call to A of a function it lacks runs on B or C with the caller's
+//! trace, deadline and principal; node B is killed with SIGKILL while it holds calls, and
+//! every call still gets its one answer.
+
+mod common;
+
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+
+/// The example binary, built by `cargo test --workspace --all-features` beside this test.
+fn node_binary() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let bin = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .unwrap()
+        .join("examples/cloud_runtime");
+    assert!(
+        bin.exists(),
+        "{} not built (cargo test --workspace --all-features builds it)",
+        bin.display()
+    );
+    bin
+}
+
+fn aws_cli() -> bool {
+    let ok = Command::new("aws")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        ok || std::env::var_os("CI").is_none(),
+        "the AWS CLI is required under CI (pip install awscli)"
+    );
+    ok
+}
+
+/// A running node: killed when dropped.
+struct Node {
+    child: Child,
+    addr: String,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The config of node `name` with `functions` (name, Python handler) of the fixtures.
+fn node_config(
+    dir: &Path,
+    name: &str,
+    url: &str,
+    python: &Path,
+    functions: &[(&str, &str)],
+) -> PathBuf {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/python");
+    let mut toml = format!(
+        r#"[hub]
+name = "{name}"
+
+[http]
+listen = "127.0.0.1:0"
+auth = "sigv4"
+
+[[http.credentials]]
+access_key = "AKIDTENANTA"
+secret_key = "tenant-a-secret"
+principal = "tenant-a"
+
+[cloud]
+nats = "{url}"
+deployment = "it"
+ack_wait_ms = 2000
+in_flight = 3
+"#
+    );
+    for (function, handler) in functions {
+        toml.push_str(&format!(
+            r#"
+[[function]]
+name = "{function}"
+runtime = "process"
+command = ["{python}", "-m", "awslambdaric", "{handler}"]
+workdir = "{fixtures}"
+timeout_ms = 30000
+allow = {{ invoke = ["probe"] }}
+env = {{ NODE = "{name}" }}
+"#,
+            python = python.display(),
+            fixtures = fixtures.display(),
+        ));
+    }
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(&path, toml).unwrap();
+    // It holds a secret key: the hub warns about a file others may read.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    path
+}
+
+/// Starts a node from `config` and waits until its front door listens.
+fn start_node(config: &Path) -> Node {
+    let mut child = Command::new(node_binary())
+        .args(["--config"])
+        .arg(config)
+        .arg("--serve")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let addr = loop {
+        let line = lines
+            .next()
+            .expect("the node exited before listening")
+            .unwrap();
+        eprintln!("node: {line}");
+        if let Some((_, rest)) = line.split_once(" http ")
+            && line.contains(" up: ")
+        {
+            break rest.split(',').next().unwrap().trim().to_owned();
+        }
+    };
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            eprintln!("node: {line}");
+        }
+    });
+    Node { child, addr }
+}
+
+fn caller_env(cmd: &mut Command, dir: &Path) {
+    cmd.env("AWS_ACCESS_KEY_ID", "AKIDTENANTA")
+        .env("AWS_SECRET_ACCESS_KEY", "tenant-a-secret")
+        .env("AWS_DEFAULT_REGION", "us-east-1")
+        .env("AWS_CONFIG_FILE", dir.join("none"))
+        .env("AWS_SHARED_CREDENTIALS_FILE", dir.join("none"))
+        .env("AWS_MAX_ATTEMPTS", "1")
+        .current_dir(dir);
+}
+
+/// The X-Ray trace the AWS CLI sends: botocore adds `X-Amzn-Trace-Id` from
+/// `_X_AMZN_TRACE_ID` when it runs inside a Lambda function (`AWS_LAMBDA_FUNCTION_NAME`).
+const TRACE: &str = "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1";
+
+/// `aws lambda invoke` of `caller` on node `addr`, which calls `probe` with boto3.
+fn cli_invoke_caller(addr: &str) -> Value {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new("aws");
+    cmd.args(["lambda", "invoke", "--endpoint-url"])
+        .arg(format!("http://{addr}"))
+        .args(["--function-name", "caller"])
+        .args([
+            "--payload",
+            r#"{"op": "invoke", "target": "probe", "payload": {"k": 1}}"#,
+            "out.json",
+        ])
+        .env("AWS_LAMBDA_FUNCTION_NAME", "a-caller-outside")
+        .env("_X_AMZN_TRACE_ID", TRACE);
+    caller_env(&mut cmd, dir.path());
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "aws lambda invoke: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let meta: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(meta["StatusCode"], 200, "{meta}");
+    assert!(meta.get("FunctionError").is_none(), "{meta}");
+    serde_json::from_slice(&std::fs::read(dir.path().join("out.json")).unwrap()).unwrap()
+}
+
+/// `calls` concurrent boto3 invocations of `probe` on node `addr`, each sleeping `sleep`
+/// seconds there; the answers, in order.
+fn boto3_probes(python: &Path, addr: &str, calls: usize, sleep: f64) -> std::process::Child {
+    let dir = tempfile::tempdir().unwrap().keep();
+    let script = format!(
+        r#"
+import json, sys, boto3, botocore.config
+from concurrent.futures import ThreadPoolExecutor
+client = boto3.client("lambda", endpoint_url="http://{addr}",
+    config=botocore.config.Config(read_timeout=120, retries={{"max_attempts": 1}}, max_pool_connections=32))
+def call(n):
+    r = client.invoke(FunctionName="probe", Payload=json.dumps({{"n": n, "sleep": {sleep}}}).encode())
+    return {{"status": r["StatusCode"], "error": r.get("FunctionError"), "body": json.loads(r["Payload"].read())}}
+with ThreadPoolExecutor({calls}) as pool:
+    print(json.dumps(list(pool.map(call, range({calls})))))
+"#
+    );
+    let mut cmd = Command::new(python);
+    cmd.args(["-c", &script]).stdout(Stdio::piped());
+    caller_env(&mut cmd, &dir);
+    cmd.spawn().unwrap()
+}
+
+fn metric(addr: &str, name: &str) -> f64 {
+    let out = Command::new("python3")
+        .args([
+            "-c",
+            &format!(
+                "import urllib.request; print(urllib.request.urlopen('http://{addr}/metrics', timeout=10).read().decode())"
+            ),
+        ])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.starts_with(name))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[test]
+fn nodes_from_config_files_share_calls_with_their_context_and_lose_none() {
+    let (Some(python), Some(nats)) = (
+        common::python_with_ric(),
+        fnhub_testkit::NatsServer::start(),
+    ) else {
+        return;
+    };
+    if !aws_cli() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let url = nats.url();
+    // A first, so that it sets up the deployment; then the two that run `probe`.
+    let a = start_node(&node_config(
+        dir.path(),
+        "a",
+        url,
+        &python,
+        &[("caller", "aws_client.handle")],
+    ));
+    let mut b = start_node(&node_config(
+        dir.path(),
+        "b",
+        url,
+        &python,
+        &[("probe", "cloud_probe.handle")],
+    ));
+    let c = start_node(&node_config(
+        dir.path(),
+        "c",
+        url,
+        &python,
+        &[("probe", "cloud_probe.handle")],
+    ));
+
+    // The AWS CLI calls `caller` on A; its boto3 call of `probe`, which A lacks, runs on B
+    // or C with the caller's trace, deadline and principal.
+    let out = cli_invoke_caller(&a.addr);
+    assert_eq!(out["status"], 200, "{out}");
+    let probe = &out["payload"];
+    assert!(matches!(probe["node"].as_str(), Some("b" | "c")), "{out}");
+    assert_eq!(probe["event"]["k"], 1, "{out}");
+    let root = |t: &Value| {
+        t.as_str()
+            .and_then(|t| t.split(';').next())
+            .map(str::to_owned)
+    };
+    assert_eq!(
+        root(&out["trace"]).as_deref(),
+        Some("Root=1-5759e988-bd862e3fe1be46a994272793"),
+        "{out}"
+    );
+    assert_eq!(root(&probe["trace"]), root(&out["trace"]), "{out}");
+    assert_ne!(
+        probe["trace"], out["trace"],
+        "the child runs in a span of its own: {out}"
+    );
+    assert_eq!(out["tenant"], "tenant-a", "{out}");
+    assert_eq!(probe["tenant"], "tenant-a", "{out}");
+    // The child's deadline is its parent's (its own timeout is no shorter), to the ms.
+    assert_eq!(probe["deadline_ms"], out["deadline_ms"], "{out}");
+
+    // A call to A of `probe` (which it lacks): twelve at once, each taking 2 s where it
+    // runs; B is killed with SIGKILL while it holds some. Each still gets its one answer.
+    let callers = boto3_probes(&python, &a.addr, 12, 2.0);
+    std::thread::sleep(Duration::from_millis(1500));
+    let _ = b.child.kill();
+    let _ = b.child.wait();
+    let out = callers.wait_with_output().unwrap();
+    assert!(out.status.success(), "the boto3 callers failed");
+    let answers: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(answers.len(), 12);
+    for (n, answer) in answers.iter().enumerate() {
+        assert_eq!(answer["status"], 200, "{answer}");
+        assert!(answer["error"].is_null(), "{answer}");
+        assert_eq!(answer["body"]["event"]["n"], n, "{answer}");
+        assert_eq!(answer["body"]["tenant"], "tenant-a", "{answer}");
+    }
+    // Calls B held when it died came again to C.
+    assert!(
+        metric(&c.addr, "fnhub_cloud_redelivered_total") >= 1.0,
+        "no call came again to C: B was killed holding none"
+    );
+    // A node's /healthz reports its link to NATS.
+    let health = Command::new("python3")
+        .args([
+            "-c",
+            &format!(
+                "import urllib.request; print(urllib.request.urlopen('http://{}/healthz', timeout=10).read().decode())",
+                a.addr
+            ),
+        ])
+        .output()
+        .unwrap();
+    let health: Value = serde_json::from_slice(&health.stdout).unwrap();
+    assert_eq!(health["nats"]["connected"], true, "{health}");
+}
