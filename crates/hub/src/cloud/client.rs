@@ -78,9 +78,7 @@ impl CloudClient {
     /// commas), to the deployment `config` names, which a node must have set up
     /// ([`CloudError::UnknownDeployment`] otherwise).
     pub async fn connect(url: &str, config: &CloudConfig) -> Result<CloudClient, CloudError> {
-        let client = async_nats::connect(url)
-            .await
-            .map_err(|e| CloudError::Connect(e.into()))?;
+        let client = super::connect(url).await?;
         CloudClient::connect_with(client, config).await
     }
 

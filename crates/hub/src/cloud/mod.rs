@@ -135,6 +135,14 @@ pub enum CloudError {
     TimedOut(Duration),
 }
 
+/// Connects to `url`: one server, or the servers of one cluster separated by commas.
+pub(crate) async fn connect(url: &str) -> Result<async_nats::Client, CloudError> {
+    let servers: Vec<&str> = url.split(',').map(str::trim).collect();
+    async_nats::connect(servers)
+        .await
+        .map_err(|e| CloudError::Connect(e.into()))
+}
+
 /// The error a [`CloudError`] wraps, kept whole (its own source chain included).
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -365,9 +373,7 @@ impl CloudRuntime {
         hub: EdgeHub,
         config: CloudConfig,
     ) -> Result<CloudRuntime, CloudError> {
-        let client = async_nats::connect(url)
-            .await
-            .map_err(|e| CloudError::Connect(e.into()))?;
+        let client = connect(url).await?;
         CloudRuntime::start_with(client, name, hub, config).await
     }
 

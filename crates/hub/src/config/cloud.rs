@@ -214,7 +214,7 @@ impl CloudNode {
                 .require_tls(true);
         }
         options
-            .connect(self.servers.join(","))
+            .connect(self.servers.clone())
             .await
             .map_err(|e| connect(e.into()))
     }

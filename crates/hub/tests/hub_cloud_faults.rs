@@ -1,0 +1,295 @@
+//! The cloud runtime under faults: garbage and lying headers in the work stream, an unknown
+//! deployment, a node that lacks a function, a `nats-server` killed and restarted, and a
+//! three-server JetStream cluster that loses a server mid-workload. Against real
+//! `nats-server`s each test starts on free loopback ports.
+#![cfg(feature = "nats")]
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_nats::HeaderMap;
+use bytes::Bytes;
+use fnhub::cloud::{CloudClient, CloudConfig, CloudError, CloudRuntime, wire};
+use fnhub::{EdgeHub, ErrorKind, FunctionName, FunctionSpec, Invocation, from_fn};
+use futures_util::StreamExt;
+
+/// A hub with `name`, which multiplies its number by `factor` after `pause`.
+fn hub(name: &str, factor: u64, pause: Duration) -> EdgeHub {
+    EdgeHub::builder()
+        .function(
+            FunctionSpec::in_process(FunctionName::new(name).unwrap()),
+            from_fn(move |inv: Invocation| async move {
+                let n: u64 = std::str::from_utf8(&inv.payload).unwrap().parse().unwrap();
+                tokio::time::sleep(pause).await;
+                Ok(Bytes::from((n * factor).to_string()))
+            }),
+        )
+        .build()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_lies_and_unknown_deployments_are_refused_and_counted() {
+    let Some(server) = fnhub_testkit::NatsServer::start() else {
+        return;
+    };
+    let config = CloudConfig::default();
+    let node = CloudRuntime::start(
+        server.url(),
+        "a",
+        hub("double", 2, Duration::ZERO),
+        config.clone(),
+    )
+    .await
+    .unwrap();
+    let client = CloudClient::connect(server.url(), &config).await.unwrap();
+    let js = async_nats::jetstream::new(async_nats::connect(server.url()).await.unwrap());
+    let subject = "fnhub.default.work.double";
+    let send = |headers: HeaderMap, payload: &'static str| {
+        let js = js.clone();
+        async move {
+            js.publish_with_headers(subject, headers, Bytes::from(payload))
+                .await
+                .unwrap()
+                .await
+                .unwrap();
+        }
+    };
+    // No headers at all: nothing to answer, refused.
+    send(HeaderMap::new(), "\u{0}\u{1}garbage").await;
+    // Headers that lie: each gets a Rejected result naming the header.
+    let lying = |key: &'static str, value: &str| {
+        let id = fnhub::InvocationId::random();
+        let mut h = HeaderMap::new();
+        h.insert(wire::INVOCATION, id.to_string().as_str());
+        h.insert(wire::FUNCTION, "double");
+        h.insert(key, value);
+        (id, h)
+    };
+    let far = lying(wire::DEADLINE, "99999999999999");
+    let deep = lying(wire::DEPTH, "100000");
+    let bad_priority = lying(wire::PRIORITY, "high");
+    for (_, h) in [&far, &deep, &bad_priority] {
+        send(h.clone(), "1").await;
+    }
+    for ((id, _), header) in [
+        (&far, wire::DEADLINE),
+        (&deep, wire::DEPTH),
+        (&bad_priority, wire::PRIORITY),
+    ] {
+        let r = tokio::time::timeout(Duration::from_secs(30), client.result_of(*id))
+            .await
+            .unwrap()
+            .unwrap();
+        let e = r.outcome.unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Rejected, "{e}");
+        assert!(e.message.contains(header), "{header}: {e}");
+    }
+    // A deadline already past is no lie: the call ends as DeadlineExceeded.
+    let (past, h) = lying(wire::DEADLINE, "1000");
+    send(h, "1").await;
+    let r = client.result_of(past).await.unwrap();
+    assert_eq!(r.outcome.unwrap_err().kind, ErrorKind::DeadlineExceeded);
+    // The node is unharmed, and counted the four it refused.
+    let ok = client
+        .call(
+            &Invocation::new("double".parse().unwrap(), "21"),
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap();
+    assert_eq!(ok.outcome.unwrap(), Bytes::from("42"));
+    assert_eq!(ok.node, "a");
+    assert_eq!(ok.version, Some(1));
+    assert_eq!(node.stats().refused, 4, "{:?}", node.stats());
+    // A deployment no node serves, and a name that cannot be one.
+    let unknown = CloudClient::connect(server.url(), &config.clone().with_deployment("nope")).await;
+    assert!(matches!(unknown, Err(CloudError::UnknownDeployment(d)) if d == "nope"));
+    let invalid = CloudClient::connect(server.url(), &config.clone().with_deployment("a.b")).await;
+    assert!(matches!(invalid, Err(CloudError::InvalidDeployment(_))));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deployments_are_apart_and_a_node_leaves_what_it_lacks() {
+    let Some(server) = fnhub_testkit::NatsServer::start() else {
+        return;
+    };
+    let prod = CloudConfig::default().with_deployment("prod");
+    let test = CloudConfig::default().with_deployment("test");
+    let a = CloudRuntime::start(
+        server.url(),
+        "a",
+        hub("double", 2, Duration::ZERO),
+        prod.clone(),
+    )
+    .await
+    .unwrap();
+    let b = CloudRuntime::start(
+        server.url(),
+        "b",
+        hub("triple", 3, Duration::ZERO),
+        prod.clone(),
+    )
+    .await
+    .unwrap();
+    // A node of another deployment with the same function never sees prod's work.
+    let other = CloudRuntime::start(
+        server.url(),
+        "other",
+        hub("triple", 3, Duration::ZERO),
+        test,
+    )
+    .await
+    .unwrap();
+    let client = CloudClient::connect(server.url(), &prod).await.unwrap();
+    for n in 0..20u64 {
+        let r = client
+            .call(
+                &Invocation::new("triple".parse().unwrap(), n.to_string()),
+                Duration::from_secs(30),
+            )
+            .await
+            .unwrap();
+        assert_eq!(r.outcome.unwrap(), Bytes::from((n * 3).to_string()));
+        assert_eq!(r.node, "b");
+    }
+    // A, without `triple`, neither took its work nor refused it.
+    assert_eq!(a.stats().ran, 0, "{:?}", a.stats());
+    assert_eq!(a.stats().refused, 0);
+    assert_eq!(other.stats().ran, 0, "{:?}", other.stats());
+    assert_eq!(b.stats().ran, 20);
+}
+
+/// Submits `count` calls of `double` (16 at a time) through `client`, each waiting for its
+/// result; the results by input. `midway` runs once a third are back.
+async fn workload(
+    client: Arc<CloudClient>,
+    count: u64,
+    midway: impl FnOnce() + Send + 'static,
+) -> BTreeMap<u64, Bytes> {
+    let done = Arc::new(AtomicU64::new(0));
+    let midway = Arc::new(parking_lot::Mutex::new(Some(midway)));
+    let results = futures_util::stream::iter(0..count)
+        .map(|n| {
+            let (client, done, midway) = (client.clone(), done.clone(), midway.clone());
+            async move {
+                let inv = Invocation::new("double".parse().unwrap(), n.to_string());
+                let r = client.call(&inv, Duration::from_secs(120)).await;
+                if done.fetch_add(1, Ordering::SeqCst) + 1 == count / 3
+                    && let Some(f) = midway.lock().take()
+                {
+                    f();
+                }
+                (n, r.map(|r| r.outcome))
+            }
+        })
+        .buffer_unordered(16)
+        .collect::<Vec<_>>()
+        .await;
+    let mut out = BTreeMap::new();
+    for (n, r) in results {
+        let outcome = r.unwrap_or_else(|e| panic!("call {n}: {e}"));
+        out.insert(n, outcome.unwrap_or_else(|e| panic!("call {n}: {e}")));
+    }
+    out
+}
+
+/// Every result in the result stream, by invocation: a second one would be a duplicate.
+async fn results_in_stream(client: &CloudClient, count: u64) -> (u64, u64) {
+    let duplicates = Arc::new(AtomicU64::new(0));
+    let mut results = Box::pin(client.results(duplicates.clone()).await.unwrap());
+    let mut seen = 0;
+    while seen < count {
+        match tokio::time::timeout(Duration::from_secs(2), results.next()).await {
+            Ok(Some(_)) => seen += 1,
+            _ => break,
+        }
+    }
+    (seen, duplicates.load(Ordering::SeqCst))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_nats_server_loses_no_call_and_answers_each_once() {
+    let Some(server) = fnhub_testkit::NatsServer::start() else {
+        return;
+    };
+    let url = server.url().to_owned();
+    let server = Arc::new(parking_lot::Mutex::new(server));
+    let config = CloudConfig::default().with_ack_wait(Duration::from_secs(2));
+    let pause = Duration::from_millis(20);
+    let _a = CloudRuntime::start(&url, "a", hub("double", 2, pause), config.clone())
+        .await
+        .unwrap();
+    let _b = CloudRuntime::start(&url, "b", hub("double", 2, pause), config.clone())
+        .await
+        .unwrap();
+    let client = Arc::new(CloudClient::connect(&url, &config).await.unwrap());
+    let count = 300;
+    let restart = {
+        let server = server.clone();
+        move || {
+            std::thread::spawn(move || server.lock().restart(Duration::from_millis(500)));
+        }
+    };
+    let results = workload(client.clone(), count, restart).await;
+    assert_eq!(results.len() as u64, count, "calls lost");
+    for (n, out) in &results {
+        assert_eq!(out, &Bytes::from((n * 2).to_string()));
+    }
+    let (seen, duplicates) = results_in_stream(&client, count).await;
+    assert_eq!((seen, duplicates), (count, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_three_server_cluster_loses_a_server_and_nothing_else() {
+    let Some(cluster) = fnhub_testkit::NatsCluster::start(3) else {
+        return;
+    };
+    let urls = cluster.urls();
+    let cluster = Arc::new(parking_lot::Mutex::new(cluster));
+    let config = CloudConfig::default()
+        .with_ack_wait(Duration::from_secs(2))
+        .with_replicas(3);
+    let pause = Duration::from_millis(20);
+    // The cluster elects its JetStream leader a moment after the servers listen.
+    let mut first = Err(None);
+    for _ in 0..100 {
+        match CloudRuntime::start(&urls, "a", hub("double", 2, pause), config.clone()).await {
+            Ok(node) => {
+                first = Ok(node);
+                break;
+            }
+            Err(e) => {
+                first = Err(Some(e));
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+    let _a = first.unwrap_or_else(|e| panic!("the cluster never took the deployment: {e:?}"));
+    let _b = CloudRuntime::start(&urls, "b", hub("double", 2, pause), config.clone())
+        .await
+        .unwrap();
+    let client = Arc::new(CloudClient::connect(&urls, &config).await.unwrap());
+    let count = 300;
+    // Server 1 is killed with SIGKILL a third of the way in, and comes back 2 s later.
+    let kill = {
+        let cluster = cluster.clone();
+        move || {
+            std::thread::spawn(move || {
+                cluster.lock().kill(1);
+                std::thread::sleep(Duration::from_secs(2));
+                cluster.lock().restart(1);
+            });
+        }
+    };
+    let results = workload(client.clone(), count, kill).await;
+    assert_eq!(results.len() as u64, count, "calls lost");
+    for (n, out) in &results {
+        assert_eq!(out, &Bytes::from((n * 2).to_string()));
+    }
+    let (seen, duplicates) = results_in_stream(&client, count).await;
+    assert_eq!((seen, duplicates), (count, 0));
+}
