@@ -7,9 +7,10 @@
 //!   (waiting for each publish acknowledgement, as `submit` does), pulled by one consumer
 //!   and acknowledged.
 //!
-//! Each iteration moves a batch; the figure is time per invocation. Target of the cloud
-//! runtime issue: at least 0.7× raw JetStream's rate. Needs `nats-server` installed; the
-//! benchmark starts its own.
+//! Each iteration moves a batch; the figure is time per invocation. Target: at least 0.8×
+//! raw JetStream's rate. Then the same pair on a three-server JetStream cluster (group
+//! `cloud_cluster`), with every stream at three replicas, the deployment's and the peer's.
+//! Needs `nats-server` installed; the benchmark starts its own servers.
 //!
 //! ```text
 //! cargo bench -p fnhub-benches --features nats --bench cloud
@@ -38,16 +39,33 @@ fn noop_hub() -> EdgeHub {
 }
 
 fn bench(c: &mut Criterion) {
-    let rt = fnhub_benches::runtime(2);
     let server = fnhub_testkit::NatsServer::start()
         .expect("nats-server is needed: apt-get install nats-server");
-    let url = server.url().to_owned();
-    let config = CloudConfig::default();
+    pair(c, "cloud", server.url(), 1);
+    drop(server);
+    let cluster = fnhub_testkit::NatsCluster::start(3)
+        .expect("nats-server is needed: apt-get install nats-server");
+    pair(c, "cloud_cluster", &cluster.urls(), 3);
+}
+
+/// The cloud runtime (two nodes) and raw JetStream on the servers at `url`, with streams of
+/// `replicas` copies, as benchmark group `group`.
+fn pair(c: &mut Criterion, group: &str, url: &str, replicas: usize) {
+    let rt = fnhub_benches::runtime(2);
+    let url = url.to_owned();
+    let config = CloudConfig::default().with_replicas(replicas);
     let (nodes, client, results, raw) = rt.block_on(async {
+        // A cluster elects its JetStream leader a moment after its servers listen.
+        let mut first = None;
+        for _ in 0..150 {
+            if let Ok(node) = CloudRuntime::start(&url, "a", noop_hub(), config.clone()).await {
+                first = Some(node);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
         let nodes = (
-            CloudRuntime::start(&url, "a", noop_hub(), config.clone())
-                .await
-                .expect("node a"),
+            first.expect("node a"),
             CloudRuntime::start(&url, "b", noop_hub(), config.clone())
                 .await
                 .expect("node b"),
@@ -58,12 +76,14 @@ fn bench(c: &mut Criterion) {
             .await
             .expect("results");
         // The peer: a work-queue stream of its own, one pull consumer.
-        let js = jetstream::new(async_nats::connect(&url).await.expect("connect"));
+        let servers: Vec<&str> = url.split(',').collect();
+        let js = jetstream::new(async_nats::connect(servers).await.expect("connect"));
         let stream = js
             .get_or_create_stream(stream::Config {
                 name: "RAW".into(),
                 subjects: vec!["raw.>".into()],
                 retention: stream::RetentionPolicy::WorkQueue,
+                num_replicas: replicas,
                 ..Default::default()
             })
             .await
@@ -87,7 +107,7 @@ fn bench(c: &mut Criterion) {
         )
     });
 
-    let mut g = c.benchmark_group("cloud");
+    let mut g = c.benchmark_group(group);
     g.sample_size(10);
     g.bench_function("cloud_runtime_2_nodes", |b| {
         b.to_async(&rt).iter_custom(|n| {
@@ -141,7 +161,7 @@ fn bench(c: &mut Criterion) {
         })
     });
     g.finish();
-    fnhub_benches::print_ratio("cloud", "cloud_runtime_2_nodes", "raw_jetstream");
+    fnhub_benches::print_ratio(group, "cloud_runtime_2_nodes", "raw_jetstream");
     println!(
         "NODES ran {} + {}",
         nodes.0.stats().ran,

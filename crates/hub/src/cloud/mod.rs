@@ -1,13 +1,18 @@
 //! The cloud runtime (feature `nats`): hub nodes sharing invocations through NATS
 //! JetStream.
 //!
-//! - Callers publish invocations on `fnhub.work.{function}` into the work-queue stream
-//!   `FNHUB_WORK`, with the invocation id as `Nats-Msg-Id`: a submission sent twice is
-//!   stored once.
-//! - Every [`CloudRuntime`] node pulls from the one durable consumer of that stream, so
-//!   each invocation goes to one node at a time. A node runs it on its own [`EdgeHub`],
-//!   publishes the outcome on `fnhub.results.{invocation}` into the stream
-//!   `FNHUB_RESULTS`, and acknowledges the work only then.
+//! Nodes and clients of one *deployment* ([`CloudConfig::deployment`], `default` unless
+//! set; `deployment = "prod"` in a config file's `[cloud]`) share its streams and buckets,
+//! all named after it; two deployments on one NATS never see each other's work.
+//!
+//! - Callers publish invocations on `fnhub.{deployment}.work.{function}` into the
+//!   work-queue stream `FNHUB_{deployment}_WORK`, with the invocation id as `Nats-Msg-Id`:
+//!   a submission sent twice is stored once.
+//! - Each function has one durable consumer (`workers-{function}`), shared by the nodes
+//!   that run it, so each invocation goes to one node at a time and a node never sees the
+//!   work of a function it lacks (it neither takes it nor rejects it). A node runs it on
+//!   its own [`EdgeHub`], publishes the outcome on `fnhub.{deployment}.results.{invocation}`
+//!   into the stream `FNHUB_{deployment}_RESULTS`, and acknowledges the work only then.
 //! - At least once, with one result: a node that dies (even by SIGKILL) before its
 //!   acknowledgement leaves the invocation to be delivered again after the ack wait; a
 //!   node that runs it again publishes its result under the same `Nats-Msg-Id`
@@ -21,9 +26,57 @@
 //!   (below) is admitted the same way: it runs on one of the hub's workers, as an
 //!   invocation of [`RESUME_FUNCTION`](crate::RESUME_FUNCTION), so the hub's load counts it.
 //!
-//! - The function registry is the KV bucket `FNHUB_FUNCTIONS`: each node records the
-//!   functions its hub has deployed (name → versions and the nodes that run it) when it
-//!   starts, and [`CloudClient::submit`] refuses a function no node has recorded.
+//! - The function registry is the KV bucket `FNHUB_{deployment}_FUNCTIONS`: each node
+//!   records the functions its hub has deployed (name → versions and the nodes that run
+//!   it) when it starts, and [`CloudClient::submit`] refuses a function no node has
+//!   recorded. A client of a deployment no node has set up gets
+//!   [`CloudError::UnknownDeployment`].
+//!
+//! - A node started from a config file with `[cloud]` ([`crate::config::CloudNode`]) also
+//!   serves the Lambda Invoke API, `/metrics` and `/healthz`: a call of a function it
+//!   lacks, or one its hub has no room for, goes to the deployment ([`CloudClient::call`])
+//!   and runs on a node that has the function; a function's own call of a function its
+//!   node lacks goes there too. `/healthz` reports the node's link to NATS; a node that
+//!   lost it keeps serving what it runs itself, and reconnects.
+//! - With `replicas = 3` on a three-server JetStream cluster, the streams and buckets keep
+//!   three copies, and the deployment loses no invocation and stores no result twice when
+//!   a server dies (tested with SIGKILL and a restart, as is a single server's restart).
+//!
+//! ## The wire format
+//!
+//! Any NATS client can submit work: publish the payload (the function's event, as JSON or
+//! any bytes) to `fnhub.{deployment}.work.{function}` with JetStream (so the publish is
+//! acknowledged once stored) and these headers, then read the result from
+//! `fnhub.{deployment}.results.{invocation}` (a core subscription, or the result stream,
+//! which keeps results an hour).
+//!
+//! | header | | meaning |
+//! | --- | --- | --- |
+//! | `Nats-Msg-Id` | required | the invocation id again: a repeated submission is stored once |
+//! | [`Fnhub-Invocation`](wire::INVOCATION) | required | the invocation id, a UUID (`67e55044-10b1-426f-9247-bb680e5fe0c8`) |
+//! | [`Fnhub-Function`](wire::FUNCTION) | required | `name`, `name:version` or `name:alias` |
+//! | [`Fnhub-Traceparent`](wire::TRACEPARENT) | optional | W3C `traceparent` of the caller; the run is a child span of it |
+//! | [`Fnhub-Tracestate`](wire::TRACESTATE) | optional | W3C `tracestate`, passed through |
+//! | [`Fnhub-Deadline`](wire::DEADLINE) | optional | Unix milliseconds by which the caller needs the outcome; at most a day ahead |
+//! | [`Fnhub-Principal`](wire::PRINCIPAL) | optional | the principal (tenant) the call runs for (a process function reads it as `context.tenant_id`) |
+//! | [`Fnhub-Priority`](wire::PRIORITY) | optional | 0–255, default 128 |
+//! | [`Fnhub-Depth`](wire::DEPTH) | optional | calls that led to this one, default 0; at most the hub's depth limit |
+//! | [`Fnhub-Affinity`](wire::AFFINITY) | optional | calls with the same key prefer the same warm environment |
+//! | [`Fnhub-Client-Context`](wire::CLIENT_CONTEXT) | optional | Lambda's client context, a JSON object |
+//! | [`Fnhub-Parent`](wire::PARENT) | optional | the durable execution this call is a child of |
+//!
+//! A result carries [`Fnhub-Invocation`](wire::INVOCATION), [`Fnhub-Node`](wire::NODE)
+//! (where it ran) and [`Fnhub-Version`](wire::VERSION); its payload is the function's
+//! output, or, when [`Fnhub-Error-Kind`](wire::ERROR_KIND) is present (`handled`,
+//! `unhandled`, `timeout`, `deadline_exceeded`, `rejected`, ...), the error's message, with
+//! [`Fnhub-Error-Type`](wire::ERROR_TYPE) when it has one.
+//!
+//! A work message a node cannot run is refused ([`WireError`]), counted in
+//! [`NodeStats::refused`] and `fnhub_cloud_refused_total{reason}`, and never delivered
+//! again: one without an id is dropped with a warning; one with an id gets a `rejected`
+//! result naming the header (a missing function, a header that does not parse, a deadline
+//! more than a day ahead, a depth over the limit). A deadline already past is no lie: the
+//! call ends as `deadline_exceeded`.
 //!
 //! ## Durable executions across nodes
 //!

@@ -483,3 +483,63 @@ fn secured_brokers_take_certificates_and_passwords_checked_at_load() {
         assert_eq!(m.port, 8883);
     }
 }
+
+#[test]
+fn a_cloud_section_makes_a_node_and_is_checked() {
+    // The shipped node config loads as is (a hub without the cloud runtime says so).
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/node.toml");
+    if cfg!(not(feature = "nats")) {
+        let e = HubConfig::load(&shipped).unwrap_err().to_string();
+        assert!(e.contains("feature `nats`"), "{e}");
+        return;
+    }
+    let c = HubConfig::load(&shipped).unwrap();
+    let node = c.cloud().expect("a node");
+    assert_eq!(node.node, "node-1");
+    assert_eq!(node.servers, vec!["nats://127.0.0.1:4222".to_owned()]);
+    #[cfg(feature = "nats")]
+    assert_eq!(node.config.deployment, "demo");
+    let cloud = |lines: &str| format!("[hub]\nname = \"a\"\n[cloud]\n{lines}\n");
+    let c = HubConfig::parse(
+        &cloud("nats = [\"nats://a:4222\", \"tls://b:4222\"]\nnode = \"n-7\"\nreplicas = 3"),
+        Path::new("hub.toml"),
+    )
+    .unwrap();
+    let node = c.cloud().unwrap();
+    assert_eq!(node.servers.len(), 2);
+    assert_eq!(node.node, "n-7");
+    #[cfg(feature = "nats")]
+    {
+        assert_eq!(node.config.deployment, "default");
+        assert_eq!(node.config.replicas, 3);
+    }
+    for (lines, key) in [
+        ("nats = \"http://a:4222\"", "cloud.nats"),
+        ("nats = \"nats://a\"", "cloud.nats"),
+        ("nats = []", "cloud.nats"),
+        (
+            "nats = \"nats://a:1\"\ndeployment = \"a.b\"",
+            "cloud.deployment",
+        ),
+        ("nats = \"nats://a:1\"\nreplicas = 9", "cloud.replicas"),
+        ("nats = \"nats://a:1\"\nin_flight = 0", "cloud.in_flight"),
+        (
+            "nats = \"nats://a:1\"\nack_wait_ms = 5",
+            "cloud.ack_wait_ms",
+        ),
+        (
+            "nats = \"nats://a:1\"\ncert_file = \"/etc/hostname\"",
+            "cloud.cert_file",
+        ),
+        (
+            "nats = \"nats://a:1\"\nca_file = \"/no/such/ca.pem\"",
+            "cloud.ca_file",
+        ),
+        ("nats = \"nats://a:1\"\nnode = \"\"", "cloud.node"),
+    ] {
+        let e = error(&cloud(lines));
+        assert!(e.contains(key), "{lines}: {e}");
+    }
+    let e = error(&cloud("nats = \"nats://a:1\"\nstream = \"x\""));
+    assert!(e.contains("stream"), "{e}");
+}
