@@ -293,3 +293,58 @@ async fn a_three_server_cluster_loses_a_server_and_nothing_else() {
     let (seen, duplicates) = results_in_stream(&client, count).await;
     assert_eq!((seen, duplicates), (count, 0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_affinity_key_keeps_to_its_node_while_it_lives() {
+    let Some(server) = fnhub_testkit::NatsServer::start() else {
+        return;
+    };
+    let config = CloudConfig::default().with_ack_wait(Duration::from_secs(2));
+    let mut nodes = BTreeMap::new();
+    for name in ["a", "b"] {
+        let node = CloudRuntime::start(
+            server.url(),
+            name,
+            hub("double", 2, Duration::ZERO),
+            config.clone(),
+        )
+        .await
+        .unwrap();
+        nodes.insert(name.to_owned(), node);
+    }
+    let client = CloudClient::connect(server.url(), &config).await.unwrap();
+    let call = |n: u64, key: Option<&str>| {
+        let mut inv = Invocation::new("double".parse().unwrap(), n.to_string());
+        inv.context.affinity_key = key.map(str::to_owned);
+        let client = &client;
+        async move {
+            let r = client.call(&inv, Duration::from_secs(30)).await.unwrap();
+            assert_eq!(r.outcome.unwrap(), Bytes::from((n * 2).to_string()));
+            r.node
+        }
+    };
+    // Calls without a key go to both nodes.
+    let mut spread = std::collections::BTreeSet::new();
+    for n in 0..40 {
+        spread.insert(call(n, None).await);
+    }
+    assert_eq!(spread.len(), 2, "both nodes take shared work: {spread:?}");
+    // With a key: wherever the first call ran, every later one runs too.
+    let first = call(0, Some("cart-7")).await;
+    for n in 1..30 {
+        assert_eq!(
+            call(n, Some("cart-7")).await,
+            first,
+            "call {n} left its node"
+        );
+    }
+    // That node goes, and the client still thinks it lives (it asked under a second
+    // ago): the next call goes to its subject, and the other node takes it from there.
+    drop(nodes.remove(&first));
+    let other = nodes.keys().next().unwrap().clone();
+    assert_eq!(call(100, Some("cart-7")).await, other);
+    // From then on the key keeps to the node that answered it.
+    for n in 101..110 {
+        assert_eq!(call(n, Some("cart-7")).await, other);
+    }
+}

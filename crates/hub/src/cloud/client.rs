@@ -54,6 +54,12 @@ pub struct CloudClient {
     /// Functions found in the registry, so that each is looked up once.
     known: parking_lot::Mutex<HashSet<String>>,
     waiting: Waiting,
+    /// The bucket of live nodes, and what it said of each lately (node → when asked,
+    /// whether it lived).
+    nodes: jetstream::kv::Store,
+    live: parking_lot::Mutex<HashMap<String, (std::time::Instant, bool)>>,
+    /// Affinity key → the node (its subject token) that answered its last call.
+    affinity: parking_lot::Mutex<HashMap<String, String>>,
     /// Follows every result of the deployment for [`call`](CloudClient::call); started by
     /// the first call.
     listener: tokio::sync::OnceCell<JoinHandle<()>>,
@@ -102,6 +108,7 @@ impl CloudClient {
     /// A client of a deployment whose streams are set up.
     pub(super) async fn with_wire(js: Wire) -> Result<CloudClient, CloudError> {
         let registry = bucket(&js, &js.names.registry(), 1).await?;
+        let nodes = super::bucket_with(&js, &js.names.nodes(), 1, super::wire::NODE_TTL).await?;
         let results = js
             .get_stream(js.names.result_stream())
             .await
@@ -112,6 +119,9 @@ impl CloudClient {
             registry,
             known: parking_lot::Mutex::new(HashSet::new()),
             waiting: Waiting::default(),
+            nodes,
+            live: parking_lot::Mutex::new(HashMap::new()),
+            affinity: parking_lot::Mutex::new(HashMap::new()),
             listener: tokio::sync::OnceCell::new(),
         })
     }
@@ -165,7 +175,10 @@ impl CloudClient {
         loop {
             let look = (until - tokio::time::Instant::now().min(until)).min(Duration::from_secs(1));
             match tokio::time::timeout(look, &mut rx).await {
-                Ok(Ok(result)) => return Ok(result),
+                Ok(Ok(result)) => {
+                    self.served(invocation, &result);
+                    return Ok(result);
+                }
                 Ok(Err(_)) => return Err(CloudError::JetStream("the client closed".into())),
                 Err(_) => {}
             }
@@ -175,7 +188,9 @@ impl CloudClient {
                 .get_last_raw_message_by_subject(&self.js.names.result(id))
                 .await
             {
-                return Ok(CloudResult::of(id, Some(&m.headers), &m.payload));
+                let result = CloudResult::of(id, Some(&m.headers), &m.payload);
+                self.served(invocation, &result);
+                return Ok(result);
             }
             if tokio::time::Instant::now() >= until {
                 return Err(CloudError::TimedOut(timeout));
@@ -265,17 +280,50 @@ impl CloudClient {
         }
         let id = invocation.id;
         let headers = super::context::encode(invocation);
+        let function = invocation.function.name.as_str();
+        let subject = match self.preferred(invocation).await {
+            Some(node) => self.js.names.work_at(function, &node),
+            None => self.js.names.work(function),
+        };
         self.js
-            .publish_with_headers(
-                self.js.names.work(invocation.function.name.as_str()),
-                headers,
-                invocation.payload.clone(),
-            )
+            .publish_with_headers(subject, headers, invocation.payload.clone())
             .await
             .map_err(js_err)?
             .await
             .map_err(js_err)?;
         Ok(id)
+    }
+
+    /// The node a call with an affinity key prefers: the one that answered the key's last
+    /// call, while it is among the live nodes (asked at most once a second per node).
+    async fn preferred(&self, invocation: &Invocation) -> Option<String> {
+        let key = invocation.context.affinity_key.as_deref()?;
+        let node = self.affinity.lock().get(key).cloned()?;
+        let now = std::time::Instant::now();
+        if let Some((asked, live)) = self.live.lock().get(&node)
+            && now.duration_since(*asked) < Duration::from_secs(1)
+        {
+            return live.then_some(node);
+        }
+        let live = matches!(self.nodes.get(node.as_str()).await, Ok(Some(_)));
+        self.live.lock().insert(node.clone(), (now, live));
+        live.then_some(node)
+    }
+
+    /// Remembers which node answered a call with an affinity key.
+    fn served(&self, invocation: &Invocation, result: &CloudResult) {
+        let Some(key) = invocation.context.affinity_key.clone() else {
+            return;
+        };
+        if result.node.is_empty() {
+            return;
+        }
+        let mut map = self.affinity.lock();
+        // Bounded: a client that saw too many keys starts over.
+        if map.len() >= 65_536 {
+            map.clear();
+        }
+        map.insert(key, super::wire::node_token(&result.node));
     }
 
     /// Every result from now on (and those still in the stream), each invocation once:

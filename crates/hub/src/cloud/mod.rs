@@ -78,6 +78,50 @@
 //! more than a day ahead, a depth over the limit). A deadline already past is no lie: the
 //! call ends as `deadline_exceeded`.
 //!
+//! ## Toward more machines
+//!
+//! **A fleet of edge hubs joining a cloud deployment.** The natural way is NATS leaf
+//! nodes: each edge site runs its own `nats-server` with a `leafnodes` remote to the cloud
+//! cluster (credentials and TLS as for any client), and its hub connects locally. Core
+//! subjects cross the leaf link, so an edge hub's `CloudClient` reaches the deployment
+//! through it and results come back the same way, and while the link is down the site's
+//! own server still serves the site. What must change first: the streams live in the
+//! cloud's JetStream domain, and fnhub does not yet take a domain (or an API prefix) in
+//! [`CloudConfig`]: an edge hub would today need its leaf server to share the cloud's
+//! JetStream, which defeats working offline. Edge hubs should also be clients of a
+//! deployment (submitting, not taking work), or nodes of a deployment of their own, so
+//! that the cloud never waits on a site behind a slow link.
+//!
+//! **The work stream at 100 nodes**, measured here with `cargo bench -p fnhub-benches
+//! --features nats --bench cloud_fleet` (100 nodes in one process, one `nats-server`, two
+//! cores):
+//!
+//! - Consumers do not grow with nodes: a deployment has one per function, plus one for
+//!   wakes and one for events, shared by every node that runs them. 100 nodes of one
+//!   function are 3 consumers and 300 pull subscriptions. Starting the 100 took 0.66 s
+//!   (6.6 ms a node: streams and buckets looked up, the registry written, three
+//!   subscriptions).
+//! - Idle, the 100 nodes and their server exchange about 20 messages a second in all
+//!   (pull renewals and heartbeats, 0.2 a node), so an idle fleet costs next to nothing.
+//! - Busy, the 100 shared the work evenly (each ran 510 to 512 of 51,100 invocations) at
+//!   229 µs an invocation end to end, 1.79× raw JetStream's publish, pull and ack on the
+//!   same server (128 µs). Two nodes do the same at 1.3–1.4× (`--bench cloud`): with two
+//!   cores shared by the server, the client and the nodes, what limits the rate is the
+//!   server's work per invocation (the submission, its delivery and acknowledgement, the
+//!   result's publication, deduplicated by message id, and its delivery), not the number
+//!   of nodes.
+//!
+//! What holds: the consumer count, the idle cost, the spread of work, and at-least-once
+//! with one result per invocation whatever the number of nodes. What must change before
+//! hundreds of busy nodes: every result has a subject of its own
+//! (`fnhub.{deployment}.results.{invocation}`) kept for an hour, so at thousands of
+//! invocations a second the result stream indexes millions of subjects (a shorter
+//! `max_age`, or results sent to the caller's own inbox, would bound it); one consumer per
+//! function is one server-side sequence for all of that function's work (a very busy
+//! function would be split over several subjects and consumers); and the registry's
+//! entry of a function is rewritten by every node that starts, last writer winning (it is
+//! only read to refuse unknown functions, but a node list there can miss a node).
+//!
 //! ## Durable executions across nodes
 //!
 //! Give every node's hub the same [`fnhub_checkpoint::nats::NatsStore`] (the JetStream
@@ -120,6 +164,7 @@
 //! [`Engine::wake`]: fnhub_checkpoint::durable::Engine::wake
 //! [`Engine::take_over`]: fnhub_checkpoint::durable::Engine::take_over
 
+mod affinity;
 mod client;
 mod context;
 mod decide;
@@ -294,6 +339,7 @@ pub(super) async fn streams(js: &Wire, config: &CloudConfig) -> Result<(), Cloud
     for name in [js.names.registry(), js.names.waits()] {
         bucket(js, &name, config.replicas).await?;
     }
+    bucket_with(js, &js.names.nodes(), config.replicas, wire::NODE_TTL).await?;
     Ok(())
 }
 
@@ -302,6 +348,16 @@ pub(super) async fn bucket(
     js: &jetstream::Context,
     name: &str,
     replicas: usize,
+) -> Result<jetstream::kv::Store, CloudError> {
+    bucket_with(js, name, replicas, Duration::ZERO).await
+}
+
+/// [`bucket`], whose entries go `max_age` after they were written (never when zero).
+pub(super) async fn bucket_with(
+    js: &jetstream::Context,
+    name: &str,
+    replicas: usize,
+    max_age: Duration,
 ) -> Result<jetstream::kv::Store, CloudError> {
     if let Ok(kv) = js.get_key_value(name).await {
         return Ok(kv);
@@ -316,6 +372,7 @@ pub(super) async fn bucket(
         allow_rollup: true,
         deny_delete: true,
         num_replicas: replicas,
+        max_age,
         ..Default::default()
     })
     .await
@@ -400,6 +457,12 @@ pub struct CloudRuntime {
     watch: JoinHandle<()>,
     client: async_nats::Client,
     front: Arc<CloudClient>,
+    /// Renews this node's entry in the bucket of live nodes.
+    alive: JoinHandle<()>,
+    /// Takes the calls that preferred nodes now gone.
+    rescue: JoinHandle<()>,
+    nodes_kv: jetstream::kv::Store,
+    token: String,
 }
 
 impl std::fmt::Debug for CloudRuntime {
@@ -414,7 +477,38 @@ impl Drop for CloudRuntime {
     fn drop(&mut self) {
         self.task.abort();
         self.watch.abort();
+        self.alive.abort();
+        self.rescue.abort();
+        // Gone now, not when the entry expires: calls that preferred it go elsewhere.
+        let (kv, token) = (self.nodes_kv.clone(), self.token.clone());
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                let _ = kv.purge(token).await;
+            });
+        }
     }
+}
+
+/// The durable consumer `durable` of the work stream, taking the subject `filter`.
+pub(super) async fn work_consumer(
+    work: &jetstream::stream::Stream,
+    durable: &str,
+    filter: String,
+    config: &CloudConfig,
+) -> Result<consumer::PullConsumer, CloudError> {
+    work.get_or_create_consumer(
+        durable,
+        consumer::pull::Config {
+            durable_name: Some(durable.to_owned()),
+            filter_subject: filter,
+            ack_wait: config.ack_wait,
+            max_ack_pending: 100_000,
+            num_replicas: config.replicas,
+            ..Default::default()
+        },
+    )
+    .await
+    .map_err(js_err)
 }
 
 impl CloudRuntime {
@@ -476,22 +570,22 @@ impl CloudRuntime {
         functions.sort();
         functions.dedup();
         let batch = config.in_flight.max(1);
-        let mut streams = Vec::new();
+        let token = wire::node_token(&name);
+        // Each function's shared consumer, and the one of its calls that prefer this node
+        // (an affinity key it served last).
+        let mut subjects = Vec::new();
         for function in &functions {
-            let consumer: consumer::PullConsumer = work
-                .get_or_create_consumer(
-                    &names.consumer(function),
-                    consumer::pull::Config {
-                        durable_name: Some(names.consumer(function)),
-                        filter_subject: names.work(function),
-                        ack_wait: config.ack_wait,
-                        max_ack_pending: 100_000,
-                        num_replicas: config.replicas,
-                        ..Default::default()
-                    },
-                )
-                .await
-                .map_err(js_err)?;
+            subjects.push((names.consumer(function), names.work(function)));
+            if function != crate::durable::RESUME_FUNCTION && function != "fnhub-event" {
+                subjects.push((
+                    names.consumer_at(function, &token),
+                    names.work_at(function, &token),
+                ));
+            }
+        }
+        let mut streams = Vec::new();
+        for (durable, filter) in subjects {
+            let consumer = work_consumer(&work, &durable, filter, &config).await?;
             // At most a slot's worth held unstarted: what a node holds but has not begun
             // is not reported in progress, and would come again after the ack wait.
             let messages = consumer
@@ -512,6 +606,20 @@ impl CloudRuntime {
             counters: counters.clone(),
             progress_every: (config.ack_wait / 3).max(Duration::from_millis(10)),
         };
+        let nodes_kv =
+            bucket_with(&node.js, &names.nodes(), config.replicas, wire::NODE_TTL).await?;
+        nodes_kv
+            .put(token.as_str(), Bytes::from(name.clone()))
+            .await
+            .map_err(js_err)?;
+        let alive = tokio::spawn(affinity::heartbeat(nodes_kv.clone(), token.clone()));
+        let rescue = tokio::spawn(affinity::rescue(
+            node.clone(),
+            work,
+            nodes_kv.clone(),
+            functions,
+            config.clone(),
+        ));
         let messages = futures_util::stream::select_all(streams);
         let task = tokio::spawn(work_loop(node, messages, batch));
         Ok(CloudRuntime {
@@ -521,6 +629,10 @@ impl CloudRuntime {
             watch,
             client,
             front: cloud_client,
+            alive,
+            rescue,
+            nodes_kv,
+            token,
         })
     }
 

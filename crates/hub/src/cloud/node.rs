@@ -124,7 +124,7 @@ impl Node {
 
     /// An invocation: runs it on the hub and publishes its result, unless it started a
     /// durable execution that suspended.
-    async fn run(&self, message: jetstream::Message) {
+    pub(super) async fn run(&self, message: jetstream::Message) {
         let now = self.hub.clock().system_time();
         let decoded = context::decode(
             message.headers.as_ref(),
@@ -168,7 +168,38 @@ impl Node {
                 let _ = message.ack().await;
             }
             AfterRun::Retry(delay) => retry(&message, delay).await,
-            AfterRun::HandBack(delay) => self.hand_back(message, delay).await,
+            AfterRun::HandBack(delay) => self.hand_back_or_spill(message, delay).await,
+        }
+    }
+
+    /// A call its hub had no room for: one that preferred this node (sent to its own
+    /// subject) is spilled to the function's shared subject, for any node with room;
+    /// another is handed back.
+    async fn hand_back_or_spill(&self, message: jetstream::Message, delay: Duration) {
+        let tokens: Vec<&str> = message.subject.split('.').collect();
+        let [_, _, _, function, _] = tokens.as_slice() else {
+            return self.hand_back(message, delay).await;
+        };
+        let mut headers = message.headers.clone().unwrap_or_default();
+        let id = header(Some(&headers), wire::INVOCATION).unwrap_or_default();
+        headers.insert("Nats-Msg-Id", format!("{id}-spill").as_str());
+        let spilled = match self
+            .js
+            .publish_with_headers(
+                self.js.names.work(function),
+                headers,
+                message.payload.clone(),
+            )
+            .await
+        {
+            Ok(ack) => ack.await.is_ok(),
+            Err(_) => false,
+        };
+        if spilled {
+            self.counters.handed_back.fetch_add(1, Ordering::Relaxed);
+            let _ = message.ack().await;
+        } else {
+            self.hand_back(message, delay).await;
         }
     }
 

@@ -124,6 +124,23 @@ impl Names {
         format!("workers-{function}")
     }
 
+    /// Where invocations of `function` go that prefer node `node` (a [`node_token`]).
+    pub(crate) fn work_at(&self, function: &str, node: &str) -> String {
+        format!("fnhub.{}.work.{function}.{node}", self.deployment)
+    }
+
+    /// The consumer of the invocations of `function` that prefer node `node`: that node
+    /// takes them while it lives; the others, once it is gone.
+    pub(crate) fn consumer_at(&self, function: &str, node: &str) -> String {
+        format!("workers-{function}-at-{node}")
+    }
+
+    /// The bucket of live nodes: each node's [`node_token`], renewed every
+    /// [`HEARTBEAT`], gone [`NODE_TTL`] after the node stops renewing it.
+    pub(crate) fn nodes(&self) -> String {
+        format!("FNHUB_{}_NODES", self.deployment)
+    }
+
     pub(crate) fn results_all(&self) -> String {
         format!("fnhub.{}.results.>", self.deployment)
     }
@@ -131,6 +148,25 @@ impl Names {
     pub(crate) fn result(&self, id: impl std::fmt::Display) -> String {
         format!("fnhub.{}.results.{id}", self.deployment)
     }
+}
+
+/// How often a node renews its entry in the bucket of live nodes.
+pub(crate) const HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(2);
+/// How long a node's entry outlives its last renewal.
+pub(crate) const NODE_TTL: std::time::Duration = std::time::Duration::from_secs(8);
+
+/// A node's name as one subject token: letters, digits, `-` and `_` kept, anything else
+/// `_`.
+pub(crate) fn node_token(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 /// A header of a NATS message, as text.
