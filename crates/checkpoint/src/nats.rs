@@ -23,6 +23,9 @@ fn backend(e: impl std::error::Error + Send + Sync + 'static) -> StoreError {
 #[derive(Clone)]
 pub struct NatsStore {
     store: object_store::ObjectStore,
+    /// The bucket's stream, for reading a one-chunk object with one direct get.
+    stream: jetstream::stream::Stream,
+    bucket: String,
 }
 
 impl std::fmt::Debug for NatsStore {
@@ -34,18 +37,37 @@ impl std::fmt::Debug for NatsStore {
 impl NatsStore {
     /// The store in `bucket` of `js`, created when it is not there.
     pub async fn open(js: &jetstream::Context, bucket: &str) -> Result<NatsStore, StoreError> {
+        NatsStore::open_replicated(js, bucket, 1).await
+    }
+
+    /// [`open`](NatsStore::open), creating the bucket with `replicas` copies (1 to 5) in a
+    /// JetStream cluster, so checkpoints outlive the loss of a server.
+    pub async fn open_replicated(
+        js: &jetstream::Context,
+        bucket: &str,
+        replicas: usize,
+    ) -> Result<NatsStore, StoreError> {
         let store = match js.get_object_store(bucket).await {
             Ok(store) => store,
             Err(_) => js
                 .create_object_store(object_store::Config {
                     bucket: bucket.to_owned(),
                     description: Some("fnhub checkpoints of suspended executions".into()),
+                    num_replicas: replicas.clamp(1, 5),
                     ..Default::default()
                 })
                 .await
                 .map_err(backend)?,
         };
-        Ok(NatsStore { store })
+        let stream = js
+            .get_stream(format!("OBJ_{bucket}"))
+            .await
+            .map_err(backend)?;
+        Ok(NatsStore {
+            store,
+            stream,
+            bucket: bucket.to_owned(),
+        })
     }
 }
 
@@ -64,13 +86,43 @@ impl CheckpointStore for NatsStore {
 
     fn load(&self, id: ExecutionId) -> BoxFuture<'_, Result<Option<Checkpoint>, StoreError>> {
         Box::pin(async move {
-            let mut object = match self.store.get(id.to_string()).await {
-                Ok(o) => o,
-                Err(e) if e.kind() == object_store::GetErrorKind::NotFound => return Ok(None),
+            let name = id.to_string();
+            let info = match self.store.info(name.as_str()).await {
+                Ok(info) if !info.deleted => info,
+                Ok(_) => return Ok(None),
+                Err(e) if e.kind() == object_store::InfoErrorKind::NotFound => return Ok(None),
                 Err(e) => return Err(backend(e)),
             };
-            let mut bytes = Vec::new();
-            object.read_to_end(&mut bytes).await?;
+            // A checkpoint is most often one chunk (128 KiB): read it with one direct get
+            // of its chunk's subject (ADR-20's `$O.{bucket}.C.{nuid}`). The object store's
+            // own reader goes through an ordered consumer, which in a cluster that just lost
+            // a server can wait for seconds before it delivers.
+            let chunk = format!("$O.{}.C.{}", self.bucket, info.nuid);
+            let direct = match info.chunks {
+                1 => self
+                    .stream
+                    .get_last_raw_message_by_subject(&chunk)
+                    .await
+                    .ok()
+                    .map(|m| m.payload.to_vec())
+                    .filter(|b| b.len() == info.size),
+                _ => None,
+            };
+            let bytes = match direct {
+                Some(bytes) => bytes,
+                None => {
+                    let mut object = match self.store.get(name.as_str()).await {
+                        Ok(o) => o,
+                        Err(e) if e.kind() == object_store::GetErrorKind::NotFound => {
+                            return Ok(None);
+                        }
+                        Err(e) => return Err(backend(e)),
+                    };
+                    let mut bytes = Vec::new();
+                    object.read_to_end(&mut bytes).await?;
+                    bytes
+                }
+            };
             crate::decode(&bytes)
                 .map(Some)
                 .map_err(|e| StoreError::Corrupt {

@@ -16,6 +16,55 @@ use fnhub::cloud::{CloudClient, CloudConfig, CloudError, CloudRuntime, wire};
 use fnhub::{EdgeHub, ErrorKind, FunctionName, FunctionSpec, Invocation, from_fn};
 use futures_util::StreamExt;
 
+/// A hub with `double` and a durable `order` (a step, a 1 s sleep that suspends it, a
+/// child call of `double`, a step), keeping checkpoints in the object store `bucket` at
+/// `replicas` copies. `steps` counts the steps that ran.
+async fn durable_hub(urls: &str, replicas: usize, steps: Arc<AtomicU64>) -> EdgeHub {
+    use fnhub::{DurableContext, SuspendPolicy, durable_fn};
+    let servers: Vec<&str> = urls.split(',').collect();
+    let js = async_nats::jetstream::new(async_nats::connect(servers).await.unwrap());
+    let store = fnhub::libs::checkpoint::nats::NatsStore::open_replicated(&js, "orders", replicas)
+        .await
+        .unwrap();
+    EdgeHub::builder()
+        .checkpoint_store(Arc::new(store))
+        .suspend_policy(SuspendPolicy::with_threshold(Duration::from_millis(200)))
+        .function(
+            FunctionSpec::in_process(FunctionName::new("double").unwrap()),
+            from_fn(|inv: Invocation| async move {
+                let n: u64 = std::str::from_utf8(&inv.payload).unwrap().parse().unwrap();
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                Ok(Bytes::from((n * 2).to_string()))
+            }),
+        )
+        .durable(
+            FunctionSpec::in_process(FunctionName::new("order").unwrap()),
+            durable_fn(move |ctx: DurableContext, input: Bytes| {
+                let steps = steps.clone();
+                async move {
+                    let s = steps.clone();
+                    ctx.step("reserve", || async move {
+                        s.fetch_add(1, Ordering::SeqCst);
+                        Ok(Bytes::new())
+                    })
+                    .await?;
+                    ctx.sleep("settle", Duration::from_secs(1)).await?;
+                    let doubled = ctx
+                        .invoke("double", "double".parse().unwrap(), input)
+                        .await?;
+                    ctx.step("ship", || async move {
+                        steps.fetch_add(1, Ordering::SeqCst);
+                        Ok(Bytes::new())
+                    })
+                    .await?;
+                    Ok(doubled)
+                }
+            }),
+        )
+        .build()
+        .unwrap()
+}
+
 /// A hub with `name`, which multiplies its number by `factor` after `pause`.
 fn hub(name: &str, factor: u64, pause: Duration) -> EdgeHub {
     EdgeHub::builder()
@@ -200,7 +249,20 @@ async fn workload(
 /// Every result in the result stream, by invocation: a second one would be a duplicate.
 async fn results_in_stream(client: &CloudClient, count: u64) -> (u64, u64) {
     let duplicates = Arc::new(AtomicU64::new(0));
-    let mut results = Box::pin(client.results(duplicates.clone()).await.unwrap());
+    // A cluster that just took a server back may time out a consumer's creation.
+    let mut tries = 0;
+    let results = loop {
+        match client.results(duplicates.clone()).await {
+            Ok(r) => break r,
+            Err(e) if tries < 30 => {
+                tries += 1;
+                eprintln!("results consumer: {e}; again");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(e) => panic!("no results consumer: {e}"),
+        }
+    };
+    let mut results = Box::pin(results);
     let mut seen = 0;
     while seen < count {
         match tokio::time::timeout(Duration::from_secs(2), results.next()).await {
@@ -245,6 +307,28 @@ async fn a_restarted_nats_server_loses_no_call_and_answers_each_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_three_server_cluster_loses_a_server_and_nothing_else() {
+    cluster_loses_a_server(0).await;
+}
+
+/// The same with ten durable executions suspended when the server dies. Known to fail
+/// about one run in two: some executions wait forever for a child's wake after the loss
+/// (see the issue on durable executions across a cluster's server loss). Run it with
+/// `cargo test -p fnhub --features nats --test hub_cloud_faults -- --ignored`
+/// (`RUST_LOG=fnhub=debug` shows the engine's waits).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "known bug: durable executions can stall when a cluster server dies"]
+async fn durable_executions_carry_on_when_a_cluster_server_dies() {
+    cluster_loses_a_server(10).await;
+}
+
+/// Two nodes on a three-server cluster (replicas 3) run 300 calls and `orders` durable
+/// executions; server 1 is SIGKILLed a third of the way in and restarted 2 s later. Every
+/// call and order gets its one right result.
+async fn cluster_loses_a_server(order_count: u64) {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
     let Some(cluster) = fnhub_testkit::NatsCluster::start(3) else {
         return;
     };
@@ -253,11 +337,20 @@ async fn a_three_server_cluster_loses_a_server_and_nothing_else() {
     let config = CloudConfig::default()
         .with_ack_wait(Duration::from_secs(2))
         .with_replicas(3);
-    let pause = Duration::from_millis(20);
+    let steps = Arc::new(AtomicU64::new(0));
     // The cluster elects its JetStream leader a moment after the servers listen.
     let mut first = Err(None);
     for _ in 0..100 {
-        match CloudRuntime::start(&urls, "a", hub("double", 2, pause), config.clone()).await {
+        let hub = match tokio::time::timeout(
+            Duration::from_secs(5),
+            durable_hub(&urls, 3, steps.clone()),
+        )
+        .await
+        {
+            Ok(hub) => hub,
+            Err(_) => continue,
+        };
+        match CloudRuntime::start(&urls, "a", hub, config.clone()).await {
             Ok(node) => {
                 first = Ok(node);
                 break;
@@ -269,10 +362,23 @@ async fn a_three_server_cluster_loses_a_server_and_nothing_else() {
         }
     }
     let _a = first.unwrap_or_else(|e| panic!("the cluster never took the deployment: {e:?}"));
-    let _b = CloudRuntime::start(&urls, "b", hub("double", 2, pause), config.clone())
-        .await
-        .unwrap();
+    let _b = CloudRuntime::start(
+        &urls,
+        "b",
+        durable_hub(&urls, 3, steps.clone()).await,
+        config.clone(),
+    )
+    .await
+    .unwrap();
     let client = Arc::new(CloudClient::connect(&urls, &config).await.unwrap());
+    // Ten durable orders, each suspended in its sleep (its checkpoint in the replicated
+    // object store) when the server dies.
+    let mut orders = BTreeMap::new();
+    for n in 0..order_count {
+        let inv = Invocation::new("order".parse().unwrap(), n.to_string());
+        client.submit(&inv).await.unwrap();
+        orders.insert(inv.id, n * 2);
+    }
     let count = 300;
     // Server 1 is killed with SIGKILL a third of the way in, and comes back 2 s later.
     let kill = {
@@ -290,8 +396,31 @@ async fn a_three_server_cluster_loses_a_server_and_nothing_else() {
     for (n, out) in &results {
         assert_eq!(out, &Bytes::from((n * 2).to_string()));
     }
-    let (seen, duplicates) = results_in_stream(&client, count).await;
-    assert_eq!((seen, duplicates), (count, 0));
+    // The orders carried on: each finished once, each step ran once.
+    for (id, want) in &orders {
+        let r = tokio::time::timeout(Duration::from_secs(60), client.result_of(*id))
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "order {id} never finished: steps {}, node a {:?}, node b {:?}",
+                    steps.load(Ordering::SeqCst),
+                    _a.stats(),
+                    _b.stats()
+                )
+            })
+            .unwrap();
+        assert_eq!(r.outcome.unwrap(), Bytes::from(want.to_string()));
+    }
+    // Two steps an order. A step whose checkpoint save met the dead server may run again
+    // (at least once per step); a checkpointed one never does.
+    let ran = steps.load(Ordering::SeqCst);
+    let least = 2 * order_count;
+    assert!(
+        (least..=least + 2).contains(&ran),
+        "{ran} steps ran for {order_count} orders of 2"
+    );
+    let (seen, duplicates) = results_in_stream(&client, count + order_count).await;
+    assert_eq!((seen, duplicates), (count + order_count, 0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

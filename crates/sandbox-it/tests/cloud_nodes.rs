@@ -4,6 +4,7 @@
 //! C have `probe`. A call to A of a function it lacks runs on B or C with the caller's
 //! trace, deadline and principal; node B is killed with SIGKILL while it holds calls, and
 //! every call still gets its one answer.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 

@@ -7,10 +7,10 @@
 //!   nodes. Any NATS client can do the same.
 //! - The node takes those calls first (a consumer of its own per function). One its hub
 //!   has no room for is spilled to the function's shared subject, for any node.
-//! - Every node renews its entry in the bucket of live nodes ([`heartbeat`]); a node that
-//!   stops renewing (killed) leaves the bucket a few seconds later, and one dropped leaves
-//!   it at once. The other nodes then take what was left on its subject ([`rescue`]), so a
-//!   call sent to a node that died is not lost.
+//! - Every node renews its entry in the bucket of live nodes `FNHUB_{deployment}_NODES`
+//!   every 2 s; a node that stops renewing (killed) leaves the bucket 8 s later, and one
+//!   dropped leaves it at once. Every 4 s the other nodes take what was left on the subject
+//!   of a node that is gone, so a call sent to a node that died is not lost.
 
 use std::time::Duration;
 

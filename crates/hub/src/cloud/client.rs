@@ -134,6 +134,37 @@ impl CloudClient {
         invocation: &Invocation,
         timeout: Duration,
     ) -> Result<CloudResult, CloudError> {
+        let id = invocation.id;
+        let rx = self.expect_result(id).await?;
+        let _gone = Gone(self.waiting.clone(), id);
+        let until = tokio::time::Instant::now() + timeout;
+        self.submit_until(invocation, until).await?;
+        let result = self
+            .await_result(id, rx, Some(until))
+            .await
+            .map_err(|e| match e {
+                CloudError::TimedOut(_) => CloudError::TimedOut(timeout),
+                e => e,
+            })?;
+        self.served(invocation, &result);
+        Ok(result)
+    }
+
+    /// Waits for the result of invocation `id`, however long ago it came (while the result
+    /// stream keeps it, an hour). JetStream's passing failures (a server restarting, a
+    /// cluster electing a leader) are waited out: bound the wait with a timeout.
+    pub async fn result_of(&self, id: InvocationId) -> Result<CloudResult, CloudError> {
+        let rx = self.expect_result(id).await?;
+        let _gone = Gone(self.waiting.clone(), id);
+        self.await_result(id, rx, None).await
+    }
+
+    /// Registers a wait for the result of `id` with the one subscription to every result
+    /// of the deployment (started by the first wait).
+    async fn expect_result(
+        &self,
+        id: InvocationId,
+    ) -> Result<oneshot::Receiver<CloudResult>, CloudError> {
         self.listener
             .get_or_try_init(|| async {
                 let mut sub = self
@@ -156,67 +187,40 @@ impl CloudClient {
                 }))
             })
             .await?;
-        let id = invocation.id;
-        let (tx, mut rx) = oneshot::channel();
+        let (tx, rx) = oneshot::channel();
         self.waiting.lock().insert(id, tx);
-        let _gone = Gone(self.waiting.clone(), id);
-        let until = tokio::time::Instant::now() + timeout;
-        // A submission that fails (a server restarting, a connection coming back) is sent
-        // again: under the same id, JetStream stores it once.
-        let mut delay = Duration::from_millis(50);
-        while let Err(e) = self.submit(invocation).await {
-            if matches!(e, CloudError::UnknownFunction(_)) || tokio::time::Instant::now() >= until {
-                return Err(e);
-            }
-            tracing::debug!(error = %e, %id, "submitting again");
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(Duration::from_secs(1));
-        }
+        Ok(rx)
+    }
+
+    /// The result of `id`: from the subscription, or from the result stream when it is
+    /// there already (looked up at once, then every second, in case the subscription
+    /// missed it while the connection was down); until `until`, or for as long as it takes.
+    async fn await_result(
+        &self,
+        id: InvocationId,
+        mut rx: oneshot::Receiver<CloudResult>,
+        until: Option<tokio::time::Instant>,
+    ) -> Result<CloudResult, CloudError> {
+        let subject = self.js.names.result(id);
         loop {
-            let look = (until - tokio::time::Instant::now().min(until)).min(Duration::from_secs(1));
+            if let Ok(m) = self.results.get_last_raw_message_by_subject(&subject).await {
+                return Ok(CloudResult::of(id, Some(&m.headers), &m.payload));
+            }
+            let now = tokio::time::Instant::now();
+            if let Some(until) = until
+                && now >= until
+            {
+                return Err(CloudError::TimedOut(Duration::ZERO));
+            }
+            let look = until.map_or(Duration::from_secs(1), |u| {
+                (u - now).min(Duration::from_secs(1))
+            });
             match tokio::time::timeout(look, &mut rx).await {
-                Ok(Ok(result)) => {
-                    self.served(invocation, &result);
-                    return Ok(result);
-                }
+                Ok(Ok(result)) => return Ok(result),
                 Ok(Err(_)) => return Err(CloudError::JetStream("the client closed".into())),
                 Err(_) => {}
             }
-            // Nothing for a second: perhaps the subscription missed it.
-            if let Ok(m) = self
-                .results
-                .get_last_raw_message_by_subject(&self.js.names.result(id))
-                .await
-            {
-                let result = CloudResult::of(id, Some(&m.headers), &m.payload);
-                self.served(invocation, &result);
-                return Ok(result);
-            }
-            if tokio::time::Instant::now() >= until {
-                return Err(CloudError::TimedOut(timeout));
-            }
         }
-    }
-
-    /// Waits for the result of invocation `id`, however long ago it came (while the result
-    /// stream keeps it, an hour).
-    pub async fn result_of(&self, id: InvocationId) -> Result<CloudResult, CloudError> {
-        let consumer = self
-            .results
-            .create_consumer(consumer::pull::OrderedConfig {
-                filter_subject: self.js.names.result(id),
-                deliver_policy: consumer::DeliverPolicy::All,
-                ..Default::default()
-            })
-            .await
-            .map_err(js_err)?;
-        let mut messages = consumer.messages().await.map_err(js_err)?;
-        let m = messages
-            .next()
-            .await
-            .ok_or_else(|| CloudError::JetStream("the result stream ended".into()))?
-            .map_err(js_err)?;
-        Ok(CloudResult::of(id, m.headers.as_ref(), &m.payload))
     }
 
     /// Publishes an event to the deployment: every durable execution waiting for a topic
@@ -292,6 +296,29 @@ impl CloudClient {
             .await
             .map_err(js_err)?;
         Ok(id)
+    }
+
+    /// [`submit`](CloudClient::submit), sent again until `until` while it fails (a server
+    /// restarting, a cluster electing a leader, a connection coming back): under the same
+    /// id, JetStream stores it once. A function no node runs is not tried again.
+    pub(super) async fn submit_until(
+        &self,
+        invocation: &Invocation,
+        until: tokio::time::Instant,
+    ) -> Result<(), CloudError> {
+        let mut delay = Duration::from_millis(50);
+        loop {
+            match self.submit(invocation).await {
+                Ok(_) => return Ok(()),
+                Err(e @ CloudError::UnknownFunction(_)) => return Err(e),
+                Err(e) if tokio::time::Instant::now() >= until => return Err(e),
+                Err(e) => {
+                    tracing::debug!(error = %e, id = %invocation.id, "submitting again");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(1));
+                }
+            }
+        }
     }
 
     /// The node a call with an affinity key prefers: the one that answered the key's last

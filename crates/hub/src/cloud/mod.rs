@@ -38,6 +38,10 @@
 //!   and runs on a node that has the function; a function's own call of a function its
 //!   node lacks goes there too. `/healthz` reports the node's link to NATS; a node that
 //!   lost it keeps serving what it runs itself, and reconnects.
+//! - A call with an affinity key ([`Fnhub-Affinity`](wire::AFFINITY)) prefers the node
+//!   that answered the key's last call, while that node lives and has room: see
+//!   [`affinity`] for how a client sends it there, how a full node spills it and how the
+//!   others take what a node that is gone left behind.
 //! - With `replicas = 3` on a three-server JetStream cluster, the streams and buckets keep
 //!   three copies, and the deployment loses no invocation and stores no result twice when
 //!   a server dies (tested with SIGKILL and a restart, as is a single server's restart).
@@ -164,7 +168,7 @@
 //! [`Engine::wake`]: fnhub_checkpoint::durable::Engine::wake
 //! [`Engine::take_over`]: fnhub_checkpoint::durable::Engine::take_over
 
-mod affinity;
+pub mod affinity;
 mod client;
 mod context;
 mod decide;

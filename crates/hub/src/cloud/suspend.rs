@@ -172,6 +172,10 @@ pub(super) async fn publish_wake(
     }
 }
 
+/// How long a child's submission is tried while JetStream cannot store it (a server
+/// restarting, a cluster electing a leader).
+const CHILD_SUBMIT: Duration = Duration::from_secs(60);
+
 /// What a node's hub sends to the cloud runtime: its durable executions' children (run
 /// through the work stream, on any node; the parent waits for the child's result or,
 /// suspended, is woken by the node that ran it), their outcomes, and its events (matched
@@ -228,10 +232,20 @@ impl crate::durable::CloudLink for Attached {
             };
             // A child submitted again (its parent's node died) is stored once and runs
             // once; its result is read from the stream however early it came.
-            if let Err(e) = client.submit(&child).await {
-                return failed(e);
+            // Submitted on its own task: a parent that suspends while it waits drops this
+            // future (the child's node wakes it), and the child must still be submitted,
+            // however long a server restarting makes that take.
+            let until = tokio::time::Instant::now() + CHILD_SUBMIT;
+            let submitting = client.clone();
+            let id = child.id;
+            let submitted =
+                tokio::spawn(async move { submitting.submit_until(&child, until).await });
+            match submitted.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return failed(e),
+                Err(e) => return failed(CloudError::JetStream(e.into())),
             }
-            match client.result_of(child.id).await {
+            match client.result_of(id).await {
                 Ok(result) => result.outcome,
                 Err(e) => failed(e),
             }
