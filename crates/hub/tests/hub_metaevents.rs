@@ -107,3 +107,51 @@ async fn rules_publish_invoke_and_do_not_storm() {
 
     hub.shutdown().await;
 }
+
+/// Busy child processes (one per core, outside the hub) load the processor; a rule on the
+/// `cpu` the scheduler measures fires. Its event carries the utilisation read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cpu_rule_fires_when_busy_processes_load_the_processor() {
+    let hub = EdgeHub::builder().build().unwrap();
+    fnhub::Metaevents::new(vec![
+        MetaRule::parse(
+            "hot",
+            "cpu > 0.8 for 1s",
+            MetaAction::Publish("alerts/cpu".into()),
+        )
+        .unwrap(),
+    ])
+    .every(Duration::from_millis(300))
+    .attach(&hub);
+    let mut alerts = hub.subscribe("alerts/cpu", 4).unwrap();
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    struct Busy(Vec<std::process::Child>);
+    impl Drop for Busy {
+        fn drop(&mut self) {
+            for c in &mut self.0 {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+    let busy = Busy(
+        (0..cores)
+            .map(|_| {
+                std::process::Command::new("sh")
+                    .args(["-c", "while :; do :; done"])
+                    .spawn()
+                    .unwrap()
+            })
+            .collect(),
+    );
+    let alert = tokio::time::timeout(Duration::from_secs(30), alerts.recv())
+        .await
+        .expect("the cpu rule never fired under load")
+        .unwrap();
+    drop(busy);
+    let body: serde_json::Value = serde_json::from_slice(&alert.payload).unwrap();
+    assert_eq!(body["rule"], "hot");
+    let value = body["value"].as_f64().unwrap();
+    assert!(value > 0.8 && value <= 1.0, "{body}");
+    hub.shutdown().await;
+}

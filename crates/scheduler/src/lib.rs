@@ -78,6 +78,7 @@
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
+mod cpu;
 mod deployed;
 mod placement;
 pub mod policy;
@@ -86,6 +87,7 @@ mod queue;
 mod registry;
 mod scheduler;
 
+pub use cpu::CpuMeter;
 pub use placement::HostInfo;
 pub use pool::Start;
 pub use queue::fairness_bound;

@@ -8,9 +8,15 @@
 //! error_rate(ingest) > 5% over 1m       a ratio over a sliding window
 //! cold_starts(ingest) > 20 per minute   a count over a sliding window
 //! queue_pressure() >= 80%               the hub as a whole
+//! cpu > 0.9 for 10s                     processor utilisation (a hub-wide metric may
+//!                                       drop its empty parentheses)
 //! ```
 //!
-//! Gauges (`queue_depth`, `running`, `queue_pressure`, `utilisation`) are read at each
+//! `cpu` is the processor utilisation, 0 to 1, that the scheduler measures
+//! ([`CpuMeter`](fnhub_scheduler::CpuMeter): the hub's control group when it has one of its
+//! own, else the machine's `/proc/stat`); a rule on it never holds where it cannot be read.
+//!
+//! Gauges (`queue_depth`, `running`, `queue_pressure`, `utilisation`, `cpu`) are read at each
 //! tick; `for D` asks that the condition hold at every tick for `D` first. Counts
 //! (`invocations`, `errors`, `cold_starts`, `rejected`) and the ratio `error_rate` (errors
 //! over invocations) are taken over a sliding window, `over D` or `per second|minute|hour`
@@ -46,6 +52,8 @@ pub enum Metric {
     QueuePressure,
     /// Busy workers, 0 to 1 (gauge, hub only).
     Utilisation,
+    /// Processor utilisation, 0 to 1 (gauge, hub only).
+    Cpu,
     /// Invocations completed in the window.
     Invocations,
     /// Invocations failed in the window.
@@ -65,6 +73,7 @@ impl Metric {
             "running" => Metric::Running,
             "queue_pressure" => Metric::QueuePressure,
             "utilisation" | "utilization" => Metric::Utilisation,
+            "cpu" => Metric::Cpu,
             "invocations" => Metric::Invocations,
             "errors" => Metric::Errors,
             "error_rate" => Metric::ErrorRate,
@@ -77,14 +86,18 @@ impl Metric {
     fn is_gauge(self) -> bool {
         matches!(
             self,
-            Metric::QueueDepth | Metric::Running | Metric::QueuePressure | Metric::Utilisation
+            Metric::QueueDepth
+                | Metric::Running
+                | Metric::QueuePressure
+                | Metric::Utilisation
+                | Metric::Cpu
         )
     }
 
     fn hub_only(self) -> bool {
         matches!(
             self,
-            Metric::QueuePressure | Metric::Utilisation | Metric::Rejected
+            Metric::QueuePressure | Metric::Utilisation | Metric::Cpu | Metric::Rejected
         )
     }
 }
@@ -183,7 +196,18 @@ impl MetaRule {
             text: text.to_owned(),
             reason: reason.to_owned(),
         };
-        let (head, rest) = text
+        // A hub-wide metric may be written without its empty parentheses: `cpu > 0.9`.
+        let spelled;
+        let full = match text.trim_start().split_once(char::is_whitespace) {
+            Some((first, rest))
+                if !first.contains('(') && Metric::parse(first).is_some_and(Metric::hub_only) =>
+            {
+                spelled = format!("{first}() {rest}");
+                spelled.as_str()
+            }
+            _ => text,
+        };
+        let (head, rest) = full
             .split_once(')')
             .ok_or_else(|| err("expected metric(function)"))?;
         let (metric_name, function) = head
@@ -327,6 +351,8 @@ impl Sample<'_> {
             (Metric::Running, None) => self.load.running as f64,
             (Metric::QueuePressure, _) => f64::from(self.load.queue_pressure()),
             (Metric::Utilisation, _) => f64::from(self.load.utilisation()),
+            // Not measured: no comparison holds.
+            (Metric::Cpu, _) => self.load.cpu_utilization.map_or(f64::NAN, f64::from),
             _ => 0.0,
         }
     }

@@ -142,3 +142,38 @@ proptest::proptest! {
         let _ = MetaRule::parse("r", &text, MetaAction::Publish("alerts/meta".into()));
     }
 }
+
+#[test]
+fn cpu_rules_read_the_measured_utilisation_and_never_hold_unmeasured() {
+    let bare = publish("cpu > 0.9 for 10s");
+    let full = publish("cpu() > 90% for 10s");
+    assert_eq!(
+        (
+            bare.metric,
+            bare.function.as_deref(),
+            bare.threshold,
+            bare.duration
+        ),
+        (Metric::Cpu, None, 0.9, Duration::from_secs(10))
+    );
+    assert_eq!((full.metric, full.threshold), (Metric::Cpu, 0.9));
+    let e = MetaRule::parse("r", "cpu(f) > 0.9", MetaAction::Publish("t".into())).unwrap_err();
+    assert!(e.reason.contains("whole hub"), "{e}");
+    let with_cpu = |cpu: Option<f32>| {
+        let (mut load, stats) = sample(0, 0, 0);
+        load.cpu_utilization = cpu;
+        (load, stats)
+    };
+    let mut e = Evaluator::new(vec![bare]);
+    assert_eq!(tick(&mut e, 0, &with_cpu(Some(0.95))), 0);
+    assert_eq!(tick(&mut e, 5, &with_cpu(Some(0.97))), 0, "held 5 s");
+    assert_eq!(tick(&mut e, 10, &with_cpu(Some(0.99))), 1, "held 10 s");
+    let mut e = Evaluator::new(vec![publish("cpu < 0.5 for 1s")]);
+    for t in 0..5 {
+        assert_eq!(
+            tick(&mut e, t, &with_cpu(None)),
+            0,
+            "unmeasured never holds"
+        );
+    }
+}

@@ -27,6 +27,7 @@ pub(super) enum ObserverSource {
 pub struct SchedulerBuilder {
     affinity_wait: Duration,
     host: Option<HostInfo>,
+    cpu: Option<crate::CpuMeter>,
     policy: Box<dyn ReservationPolicy>,
     maintenance_interval: Duration,
     workers: usize,
@@ -46,6 +47,7 @@ impl Default for SchedulerBuilder {
         SchedulerBuilder {
             affinity_wait: Duration::from_millis(10),
             host: None,
+            cpu: None,
             policy: Box::new(FixedKeepAlive::default()),
             maintenance_interval: Duration::from_secs(1),
             workers: 16,
@@ -139,6 +141,14 @@ impl SchedulerBuilder {
         self
     }
 
+    /// Where [`LoadSnapshot::cpu_utilization`](fnhub_core::LoadSnapshot) comes from.
+    /// Default: [`CpuMeter::detect`](crate::CpuMeter::detect), the process's cgroup or the
+    /// machine.
+    pub fn cpu_meter(mut self, meter: crate::CpuMeter) -> Self {
+        self.cpu = Some(meter);
+        self
+    }
+
     /// How often the maintenance pass evicts and pre-warms environments. Default 1 s;
     /// `Duration::ZERO` turns the background pass off (call [`Scheduler::maintain`]
     /// yourself, as tests on a manual clock do).
@@ -203,6 +213,7 @@ impl SchedulerBuilder {
         let mut observer = Some(self.observer);
         let inner = Arc::new_cyclic(|weak| Inner {
             host: self.host.unwrap_or_else(HostInfo::detect),
+            cpu: self.cpu.unwrap_or_else(crate::CpuMeter::detect),
             deferred_children: metrics::counter!("fnhub_children_deferred_total"),
             policy: Mutex::new(self.policy),
             prewarms: metrics::counter!("fnhub_prewarms_total"),

@@ -36,6 +36,8 @@ struct WorkerSlot {
 
 struct Inner {
     host: HostInfo,
+    /// Processor utilisation for the load snapshot.
+    cpu: crate::CpuMeter,
     deferred_children: metrics::Counter,
     policy: Mutex<Box<dyn ReservationPolicy>>,
     prewarms: metrics::Counter,
@@ -599,6 +601,7 @@ impl LoadProbe for Scheduler {
         s.rejected_total = inner.rejected.load(Ordering::Relaxed);
         s.completed_total = inner.completed.load(Ordering::Relaxed);
         s.functions = functions;
+        s.cpu_utilization = inner.cpu.utilisation();
         s
     }
 }
