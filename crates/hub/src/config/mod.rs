@@ -12,6 +12,9 @@
 //! confinement = "enforced"                # optional: or "best-effort" for a hub not run
 //!                                         # as root (reported at start and in /healthz)
 //! queue_capacity = 1024                   # optional
+//! reservation = "hybrid"                  # optional: "fixed", "forecast" or "hybrid" (the
+//!                                         # default), or a table with parameters: see
+//!                                         # [`Reservation`] and why hybrid is the default
 //!
 //! [http]                                  # needs feature `http` (on by default)
 //! listen = "127.0.0.1:9000"
@@ -103,11 +106,13 @@
 //! program or folder or a profile that cannot be enforced is found then.
 
 mod cloud;
+mod reservation;
 mod sections;
 #[cfg(test)]
 mod tests;
 
 pub use cloud::CloudNode;
+pub use reservation::Reservation;
 
 use std::net::SocketAddr;
 use std::ops::Range;
@@ -180,6 +185,7 @@ pub struct HubConfig {
     workers: Option<usize>,
     queue_capacity: Option<usize>,
     best_effort: bool,
+    reservation: Reservation,
     functions: Vec<FunctionSpec>,
     /// Lambda durable functions.
     durables: Vec<(String, crate::DurableConfig)>,
@@ -282,6 +288,13 @@ impl HubConfig {
                     ));
                 }
             },
+        };
+        let reservation = match &file.hub.reservation {
+            None => Reservation::default(),
+            Some(r) => r
+                .get_ref()
+                .reservation()
+                .map_err(|(key, message)| invalid(r.span(), &key, message))?,
         };
         let checkpoint_dir = file
             .hub
@@ -636,6 +649,7 @@ impl HubConfig {
             workers,
             queue_capacity,
             best_effort,
+            reservation,
             functions,
             durables,
             aliases,
@@ -653,6 +667,12 @@ impl HubConfig {
     /// The deployment this hub is a node of (`[cloud]`), if it is one.
     pub fn cloud(&self) -> Option<&CloudNode> {
         self.cloud.as_ref()
+    }
+
+    /// The reservation policy it chose (`[hub] reservation`; the hybrid histogram unless
+    /// it says otherwise).
+    pub fn reservation(&self) -> &Reservation {
+        &self.reservation
     }
 
     /// The hub's name.
@@ -683,6 +703,7 @@ impl HubConfig {
         if self.best_effort {
             b = b.best_effort_confinement();
         }
+        b = b.reservation_policy(self.reservation.policy());
         if let Some(dir) = &self.checkpoint_dir {
             let (store, _) =
                 fnhub_checkpoint::DirStore::open(dir).map_err(|e| ConfigError::Invalid {

@@ -56,6 +56,8 @@ pub(super) struct HubSection {
     pub(super) queue_capacity: Option<Spanned<u64>>,
     /// `"enforced"` (the default: refuse what cannot be confined) or `"best-effort"`.
     pub(super) confinement: Option<Spanned<String>>,
+    /// `"fixed"`, `"forecast"` or `"hybrid"` (the default), or a table with parameters.
+    pub(super) reservation: Option<Spanned<super::reservation::ReservationSection>>,
 }
 
 /// The largest memory a function may ask for, in MiB (1 TiB).

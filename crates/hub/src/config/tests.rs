@@ -543,3 +543,102 @@ fn a_cloud_section_makes_a_node_and_is_checked() {
     let e = error(&cloud("nats = \"nats://a:1\"\nstream = \"x\""));
     assert!(e.contains("stream"), "{e}");
 }
+
+#[test]
+fn the_reservation_policy_is_chosen_by_name_or_with_parameters() {
+    let hub = |r: &str| format!("[hub]\nname = \"a\"\nreservation = {r}\n");
+    let load = |r: &str| {
+        HubConfig::parse(&hub(r), Path::new("hub.toml"))
+            .unwrap()
+            .reservation()
+            .clone()
+    };
+    let default = HubConfig::parse("[hub]\nname = \"a\"\n", Path::new("hub.toml")).unwrap();
+    assert!(matches!(default.reservation(), Reservation::Hybrid { .. }));
+    assert_eq!(
+        load("\"fixed\""),
+        Reservation::Fixed {
+            keep_alive: Duration::from_secs(600)
+        }
+    );
+    assert_eq!(
+        load("{ policy = \"fixed\", keep_alive_s = 90 }"),
+        Reservation::Fixed {
+            keep_alive: Duration::from_secs(90)
+        }
+    );
+    assert_eq!(
+        load("{ policy = \"forecast\", miss = 0.05, min_s = 30, max_s = 600 }"),
+        Reservation::Forecast {
+            miss: 0.05,
+            min: Duration::from_secs(30),
+            max: Duration::from_secs(600)
+        }
+    );
+    assert!(matches!(
+        load("{ policy = \"hybrid\", fallback_s = 300 }"),
+        Reservation::Hybrid { fallback, .. } if fallback == Duration::from_secs(300)
+    ));
+    for (r, key) in [
+        ("\"lru\"", "hub.reservation"),
+        ("{ policy = \"lru\" }", "hub.reservation.policy"),
+        ("{ policy = \"fixed\", miss = 0.1 }", "hub.reservation.miss"),
+        (
+            "{ policy = \"fixed\", keep_alive_s = 0 }",
+            "hub.reservation.keep_alive_s",
+        ),
+        (
+            "{ policy = \"forecast\", miss = 1.5 }",
+            "hub.reservation.miss",
+        ),
+        (
+            "{ policy = \"forecast\", min_s = 900, max_s = 60 }",
+            "hub.reservation.min_s",
+        ),
+        (
+            "{ policy = \"hybrid\", head_percentile = 99, tail_percentile = 5 }",
+            "hub.reservation.head_percentile",
+        ),
+    ] {
+        let e = error(&hub(r));
+        assert!(e.contains(key) && e.contains("hub.toml:3:"), "{r}: {e}");
+    }
+    let e = error(&hub("{ policy = \"fixed\", colour = 1 }"));
+    assert!(e.contains("hub.toml:3:"), "{e}");
+}
+
+/// The policy a file names is the one the running hub keeps environments with: a one-second
+/// fixed keep-alive lets an idle environment go (the next call starts cold), the default
+/// hybrid (ten minutes while it learns) keeps it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_running_hub_keeps_environments_as_its_reservation_says() {
+    let cold_starts = |reservation: &'static str| async move {
+        let text = format!("[hub]\nname = \"a\"\n{reservation}\n");
+        let config = HubConfig::parse(&text, Path::new("hub.toml")).unwrap();
+        let hub = config
+            .builder()
+            .unwrap()
+            .function(
+                fnhub_core::FunctionSpec::in_process(fnhub_core::FunctionName::new("f").unwrap()),
+                crate::from_fn(
+                    |_inv: fnhub_core::Invocation| async move { Ok(bytes::Bytes::new()) },
+                ),
+            )
+            .build()
+            .unwrap();
+        for _ in 0..2 {
+            hub.invoke("f".parse().unwrap(), "").await.unwrap().unwrap();
+            // Past a one-second keep-alive and the maintenance pass after it.
+            tokio::time::sleep(Duration::from_millis(2600)).await;
+        }
+        let cold = hub.stats().functions["f"].cold_starts;
+        hub.shutdown().await;
+        cold
+    };
+    let (short, default) = tokio::join!(
+        cold_starts("reservation = { policy = \"fixed\", keep_alive_s = 1 }"),
+        cold_starts("")
+    );
+    assert_eq!(short, 2, "the environment outlived a one-second keep-alive");
+    assert_eq!(default, 1, "the default policy let the environment go");
+}

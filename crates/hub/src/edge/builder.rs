@@ -97,6 +97,7 @@ pub enum HubError {
 pub struct EdgeHubBuilder {
     name: String,
     workers: usize,
+    reservation: Option<Box<dyn fnhub_scheduler::policy::ReservationPolicy>>,
     queue_capacity: usize,
     max_depth: u32,
     in_process: InProcessSandbox,
@@ -142,6 +143,17 @@ impl EdgeHubBuilder {
     /// Invocations that run at once. Default 16.
     pub fn workers(mut self, workers: usize) -> Self {
         self.workers = workers;
+        self
+    }
+
+    /// How long idle environments are kept warm and which are started ahead of demand.
+    /// Default: the scheduler's, a fixed ten-minute keep-alive (a config file's default is
+    /// the hybrid histogram: see [`config`](crate::config)).
+    pub fn reservation_policy(
+        mut self,
+        policy: Box<dyn fnhub_scheduler::policy::ReservationPolicy>,
+    ) -> Self {
+        self.reservation = Some(policy);
         self
     }
 
@@ -326,6 +338,9 @@ impl EdgeHubBuilder {
                 })
             })
             .sandbox(Arc::new(in_process.clone()));
+        if let Some(policy) = self.reservation {
+            scheduler = scheduler.reservation_policy(policy);
+        }
         for sandbox in self.sandboxes {
             scheduler = scheduler.sandbox(sandbox);
         }
@@ -463,6 +478,7 @@ impl Default for EdgeHubBuilder {
         EdgeHubBuilder {
             name: "fnhub".to_owned(),
             workers: 16,
+            reservation: None,
             queue_capacity: 1024,
             max_depth: Router::DEFAULT_MAX_DEPTH,
             in_process: InProcessSandbox::new(),
