@@ -185,7 +185,7 @@ impl ReservationSection {
                 let d = HybridConfig::default();
                 let head = table.head_percentile.unwrap_or(d.head_percentile);
                 let tail = table.tail_percentile.unwrap_or(d.tail_percentile);
-                if !(0.0..100.0).contains(&head) || !(head < tail && tail <= 100.0) {
+                if !((0.0..100.0).contains(&head) && head < tail && tail <= 100.0) {
                     return Err(bad(
                         "head_percentile",
                         format!("{head} and {tail} are not 0 ≤ head < tail ≤ 100"),
