@@ -16,27 +16,14 @@
 //! cargo bench -p fnhub-benches --features nats --bench cloud
 //! ```
 
-use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use async_nats::jetstream::{self, consumer, stream};
-use bytes::Bytes;
 use criterion::{Criterion, criterion_group, criterion_main};
-use fnhub::cloud::{CloudClient, CloudConfig, CloudRuntime};
-use fnhub::{EdgeHub, FunctionName, FunctionSpec, Invocation, from_fn};
-use futures_util::StreamExt;
-use tokio::sync::Mutex;
+use fnhub::cloud::{CloudConfig, CloudRuntime};
 
-fn noop_hub() -> EdgeHub {
-    EdgeHub::builder()
-        .function(
-            FunctionSpec::in_process(FunctionName::new("noop").expect("name")),
-            from_fn(|_inv: Invocation| async move { Ok(Bytes::from_static(b"{}")) }),
-        )
-        .build()
-        .expect("hub")
-}
+#[path = "common/cloud_pair.rs"]
+mod cloud_pair;
+use cloud_pair::{client, noop_hub, raw_peer, side_by_side};
 
 fn bench(c: &mut Criterion) {
     let server = fnhub_testkit::NatsServer::start()
@@ -54,11 +41,11 @@ fn pair(c: &mut Criterion, group: &str, url: &str, replicas: usize) {
     let rt = fnhub_benches::runtime(2);
     let url = url.to_owned();
     let config = CloudConfig::default().with_replicas(replicas);
-    let (nodes, client, results, raw) = rt.block_on(async {
+    let (nodes, ours, raw) = rt.block_on(async {
         // A cluster elects its JetStream leader a moment after its servers listen.
         let mut first = None;
         for _ in 0..150 {
-            if let Ok(node) = CloudRuntime::start(&url, "a", noop_hub(), config.clone()).await {
+            if let Ok(node) = CloudRuntime::start(&url, "a", noop_hub(16), config.clone()).await {
                 first = Some(node);
                 break;
             }
@@ -66,102 +53,17 @@ fn pair(c: &mut Criterion, group: &str, url: &str, replicas: usize) {
         }
         let nodes = (
             first.expect("node a"),
-            CloudRuntime::start(&url, "b", noop_hub(), config.clone())
+            CloudRuntime::start(&url, "b", noop_hub(16), config.clone())
                 .await
                 .expect("node b"),
         );
-        let client = Arc::new(CloudClient::connect(&url, &config).await.expect("client"));
-        let results = client
-            .results(Arc::new(AtomicU64::new(0)))
-            .await
-            .expect("results");
-        // The peer: a work-queue stream of its own, one pull consumer.
-        let servers: Vec<&str> = url.split(',').collect();
-        let js = jetstream::new(async_nats::connect(servers).await.expect("connect"));
-        let stream = js
-            .get_or_create_stream(stream::Config {
-                name: "RAW".into(),
-                subjects: vec!["raw.>".into()],
-                retention: stream::RetentionPolicy::WorkQueue,
-                num_replicas: replicas,
-                ..Default::default()
-            })
-            .await
-            .expect("stream");
-        let consumer: consumer::PullConsumer = stream
-            .get_or_create_consumer(
-                "raw",
-                consumer::pull::Config {
-                    durable_name: Some("raw".into()),
-                    ..Default::default()
-                },
-            )
-            .await
-            .expect("consumer");
-        let messages = consumer.messages().await.expect("messages");
         (
             nodes,
-            client,
-            Arc::new(Mutex::new(Box::pin(results))),
-            (js, Arc::new(Mutex::new(messages))),
+            client(&url, &config).await,
+            raw_peer(&url, replicas).await,
         )
     });
-
-    let mut g = c.benchmark_group(group);
-    g.sample_size(10);
-    g.bench_function("cloud_runtime_2_nodes", |b| {
-        b.to_async(&rt).iter_custom(|n| {
-            let (client, results) = (client.clone(), results.clone());
-            async move {
-                let mut results = results.lock().await;
-                let started = Instant::now();
-                let submit = tokio::spawn(async move {
-                    for _ in 0..n {
-                        let inv = Invocation::new("noop".parse().expect("name"), "{}");
-                        client.submit(&inv).await.expect("submit");
-                    }
-                });
-                for _ in 0..n {
-                    tokio::time::timeout(Duration::from_secs(60), results.next())
-                        .await
-                        .expect("a result was lost")
-                        .expect("results ended");
-                }
-                submit.await.expect("submitter");
-                started.elapsed()
-            }
-        })
-    });
-    g.bench_function("raw_jetstream", |b| {
-        b.to_async(&rt).iter_custom(|n| {
-            let (js, messages) = (raw.0.clone(), raw.1.clone());
-            async move {
-                let mut messages = messages.lock().await;
-                let started = Instant::now();
-                let publish = tokio::spawn(async move {
-                    for i in 0..n {
-                        js.publish(format!("raw.{i}"), Bytes::from_static(b"{}"))
-                            .await
-                            .expect("publish")
-                            .await
-                            .expect("stored");
-                    }
-                });
-                for _ in 0..n {
-                    let m = tokio::time::timeout(Duration::from_secs(60), messages.next())
-                        .await
-                        .expect("a message was lost")
-                        .expect("stream ended")
-                        .expect("message");
-                    m.ack().await.expect("ack");
-                }
-                publish.await.expect("publisher");
-                started.elapsed()
-            }
-        })
-    });
-    g.finish();
-    fnhub_benches::print_ratio(group, "cloud_runtime_2_nodes", "raw_jetstream");
+    side_by_side(c, &rt, group, "cloud_runtime_2_nodes", ours, raw);
     println!(
         "NODES ran {} + {}",
         nodes.0.stats().ran,

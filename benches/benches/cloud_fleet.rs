@@ -20,26 +20,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use async_nats::jetstream::{self, consumer, stream};
-use bytes::Bytes;
 use criterion::{Criterion, criterion_group, criterion_main};
-use fnhub::cloud::{CloudClient, CloudConfig, CloudRuntime};
-use fnhub::{EdgeHub, FunctionName, FunctionSpec, Invocation, from_fn};
+use fnhub::cloud::{CloudConfig, CloudRuntime};
 use futures_util::StreamExt;
-use tokio::sync::Mutex;
+
+#[path = "common/cloud_pair.rs"]
+mod cloud_pair;
+use cloud_pair::{client, noop_hub, raw_peer, side_by_side};
 
 const NODES: usize = 100;
-
-fn noop_hub() -> EdgeHub {
-    EdgeHub::builder()
-        .workers(2)
-        .function(
-            FunctionSpec::in_process(FunctionName::new("noop").expect("name")),
-            from_fn(|_inv: Invocation| async move { Ok(Bytes::from_static(b"{}")) }),
-        )
-        .build()
-        .expect("hub")
-}
 
 fn bench(c: &mut Criterion) {
     let rt = fnhub_benches::runtime(2);
@@ -47,11 +36,11 @@ fn bench(c: &mut Criterion) {
         .expect("nats-server is needed: apt-get install nats-server");
     let url = server.url().to_owned();
     let config = CloudConfig::default().with_in_flight(16);
-    let (nodes, client, results, raw) = rt.block_on(async {
+    let (nodes, ours, raw) = rt.block_on(async {
         let started = Instant::now();
         let mut nodes = Vec::new();
         for i in 0..NODES {
-            let node = CloudRuntime::start(&url, format!("n{i}"), noop_hub(), config.clone())
+            let node = CloudRuntime::start(&url, format!("n{i}"), noop_hub(2), config.clone())
                 .await
                 .expect("node");
             nodes.push(node);
@@ -80,95 +69,9 @@ fn bench(c: &mut Criterion) {
             "FLEET idle {NODES} nodes: {rate:.0} messages/s on all subjects ({:.2} a node)",
             rate / NODES as f64
         );
-        let client = Arc::new(CloudClient::connect(&url, &config).await.expect("client"));
-        let results = client
-            .results(Arc::new(AtomicU64::new(0)))
-            .await
-            .expect("results");
-        let js = jetstream::new(async_nats::connect(&url).await.expect("connect"));
-        let stream = js
-            .get_or_create_stream(stream::Config {
-                name: "RAW".into(),
-                subjects: vec!["raw.>".into()],
-                retention: stream::RetentionPolicy::WorkQueue,
-                ..Default::default()
-            })
-            .await
-            .expect("stream");
-        let consumer: consumer::PullConsumer = stream
-            .get_or_create_consumer(
-                "raw",
-                consumer::pull::Config {
-                    durable_name: Some("raw".into()),
-                    ..Default::default()
-                },
-            )
-            .await
-            .expect("consumer");
-        let messages = consumer.messages().await.expect("messages");
-        (
-            nodes,
-            client,
-            Arc::new(Mutex::new(Box::pin(results))),
-            (js, Arc::new(Mutex::new(messages))),
-        )
+        (nodes, client(&url, &config).await, raw_peer(&url, 1).await)
     });
-
-    let mut g = c.benchmark_group("cloud_fleet");
-    g.sample_size(10);
-    g.bench_function("fleet_100_nodes", |b| {
-        b.to_async(&rt).iter_custom(|n| {
-            let (client, results) = (client.clone(), results.clone());
-            async move {
-                let mut results = results.lock().await;
-                let started = Instant::now();
-                let submit = tokio::spawn(async move {
-                    for _ in 0..n {
-                        let inv = Invocation::new("noop".parse().expect("name"), "{}");
-                        client.submit(&inv).await.expect("submit");
-                    }
-                });
-                for _ in 0..n {
-                    tokio::time::timeout(Duration::from_secs(60), results.next())
-                        .await
-                        .expect("a result was lost")
-                        .expect("results ended");
-                }
-                submit.await.expect("submitter");
-                started.elapsed()
-            }
-        })
-    });
-    g.bench_function("raw_jetstream", |b| {
-        b.to_async(&rt).iter_custom(|n| {
-            let (js, messages) = (raw.0.clone(), raw.1.clone());
-            async move {
-                let mut messages = messages.lock().await;
-                let started = Instant::now();
-                let publish = tokio::spawn(async move {
-                    for i in 0..n {
-                        js.publish(format!("raw.{i}"), Bytes::from_static(b"{}"))
-                            .await
-                            .expect("publish")
-                            .await
-                            .expect("stored");
-                    }
-                });
-                for _ in 0..n {
-                    let m = tokio::time::timeout(Duration::from_secs(60), messages.next())
-                        .await
-                        .expect("a message was lost")
-                        .expect("stream ended")
-                        .expect("message");
-                    m.ack().await.expect("ack");
-                }
-                publish.await.expect("publisher");
-                started.elapsed()
-            }
-        })
-    });
-    g.finish();
-    fnhub_benches::print_ratio("cloud_fleet", "fleet_100_nodes", "raw_jetstream");
+    side_by_side(c, &rt, "cloud_fleet", "fleet_100_nodes", ours, raw);
     let ran: Vec<u64> = nodes.iter().map(|n| n.stats().ran).collect();
     let busy = ran.iter().filter(|r| **r > 0).count();
     println!(

@@ -8,7 +8,6 @@
 
 mod common;
 
-use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -120,23 +119,11 @@ fn start_node(config: &Path) -> Node {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
-    let addr = loop {
-        let line = lines
-            .next()
-            .expect("the node exited before listening")
-            .unwrap();
-        eprintln!("node: {line}");
-        if let Some((_, rest)) = line.split_once(" http ")
-            && line.contains(" up: ")
-        {
-            break rest.split(',').next().unwrap().trim().to_owned();
-        }
-    };
-    std::thread::spawn(move || {
-        for line in lines.map_while(Result::ok) {
-            eprintln!("node: {line}");
-        }
+    let addr = common::listening(&mut child, "node", |line| {
+        let (_, rest) = line
+            .split_once(" http ")
+            .filter(|_| line.contains(" up: "))?;
+        Some(rest.split(',').next()?.trim().to_owned())
     });
     Node { child, addr }
 }

@@ -5,9 +5,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use fnhub_core::{BoxFuture, ErrorKind, FunctionName, Invocation, Outcome};
+use fnhub_core::{BoxFuture, FunctionName, Invocation, Outcome};
 
 use super::invoke::aws_error;
 
@@ -78,19 +78,6 @@ pub(super) async fn remote(
         Ok(done) => done,
         Err(e) => return (unavailable(e), None),
     };
-    let response = match done.outcome {
-        Ok(output) => {
-            let mut r = (StatusCode::OK, output).into_response();
-            r.headers_mut()
-                .insert("content-type", HeaderValue::from_static("application/json"));
-            r
-        }
-        Err(e) if matches!(e.kind, ErrorKind::Rejected | ErrorKind::Cancelled) => aws_error(
-            StatusCode::BAD_GATEWAY,
-            "ServiceException",
-            &format!("the function could not run: {e}"),
-        ),
-        Err(e) => super::invoke::function_error(&e, &id.to_string()),
-    };
+    let response = super::invoke::outcome_response(done.outcome, &id.to_string());
     (response, done.version)
 }

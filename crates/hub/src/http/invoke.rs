@@ -461,20 +461,7 @@ pub(super) async fn invoke(
         }
     };
     let log_result = tail.map(|t| t.finish(&front.hub));
-    let response = match completion.outcome {
-        Ok(output) => {
-            let mut r = (StatusCode::OK, output).into_response();
-            r.headers_mut()
-                .insert("content-type", HeaderValue::from_static("application/json"));
-            r
-        }
-        Err(e) if matches!(e.kind, ErrorKind::Rejected | ErrorKind::Cancelled) => aws_error(
-            StatusCode::BAD_GATEWAY,
-            "ServiceException",
-            &format!("the function could not run: {e}"),
-        ),
-        Err(e) => function_error(&e, &completion.id.to_string()),
-    };
+    let response = outcome_response(completion.outcome, &completion.id.to_string());
     let mut response = request_id(
         with_version(response, &target, completion.version.get()),
         &completion.id.to_string(),
@@ -522,9 +509,28 @@ fn from_xray(header: &str) -> Option<TraceParent> {
     TraceParent::from_parts(root?, parent.unwrap_or(1), u8::from(sampled))
 }
 
+/// An outcome as Lambda's Invoke answers it: the output with `200`; a function's error
+/// with `200` and `X-Amz-Function-Error`; a call that could not run with `502`.
+pub(super) fn outcome_response(outcome: fnhub_core::Outcome, request_id: &str) -> Response {
+    match outcome {
+        Ok(output) => {
+            let mut r = (StatusCode::OK, output).into_response();
+            r.headers_mut()
+                .insert("content-type", HeaderValue::from_static("application/json"));
+            r
+        }
+        Err(e) if matches!(e.kind, ErrorKind::Rejected | ErrorKind::Cancelled) => aws_error(
+            StatusCode::BAD_GATEWAY,
+            "ServiceException",
+            &format!("the function could not run: {e}"),
+        ),
+        Err(e) => function_error(&e, request_id),
+    }
+}
+
 /// A function's error as Lambda answers it: `200` with `X-Amz-Function-Error` and the error
 /// object as the body.
-pub(super) fn function_error(e: &fnhub_core::FunctionError, request_id: &str) -> Response {
+fn function_error(e: &fnhub_core::FunctionError, request_id: &str) -> Response {
     let mut body = e.lambda_body(match e.kind {
         ErrorKind::Timeout | ErrorKind::DeadlineExceeded => "Sandbox.Timedout",
         ErrorKind::OutOfMemory => "Runtime.OutOfMemory",

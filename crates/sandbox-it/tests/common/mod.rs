@@ -115,7 +115,6 @@ pub(crate) fn start_event_hub(
     config: &std::path::Path,
     record: &std::path::Path,
 ) -> (std::process::Child, String) {
-    use std::io::BufRead;
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_event_hub"))
         .env("EVENT_HUB_STATS", "1")
         .arg(config)
@@ -123,22 +122,37 @@ pub(crate) fn start_event_hub(
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
+    let addr = listening(&mut child, "hub", |line| {
+        line.strip_prefix("http ").map(str::to_owned)
+    });
+    (child, addr)
+}
+
+/// Reads `child`'s stderr until `find` finds its address in a line, then echoes the rest
+/// of its lines, each after `who: `, for the test's output.
+pub(crate) fn listening(
+    child: &mut std::process::Child,
+    who: &'static str,
+    find: impl Fn(&str) -> Option<String>,
+) -> String {
+    use std::io::BufRead;
     let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
     let addr = loop {
         let line = lines
             .next()
-            .expect("the hub exited before listening")
+            .unwrap_or_else(|| panic!("the {who} exited before listening"))
             .unwrap();
-        if let Some(addr) = line.strip_prefix("http ") {
-            break addr.to_owned();
+        eprintln!("{who}: {line}");
+        if let Some(addr) = find(&line) {
+            break addr;
         }
     };
     std::thread::spawn(move || {
         for line in lines.map_while(Result::ok) {
-            eprintln!("hub: {line}");
+            eprintln!("{who}: {line}");
         }
     });
-    (child, addr)
+    addr
 }
 
 /// A Python function of `fixtures/python` under awslambdaric, allowed `access` on its

@@ -1,0 +1,137 @@
+//! What the cloud benchmarks share: a client reading every result, raw JetStream as the
+//! peer, and the two measured side by side in one group.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, consumer, stream};
+use bytes::Bytes;
+use criterion::Criterion;
+use fnhub::cloud::{CloudClient, CloudConfig, CloudResult};
+use fnhub::{EdgeHub, FunctionName, FunctionSpec, Invocation, from_fn};
+use futures_util::{Stream, StreamExt};
+use tokio::sync::Mutex;
+
+type Results = Arc<Mutex<Pin<Box<dyn Stream<Item = CloudResult> + Send>>>>;
+type RawMessages = Arc<Mutex<consumer::pull::Stream>>;
+
+/// A hub with one no-op function, `noop`, on `workers` workers.
+pub(crate) fn noop_hub(workers: usize) -> EdgeHub {
+    EdgeHub::builder()
+        .workers(workers)
+        .function(
+            FunctionSpec::in_process(FunctionName::new("noop").expect("name")),
+            from_fn(|_inv: Invocation| async move { Ok(Bytes::from_static(b"{}")) }),
+        )
+        .build()
+        .expect("hub")
+}
+
+/// The client of the deployment at `url` and every result it will see.
+pub(crate) async fn client(url: &str, config: &CloudConfig) -> (Arc<CloudClient>, Results) {
+    let client = Arc::new(CloudClient::connect(url, config).await.expect("client"));
+    let results = client
+        .results(Arc::new(AtomicU64::new(0)))
+        .await
+        .expect("results");
+    let results: Pin<Box<dyn Stream<Item = CloudResult> + Send>> = Box::pin(results);
+    (client, Arc::new(Mutex::new(results)))
+}
+
+/// The peer: a work-queue stream of its own at `replicas` copies, and one pull consumer.
+pub(crate) async fn raw_peer(url: &str, replicas: usize) -> (jetstream::Context, RawMessages) {
+    let servers: Vec<&str> = url.split(',').collect();
+    let js = jetstream::new(async_nats::connect(servers).await.expect("connect"));
+    let stream = js
+        .get_or_create_stream(stream::Config {
+            name: "RAW".into(),
+            subjects: vec!["raw.>".into()],
+            retention: stream::RetentionPolicy::WorkQueue,
+            num_replicas: replicas,
+            ..Default::default()
+        })
+        .await
+        .expect("stream");
+    let consumer: consumer::PullConsumer = stream
+        .get_or_create_consumer(
+            "raw",
+            consumer::pull::Config {
+                durable_name: Some("raw".into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("consumer");
+    let messages = consumer.messages().await.expect("messages");
+    (js, Arc::new(Mutex::new(messages)))
+}
+
+/// Group `group`: `ours` (no-op invocations submitted one after another, every result
+/// read back) beside `raw_jetstream` (as many messages published, pulled and acknowledged),
+/// then their ratio.
+pub(crate) fn side_by_side(
+    c: &mut Criterion,
+    rt: &tokio::runtime::Runtime,
+    group: &str,
+    ours: &str,
+    (client, results): (Arc<CloudClient>, Results),
+    (js, messages): (jetstream::Context, RawMessages),
+) {
+    let mut g = c.benchmark_group(group);
+    g.sample_size(10);
+    g.bench_function(ours, |b| {
+        b.to_async(rt).iter_custom(|n| {
+            let (client, results) = (client.clone(), results.clone());
+            async move {
+                let mut results = results.lock().await;
+                let started = Instant::now();
+                let submit = tokio::spawn(async move {
+                    for _ in 0..n {
+                        let inv = Invocation::new("noop".parse().expect("name"), "{}");
+                        client.submit(&inv).await.expect("submit");
+                    }
+                });
+                for _ in 0..n {
+                    tokio::time::timeout(Duration::from_secs(60), results.next())
+                        .await
+                        .expect("a result was lost")
+                        .expect("results ended");
+                }
+                submit.await.expect("submitter");
+                started.elapsed()
+            }
+        })
+    });
+    g.bench_function("raw_jetstream", |b| {
+        b.to_async(rt).iter_custom(|n| {
+            let (js, messages) = (js.clone(), messages.clone());
+            async move {
+                let mut messages = messages.lock().await;
+                let started = Instant::now();
+                let publish = tokio::spawn(async move {
+                    for i in 0..n {
+                        js.publish(format!("raw.{i}"), Bytes::from_static(b"{}"))
+                            .await
+                            .expect("publish")
+                            .await
+                            .expect("stored");
+                    }
+                });
+                for _ in 0..n {
+                    let m = tokio::time::timeout(Duration::from_secs(60), messages.next())
+                        .await
+                        .expect("a message was lost")
+                        .expect("stream ended")
+                        .expect("message");
+                    m.ack().await.expect("ack");
+                }
+                publish.await.expect("publisher");
+                started.elapsed()
+            }
+        })
+    });
+    g.finish();
+    fnhub_benches::print_ratio(group, ours, "raw_jetstream");
+}
