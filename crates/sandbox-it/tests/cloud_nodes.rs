@@ -142,16 +142,18 @@ fn caller_env(cmd: &mut Command, dir: &Path) {
 /// `_X_AMZN_TRACE_ID` when it runs inside a Lambda function (`AWS_LAMBDA_FUNCTION_NAME`).
 const TRACE: &str = "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1";
 
-/// `aws lambda invoke` of `caller` on node `addr`, which calls `probe` with boto3.
-fn cli_invoke_caller(addr: &str) -> Value {
+/// `aws lambda invoke` of `function` on node `addr` with `payload`, as a caller inside a
+/// Lambda function with trace [`TRACE`]; the function's answer.
+fn cli_invoke(addr: &str, function: &str, payload: &str) -> Value {
     let dir = tempfile::tempdir().unwrap();
     let mut cmd = Command::new("aws");
     cmd.args(["lambda", "invoke", "--endpoint-url"])
         .arg(format!("http://{addr}"))
-        .args(["--function-name", "caller"])
         .args([
+            "--function-name",
+            function,
             "--payload",
-            r#"{"op": "invoke", "target": "probe", "payload": {"k": 1}}"#,
+            payload,
             "out.json",
         ])
         .env("AWS_LAMBDA_FUNCTION_NAME", "a-caller-outside")
@@ -247,7 +249,11 @@ fn nodes_from_config_files_share_calls_with_their_context_and_lose_none() {
 
     // The AWS CLI calls `caller` on A; its boto3 call of `probe`, which A lacks, runs on B
     // or C with the caller's trace, deadline and principal.
-    let out = cli_invoke_caller(&a.addr);
+    let out = cli_invoke(
+        &a.addr,
+        "caller",
+        r#"{"op": "invoke", "target": "probe", "payload": {"k": 1}}"#,
+    );
     assert_eq!(out["status"], 200, "{out}");
     let probe = &out["payload"];
     assert!(matches!(probe["node"].as_str(), Some("b" | "c")), "{out}");
@@ -306,4 +312,60 @@ fn nodes_from_config_files_share_calls_with_their_context_and_lose_none() {
         .unwrap();
     let health: Value = serde_json::from_slice(&health.stdout).unwrap();
     assert_eq!(health["nats"]["connected"], true, "{health}");
+}
+
+fn healthz(addr: &str) -> Value {
+    let out = Command::new("python3")
+        .args([
+            "-c",
+            &format!(
+                "import urllib.request, urllib.error\ntry:\n    r = urllib.request.urlopen('http://{addr}/healthz', timeout=10)\nexcept urllib.error.HTTPError as e:\n    r = e\nprint(r.read().decode())"
+            ),
+        ])
+        .output()
+        .unwrap();
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// A node that loses NATS says so in `/healthz`, keeps serving the functions it runs, and
+/// reconnects when the server is back.
+#[test]
+fn a_node_that_loses_nats_serves_what_it_runs_and_reconnects() {
+    let (Some(python), Some(mut nats)) = (
+        common::python_with_ric(),
+        fnhub_testkit::NatsServer::start(),
+    ) else {
+        return;
+    };
+    if !aws_cli() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let config = node_config(
+        dir.path(),
+        "solo",
+        nats.url(),
+        &python,
+        &[("probe", "cloud_probe.handle")],
+    );
+    let node = start_node(&config);
+    let wait_for = |connected: bool| {
+        for _ in 0..150 {
+            if healthz(&node.addr)["nats"]["connected"] == connected {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        panic!("/healthz never said nats connected = {connected}");
+    };
+    wait_for(true);
+    nats.kill();
+    wait_for(false);
+    // Still serving what it runs itself, over the AWS CLI.
+    let out = cli_invoke(&node.addr, "probe", r#"{"k": 2}"#);
+    assert_eq!(out["event"]["k"], 2, "{out}");
+    assert_eq!(out["node"], "solo", "{out}");
+    assert_eq!(healthz(&node.addr)["status"], "ready");
+    nats.start_again();
+    wait_for(true);
 }

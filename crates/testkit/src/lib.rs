@@ -103,9 +103,19 @@ impl NatsServer {
 
     /// Kills it with SIGKILL and starts it again on the same port and store, after `down`.
     pub fn restart(&mut self, down: Duration) {
+        self.kill();
+        std::thread::sleep(down);
+        self.start_again();
+    }
+
+    /// Kills it with SIGKILL (its port and store are kept for [`start_again`](Self::start_again)).
+    pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        std::thread::sleep(down);
+    }
+
+    /// Starts it again on its port and store, and waits until it listens.
+    pub fn start_again(&mut self) {
         self.child = NatsServer::spawn(&self.program, self.port, self.store.path());
     }
 }
