@@ -33,7 +33,10 @@ pub(super) async fn heartbeat(nodes: jetstream::kv::Store, token: String) {
 }
 
 /// Every two heartbeats: takes the calls left on the subjects of nodes that are gone from
-/// the bucket of live nodes, for the `functions` this node runs.
+/// the bucket of live nodes, for the `functions` this node runs. One listing of the work
+/// stream's consumers a pass finds the candidates (a node's consumer with calls waiting and
+/// no pull request from its node); only those are looked up among the live nodes, so an
+/// idle deployment's cost does not grow with the square of its nodes.
 pub(super) async fn rescue(
     node: Node,
     work: jetstream::stream::Stream,
@@ -45,38 +48,43 @@ pub(super) async fn rescue(
     let mine = wire::node_token(&node.name);
     loop {
         tokio::time::sleep(HEARTBEAT * 2).await;
-        for function in &functions {
-            // The nodes that have ever had a consumer for this function's preferred calls.
-            let prefix = names.consumer_at(function, "");
-            let mut listed = work.consumer_names();
-            let mut owners = Vec::new();
-            while let Some(Ok(consumer)) = listed.next().await {
-                if let Some(owner) = consumer.strip_prefix(&prefix) {
-                    owners.push(owner.to_owned());
+        let mut stranded = Vec::new();
+        let mut infos = work.consumers();
+        while let Some(Ok(info)) = infos.next().await {
+            let waiting = info.num_pending > 0 || info.num_ack_pending > 0;
+            if !waiting || info.num_waiting > 0 {
+                continue;
+            }
+            for function in &functions {
+                let prefix = names.consumer_at(function, "");
+                if let Some(owner) = info.name.strip_prefix(&prefix)
+                    && owner != mine
+                {
+                    stranded.push((function.clone(), owner.to_owned()));
                 }
             }
-            for owner in owners {
-                if owner == mine || matches!(nodes.get(owner.as_str()).await, Ok(Some(_))) {
-                    continue;
-                }
-                let durable = names.consumer_at(function, &owner);
-                let Ok(consumer) =
-                    work_consumer(&work, &durable, names.work_at(function, &owner), &config).await
-                else {
-                    continue;
-                };
-                let batch = consumer
-                    .fetch()
-                    .max_messages(config.in_flight.max(1))
-                    .expires(Duration::from_millis(300))
-                    .messages()
-                    .await;
-                let Ok(mut batch) = batch else { continue };
-                while let Some(Ok(message)) = batch.next().await {
-                    tracing::debug!(subject = %message.subject, "taking a call left by a node that is gone");
-                    let node = node.clone();
-                    tokio::spawn(async move { node.run(message).await });
-                }
+        }
+        for (function, owner) in stranded {
+            if matches!(nodes.get(owner.as_str()).await, Ok(Some(_))) {
+                continue; // alive, only busy
+            }
+            let durable = names.consumer_at(&function, &owner);
+            let Ok(consumer) =
+                work_consumer(&work, &durable, names.work_at(&function, &owner), &config).await
+            else {
+                continue;
+            };
+            let batch = consumer
+                .fetch()
+                .max_messages(config.in_flight.max(1))
+                .expires(Duration::from_millis(300))
+                .messages()
+                .await;
+            let Ok(mut batch) = batch else { continue };
+            while let Some(Ok(message)) = batch.next().await {
+                tracing::debug!(subject = %message.subject, "taking a call left by a node that is gone");
+                let node = node.clone();
+                tokio::spawn(async move { node.run(message).await });
             }
         }
     }

@@ -100,16 +100,21 @@
 //! --features nats --bench cloud_fleet` (100 nodes in one process, one `nats-server`, two
 //! cores):
 //!
-//! - Consumers do not grow with nodes: a deployment has one per function, plus one for
-//!   wakes and one for events, shared by every node that runs them. 100 nodes of one
-//!   function are 3 consumers and 300 pull subscriptions. Starting the 100 took 0.66 s
-//!   (6.6 ms a node: streams and buckets looked up, the registry written, three
-//!   subscriptions).
-//! - Idle, the 100 nodes and their server exchange about 20 messages a second in all
-//!   (pull renewals and heartbeats, 0.2 a node), so an idle fleet costs next to nothing.
-//! - Busy, the 100 shared the work evenly (each ran 510 to 512 of 51,100 invocations) at
-//!   229 µs an invocation end to end, 1.79× raw JetStream's publish, pull and ack on the
-//!   same server (128 µs). Two nodes do the same at 1.3–1.4× (`--bench cloud`): with two
+//! - The shared consumers do not grow with nodes: a deployment has one per function, plus
+//!   one for wakes and one for events, shared by every node that runs them; affinity adds
+//!   one per node and function (the calls that prefer that node). 100 nodes of one
+//!   function are 103 consumers and 400 pull subscriptions. Starting the 100 took 0.78 s
+//!   (7.8 ms a node: streams and buckets looked up, the registry written, four
+//!   subscriptions, its entry among the live nodes).
+//! - Idle, the 100 nodes and their server exchange about 160 messages a second in all
+//!   (1.6 a node: each node renews its live entry every 2 s, and lists the work stream's
+//!   consumers every 4 s to find calls a gone node left). A first version looked every
+//!   live entry up from every node, 4,240 messages a second for 100 nodes, growing with
+//!   the square of the nodes; now only a consumer with calls waiting and no pull request
+//!   from its node is looked up.
+//! - Busy, the 100 shared the work evenly (each ran 508 to 510 of 50,900 invocations) at
+//!   235 µs an invocation end to end, 1.82× raw JetStream's publish, pull and ack on the
+//!   same server (129 µs). Two nodes do the same at 1.3–1.4× (`--bench cloud`): with two
 //!   cores shared by the server, the client and the nodes, what limits the rate is the
 //!   server's work per invocation (the submission, its delivery and acknowledgement, the
 //!   result's publication, deduplicated by message id, and its delivery), not the number
