@@ -87,12 +87,23 @@ impl CheckpointStore for NatsStore {
     fn load(&self, id: ExecutionId) -> BoxFuture<'_, Result<Option<Checkpoint>, StoreError>> {
         Box::pin(async move {
             let name = id.to_string();
-            let info = match self.store.info(name.as_str()).await {
-                Ok(info) if !info.deleted => info,
-                Ok(_) => return Ok(None),
-                Err(e) if e.kind() == object_store::InfoErrorKind::NotFound => return Ok(None),
+            // The object's info from the stream's leader: a direct get may be answered by
+            // a replica still catching up after a restart, and an execution whose
+            // checkpoint seemed missing would be taken for finished.
+            let meta = format!("$O.{}.M.{}", self.bucket, url_safe_base64(&name));
+            let info: Meta = match self.stream.get_last_raw_message_by_subject(&meta).await {
+                Ok(m) => serde_json::from_slice(&m.payload).map_err(backend)?,
+                Err(e)
+                    if e.kind()
+                        == async_nats::jetstream::stream::LastRawMessageErrorKind::NoMessageFound =>
+                {
+                    return Ok(None);
+                }
                 Err(e) => return Err(backend(e)),
             };
+            if info.deleted {
+                return Ok(None);
+            }
             // A checkpoint is most often one chunk (128 KiB): read it with one direct get
             // of its chunk's subject (ADR-20's `$O.{bucket}.C.{nuid}`). The object store's
             // own reader goes through an ordered consumer, which in a cluster that just lost
@@ -106,6 +117,7 @@ impl CheckpointStore for NatsStore {
                     .ok()
                     .map(|m| m.payload.to_vec())
                     .filter(|b| b.len() == info.size),
+                0 if info.size == 0 => Some(Vec::new()),
                 _ => None,
             };
             let bytes = match direct {
@@ -159,5 +171,56 @@ impl CheckpointStore for NatsStore {
             }
             Ok(ids)
         })
+    }
+}
+
+/// What [`NatsStore::load`] reads of an object's info (ADR-20's meta message).
+#[derive(serde::Deserialize)]
+struct Meta {
+    nuid: String,
+    #[serde(default)]
+    size: usize,
+    #[serde(default)]
+    chunks: usize,
+    #[serde(default)]
+    deleted: bool,
+}
+
+/// Base64 with the URL-safe alphabet and padding, as object names are encoded in subjects.
+fn url_safe_base64(text: &str) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let bytes = text.as_bytes();
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn object_names_encode_as_the_object_store_does() {
+        assert_eq!(super::url_safe_base64(""), "");
+        assert_eq!(super::url_safe_base64("f"), "Zg==");
+        assert_eq!(super::url_safe_base64("fo"), "Zm8=");
+        assert_eq!(super::url_safe_base64("foo"), "Zm9v");
+        assert_eq!(super::url_safe_base64("\u{fb}\u{ff}"), "w7vDvw==");
+        assert_eq!(
+            super::url_safe_base64("6a0c1e4e-0d4c-4b8e-9a55-7a3f2c1d9e10"),
+            "NmEwYzFlNGUtMGQ0Yy00YjhlLTlhNTUtN2EzZjJjMWQ5ZTEw"
+        );
     }
 }

@@ -311,10 +311,11 @@ async fn a_three_server_cluster_loses_a_server_and_nothing_else() {
 }
 
 /// The same with ten durable executions suspended when the server dies. Known to fail
-/// about one run in two: some executions wait forever for a child's wake after the loss
-/// (see the issue on durable executions across a cluster's server loss). Run it with
-/// `cargo test -p fnhub --features nats --test hub_cloud_faults -- --ignored`
-/// (`RUST_LOG=fnhub=debug` shows the engine's waits).
+/// about one run in two: a replay that the outage holds past the resume's 4 s timeout is
+/// cut short, and a later wake of that execution is acknowledged as if it had finished
+/// (`Woken::Finished`) while its caller never gets a result. Run it with
+/// `cargo test -p fnhub --features nats --test hub_cloud_faults -- --ignored --nocapture`
+/// and `RUST_LOG=fnhub=debug`: the `wake` and `ran` lines trace each execution.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "known bug: durable executions can stall when a cluster server dies"]
 async fn durable_executions_carry_on_when_a_cluster_server_dies() {

@@ -146,7 +146,9 @@ impl Node {
             .await;
         self.counters.ran.fetch_add(1, Ordering::Relaxed);
         let version = called.as_ref().ok().map(|(c, _)| c.version.get());
-        match decide::after_run(called.map(|(c, end)| (c.outcome, end))) {
+        let after = decide::after_run(called.map(|(c, end)| (c.outcome, end)));
+        tracing::debug!(invocation = %id, ?parent, ?after, "ran");
+        match after {
             AfterRun::Publish(outcome) => {
                 let done = Done {
                     id,
@@ -262,7 +264,9 @@ impl Node {
         if let Ok(Err(error)) = &woken {
             tracing::debug!(%execution, %error, "a wake could not run here");
         }
-        match decide::after_wake(woken, deliveries(&message)) {
+        let after = decide::after_wake(woken, deliveries(&message));
+        tracing::debug!(%execution, at, ?after, deliveries = deliveries(&message), "wake");
+        match after {
             AfterWake::Ran => {
                 self.counters.resumed.fetch_add(1, Ordering::Relaxed);
                 let _ = message.ack().await;

@@ -46,6 +46,7 @@ pub(super) async fn record_suspension(
     pending: &PendingDependency,
     at: u32,
 ) -> bool {
+    tracing::debug!(%execution, at, ?pending, "recording a suspension");
     match pending {
         PendingDependency::Timer(due) => {
             let mut headers = HeaderMap::new();
