@@ -127,6 +127,7 @@ pub(super) async fn publish_outcome(
             return false;
         }
     };
+    tracing::debug!(invocation = %id, ok = outcome.is_ok(), stored = published.is_ok(), "result published");
     match published {
         Ok(ack) if ack.duplicate => {
             counters.duplicates.fetch_add(1, Ordering::Relaxed);
