@@ -93,7 +93,7 @@ pub(crate) async fn serve(
         } else {
             event.payload.clone()
         };
-        let reported = match apply(&hub, &payload, &mut managed) {
+        let reported = match apply(&hub, &payload, &mut managed).await {
             Ok(reported) => {
                 tracing::info!(%thing, "deployment updated from the shadow");
                 reported
@@ -120,7 +120,7 @@ pub(crate) async fn serve(
     }
 }
 
-fn apply(hub: &EdgeHub, payload: &[u8], managed: &mut Managed) -> Result<Value, String> {
+async fn apply(hub: &EdgeHub, payload: &[u8], managed: &mut Managed) -> Result<Value, String> {
     let doc: Value = serde_json::from_slice(payload).map_err(|e| format!("not JSON: {e}"))?;
     let state = doc
         .get("state")
@@ -200,8 +200,12 @@ fn apply(hub: &EdgeHub, payload: &[u8], managed: &mut Managed) -> Result<Value, 
     // Then change.
     if let Some(specs) = specs {
         let wanted: BTreeSet<FunctionName> = specs.iter().map(|s| s.name.clone()).collect();
+        // Each new version warms before it takes traffic; one that cannot start is
+        // withdrawn and its old version keeps serving.
         for spec in specs {
-            hub.deploy(spec).map_err(|e| format!("half applied: {e}"))?;
+            hub.deploy_warm(spec)
+                .await
+                .map_err(|e| format!("half applied: {e}"))?;
         }
         for gone in managed.functions.difference(&wanted) {
             scheduler.undeploy(gone);

@@ -432,3 +432,76 @@ async fn a_hub_takes_one_bridge() {
     hub.shutdown().await;
     assert!(hub.mqtt_stats().is_none(), "the bridge stops with the hub");
 }
+
+/// A new version deployed warm under steady load: calls keep going to the old version
+/// until the new one has an environment, then move; none fails and none starts cold. A
+/// version that cannot start is withdrawn and the old one keeps the traffic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_deployed_warm_takes_traffic_without_a_cold_start() {
+    use fnhub::{Start, Version};
+    let hub = EdgeHub::builder()
+        .workers(4)
+        .function(
+            FunctionSpec::in_process(FunctionName::new("f").unwrap()),
+            from_fn(|_inv: Invocation| async move {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+                Ok(bytes::Bytes::from_static(b"ok"))
+            }),
+        )
+        .build()
+        .unwrap();
+    // Warm v1 first, so that steady load meets no cold start of its own.
+    hub.invoke("f".parse().unwrap(), "").await.unwrap().unwrap();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = {
+        let (hub, stop) = (hub.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut seen = Vec::new();
+            while !stop.load(Ordering::SeqCst) {
+                let c = hub
+                    .call(Invocation::new("f".parse().unwrap(), ""))
+                    .await
+                    .unwrap();
+                seen.push((c.version.get(), c.start, c.outcome.is_ok()));
+            }
+            seen
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let v2 = FunctionSpec::in_process(FunctionName::new("f").unwrap())
+        .with_version(Version::new(2).unwrap());
+    hub.deploy_warm(v2).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    stop.store(true, Ordering::SeqCst);
+    let seen = load.await.unwrap();
+    assert!(seen.iter().all(|(_, _, ok)| *ok), "a call failed");
+    assert!(
+        seen.iter().any(|(v, _, _)| *v == 1),
+        "no call before the deploy"
+    );
+    assert!(seen.iter().any(|(v, _, _)| *v == 2), "traffic never moved");
+    let cold: Vec<_> = seen.iter().filter(|(_, s, _)| *s == Start::Cold).collect();
+    assert!(cold.is_empty(), "cold starts under the deploy: {cold:?}");
+    // Once moved, it stays: no call of v1 after the first of v2.
+    let first_v2 = seen.iter().position(|(v, _, _)| *v == 2).unwrap();
+    assert!(seen[first_v2..].iter().all(|(v, _, _)| *v == 2));
+
+    // A version whose environment cannot start (no such process) is withdrawn.
+    let broken = FunctionSpec::new(
+        FunctionName::new("f").unwrap(),
+        fnhub::Runtime::Process {
+            command: vec!["/nonexistent/program".into()],
+            workdir: None,
+            handler: None,
+        },
+    )
+    .with_version(Version::new(3).unwrap());
+    let e = hub.deploy_warm(broken).await.unwrap_err();
+    assert!(matches!(e, fnhub::HubError::WarmFailed { .. }), "{e}");
+    let c = hub
+        .call(Invocation::new("f".parse().unwrap(), ""))
+        .await
+        .unwrap();
+    assert_eq!(c.version.get(), 2, "the old version keeps the traffic");
+    hub.shutdown().await;
+}

@@ -74,6 +74,20 @@ struct Entry {
     slot: usize,
     versions: BTreeMap<Version, Arc<Deployed>>,
     aliases: HashMap<AliasName, Alias>,
+    /// Versions deployed but not yet the latest: they run only when named exactly, until
+    /// [`Registry::promote`] (a new version warming before it takes traffic).
+    staged: std::collections::BTreeSet<Version>,
+}
+
+impl Entry {
+    /// The newest version that is not staged.
+    fn latest(&self) -> Option<Version> {
+        self.versions
+            .keys()
+            .rev()
+            .find(|v| !self.staged.contains(v))
+            .copied()
+    }
 }
 
 /// The checks a spec must pass on its own (nonzero concurrency and timeout, coherent
@@ -131,6 +145,7 @@ impl Registry {
                 slot,
                 versions: BTreeMap::new(),
                 aliases: HashMap::new(),
+                staged: Default::default(),
             });
         match entry.versions.get(&spec.version) {
             Some(existing) if *existing.spec == spec => Ok(existing.clone()),
@@ -146,6 +161,25 @@ impl Registry {
         }
     }
 
+    /// Marks `version` of `name` staged: deployed, not the latest (see [`Entry::staged`]).
+    pub(crate) fn stage(&mut self, name: &FunctionName, version: Version) {
+        if let Some(entry) = self.functions.get_mut(name) {
+            entry.staged.insert(version);
+        }
+    }
+
+    /// Makes a staged version of `name` eligible as the latest.
+    pub(crate) fn promote(&mut self, name: &FunctionName, version: Version) {
+        if let Some(entry) = self.functions.get_mut(name) {
+            entry.staged.remove(&version);
+        }
+    }
+
+    /// Whether `name` has a version unqualified calls resolve to.
+    pub(crate) fn has_latest(&self, name: &FunctionName) -> bool {
+        self.functions.get(name).and_then(Entry::latest).is_some()
+    }
+
     /// Forgets every version and alias of `name`; its slot stays its own. The slot, when
     /// it had versions.
     pub(crate) fn remove_all(&mut self, name: &FunctionName) -> Option<usize> {
@@ -155,6 +189,7 @@ impl Registry {
         }
         entry.versions.clear();
         entry.aliases.clear();
+        entry.staged.clear();
         Some(entry.slot)
     }
 
@@ -180,6 +215,7 @@ impl Registry {
     pub(crate) fn undeploy(&mut self, deployed: &Deployed) {
         if let Some(entry) = self.functions.get_mut(&deployed.name) {
             entry.versions.remove(&deployed.version);
+            entry.staged.remove(&deployed.version);
         }
     }
 
@@ -209,7 +245,7 @@ impl Registry {
     pub(crate) fn resolve(&self, function: &FunctionRef, roll: u64) -> Option<Arc<Deployed>> {
         let entry = self.functions.get(&function.name)?;
         let version = match &function.qualifier {
-            Qualifier::Latest => *entry.versions.keys().next_back()?,
+            Qualifier::Latest => entry.latest()?,
             Qualifier::Version(v) => *v,
             Qualifier::Alias(a) => entry.aliases.get(a)?.pick(roll),
             _ => return None,
@@ -217,17 +253,13 @@ impl Registry {
         entry.versions.get(&version).cloned()
     }
 
-    /// The slot of `name` and the versions something resolves to by default: the latest
-    /// and every alias target. Other versions run only when named exactly.
+    /// The slot of `name` and the versions something resolves to by default: the latest,
+    /// every alias target, and the staged ones (warming). Other versions run only when
+    /// named exactly.
     pub(crate) fn live_versions(&self, name: &FunctionName) -> Option<(usize, Vec<Version>)> {
         let entry = self.functions.get(name)?;
-        let mut live: Vec<Version> = entry
-            .versions
-            .keys()
-            .next_back()
-            .copied()
-            .into_iter()
-            .collect();
+        let mut live: Vec<Version> = entry.latest().into_iter().collect();
+        live.extend(entry.staged.iter().copied());
         for alias in entry.aliases.values() {
             live.push(alias.primary());
             live.extend(alias.secondary().map(|(v, _)| v));

@@ -30,6 +30,17 @@ pub enum HubError {
     /// A function could not be deployed.
     #[error("a function could not be deployed")]
     Deploy(#[from] DeployError),
+    /// A version deployed warm could not start an environment; it was withdrawn and the
+    /// version before keeps the traffic.
+    #[error("{function} version {version} could not start, so it takes no traffic: {reason}")]
+    WarmFailed {
+        /// The function.
+        function: fnhub_core::FunctionName,
+        /// The version that could not start.
+        version: fnhub_core::Version,
+        /// Why.
+        reason: String,
+    },
     /// A flow targets a function that is not deployed.
     #[error("flow {flow} targets {function}, which is not deployed")]
     UnknownFlowTarget {

@@ -325,6 +325,47 @@ impl EdgeHub {
         Ok(())
     }
 
+    /// Deploys `spec` warm: its version is deployed staged, one environment of it is
+    /// started, and only then do unqualified calls move to it; until then they keep going
+    /// to the version before, so a deploy under load meets no cold start and drops no
+    /// call. A version that cannot start is withdrawn and the error returned: the old
+    /// version keeps the traffic. The first version of a function is deployed at once and
+    /// warmed in the background.
+    pub async fn deploy_warm(&self, spec: FunctionSpec) -> Result<(), HubError> {
+        self.check_deploy(&spec)?;
+        let (name, version, runtime) = (spec.name.clone(), spec.version, spec.runtime.kind());
+        let scheduler = &self.parts.scheduler;
+        let exact = FunctionRef::version(name.clone(), version);
+        if scheduler
+            .resolve(&FunctionRef::latest(name.clone()))
+            .is_none()
+        {
+            // Nothing to keep serving meanwhile: deployed at once, warmed in the background
+            // (what cannot start shows in /healthz, as for any deploy).
+            self.deploy(spec)?;
+            let scheduler = scheduler.clone();
+            tokio::spawn(async move {
+                if let Err(error) = scheduler.prewarm(&exact).await {
+                    tracing::warn!(function = %exact, %error, "could not start an environment ahead");
+                }
+            });
+            return Ok(());
+        }
+        scheduler.deploy_staged(spec)?;
+        if let Err(error) = scheduler.prewarm(&exact).await {
+            tracing::warn!(function = %name, %version, %error, "the new version could not start: withdrawn");
+            scheduler.withdraw(&name, version);
+            return Err(HubError::WarmFailed {
+                function: name,
+                version,
+                reason: error.to_string(),
+            });
+        }
+        scheduler.promote(&name, version);
+        tracing::info!(function = %name, %version, runtime, "deployed warm");
+        Ok(())
+    }
+
     /// What [`EdgeHub::deploy`] would refuse, without deploying.
     pub(crate) fn check_deploy(&self, spec: &FunctionSpec) -> Result<(), HubError> {
         match &spec.runtime {

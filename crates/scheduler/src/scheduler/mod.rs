@@ -255,11 +255,51 @@ impl Scheduler {
     /// A spec whose placement the host cannot satisfy (CPU features, labels) is refused
     /// with [`DeployError::Placement`] naming what is missing.
     pub fn deploy(&self, spec: FunctionSpec) -> Result<Arc<FunctionSpec>, DeployError> {
+        self.deploy_as(spec, false)
+    }
+
+    /// Deploys `spec` *staged*: it runs when its exact version is named (so it can be
+    /// [`prewarm`](Self::prewarm)ed), while unqualified calls keep going to the version
+    /// before it, until [`promote`](Self::promote). A function with no version yet gets
+    /// it as its latest at once.
+    pub fn deploy_staged(&self, spec: FunctionSpec) -> Result<Arc<FunctionSpec>, DeployError> {
+        self.deploy_as(spec, true)
+    }
+
+    /// Lets a staged version take unqualified calls (the latest, if it is the newest), and
+    /// retires the versions nothing resolves to any more.
+    pub fn promote(&self, name: &FunctionName, version: fnhub_core::Version) {
+        self.inner.registry.write().promote(name, version);
+        self.retire_old_versions(name);
+    }
+
+    /// Forgets a staged version that will not be promoted (it could not start).
+    pub fn withdraw(&self, name: &FunctionName, version: fnhub_core::Version) {
+        let mut registry = self.inner.registry.write();
+        let exact = fnhub_core::FunctionRef::version(name.clone(), version);
+        if let Some(deployed) = registry.resolve(&exact, 0) {
+            registry.undeploy(&deployed);
+        }
+        drop(registry);
+        self.retire_old_versions(name);
+    }
+
+    fn deploy_as(
+        &self,
+        spec: FunctionSpec,
+        staged: bool,
+    ) -> Result<Arc<FunctionSpec>, DeployError> {
         self.check_host(&spec)?;
         let name = spec.name.clone();
         let mut registry = self.inner.registry.write();
+        // Staged only when new: deploying the spec of a live version again changes nothing.
+        let exact = fnhub_core::FunctionRef::version(name.clone(), spec.version);
+        let stage = staged && registry.has_latest(&name) && registry.resolve(&exact, 0).is_none();
         // Reservations are checked once the version has its slot; a refusal undoes it.
         let deployed = registry.deploy(spec)?;
+        if stage {
+            registry.stage(&deployed.name, deployed.version);
+        }
         if let Err(total) = self.inner.queue.lock().reserve(&deployed) {
             registry.undeploy(&deployed);
             return Err(DeployError::ReservationExceeded {
