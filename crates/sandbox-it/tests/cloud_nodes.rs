@@ -194,34 +194,43 @@ with ThreadPoolExecutor({calls}) as pool:
     cmd.spawn().unwrap()
 }
 
-fn metric(addr: &str, name: &str) -> f64 {
+/// The body of `GET http://{addr}{path}`, whatever its status (with Python's urllib).
+fn http_get(addr: &str, path: &str) -> String {
+    let script = format!(
+        "import urllib.request, urllib.error\ntry:\n    r = urllib.request.urlopen('http://{addr}{path}', timeout=10)\nexcept urllib.error.HTTPError as e:\n    r = e\nprint(r.read().decode())"
+    );
     let out = Command::new("python3")
-        .args([
-            "-c",
-            &format!(
-                "import urllib.request; print(urllib.request.urlopen('http://{addr}/metrics', timeout=10).read().decode())"
-            ),
-        ])
+        .args(["-c", &script])
         .output()
         .unwrap();
-    String::from_utf8_lossy(&out.stdout)
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn metric(addr: &str, name: &str) -> f64 {
+    http_get(addr, "/metrics")
         .lines()
         .filter(|l| l.starts_with(name))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
 }
 
+fn healthz(addr: &str) -> Value {
+    serde_json::from_str(&http_get(addr, "/healthz")).unwrap()
+}
+
+/// Python with awslambdaric, a `nats-server` of the test's own, and the AWS CLI; `None`
+/// (the test skips) when one is missing outside CI.
+fn peers() -> Option<(PathBuf, fnhub_testkit::NatsServer)> {
+    let python = common::python_with_ric()?;
+    let nats = fnhub_testkit::NatsServer::start()?;
+    aws_cli().then_some((python, nats))
+}
+
 #[test]
 fn nodes_from_config_files_share_calls_with_their_context_and_lose_none() {
-    let (Some(python), Some(nats)) = (
-        common::python_with_ric(),
-        fnhub_testkit::NatsServer::start(),
-    ) else {
+    let Some((python, nats)) = peers() else {
         return;
     };
-    if !aws_cli() {
-        return;
-    }
     let dir = tempfile::tempdir().unwrap();
     let url = nats.url();
     // A first, so that it sets up the deployment; then the two that run `probe`.
@@ -300,46 +309,17 @@ fn nodes_from_config_files_share_calls_with_their_context_and_lose_none() {
         "no call came again to C: B was killed holding none"
     );
     // A node's /healthz reports its link to NATS.
-    let health = Command::new("python3")
-        .args([
-            "-c",
-            &format!(
-                "import urllib.request; print(urllib.request.urlopen('http://{}/healthz', timeout=10).read().decode())",
-                a.addr
-            ),
-        ])
-        .output()
-        .unwrap();
-    let health: Value = serde_json::from_slice(&health.stdout).unwrap();
+    let health = healthz(&a.addr);
     assert_eq!(health["nats"]["connected"], true, "{health}");
-}
-
-fn healthz(addr: &str) -> Value {
-    let out = Command::new("python3")
-        .args([
-            "-c",
-            &format!(
-                "import urllib.request, urllib.error\ntry:\n    r = urllib.request.urlopen('http://{addr}/healthz', timeout=10)\nexcept urllib.error.HTTPError as e:\n    r = e\nprint(r.read().decode())"
-            ),
-        ])
-        .output()
-        .unwrap();
-    serde_json::from_slice(&out.stdout).unwrap()
 }
 
 /// A node that loses NATS says so in `/healthz`, keeps serving the functions it runs, and
 /// reconnects when the server is back.
 #[test]
 fn a_node_that_loses_nats_serves_what_it_runs_and_reconnects() {
-    let (Some(python), Some(mut nats)) = (
-        common::python_with_ric(),
-        fnhub_testkit::NatsServer::start(),
-    ) else {
+    let Some((python, mut nats)) = peers() else {
         return;
     };
-    if !aws_cli() {
-        return;
-    }
     let dir = tempfile::tempdir().unwrap();
     let config = node_config(
         dir.path(),
