@@ -86,8 +86,8 @@ pub mod bridge;
 pub mod cloud;
 #[cfg(feature = "config")]
 pub mod config;
-#[cfg(feature = "mqtt")]
 mod describe;
+#[cfg(feature = "mqtt")]
 mod device_shadows;
 mod dex;
 mod durable;

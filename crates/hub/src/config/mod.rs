@@ -114,6 +114,7 @@ mod tests;
 pub use cloud::CloudNode;
 pub use reservation::Reservation;
 
+#[cfg(feature = "http")]
 use std::net::SocketAddr;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -127,7 +128,9 @@ use crate::edge::{EdgeHub, EdgeHubBuilder};
 #[cfg(test)]
 use sections::parse_overflow;
 use sections::{File, bounded, line_of, normalized};
-pub(crate) use sections::{FlowSection, FunctionSection, flow, function_spec};
+#[cfg(feature = "mqtt")]
+pub(crate) use sections::{FlowSection, FunctionSection};
+pub(crate) use sections::{flow, function_spec};
 
 /// A config file could not be used.
 #[derive(Debug, thiserror::Error)]

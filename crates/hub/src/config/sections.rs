@@ -18,6 +18,7 @@ pub(super) struct File {
     pub(super) hub: HubSection,
     pub(super) http: Option<HttpSection>,
     pub(super) mqtt: Option<MqttSection>,
+    #[cfg_attr(not(feature = "mqtt"), allow(dead_code))]
     pub(super) shadows: Option<Spanned<ShadowsSection>>,
     pub(super) cloud: Option<super::cloud::CloudSection>,
     #[serde(default)]
@@ -101,6 +102,7 @@ pub(super) fn normalized(path: &Path) -> PathBuf {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(not(feature = "http"), allow(dead_code))]
 pub(super) struct HttpSection {
     pub(super) listen: Spanned<String>,
     #[serde(default = "default_auth")]
@@ -127,6 +129,7 @@ pub(super) struct CredentialSection {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(not(feature = "http"), allow(dead_code))]
 pub(super) struct CredentialAllow {
     #[serde(default)]
     pub(super) invoke: Vec<String>,
