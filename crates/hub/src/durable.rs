@@ -167,17 +167,26 @@ impl DurableHost for HubHost {
     /// refuses it (full, shutting down) leaves it to a task of its own: a resumed
     /// execution is never dropped.
     fn run_resumed(&self, execution: ExecutionId, replay: BoxFuture<'static, ()>) {
+        // A hub that is gone or closing leaves the execution in its store, as it stands,
+        // for the next hub on that store to take up (`EdgeHub::recover_durable`).
         let Some(scheduler) = self.scheduler.upgrade() else {
-            tokio::spawn(replay);
+            tracing::debug!(%execution, "the hub is gone: the execution stays in its store");
             return;
         };
         let invocation = Invocation::new(resume_function_ref(), Bytes::new());
         let id = invocation.id;
         self.resumes.lock().insert(id, replay);
-        if let Err(error) = scheduler.try_submit_detached(invocation) {
-            tracing::debug!(%execution, %error, "resumed execution not admitted; it runs on a task");
-            if let Some(replay) = self.resumes.lock().remove(&id) {
-                tokio::spawn(replay);
+        match scheduler.try_submit_detached(invocation) {
+            Ok(_) => {}
+            Err(SubmitError::ShuttingDown(_)) => {
+                self.resumes.lock().remove(&id);
+                tracing::debug!(%execution, "the hub is closing: the execution stays in its store");
+            }
+            Err(error) => {
+                tracing::debug!(%execution, %error, "resumed execution not admitted; it runs on a task");
+                if let Some(replay) = self.resumes.lock().remove(&id) {
+                    tokio::spawn(replay);
+                }
             }
         }
     }

@@ -366,3 +366,65 @@ async fn a_durable_child_inherits_its_parents_context_and_the_depth_limit_holds(
     assert!(err.message.contains("hops deep"), "{err}");
     hub.shutdown().await;
 }
+
+/// A hub that stops with an execution suspended in a sleep, and a new hub on the same
+/// checkpoint folder: the new one takes it up and finishes it, without running its first
+/// step again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hub_started_again_on_its_store_finishes_what_the_last_one_left() {
+    let dir = tempfile::tempdir().unwrap();
+    let steps = Arc::new(AtomicU32::new(0));
+    let build = |steps: Arc<AtomicU32>| {
+        let (store, _) = fnhub::libs::checkpoint::DirStore::open(dir.path()).unwrap();
+        EdgeHub::builder()
+            .checkpoint_store(Arc::new(store))
+            .suspend_policy(fnhub::SuspendPolicy::with_threshold(
+                std::time::Duration::from_millis(100),
+            ))
+            .durable(
+                FunctionSpec::in_process(FunctionName::new("settle").unwrap()),
+                durable_fn(move |ctx: DurableContext, input: Bytes| {
+                    let steps = steps.clone();
+                    async move {
+                        let s = steps.clone();
+                        ctx.step("charge", || async move {
+                            s.fetch_add(1, Ordering::SeqCst);
+                            Ok(Bytes::new())
+                        })
+                        .await?;
+                        ctx.sleep("cool-off", std::time::Duration::from_millis(800))
+                            .await?;
+                        ctx.step("ship", || async move {
+                            steps.fetch_add(10, Ordering::SeqCst);
+                            Ok(input)
+                        })
+                        .await
+                    }
+                }),
+            )
+            .build()
+            .unwrap()
+    };
+    let first = build(steps.clone());
+    let invocation = fnhub::Invocation::new("settle".parse().unwrap(), "parcel-9");
+    let id: ExecutionId = invocation.id.into();
+    let reply = first.call(invocation).await.unwrap().outcome.unwrap();
+    assert!(reply.is_empty(), "suspended in its sleep");
+    first.shutdown().await;
+    drop(first);
+    assert_eq!(steps.load(Ordering::SeqCst), 1);
+
+    let second = build(steps.clone());
+    second.recover_durable().await.unwrap();
+    let out = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        second.durable_outcome(id),
+    )
+    .await
+    .expect("the execution was never taken up")
+    .unwrap()
+    .unwrap();
+    assert_eq!(out, Bytes::from("parcel-9"));
+    assert_eq!(steps.load(Ordering::SeqCst), 11, "charge once, ship once");
+    second.shutdown().await;
+}

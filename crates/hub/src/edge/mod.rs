@@ -138,6 +138,25 @@ impl EdgeHub {
             .route_internal(&self.parts.scheduler, event)
     }
 
+    /// Takes up the durable executions its checkpoint store holds, as a hub started again on
+    /// the store of one that stopped or died must: timers and event waits are scheduled
+    /// again, and executions that were running (or waiting for a child) continue from their
+    /// journals, so no completed step runs again. The number that ran to an end or a new
+    /// suspension. A hub serving a cloud runtime leaves this to the deployment's wakes.
+    pub async fn recover_durable(&self) -> Result<usize, EngineError> {
+        if self.parts.host.cloud.get().is_some() {
+            return Ok(0);
+        }
+        let ran = self.parts.engine.recover().await?;
+        if !ran.is_empty() || self.parts.engine.is_waiting_for_events() {
+            tracing::info!(
+                ran = ran.len(),
+                "durable executions taken up from the checkpoint store"
+            );
+        }
+        Ok(ran.len())
+    }
+
     /// Waits for the final outcome of a durable execution running on this hub.
     pub async fn durable_outcome(&self, execution: ExecutionId) -> Option<Outcome> {
         self.parts.engine.outcome(execution).await
