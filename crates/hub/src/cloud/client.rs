@@ -140,7 +140,7 @@ impl CloudClient {
         let until = tokio::time::Instant::now() + timeout;
         self.submit_until(invocation, until).await?;
         let result = self
-            .await_result(id, rx, Some(until))
+            .await_result(id, rx, Some(until), false)
             .await
             .map_err(|e| match e {
                 CloudError::TimedOut(_) => CloudError::TimedOut(timeout),
@@ -156,7 +156,7 @@ impl CloudClient {
     pub async fn result_of(&self, id: InvocationId) -> Result<CloudResult, CloudError> {
         let rx = self.expect_result(id).await?;
         let _gone = Gone(self.waiting.clone(), id);
-        self.await_result(id, rx, None).await
+        self.await_result(id, rx, None, true).await
     }
 
     /// Registers a wait for the result of `id` with the one subscription to every result
@@ -192,30 +192,35 @@ impl CloudClient {
         Ok(rx)
     }
 
-    /// The result of `id`: from the subscription, or from the result stream when it is
-    /// there already (looked up at once, then every second, in case the subscription
-    /// missed it while the connection was down); until `until`, or for as long as it takes.
+    /// The result of `id`: from the subscription, or from the result stream (every second,
+    /// in case the subscription missed it while the connection was down, and at once when
+    /// `may_be_there`: a result that came before the wait was registered); until `until`,
+    /// or for as long as it takes. A call registers its wait before it submits, so it
+    /// skips the first look: one request less per call.
     async fn await_result(
         &self,
         id: InvocationId,
         mut rx: oneshot::Receiver<CloudResult>,
         until: Option<tokio::time::Instant>,
+        may_be_there: bool,
     ) -> Result<CloudResult, CloudError> {
         let subject = self.js.names.result(id);
+        let mut look = may_be_there;
         loop {
-            if let Ok(m) = self.results.get_last_raw_message_by_subject(&subject).await {
+            if look && let Ok(m) = self.results.get_last_raw_message_by_subject(&subject).await {
                 return Ok(CloudResult::of(id, Some(&m.headers), &m.payload));
             }
+            look = true;
             let now = tokio::time::Instant::now();
             if let Some(until) = until
                 && now >= until
             {
                 return Err(CloudError::TimedOut(Duration::ZERO));
             }
-            let look = until.map_or(Duration::from_secs(1), |u| {
+            let wait = until.map_or(Duration::from_secs(1), |u| {
                 (u - now).min(Duration::from_secs(1))
             });
-            match tokio::time::timeout(look, &mut rx).await {
+            match tokio::time::timeout(wait, &mut rx).await {
                 Ok(Ok(result)) => return Ok(result),
                 Ok(Err(_)) => return Err(CloudError::JetStream("the client closed".into())),
                 Err(_) => {}
