@@ -158,25 +158,94 @@ impl CheckpointStore for NatsStore {
 
     fn list(&self) -> BoxFuture<'_, Result<Vec<ExecutionId>, StoreError>> {
         Box::pin(async move {
-            let mut list = self.store.list().await.map_err(backend)?;
-            let mut ids = Vec::new();
-            while let Some(info) = list.next().await {
-                let info = info.map_err(backend)?;
+            tokio::time::timeout(LIST_TIMEOUT, self.list_objects())
+                .await
+                .unwrap_or_else(|_| {
+                    Err(StoreError::Backend(
+                        format!(
+                            "listing the bucket {} took over {LIST_TIMEOUT:?}",
+                            self.bucket
+                        )
+                        .into(),
+                    ))
+                })
+        })
+    }
+}
+
+/// The longest [`NatsStore`]'s `list` takes before it is an error.
+const LIST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+impl NatsStore {
+    /// Every object not deleted, read from the last meta message of each object's subject
+    /// through a pull consumer, up to the stream's last message when the list began (what is
+    /// saved while it lists may or may not be in it), or until a fetch comes back empty.
+    ///
+    /// Not the object store's own `list`: it follows an ordered push consumer until a message
+    /// says nothing is pending, and when a checkpoint is removed while it lists (its meta
+    /// message rolled up) that message may never come, so the list never ends.
+    async fn list_objects(&self) -> Result<Vec<ExecutionId>, StoreError> {
+        use jetstream::consumer::{self, AckPolicy, DeliverPolicy};
+        let last = self
+            .stream
+            .get_info()
+            .await
+            .map_err(backend)?
+            .state
+            .last_sequence;
+        let consumer = self
+            .stream
+            .create_consumer(consumer::pull::Config {
+                deliver_policy: DeliverPolicy::LastPerSubject,
+                ack_policy: AckPolicy::None,
+                filter_subject: format!("$O.{}.M.>", self.bucket),
+                inactive_threshold: std::time::Duration::from_secs(60),
+                description: Some("fnhub checkpoint list".into()),
+                ..Default::default()
+            })
+            .await
+            .map_err(backend)?;
+        let mut ids = Vec::new();
+        let mut done = last == 0;
+        while !done {
+            let mut batch = consumer
+                .fetch()
+                .max_messages(1024)
+                .messages()
+                .await
+                .map_err(backend)?;
+            let mut fetched = 0;
+            while let Some(message) = batch.next().await {
+                let message = message.map_err(StoreError::Backend)?;
+                fetched += 1;
+                if message.info().is_ok_and(|i| i.stream_sequence >= last) {
+                    done = true;
+                }
+                let Ok(info) = serde_json::from_slice::<Meta>(&message.payload) else {
+                    continue;
+                };
                 if info.deleted {
                     continue;
                 }
-                if let Ok(id) = info.name.parse() {
+                if let Some(id) = info.name.as_deref().and_then(|n| n.parse().ok()) {
                     ids.push(id);
                 }
             }
-            Ok(ids)
-        })
+            done |= fetched == 0;
+        }
+        // Ephemeral: it would go by itself after its inactive threshold.
+        let name = consumer.cached_info().name.clone();
+        let _ = self.stream.delete_consumer(&name).await;
+        Ok(ids)
     }
 }
 
 /// What [`NatsStore::load`] reads of an object's info (ADR-20's meta message).
 #[derive(serde::Deserialize)]
 struct Meta {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
     nuid: String,
     #[serde(default)]
     size: usize,

@@ -65,3 +65,47 @@ async fn checkpoints_move_between_nodes_whole() {
         Err(StoreError::Corrupt { .. })
     ));
 }
+
+/// A list taken while other checkpoints are saved and removed ends, and holds every
+/// checkpoint that stayed (the object store's own list could wait forever for a message
+/// that a removal had rolled up).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_list_taken_while_checkpoints_come_and_go_ends_and_holds_what_stays() {
+    let Some(server) = fnhub_testkit::NatsServer::start() else {
+        return;
+    };
+    let (_, lister) = store(server.url()).await;
+    let (_, churner) = store(server.url()).await;
+    let stays: Vec<Checkpoint> = (0..5).map(|n| common::checkpoint(n, 64)).collect();
+    for cp in &stays {
+        lister.save(cp).await.unwrap();
+    }
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let churn = tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            let mut n = 100;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let cp = common::checkpoint(n, 64);
+                churner.save(&cp).await.unwrap();
+                churner.remove(cp.execution_id).await.unwrap();
+                n += 1;
+            }
+            n - 100
+        }
+    });
+    for _ in 0..40 {
+        let ids = tokio::time::timeout(std::time::Duration::from_secs(20), lister.list())
+            .await
+            .expect("a list taken while checkpoints are removed never ended")
+            .unwrap();
+        for cp in &stays {
+            assert!(ids.contains(&cp.execution_id), "{ids:?}");
+        }
+        // Only the staying five, and at most the one checkpoint being churned.
+        assert!(ids.len() <= stays.len() + 1, "{ids:?}");
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let churned = churn.await.unwrap();
+    assert!(churned > 0, "nothing was saved and removed while listing");
+}

@@ -242,6 +242,29 @@ async fn result_within_30s(
         .unwrap()
 }
 
+/// Waits (up to 30 s) until `hub`'s store holds no checkpoint: a finished execution's goes
+/// just after its result.
+async fn checkpoints_gone(hub: &EdgeHub) {
+    for _ in 0..300 {
+        if within("a list", hub.checkpoint_store().list())
+            .await
+            .unwrap()
+            .is_empty()
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("checkpoints were left in the store");
+}
+
+/// `f`, or a panic naming `what` if it takes over 20 s (instead of a test that never ends).
+async fn within<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(20), f)
+        .await
+        .unwrap_or_else(|_| panic!("stuck: {what}"))
+}
+
 /// Waits (up to 30 s) until `done` holds.
 async fn until(what: &str, done: impl Fn() -> bool) {
     for _ in 0..300 {
@@ -270,7 +293,7 @@ async fn durable_executions_resume_on_another_node() {
     let mut orders = BTreeMap::new();
     for n in 0..4 {
         let inv = Invocation::new("order".parse().unwrap(), format!("order-{n}"));
-        client.submit(&inv).await.unwrap();
+        within("submit", client.submit(&inv)).await.unwrap();
         orders.insert(inv.id, format!("charged order-{n} shipped"));
     }
     until("node A to suspend the four orders", || {
@@ -278,17 +301,26 @@ async fn durable_executions_resume_on_another_node() {
     })
     .await;
     // The four checkpoints are in the object store, none finished.
-    assert_eq!(hub_a.checkpoint_store().list().await.unwrap().len(), 4);
+    assert_eq!(
+        within("list A", hub_a.checkpoint_store().list())
+            .await
+            .unwrap()
+            .len(),
+        4
+    );
     assert_eq!(reserved.load(Ordering::SeqCst), 4);
     drop(a);
     drop(hub_a);
 
     // Node B takes the wakes when they are due, runs the children through the work
     // stream, and finishes every order: each step ran once, each caller gets one result.
-    let hub_b = order_hub(&url, reserved.clone(), shipped.clone()).await;
-    let b = CloudRuntime::start(&url, "node-b", hub_b.clone(), config.clone())
-        .await
-        .unwrap();
+    let hub_b = within("hub b", order_hub(&url, reserved.clone(), shipped.clone())).await;
+    let b = within(
+        "start b",
+        CloudRuntime::start(&url, "node-b", hub_b.clone(), config.clone()),
+    )
+    .await
+    .unwrap();
     for (id, want) in &orders {
         let result = result_within_30s(&client, *id).await;
         assert_eq!(result.node, "node-b");
@@ -297,7 +329,7 @@ async fn durable_executions_resume_on_another_node() {
     assert_eq!(reserved.load(Ordering::SeqCst), 4);
     assert_eq!(shipped.load(Ordering::SeqCst), 4);
     assert!(b.stats().resumed >= 4, "{:?}", b.stats());
-    assert!(hub_b.checkpoint_store().list().await.unwrap().is_empty());
+    checkpoints_gone(&hub_b).await;
     // The replays ran on the hub's workers, as invocations of the resume function.
     until(
         "B's replays to count as invocations of the resume function",
@@ -315,7 +347,7 @@ async fn durable_executions_resume_on_another_node() {
     // the threshold), and the node that runs the child wakes the parent with its outcome.
     let suspended_before = b.stats().suspended;
     let inv = Invocation::new("order".parse().unwrap(), "order-9");
-    client.submit(&inv).await.unwrap();
+    within("submit", client.submit(&inv)).await.unwrap();
     let result = result_within_30s(&client, inv.id).await;
     assert_eq!(
         result.outcome.unwrap(),
@@ -458,7 +490,7 @@ async fn events_wake_executions_that_wait_for_them_on_any_node() {
     // (The result goes out before the node counts the resume.)
     until("node B to count the resumes", || b.stats().resumed == 3).await;
     assert_eq!(waits(&url).await, 0);
-    assert!(hub_b.checkpoint_store().list().await.unwrap().is_empty());
+    checkpoints_gone(&hub_b).await;
 }
 
 /// A hub with a durable `batch` of two steps, the first counting, under `policy`, its
@@ -541,5 +573,5 @@ async fn a_node_that_sheds_load_hands_executions_to_one_that_does_not() {
     // (The result goes out before the node counts the resume.)
     until("node B to count three resumes", || b.stats().resumed == 3).await;
     assert_eq!(a.stats().resumed, 0, "{:?}", a.stats());
-    assert!(hub_b.checkpoint_store().list().await.unwrap().is_empty());
+    checkpoints_gone(&hub_b).await;
 }
