@@ -177,67 +177,78 @@ impl CheckpointStore for NatsStore {
 const LIST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl NatsStore {
-    /// Every object not deleted, read from the last meta message of each object's subject
-    /// through a pull consumer, up to the stream's last message when the list began (what is
-    /// saved while it lists may or may not be in it), or until a fetch comes back empty.
+    /// Every object not deleted, from the last meta message of each object's subject
+    /// (see [`last_per_subject`]).
     ///
     /// Not the object store's own `list`: it follows an ordered push consumer until a message
     /// says nothing is pending, and when a checkpoint is removed while it lists (its meta
     /// message rolled up) that message may never come, so the list never ends.
     async fn list_objects(&self) -> Result<Vec<ExecutionId>, StoreError> {
-        use jetstream::consumer::{self, AckPolicy, DeliverPolicy};
-        let last = self
-            .stream
-            .get_info()
-            .await
-            .map_err(backend)?
-            .state
-            .last_sequence;
-        let consumer = self
-            .stream
-            .create_consumer(consumer::pull::Config {
-                deliver_policy: DeliverPolicy::LastPerSubject,
-                ack_policy: AckPolicy::None,
-                filter_subject: format!("$O.{}.M.>", self.bucket),
-                inactive_threshold: std::time::Duration::from_secs(60),
-                description: Some("fnhub checkpoint list".into()),
-                ..Default::default()
-            })
+        let metas = last_per_subject(&self.stream, &format!("$O.{}.M.>", self.bucket)).await?;
+        Ok(metas
+            .iter()
+            .filter_map(|m| serde_json::from_slice::<Meta>(&m.payload).ok())
+            .filter(|info| !info.deleted)
+            .filter_map(|info| info.name?.parse().ok())
+            .collect())
+    }
+}
+
+/// The last message of each subject of `stream` that matches `filter`, up to the stream's
+/// last message when the call began (what is stored meanwhile may or may not be in it), read
+/// through a pull consumer of its own. It ends however the stream changes while it reads
+/// (the object store's and the key-value store's own listings wait for a message that says
+/// nothing is pending, which a subject rolled up meanwhile can keep from ever coming); the
+/// caller bounds how long it may take.
+pub async fn last_per_subject(
+    stream: &jetstream::stream::Stream,
+    filter: &str,
+) -> Result<Vec<jetstream::Message>, StoreError> {
+    use jetstream::consumer::{self, AckPolicy, DeliverPolicy};
+    let last = stream
+        .get_info()
+        .await
+        .map_err(backend)?
+        .state
+        .last_sequence;
+    if last == 0 {
+        return Ok(Vec::new());
+    }
+    let consumer = stream
+        .create_consumer(consumer::pull::Config {
+            deliver_policy: DeliverPolicy::LastPerSubject,
+            ack_policy: AckPolicy::None,
+            filter_subject: filter.to_owned(),
+            inactive_threshold: std::time::Duration::from_secs(60),
+            description: Some("fnhub: the last message of each subject".into()),
+            ..Default::default()
+        })
+        .await
+        .map_err(backend)?;
+    let mut messages = Vec::new();
+    let mut done = false;
+    while !done {
+        let mut batch = consumer
+            .fetch()
+            .max_messages(1024)
+            .messages()
             .await
             .map_err(backend)?;
-        let mut ids = Vec::new();
-        let mut done = last == 0;
-        while !done {
-            let mut batch = consumer
-                .fetch()
-                .max_messages(1024)
-                .messages()
-                .await
-                .map_err(backend)?;
-            let mut fetched = 0;
-            while let Some(message) = batch.next().await {
-                let message = message.map_err(StoreError::Backend)?;
-                fetched += 1;
-                if message.info().is_ok_and(|i| i.stream_sequence >= last) {
-                    done = true;
-                }
-                let Ok(info) = serde_json::from_slice::<Meta>(&message.payload) else {
-                    continue;
-                };
-                if info.deleted {
-                    continue;
-                }
-                if let Some(id) = info.name.as_deref().and_then(|n| n.parse().ok()) {
-                    ids.push(id);
-                }
+        let mut fetched = 0;
+        while let Some(message) = batch.next().await {
+            let message = message.map_err(StoreError::Backend)?;
+            fetched += 1;
+            if message.info().is_ok_and(|i| i.stream_sequence >= last) {
+                done = true;
             }
-            done |= fetched == 0;
+            messages.push(message);
         }
-        // Ephemeral: it would go by itself after its inactive threshold.
-        let name = consumer.cached_info().name.clone();
-        let _ = self.stream.delete_consumer(&name).await;
-        Ok(ids)
+        done |= fetched == 0;
     }
+    // Ephemeral: it would go by itself after its inactive threshold.
+    let name = consumer.cached_info().name.clone();
+    let _ = stream.delete_consumer(&name).await;
+    Ok(messages)
 }
 
 /// What [`NatsStore::load`] reads of an object's info (ADR-20's meta message).

@@ -274,15 +274,17 @@ impl LocalServices for HubServices {
                 from_function: true,
                 may_invoke: &|_| false,
             };
-            crate::dex::api::serve(
+            let body = Bytes::copy_from_slice(request.body);
+            crate::dex::api::serve_anywhere(
                 &self.dex,
                 hub,
                 &asker,
                 request.method,
                 request.path,
                 request.query,
-                request.body,
+                &body,
             )
+            .await
             .map(|(status, body)| (status, Bytes::from(body.to_string())))
             .map_err(|e| ServiceError::Api(e.status, e.kind.to_owned(), e.message))
         })

@@ -3,7 +3,9 @@
 //! `nats-server`, and the AWS CLI and boto3 as the callers. Node A has only `caller`; B and
 //! C have `probe`. A call to A of a function it lacks runs on B or C with the caller's
 //! trace, deadline and principal; node B is killed with SIGKILL while it holds calls, and
-//! every call still gets its one answer.
+//! every call still gets its one answer. A Lambda durable function (AWS's durable SDK)
+//! started on one node is answered for by another, and finished there when its node is
+//! killed, without running a finished step again.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -99,6 +101,10 @@ env = {{ NODE = "{name}" }}
             python = python.display(),
             fixtures = fixtures.display(),
         ));
+        // The fixtures' durable functions are written with AWS's durable SDK.
+        if handler.starts_with("durable_app.") {
+            toml.push_str("durable = { execution_timeout_s = 600 }\n");
+        }
     }
     let path = dir.join(format!("{name}.toml"));
     std::fs::write(&path, toml).unwrap();
@@ -348,4 +354,133 @@ fn a_node_that_loses_nats_serves_what_it_runs_and_reconnects() {
     assert_eq!(healthz(&node.addr)["status"], "ready");
     nats.start_again();
     wait_for(true);
+}
+
+/// `aws lambda ARGS` against node `addr`, signed as tenant A: its JSON answer, or why not.
+fn cli(addr: &str, args: &[&str]) -> Result<Value, String> {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new("aws");
+    cmd.args(["lambda", "--endpoint-url"])
+        .arg(format!("http://{addr}"))
+        .args(args);
+    caller_env(&mut cmd, dir.path());
+    let out = cmd.output().unwrap();
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    serde_json::from_slice(&out.stdout).map_err(|e| format!("{e}: {:?}", out.stdout))
+}
+
+/// Execution `id` as the deployment's bucket holds it (`x.{id}`: its node and itself).
+fn in_bucket(url: &str, id: &str) -> Option<Value> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let js = async_nats::jetstream::new(async_nats::connect(url).await.ok()?);
+        let kv = js.get_key_value("FNHUB_it_EXECUTIONS").await.ok()?;
+        let value = kv.get(format!("x.{id}")).await.ok()??;
+        serde_json::from_slice(&value).ok()
+    })
+}
+
+#[test]
+fn a_durable_execution_is_finished_by_another_node_when_its_node_is_killed() {
+    let Some((python, nats)) = peers() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let url = nats.url();
+    let durable = [("slow", "durable_app.slow")];
+    let mut a = start_node(&node_config(dir.path(), "a", url, &python, &durable));
+    let b = start_node(&node_config(dir.path(), "b", url, &python, &durable));
+
+    // Started on A: a step, then a 6 s wait.
+    let started = cli(
+        &a.addr,
+        &[
+            "invoke",
+            "--function-name",
+            "slow",
+            "--invocation-type",
+            "Event",
+            "--payload",
+            r#"{"wait": 6}"#,
+            "out.json",
+        ],
+    )
+    .unwrap();
+    let arn = started["DurableExecutionArn"].as_str().unwrap().to_owned();
+    let id = arn.rsplit('/').next().unwrap().to_owned();
+
+    // B answers for it while A runs it.
+    let seen = cli(
+        &b.addr,
+        &["get-durable-execution", "--durable-execution-arn", &arn],
+    )
+    .unwrap();
+    assert_eq!(seen["Status"], "RUNNING", "{seen}");
+    assert_eq!(seen["DurableExecutionArn"], arn.as_str());
+
+    // Once the bucket holds the step's result and the wait begun, on A, kill A.
+    let until = std::time::Instant::now() + Duration::from_secs(60);
+    let first = loop {
+        let saved = in_bucket(url, &id);
+        let ops = saved
+            .as_ref()
+            .and_then(|s| s["exec"]["ops"].as_array().cloned())
+            .unwrap_or_default();
+        let step = ops
+            .iter()
+            .find(|o| o["name"] == "first" && o["status"] == "SUCCEEDED");
+        let waiting = ops
+            .iter()
+            .any(|o| o["name"] == "nap" && o["status"] == "STARTED");
+        if let (Some(step), true) = (step, waiting) {
+            assert_eq!(saved.as_ref().unwrap()["node"], "a");
+            break serde_json::from_str::<Value>(step["result"].as_str().unwrap()).unwrap();
+        }
+        assert!(
+            std::time::Instant::now() < until,
+            "never reached the wait: {saved:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    a.child.kill().unwrap();
+    a.child.wait().unwrap();
+
+    // B takes it up once A has left the live nodes, and finishes it: the step's recorded
+    // result is replayed, not run again.
+    let until = std::time::Instant::now() + Duration::from_secs(90);
+    let done = loop {
+        let exec = cli(
+            &b.addr,
+            &["get-durable-execution", "--durable-execution-arn", &arn],
+        );
+        if let Ok(exec) = &exec
+            && exec["Status"] != "RUNNING"
+        {
+            break exec.clone();
+        }
+        assert!(std::time::Instant::now() < until, "still running: {exec:?}");
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert_eq!(done["Status"], "SUCCEEDED", "{done}");
+    let result: Value = serde_json::from_str(done["Result"].as_str().unwrap()).unwrap();
+    assert_eq!(result, serde_json::json!({"first": first, "after": "done"}));
+    assert_eq!(in_bucket(url, &id).unwrap()["node"], "b");
+    assert_eq!(
+        metric(&b.addr, "fnhub_cloud_executions_taken_up_total"),
+        1.0
+    );
+
+    // An execution B does not know, and garbage, are the model's errors.
+    let unknown = arn.replace(&id, "0123456789abcdef0123456789abcdef");
+    let err = cli(
+        &b.addr,
+        &["get-durable-execution", "--durable-execution-arn", &unknown],
+    )
+    .unwrap_err();
+    assert!(err.contains("ResourceNotFoundException"), "{err}");
 }

@@ -177,6 +177,7 @@ pub mod affinity;
 mod client;
 mod context;
 mod decide;
+mod executions;
 mod node;
 mod suspend;
 mod waits;
@@ -470,6 +471,9 @@ pub struct CloudRuntime {
     alive: JoinHandle<()>,
     /// Takes the calls that preferred nodes now gone.
     rescue: JoinHandle<()>,
+    /// Lambda durable executions: the bucket's writer, the take-up of those whose node is
+    /// gone, and the answers to requests forwarded here.
+    executions: [JoinHandle<()>; 3],
     nodes_kv: jetstream::kv::Store,
     token: String,
 }
@@ -488,6 +492,9 @@ impl Drop for CloudRuntime {
         self.watch.abort();
         self.alive.abort();
         self.rescue.abort();
+        for task in &self.executions {
+            task.abort();
+        }
         // Gone now, not when the entry expires: calls that preferred it go elsewhere.
         let (kv, token) = (self.nodes_kv.clone(), self.token.clone());
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
@@ -496,6 +503,40 @@ impl Drop for CloudRuntime {
             });
         }
     }
+}
+
+/// Keeps the Lambda durable executions of `node`'s hub in the deployment's bucket, claims
+/// those it took up from its folder, and starts taking up those of nodes that are gone and
+/// answering requests for its own (see [`executions`]).
+async fn executions_of(
+    node: &Node,
+    nodes_kv: &jetstream::kv::Store,
+    client: &async_nats::Client,
+    config: &CloudConfig,
+    token: &str,
+) -> Result<[JoinHandle<()>; 3], CloudError> {
+    let names = &node.js.names;
+    let kv = bucket(&node.js, &names.executions(), config.replicas).await?;
+    let (replica, writer) = executions::Executions::start(
+        &node.hub,
+        kv,
+        nodes_kv.clone(),
+        client.clone(),
+        names.clone(),
+        token.to_owned(),
+    );
+    if !node.hub.dex().set_replica(replica.clone()) {
+        writer.abort();
+        return Err(CloudError::AlreadyAttached);
+    }
+    replica.adopt_local(&node.hub).await;
+    let take_up = tokio::spawn(replica.take_up(node.hub.downgrade()));
+    let answer = tokio::spawn(executions::answer_forwarded(
+        client.clone(),
+        names.executions_at(token),
+        node.hub.downgrade(),
+    ));
+    Ok([writer, take_up, answer])
 }
 
 /// The durable consumer `durable` of the work stream, taking the subject `filter`.
@@ -621,6 +662,7 @@ impl CloudRuntime {
             .put(token.as_str(), Bytes::from(name.clone()))
             .await
             .map_err(js_err)?;
+        let executions = executions_of(&node, &nodes_kv, &client, &config, &token).await?;
         let alive = tokio::spawn(affinity::heartbeat(nodes_kv.clone(), token.clone()));
         let rescue = tokio::spawn(affinity::rescue(
             node.clone(),
@@ -640,6 +682,7 @@ impl CloudRuntime {
             front: cloud_client,
             alive,
             rescue,
+            executions,
             nodes_kv,
             token,
         })

@@ -141,6 +141,17 @@ impl Names {
         format!("FNHUB_{}_NODES", self.deployment)
     }
 
+    /// The Lambda durable executions of the deployment's nodes (`x.{id}`: the execution
+    /// and its node; `r.{id}`: its node, while it runs).
+    pub(crate) fn executions(&self) -> String {
+        format!("FNHUB_{}_EXECUTIONS", self.deployment)
+    }
+
+    /// Where requests for the durable executions node `node` runs are sent.
+    pub(crate) fn executions_at(&self, node: &str) -> String {
+        format!("fnhub.{}.executions.{node}", self.deployment)
+    }
+
     pub(crate) fn results_all(&self) -> String {
         format!("fnhub.{}.results.>", self.deployment)
     }

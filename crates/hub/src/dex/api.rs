@@ -28,6 +28,25 @@ fn error(status: u16, kind: &'static str, message: impl Into<String>) -> ApiErro
     }
 }
 
+/// The error type of an answer another node sent, as one this API answers with (a
+/// `ServiceException` when it is not one of them).
+#[cfg_attr(not(feature = "nats"), allow(dead_code))]
+pub(crate) fn known_kind(kind: &str) -> &'static str {
+    const KINDS: [&str; 7] = [
+        "AccessDeniedException",
+        "CallbackTimeoutException",
+        "InvalidParameterValueException",
+        "ResourceConflictException",
+        "ResourceNotFoundException",
+        "ServiceException",
+        "UnknownOperationException",
+    ];
+    KINDS
+        .into_iter()
+        .find(|k| *k == kind)
+        .unwrap_or("ServiceException")
+}
+
 fn invalid(message: impl Into<String>) -> ApiError {
     error(400, "InvalidParameterValueException", message)
 }
@@ -104,6 +123,54 @@ fn function_name(text: &str) -> String {
         _ => parts[0],
     }
     .to_owned()
+}
+
+/// [`serve`]; and when the hub is a node of the cloud runtime and the execution the
+/// request names runs on another node, that node's answer. Resolves once what the request
+/// changed is kept (in the folder, and in the cloud runtime's bucket), so an acknowledged
+/// checkpoint outlives this node.
+pub(crate) async fn serve_anywhere(
+    dex: &Arc<Dex>,
+    hub: &WeakHub,
+    asker: &Asker<'_>,
+    method: &str,
+    rest: &str,
+    query: &str,
+    body: &bytes::Bytes,
+) -> Result<(u16, Value), ApiError> {
+    let answer = match serve(dex, hub, asker, method, rest, query, body) {
+        Err(e) if e.status == 404 && !asker.from_function => {
+            match (dex.replica(), super::replica::execution_named(rest)) {
+                (Some(replica), Some(id)) => match replica.locate(&id).await {
+                    // A callback id is its own right (as here); the rest need the right
+                    // to invoke the execution's function.
+                    Some(at)
+                        if rest.starts_with("durable-execution-callbacks/")
+                            || (asker.may_invoke)(&at.function) =>
+                    {
+                        let request = super::replica::Forwarded {
+                            method: method.to_owned(),
+                            rest: rest.to_owned(),
+                            query: query.to_owned(),
+                            body: body.clone(),
+                        };
+                        replica.forward(at.node, request).await
+                    }
+                    _ => Err(e),
+                },
+                _ => Err(e),
+            }
+        }
+        answer => answer,
+    };
+    if !dex.flushed().await {
+        return Err(error(
+            503,
+            "ServiceException",
+            "the change could not be stored in time; retry (a repeated ClientToken gets one answer)",
+        ));
+    }
+    answer
 }
 
 /// Serves one request under `/2025-12-01` (`rest` is the path after it).

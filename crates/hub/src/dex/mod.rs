@@ -22,10 +22,12 @@ mod model;
 mod run;
 mod store;
 
+pub(crate) mod replica;
+
 pub(crate) mod api;
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use parking_lot::Mutex;
@@ -83,7 +85,7 @@ pub(crate) enum ExecStatus {
 }
 
 impl ExecStatus {
-    fn is_terminal(self) -> bool {
+    pub(crate) fn is_terminal(self) -> bool {
         !matches!(self, ExecStatus::Running | ExecStatus::Paused)
     }
 }
@@ -199,6 +201,8 @@ pub(crate) struct Dex {
     functions: Mutex<HashMap<String, DurableConfig>>,
     state: Mutex<State>,
     store: Option<store::Store>,
+    /// The cloud runtime's copy, when the hub is one of its nodes.
+    replica: OnceLock<Arc<dyn replica::Replica>>,
     clock: Arc<dyn fnhub_core::Clock>,
 }
 
@@ -245,6 +249,7 @@ impl Dex {
                 functions: Mutex::new(HashMap::new()),
                 state: Mutex::new(state),
                 store,
+                replica: OnceLock::new(),
                 clock,
             },
             running,
@@ -268,10 +273,83 @@ impl Dex {
     }
 
     fn save(&self, exec: &Execution) -> std::io::Result<()> {
+        if let Some(replica) = self.replica.get() {
+            replica.saved(exec);
+        }
         match &self.store {
             Some(store) => store.save(exec),
             None => Ok(()),
         }
+    }
+
+    #[cfg_attr(not(feature = "nats"), allow(dead_code))]
+    /// Keeps every execution in `replica` too, from now on; false if one is already set.
+    pub(crate) fn set_replica(&self, replica: Arc<dyn replica::Replica>) -> bool {
+        self.replica.set(replica).is_ok()
+    }
+
+    pub(crate) fn replica(&self) -> Option<&Arc<dyn replica::Replica>> {
+        self.replica.get()
+    }
+
+    /// Resolves once every change so far is kept where it must be (at once without a
+    /// replica: the folder is written before a change is answered); false if the replica
+    /// could not keep it in time.
+    pub(crate) async fn flushed(&self) -> bool {
+        match self.replica.get() {
+            Some(replica) => replica.flushed().await,
+            None => true,
+        }
+    }
+
+    #[cfg_attr(not(feature = "nats"), allow(dead_code))]
+    /// Takes up `exec`, run until now by a node that is gone: the function is invoked
+    /// again and replays. False if this hub has it already.
+    pub(crate) fn adopt(&self, mut exec: Execution) -> bool {
+        let mut state = self.state.lock();
+        if state.executions.contains_key(&exec.id) {
+            return false;
+        }
+        if !exec.status.is_terminal() {
+            exec.needs_invoke = true;
+        }
+        if let Some(store) = &self.store
+            && let Err(error) = store.save(&exec)
+        {
+            tracing::warn!(execution = %exec.id, %error, "an execution taken up was not saved in the folder");
+        }
+        state.insert(exec);
+        true
+    }
+
+    #[cfg_attr(not(feature = "nats"), allow(dead_code))]
+    /// Lets go of execution `id`: another node runs it now. Its driver stops; a caller
+    /// waiting for its end here is told it was deleted.
+    pub(crate) fn forget(&self, id: &str) {
+        let mut state = self.state.lock();
+        if let Some(live) = state.executions.remove(id) {
+            state
+                .by_name
+                .remove(&(live.exec.function.clone(), live.exec.name.clone()));
+            state.callbacks.retain(|_, (e, _)| e != id);
+            live.wake.notify_one();
+            live.done.send_replace(true);
+            if let Some(store) = &self.store {
+                store.delete(id);
+            }
+        }
+    }
+
+    #[cfg_attr(not(feature = "nats"), allow(dead_code))]
+    /// The ids of the executions this hub runs (not ended).
+    pub(crate) fn running(&self) -> Vec<String> {
+        let state = self.state.lock();
+        state
+            .executions
+            .values()
+            .filter(|l| !l.exec.status.is_terminal())
+            .map(|l| l.exec.id.clone())
+            .collect()
     }
 
     /// Starts an execution of `function` (at `version`) with `input`, named `name` (a
@@ -376,6 +454,9 @@ impl Dex {
             state.callbacks.retain(|_, (e, _)| e != id);
             if let Some(store) = &self.store {
                 store.delete(id);
+            }
+            if let Some(replica) = self.replica.get() {
+                replica.deleted(id);
             }
         }
     }

@@ -270,7 +270,8 @@ pub(crate) fn checkpoint(
                     Some(op) => op.apply(u, now),
                     None => Operation::from_update(u, now).map(|mut op| {
                         if op.op_type == OpType::Callback {
-                            op.callback_id = Some(random_id());
+                            // The execution's id first: any node can tell whose callback it is.
+                            op.callback_id = Some(format!("{}-{}", exec.id, random_id()));
                         }
                         if let Some(target) = &op.invoke_target {
                             invokes.push((op.id.clone(), target.clone(), u.payload.clone()));

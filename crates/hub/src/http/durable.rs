@@ -161,7 +161,7 @@ pub(super) async fn api(State(front): State<Arc<Front>>, request: Request) -> Re
         may_invoke: &may_invoke,
     };
     let hub = front.hub.downgrade();
-    match dex::api::serve(
+    match dex::api::serve_anywhere(
         front.hub.dex(),
         &hub,
         &asker,
@@ -169,7 +169,9 @@ pub(super) async fn api(State(front): State<Arc<Front>>, request: Request) -> Re
         rest,
         &query,
         &body,
-    ) {
+    )
+    .await
+    {
         Ok((status, body)) => {
             let mut r = (
                 StatusCode::from_u16(status).unwrap_or(StatusCode::OK),

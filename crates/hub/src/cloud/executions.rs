@@ -1,0 +1,518 @@
+//! Lambda durable executions across nodes: every execution a node's hub runs is kept in
+//! the deployment's bucket `FNHUB_{deployment}_EXECUTIONS`, so that when the node is gone
+//! another node takes it up, and any node answers for it meanwhile.
+//!
+//! - `x.{id}`: the execution as saved (its operations, status, result) and its node's
+//!   token. Each node writes its own with compare-and-set on the revision it last wrote:
+//!   a write refused means another node took the execution up, and this one lets it go.
+//! - `r.{id}`: present while the execution runs, holding its node's token; what the
+//!   nodes scan to find executions whose node left the bucket of live nodes.
+//! - A change is answered (a checkpoint acknowledged) only once it is in the bucket, so
+//!   the node that takes an execution up replays from every acknowledged step.
+//! - Every two heartbeats a node reads the `r.` entries; for a node that is gone, it
+//!   claims each execution of a function it runs (compare-and-set of `x.{id}`: one node
+//!   wins), and its hub invokes the function again, which replays.
+//! - A request of the durable execution API for an execution another node runs goes to
+//!   that node (`fnhub.{deployment}.executions.{node}`, NATS request and reply).
+//!
+//! Not yet across nodes: `ListDurableExecutionsByFunction` lists the executions of the
+//! node asked, and an execution name is unique on its node, not in the deployment.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use async_nats::jetstream::kv;
+use bytes::Bytes;
+use fnhub_core::BoxFuture;
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+use tokio::sync::{mpsc, watch};
+
+use super::wire::{HEARTBEAT, Names};
+use crate::EdgeHub;
+use crate::dex::api::{self, ApiError, Asker};
+use crate::dex::replica::{Answer, Forwarded, Located, Replica};
+use crate::dex::{Dex, Execution};
+
+/// The longest a change waits to be stored before its request is answered with an error.
+const FLUSH_WAIT: Duration = Duration::from_secs(10);
+/// The longest a forwarded request waits for the node that runs its execution.
+const FORWARD_WAIT: Duration = Duration::from_secs(10);
+
+fn saved_key(id: &str) -> String {
+    format!("x.{id}")
+}
+
+fn running_key(id: &str) -> String {
+    format!("r.{id}")
+}
+
+/// What `x.{id}` holds.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Saved {
+    node: String,
+    exec: Execution,
+}
+
+enum Write {
+    /// The execution as it is now; `ended` once it finished.
+    Put {
+        id: String,
+        bytes: Bytes,
+        ended: bool,
+    },
+    Delete(String),
+    /// This node wrote `x.{id}` at this revision (it claimed the execution).
+    Known(String, u64),
+}
+
+/// A node's executions in the deployment's bucket.
+pub(super) struct Executions {
+    kv: kv::Store,
+    nodes: kv::Store,
+    client: async_nats::Client,
+    names: Arc<Names>,
+    /// This node's token.
+    token: String,
+    writes: mpsc::UnboundedSender<(u64, Write)>,
+    queued: AtomicU64,
+    stored: watch::Receiver<u64>,
+}
+
+impl Executions {
+    /// The replica of `hub`'s executions in `kv`, with the task that writes it (aborted
+    /// with the node).
+    pub(super) fn start(
+        hub: &EdgeHub,
+        kv: kv::Store,
+        nodes: kv::Store,
+        client: async_nats::Client,
+        names: Arc<Names>,
+        token: String,
+    ) -> (Arc<Executions>, tokio::task::JoinHandle<()>) {
+        let (writes, rx) = mpsc::unbounded_channel();
+        let (stored_tx, stored) = watch::channel(0);
+        let executions = Arc::new(Executions {
+            kv: kv.clone(),
+            nodes,
+            client,
+            names,
+            token: token.clone(),
+            writes,
+            queued: AtomicU64::new(0),
+            stored,
+        });
+        let writer = tokio::spawn(writer(kv, token, Arc::downgrade(hub.dex()), rx, stored_tx));
+        (executions, writer)
+    }
+
+    fn queue(&self, write: Write) {
+        let seq = self.queued.fetch_add(1, Ordering::SeqCst) + 1;
+        let _ = self.writes.send((seq, write));
+    }
+
+    fn encode(&self, exec: &Execution) -> Option<Bytes> {
+        let saved = Saved {
+            node: self.token.clone(),
+            exec: exec.clone(),
+        };
+        serde_json::to_vec(&saved).ok().map(Bytes::from)
+    }
+
+    async fn alive(&self, token: &str) -> bool {
+        token == self.token || matches!(self.nodes.get(token).await, Ok(Some(_)))
+    }
+
+    /// Takes up execution `id` when the node that ran it is gone (or is this node, started
+    /// again), and its function runs here. True if this node runs it now.
+    pub(super) async fn claim(&self, hub: &EdgeHub, id: &str) -> bool {
+        let dex = hub.dex();
+        let entry = match self.kv.entry(saved_key(id)).await {
+            Ok(Some(entry)) if entry.operation == kv::Operation::Put => entry,
+            Ok(_) => {
+                // Deleted, or never written: only the running mark is left.
+                let _ = self.kv.delete(running_key(id)).await;
+                return false;
+            }
+            Err(error) => {
+                tracing::debug!(execution = %id, %error, "cannot read an execution to take it up");
+                return false;
+            }
+        };
+        let Ok(mut saved) = serde_json::from_slice::<Saved>(&entry.value) else {
+            tracing::warn!(execution = %id, "an execution in the bucket does not parse; left as it is");
+            return false;
+        };
+        if saved.exec.status.is_terminal() {
+            let _ = self.kv.delete(running_key(id)).await;
+            return false;
+        }
+        if dex.config_of(&saved.exec.function).is_none() {
+            return false; // a node that runs the function takes it up
+        }
+        if saved.node != self.token && self.alive(&saved.node).await {
+            return false;
+        }
+        let from = std::mem::replace(&mut saved.node, self.token.clone());
+        let Ok(bytes) = serde_json::to_vec(&saved) else {
+            return false;
+        };
+        let Ok(revision) = self
+            .kv
+            .update(saved_key(id), bytes.into(), entry.revision)
+            .await
+        else {
+            return false; // another node claimed it first
+        };
+        if let Err(error) = self
+            .kv
+            .put(running_key(id), self.token.clone().into())
+            .await
+        {
+            tracing::debug!(execution = %id, %error, "cannot mark an execution taken up as running here");
+        }
+        self.queue(Write::Known(id.to_owned(), revision));
+        tracing::info!(execution = %id, function = %saved.exec.function, from = %from, "took up a durable execution whose node is gone");
+        metrics::counter!("fnhub_cloud_executions_taken_up_total").increment(1);
+        if dex.adopt(saved.exec) {
+            tokio::spawn(crate::dex::drive(
+                dex.clone(),
+                hub.downgrade(),
+                id.to_owned(),
+            ));
+        }
+        true
+    }
+
+    /// At start: the executions this hub took up from its folder are claimed (a node
+    /// started again under its name keeps them; one another node took up meanwhile is let
+    /// go); each one the bucket lacks is written.
+    pub(super) async fn adopt_local(&self, hub: &EdgeHub) {
+        let dex = hub.dex();
+        for id in dex.running() {
+            match self.kv.entry(saved_key(&id)).await {
+                Ok(Some(entry)) if entry.operation == kv::Operation::Put => {
+                    let node = serde_json::from_slice::<Saved>(&entry.value)
+                        .map(|s| s.node)
+                        .unwrap_or_default();
+                    if node == self.token || !self.alive(&node).await {
+                        self.queue(Write::Known(id.clone(), entry.revision));
+                        if let Some(exec) = dex.snapshot(&id) {
+                            self.saved(&exec);
+                        }
+                        let _ = self
+                            .kv
+                            .put(running_key(&id), self.token.clone().into())
+                            .await;
+                    } else {
+                        tracing::info!(execution = %id, node = %node, "another node runs this execution now");
+                        dex.forget(&id);
+                    }
+                }
+                _ => {
+                    if let Some(exec) = dex.snapshot(&id) {
+                        self.saved(&exec);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Every two heartbeats, takes up the executions whose node is gone.
+    pub(super) async fn take_up(self: Arc<Self>, hub: crate::edge::WeakHub) {
+        let stream_name = format!("KV_{}", self.names.executions());
+        loop {
+            tokio::time::sleep(HEARTBEAT * 2).await;
+            let Some(hub) = hub.upgrade() else { return };
+            let Ok(stream) = self.kv_stream(&stream_name).await else {
+                continue;
+            };
+            let filter = format!("$KV.{}.r.>", self.names.executions());
+            let scan = fnhub_checkpoint::nats::last_per_subject(&stream, &filter);
+            let Ok(Ok(marks)) = tokio::time::timeout(Duration::from_secs(30), scan).await else {
+                continue;
+            };
+            let mut alive: HashMap<String, bool> = HashMap::new();
+            for mark in marks {
+                let deleted = mark
+                    .headers
+                    .as_ref()
+                    .and_then(|h| h.get("KV-Operation"))
+                    .is_some();
+                let Some(id) = mark.subject.rsplit('.').next() else {
+                    continue;
+                };
+                let node = String::from_utf8_lossy(&mark.payload).into_owned();
+                if deleted || node == self.token {
+                    continue;
+                }
+                let lives = match alive.get(&node) {
+                    Some(lives) => *lives,
+                    None => {
+                        let lives = self.alive(&node).await;
+                        alive.insert(node.clone(), lives);
+                        lives
+                    }
+                };
+                if !lives {
+                    self.claim(&hub, id).await;
+                }
+            }
+        }
+    }
+
+    async fn kv_stream(
+        &self,
+        name: &str,
+    ) -> Result<async_nats::jetstream::stream::Stream, async_nats::jetstream::context::GetStreamError>
+    {
+        async_nats::jetstream::new(self.client.clone())
+            .get_stream(name)
+            .await
+    }
+}
+
+impl Replica for Executions {
+    fn saved(&self, exec: &Execution) {
+        if let Some(bytes) = self.encode(exec) {
+            self.queue(Write::Put {
+                id: exec.id.clone(),
+                bytes,
+                ended: exec.status.is_terminal(),
+            });
+        }
+    }
+
+    fn deleted(&self, id: &str) {
+        self.queue(Write::Delete(id.to_owned()));
+    }
+
+    fn flushed(&self) -> BoxFuture<'static, bool> {
+        let target = self.queued.load(Ordering::SeqCst);
+        let mut stored = self.stored.clone();
+        Box::pin(async move {
+            tokio::time::timeout(FLUSH_WAIT, stored.wait_for(|s| *s >= target))
+                .await
+                .is_ok_and(|r| r.is_ok())
+        })
+    }
+
+    fn locate(&self, id: &str) -> BoxFuture<'static, Option<Located>> {
+        let kv = self.kv.clone();
+        let key = saved_key(id);
+        Box::pin(async move {
+            let value = kv.get(key).await.ok()??;
+            let saved: Saved = serde_json::from_slice(&value).ok()?;
+            Some(Located {
+                function: saved.exec.function,
+                node: saved.node,
+            })
+        })
+    }
+
+    fn forward(&self, node: String, request: Forwarded) -> BoxFuture<'static, Answer> {
+        let client = self.client.clone();
+        let subject = self.names.executions_at(&node);
+        Box::pin(async move {
+            let mut headers = async_nats::HeaderMap::new();
+            headers.insert("Fnhub-Method", request.method.as_str());
+            headers.insert("Fnhub-Path", request.rest.as_str());
+            headers.insert("Fnhub-Query", request.query.as_str());
+            let asked = client.request_with_headers(subject, headers, request.body);
+            match tokio::time::timeout(FORWARD_WAIT, asked).await {
+                Ok(Ok(reply)) => decode_answer(&reply.payload),
+                _ => Err(ApiError {
+                    status: 503,
+                    kind: "ServiceException",
+                    message: format!(
+                        "the node running this execution ({node}) did not answer; when a node is gone another takes its executions up within {}s: retry",
+                        (super::wire::NODE_TTL + HEARTBEAT * 2).as_secs()
+                    ),
+                }),
+            }
+        })
+    }
+}
+
+/// Stores what is queued, in order, and says how far it got. A compare-and-set refused
+/// means another node took the execution up: the hub lets it go.
+async fn writer(
+    kv: kv::Store,
+    token: String,
+    dex: Weak<Dex>,
+    mut writes: mpsc::UnboundedReceiver<(u64, Write)>,
+    stored: watch::Sender<u64>,
+) {
+    let mut revisions: HashMap<String, u64> = HashMap::new();
+    while let Some((seq, write)) = writes.recv().await {
+        match write {
+            Write::Known(id, revision) => {
+                revisions.insert(id, revision);
+            }
+            Write::Put { id, bytes, ended } => {
+                let mut delay = Duration::from_millis(50);
+                loop {
+                    let written = match revisions.get(&id) {
+                        Some(&revision) => kv
+                            .update(saved_key(&id), bytes.clone(), revision)
+                            .await
+                            .map_err(|e| e.kind() == kv::UpdateErrorKind::WrongLastRevision),
+                        None => kv
+                            .create(saved_key(&id), bytes.clone())
+                            .await
+                            .map_err(|e| e.kind() == kv::CreateErrorKind::AlreadyExists),
+                    };
+                    match written {
+                        Ok(revision) => {
+                            let first = revisions.insert(id.clone(), revision).is_none();
+                            if ended {
+                                let _ = kv.delete(running_key(&id)).await;
+                            } else if first {
+                                let _ = kv.put(running_key(&id), token.clone().into()).await;
+                            }
+                            break;
+                        }
+                        Err(true) => {
+                            tracing::warn!(execution = %id, "another node took this durable execution up; letting it go");
+                            revisions.remove(&id);
+                            if let Some(dex) = dex.upgrade() {
+                                dex.forget(&id);
+                            }
+                            break;
+                        }
+                        Err(false) => {
+                            tracing::debug!(execution = %id, "cannot store a durable execution yet; trying again");
+                            tokio::time::sleep(delay).await;
+                            delay = (delay * 2).min(Duration::from_secs(2));
+                        }
+                    }
+                }
+            }
+            Write::Delete(id) => {
+                revisions.remove(&id);
+                let _ = kv.delete(saved_key(&id)).await;
+                let _ = kv.delete(running_key(&id)).await;
+            }
+        }
+        stored.send_replace(seq);
+    }
+}
+
+/// Answers the requests other nodes forward for the executions this node runs.
+pub(super) async fn answer_forwarded(
+    client: async_nats::Client,
+    subject: String,
+    hub: crate::edge::WeakHub,
+) {
+    let Ok(mut requests) = client.subscribe(subject).await else {
+        tracing::warn!("cannot take forwarded durable execution requests");
+        return;
+    };
+    while let Some(request) = requests.next().await {
+        let Some(reply) = request.reply.clone() else {
+            continue;
+        };
+        let Some(edge) = hub.upgrade() else { return };
+        let (client, hub) = (client.clone(), hub.clone());
+        tokio::spawn(async move {
+            let field = |key: &str| {
+                request
+                    .headers
+                    .as_ref()
+                    .and_then(|h| h.get(key))
+                    .map(|v| v.as_str().to_owned())
+                    .unwrap_or_default()
+            };
+            let (method, rest, query) = (
+                field("Fnhub-Method"),
+                field("Fnhub-Path"),
+                field("Fnhub-Query"),
+            );
+            // The asking node checked the caller's right to the execution's function.
+            let asker = Asker {
+                from_function: false,
+                may_invoke: &|_| true,
+            };
+            let dex = edge.dex().clone();
+            drop(edge);
+            let mut answer =
+                api::serve(&dex, &hub, &asker, &method, &rest, &query, &request.payload);
+            if !dex.flushed().await {
+                answer = Err(ApiError {
+                    status: 503,
+                    kind: "ServiceException",
+                    message: "the change could not be stored in time; retry".into(),
+                });
+            }
+            let _ = client.publish(reply, encode_answer(&answer)).await;
+        });
+    }
+}
+
+fn encode_answer(answer: &Answer) -> Bytes {
+    let v = match answer {
+        Ok((status, body)) => json!({"status": status, "body": body}),
+        Err(e) => json!({"status": e.status, "kind": e.kind, "message": e.message}),
+    };
+    Bytes::from(v.to_string())
+}
+
+/// A forwarded answer; what does not parse is a `ServiceException`.
+fn decode_answer(bytes: &[u8]) -> Answer {
+    let garbled = || ApiError {
+        status: 502,
+        kind: "ServiceException",
+        message: "the node running this execution answered something that does not parse".into(),
+    };
+    let v: Value = serde_json::from_slice(bytes).map_err(|_| garbled())?;
+    let status = v["status"]
+        .as_u64()
+        .and_then(|s| u16::try_from(s).ok())
+        .filter(|s| (100..600).contains(s))
+        .ok_or_else(garbled)?;
+    match v.get("body") {
+        Some(body) => Ok((status, body.clone())),
+        None => Err(ApiError {
+            status,
+            kind: api::known_kind(v["kind"].as_str().unwrap_or_default()),
+            message: v["message"].as_str().unwrap_or_default().to_owned(),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_round_trip_and_garbage_is_a_service_exception() {
+        let ok: Answer = Ok((200, json!({"Status": "RUNNING"})));
+        let back = decode_answer(&encode_answer(&ok)).unwrap();
+        assert_eq!(back, (200, json!({"Status": "RUNNING"})));
+        let err: Answer = Err(ApiError {
+            status: 404,
+            kind: "ResourceNotFoundException",
+            message: "gone".into(),
+        });
+        let back = decode_answer(&encode_answer(&err)).unwrap_err();
+        assert_eq!(
+            (back.status, back.kind, back.message.as_str()),
+            (404, "ResourceNotFoundException", "gone")
+        );
+        for garbage in [
+            &b""[..],
+            b"[]",
+            b"{\"status\": 99}",
+            b"{\"status\": \"x\"}",
+            b"\xff",
+        ] {
+            let e = decode_answer(garbage).unwrap_err();
+            assert_eq!((e.status, e.kind), (502, "ServiceException"));
+        }
+        // A kind this hub does not know becomes a ServiceException, not a made-up type.
+        let odd = br#"{"status": 400, "kind": "MadeUpException", "message": "m"}"#;
+        assert_eq!(decode_answer(odd).unwrap_err().kind, "ServiceException");
+    }
+}
