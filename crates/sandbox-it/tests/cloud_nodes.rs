@@ -368,7 +368,28 @@ fn cli(addr: &str, args: &[&str]) -> Result<Value, String> {
     if !out.status.success() {
         return Err(String::from_utf8_lossy(&out.stderr).into_owned());
     }
+    if out.stdout.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Value::Null);
+    }
     serde_json::from_slice(&out.stdout).map_err(|e| format!("{e}: {:?}", out.stdout))
+}
+
+/// Execution `arn` once it no longer runs, as node `addr` answers for it (90 s at most).
+fn finished_at(addr: &str, arn: &str) -> Value {
+    let until = std::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        let exec = cli(
+            addr,
+            &["get-durable-execution", "--durable-execution-arn", arn],
+        );
+        if let Ok(exec) = &exec
+            && exec["Status"] != "RUNNING"
+        {
+            return exec.clone();
+        }
+        assert!(std::time::Instant::now() < until, "still running: {exec:?}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
 }
 
 /// Execution `id` as the deployment's bucket holds it (`x.{id}`: its node and itself).
@@ -392,9 +413,81 @@ fn a_durable_execution_is_finished_by_another_node_when_its_node_is_killed() {
     };
     let dir = tempfile::tempdir().unwrap();
     let url = nats.url();
-    let durable = [("slow", "durable_app.slow")];
+    let durable = [
+        ("slow", "durable_app.slow"),
+        ("approve", "durable_app.approve"),
+    ];
     let mut a = start_node(&node_config(dir.path(), "a", url, &python, &durable));
     let b = start_node(&node_config(dir.path(), "b", url, &python, &durable));
+
+    // A callback of an execution A runs, answered at B's front door.
+    let approving = cli(
+        &a.addr,
+        &[
+            "invoke",
+            "--function-name",
+            "approve",
+            "--invocation-type",
+            "Event",
+            "--payload",
+            "{}",
+            "out.json",
+        ],
+    )
+    .unwrap();
+    let approving = approving["DurableExecutionArn"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let approving_id = approving.rsplit('/').next().unwrap().to_owned();
+    let until = std::time::Instant::now() + Duration::from_secs(60);
+    let callback = loop {
+        let saved = in_bucket(url, &approving_id);
+        let callback = saved.as_ref().and_then(|s| {
+            s["exec"]["ops"]
+                .as_array()?
+                .iter()
+                .find_map(|o| o["callback_id"].as_str().map(str::to_owned))
+        });
+        if let Some(callback) = callback {
+            break callback;
+        }
+        assert!(std::time::Instant::now() < until, "no callback: {saved:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    cli(
+        &b.addr,
+        &[
+            "send-durable-execution-callback-success",
+            "--callback-id",
+            &callback,
+            "--result",
+            r#"{"approved": true}"#,
+        ],
+    )
+    .unwrap();
+    let approved = finished_at(&b.addr, &approving);
+    assert_eq!(approved["Status"], "SUCCEEDED", "{approved}");
+    let result: Value = serde_json::from_str(approved["Result"].as_str().unwrap()).unwrap();
+    assert_eq!(result["approval"], r#"{"approved": true}"#, "{result}");
+    assert_eq!(in_bucket(url, &approving_id).unwrap()["node"], "a");
+    // B lists it among the function's executions, though A runs it.
+    let listed = cli(
+        &b.addr,
+        &[
+            "list-durable-executions-by-function",
+            "--function-name",
+            "approve",
+        ],
+    )
+    .unwrap();
+    let arns: Vec<&str> = listed["DurableExecutions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["DurableExecutionArn"].as_str())
+        .collect();
+    assert_eq!(arns, [approving.as_str()], "{listed}");
 
     // Started on A: a step, then a 6 s wait.
     let started = cli(

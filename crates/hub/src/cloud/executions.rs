@@ -13,10 +13,12 @@
 //!   claims each execution of a function it runs (compare-and-set of `x.{id}`: one node
 //!   wins), and its hub invokes the function again, which replays.
 //! - A request of the durable execution API for an execution another node runs goes to
-//!   that node (`fnhub.{deployment}.executions.{node}`, NATS request and reply).
+//!   that node (`fnhub.{deployment}.executions.{node}`, NATS request and reply);
+//!   `ListDurableExecutionsByFunction` lists every node's executions from the bucket.
 //!
-//! Not yet across nodes: `ListDurableExecutionsByFunction` lists the executions of the
-//! node asked, and an execution name is unique on its node, not in the deployment.
+//! Not yet across nodes: an execution name is unique on its node, not in the deployment;
+//! and a finished execution of a node that is gone stays in the bucket (its node's sweep
+//! removed it after its retention).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -236,11 +238,7 @@ impl Executions {
             };
             let mut alive: HashMap<String, bool> = HashMap::new();
             for mark in marks {
-                let deleted = mark
-                    .headers
-                    .as_ref()
-                    .and_then(|h| h.get("KV-Operation"))
-                    .is_some();
+                let deleted = is_deleted(&mark);
                 let Some(id) = mark.subject.rsplit('.').next() else {
                     continue;
                 };
@@ -309,6 +307,32 @@ impl Replica for Executions {
                 function: saved.exec.function,
                 node: saved.node,
             })
+        })
+    }
+
+    fn executions_of(&self, function: &str) -> BoxFuture<'static, Option<Vec<Execution>>> {
+        let (client, function) = (self.client.clone(), function.to_owned());
+        let bucket = self.names.executions();
+        Box::pin(async move {
+            let stream = async_nats::jetstream::new(client)
+                .get_stream(format!("KV_{bucket}"))
+                .await
+                .ok()?;
+            let filter = format!("$KV.{bucket}.x.>");
+            let scan = fnhub_checkpoint::nats::last_per_subject(&stream, &filter);
+            let saved = tokio::time::timeout(Duration::from_secs(30), scan)
+                .await
+                .ok()?
+                .ok()?;
+            Some(
+                saved
+                    .iter()
+                    .filter(|m| !is_deleted(m))
+                    .filter_map(|m| serde_json::from_slice::<Saved>(&m.payload).ok())
+                    .map(|s| s.exec)
+                    .filter(|e| e.function == function)
+                    .collect(),
+            )
         })
     }
 
@@ -449,6 +473,15 @@ pub(super) async fn answer_forwarded(
             let _ = client.publish(reply, encode_answer(&answer)).await;
         });
     }
+}
+
+/// A key-value entry's message that deletes or purges its key.
+fn is_deleted(message: &async_nats::jetstream::Message) -> bool {
+    message
+        .headers
+        .as_ref()
+        .and_then(|h| h.get("KV-Operation"))
+        .is_some()
 }
 
 fn encode_answer(answer: &Answer) -> Bytes {

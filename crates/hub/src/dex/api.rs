@@ -125,6 +125,15 @@ fn function_name(text: &str) -> String {
     .to_owned()
 }
 
+/// The function whose executions `method` `rest` lists, if it is that request.
+fn listed_function(method: &str, rest: &str) -> Option<String> {
+    let segments: Vec<&str> = rest.trim_matches('/').split('/').collect();
+    match (method, &segments[..]) {
+        ("GET", ["functions", name, "durable-executions"]) => Some(function_name(&decode(name)?)),
+        _ => None,
+    }
+}
+
 /// [`serve`]; and when the hub is a node of the cloud runtime and the execution the
 /// request names runs on another node, that node's answer. Resolves once what the request
 /// changed is kept (in the folder, and in the cloud runtime's bucket), so an acknowledged
@@ -161,6 +170,21 @@ pub(crate) async fn serve_anywhere(
                 _ => Err(e),
             }
         }
+        Ok(listed) => match (dex.replica(), listed_function(method, rest)) {
+            // Every node's executions of the function, from the deployment's bucket,
+            // with this node's as it has them now.
+            (Some(replica), Some(function)) => match replica.executions_of(&function).await {
+                Some(mut all) => {
+                    let here = dex.list(&function);
+                    all.retain(|e| here.iter().all(|h| h.id != e.id));
+                    all.extend(here);
+                    all.sort_by(|a, b| (a.start_ms, &a.id).cmp(&(b.start_ms, &b.id)));
+                    list_of(all, query)
+                }
+                None => Ok(listed),
+            },
+            _ => Ok(listed),
+        },
         answer => answer,
     };
     if !dex.flushed().await {
@@ -400,6 +424,11 @@ fn callback(dex: &Dex, id: &str, verb: &str, body: &[u8]) -> Result<(u16, Value)
 }
 
 fn list(dex: &Dex, function: &str, query: &str) -> Result<(u16, Value), ApiError> {
+    list_of(dex.list(function), query)
+}
+
+/// The page `query` asks for of `all` (one function's executions, oldest first).
+fn list_of(mut all: Vec<super::Execution>, query: &str) -> Result<(u16, Value), ApiError> {
     let statuses: Vec<String> = query
         .split('&')
         .filter_map(|kv| kv.split_once('='))
@@ -407,7 +436,6 @@ fn list(dex: &Dex, function: &str, query: &str) -> Result<(u16, Value), ApiError
         .filter_map(|(_, v)| decode(v))
         .collect();
     let name = query_param(query, "DurableExecutionName");
-    let mut all = dex.list(function);
     all.retain(|e| {
         let status = serde_json::to_value(e.status).unwrap_or_default();
         (statuses.is_empty() || statuses.iter().any(|s| status == *s))

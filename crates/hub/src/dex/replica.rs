@@ -23,6 +23,10 @@ pub(crate) trait Replica: Send + Sync + 'static {
     /// The function and the node of execution `id`, if another node runs it.
     fn locate(&self, id: &str) -> BoxFuture<'static, Option<Located>>;
 
+    /// Every execution of `function` the replica holds, of every node (`None` if it could
+    /// not be read).
+    fn executions_of(&self, function: &str) -> BoxFuture<'static, Option<Vec<Execution>>>;
+
     /// `request` answered by `node`, which runs the execution.
     fn forward(&self, node: String, request: Forwarded) -> BoxFuture<'static, Answer>;
 }
