@@ -6,13 +6,18 @@
 //!   checkpoint saved and fsynced), beside the same workflow on AWS's own local runner
 //!   (`aws-durable-execution-sdk-python-testing`, in process, its filesystem store);
 //! - the checkpoint round trip per step on fnhub, `(ten steps − no steps) / 10`, beside a
-//!   raw `write` + `fdatasync` of one checkpoint's size.
+//!   raw `write` + `fdatasync` of one checkpoint's size;
+//! - with `--features nats` and `nats-server` installed, the same workflow on a hub that is
+//!   a node of the cloud runtime (each checkpoint stored in the deployment's JetStream
+//!   bucket before it is answered, so another node can take the execution up), beside the
+//!   hub on its folder.
 //!
 //! Needs python3 with awslambdaric and the durable SDK (and, for the peer, the testing
 //! package); skipped with a line saying so without them.
 //!
 //! ```text
 //! cargo bench -p fnhub-benches --bench durable_lambda
+//! cargo bench -p fnhub-benches --features nats --bench durable_lambda
 //! ```
 
 use std::io::Write;
@@ -74,7 +79,7 @@ fn bench(c: &mut Criterion) {
             .build()
             .expect("hub")
     });
-    let run = |function: &str| {
+    let run_on = |hub: &EdgeHub, function: &str| {
         rt.block_on(async {
             let execution = hub
                 .start_durable(function, r#"{"n": 1}"#, None)
@@ -89,6 +94,7 @@ fn bench(c: &mut Criterion) {
             assert_eq!(&out[..], want, "{function}");
         });
     };
+    let run = |function: &str| run_on(&hub, function);
     // Warm the environments (the interpreter, the SDK's imports).
     run("ten");
     run("zero");
@@ -124,6 +130,17 @@ fn bench(c: &mut Criterion) {
         );
     }
     g.finish();
+    #[cfg(feature = "nats")]
+    let node = cloud_node(&rt, &spec);
+    #[cfg(feature = "nats")]
+    if let Some((hub, _node, _server)) = &node {
+        run_on(hub, "ten");
+        run_on(hub, "zero");
+        let mut g = c.benchmark_group("durable_workflow_cloud");
+        g.bench_function("node_ten_steps", |b| b.iter(|| run_on(hub, "ten")));
+        g.bench_function("node_no_steps", |b| b.iter(|| run_on(hub, "zero")));
+        g.finish();
+    }
 
     // One checkpoint's bytes (an execution of ten steps, as saved), written and synced.
     let mut g = c.benchmark_group("durable_checkpoint");
@@ -161,7 +178,57 @@ fn bench(c: &mut Criterion) {
             1e9 / ten
         );
     }
+    #[cfg(feature = "nats")]
+    if let (Some(hub_step), Some(ten), Some(zero)) = (
+        est("durable_workflow", "fnhub_ten_steps")
+            .zip(est("durable_workflow", "fnhub_no_steps"))
+            .map(|(t, z)| (t - z) / 10.0),
+        est("durable_workflow_cloud", "node_ten_steps"),
+        est("durable_workflow_cloud", "node_no_steps"),
+    ) {
+        let step = (ten - zero) / 10.0;
+        println!(
+            "RATIO durable_workflow_cloud: node step round trip {step:.0} ns / hub step round trip {hub_step:.0} ns = {:.2}x",
+            step / hub_step
+        );
+    }
     rt.block_on(hub.shutdown());
+}
+
+/// A hub with the same two durable functions, as a node of a cloud runtime on a
+/// `nats-server` of its own (no folder: its executions are kept in the deployment's
+/// bucket); `None` with a line saying so without `nats-server`.
+#[cfg(feature = "nats")]
+fn cloud_node(
+    rt: &tokio::runtime::Runtime,
+    spec: &dyn Fn(&str) -> FunctionSpec,
+) -> Option<(
+    EdgeHub,
+    fnhub::cloud::CloudRuntime,
+    fnhub_testkit::NatsServer,
+)> {
+    let Some(server) = fnhub_testkit::NatsServer::start() else {
+        eprintln!("durable_lambda: the cloud node skipped (apt-get install nats-server)");
+        return None;
+    };
+    rt.block_on(async {
+        let hub = EdgeHub::builder()
+            .deploy(spec("ten"))
+            .deploy(spec("zero"))
+            .lambda_durable("ten", DurableConfig::default())
+            .lambda_durable("zero", DurableConfig::default())
+            .build()
+            .expect("hub");
+        let node = fnhub::cloud::CloudRuntime::start(
+            server.url(),
+            "bench",
+            hub.clone(),
+            fnhub::cloud::CloudConfig::default(),
+        )
+        .await
+        .expect("node");
+        Some((hub, node, server))
+    })
 }
 
 fn config() -> Criterion {

@@ -374,6 +374,36 @@ fn cli(addr: &str, args: &[&str]) -> Result<Value, String> {
     serde_json::from_slice(&out.stdout).map_err(|e| format!("{e}: {:?}", out.stdout))
 }
 
+/// `aws lambda invoke` (`RequestResponse`) of `function` at `addr` under execution name
+/// `name`: what the CLI printed, and the function's answer.
+fn sync_invoke(addr: &str, function: &str, name: &str, payload: &str) -> (Value, Value) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new("aws");
+    cmd.args(["lambda", "invoke", "--endpoint-url"])
+        .arg(format!("http://{addr}"))
+        .args([
+            "--function-name",
+            function,
+            "--durable-execution-name",
+            name,
+            "--payload",
+            payload,
+            "out.json",
+        ]);
+    caller_env(&mut cmd, dir.path());
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let answer = std::fs::read(dir.path().join("out.json")).unwrap();
+    (
+        serde_json::from_slice(&out.stdout).unwrap(),
+        serde_json::from_slice(&answer).unwrap(),
+    )
+}
+
 /// Execution `arn` once it no longer runs, as node `addr` answers for it (90 s at most).
 fn finished_at(addr: &str, arn: &str) -> Value {
     let until = std::time::Instant::now() + Duration::from_secs(90);
@@ -420,21 +450,41 @@ fn a_durable_execution_is_finished_by_another_node_when_its_node_is_killed() {
     let mut a = start_node(&node_config(dir.path(), "a", url, &python, &durable));
     let b = start_node(&node_config(dir.path(), "b", url, &python, &durable));
 
-    // A callback of an execution A runs, answered at B's front door.
-    let approving = cli(
-        &a.addr,
-        &[
-            "invoke",
-            "--function-name",
-            "approve",
-            "--invocation-type",
-            "Event",
-            "--payload",
-            "{}",
-            "out.json",
-        ],
-    )
-    .unwrap();
+    // A callback of an execution A runs, answered at B's front door. Its name is the
+    // deployment's: B finds it under that name, and refuses the name with another input.
+    let start_approval = |addr: &str, payload: &str| {
+        cli(
+            addr,
+            &[
+                "invoke",
+                "--function-name",
+                "approve",
+                "--durable-execution-name",
+                "approval-1",
+                "--invocation-type",
+                "Event",
+                "--payload",
+                payload,
+                "out.json",
+            ],
+        )
+    };
+    let approving = start_approval(&a.addr, "{}").unwrap();
+    let again = start_approval(&b.addr, "{}").unwrap();
+    assert_eq!(
+        again["DurableExecutionArn"], approving["DurableExecutionArn"],
+        "{again}"
+    );
+    let err = start_approval(&b.addr, r#"{"other": 1}"#).unwrap_err();
+    assert!(
+        err.contains("DurableExecutionAlreadyStartedException"),
+        "{err}"
+    );
+    // A synchronous call of that name at B waits for the execution's end on A.
+    let waiting = {
+        let addr = b.addr.clone();
+        std::thread::spawn(move || sync_invoke(&addr, "approve", "approval-1", "{}"))
+    };
     let approving = approving["DurableExecutionArn"]
         .as_str()
         .unwrap()
@@ -471,6 +521,9 @@ fn a_durable_execution_is_finished_by_another_node_when_its_node_is_killed() {
     let result: Value = serde_json::from_str(approved["Result"].as_str().unwrap()).unwrap();
     assert_eq!(result["approval"], r#"{"approved": true}"#, "{result}");
     assert_eq!(in_bucket(url, &approving_id).unwrap()["node"], "a");
+    let (meta, answer) = waiting.join().unwrap();
+    assert_eq!(meta["DurableExecutionArn"], approving.as_str(), "{meta}");
+    assert_eq!(answer, result);
     // B lists it among the function's executions, though A runs it.
     let listed = cli(
         &b.addr,

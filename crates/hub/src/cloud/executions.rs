@@ -16,8 +16,11 @@
 //!   that node (`fnhub.{deployment}.executions.{node}`, NATS request and reply);
 //!   `ListDurableExecutionsByFunction` lists every node's executions from the bucket.
 //!
-//! Not yet across nodes: an execution name is unique on its node, not in the deployment;
-//! and a finished execution of a node that is gone stays in the bucket (its node's sweep
+//! - `n.{function}.{name}`: an execution name, reserved by the node that starts it, with
+//!   the input and then the ARN: a start under that name on another node finds it (the
+//!   same input) or is refused (another).
+//!
+//! Not yet: a finished execution of a node that is gone stays in the bucket (its node's sweep
 //! removed it after its retention).
 
 use std::collections::HashMap;
@@ -35,7 +38,7 @@ use tokio::sync::{mpsc, watch};
 use super::wire::{HEARTBEAT, Names};
 use crate::EdgeHub;
 use crate::dex::api::{self, ApiError, Asker};
-use crate::dex::replica::{Answer, Forwarded, Located, Replica};
+use crate::dex::replica::{Answer, Forwarded, Located, Named, Replica};
 use crate::dex::{Dex, Execution};
 
 /// The longest a change waits to be stored before its request is answered with an error.
@@ -49,6 +52,20 @@ fn saved_key(id: &str) -> String {
 
 fn running_key(id: &str) -> String {
     format!("r.{id}")
+}
+
+fn name_key(function: &str, name: &str) -> String {
+    format!("n.{function}.{name}")
+}
+
+/// What `n.{function}.{name}` holds: the node that reserved the name, the input, and once
+/// started, the execution's ARN.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Reserved {
+    node: String,
+    input: String,
+    #[serde(default)]
+    arn: Option<String>,
 }
 
 /// What `x.{id}` holds.
@@ -65,7 +82,8 @@ enum Write {
         bytes: Bytes,
         ended: bool,
     },
-    Delete(String),
+    /// The execution and its name's reservation.
+    Delete(String, String),
     /// This node wrote `x.{id}` at this revision (it claimed the execution).
     Known(String, u64),
 }
@@ -283,8 +301,103 @@ impl Replica for Executions {
         }
     }
 
-    fn deleted(&self, id: &str) {
-        self.queue(Write::Delete(id.to_owned()));
+    fn deleted(&self, exec: &Execution) {
+        self.queue(Write::Delete(
+            exec.id.clone(),
+            name_key(&exec.function, &exec.name),
+        ));
+    }
+
+    fn reserve_name(
+        &self,
+        function: &str,
+        name: &str,
+        input: &str,
+    ) -> BoxFuture<'static, Result<Option<Named>, ApiError>> {
+        let (kv, nodes, token) = (self.kv.clone(), self.nodes.clone(), self.token.clone());
+        let key = name_key(function, name);
+        let wanted = input.to_owned();
+        let mine = Reserved {
+            node: token.clone(),
+            input: input.to_owned(),
+            arn: None,
+        };
+        Box::pin(async move {
+            let unavailable = |message: String| ApiError {
+                status: 503,
+                kind: "ServiceException",
+                message,
+            };
+            let mine = Bytes::from(serde_json::to_vec(&mine).unwrap_or_default());
+            for _ in 0..3 {
+                let entry = kv
+                    .entry(key.as_str())
+                    .await
+                    .map_err(|e| unavailable(format!("the execution names cannot be read: {e}")))?;
+                let Some(entry) = entry.filter(|e| e.operation == kv::Operation::Put) else {
+                    match kv.create(key.as_str(), mine.clone()).await {
+                        Ok(_) => return Ok(None),
+                        Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => continue,
+                        Err(e) => {
+                            return Err(unavailable(format!("the name cannot be reserved: {e}")));
+                        }
+                    }
+                };
+                let Ok(held) = serde_json::from_slice::<Reserved>(&entry.value) else {
+                    return Err(unavailable("a name's reservation does not parse".into()));
+                };
+                if held.node == token {
+                    return Ok(None); // this node's: its hub finds the execution by name
+                }
+                match held.arn {
+                    Some(arn) => {
+                        return Ok(Some(Named {
+                            same_input: held.input == wanted,
+                            arn,
+                        }));
+                    }
+                    // Reserved by a node that went before it started the execution.
+                    None if !matches!(nodes.get(held.node.as_str()).await, Ok(Some(_))) => {
+                        if kv
+                            .update(key.as_str(), mine.clone(), entry.revision)
+                            .await
+                            .is_ok()
+                        {
+                            return Ok(None);
+                        }
+                    }
+                    None => {
+                        return Err(unavailable(
+                            "another node is starting an execution of this name; retry".into(),
+                        ));
+                    }
+                }
+            }
+            Err(unavailable(
+                "the name's reservation kept changing; retry".into(),
+            ))
+        })
+    }
+
+    fn named(&self, function: &str, name: &str, arn: &str) -> BoxFuture<'static, ()> {
+        let kv = self.kv.clone();
+        let key = name_key(function, name);
+        let (token, arn) = (self.token.clone(), arn.to_owned());
+        Box::pin(async move {
+            let Ok(Some(entry)) = kv.entry(key.as_str()).await else {
+                return;
+            };
+            let Ok(mut held) = serde_json::from_slice::<Reserved>(&entry.value) else {
+                return;
+            };
+            if held.node != token || held.arn.is_some() {
+                return;
+            }
+            held.arn = Some(arn);
+            if let Ok(bytes) = serde_json::to_vec(&held) {
+                let _ = kv.update(key.as_str(), bytes.into(), entry.revision).await;
+            }
+        })
     }
 
     fn flushed(&self) -> BoxFuture<'static, bool> {
@@ -414,10 +527,11 @@ async fn writer(
                     }
                 }
             }
-            Write::Delete(id) => {
+            Write::Delete(id, name) => {
                 revisions.remove(&id);
                 let _ = kv.delete(saved_key(&id)).await;
                 let _ = kv.delete(running_key(&id)).await;
+                let _ = kv.delete(name).await;
             }
         }
         stored.send_replace(seq);

@@ -456,7 +456,7 @@ impl Dex {
                 store.delete(id);
             }
             if let Some(replica) = self.replica.get() {
-                replica.deleted(id);
+                replica.deleted(&live.exec);
             }
         }
     }

@@ -13,8 +13,23 @@ pub(crate) trait Replica: Send + Sync + 'static {
     /// `exec` changed (called under the hub's lock of its executions: it only queues).
     fn saved(&self, exec: &Execution);
 
-    /// Execution `id` was deleted.
-    fn deleted(&self, id: &str);
+    /// `exec` was deleted.
+    fn deleted(&self, exec: &Execution);
+
+    /// Reserves the name `name` of `function`'s executions in the whole deployment for
+    /// an execution of `input` this node is about to start: `None` when it is this node's
+    /// to start (or find), else the execution another node started under it.
+    #[cfg_attr(not(feature = "http"), allow(dead_code))]
+    fn reserve_name(
+        &self,
+        function: &str,
+        name: &str,
+        input: &str,
+    ) -> BoxFuture<'static, Result<Option<Named>, ApiError>>;
+
+    /// The execution this node started under a name it reserved.
+    #[cfg_attr(not(feature = "http"), allow(dead_code))]
+    fn named(&self, function: &str, name: &str, arn: &str) -> BoxFuture<'static, ()>;
 
     /// Resolves once everything queued so far is stored; `false` if it could not be
     /// stored in time (the caller answers with an error instead of an acknowledgement).
@@ -36,6 +51,15 @@ pub(crate) trait Replica: Send + Sync + 'static {
 pub(crate) struct Located {
     pub(crate) function: String,
     pub(crate) node: String,
+}
+
+/// An execution another node started under a name.
+#[derive(Debug, Clone)]
+#[cfg_attr(not(feature = "http"), allow(dead_code))]
+pub(crate) struct Named {
+    pub(crate) arn: String,
+    /// Whether it was started with the same input.
+    pub(crate) same_input: bool,
 }
 
 /// A request under `/2025-12-01/` sent on to the node that runs its execution.

@@ -36,6 +36,40 @@ pub(super) async fn invoke(
             "the payload of a durable function is UTF-8 JSON",
         );
     };
+    let timeout = front
+        .hub
+        .dex()
+        .config_of(target.name.as_str())
+        .map_or(MAX_SYNC_WAIT, |c| {
+            c.execution_timeout + Duration::from_secs(1)
+        });
+    let wait = MAX_SYNC_WAIT.min(timeout);
+    // On a node of the cloud runtime, a name is the deployment's: it may be another node's.
+    let replica = front.hub.dex().replica().cloned();
+    if let (Some(replica), Some(name)) = (&replica, &name) {
+        match replica
+            .reserve_name(target.name.as_str(), name, &input)
+            .await
+        {
+            Ok(None) => {}
+            Ok(Some(named)) if !named.same_input => {
+                return aws_error(
+                    StatusCode::CONFLICT,
+                    "DurableExecutionAlreadyStartedException",
+                    &format!("an execution named {name:?} was started with another input"),
+                );
+            }
+            Ok(Some(named)) => return elsewhere(replica.as_ref(), named.arn, kind, wait).await,
+            Err(e) => {
+                return aws_error(
+                    StatusCode::from_u16(e.status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE),
+                    e.kind,
+                    &e.message,
+                );
+            }
+        }
+    }
+    let reserved = name.clone();
     let execution = match front.hub.start_durable(&target.to_string(), input, name) {
         Ok(execution) => execution,
         Err(DurableStartError::AlreadyStarted(n)) => {
@@ -68,37 +102,41 @@ pub(super) async fn invoke(
         }
     };
     let arn = execution.arn.clone();
-    let with_arn = |mut r: Response| {
-        if let Ok(v) = HeaderValue::from_str(&arn) {
-            r.headers_mut().insert("x-amz-durable-execution-arn", v);
-        }
-        r
-    };
+    if let (Some(replica), Some(name)) = (&replica, &reserved) {
+        replica.named(target.name.as_str(), name, &arn).await;
+    }
+    let with_arn = |r: Response| with_arn(r, &arn);
     if kind == "Event" {
         return with_arn(StatusCode::ACCEPTED.into_response());
     }
-    let timeout = front
-        .hub
-        .dex()
-        .config_of(target.name.as_str())
-        .map_or(MAX_SYNC_WAIT, |c| {
-            c.execution_timeout + Duration::from_secs(1)
-        });
-    let wait = MAX_SYNC_WAIT.min(timeout);
     let (body, failed) = match tokio::time::timeout(wait, execution.outcome()).await {
         Ok(Ok(result)) => (result.to_vec(), false),
         Ok(Err(e)) => (e.lambda_body("Error").to_string().into_bytes(), true),
-        Err(_) => {
-            let body = json!({
-                "errorType": "Durable.SynchronousWaitExceeded",
-                "errorMessage": format!(
-                    "the execution is still running after {}s; follow it with GetDurableExecution",
-                    wait.as_secs()
-                ),
-            });
-            (body.to_string().into_bytes(), true)
-        }
+        Err(_) => (still_running(wait), true),
     };
+    with_arn(answered(body, failed))
+}
+
+fn with_arn(mut r: Response, arn: &str) -> Response {
+    if let Ok(v) = HeaderValue::from_str(arn) {
+        r.headers_mut().insert("x-amz-durable-execution-arn", v);
+    }
+    r
+}
+
+fn still_running(wait: Duration) -> Vec<u8> {
+    let body = json!({
+        "errorType": "Durable.SynchronousWaitExceeded",
+        "errorMessage": format!(
+            "the execution is still running after {}s; follow it with GetDurableExecution",
+            wait.as_secs()
+        ),
+    });
+    body.to_string().into_bytes()
+}
+
+/// `Invoke`'s answer: the result, or (`failed`) an error body.
+fn answered(body: Vec<u8>, failed: bool) -> Response {
     let mut r = (StatusCode::OK, body).into_response();
     r.headers_mut()
         .insert("content-type", HeaderValue::from_static("application/json"));
@@ -108,7 +146,61 @@ pub(super) async fn invoke(
             HeaderValue::from_static("Unhandled"),
         );
     }
-    with_arn(r)
+    r
+}
+
+/// `Invoke` under a name another node started an execution of, with the same input: that
+/// execution's ARN, and for `RequestResponse` its end, followed through the node that runs
+/// it (every half second, at most `wait`).
+async fn elsewhere(
+    replica: &dyn dex::replica::Replica,
+    arn: String,
+    kind: &str,
+    wait: Duration,
+) -> Response {
+    if kind == "Event" {
+        return with_arn(StatusCode::ACCEPTED.into_response(), &arn);
+    }
+    let id = arn.rsplit('/').next().unwrap_or_default().to_owned();
+    let rest = format!(
+        "durable-executions/{}",
+        arn.replace('%', "%25").replace('/', "%2F")
+    );
+    let until = tokio::time::Instant::now() + wait;
+    loop {
+        let seen = match replica.locate(&id).await {
+            Some(at) => {
+                let request = dex::replica::Forwarded {
+                    method: "GET".into(),
+                    rest: rest.clone(),
+                    query: String::new(),
+                    body: Bytes::new(),
+                };
+                replica.forward(at.node, request).await.ok()
+            }
+            None => None,
+        };
+        if let Some((_, exec)) = seen
+            && exec["Status"] != "RUNNING"
+            && exec["Status"] != "PAUSED"
+        {
+            let r = if exec["Status"] == "SUCCEEDED" {
+                let result = exec["Result"].as_str().unwrap_or("null");
+                answered(result.as_bytes().to_vec(), false)
+            } else {
+                let body = json!({
+                    "errorType": exec["Error"]["ErrorType"].as_str().unwrap_or("Error"),
+                    "errorMessage": exec["Error"]["ErrorMessage"].as_str().unwrap_or_default(),
+                });
+                answered(body.to_string().into_bytes(), true)
+            };
+            return with_arn(r, &arn);
+        }
+        if tokio::time::Instant::now() >= until {
+            return with_arn(answered(still_running(wait), true), &arn);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
 /// Every request under `/2025-12-01/`.
