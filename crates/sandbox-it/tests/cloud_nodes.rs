@@ -148,22 +148,16 @@ fn caller_env(cmd: &mut Command, dir: &Path) {
 /// `_X_AMZN_TRACE_ID` when it runs inside a Lambda function (`AWS_LAMBDA_FUNCTION_NAME`).
 const TRACE: &str = "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1";
 
-/// `aws lambda invoke` of `function` on node `addr` with `payload`, as a caller inside a
-/// Lambda function with trace [`TRACE`]; the function's answer.
-fn cli_invoke(addr: &str, function: &str, payload: &str) -> Value {
+/// `aws lambda invoke` on node `addr` with `args` (then `out.json`) and `env`, signed as
+/// tenant A: what the CLI printed, and the function's answer.
+fn invoke_with(addr: &str, args: &[&str], env: &[(&str, &str)]) -> (Value, Value) {
     let dir = tempfile::tempdir().unwrap();
     let mut cmd = Command::new("aws");
     cmd.args(["lambda", "invoke", "--endpoint-url"])
         .arg(format!("http://{addr}"))
-        .args([
-            "--function-name",
-            function,
-            "--payload",
-            payload,
-            "out.json",
-        ])
-        .env("AWS_LAMBDA_FUNCTION_NAME", "a-caller-outside")
-        .env("_X_AMZN_TRACE_ID", TRACE);
+        .args(args)
+        .arg("out.json")
+        .envs(env.iter().copied());
     caller_env(&mut cmd, dir.path());
     let out = cmd.output().unwrap();
     assert!(
@@ -171,10 +165,27 @@ fn cli_invoke(addr: &str, function: &str, payload: &str) -> Value {
         "aws lambda invoke: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let meta: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let answer = std::fs::read(dir.path().join("out.json")).unwrap();
+    (
+        serde_json::from_slice(&out.stdout).unwrap(),
+        serde_json::from_slice(&answer).unwrap(),
+    )
+}
+
+/// `aws lambda invoke` of `function` on node `addr` with `payload`, as a caller inside a
+/// Lambda function with trace [`TRACE`]; the function's answer.
+fn cli_invoke(addr: &str, function: &str, payload: &str) -> Value {
+    let (meta, answer) = invoke_with(
+        addr,
+        &["--function-name", function, "--payload", payload],
+        &[
+            ("AWS_LAMBDA_FUNCTION_NAME", "a-caller-outside"),
+            ("_X_AMZN_TRACE_ID", TRACE),
+        ],
+    );
     assert_eq!(meta["StatusCode"], 200, "{meta}");
     assert!(meta.get("FunctionError").is_none(), "{meta}");
-    serde_json::from_slice(&std::fs::read(dir.path().join("out.json")).unwrap()).unwrap()
+    answer
 }
 
 /// `calls` concurrent boto3 invocations of `probe` on node `addr`, each sleeping `sleep`
@@ -377,31 +388,15 @@ fn cli(addr: &str, args: &[&str]) -> Result<Value, String> {
 /// `aws lambda invoke` (`RequestResponse`) of `function` at `addr` under execution name
 /// `name`: what the CLI printed, and the function's answer.
 fn sync_invoke(addr: &str, function: &str, name: &str, payload: &str) -> (Value, Value) {
-    let dir = tempfile::tempdir().unwrap();
-    let mut cmd = Command::new("aws");
-    cmd.args(["lambda", "invoke", "--endpoint-url"])
-        .arg(format!("http://{addr}"))
-        .args([
-            "--function-name",
-            function,
-            "--durable-execution-name",
-            name,
-            "--payload",
-            payload,
-            "out.json",
-        ]);
-    caller_env(&mut cmd, dir.path());
-    let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let answer = std::fs::read(dir.path().join("out.json")).unwrap();
-    (
-        serde_json::from_slice(&out.stdout).unwrap(),
-        serde_json::from_slice(&answer).unwrap(),
-    )
+    let args = [
+        "--function-name",
+        function,
+        "--durable-execution-name",
+        name,
+        "--payload",
+        payload,
+    ];
+    invoke_with(addr, &args, &[])
 }
 
 /// Execution `arn` once it no longer runs, as node `addr` answers for it (90 s at most).
@@ -577,15 +572,9 @@ fn a_durable_execution_is_finished_by_another_node_when_its_node_is_killed() {
             .as_ref()
             .and_then(|s| s["exec"]["ops"].as_array().cloned())
             .unwrap_or_default();
-        let step = ops
-            .iter()
-            .find(|o| o["name"] == "first" && o["status"] == "SUCCEEDED");
-        let waiting = ops
-            .iter()
-            .any(|o| o["name"] == "nap" && o["status"] == "STARTED");
-        if let (Some(step), true) = (step, waiting) {
+        if let Some(first) = common::first_step_while_napping(&ops) {
             assert_eq!(saved.as_ref().unwrap()["node"], "a");
-            break serde_json::from_str::<Value>(step["result"].as_str().unwrap()).unwrap();
+            break first;
         }
         assert!(
             std::time::Instant::now() < until,

@@ -407,14 +407,8 @@ async fn an_execution_survives_a_sigkill_of_the_hub() {
             .filter_map(|e| serde_json::from_slice::<Value>(&std::fs::read(e.path()).ok()?).ok())
             .flat_map(|exec| exec["ops"].as_array().cloned().unwrap_or_default())
             .collect();
-        let step = ops
-            .iter()
-            .find(|o| o["name"] == "first" && o["status"] == "SUCCEEDED");
-        let waiting = ops
-            .iter()
-            .any(|o| o["name"] == "nap" && o["status"] == "STARTED");
-        if let (Some(step), true) = (step, waiting) {
-            break serde_json::from_str::<Value>(step["result"].as_str().unwrap()).unwrap();
+        if let Some(first) = common::first_step_while_napping(&ops) {
+            break first;
         }
         assert!(
             std::time::Instant::now() < until,

@@ -182,3 +182,15 @@ pub(crate) fn python_function(
     .with_capabilities(profile)
     .with_timeout(timeout)
 }
+
+/// The result of the fixture `durable_app.slow`'s step `first`, once `ops` (an execution's
+/// operations as saved) show it succeeded and the wait `nap` begun.
+pub(crate) fn first_step_while_napping(ops: &[Value]) -> Option<Value> {
+    let step = ops
+        .iter()
+        .find(|o| o["name"] == "first" && o["status"] == "SUCCEEDED")?;
+    ops.iter()
+        .any(|o| o["name"] == "nap" && o["status"] == "STARTED")
+        .then(|| serde_json::from_str(step["result"].as_str()?).ok())
+        .flatten()
+}
