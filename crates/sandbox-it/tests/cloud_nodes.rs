@@ -585,6 +585,34 @@ fn a_durable_execution_is_finished_by_another_node_when_its_node_is_killed() {
     a.child.kill().unwrap();
     a.child.wait().unwrap();
 
+    // A's finished execution is still answered, by B, from the bucket.
+    let later = cli(
+        &b.addr,
+        &[
+            "get-durable-execution",
+            "--durable-execution-arn",
+            &approving,
+        ],
+    )
+    .unwrap();
+    assert_eq!(later["Status"], "SUCCEEDED", "{later}");
+    let history = cli(
+        &b.addr,
+        &[
+            "get-durable-execution-history",
+            "--durable-execution-arn",
+            &approving,
+        ],
+    )
+    .unwrap();
+    let kinds: Vec<&str> = history["Events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["EventType"].as_str())
+        .collect();
+    assert!(kinds.contains(&"CallbackSucceeded"), "{kinds:?}");
+
     // B takes it up once A has left the live nodes, and finishes it: the step's recorded
     // result is replayed, not run again.
     let until = std::time::Instant::now() + Duration::from_secs(90);

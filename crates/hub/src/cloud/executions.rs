@@ -417,8 +417,9 @@ impl Replica for Executions {
             let value = kv.get(key).await.ok()??;
             let saved: Saved = serde_json::from_slice(&value).ok()?;
             Some(Located {
-                function: saved.exec.function,
+                function: saved.exec.function.clone(),
                 node: saved.node,
+                exec: saved.exec,
             })
         })
     }

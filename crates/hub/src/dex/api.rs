@@ -125,6 +125,42 @@ fn function_name(text: &str) -> String {
     .to_owned()
 }
 
+/// The operations that only read an execution (`GetDurableExecution`,
+/// `GetDurableExecutionHistory`), answered from `exec`.
+fn read_only(
+    exec: &super::Execution,
+    method: &str,
+    tail: &[&str],
+    query: &str,
+) -> Option<Result<(u16, Value), ApiError>> {
+    match (method, tail) {
+        ("GET", []) => {
+            let with_data = query_param(query, "IncludeExecutionData").as_deref() != Some("false");
+            Some(Ok((200, exec.summary(with_data))))
+        }
+        ("GET", ["history"]) => Some(history(exec, query)),
+        _ => None,
+    }
+}
+
+/// A read of `exec`, saved by the node that runs it (or ran it, and is gone): every
+/// acknowledged change is in the saved copy, so any node answers it.
+fn read_saved(
+    exec: &super::Execution,
+    method: &str,
+    rest: &str,
+    query: &str,
+) -> Option<Result<(u16, Value), ApiError>> {
+    let segments: Vec<&str> = rest.trim_matches('/').split('/').collect();
+    let ["durable-executions", arn, tail @ ..] = &segments[..] else {
+        return None;
+    };
+    if decode(arn)? != exec.arn {
+        return None;
+    }
+    read_only(exec, method, tail, query)
+}
+
 /// The function whose executions `method` `rest` lists, if it is that request.
 fn listed_function(method: &str, rest: &str) -> Option<String> {
     let segments: Vec<&str> = rest.trim_matches('/').split('/').collect();
@@ -157,13 +193,18 @@ pub(crate) async fn serve_anywhere(
                         if rest.starts_with("durable-execution-callbacks/")
                             || (asker.may_invoke)(&at.function) =>
                     {
-                        let request = super::replica::Forwarded {
-                            method: method.to_owned(),
-                            rest: rest.to_owned(),
-                            query: query.to_owned(),
-                            body: body.clone(),
-                        };
-                        replica.forward(at.node, request).await
+                        match read_saved(&at.exec, method, rest, query) {
+                            Some(read) => read,
+                            None => {
+                                let request = super::replica::Forwarded {
+                                    method: method.to_owned(),
+                                    rest: rest.to_owned(),
+                                    query: query.to_owned(),
+                                    body: body.clone(),
+                                };
+                                replica.forward(at.node, request).await
+                            }
+                        }
                     }
                     _ => Err(e),
                 },
@@ -254,6 +295,9 @@ pub(crate) fn serve(
                     format!("not authorized for the executions of {}", exec.function),
                 ));
             }
+            if let Some(read) = read_only(&exec, method, tail, query) {
+                return read;
+            }
             match (method, tail) {
                 ("POST", ["checkpoint"]) => checkpoint(dex, hub, &id, body),
                 ("GET", ["state"]) => {
@@ -269,12 +313,6 @@ pub(crate) fn serve(
                     }
                     Ok((200, v))
                 }
-                ("GET", []) => {
-                    let with_data =
-                        query_param(query, "IncludeExecutionData").as_deref() != Some("false");
-                    Ok((200, exec.summary(with_data)))
-                }
-                ("GET", ["history"]) => history(&exec, query),
                 ("POST", ["stop"]) => {
                     let given = body_json(body)?;
                     let reason: Option<ErrorObject> =

@@ -35,7 +35,8 @@ pub(crate) trait Replica: Send + Sync + 'static {
     /// stored in time (the caller answers with an error instead of an acknowledgement).
     fn flushed(&self) -> BoxFuture<'static, bool>;
 
-    /// The function and the node of execution `id`, if another node runs it.
+    /// The function, the node and the saved copy of execution `id`, if another node runs
+    /// it (or ran it).
     fn locate(&self, id: &str) -> BoxFuture<'static, Option<Located>>;
 
     /// Every execution of `function` the replica holds, of every node (`None` if it could
@@ -46,11 +47,12 @@ pub(crate) trait Replica: Send + Sync + 'static {
     fn forward(&self, node: String, request: Forwarded) -> BoxFuture<'static, Answer>;
 }
 
-/// Where an execution is.
+/// Where an execution is, and its saved copy.
 #[derive(Debug, Clone)]
 pub(crate) struct Located {
     pub(crate) function: String,
     pub(crate) node: String,
+    pub(crate) exec: Execution,
 }
 
 /// An execution another node started under a name.
