@@ -97,11 +97,13 @@ impl CheckpointStore for NatsStore {
                     if e.kind()
                         == async_nats::jetstream::stream::LastRawMessageErrorKind::NoMessageFound =>
                 {
+                    tracing::debug!(execution = %id, "no checkpoint: the stream's leader has no info for it");
                     return Ok(None);
                 }
                 Err(e) => return Err(backend(e)),
             };
             if info.deleted {
+                tracing::debug!(execution = %id, "no checkpoint: its info says deleted");
                 return Ok(None);
             }
             // A checkpoint is most often one chunk (128 KiB): read it with one direct get
@@ -126,6 +128,7 @@ impl CheckpointStore for NatsStore {
                     let mut object = match self.store.get(name.as_str()).await {
                         Ok(o) => o,
                         Err(e) if e.kind() == object_store::GetErrorKind::NotFound => {
+                            tracing::debug!(execution = %id, "no checkpoint: the object store found none");
                             return Ok(None);
                         }
                         Err(e) => return Err(backend(e)),
@@ -152,6 +155,7 @@ impl CheckpointStore for NatsStore {
                 _ => return Ok(false),
             }
             self.store.delete(id.to_string()).await.map_err(backend)?;
+            tracing::debug!(execution = %id, "checkpoint removed");
             Ok(true)
         })
     }
