@@ -250,7 +250,9 @@ impl EdgeHubBuilder {
 
     /// How the hub's WebAssembly sandbox is set up (feature `wasm`): pool size, largest
     /// memory, fuel, epoch tick. Its guests reach the hub's services (publish, invoke,
-    /// key-value store, shadows) through the `fnhub` imports.
+    /// key-value store, shadows) through the `fnhub` imports. The engine is made when the
+    /// first WebAssembly environment is: a setting it refuses fails that environment (and
+    /// shows in `/healthz`), and a hub without WebAssembly functions never makes one.
     #[cfg(feature = "wasm")]
     pub fn wasm_config(mut self, config: fnhub_sandbox::WasmConfig) -> Self {
         self.wasm_config = config;
@@ -398,11 +400,11 @@ impl EdgeHubBuilder {
             scheduler.add_sandbox(Arc::new(process));
         }
         #[cfg(feature = "wasm")]
-        {
-            let wasm = fnhub_sandbox::WasmSandbox::with_config(self.wasm_config, services.clone())?
-                .with_clock(self.clock.clone());
-            scheduler.add_sandbox(Arc::new(wasm));
-        }
+        scheduler.add_sandbox(Arc::new(super::lazy_wasm::LazyWasm::new(
+            self.wasm_config,
+            services.clone(),
+            self.clock.clone(),
+        )));
         let store = self.store.unwrap_or_else(|| Arc::new(MemoryStore::new()));
         let host = Arc::new(HubHost::new(scheduler.downgrade(), self.max_depth));
         let engine = Engine::new(

@@ -24,6 +24,8 @@ use crate::services::HubServices;
 use crate::stats::{HubStats, Stats};
 
 mod builder;
+#[cfg(feature = "wasm")]
+mod lazy_wasm;
 pub(crate) mod route;
 
 pub use builder::{EdgeHubBuilder, HubError};
