@@ -549,3 +549,59 @@ fn is_deleted(message: &async_nats::jetstream::Message) -> bool {
         .and_then(|h| h.get("KV-Operation"))
         .is_some()
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::cloud::{CloudConfig, CloudRuntime};
+    use crate::{DurableConfig, FunctionName, FunctionSpec, from_fn};
+
+    /// A node whose execution another node claimed (as when it was cut off long enough to
+    /// be taken for gone) has its next write refused, and lets the execution go; the
+    /// claim stands.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_node_whose_execution_was_claimed_lets_it_go() {
+        let Some(server) = fnhub_testkit::NatsServer::start() else {
+            return;
+        };
+        let hub = EdgeHub::builder()
+            .function(
+                FunctionSpec::in_process(FunctionName::new("f").unwrap()),
+                from_fn(|_| async { Ok(Bytes::new()) }),
+            )
+            .lambda_durable("f", DurableConfig::default())
+            .build()
+            .unwrap();
+        let _node = CloudRuntime::start(server.url(), "a", hub.clone(), CloudConfig::default())
+            .await
+            .unwrap();
+        // Started, not driven: only its writes matter here.
+        let (id, _, _) = hub.dex().start("f", 1, "{}".into(), None).unwrap();
+        assert!(hub.dex().flushed().await);
+        let js = async_nats::jetstream::new(async_nats::connect(server.url()).await.unwrap());
+        let kv = js.get_key_value("FNHUB_default_EXECUTIONS").await.unwrap();
+        let entry = kv.entry(saved_key(&id)).await.unwrap().unwrap();
+        let mut saved: Saved = serde_json::from_slice(&entry.value).unwrap();
+        assert_eq!(saved.node, "a");
+        assert_eq!(
+            kv.get(running_key(&id)).await.unwrap().as_deref(),
+            Some(&b"a"[..])
+        );
+
+        // Node b claims it.
+        saved.node = "b".into();
+        let claimed = Bytes::from(serde_json::to_vec(&saved).unwrap());
+        kv.update(saved_key(&id), claimed, entry.revision)
+            .await
+            .unwrap();
+
+        // A's next change is refused: A lets the execution go, b's claim stands.
+        hub.dex().with(&id, |_, _| ((), true));
+        assert!(hub.dex().flushed().await);
+        assert!(hub.dex().snapshot(&id).is_none(), "a still runs it");
+        let now: Saved =
+            serde_json::from_slice(&kv.get(saved_key(&id)).await.unwrap().unwrap()).unwrap();
+        assert_eq!(now.node, "b");
+    }
+}
