@@ -15,13 +15,11 @@
 //! - A request of the durable execution API for an execution another node runs goes to
 //!   that node (`fnhub.{deployment}.executions.{node}`, NATS request and reply);
 //!   `ListDurableExecutionsByFunction` lists every node's executions from the bucket.
-//!
 //! - `n.{function}.{name}`: an execution name, reserved by the node that starts it, with
 //!   the input and then the ARN: a start under that name on another node finds it (the
 //!   same input) or is refused (another).
-//!
-//! Not yet: a finished execution of a node that is gone stays in the bucket (its node's sweep
-//! removed it after its retention).
+//! - Every ten minutes a node removes the finished executions of nodes that are gone, once
+//!   past their retention (a live node's own sweep removes its own).
 
 mod forward;
 
@@ -45,6 +43,9 @@ use crate::dex::{Dex, Execution};
 
 /// The longest a change waits to be stored before its request is answered with an error.
 const FLUSH_WAIT: Duration = Duration::from_secs(10);
+/// Every how many passes of the take-up (one every two heartbeats, 4 s) a node removes the
+/// finished executions of nodes that are gone: ten minutes.
+const SWEEP_EVERY: u32 = 150;
 /// The longest a forwarded request waits for the node that runs its execution.
 const FORWARD_WAIT: Duration = Duration::from_secs(10);
 
@@ -245,9 +246,20 @@ impl Executions {
     /// Every two heartbeats, takes up the executions whose node is gone.
     pub(super) async fn take_up(self: Arc<Self>, hub: crate::edge::WeakHub) {
         let stream_name = format!("KV_{}", self.names.executions());
+        let mut passes = 0u32;
         loop {
             tokio::time::sleep(HEARTBEAT * 2).await;
             let Some(hub) = hub.upgrade() else { return };
+            passes = passes.wrapping_add(1);
+            if passes.is_multiple_of(SWEEP_EVERY) {
+                let removed = self.sweep_orphans(hub.dex().now_ms()).await;
+                if removed > 0 {
+                    tracing::info!(
+                        removed,
+                        "removed finished durable executions of nodes that are gone, past their retention"
+                    );
+                }
+            }
             let Ok(stream) = self.kv_stream(&stream_name).await else {
                 continue;
             };
@@ -279,6 +291,40 @@ impl Executions {
                 }
             }
         }
+    }
+
+    /// Removes the finished executions past their retention whose node is gone (a live
+    /// node's own sweep removes its own), with their names: how many.
+    pub(super) async fn sweep_orphans(&self, now_ms: u64) -> usize {
+        let Some(all) = saved_all(&self.client, &self.names.executions()).await else {
+            return 0;
+        };
+        let mut alive: HashMap<String, bool> = HashMap::new();
+        let mut removed = 0;
+        for saved in all {
+            let e = &saved.exec;
+            let expired = e.status.is_terminal()
+                && e.end_ms
+                    .is_some_and(|end| end.saturating_add(e.retention_ms) <= now_ms);
+            if !expired {
+                continue;
+            }
+            let lives = match alive.get(&saved.node) {
+                Some(lives) => *lives,
+                None => {
+                    let lives = self.alive(&saved.node).await;
+                    alive.insert(saved.node.clone(), lives);
+                    lives
+                }
+            };
+            if lives {
+                continue;
+            }
+            let _ = self.kv.delete(saved_key(&e.id)).await;
+            let _ = self.kv.delete(name_key(&e.function, &e.name)).await;
+            removed += 1;
+        }
+        removed
     }
 
     async fn kv_stream(
@@ -430,21 +476,9 @@ impl Replica for Executions {
         let (client, function) = (self.client.clone(), function.to_owned());
         let bucket = self.names.executions();
         Box::pin(async move {
-            let stream = async_nats::jetstream::new(client)
-                .get_stream(format!("KV_{bucket}"))
-                .await
-                .ok()?;
-            let filter = format!("$KV.{bucket}.x.>");
-            let scan = fnhub_checkpoint::nats::last_per_subject(&stream, &filter);
-            let saved = tokio::time::timeout(Duration::from_secs(30), scan)
-                .await
-                .ok()?
-                .ok()?;
+            let all = saved_all(&client, &bucket).await?;
             Some(
-                saved
-                    .iter()
-                    .filter(|m| !is_deleted(m))
-                    .filter_map(|m| serde_json::from_slice::<Saved>(&m.payload).ok())
+                all.into_iter()
                     .map(|s| s.exec)
                     .filter(|e| e.function == function)
                     .collect(),
@@ -541,6 +575,27 @@ async fn writer(
     }
 }
 
+/// Every execution in the bucket (`None` if it could not be read in 30 s).
+async fn saved_all(client: &async_nats::Client, bucket: &str) -> Option<Vec<Saved>> {
+    let stream = async_nats::jetstream::new(client.clone())
+        .get_stream(format!("KV_{bucket}"))
+        .await
+        .ok()?;
+    let filter = format!("$KV.{bucket}.x.>");
+    let scan = fnhub_checkpoint::nats::last_per_subject(&stream, &filter);
+    let messages = tokio::time::timeout(Duration::from_secs(30), scan)
+        .await
+        .ok()?
+        .ok()?;
+    Some(
+        messages
+            .iter()
+            .filter(|m| !is_deleted(m))
+            .filter_map(|m| serde_json::from_slice::<Saved>(&m.payload).ok())
+            .collect(),
+    )
+}
+
 /// A key-value entry's message that deletes or purges its key.
 fn is_deleted(message: &async_nats::jetstream::Message) -> bool {
     message
@@ -551,57 +606,4 @@ fn is_deleted(message: &async_nats::jetstream::Message) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used)]
-    use super::*;
-    use crate::cloud::{CloudConfig, CloudRuntime};
-    use crate::{DurableConfig, FunctionName, FunctionSpec, from_fn};
-
-    /// A node whose execution another node claimed (as when it was cut off long enough to
-    /// be taken for gone) has its next write refused, and lets the execution go; the
-    /// claim stands.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_node_whose_execution_was_claimed_lets_it_go() {
-        let Some(server) = fnhub_testkit::NatsServer::start() else {
-            return;
-        };
-        let hub = EdgeHub::builder()
-            .function(
-                FunctionSpec::in_process(FunctionName::new("f").unwrap()),
-                from_fn(|_| async { Ok(Bytes::new()) }),
-            )
-            .lambda_durable("f", DurableConfig::default())
-            .build()
-            .unwrap();
-        let _node = CloudRuntime::start(server.url(), "a", hub.clone(), CloudConfig::default())
-            .await
-            .unwrap();
-        // Started, not driven: only its writes matter here.
-        let (id, _, _) = hub.dex().start("f", 1, "{}".into(), None).unwrap();
-        assert!(hub.dex().flushed().await);
-        let js = async_nats::jetstream::new(async_nats::connect(server.url()).await.unwrap());
-        let kv = js.get_key_value("FNHUB_default_EXECUTIONS").await.unwrap();
-        let entry = kv.entry(saved_key(&id)).await.unwrap().unwrap();
-        let mut saved: Saved = serde_json::from_slice(&entry.value).unwrap();
-        assert_eq!(saved.node, "a");
-        assert_eq!(
-            kv.get(running_key(&id)).await.unwrap().as_deref(),
-            Some(&b"a"[..])
-        );
-
-        // Node b claims it.
-        saved.node = "b".into();
-        let claimed = Bytes::from(serde_json::to_vec(&saved).unwrap());
-        kv.update(saved_key(&id), claimed, entry.revision)
-            .await
-            .unwrap();
-
-        // A's next change is refused: A lets the execution go, b's claim stands.
-        hub.dex().with(&id, |_, _| ((), true));
-        assert!(hub.dex().flushed().await);
-        assert!(hub.dex().snapshot(&id).is_none(), "a still runs it");
-        let now: Saved =
-            serde_json::from_slice(&kv.get(saved_key(&id)).await.unwrap().unwrap()).unwrap();
-        assert_eq!(now.node, "b");
-    }
-}
+mod tests;

@@ -1,0 +1,128 @@
+//! The executions bucket against a real nats-server: fencing and the sweep.
+#![allow(clippy::unwrap_used)]
+use super::*;
+use crate::cloud::{CloudConfig, CloudRuntime};
+use crate::{DurableConfig, FunctionName, FunctionSpec, from_fn};
+
+/// A node whose execution another node claimed (as when it was cut off long enough to
+/// be taken for gone) has its next write refused, and lets the execution go; the
+/// claim stands.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_execution_was_claimed_lets_it_go() {
+    let Some(server) = fnhub_testkit::NatsServer::start() else {
+        return;
+    };
+    let hub = EdgeHub::builder()
+        .function(
+            FunctionSpec::in_process(FunctionName::new("f").unwrap()),
+            from_fn(|_| async { Ok(Bytes::new()) }),
+        )
+        .lambda_durable("f", DurableConfig::default())
+        .build()
+        .unwrap();
+    let _node = CloudRuntime::start(server.url(), "a", hub.clone(), CloudConfig::default())
+        .await
+        .unwrap();
+    // Started, not driven: only its writes matter here.
+    let (id, _, _) = hub.dex().start("f", 1, "{}".into(), None).unwrap();
+    assert!(hub.dex().flushed().await);
+    let js = async_nats::jetstream::new(async_nats::connect(server.url()).await.unwrap());
+    let kv = js.get_key_value("FNHUB_default_EXECUTIONS").await.unwrap();
+    let entry = kv.entry(saved_key(&id)).await.unwrap().unwrap();
+    let mut saved: Saved = serde_json::from_slice(&entry.value).unwrap();
+    assert_eq!(saved.node, "a");
+    assert_eq!(
+        kv.get(running_key(&id)).await.unwrap().as_deref(),
+        Some(&b"a"[..])
+    );
+
+    // Node b claims it.
+    saved.node = "b".into();
+    let claimed = Bytes::from(serde_json::to_vec(&saved).unwrap());
+    kv.update(saved_key(&id), claimed, entry.revision)
+        .await
+        .unwrap();
+
+    // A's next change is refused: A lets the execution go, b's claim stands.
+    hub.dex().with(&id, |_, _| ((), true));
+    assert!(hub.dex().flushed().await);
+    assert!(hub.dex().snapshot(&id).is_none(), "a still runs it");
+    let now: Saved =
+        serde_json::from_slice(&kv.get(saved_key(&id)).await.unwrap().unwrap()).unwrap();
+    assert_eq!(now.node, "b");
+}
+
+/// The finished executions of a node that is gone are removed once past their
+/// retention, with their names; a live node's, and one still retained, are left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finished_executions_of_gone_nodes_go_after_their_retention() {
+    let Some(server) = fnhub_testkit::NatsServer::start() else {
+        return;
+    };
+    let hub = EdgeHub::builder()
+        .function(
+            FunctionSpec::in_process(FunctionName::new("f").unwrap()),
+            from_fn(|_| async { Ok(Bytes::new()) }),
+        )
+        .lambda_durable("f", DurableConfig::default())
+        .build()
+        .unwrap();
+    let node = CloudRuntime::start(server.url(), "a", hub.clone(), CloudConfig::default())
+        .await
+        .unwrap();
+    let (id, _, _) = hub.dex().start("f", 1, "{}".into(), None).unwrap();
+    let template = hub.dex().snapshot(&id).unwrap();
+    let js = async_nats::jetstream::new(node.client.clone());
+    let kv = js.get_key_value("FNHUB_default_EXECUTIONS").await.unwrap();
+    // Three finished executions: of a gone node past retention, of a gone node still
+    // retained, of the live node `a` past retention.
+    let put = |n: u8, node: &str, end_ms: u64| {
+        let mut exec = template.clone();
+        exec.id = format!("{n:032x}");
+        exec.name = format!("name-{n}");
+        exec.finish(crate::dex::ExecStatus::Succeeded, end_ms);
+        exec.retention_ms = 1_000;
+        let saved = Saved {
+            node: node.into(),
+            exec,
+        };
+        (
+            saved_key(&format!("{n:032x}")),
+            Bytes::from(serde_json::to_vec(&saved).unwrap()),
+        )
+    };
+    let now = 1_000_000;
+    for (key, value) in [put(1, "gone", 1), put(2, "gone", now - 10), put(3, "a", 1)] {
+        kv.put(key, value).await.unwrap();
+    }
+    kv.put(name_key("f", "name-1"), Bytes::from_static(b"{}"))
+        .await
+        .unwrap();
+
+    // A handle on the same buckets as node `a`'s.
+    let executions = Executions::start(
+        &hub,
+        kv.clone(),
+        js.get_key_value("FNHUB_default_NODES").await.unwrap(),
+        node.client.clone(),
+        Arc::new(Names::new("default").unwrap()),
+        "a".into(),
+    )
+    .0;
+    assert_eq!(executions.sweep_orphans(now).await, 1);
+    assert!(
+        kv.get(saved_key(&format!("{:032x}", 1)))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(kv.get(name_key("f", "name-1")).await.unwrap().is_none());
+    for n in [2u8, 3] {
+        assert!(
+            kv.get(saved_key(&format!("{n:032x}")))
+                .await
+                .unwrap()
+                .is_some()
+        );
+    }
+}
