@@ -148,6 +148,16 @@ impl Executions {
         token == self.token || matches!(self.nodes.get(token).await, Ok(Some(_)))
     }
 
+    /// [`alive`](Self::alive), asked once per node a pass.
+    async fn alive_in(&self, known: &mut HashMap<String, bool>, token: &str) -> bool {
+        if let Some(lives) = known.get(token) {
+            return *lives;
+        }
+        let lives = self.alive(token).await;
+        known.insert(token.to_owned(), lives);
+        lives
+    }
+
     /// Takes up execution `id` when the node that ran it is gone (or is this node, started
     /// again), and its function runs here. True if this node runs it now.
     pub(super) async fn claim(&self, hub: &EdgeHub, id: &str) -> bool {
@@ -278,15 +288,7 @@ impl Executions {
                 if deleted || node == self.token {
                     continue;
                 }
-                let lives = match alive.get(&node) {
-                    Some(lives) => *lives,
-                    None => {
-                        let lives = self.alive(&node).await;
-                        alive.insert(node.clone(), lives);
-                        lives
-                    }
-                };
-                if !lives {
+                if !self.alive_in(&mut alive, &node).await {
                     self.claim(&hub, id).await;
                 }
             }
@@ -309,15 +311,7 @@ impl Executions {
             if !expired {
                 continue;
             }
-            let lives = match alive.get(&saved.node) {
-                Some(lives) => *lives,
-                None => {
-                    let lives = self.alive(&saved.node).await;
-                    alive.insert(saved.node.clone(), lives);
-                    lives
-                }
-            };
-            if lives {
+            if self.alive_in(&mut alive, &saved.node).await {
                 continue;
             }
             let _ = self.kv.delete(saved_key(&e.id)).await;

@@ -4,14 +4,8 @@ use super::*;
 use crate::cloud::{CloudConfig, CloudRuntime};
 use crate::{DurableConfig, FunctionName, FunctionSpec, from_fn};
 
-/// A node whose execution another node claimed (as when it was cut off long enough to
-/// be taken for gone) has its next write refused, and lets the execution go; the
-/// claim stands.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_node_whose_execution_was_claimed_lets_it_go() {
-    let Some(server) = fnhub_testkit::NatsServer::start() else {
-        return;
-    };
+/// Node `a` of the default deployment, whose hub has one durable function `f`.
+async fn node_a(server: &fnhub_testkit::NatsServer) -> (EdgeHub, CloudRuntime) {
     let hub = EdgeHub::builder()
         .function(
             FunctionSpec::in_process(FunctionName::new("f").unwrap()),
@@ -20,9 +14,21 @@ async fn a_node_whose_execution_was_claimed_lets_it_go() {
         .lambda_durable("f", DurableConfig::default())
         .build()
         .unwrap();
-    let _node = CloudRuntime::start(server.url(), "a", hub.clone(), CloudConfig::default())
+    let node = CloudRuntime::start(server.url(), "a", hub.clone(), CloudConfig::default())
         .await
         .unwrap();
+    (hub, node)
+}
+
+/// A node whose execution another node claimed (as when it was cut off long enough to
+/// be taken for gone) has its next write refused, and lets the execution go; the
+/// claim stands.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_execution_was_claimed_lets_it_go() {
+    let Some(server) = fnhub_testkit::NatsServer::start() else {
+        return;
+    };
+    let (hub, _node) = node_a(&server).await;
     // Started, not driven: only its writes matter here.
     let (id, _, _) = hub.dex().start("f", 1, "{}".into(), None).unwrap();
     assert!(hub.dex().flushed().await);
@@ -59,17 +65,7 @@ async fn finished_executions_of_gone_nodes_go_after_their_retention() {
     let Some(server) = fnhub_testkit::NatsServer::start() else {
         return;
     };
-    let hub = EdgeHub::builder()
-        .function(
-            FunctionSpec::in_process(FunctionName::new("f").unwrap()),
-            from_fn(|_| async { Ok(Bytes::new()) }),
-        )
-        .lambda_durable("f", DurableConfig::default())
-        .build()
-        .unwrap();
-    let node = CloudRuntime::start(server.url(), "a", hub.clone(), CloudConfig::default())
-        .await
-        .unwrap();
+    let (hub, node) = node_a(&server).await;
     let (id, _, _) = hub.dex().start("f", 1, "{}".into(), None).unwrap();
     let template = hub.dex().snapshot(&id).unwrap();
     let js = async_nats::jetstream::new(node.client.clone());
