@@ -46,6 +46,15 @@ pub fn describe_metrics() {
     describe_gauge!("fnhub_running", "Invocations running now.");
     describe_gauge!("fnhub_workers", "Workers of the scheduler.");
     describe_gauge!(
+        "fnhub_python_templates",
+        "Templates of Python functions alive (environments are forked from them)."
+    );
+    describe_gauge!(
+        "fnhub_python_template_bytes",
+        Unit::Bytes,
+        "Resident memory of the templates of Python functions: warm memory."
+    );
+    describe_gauge!(
         "fnhub_function_queued",
         "Invocations of a function waiting, by function."
     );

@@ -131,6 +131,13 @@ async fn a_config_file_starts_a_hub_that_serves_invocations_health_and_metrics()
         metrics.1
     );
     assert!(sum("fnhub_prewarms_total", &[]) >= 1.0, "{}", metrics.1);
+    // The Python function forks from a template (on by default), whose memory is counted.
+    assert_eq!(sum("fnhub_python_templates", &[]), 1.0, "{}", metrics.1);
+    assert!(
+        sum("fnhub_python_template_bytes", &[]) > 8.0 * 1024.0 * 1024.0,
+        "{}",
+        metrics.1
+    );
     for line in metrics.1.lines().filter(|l| l.starts_with("# TYPE ")) {
         let family = line.split(' ').nth(2).unwrap();
         assert!(

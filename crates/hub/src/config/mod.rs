@@ -15,6 +15,9 @@
 //! reservation = "hybrid"                  # optional: "fixed", "forecast" or "hybrid" (the
 //!                                         # default), or a table with parameters: see
 //!                                         # [`Reservation`] and why hybrid is the default
+//! python_templates = true                 # optional: Python functions fork their
+//!                                         # environments from a template that has imported
+//!                                         # the runtime client and the handler's libraries
 //!
 //! [http]                                  # needs feature `http` (on by default)
 //! listen = "127.0.0.1:9000"
@@ -189,6 +192,7 @@ pub struct HubConfig {
     queue_capacity: Option<usize>,
     best_effort: bool,
     reservation: Reservation,
+    python_templates: bool,
     functions: Vec<FunctionSpec>,
     /// Lambda durable functions.
     durables: Vec<(String, crate::DurableConfig)>,
@@ -653,6 +657,7 @@ impl HubConfig {
             queue_capacity,
             best_effort,
             reservation,
+            python_templates: file.hub.python_templates.unwrap_or(true),
             functions,
             durables,
             aliases,
@@ -676,6 +681,12 @@ impl HubConfig {
     /// it says otherwise).
     pub fn reservation(&self) -> &Reservation {
         &self.reservation
+    }
+
+    /// Whether Python functions fork from templates (`[hub] python_templates`, on unless
+    /// the file turns it off).
+    pub fn python_templates(&self) -> bool {
+        self.python_templates
     }
 
     /// The hub's name.
@@ -707,6 +718,7 @@ impl HubConfig {
             b = b.best_effort_confinement();
         }
         b = b.reservation_policy(self.reservation.policy());
+        b = b.python_templates(self.python_templates);
         if let Some(dir) = &self.checkpoint_dir {
             let (store, _) =
                 fnhub_checkpoint::DirStore::open(dir).map_err(|e| ConfigError::Invalid {

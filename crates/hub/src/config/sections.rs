@@ -59,6 +59,8 @@ pub(super) struct HubSection {
     pub(super) confinement: Option<Spanned<String>>,
     /// `"fixed"`, `"forecast"` or `"hybrid"` (the default), or a table with parameters.
     pub(super) reservation: Option<Spanned<super::reservation::ReservationSection>>,
+    /// Whether Python functions fork from a template (default true).
+    pub(super) python_templates: Option<bool>,
 }
 
 /// The largest memory a function may ask for, in MiB (1 TiB).

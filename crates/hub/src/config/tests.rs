@@ -642,3 +642,18 @@ async fn the_running_hub_keeps_environments_as_its_reservation_says() {
     assert_eq!(short, 2, "the environment outlived a one-second keep-alive");
     assert_eq!(default, 1, "the default policy let the environment go");
 }
+
+#[test]
+fn python_templates_are_on_unless_the_file_turns_them_off() {
+    let parse = |text: &str| HubConfig::parse(text, Path::new("hub.toml")).unwrap();
+    assert!(parse("[hub]\nname = \"a\"\n").python_templates());
+    assert!(parse("[hub]\nname = \"a\"\npython_templates = true\n").python_templates());
+    assert!(!parse("[hub]\nname = \"a\"\npython_templates = false\n").python_templates());
+    let e = HubConfig::parse(
+        "[hub]\nname = \"a\"\npython_templates = \"yes\"\n",
+        Path::new("hub.toml"),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("hub.toml:3") && e.contains("boolean"), "{e}");
+}

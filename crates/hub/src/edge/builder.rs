@@ -126,6 +126,7 @@ pub struct EdgeHubBuilder {
     durable_dir: Option<std::path::PathBuf>,
     lambda_durables: Vec<(String, crate::DurableConfig)>,
     best_effort: bool,
+    python_templates: bool,
     aliases: Vec<(fnhub_core::FunctionName, fnhub_core::Alias)>,
     #[cfg(feature = "wasm")]
     wasm_config: fnhub_sandbox::WasmConfig,
@@ -305,6 +306,16 @@ impl EdgeHubBuilder {
         self
     }
 
+    /// Whether Python functions (`python… -m awslambdaric <handler>`) fork their
+    /// environments from a template per function version that has already imported the
+    /// runtime client and the handler's libraries (see the process sandbox's
+    /// [templates](fnhub_sandbox::process#templates-for-python-functions)). On by default;
+    /// a template unused for ten minutes stops. The config file's `[hub] python_templates`.
+    pub fn python_templates(mut self, on: bool) -> Self {
+        self.python_templates = on;
+        self
+    }
+
     /// Makes `function` a Lambda durable function (AWS's 2025-12-01 durable execution
     /// API): `Invoke` of it starts an execution that its SDK checkpoints through the hub.
     /// See [`DurableConfig`](crate::DurableConfig).
@@ -388,17 +399,21 @@ impl EdgeHubBuilder {
         #[cfg(feature = "process")]
         let log_tails = Arc::new(fnhub_sandbox::process::LogTails::new());
         #[cfg(feature = "process")]
-        {
+        let process = {
             let mut process = fnhub_sandbox::ProcessSandbox::new();
             if self.best_effort {
                 process = process.best_effort();
+            }
+            if self.python_templates {
+                process = process.with_templates(std::time::Duration::from_secs(600));
             }
             let process = process
                 .with_clock(self.clock.clone())
                 .with_services(services.clone())
                 .with_log_tails(log_tails.clone());
-            scheduler.add_sandbox(Arc::new(process));
-        }
+            scheduler.add_sandbox(Arc::new(process.clone()));
+            process
+        };
         #[cfg(feature = "wasm")]
         scheduler.add_sandbox(Arc::new(super::lazy_wasm::LazyWasm::new(
             self.wasm_config,
@@ -461,6 +476,8 @@ impl EdgeHubBuilder {
                 clock: self.clock,
                 #[cfg(feature = "process")]
                 log_tails,
+                #[cfg(feature = "process")]
+                process,
                 #[cfg(feature = "mqtt")]
                 bridge: parking_lot::Mutex::new(None),
             }),
@@ -509,6 +526,7 @@ impl Default for EdgeHubBuilder {
             durable_dir: None,
             lambda_durables: Vec::new(),
             best_effort: false,
+            python_templates: true,
             aliases: Vec::new(),
             #[cfg(feature = "wasm")]
             wasm_config: fnhub_sandbox::WasmConfig::default(),

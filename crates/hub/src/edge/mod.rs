@@ -82,6 +82,9 @@ struct Parts {
     /// The tails of watched invocations' output, kept by the hub's process sandbox.
     #[cfg(feature = "process")]
     log_tails: Arc<fnhub_sandbox::process::LogTails>,
+    /// The hub's own process sandbox (a handle).
+    #[cfg(feature = "process")]
+    process: fnhub_sandbox::ProcessSandbox,
     #[cfg(feature = "mqtt")]
     bridge: parking_lot::Mutex<Option<fnhub_router::mqtt::MqttBridge>>,
 }
@@ -466,6 +469,15 @@ impl EdgeHub {
     #[cfg(feature = "process")]
     pub fn log_tails(&self) -> &fnhub_sandbox::process::LogTails {
         &self.parts.log_tails
+    }
+
+    /// What the templates of the hub's Python functions hold now (`[hub] python_templates`):
+    /// how many, and their resident memory, which is warm memory as much as an idle
+    /// environment's. Also in `/metrics` as `fnhub_python_templates` and
+    /// `fnhub_python_template_bytes`.
+    #[cfg(feature = "process")]
+    pub fn python_templates(&self) -> fnhub_sandbox::process::TemplateUsage {
+        self.parts.process.templates()
     }
 
     /// The hub's local services (publish, invoke, a key-value store per principal, device

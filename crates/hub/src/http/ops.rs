@@ -94,10 +94,19 @@ fn cannot_start(spec: &fnhub_core::FunctionSpec) -> Option<String> {
 pub(super) fn routes(app: axum::Router, hub: &EdgeHub, ops: Ops) -> axum::Router {
     let hub = hub.clone();
     let cloud = ops.cloud.clone();
+    #[cfg(feature = "process")]
+    let scraped = hub.clone();
     app.route(
         "/metrics",
         axum::routing::get(move || {
             let metrics = ops.metrics.clone();
+            // Read when scraped: what the templates hold changes without an event.
+            #[cfg(feature = "process")]
+            {
+                let usage = scraped.python_templates();
+                metrics::gauge!("fnhub_python_templates").set(usage.templates as f64);
+                metrics::gauge!("fnhub_python_template_bytes").set(usage.resident_bytes as f64);
+            }
             async move {
                 match metrics {
                     Some(render) => (StatusCode::OK, render()).into_response(),

@@ -194,6 +194,19 @@ impl Cgroup {
     }
 
     /// The folders a process joins by writing its pid to `cgroup.procs` in each.
+    /// Moves the process `pid` (as the host sees it) into this group.
+    pub(crate) fn adopt(&self, pid: u32) -> io::Result<()> {
+        for dir in &self.dirs {
+            std::fs::write(dir.join("cgroup.procs"), pid.to_string())?;
+        }
+        Ok(())
+    }
+
+    /// Kills every process in the group.
+    pub(crate) fn kill(&self) {
+        kill_members(&self.dirs, self.v2);
+    }
+
     pub(crate) fn dirs(&self) -> &[PathBuf] {
         &self.dirs
     }

@@ -17,6 +17,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use super::api::{Answer, Api, Delivery, Phase};
 use super::jail;
 use super::spawn::{FsRules, NetNs, Plan, Rlimits};
+use super::zygote::{self, Template};
 use crate::limit::Limit;
 use crate::{Confinement, Enforcement};
 
@@ -54,6 +55,8 @@ pub(super) struct Inner {
     pub(super) log_tails: Option<Arc<LogTails>>,
     /// Kept so the namespace lives as long as the environment.
     pub(super) _netns: Option<Arc<NetNs>>,
+    /// The template its processes are forked from, if it has one.
+    pub(super) template: Option<Arc<Template>>,
 }
 
 /// How a process ended.
@@ -69,11 +72,22 @@ pub(super) struct Running {
     pub(super) killed: Arc<AtomicBool>,
     /// Its stdout and stderr, as far as they have been read.
     pub(super) logs: Vec<Arc<LogPipe>>,
+    /// For a process forked from a template (whose PID namespace outlives it), the control
+    /// group that holds it and whatever it started: killed with it.
+    pub(super) group: Option<Arc<super::cgroup::Cgroup>>,
+    /// The template it was forked from: when that ends, so did this process.
+    pub(super) forked_from: Option<Arc<Template>>,
 }
 
 impl Running {
     fn has_exited(&self) -> bool {
         self.exited.borrow().is_some()
+    }
+
+    /// Whether it is known to be gone though its exit may not be recorded yet: an
+    /// abandoned invocation killed it, or its template ended (taking it along).
+    fn is_going(&self) -> bool {
+        self.killed.load(Ordering::Relaxed) || self.forked_from.as_ref().is_some_and(|t| !t.alive())
     }
 
     async fn wait(&mut self) -> Exit {
@@ -92,6 +106,13 @@ impl Running {
 
     fn kill(&self) {
         kill_group(self.pid);
+        if let Some(group) = &self.group {
+            group.kill();
+        }
+    }
+
+    fn kill_on_drop(&self) -> KillOnDrop {
+        KillOnDrop(Some((self.pid, self.killed.clone(), self.group.clone())))
     }
 }
 
@@ -186,6 +207,10 @@ impl ProcessEnvironment {
             all.extend(grants.iter().map(|g| (g.path.clone(), g.writable)));
             all
         };
+        let binds = match &profile.filesystem {
+            FilesystemAccess::Only(grants) => Some(visible(grants)),
+            _ => None,
+        };
         let fs = match &profile.filesystem {
             FilesystemAccess::Only(grants) if landlock => {
                 let mut rules = FsRules {
@@ -218,10 +243,7 @@ impl ProcessEnvironment {
                 spec,
                 tools,
                 task_root.clone(),
-                match &profile.filesystem {
-                    FilesystemAccess::Only(grants) => Some(visible(grants)),
-                    _ => None,
-                },
+                binds.clone(),
                 &mut enforced,
                 &mut missing,
             )?)),
@@ -233,26 +255,87 @@ impl ProcessEnvironment {
                 missing,
             });
         }
-        let netns = if profile.network == NetworkAccess::Any {
-            None
-        } else {
-            match NetNs::create().await {
-                Ok(ns) => {
-                    enforced.push(Restriction::Network);
-                    Some(Arc::new(ns))
-                }
-                Err(error) => {
-                    tracing::warn!(%error, "cannot give the function a network namespace");
-                    missing.push(Restriction::Network);
-                    if config.enforcement == Enforcement::FailClosed {
-                        return Err(PrepareError::CannotEnforce {
-                            sandbox: "process",
-                            missing,
-                        });
-                    }
-                    None
-                }
+        let program_path = resolved
+            .map(PathBuf::into_os_string)
+            .unwrap_or_else(|| program.into());
+        let limits = Rlimits {
+            data_bytes: config
+                .limits
+                .memory
+                .then(|| u64::from(spec.resources.memory_mb.max(1)) * 1024 * 1024),
+            open_files: config.limits.open_files,
+            processes: config.limits.processes,
+            cpu_seconds: config.limits.cpu_seconds,
+        };
+        let compose = |address: &str, endpoint: Vec<(String, String)>| {
+            compose_env(
+                &config,
+                spec,
+                &task_root,
+                address,
+                handler.as_deref(),
+                endpoint,
+                clear_env,
+                granted,
+            )
+        };
+
+        // A Python function forks its environments from a template of its own.
+        let template = match (&config.zygotes, zygote::python_handler(program, args)) {
+            (Some(zygotes), Some(handler_arg)) => {
+                let make = || async {
+                    let (mut e, mut m) = (Vec::new(), Vec::new());
+                    let netns = make_netns(&config, profile, &mut e, &mut m)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    let jail = match tools {
+                        Some(tools) => Some(Arc::new(
+                            jail::build(
+                                &config,
+                                spec,
+                                tools,
+                                task_root.clone(),
+                                binds.clone(),
+                                &mut e,
+                                &mut m,
+                            )
+                            .map_err(|e| e.to_string())?,
+                        )),
+                        None => None,
+                    };
+                    let plan = Plan {
+                        program: program_path.clone(),
+                        args: Vec::new(),
+                        workdir: workdir.clone(),
+                        clear_env,
+                        // What the environments will have, but the addresses: the fork is
+                        // told those.
+                        env: compose("127.0.0.1:9", Vec::new()),
+                        fs: fs.clone(),
+                        netns,
+                        limits,
+                        jail,
+                        stdin: None,
+                    };
+                    Template::start(plan, handler_arg, spec.name.as_str(), config.init_timeout)
+                        .await
+                };
+                zygotes
+                    .template(format!("{spec:?}"), spec.name.as_str(), make)
+                    .await
             }
+            _ => None,
+        };
+        let netns = match &template {
+            Some(template) => {
+                if template.netns.is_some() {
+                    enforced.push(Restriction::Network);
+                } else if profile.network != NetworkAccess::Any {
+                    missing.push(Restriction::Network);
+                }
+                template.netns.clone()
+            }
+            None => make_netns(&config, profile, &mut enforced, &mut missing).await?,
         };
 
         let (listener, address) = spawn::loopback_listener(netns.as_ref())
@@ -276,40 +359,12 @@ impl ProcessEnvironment {
         let (api, deliver) = Api::new(arn, config.max_response_bytes);
         let server = api.serve(listener);
 
-        let mut env = lambda_env(&config, spec, &task_root, &address.to_string());
-        if let Some(handler) = handler {
-            env.push(("_HANDLER".into(), handler.clone()));
-        }
-        if let Some(endpoint) = &endpoint {
-            env.extend(endpoint.env());
-        }
-        if !clear_env && std::env::var_os("PATH").is_some() {
-            // An inherited environment keeps the hub's PATH.
-            env.retain(|(k, _)| k != "PATH");
-        }
-        // Reserved variables win over granted ones, as on Lambda.
-        let reserved: std::collections::HashSet<String> =
-            env.iter().map(|(k, _)| k.clone()).collect();
-        let mut all: Vec<(String, String)> = granted
-            .iter()
-            .filter(|(k, _)| !reserved.contains(*k))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        all.extend(env);
-
-        let limits = Rlimits {
-            data_bytes: config
-                .limits
-                .memory
-                .then(|| u64::from(spec.resources.memory_mb.max(1)) * 1024 * 1024),
-            open_files: config.limits.open_files,
-            processes: config.limits.processes,
-            cpu_seconds: config.limits.cpu_seconds,
-        };
+        let all = compose(
+            &address.to_string(),
+            endpoint.as_ref().map(|e| e.env()).unwrap_or_default(),
+        );
         let plan = Plan {
-            program: resolved
-                .map(PathBuf::into_os_string)
-                .unwrap_or_else(|| program.into()),
+            program: program_path,
             args: args.iter().map(Into::into).collect(),
             workdir: workdir.clone(),
             clear_env,
@@ -318,6 +373,7 @@ impl ProcessEnvironment {
             netns: netns.clone(),
             limits,
             jail,
+            stdin: None,
         };
         let healthy = Arc::new(AtomicBool::new(true));
         let sidecars = spec
@@ -352,6 +408,7 @@ impl ProcessEnvironment {
             endpoint,
             log_tails: config.log_tails.clone(),
             _netns: netns,
+            template,
         });
         {
             let mut process = inner.process.lock().await;
@@ -361,32 +418,125 @@ impl ProcessEnvironment {
     }
 }
 
+/// How a process ended, once it has (as Rust prints an exit status).
+type ExitFuture = std::pin::Pin<Box<dyn std::future::Future<Output = String> + Send>>;
+
+/// A network namespace of its own for a function whose profile does not grant the host's
+/// network; what it enforces (or cannot) is added to `enforced` (or `missing`).
+async fn make_netns(
+    config: &Config,
+    profile: &fnhub_core::CapabilityProfile,
+    enforced: &mut Vec<Restriction>,
+    missing: &mut Vec<Restriction>,
+) -> Result<Option<Arc<NetNs>>, PrepareError> {
+    if profile.network == NetworkAccess::Any {
+        return Ok(None);
+    }
+    match NetNs::create().await {
+        Ok(ns) => {
+            enforced.push(Restriction::Network);
+            Ok(Some(Arc::new(ns)))
+        }
+        Err(error) => {
+            tracing::warn!(%error, "cannot give the function a network namespace");
+            missing.push(Restriction::Network);
+            if config.enforcement == Enforcement::FailClosed {
+                return Err(PrepareError::CannotEnforce {
+                    sandbox: "process",
+                    missing: missing.clone(),
+                });
+            }
+            Ok(None)
+        }
+    }
+}
+
+/// The variables of an environment's process: Lambda's (with the Runtime API at `address`
+/// and the endpoint's), then the granted ones that do not collide with those.
+#[allow(clippy::too_many_arguments)]
+fn compose_env(
+    config: &Config,
+    spec: &FunctionSpec,
+    task_root: &std::path::Path,
+    address: &str,
+    handler: Option<&str>,
+    endpoint: Vec<(String, String)>,
+    clear_env: bool,
+    granted: &std::collections::BTreeMap<String, String>,
+) -> Vec<(String, String)> {
+    let mut env = lambda_env(config, spec, task_root, address);
+    if let Some(handler) = handler {
+        env.push(("_HANDLER".into(), handler.to_owned()));
+    }
+    env.extend(endpoint);
+    if !clear_env && std::env::var_os("PATH").is_some() {
+        // An inherited environment keeps the hub's PATH.
+        env.retain(|(k, _)| k != "PATH");
+    }
+    // Reserved variables win over granted ones, as on Lambda.
+    let reserved: std::collections::HashSet<&str> = env.iter().map(|(k, _)| k.as_str()).collect();
+    let mut all: Vec<(String, String)> = granted
+        .iter()
+        .filter(|(k, _)| !reserved.contains(k.as_str()))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    all.extend(env);
+    all
+}
+
 impl Inner {
     /// Starts the process and waits until it asks for work.
     async fn start(self: &Arc<Self>) -> Result<Running, FunctionError> {
         let n = self.starts.fetch_add(1, Ordering::Relaxed);
         let _ = self.api.take_init_error();
-        let mut child = self.plan.spawn().await.map_err(|e| {
-            FunctionError::new(ErrorKind::Rejected, e.to_string()).with_type("Runtime.StartError")
-        })?;
-        let pid = child.id().unwrap_or(0);
+        // The kernel's OOM killer acting in the jail's control group (memory summed over all
+        // the function's processes) also makes the exit an out-of-memory error.
+        let cgroup = self.plan.jail.as_ref().and_then(|j| j.cgroup.clone());
+        let ooms_before = cgroup.as_ref().map_or(0, |c| c.oom_kills());
+        let forked = match &self.template {
+            Some(template) if template.alive() => {
+                match template
+                    .fork(&self.plan.env, self.plan.clear_env, cgroup.as_deref())
+                    .await
+                {
+                    Ok(forked) => Some(forked),
+                    Err(error) => {
+                        tracing::debug!(function = %self.function, %error, "no fork from the template: starting the process");
+                        None
+                    }
+                }
+            }
+            _ => None,
+        };
+        let was_forked = forked.is_some();
+        let (pid, stdout, stderr, exit) = match forked {
+            Some(f) => (f.pid, Some(Ok(f.stdout)), Some(Ok(f.stderr)), f.exit),
+            None => {
+                let mut child = self.plan.spawn().await.map_err(|e| {
+                    FunctionError::new(ErrorKind::Rejected, e.to_string())
+                        .with_type("Runtime.StartError")
+                })?;
+                let pid = child.id().unwrap_or(0);
+                let stdout = child.stdout.take().map(|s| s.into_owned_fd());
+                let stderr = child.stderr.take().map(|s| s.into_owned_fd());
+                let exit: ExitFuture = Box::pin(async move {
+                    match child.wait().await {
+                        Ok(status) => status.to_string(),
+                        Err(e) => format!("unknown status ({e})"),
+                    }
+                });
+                (pid, stdout, stderr, exit)
+            }
+        };
         self.pid.store(pid, Ordering::Relaxed);
-        tracing::debug!(function = %self.function, pid, start = n, "function process started");
+        tracing::debug!(function = %self.function, pid, start = n, forked = self.template.is_some(), "function process started");
         let tail = Arc::new(Mutex::new(VecDeque::new()));
         let oom = Arc::new(AtomicBool::new(false));
         let mut readers = Vec::new();
         let mut logs = Vec::new();
         let streams = [
-            (
-                child.stdout.take().map(|s| s.into_owned_fd()),
-                "stdout",
-                None,
-            ),
-            (
-                child.stderr.take().map(|s| s.into_owned_fd()),
-                "stderr",
-                Some(tail.clone()),
-            ),
+            (stdout, "stdout", None),
+            (stderr, "stderr", Some(tail.clone())),
         ];
         for (stream, name, stderr_tail) in streams {
             let Some(stream) = stream else { continue };
@@ -404,20 +554,13 @@ impl Inner {
         }
         let (exited_tx, exited) = watch::channel(None);
         let api = self.api.clone();
-        // The kernel's OOM killer acting in the jail's control group (memory summed over all
-        // the function's processes) also makes the exit an out-of-memory error.
-        let cgroup = self.plan.jail.as_ref().and_then(|j| j.cgroup.clone());
-        let ooms_before = cgroup.as_ref().map_or(0, |c| c.oom_kills());
+        let group = if was_forked { cgroup.clone() } else { None };
         tokio::spawn(async move {
-            let status = child.wait().await;
+            let status = exit.await;
             // Let the readers take the last lines before quoting them.
             for reader in readers {
                 let _ = tokio::time::timeout(Duration::from_millis(200), reader).await;
             }
-            let status = match status {
-                Ok(status) => status.to_string(),
-                Err(e) => format!("unknown status ({e})"),
-            };
             let lines: Vec<String> = tail.lock().iter().cloned().collect();
             let mut message = format!("the function's process ended: {status}");
             if !lines.is_empty() {
@@ -447,6 +590,12 @@ impl Inner {
             exited,
             killed: Arc::new(AtomicBool::new(false)),
             logs,
+            group,
+            forked_from: if was_forked {
+                self.template.clone()
+            } else {
+                None
+            },
         };
         let ready = tokio::time::timeout(self.init_timeout, async {
             tokio::select! {
@@ -495,10 +644,10 @@ impl Inner {
         let mut redeliveries = 1;
         loop {
             if let Some(running) = process.as_mut()
-                && running.killed.load(Ordering::Relaxed)
+                && running.is_going()
             {
-                // An abandoned invocation killed it: let the exit be processed first, so
-                // that the reset it causes does not hit the next process.
+                // Let the exit be processed first, so that the reset it causes does not
+                // hit the next process.
                 running.wait().await;
             }
             if process.as_ref().is_none_or(Running::has_exited) {
@@ -526,7 +675,7 @@ impl Inner {
                 endpoint.running(invocation.id, &invocation.context, deadline);
             }
             // Kills the process if this future is dropped before the answer arrives.
-            let guard = KillOnDrop(Some((running.pid, running.killed.clone())));
+            let guard = running.kill_on_drop();
             if self.deliver.send(delivery).await.is_err() {
                 guard.disarm();
                 return Err(FunctionError::new(
@@ -584,7 +733,9 @@ impl Inner {
     }
 }
 
-pub(super) struct KillOnDrop(pub(super) Option<(u32, Arc<AtomicBool>)>);
+pub(super) struct KillOnDrop(
+    pub(super) Option<(u32, Arc<AtomicBool>, Option<Arc<super::cgroup::Cgroup>>)>,
+);
 
 impl KillOnDrop {
     pub(super) fn disarm(mut self) {
@@ -594,9 +745,12 @@ impl KillOnDrop {
 
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
-        if let Some((pid, killed)) = self.0.take() {
+        if let Some((pid, killed, group)) = self.0.take() {
             killed.store(true, Ordering::Relaxed);
             kill_group(pid);
+            if let Some(group) = group {
+                group.kill();
+            }
         }
     }
 }

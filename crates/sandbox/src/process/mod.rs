@@ -95,6 +95,22 @@
 //! call is a child of the invocation in progress. What a function may call is its
 //! profile's [`ServiceAccess`](fnhub_core::ServiceAccess), closed by default.
 //!
+//! # Templates for Python functions
+//!
+//! With [`ProcessSandbox::with_templates`], a function whose command is
+//! `python… -m awslambdaric <handler>` gets one template process per function version,
+//! started in a jail of its own exactly as an environment's process would be (its
+//! confinement in place before any code of its runs), which imports the runtime client and
+//! the libraries the handler's module imports. Each environment's process is then forked
+//! from it, moved into the environment's own control group, and given the environment's
+//! standard streams, variables (its own `AWS_LAMBDA_RUNTIME_API`, credentials and
+//! endpoint) and argv; the handler's module is imported in the fork, so its module-level
+//! code runs with the environment's variables, as on Lambda. Environments of one function
+//! version share the template's network, mount and PID namespaces (so its `/tmp`); no
+//! template is shared between functions. A template that dies is replaced by the next
+//! environment that needs one; one that cannot be made leaves its function to start the
+//! interpreter for each environment.
+//!
 //! Every line the process writes to stdout or stderr becomes a `tracing` event with target
 //! `fnhub::function`, carrying the function, its version, the stream and the request id
 //! that was running.
@@ -109,6 +125,7 @@ mod logs;
 mod output;
 mod seccomp;
 mod spawn;
+mod zygote;
 
 use std::io;
 use std::sync::Arc;
@@ -190,6 +207,7 @@ struct Config {
     services: Option<Arc<dyn fnhub_core::LocalServices>>,
     credential_lifetime: Duration,
     log_tails: Option<Arc<LogTails>>,
+    zygotes: Option<Arc<zygote::Zygotes>>,
 }
 
 /// Runs functions of [`Runtime::Process`] as processes speaking the AWS Lambda Runtime API.
@@ -243,6 +261,7 @@ impl ProcessSandbox {
                 services: None,
                 credential_lifetime: DEFAULT_CREDENTIAL_LIFETIME,
                 log_tails: None,
+                zygotes: None,
             }),
         }
     }
@@ -326,11 +345,49 @@ impl ProcessSandbox {
         self
     }
 
+    /// Forks the environments of Python functions (`python… -m awslambdaric <handler>`) from
+    /// a template per function version that has already imported the runtime client and the
+    /// handler's libraries, so a cold start is a `fork` rather than an interpreter start.
+    /// A template unused for `keep_alive` is stopped. Off unless set; see
+    /// [templates](self#templates-for-python-functions).
+    pub fn with_templates(mut self, keep_alive: Duration) -> ProcessSandbox {
+        self.config_mut().zygotes = Some(Arc::new(zygote::Zygotes::new(keep_alive)));
+        self
+    }
+
+    /// The templates alive now and their resident memory: what they hold warm.
+    pub fn templates(&self) -> TemplateUsage {
+        let (templates, resident_bytes) =
+            self.config.zygotes.as_ref().map_or((0, 0), |z| z.usage());
+        TemplateUsage {
+            templates,
+            resident_bytes,
+        }
+    }
+
+    /// Readies what `spec`'s environments share ahead of its first invocation (its
+    /// template, when it has one) by preparing one environment and stopping it.
+    pub async fn stage(&self, spec: &FunctionSpec) -> Result<(), PrepareError> {
+        let env = ProcessEnvironment::prepare(self.config.clone(), spec).await?;
+        Box::new(env).shutdown().await;
+        Ok(())
+    }
+
     /// Resource limits set on every process.
     pub fn with_limits(mut self, limits: ProcessLimits) -> ProcessSandbox {
         self.config_mut().limits = limits;
         self
     }
+}
+
+/// What the templates of Python functions hold: see [`ProcessSandbox::templates`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct TemplateUsage {
+    /// Templates alive.
+    pub templates: usize,
+    /// Their resident memory, in bytes.
+    pub resident_bytes: u64,
 }
 
 impl std::fmt::Debug for Config {

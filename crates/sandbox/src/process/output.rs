@@ -50,7 +50,7 @@ pub(super) fn supervise_sidecar(
                 let group = KillOnDrop(
                     child
                         .id()
-                        .map(|pid| (pid, Arc::new(AtomicBool::new(false)))),
+                        .map(|pid| (pid, Arc::new(AtomicBool::new(false)), None)),
                 );
                 let status = child.wait().await;
                 group.disarm();

@@ -235,6 +235,8 @@ pub(crate) struct Plan {
     pub(crate) limits: Rlimits,
     /// The jail it runs in; its launcher sets the limits then.
     pub(crate) jail: Option<Arc<super::jail::Jail>>,
+    /// Its standard input; `/dev/null` when `None`.
+    pub(crate) stdin: Option<Arc<OwnedFd>>,
 }
 
 /// What starting a process failed on.
@@ -255,7 +257,7 @@ pub(crate) enum SpawnError {
 }
 
 impl Plan {
-    fn command(&self) -> Command {
+    fn command(&self) -> io::Result<Command> {
         let mut cmd = match &self.jail {
             Some(jail) => {
                 let (launcher, args) = jail.command(&self.program, &self.args);
@@ -269,8 +271,11 @@ impl Plan {
                 cmd
             }
         };
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::piped())
+        match &self.stdin {
+            Some(fd) => cmd.stdin(Stdio::from(fd.try_clone()?)),
+            None => cmd.stdin(Stdio::null()),
+        };
+        cmd.stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true)
             // Its own process group, so that what it starts is killed with it.
@@ -282,7 +287,7 @@ impl Plan {
             cmd.env_clear();
         }
         cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
-        cmd
+        Ok(cmd)
     }
 
     /// Starts the process: on this thread when nothing needs a thread of its own, otherwise
@@ -290,10 +295,12 @@ impl Plan {
     pub(crate) async fn spawn(&self) -> Result<Child, SpawnError> {
         let program = self.program.to_string_lossy().into_owned();
         let child = if self.fs.is_none() && self.netns.is_none() {
-            self.command().spawn().map_err(|source| SpawnError::Spawn {
-                program: program.clone(),
-                source,
-            })?
+            self.command()
+                .and_then(|mut c| c.spawn())
+                .map_err(|source| SpawnError::Spawn {
+                    program: program.clone(),
+                    source,
+                })?
         } else {
             let handle = tokio::runtime::Handle::current();
             let plan = self.clone();
@@ -322,10 +329,12 @@ impl Plan {
                         Err(e) => return Err(SpawnError::Landlock(e)),
                     }
                 }
-                plan.command().spawn().map_err(|source| SpawnError::Spawn {
-                    program: program2,
-                    source,
-                })
+                plan.command()
+                    .and_then(|mut c| c.spawn())
+                    .map_err(|source| SpawnError::Spawn {
+                        program: program2,
+                        source,
+                    })
             })
             .await
             .map_err(|source| SpawnError::Spawn {
