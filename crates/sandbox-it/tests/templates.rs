@@ -62,7 +62,7 @@ fn spec(
 }
 
 fn sandbox() -> ProcessSandbox {
-    let sandbox = ProcessSandbox::new().with_templates(Duration::from_secs(600));
+    let sandbox = ProcessSandbox::new().with_templates(Duration::from_secs(600), u64::MAX);
     if ci() { sandbox } else { sandbox.best_effort() }
 }
 
@@ -159,7 +159,8 @@ async fn environments_are_forked_from_their_functions_template_each_with_its_own
     }
 }
 
-/// The host pids of the templates serving `handler`.
+/// The host pids of the processes of the templates serving `handler` (its launcher, bwrap
+/// and the interpreter all carry its script and handler in their arguments).
 fn templates_of(handler: &str) -> Vec<i32> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
@@ -226,6 +227,42 @@ async fn a_template_that_dies_is_replaced_and_its_environments_carry_on() {
         "the other environment lives on"
     );
     for env in [env, fresh, crashing] {
+        env.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn templates_keep_to_their_memory_bound() {
+    let Some(python) = python_with_ric() else {
+        return;
+    };
+    // One byte: any template fills it.
+    let sandbox = ProcessSandbox::new().with_templates(Duration::from_secs(600), 1);
+    let sandbox = if ci() { sandbox } else { sandbox.best_effort() };
+    let a = spec(&python, "tmpl-small-a", "small_a", "a", None);
+    let b = spec(&python, "tmpl-small-b", "small_b", "b", None);
+    let a1 = sandbox.prepare(&a).await.unwrap();
+    assert!(!templates_of("zygote_app.small_a").is_empty());
+    // a's template is in use: b gets none, and its environment starts the interpreter.
+    let b1 = sandbox.prepare(&b).await.unwrap();
+    assert_eq!(sandbox.templates().templates, 1);
+    assert!(templates_of("zygote_app.small_b").is_empty());
+    let out = call(&*b1, &b, serde_json::json!({})).await;
+    assert_eq!(out["secret"], "b", "{out}");
+    // Once no environment holds a's, it makes room for b's.
+    a1.shutdown().await;
+    let b2 = sandbox.prepare(&b).await.unwrap();
+    assert!(!templates_of("zygote_app.small_b").is_empty());
+    let mut waited = 0;
+    while !templates_of("zygote_app.small_a").is_empty() {
+        waited += 1;
+        assert!(waited < 500, "a's template was not stopped");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(sandbox.templates().templates, 1);
+    let out = call(&*b2, &b, serde_json::json!({})).await;
+    assert_eq!(out["imported_with"], out["runtime_api"], "{out}");
+    for env in [b1, b2] {
         env.shutdown().await;
     }
 }

@@ -18,6 +18,7 @@
 //! python_templates = true                 # optional: Python functions fork their
 //!                                         # environments from a template that has imported
 //!                                         # the runtime client and the handler's libraries
+//! python_templates_max_mb = 256           # optional: their resident memory together
 //!
 //! [http]                                  # needs feature `http` (on by default)
 //! listen = "127.0.0.1:9000"
@@ -86,7 +87,8 @@
 //! for its capability profile.
 //!
 //! Every number is bounded, and a value outside says the bounds: `workers` 1 to 4096,
-//! `queue_capacity` 1 to 1,048,576, `memory_mb` 1 to 1,048,576, `timeout_ms` 1 to a day,
+//! `queue_capacity` 1 to 1,048,576, `memory_mb` and `python_templates_max_mb` 1 to 1,048,576,
+//! `timeout_ms` 1 to a day,
 //! `concurrency` 1 to 1024, `durable.execution_timeout_s` 1 to 31,622,400 (366 days,
 //! default a day), `durable.retention_days` 1 to 90 (default 14), a flow's `wait:` up to a day, `[mqtt] max_message_bytes` (the
 //! largest inbound payload taken; default 128 KiB, AWS IoT's) 1 to 256 MiB. Refused too: a function declared
@@ -193,6 +195,7 @@ pub struct HubConfig {
     best_effort: bool,
     reservation: Reservation,
     python_templates: bool,
+    python_templates_max_mb: Option<u32>,
     functions: Vec<FunctionSpec>,
     /// Lambda durable functions.
     durables: Vec<(String, crate::DurableConfig)>,
@@ -295,6 +298,14 @@ impl HubConfig {
                     ));
                 }
             },
+        };
+        let python_templates_max_mb = match &file.hub.python_templates_max_mb {
+            None => None,
+            Some(mb) => Some(
+                bounded(*mb.get_ref(), 1, u64::from(sections::MAX_MEMORY_MB))
+                    .map_err(|m| invalid(mb.span(), "hub.python_templates_max_mb", m))?
+                    as u32,
+            ),
         };
         let reservation = match &file.hub.reservation {
             None => Reservation::default(),
@@ -658,6 +669,7 @@ impl HubConfig {
             best_effort,
             reservation,
             python_templates: file.hub.python_templates.unwrap_or(true),
+            python_templates_max_mb,
             functions,
             durables,
             aliases,
@@ -719,6 +731,9 @@ impl HubConfig {
         }
         b = b.reservation_policy(self.reservation.policy());
         b = b.python_templates(self.python_templates);
+        if let Some(mb) = self.python_templates_max_mb {
+            b = b.python_templates_max_mb(mb);
+        }
         if let Some(dir) = &self.checkpoint_dir {
             let (store, _) =
                 fnhub_checkpoint::DirStore::open(dir).map_err(|e| ConfigError::Invalid {

@@ -61,6 +61,8 @@ pub(super) struct HubSection {
     pub(super) reservation: Option<Spanned<super::reservation::ReservationSection>>,
     /// Whether Python functions fork from a template (default true).
     pub(super) python_templates: Option<bool>,
+    /// The most resident memory of the templates together, in MiB.
+    pub(super) python_templates_max_mb: Option<Spanned<u64>>,
 }
 
 /// The largest memory a function may ask for, in MiB (1 TiB).

@@ -656,4 +656,12 @@ fn python_templates_are_on_unless_the_file_turns_them_off() {
     .unwrap_err()
     .to_string();
     assert!(e.contains("hub.toml:3") && e.contains("boolean"), "{e}");
+    let e = HubConfig::parse(
+        "[hub]\nname = \"a\"\npython_templates_max_mb = 0\n",
+        Path::new("hub.toml"),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("python_templates_max_mb"), "{e}");
+    parse("[hub]\nname = \"a\"\npython_templates_max_mb = 64\n");
 }

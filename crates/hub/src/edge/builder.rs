@@ -127,6 +127,7 @@ pub struct EdgeHubBuilder {
     lambda_durables: Vec<(String, crate::DurableConfig)>,
     best_effort: bool,
     python_templates: bool,
+    python_templates_max_mb: u32,
     aliases: Vec<(fnhub_core::FunctionName, fnhub_core::Alias)>,
     #[cfg(feature = "wasm")]
     wasm_config: fnhub_sandbox::WasmConfig,
@@ -316,6 +317,15 @@ impl EdgeHubBuilder {
         self
     }
 
+    /// The most resident memory the templates of Python functions hold together, in MiB
+    /// (256 unless set): past it, the least recently used template that no environment
+    /// holds stops, and when all are in use a new function's environments start the
+    /// interpreter. The config file's `[hub] python_templates_max_mb`.
+    pub fn python_templates_max_mb(mut self, max_mb: u32) -> Self {
+        self.python_templates_max_mb = max_mb;
+        self
+    }
+
     /// Makes `function` a Lambda durable function (AWS's 2025-12-01 durable execution
     /// API): `Invoke` of it starts an execution that its SDK checkpoints through the hub.
     /// See [`DurableConfig`](crate::DurableConfig).
@@ -405,7 +415,10 @@ impl EdgeHubBuilder {
                 process = process.best_effort();
             }
             if self.python_templates {
-                process = process.with_templates(std::time::Duration::from_secs(600));
+                process = process.with_templates(
+                    std::time::Duration::from_secs(600),
+                    u64::from(self.python_templates_max_mb) * 1024 * 1024,
+                );
             }
             let process = process
                 .with_clock(self.clock.clone())
@@ -527,6 +540,7 @@ impl Default for EdgeHubBuilder {
             lambda_durables: Vec::new(),
             best_effort: false,
             python_templates: true,
+            python_templates_max_mb: 256,
             aliases: Vec::new(),
             #[cfg(feature = "wasm")]
             wasm_config: fnhub_sandbox::WasmConfig::default(),

@@ -348,10 +348,12 @@ impl ProcessSandbox {
     /// Forks the environments of Python functions (`python… -m awslambdaric <handler>`) from
     /// a template per function version that has already imported the runtime client and the
     /// handler's libraries, so a cold start is a `fork` rather than an interpreter start.
-    /// A template unused for `keep_alive` is stopped. Off unless set; see
-    /// [templates](self#templates-for-python-functions).
-    pub fn with_templates(mut self, keep_alive: Duration) -> ProcessSandbox {
-        self.config_mut().zygotes = Some(Arc::new(zygote::Zygotes::new(keep_alive)));
+    /// A template unused for `keep_alive` is stopped; the templates hold at most `max_bytes`
+    /// of resident memory together (past it, the least recently used one that no environment
+    /// holds stops, and when every one is in use a new function's environments start the
+    /// interpreter). Off unless set; see [templates](self#templates-for-python-functions).
+    pub fn with_templates(mut self, keep_alive: Duration, max_bytes: u64) -> ProcessSandbox {
+        self.config_mut().zygotes = Some(Arc::new(zygote::Zygotes::new(keep_alive, max_bytes)));
         self
     }
 

@@ -72,6 +72,8 @@ pub(super) struct Zygotes {
     slots: Mutex<HashMap<String, Slot>>,
     /// A template unused this long is stopped.
     idle: Duration,
+    /// The most resident memory the templates may hold together.
+    max_bytes: u64,
 }
 
 impl std::fmt::Debug for Zygotes {
@@ -84,11 +86,55 @@ impl std::fmt::Debug for Zygotes {
 }
 
 impl Zygotes {
-    pub(super) fn new(idle: Duration) -> Zygotes {
+    pub(super) fn new(idle: Duration, max_bytes: u64) -> Zygotes {
         Zygotes {
             slots: Mutex::new(HashMap::new()),
             idle,
+            max_bytes,
         }
+    }
+
+    /// Stops the least recently used templates that no environment holds until those left
+    /// hold less than `max_bytes`. Whether they do.
+    fn make_room(&self, except: &str) -> bool {
+        let slots: Vec<(String, Slot)> = self
+            .slots
+            .lock()
+            .iter()
+            .filter(|(k, _)| k.as_str() != except)
+            .map(|(k, s)| (k.clone(), s.clone()))
+            .collect();
+        let mut total = 0;
+        let mut idle = Vec::new();
+        for (key, slot) in slots {
+            let Ok(held) = slot.try_lock() else { continue };
+            let Some(template) = held.as_ref().filter(|t| t.alive()) else {
+                continue;
+            };
+            let bytes = template.resident_bytes();
+            total += bytes;
+            // Held only here: no environment uses it.
+            if Arc::strong_count(template) == 1 {
+                idle.push((*template.last_used.lock(), bytes, key));
+            }
+        }
+        idle.sort();
+        let mut idle = idle.into_iter();
+        while total >= self.max_bytes {
+            let Some((_, bytes, key)) = idle.next() else {
+                return false;
+            };
+            let slot = self.slots.lock().get(&key).cloned();
+            if let Some(slot) = slot
+                && let Ok(mut held) = slot.try_lock()
+                && let Some(template) = held.take()
+            {
+                tracing::debug!(template = %key, bytes, "a template stopped to make room");
+                template.stop();
+                total = total.saturating_sub(bytes);
+            }
+        }
+        true
     }
 
     /// The live template under `key`, made with `make` when there is none (or it died).
@@ -113,6 +159,13 @@ impl Zygotes {
         }
         if held.take().is_some() {
             tracing::info!(function, "the function's template ended; making another");
+        }
+        if !self.make_room(&key) {
+            tracing::debug!(
+                function,
+                "no room for another template: its environments start the interpreter"
+            );
+            return None;
         }
         let started = Instant::now();
         match make().await {
