@@ -82,6 +82,8 @@ struct Plan {
     deployed: Arc<Deployed>,
     idle_since: Instant,
     windows: Windows,
+    /// How many environments to hold in the windows (the policy's forecast).
+    environments: u32,
     prewarmed: bool,
 }
 
@@ -159,6 +161,8 @@ pub(crate) struct Pool {
     sandboxes: parking_lot::RwLock<Vec<Arc<dyn Sandbox>>>,
     state: Mutex<State>,
     max_idle_per_version: usize,
+    /// The most memory (by `memory_mb`) pre-warms may bring idle environments to.
+    max_warm_mb: u64,
     affinity_wait: Duration,
     next_id: AtomicU64,
     /// Signalled when an environment comes back, for affinity waits.
@@ -168,7 +172,8 @@ pub(crate) struct Pool {
 /// What a maintenance pass asks of its caller.
 #[derive(Default)]
 pub(crate) struct Maintenance {
-    /// Functions to pre-warm one environment for.
+    /// Functions to pre-warm one environment for (a function is listed once per
+    /// environment).
     pub(crate) prewarm: Vec<Arc<Deployed>>,
     /// Environments evicted, to shut down.
     pub(crate) evicted: Vec<Box<dyn Environment>>,
@@ -178,12 +183,14 @@ impl Pool {
     pub(crate) fn new(
         sandboxes: Vec<Arc<dyn Sandbox>>,
         max_idle_per_version: usize,
+        max_warm_mb: u64,
         affinity_wait: Duration,
     ) -> Pool {
         Pool {
             sandboxes: parking_lot::RwLock::new(sandboxes),
             state: Mutex::new(State::default()),
             max_idle_per_version,
+            max_warm_mb,
             affinity_wait,
             next_id: AtomicU64::new(1),
             returned: tokio::sync::Notify::new(),
@@ -393,13 +400,21 @@ impl Pool {
         out
     }
 
-    /// The function of `deployed` went idle at `now`; hold its environments by `windows`.
-    pub(crate) fn went_idle(&self, deployed: Arc<Deployed>, windows: Windows, now: Instant) {
+    /// The function of `deployed` went idle at `now`; hold `environments` of it by
+    /// `windows`.
+    pub(crate) fn went_idle(
+        &self,
+        deployed: Arc<Deployed>,
+        windows: Windows,
+        environments: u32,
+        now: Instant,
+    ) {
         let slot = deployed.slot;
         self.state.lock().slot(slot).plan = Some(Plan {
             deployed,
             idle_since: now,
             windows,
+            environments: environments.max(1),
             prewarmed: false,
         });
     }
@@ -416,6 +431,15 @@ impl Pool {
     pub(crate) fn maintain(&self, now: Instant) -> Maintenance {
         let mut out = Maintenance::default();
         let mut state = self.state.lock();
+        // The memory idle environments hold now; pre-warms keep the total within the bound.
+        let mut warm_mb: u64 = state
+            .slots
+            .iter()
+            .filter_map(|s| {
+                let memory = s.plan.as_ref()?.deployed.resources.memory_mb;
+                Some(u64::from(memory) * s.idle_count() as u64)
+            })
+            .sum();
         for slot in &mut state.slots {
             let Some(plan) = &mut slot.plan else { continue };
             let elapsed = now.saturating_duration_since(plan.idle_since);
@@ -432,8 +456,17 @@ impl Pool {
             }
             if !loaded_window {
                 out.evicted.extend(slot.close_idle(|_| true));
-            } else if due && slot.idle_count() == 0 {
-                out.prewarm.push(deployed);
+            } else if due {
+                // As many as the forecast says, while the memory bound allows.
+                let want = slot.plan.as_ref().map_or(1, |p| p.environments) as usize;
+                let memory = u64::from(deployed.resources.memory_mb);
+                for _ in slot.idle_count()..want {
+                    if warm_mb + memory > self.max_warm_mb {
+                        break;
+                    }
+                    warm_mb += memory;
+                    out.prewarm.push(deployed.clone());
+                }
             }
         }
         out

@@ -14,6 +14,14 @@ use parking_lot::Mutex;
 const MIN: Duration = Duration::from_secs(60);
 
 fn scheduler(clock: &ManualClock, policy: Box<dyn ReservationPolicy>) -> Scheduler {
+    scheduler_within(clock, policy, u64::MAX)
+}
+
+fn scheduler_within(
+    clock: &ManualClock,
+    policy: Box<dyn ReservationPolicy>,
+    max_warm_mb: u64,
+) -> Scheduler {
     let sandbox = InProcessSandbox::new();
     sandbox.register(
         "echo",
@@ -23,6 +31,7 @@ fn scheduler(clock: &ManualClock, policy: Box<dyn ReservationPolicy>) -> Schedul
         .workers(2)
         .clock(Arc::new(clock.clone()))
         .reservation_policy(policy)
+        .max_warm_mb(max_warm_mb)
         .maintenance_interval(Duration::ZERO)
         .sandbox(Arc::new(sandbox))
         .build()
@@ -65,6 +74,7 @@ type Heard = Arc<Mutex<Vec<(u32, Option<Duration>)>>>;
 /// A policy with fixed windows that records what it is told.
 struct Scripted {
     windows: Windows,
+    environments: u32,
     heard: Heard,
 }
 
@@ -80,6 +90,10 @@ impl ReservationPolicy for Scripted {
     fn decide(&mut self, _: usize, _: Instant) -> Windows {
         self.windows
     }
+
+    fn environments(&self, _: usize) -> u32 {
+        self.environments
+    }
 }
 
 #[tokio::test]
@@ -91,6 +105,7 @@ async fn prewarm_loads_an_environment_when_the_window_opens() {
             prewarm: 5 * MIN,
             keep_alive: 2 * MIN,
         },
+        environments: 1,
         heard: heard.clone(),
     };
     let s = scheduler(&clock, Box::new(policy));
@@ -156,4 +171,32 @@ async fn the_background_pass_applies_the_policy() {
         "the background pass never evicted"
     );
     s.shutdown().await;
+}
+
+#[tokio::test]
+async fn prewarm_loads_as_many_environments_as_forecast_within_the_memory_bound() {
+    let windows = Windows {
+        prewarm: 5 * MIN,
+        keep_alive: 2 * MIN,
+    };
+    // The function asks for 128 MiB (the default); four are forecast.
+    for (max_warm_mb, expected) in [(u64::MAX, 4), (3 * 128, 3), (100, 0)] {
+        let clock = ManualClock::new();
+        let policy = Scripted {
+            windows,
+            environments: 4,
+            heard: Arc::new(Mutex::new(Vec::new())),
+        };
+        let s = scheduler_within(&clock, Box::new(policy), max_warm_mb);
+        assert_eq!(call(&s).await, Start::Cold);
+        s.maintain().await;
+        assert_eq!(s.idle_environments(), 0);
+        clock.advance(5 * MIN);
+        s.maintain().await;
+        assert_eq!(s.idle_environments(), expected, "within {max_warm_mb} MiB");
+        // A second pass in the window adds none: it was pre-warmed once.
+        s.maintain().await;
+        assert_eq!(s.idle_environments(), expected);
+        s.shutdown().await;
+    }
 }

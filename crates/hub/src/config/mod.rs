@@ -19,6 +19,8 @@
 //!                                         # environments from a template that has imported
 //!                                         # the runtime client and the handler's libraries
 //! python_templates_max_mb = 256           # optional: their resident memory together
+//! max_warm_mb = 1024                      # optional: pre-warms load as many environments
+//!                                         # as the reservation policy forecasts, within it
 //!
 //! [http]                                  # needs feature `http` (on by default)
 //! listen = "127.0.0.1:9000"
@@ -88,7 +90,7 @@
 //!
 //! Every number is bounded, and a value outside says the bounds: `workers` 1 to 4096,
 //! `queue_capacity` 1 to 1,048,576, `memory_mb` and `python_templates_max_mb` 1 to 1,048,576,
-//! `timeout_ms` 1 to a day,
+//! `max_warm_mb` 1 to 2^30, `timeout_ms` 1 to a day,
 //! `concurrency` 1 to 1024, `durable.execution_timeout_s` 1 to 31,622,400 (366 days,
 //! default a day), `durable.retention_days` 1 to 90 (default 14), a flow's `wait:` up to a day, `[mqtt] max_message_bytes` (the
 //! largest inbound payload taken; default 128 KiB, AWS IoT's) 1 to 256 MiB. Refused too: a function declared
@@ -196,6 +198,7 @@ pub struct HubConfig {
     reservation: Reservation,
     python_templates: bool,
     python_templates_max_mb: Option<u32>,
+    max_warm_mb: Option<u64>,
     functions: Vec<FunctionSpec>,
     /// Lambda durable functions.
     durables: Vec<(String, crate::DurableConfig)>,
@@ -305,6 +308,13 @@ impl HubConfig {
                 bounded(*mb.get_ref(), 1, u64::from(sections::MAX_MEMORY_MB))
                     .map_err(|m| invalid(mb.span(), "hub.python_templates_max_mb", m))?
                     as u32,
+            ),
+        };
+        let max_warm_mb = match &file.hub.max_warm_mb {
+            None => None,
+            Some(mb) => Some(
+                bounded(*mb.get_ref(), 1, 1 << 30)
+                    .map_err(|m| invalid(mb.span(), "hub.max_warm_mb", m))?,
             ),
         };
         let reservation = match &file.hub.reservation {
@@ -670,6 +680,7 @@ impl HubConfig {
             reservation,
             python_templates: file.hub.python_templates.unwrap_or(true),
             python_templates_max_mb,
+            max_warm_mb,
             functions,
             durables,
             aliases,
@@ -733,6 +744,9 @@ impl HubConfig {
         b = b.python_templates(self.python_templates);
         if let Some(mb) = self.python_templates_max_mb {
             b = b.python_templates_max_mb(mb);
+        }
+        if let Some(mb) = self.max_warm_mb {
+            b = b.max_warm_mb(mb);
         }
         if let Some(dir) = &self.checkpoint_dir {
             let (store, _) =

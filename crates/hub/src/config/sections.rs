@@ -63,6 +63,8 @@ pub(super) struct HubSection {
     pub(super) python_templates: Option<bool>,
     /// The most resident memory of the templates together, in MiB.
     pub(super) python_templates_max_mb: Option<Spanned<u64>>,
+    /// The most memory pre-warms bring idle environments to, in MiB.
+    pub(super) max_warm_mb: Option<Spanned<u64>>,
 }
 
 /// The largest memory a function may ask for, in MiB (1 TiB).

@@ -665,3 +665,15 @@ fn python_templates_are_on_unless_the_file_turns_them_off() {
     assert!(e.contains("python_templates_max_mb"), "{e}");
     parse("[hub]\nname = \"a\"\npython_templates_max_mb = 64\n");
 }
+
+#[test]
+fn max_warm_mb_is_bounded() {
+    let parse = |text: &str| HubConfig::parse(text, Path::new("hub.toml"));
+    assert!(parse("[hub]\nname = \"a\"\nmax_warm_mb = 512\n").is_ok());
+    for bad in ["0", "2000000000", "-1"] {
+        let e = parse(&format!("[hub]\nname = \"a\"\nmax_warm_mb = {bad}\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("hub.toml:3"), "{bad}: {e}");
+    }
+}

@@ -127,6 +127,7 @@ pub struct EdgeHubBuilder {
     lambda_durables: Vec<(String, crate::DurableConfig)>,
     best_effort: bool,
     python_templates: bool,
+    max_warm_mb: Option<u64>,
     python_templates_max_mb: u32,
     aliases: Vec<(fnhub_core::FunctionName, fnhub_core::Alias)>,
     #[cfg(feature = "wasm")]
@@ -167,6 +168,15 @@ impl EdgeHubBuilder {
         policy: Box<dyn fnhub_scheduler::policy::ReservationPolicy>,
     ) -> Self {
         self.reservation = Some(policy);
+        self
+    }
+
+    /// The most memory (by `memory_mb`) that pre-warms bring idle environments to: a
+    /// pre-warm loads as many environments of a function as the reservation policy
+    /// forecasts it will run at once, within this. Default: no bound. The config file's
+    /// `[hub] max_warm_mb`.
+    pub fn max_warm_mb(mut self, mb: u64) -> Self {
+        self.max_warm_mb = Some(mb);
         self
     }
 
@@ -375,6 +385,9 @@ impl EdgeHubBuilder {
         if let Some(policy) = self.reservation {
             scheduler = scheduler.reservation_policy(policy);
         }
+        if let Some(mb) = self.max_warm_mb {
+            scheduler = scheduler.max_warm_mb(mb);
+        }
         for sandbox in self.sandboxes {
             scheduler = scheduler.sandbox(sandbox);
         }
@@ -540,6 +553,7 @@ impl Default for EdgeHubBuilder {
             lambda_durables: Vec::new(),
             best_effort: false,
             python_templates: true,
+            max_warm_mb: None,
             python_templates_max_mb: 256,
             aliases: Vec::new(),
             #[cfg(feature = "wasm")]

@@ -63,6 +63,9 @@ pub struct HybridHistogram {
     config: HybridConfig,
     bins: usize,
     functions: HashMap<usize, Histogram>,
+    /// The concurrency forecast that sizes how many environments are held: the histogram
+    /// says when, the forecast how many.
+    demand: super::DemandForecast,
 }
 
 impl Default for HybridHistogram {
@@ -82,6 +85,7 @@ impl HybridHistogram {
             config: HybridConfig { bin, ..config },
             bins,
             functions: HashMap::new(),
+            demand: super::DemandForecast::default(),
         }
     }
 
@@ -140,7 +144,15 @@ impl ReservationPolicy for HybridHistogram {
         "hybrid_histogram"
     }
 
-    fn record(&mut self, function: usize, _: Instant, _: u32, _: Duration, idle: Option<Duration>) {
+    fn record(
+        &mut self,
+        function: usize,
+        now: Instant,
+        arrivals: u32,
+        run: Duration,
+        idle: Option<Duration>,
+    ) {
+        self.demand.record(function, now, arrivals, run, idle);
         let bins = self.bins;
         let h = self.functions.entry(function).or_insert_with(|| Histogram {
             bins: vec![0; bins],
@@ -161,6 +173,10 @@ impl ReservationPolicy for HybridHistogram {
             .get(&function)
             .and_then(|h| self.windows_from(h))
             .unwrap_or(Windows::keep(self.config.fallback))
+    }
+
+    fn environments(&self, function: usize) -> u32 {
+        self.demand.environments(function)
     }
 }
 

@@ -81,6 +81,20 @@ pub trait ReservationPolicy: Send {
 
     /// `function` has just gone idle at `now`: the windows to apply until its next arrival.
     fn decide(&mut self, function: usize, now: Instant) -> Windows;
+
+    /// How many environments of `function` to hold loaded in its windows (and to load at
+    /// its pre-warm point): the concurrency the policy forecasts for it, at least one. One
+    /// unless the policy forecasts concurrency.
+    fn environments(&self, function: usize) -> u32 {
+        let _ = function;
+        1
+    }
+}
+
+/// Environments for a forecast concurrency: enough to run it at once, at least one, at
+/// most 1024.
+fn environments_for(concurrency: Option<f64>) -> u32 {
+    concurrency.map_or(1, |c| (c.ceil() as u32).clamp(1, 1024))
 }
 
 /// Keeps every environment loaded for a fixed time after it goes idle.
@@ -235,6 +249,10 @@ impl ReservationPolicy for DemandForecast {
         };
         Windows::keep(keep.clamp(self.min, self.max))
     }
+
+    fn environments(&self, function: usize) -> u32 {
+        environments_for(self.concurrency(function))
+    }
 }
 
 #[cfg(test)]
@@ -258,6 +276,26 @@ mod tests {
         assert_eq!(w.idle_loaded(Some(60 * MIN)), 5 * MIN);
         assert_eq!(w.idle_loaded(None), 5 * MIN);
     }
+
+    #[test]
+    fn the_forecast_concurrency_sizes_the_environments() {
+        let now = fnhub_core::Clock::now(&fnhub_core::SystemClock);
+        let mut p = DemandForecast::default();
+        assert_eq!(p.environments(0), 1, "never seen: one");
+        // 600 arrivals of a second each in a minute: ten at once.
+        p.record(0, now, 600, Duration::from_secs(1), None);
+        assert_eq!(p.environments(0), 10);
+        // A trickle: one.
+        p.record(1, now, 1, Duration::from_millis(10), None);
+        assert_eq!(p.environments(1), 1);
+        // The hybrid histogram sizes by the same forecast.
+        let mut h = HybridHistogram::default();
+        h.record(0, now, 600, Duration::from_secs(1), None);
+        assert_eq!(h.environments(0), 10);
+        assert_eq!(FixedKeepAlive::new(MIN_TEST).environments(0), 1);
+    }
+
+    const MIN_TEST: Duration = Duration::from_secs(60);
 
     #[test]
     fn fixed_keep_alive_is_fixed() {

@@ -37,6 +37,7 @@ pub struct SchedulerBuilder {
     weights: HashMap<Principal, u32>,
     tenant_limits: HashMap<Principal, usize>,
     max_idle_per_version: Option<usize>,
+    max_warm_mb: u64,
     sandboxes: Vec<Arc<dyn Sandbox>>,
     clock: Arc<dyn Clock>,
     observer: ObserverSource,
@@ -57,6 +58,7 @@ impl Default for SchedulerBuilder {
             weights: HashMap::new(),
             tenant_limits: HashMap::new(),
             max_idle_per_version: None,
+            max_warm_mb: u64::MAX,
             sandboxes: Vec::new(),
             clock: Arc::new(SystemClock),
             observer: ObserverSource::Given(Arc::new(NoObserver)),
@@ -164,6 +166,16 @@ impl SchedulerBuilder {
         self
     }
 
+    /// The most memory, by the functions' `memory_mb`, that pre-warms bring the idle
+    /// environments of idle functions to. A pre-warm loads as many environments as the
+    /// reservation policy forecasts (see
+    /// [`ReservationPolicy::environments`](crate::policy::ReservationPolicy::environments))
+    /// while this holds. Default: no bound.
+    pub fn max_warm_mb(mut self, mb: u64) -> Self {
+        self.max_warm_mb = mb;
+        self
+    }
+
     /// Adds a sandbox. A function runs in the first one that supports its runtime kind.
     pub fn sandbox(mut self, sandbox: Arc<dyn Sandbox>) -> Self {
         self.sandboxes.push(sandbox);
@@ -232,6 +244,7 @@ impl SchedulerBuilder {
             pool: Pool::new(
                 self.sandboxes,
                 self.max_idle_per_version.unwrap_or(self.workers),
+                self.max_warm_mb,
                 self.affinity_wait,
             ),
             clock: self.clock,

@@ -205,7 +205,10 @@ async fn run(inner: &Inner, index: usize, job: Job) {
                 period.idle_before,
             );
             let windows = policy.decide(spec.slot, now);
-            inner.pool.went_idle(spec.clone(), windows, now);
+            let environments = policy.environments(spec.slot);
+            inner
+                .pool
+                .went_idle(spec.clone(), windows, environments, now);
         }
         unparked
     };
