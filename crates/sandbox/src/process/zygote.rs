@@ -22,7 +22,10 @@
 //!
 //! A template that dies (killed, or crashed) is replaced by the next environment that needs
 //! one; environments whose process it took with it start a new one, as after any crash. A
-//! template unused for the sandbox's keep-alive is stopped. When no template can be made
+//! template unused for the sandbox's keep-alive is stopped once no environment holds it, and
+//! the templates together keep to a bound on their resident memory (the least recently used
+//! idle one stops to make room; when all are in use, the new function goes without). Their
+//! memory is reported by `ProcessSandbox::templates`. When no template can be made
 //! (the handler's module cannot be read, the interpreter fails), environments are spawned
 //! as before, and the reason is logged.
 
