@@ -5,6 +5,9 @@
 //!   bridge to mosquitto, where a subscriber takes it. QoS 1 all the way.
 //! - `mosquitto_alone`: the same device publishes the same messages to mosquitto, and the
 //!   same subscriber takes them straight from the broker. QoS 1.
+//! - `forwarder`: what a user would write instead of the hub (issue 17's peer): one rumqttc
+//!   client subscribed to the readings, running the same function in its process on each,
+//!   and publishing the result to the subscriber's topic. QoS 1.
 //!
 //! Each iteration moves a batch of messages and ends when the subscriber has all of them;
 //! the figure is time per message. Then one batch of 20 000 on each path is timed with the
@@ -32,6 +35,60 @@ use std::sync::Arc;
 use tokio::sync::{Mutex, mpsc};
 
 static HUB: std::sync::OnceLock<EdgeHub> = std::sync::OnceLock::new();
+
+/// The function on every path: the reading passed on.
+async fn relay(payload: Bytes) -> Bytes {
+    payload
+}
+
+/// The hand-written forwarder: subscribes to `fwd/+`, runs [`relay`] on each reading and
+/// publishes the result to `fwd-out/{device}`, at QoS 1; its publishes go through a task of
+/// their own so the event loop never waits on its own request queue.
+async fn forwarder(port: u16) {
+    let mut options = MqttOptions::new("forwarder", "127.0.0.1", port);
+    options.set_keep_alive(Duration::from_secs(30));
+    let (client, mut events) = AsyncClient::new(options, 100_000);
+    let (out_tx, mut out_rx) = mpsc::unbounded_channel::<(String, Bytes)>();
+    let publisher = client.clone();
+    tokio::spawn(async move {
+        while let Some((topic, payload)) = out_rx.recv().await {
+            if publisher
+                .publish(topic, QoS::AtLeastOnce, false, payload)
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+    });
+    let (ready_tx, mut ready) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        loop {
+            match events.poll().await {
+                Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                    let _ = client.subscribe("fwd/+", QoS::AtLeastOnce).await;
+                }
+                Ok(Event::Incoming(Packet::SubAck(_))) => {
+                    let _ = ready_tx.send(());
+                }
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    let device = String::from_utf8_lossy(&p.topic)
+                        .rsplit('/')
+                        .next()
+                        .unwrap_or_default()
+                        .to_owned();
+                    let output = relay(p.payload).await;
+                    if out_tx.send((format!("fwd-out/{device}"), output)).is_err() {
+                        return;
+                    }
+                }
+                Ok(_) => {}
+                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+    });
+    ready.recv().await.expect("forwarder subscribed");
+}
 
 /// The broker, its port, and the folder of its configuration (kept while it runs).
 struct Broker(Child, u16, #[allow(dead_code)] tempfile::TempDir);
@@ -192,7 +249,7 @@ fn bench(c: &mut Criterion) {
             .function(
                 FunctionSpec::in_process(FunctionName::new("relay").expect("name"))
                     .with_output_topic("out/{1}"),
-                from_fn(|inv: Invocation| async move { Ok::<Bytes, _>(inv.payload) }),
+                from_fn(|inv: Invocation| async move { Ok::<Bytes, _>(relay(inv.payload).await) }),
             )
             .flow(Flow::parse("cloud", "sensors/+", "function:relay").expect("flow"))
             .build()
@@ -215,6 +272,8 @@ fn bench(c: &mut Criterion) {
     let (device, _) = rt.block_on(client(port, "device", None));
     let (_sink, mut received) = rt.block_on(client(port, "sink", Some("out/#")));
     let (_direct, direct) = rt.block_on(client(port, "direct", Some("direct/#")));
+    rt.block_on(forwarder(port));
+    let (_forwarded, forwarded) = rt.block_on(client(port, "fwd-sink", Some("fwd-out/#")));
     // The hub's upstream subscription is in place once one reading makes it through.
     rt.block_on(async {
         loop {
@@ -238,6 +297,7 @@ fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("mqtt_end_to_end");
     g.sample_size(10);
     let (received, direct) = (Arc::new(Mutex::new(received)), Arc::new(Mutex::new(direct)));
+    let forwarded = Arc::new(Mutex::new(forwarded));
     g.bench_function("hub", |b| {
         b.to_async(&rt)
             .iter_custom(|n| batch(device.clone(), received.clone(), "sensors/d1", n))
@@ -246,8 +306,14 @@ fn bench(c: &mut Criterion) {
         b.to_async(&rt)
             .iter_custom(|n| batch(device.clone(), direct.clone(), "direct/d1", n))
     });
+    g.bench_function("forwarder", |b| {
+        b.to_async(&rt)
+            .iter_custom(|n| batch(device.clone(), forwarded.clone(), "fwd/d1", n))
+    });
     g.finish();
     fnhub_benches::print_ratio("mqtt_end_to_end", "hub", "mosquitto_alone");
+    // Time per message: the hub's throughput against the forwarder's is the inverse.
+    fnhub_benches::print_ratio("mqtt_end_to_end", "hub", "forwarder");
 
     // Where the time goes: one long batch on each path, with the CPU each process spent.
     // On two cores, a path whose processes need C µs of CPU per message cannot move a
@@ -267,6 +333,19 @@ fn bench(c: &mut Criterion) {
         "hub",
         batch(device.clone(), received.clone(), "sensors/d1", n),
         n,
+    );
+    let (_, fwd_broker, fwd_own) = cpu_per_message(
+        &rt,
+        &pid,
+        "forwarder",
+        batch(device.clone(), forwarded.clone(), "fwd/d1", n),
+        n,
+    );
+    println!(
+        "CPU per message: through the hub {:.1} µs, through the forwarder {:.1} µs = {:.2}x",
+        hub_broker + hub_own,
+        fwd_broker + fwd_own,
+        (hub_broker + hub_own) / (fwd_broker + fwd_own)
     );
     let (alone, via_hub) = (alone_broker + alone_own, hub_broker + hub_own);
     println!(
