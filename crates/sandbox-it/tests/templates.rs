@@ -15,8 +15,8 @@ use std::time::Duration;
 
 use common::{json, python_with_ric};
 use fnhub_core::{
-    CapabilityProfile, EnvAccess, Environment, FilesystemAccess, FunctionName, FunctionSpec,
-    Invocation, PathGrant, Restriction, Runtime, Sandbox,
+    EnvAccess, Environment, FilesystemAccess, FunctionSpec, Invocation, PathGrant, Restriction,
+    Sandbox, ServiceAccess,
 };
 use fnhub_sandbox::ProcessSandbox;
 use serde_json::Value;
@@ -35,7 +35,15 @@ fn spec(
     grant: Option<&std::path::Path>,
 ) -> FunctionSpec {
     let entry = format!("zygote_app.{handler}");
-    let mut profile = CapabilityProfile::default();
+    let mut spec = common::python_function(
+        python,
+        name,
+        &entry,
+        ServiceAccess::default(),
+        Duration::from_secs(20),
+    )
+    .with_memory_mb(256);
+    let profile = &mut spec.capabilities;
     profile.env = EnvAccess::Only([("ZYGOTE_SECRET".to_owned(), secret.to_owned())].into());
     if let Some(dir) = grant {
         profile.filesystem = FilesystemAccess::Only(vec![PathGrant {
@@ -43,22 +51,7 @@ fn spec(
             writable: false,
         }]);
     }
-    FunctionSpec::new(
-        FunctionName::new(name).unwrap(),
-        Runtime::Process {
-            command: vec![
-                python.display().to_string(),
-                "-m".into(),
-                "awslambdaric".into(),
-                entry.clone(),
-            ],
-            workdir: Some(fixtures()),
-            handler: Some(entry),
-        },
-    )
-    .with_capabilities(profile)
-    .with_timeout(Duration::from_secs(20))
-    .with_memory_mb(256)
+    spec
 }
 
 fn sandbox() -> ProcessSandbox {
