@@ -131,6 +131,13 @@ pub trait Sandbox: Send + Sync + 'static {
         &'a self,
         spec: &'a FunctionSpec,
     ) -> BoxFuture<'a, Result<Box<dyn Environment>, PrepareError>>;
+
+    /// Memory the sandbox holds warm outside any environment (templates that environments
+    /// are forked from), in bytes: counted with the idle environments against the
+    /// scheduler's bound on warm memory. Zero unless the sandbox keeps such things.
+    fn warm_bytes(&self) -> u64 {
+        0
+    }
 }
 
 /// A prepared place where one function version runs, kept warm across invocations.

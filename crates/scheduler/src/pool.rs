@@ -430,16 +430,24 @@ impl Pool {
     /// after their keep-alive, and lists the functions due for a pre-warm.
     pub(crate) fn maintain(&self, now: Instant) -> Maintenance {
         let mut out = Maintenance::default();
+        // What the sandboxes hold warm outside environments (templates) counts too.
+        let held_mb: u64 = self
+            .sandboxes
+            .read()
+            .iter()
+            .map(|s| s.warm_bytes().div_ceil(1024 * 1024))
+            .sum();
         let mut state = self.state.lock();
         // The memory idle environments hold now; pre-warms keep the total within the bound.
-        let mut warm_mb: u64 = state
-            .slots
-            .iter()
-            .filter_map(|s| {
-                let memory = s.plan.as_ref()?.deployed.resources.memory_mb;
-                Some(u64::from(memory) * s.idle_count() as u64)
-            })
-            .sum();
+        let mut warm_mb: u64 = held_mb
+            + state
+                .slots
+                .iter()
+                .filter_map(|s| {
+                    let memory = s.plan.as_ref()?.deployed.resources.memory_mb;
+                    Some(u64::from(memory) * s.idle_count() as u64)
+                })
+                .sum::<u64>();
         for slot in &mut state.slots {
             let Some(plan) = &mut slot.plan else { continue };
             let elapsed = now.saturating_duration_since(plan.idle_since);

@@ -5,7 +5,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use fnhub_core::{FunctionName, FunctionSpec, Invocation, ManualClock, from_fn};
+use fnhub_core::{
+    BoxFuture, Environment, FunctionName, FunctionSpec, Invocation, ManualClock, PrepareError,
+    Sandbox, from_fn,
+};
 use fnhub_sandbox::InProcessSandbox;
 use fnhub_scheduler::policy::{FixedKeepAlive, ReservationPolicy, Windows};
 use fnhub_scheduler::{Scheduler, Start};
@@ -14,19 +17,49 @@ use parking_lot::Mutex;
 const MIN: Duration = Duration::from_secs(60);
 
 fn scheduler(clock: &ManualClock, policy: Box<dyn ReservationPolicy>) -> Scheduler {
-    scheduler_within(clock, policy, u64::MAX)
+    scheduler_within(clock, policy, u64::MAX, 0)
+}
+
+/// An in-process sandbox that says it holds `held` bytes warm outside its environments (as
+/// a process sandbox's templates do).
+struct Holding {
+    inner: InProcessSandbox,
+    held: u64,
+}
+
+impl Sandbox for Holding {
+    fn name(&self) -> &'static str {
+        "holding"
+    }
+
+    fn supports(&self, spec: &FunctionSpec) -> bool {
+        self.inner.supports(spec)
+    }
+
+    fn prepare<'a>(
+        &'a self,
+        spec: &'a FunctionSpec,
+    ) -> BoxFuture<'a, Result<Box<dyn Environment>, PrepareError>> {
+        self.inner.prepare(spec)
+    }
+
+    fn warm_bytes(&self) -> u64 {
+        self.held
+    }
 }
 
 fn scheduler_within(
     clock: &ManualClock,
     policy: Box<dyn ReservationPolicy>,
     max_warm_mb: u64,
+    held: u64,
 ) -> Scheduler {
-    let sandbox = InProcessSandbox::new();
-    sandbox.register(
+    let inner = InProcessSandbox::new();
+    inner.register(
         "echo",
         from_fn(|inv: Invocation| async move { Ok(inv.payload) }),
     );
+    let sandbox = Holding { inner, held };
     let s = Scheduler::builder()
         .workers(2)
         .clock(Arc::new(clock.clone()))
@@ -179,21 +212,32 @@ async fn prewarm_loads_as_many_environments_as_forecast_within_the_memory_bound(
         prewarm: 5 * MIN,
         keep_alive: 2 * MIN,
     };
-    // The function asks for 128 MiB (the default); four are forecast.
-    for (max_warm_mb, expected) in [(u64::MAX, 4), (3 * 128, 3), (100, 0)] {
+    // The function asks for 128 MiB (the default); four are forecast. The sandbox's own warm
+    // memory (its templates) counts against the bound too.
+    const MIB: u64 = 1024 * 1024;
+    for (max_warm_mb, held, expected) in [
+        (u64::MAX, 0, 4),
+        (3 * 128, 0, 3),
+        (100, 0, 0),
+        (4 * 128, 200 * MIB, 2),
+    ] {
         let clock = ManualClock::new();
         let policy = Scripted {
             windows,
             environments: 4,
             heard: Arc::new(Mutex::new(Vec::new())),
         };
-        let s = scheduler_within(&clock, Box::new(policy), max_warm_mb);
+        let s = scheduler_within(&clock, Box::new(policy), max_warm_mb, held);
         assert_eq!(call(&s).await, Start::Cold);
         s.maintain().await;
         assert_eq!(s.idle_environments(), 0);
         clock.advance(5 * MIN);
         s.maintain().await;
-        assert_eq!(s.idle_environments(), expected, "within {max_warm_mb} MiB");
+        assert_eq!(
+            s.idle_environments(),
+            expected,
+            "within {max_warm_mb} MiB, {held} bytes held"
+        );
         // A second pass in the window adds none: it was pre-warmed once.
         s.maintain().await;
         assert_eq!(s.idle_environments(), expected);

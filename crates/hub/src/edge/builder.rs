@@ -171,9 +171,9 @@ impl EdgeHubBuilder {
         self
     }
 
-    /// The most memory (by `memory_mb`) that pre-warms bring idle environments to: a
-    /// pre-warm loads as many environments of a function as the reservation policy
-    /// forecasts it will run at once, within this. Default: no bound. The config file's
+    /// The most memory (by `memory_mb`) that pre-warms bring idle environments to, the
+    /// Python templates' resident memory counted in: a pre-warm loads as many environments
+    /// of a function as the reservation policy forecasts it will run at once, within this. Default: no bound. The config file's
     /// `[hub] max_warm_mb`.
     pub fn max_warm_mb(mut self, mb: u64) -> Self {
         self.max_warm_mb = Some(mb);

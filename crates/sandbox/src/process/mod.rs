@@ -424,6 +424,11 @@ impl Sandbox for ProcessSandbox {
             Ok(Box::new(env) as Box<dyn Environment>)
         })
     }
+
+    /// The templates' resident memory.
+    fn warm_bytes(&self) -> u64 {
+        self.templates().resident_bytes
+    }
 }
 
 fn start_error(message: impl Into<String>) -> PrepareError {

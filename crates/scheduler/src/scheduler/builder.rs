@@ -167,7 +167,8 @@ impl SchedulerBuilder {
     }
 
     /// The most memory, by the functions' `memory_mb`, that pre-warms bring the idle
-    /// environments of idle functions to. A pre-warm loads as many environments as the
+    /// environments of idle functions to, with what the sandboxes hold warm outside
+    /// environments ([`Sandbox::warm_bytes`](fnhub_core::Sandbox::warm_bytes): templates). A pre-warm loads as many environments as the
     /// reservation policy forecasts (see
     /// [`ReservationPolicy::environments`](crate::policy::ReservationPolicy::environments))
     /// while this holds. Default: no bound.
