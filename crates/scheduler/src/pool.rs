@@ -430,13 +430,17 @@ impl Pool {
     /// after their keep-alive, and lists the functions due for a pre-warm.
     pub(crate) fn maintain(&self, now: Instant) -> Maintenance {
         let mut out = Maintenance::default();
-        // What the sandboxes hold warm outside environments (templates) counts too.
-        let held_mb: u64 = self
-            .sandboxes
-            .read()
-            .iter()
-            .map(|s| s.warm_bytes().div_ceil(1024 * 1024))
-            .sum();
+        // What the sandboxes hold warm outside environments (templates) counts too; asked
+        // only when there is a bound to keep.
+        let held_mb: u64 = if self.max_warm_mb == u64::MAX {
+            0
+        } else {
+            self.sandboxes
+                .read()
+                .iter()
+                .map(|s| s.warm_bytes().div_ceil(1024 * 1024))
+                .sum()
+        };
         let mut state = self.state.lock();
         // The memory idle environments hold now; pre-warms keep the total within the bound.
         let mut warm_mb: u64 = held_mb

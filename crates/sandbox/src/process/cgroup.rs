@@ -264,12 +264,7 @@ fn kill_members(dirs: &[PathBuf], v2: bool) {
             return;
         }
         for pid in pids {
-            if let Some(pid) = i32::try_from(pid)
-                .ok()
-                .and_then(rustix::process::Pid::from_raw)
-            {
-                let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
-            }
+            super::env::kill_pid(pid);
         }
     }
 }

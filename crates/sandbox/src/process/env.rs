@@ -116,12 +116,23 @@ impl Running {
     }
 }
 
-pub(super) fn kill_group(pid: u32) {
-    if let Some(pid) = i32::try_from(pid)
+fn pid_of(pid: u32) -> Option<rustix::process::Pid> {
+    i32::try_from(pid)
         .ok()
         .and_then(rustix::process::Pid::from_raw)
-    {
+}
+
+/// SIGKILL to the process group `pid` leads.
+pub(super) fn kill_group(pid: u32) {
+    if let Some(pid) = pid_of(pid) {
         let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
+    }
+}
+
+/// SIGKILL to the process `pid`.
+pub(super) fn kill_pid(pid: u32) {
+    if let Some(pid) = pid_of(pid) {
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
     }
 }
 

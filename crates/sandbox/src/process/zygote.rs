@@ -44,6 +44,7 @@ use tokio::net::UnixStream;
 use tokio::sync::oneshot;
 
 use super::cgroup::Cgroup;
+use super::env::{kill_group, kill_pid};
 use super::spawn::{NetNs, Plan};
 
 /// The template's program, run with `python -c`.
@@ -335,7 +336,7 @@ impl Template {
         })
         .await;
         let failed = |why: String| {
-            super::env::kill_group(launcher);
+            kill_group(launcher);
             let lines: Vec<String> = tail.lock().iter().cloned().collect();
             if lines.is_empty() {
                 why
@@ -397,7 +398,7 @@ impl Template {
 
     fn stop(&self) {
         self.alive.store(false, Ordering::Relaxed);
-        super::env::kill_group(self.launcher);
+        kill_group(self.launcher);
         kill_pid(self.zygote);
     }
 
@@ -541,17 +542,8 @@ fn end_forks(waits: &Mutex<Waits>) {
     let mut waits = waits.lock();
     waits.reply = None;
     for (_, (pid, tx)) in waits.forks.drain() {
-        super::env::kill_group(pid);
+        kill_group(pid);
         let _ = tx.send("signal: 9 (its template ended)".to_owned());
-    }
-}
-
-fn kill_pid(pid: u32) {
-    if let Some(pid) = i32::try_from(pid)
-        .ok()
-        .and_then(rustix::process::Pid::from_raw)
-    {
-        let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
     }
 }
 
