@@ -2,8 +2,12 @@
 //! policy, on simulated time, and reports cold starts against wasted warm memory.
 //!
 //! ```text
-//! cargo run --release --example policy_sim -- [TRACE_inv.csv] [--json] [--plot FILE.svg]
+//! cargo run --release --example policy_sim -- [TRACE_inv.csv] [--json] [--plot FILE.svg] [--live]
 //! ```
+//!
+//! `--live` also replays the trace through a running `EdgeHub` on a manual clock
+//! ([`fnhub::replay`]) under each policy and prints its cold starts and wasted memory beside
+//! the simulator's (memory is rounded to whole MB for both, as the hub sizes it).
 //!
 //! The default trace is `../shared/traces/200_inv.csv` (with `200_run.csv` and
 //! `200_mem.csv` beside it): 200 functions over one day.
@@ -17,13 +21,15 @@ use fnhub::libs::scheduler::policy::sim::{SimReport, Trace, simulate};
 use fnhub::libs::scheduler::policy::{
     DemandForecast, FixedKeepAlive, HybridHistogram, ReservationPolicy,
 };
+use fnhub::replay::{ReplayError, ReplayReport, replay};
 
-const USAGE: &str = "usage: policy_sim [TRACE_inv.csv] [--json] [--plot FILE.svg]";
+const USAGE: &str = "usage: policy_sim [TRACE_inv.csv] [--json] [--plot FILE.svg] [--live]";
 
 struct Options {
     trace: PathBuf,
     json: bool,
     plot: Option<PathBuf>,
+    live: bool,
 }
 
 fn default_trace() -> PathBuf {
@@ -40,11 +46,13 @@ fn parse_args() -> Result<Options, String> {
         trace: default_trace(),
         json: false,
         plot: None,
+        live: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--json" => o.json = true,
+            "--live" => o.live = true,
             "--plot" => {
                 o.plot = Some(
                     args.next()
@@ -84,17 +92,41 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(o: &Options) -> Result<(), Box<dyn Error>> {
-    let trace = Trace::load(&o.trace)?;
-    let mut policies: Vec<Box<dyn ReservationPolicy>> = vec![
+fn policies() -> Vec<Box<dyn ReservationPolicy>> {
+    vec![
         Box::new(FixedKeepAlive::default()),
         Box::new(DemandForecast::default()),
         Box::new(HybridHistogram::default()),
-    ];
-    let reports: Vec<SimReport> = policies
+    ]
+}
+
+fn run(o: &Options) -> Result<(), Box<dyn Error>> {
+    let mut trace = Trace::load(&o.trace)?;
+    if o.live {
+        for f in &mut trace.functions {
+            f.memory_mb = f.memory_mb.round().max(1.0);
+        }
+    }
+    let reports: Vec<SimReport> = policies()
         .iter_mut()
         .map(|p| simulate(&trace, p.as_mut()))
         .collect();
+    // The same trace through a running hub, one policy after another.
+    let live: Vec<(ReplayReport, Duration)> = if o.live {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        policies()
+            .into_iter()
+            .map(|p| {
+                let started = std::time::Instant::now();
+                let report = runtime.block_on(replay(&trace, p))?;
+                Ok((report, started.elapsed()))
+            })
+            .collect::<Result<_, ReplayError>>()?
+    } else {
+        Vec::new()
+    };
     // The fixed keep-alive frontier, 1 to 240 minutes: what a fixed policy buys with each
     // amount of memory, to compare every policy with the fixed one of equal memory.
     // Progress on stderr when it is a terminal: the frontier is most of the run.
@@ -129,6 +161,13 @@ fn run(o: &Options) -> Result<(), Box<dyn Error>> {
                     "keep_alive_min": e.keep_alive_min,
                     "cold_start_pct": e.cold_start_pct,
                     "cold_start_pct_p75_function": e.cold_start_pct_p75_function,
+                })),
+                "live": live.iter().find(|(l, _)| l.policy == r.policy).map(|(l, took)| serde_json::json!({
+                    "cold_start_pct": l.cold_start_pct,
+                    "wasted_gb_minutes": l.wasted_gb_minutes,
+                    "invocations": l.invocations,
+                    "environments_loaded": l.environments_loaded,
+                    "seconds": took.as_secs_f64(),
                 })),
             }));
         }
@@ -180,6 +219,30 @@ fn run(o: &Options) -> Result<(), Box<dyn Error>> {
                     relative(r.cold_start_pct_p75_function, e.cold_start_pct_p75_function),
                 ),
                 None => println!("  {:<18} outside the 1-240 min fixed range", r.policy),
+            }
+        }
+        if !live.is_empty() {
+            println!();
+            println!("the live hub (an EdgeHub on a manual clock) beside the simulator:");
+            println!(
+                "{:<18} {:>10} {:>10} {:>16} {:>16} {:>8}",
+                "policy",
+                "cold % hub",
+                "cold % sim",
+                "wasted GB-min hub",
+                "wasted GB-min sim",
+                "seconds"
+            );
+            for (r, (l, took)) in reports.iter().zip(&live) {
+                println!(
+                    "{:<18} {:>10.3} {:>10.3} {:>16.1} {:>16.1} {:>8.1}",
+                    l.policy,
+                    l.cold_start_pct,
+                    r.cold_start_pct,
+                    l.wasted_gb_minutes,
+                    r.wasted_gb_minutes,
+                    took.as_secs_f64()
+                );
             }
         }
     }

@@ -98,6 +98,7 @@ mod files;
 pub mod http;
 pub mod metaevents;
 mod overflow;
+pub mod replay;
 pub mod services;
 #[cfg(all(feature = "mqtt", feature = "config"))]
 pub mod shadow;

@@ -128,6 +128,7 @@ pub struct EdgeHubBuilder {
     best_effort: bool,
     python_templates: bool,
     max_warm_mb: Option<u64>,
+    maintenance_interval: Option<std::time::Duration>,
     python_templates_max_mb: u32,
     aliases: Vec<(fnhub_core::FunctionName, fnhub_core::Alias)>,
     #[cfg(feature = "wasm")]
@@ -177,6 +178,15 @@ impl EdgeHubBuilder {
     /// `[hub] max_warm_mb`.
     pub fn max_warm_mb(mut self, mb: u64) -> Self {
         self.max_warm_mb = Some(mb);
+        self
+    }
+
+    /// How often the hub's maintenance pass applies the reservation policy's decisions
+    /// (evicts idle environments, pre-warms). Default 1 s. `Duration::ZERO` turns the
+    /// background pass off; call [`EdgeHub::maintain`](crate::EdgeHub::maintain) instead, as a
+    /// replay on a [`ManualClock`](fnhub_core::ManualClock) does.
+    pub fn maintenance_interval(mut self, interval: std::time::Duration) -> Self {
+        self.maintenance_interval = Some(interval);
         self
     }
 
@@ -388,6 +398,9 @@ impl EdgeHubBuilder {
         if let Some(mb) = self.max_warm_mb {
             scheduler = scheduler.max_warm_mb(mb);
         }
+        if let Some(interval) = self.maintenance_interval {
+            scheduler = scheduler.maintenance_interval(interval);
+        }
         for sandbox in self.sandboxes {
             scheduler = scheduler.sandbox(sandbox);
         }
@@ -554,6 +567,7 @@ impl Default for EdgeHubBuilder {
             best_effort: false,
             python_templates: true,
             max_warm_mb: None,
+            maintenance_interval: None,
             python_templates_max_mb: 256,
             aliases: Vec::new(),
             #[cfg(feature = "wasm")]

@@ -106,6 +106,13 @@ impl EdgeHub {
         EdgeHubBuilder::default()
     }
 
+    /// Runs one maintenance pass now, at the hub clock's time: idle environments past their
+    /// reservation windows stop, and due pre-warms start (and are awaited). The hub runs
+    /// this every [maintenance interval](EdgeHubBuilder::maintenance_interval).
+    pub async fn maintain(&self) {
+        self.parts.scheduler.maintain().await;
+    }
+
     /// A handle that does not keep the hub alive.
     pub fn downgrade(&self) -> WeakHub {
         WeakHub(Arc::downgrade(&self.parts))

@@ -92,9 +92,10 @@ pub trait ReservationPolicy: Send {
 }
 
 /// Environments for a forecast concurrency: enough to run it at once, at least one, at
-/// most 1024.
+/// most 1024. A forecast within rounding of a whole number is that number: a busy minute's
+/// `arrivals × run / period` that is one in exact arithmetic must not hold two environments.
 fn environments_for(concurrency: Option<f64>) -> u32 {
-    concurrency.map_or(1, |c| (c.ceil() as u32).clamp(1, 1024))
+    concurrency.map_or(1, |c| ((c - 1e-9).ceil() as u32).clamp(1, 1024))
 }
 
 /// Keeps every environment loaded for a fixed time after it goes idle.
@@ -288,6 +289,10 @@ mod tests {
         // A trickle: one.
         p.record(1, now, 1, Duration::from_millis(10), None);
         assert_eq!(p.environments(1), 1);
+        // Three arrivals sharing a minute of run time: one at a time, whatever the rounding
+        // of 3 × (60 s / 3) / 60 s.
+        p.record(2, now, 3, Duration::from_secs_f64(60.0 / 3.0), None);
+        assert_eq!(p.environments(2), 1);
         // The hybrid histogram sizes by the same forecast.
         let mut h = HybridHistogram::default();
         h.record(0, now, 600, Duration::from_secs(1), None);
