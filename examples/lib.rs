@@ -9,8 +9,10 @@
 //!
 //! This package enables the `fnhub` features they need (`edge`: process functions, the
 //! config file, the HTTP front door and the MQTT bridge), so the library itself can keep
-//! lean defaults. Its modules are what the binaries share: [`logs`], how they log, and
-//! [`serve`], a hub or cloud runtime node from a config file.
+//! lean defaults. Its modules are what the binaries share: [`logs`], how they log;
+//! [`memory`], the start-up code's pages given back; and [`serve`], a hub or cloud runtime
+//! node from a config file.
 
 pub mod logs;
+pub mod memory;
 pub mod serve;

@@ -41,6 +41,11 @@ pub async fn run_config(
         config.flows().len(),
         http.as_deref().unwrap_or("off"),
     );
+    // Started: the code that only starting ran need not stay resident.
+    match crate::memory::release_startup_code() {
+        Ok(bytes) => tracing::debug!(code_mib = bytes >> 20, "start-up code pages released"),
+        Err(error) => tracing::debug!(%error, "start-up code pages kept"),
+    }
     match until {
         Until::Signal => {
             let mut term =
