@@ -138,6 +138,15 @@ pub trait Sandbox: Send + Sync + 'static {
     fn warm_bytes(&self) -> u64 {
         0
     }
+
+    /// The reservation policy no longer keeps `spec` warm (its keep-alive ended, or it waits
+    /// unloaded for its pre-warm point) and its idle environments have stopped: let go of
+    /// what the sandbox holds warm for it outside environments (a template). A later
+    /// [`prepare`](Self::prepare), such as the policy's pre-warm, makes it again. Default:
+    /// nothing is held.
+    fn release(&self, spec: &FunctionSpec) {
+        let _ = spec;
+    }
 }
 
 /// A prepared place where one function version runs, kept warm across invocations.

@@ -259,3 +259,61 @@ async fn templates_keep_to_their_memory_bound() {
         env.shutdown().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reservation_policy_decides_how_long_a_template_stays() {
+    use fnhub::libs::scheduler::Scheduler;
+    use fnhub::libs::scheduler::policy::FixedKeepAlive;
+    let Some(python) = python_with_ric() else {
+        return;
+    };
+    // The sandbox alone would keep an unused template ten minutes; the scheduler's policy
+    // keeps the function warm one minute of its manual clock.
+    let sandbox = sandbox();
+    let clock = fnhub_core::ManualClock::new();
+    let scheduler = Scheduler::builder()
+        .clock(std::sync::Arc::new(clock.clone()))
+        .reservation_policy(Box::new(FixedKeepAlive::new(Duration::from_secs(60))))
+        .maintenance_interval(Duration::ZERO)
+        .sandbox(std::sync::Arc::new(sandbox.clone()))
+        .build()
+        .unwrap();
+    let f = spec(&python, "tmpl-policy", "kept_by_policy", "p", None);
+    scheduler.deploy(f.clone()).unwrap();
+    let call = async || {
+        let c = scheduler
+            .try_submit(Invocation::new(f.name.clone().into(), "{}"))
+            .unwrap()
+            .await;
+        assert_eq!(json(&c.outcome.unwrap())["secret"], "p");
+    };
+    call().await;
+    assert_eq!(sandbox.templates().templates, 1);
+    clock.advance(Duration::from_secs(50));
+    scheduler.maintain().await;
+    assert_eq!(scheduler.idle_environments(), 1, "within the keep-alive");
+    assert_eq!(
+        sandbox.templates().templates,
+        1,
+        "the warm function keeps its template"
+    );
+    call().await;
+    clock.advance(Duration::from_secs(61));
+    scheduler.maintain().await;
+    assert_eq!(scheduler.idle_environments(), 0, "evicted by the policy");
+    assert_eq!(
+        sandbox.templates().templates,
+        0,
+        "the policy let the function go cold: its template went with it"
+    );
+    let mut waited = 0;
+    while !templates_of("zygote_app.kept_by_policy").is_empty() {
+        waited += 1;
+        assert!(waited < 500, "the template's process was not stopped");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The next call makes it again.
+    call().await;
+    assert_eq!(sandbox.templates().templates, 1);
+    scheduler.shutdown().await;
+}

@@ -177,6 +177,9 @@ pub(crate) struct Maintenance {
     pub(crate) prewarm: Vec<Arc<Deployed>>,
     /// Environments evicted, to shut down.
     pub(crate) evicted: Vec<Box<dyn Environment>>,
+    /// Functions the policy has let go cold, for their sandboxes to release what they hold
+    /// for them (after the evicted environments have stopped).
+    pub(crate) released: Vec<Arc<Deployed>>,
 }
 
 impl Pool {
@@ -467,7 +470,12 @@ impl Pool {
                 slot.plan = None;
             }
             if !loaded_window {
-                out.evicted.extend(slot.close_idle(|_| true));
+                let closed = slot.close_idle(|_| true);
+                // Cold by the policy's windows: what the sandbox holds for it goes too.
+                if !closed.is_empty() || past {
+                    out.released.push(deployed.clone());
+                }
+                out.evicted.extend(closed);
             } else if due {
                 // As many as the forecast says, while the memory bound allows.
                 let want = slot.plan.as_ref().map_or(1, |p| p.environments) as usize;

@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used)] // tests may unwrap
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use fnhub_core::{
@@ -25,6 +26,8 @@ fn scheduler(clock: &ManualClock, policy: Box<dyn ReservationPolicy>) -> Schedul
 struct Holding {
     inner: InProcessSandbox,
     held: u64,
+    /// Times the scheduler let a function go cold (`Sandbox::release`).
+    released: Arc<AtomicUsize>,
 }
 
 impl Sandbox for Holding {
@@ -46,6 +49,11 @@ impl Sandbox for Holding {
     fn warm_bytes(&self) -> u64 {
         self.held
     }
+
+    fn release(&self, spec: &FunctionSpec) {
+        assert_eq!(spec.name.as_str(), "echo");
+        self.released.fetch_add(1, Ordering::SeqCst);
+    }
 }
 
 fn scheduler_within(
@@ -54,12 +62,26 @@ fn scheduler_within(
     max_warm_mb: u64,
     held: u64,
 ) -> Scheduler {
+    scheduler_releasing(clock, policy, max_warm_mb, held, Arc::default())
+}
+
+fn scheduler_releasing(
+    clock: &ManualClock,
+    policy: Box<dyn ReservationPolicy>,
+    max_warm_mb: u64,
+    held: u64,
+    released: Arc<AtomicUsize>,
+) -> Scheduler {
     let inner = InProcessSandbox::new();
     inner.register(
         "echo",
         from_fn(|inv: Invocation| async move { Ok(inv.payload) }),
     );
-    let sandbox = Holding { inner, held };
+    let sandbox = Holding {
+        inner,
+        held,
+        released,
+    };
     let s = Scheduler::builder()
         .workers(2)
         .clock(Arc::new(clock.clone()))
@@ -171,6 +193,61 @@ async fn prewarm_loads_an_environment_when_the_window_opens() {
     let heard = heard.lock().clone();
     assert_eq!(heard, [(1, None), (1, Some(5 * MIN))]);
     s.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_sandbox_lets_go_of_a_function_the_policy_lets_go_cold() {
+    // What a process sandbox holds for a function outside its environments (its Python
+    // template) follows the policy: released when the windows unload the function, made
+    // again by the pre-warm's prepare.
+    let clock = ManualClock::new();
+    let released = Arc::new(AtomicUsize::new(0));
+    let policy = Scripted {
+        windows: Windows {
+            prewarm: 5 * MIN,
+            keep_alive: 2 * MIN,
+        },
+        environments: 1,
+        heard: Arc::default(),
+    };
+    let s = scheduler_releasing(&clock, Box::new(policy), u64::MAX, 0, released.clone());
+    let count = || released.load(Ordering::SeqCst);
+    assert_eq!(call(&s).await, Start::Cold);
+    assert_eq!(count(), 0, "busy, then idle within nothing yet");
+    s.maintain().await;
+    assert_eq!(count(), 1, "unloaded until the pre-warm point: released");
+    s.maintain().await;
+    assert_eq!(count(), 1, "once per transition, not every pass");
+    clock.advance(5 * MIN);
+    s.maintain().await;
+    assert_eq!(s.idle_environments(), 1, "pre-warmed");
+    assert_eq!(count(), 1, "a pre-warm keeps it");
+    clock.advance(2 * MIN + Duration::from_secs(1));
+    s.maintain().await;
+    assert_eq!(s.idle_environments(), 0);
+    assert_eq!(count(), 2, "past the keep-alive: released again");
+    s.maintain().await;
+    assert_eq!(count(), 2);
+
+    // A fixed keep-alive releases only when it evicts.
+    let released = Arc::new(AtomicUsize::new(0));
+    let clock = ManualClock::new();
+    let s2 = scheduler_releasing(
+        &clock,
+        Box::new(FixedKeepAlive::new(10 * MIN)),
+        u64::MAX,
+        0,
+        released.clone(),
+    );
+    call(&s2).await;
+    clock.advance(9 * MIN);
+    s2.maintain().await;
+    assert_eq!(released.load(Ordering::SeqCst), 0, "kept warm: held");
+    clock.advance(2 * MIN);
+    s2.maintain().await;
+    assert_eq!(released.load(Ordering::SeqCst), 1);
+    s.shutdown().await;
+    s2.shutdown().await;
 }
 
 #[tokio::test]

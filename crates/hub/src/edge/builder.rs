@@ -330,8 +330,11 @@ impl EdgeHubBuilder {
     /// Whether Python functions (`python… -m awslambdaric <handler>`) fork their
     /// environments from a template per function version that has already imported the
     /// runtime client and the handler's libraries (see the process sandbox's
-    /// [templates](fnhub_sandbox::process#templates-for-python-functions)). On by default;
-    /// a template unused for ten minutes stops. The config file's `[hub] python_templates`.
+    /// [templates](fnhub_sandbox::process#templates-for-python-functions)). On by default.
+    /// A function's template stays while the [reservation policy](Self::reservation_policy)
+    /// keeps the function warm, stops when the policy lets it go cold, and is made again by
+    /// the policy's pre-warm or the next call; one unused for ten minutes stops whatever the
+    /// policy says. The config file's `[hub] python_templates`.
     pub fn python_templates(mut self, on: bool) -> Self {
         self.python_templates = on;
         self

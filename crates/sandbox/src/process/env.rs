@@ -332,7 +332,7 @@ impl ProcessEnvironment {
                         .await
                 };
                 zygotes
-                    .template(format!("{spec:?}"), spec.name.as_str(), make)
+                    .template(super::zygote::template_key(spec), spec.name.as_str(), make)
                     .await
             }
             _ => None,

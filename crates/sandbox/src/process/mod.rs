@@ -429,6 +429,13 @@ impl Sandbox for ProcessSandbox {
     fn warm_bytes(&self) -> u64 {
         self.templates().resident_bytes
     }
+
+    /// Stops the function version's template, if no environment holds it.
+    fn release(&self, spec: &FunctionSpec) {
+        if let Some(zygotes) = &self.config.zygotes {
+            zygotes.release(&zygote::template_key(spec));
+        }
+    }
 }
 
 fn start_error(message: impl Into<String>) -> PrepareError {

@@ -22,7 +22,10 @@
 //!
 //! A template that dies (killed, or crashed) is replaced by the next environment that needs
 //! one; environments whose process it took with it start a new one, as after any crash. A
-//! template unused for the sandbox's keep-alive is stopped once no environment holds it, and
+//! template stops when the scheduler's reservation policy lets its function go cold
+//! (`Sandbox::release`, once the function's idle environments have stopped) and comes back
+//! with the policy's pre-warm; one unused for the sandbox's keep-alive is stopped once no
+//! environment holds it whatever the policy says, and
 //! the templates together keep to a bound on their resident memory (the least recently used
 //! idle one stops to make room; when all are in use, the new function goes without). Their
 //! memory is reported by `ProcessSandbox::templates`. When no template can be made
@@ -66,6 +69,12 @@ pub(super) fn python_handler<'a>(program: &str, args: &'a [String]) -> Option<&'
         }
         _ => None,
     }
+}
+
+/// The key of a function version's template: the whole spec, so that any change to the
+/// function (command, files, variables, limits) is a template of its own.
+pub(super) fn template_key(spec: &fnhub_core::FunctionSpec) -> String {
+    format!("{spec:?}")
 }
 
 /// Where one function version's template is kept; locked while it is being made.
@@ -218,6 +227,28 @@ impl Zygotes {
                 return;
             }
         });
+    }
+
+    /// Stops the template under `key` now unless an environment holds it (one that does
+    /// stops when its last environment has gone and it sits unused). Whether one stopped.
+    pub(super) fn release(&self, key: &str) -> bool {
+        let Some(slot) = self.slots.lock().get(key).cloned() else {
+            return false;
+        };
+        let Ok(mut held) = slot.try_lock() else {
+            // Being made (a pre-warm or a cold start needs it): kept.
+            return false;
+        };
+        match held.as_ref() {
+            Some(template) if Arc::strong_count(template) == 1 => {
+                if let Some(template) = held.take() {
+                    tracing::debug!(template = %key, "the reservation policy let the function's template go");
+                    template.stop();
+                }
+                true
+            }
+            _ => false,
+        }
     }
 
     /// How many templates are alive, and their resident memory in bytes.

@@ -80,6 +80,11 @@ pub(super) async fn maintain(inner: &Inner) {
     for env in work.evicted {
         env.shutdown().await;
     }
+    for deployed in work.released {
+        if let Some(sandbox) = inner.pool.sandbox_for(&deployed.spec) {
+            sandbox.release(&deployed.spec);
+        }
+    }
     for deployed in work.prewarm {
         match inner.pool.prewarm(&deployed).await {
             Ok(()) => inner.prewarms.increment(1),
