@@ -9,6 +9,12 @@
 //!   client subscribed to the readings, running the same function in its process on each,
 //!   and publishing the result to the subscriber's topic. QoS 1.
 //!
+//! Then the hub and the forwarder at QoS 0 (the device's publishes, the bridge's and the
+//! forwarder's subscriptions and publishes, the subscriber's subscription): a subscriber
+//! that cannot keep up loses messages at QoS 0, so each path is timed to its last delivery,
+//! and its rate and CPU count only what arrived (`QOS0` and `RATIO mqtt_qos0` lines, the
+//! median of three rounds each).
+//!
 //! Each iteration moves a batch of messages and ends when the subscriber has all of them;
 //! the figure is time per message. Then one batch of 20 000 on each path is timed with the
 //! CPU that mosquitto and this process spent on it, to show where the time goes. Target of the router issue: the hub's rate at least
@@ -41,22 +47,18 @@ async fn relay(payload: Bytes) -> Bytes {
     payload
 }
 
-/// The hand-written forwarder: subscribes to `fwd/+`, runs [`relay`] on each reading and
-/// publishes the result to `fwd-out/{device}`, at QoS 1; its publishes go through a task of
-/// their own so the event loop never waits on its own request queue.
-async fn forwarder(port: u16) {
-    let mut options = MqttOptions::new("forwarder", "127.0.0.1", port);
+/// The hand-written forwarder: subscribes to `{prefix}/+`, runs [`relay`] on each reading
+/// and publishes the result to `{prefix}-out/{device}`, at `qos`; its publishes go through a
+/// task of their own so the event loop never waits on its own request queue.
+async fn forwarder(port: u16, prefix: &'static str, qos: QoS) {
+    let mut options = MqttOptions::new(format!("forwarder-{prefix}"), "127.0.0.1", port);
     options.set_keep_alive(Duration::from_secs(30));
     let (client, mut events) = AsyncClient::new(options, 100_000);
     let (out_tx, mut out_rx) = mpsc::unbounded_channel::<(String, Bytes)>();
     let publisher = client.clone();
     tokio::spawn(async move {
         while let Some((topic, payload)) = out_rx.recv().await {
-            if publisher
-                .publish(topic, QoS::AtLeastOnce, false, payload)
-                .await
-                .is_err()
-            {
+            if publisher.publish(topic, qos, false, payload).await.is_err() {
                 return;
             }
         }
@@ -66,7 +68,7 @@ async fn forwarder(port: u16) {
         loop {
             match events.poll().await {
                 Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                    let _ = client.subscribe("fwd/+", QoS::AtLeastOnce).await;
+                    let _ = client.subscribe(format!("{prefix}/+"), qos).await;
                 }
                 Ok(Event::Incoming(Packet::SubAck(_))) => {
                     let _ = ready_tx.send(());
@@ -78,7 +80,10 @@ async fn forwarder(port: u16) {
                         .unwrap_or_default()
                         .to_owned();
                     let output = relay(p.payload).await;
-                    if out_tx.send((format!("fwd-out/{device}"), output)).is_err() {
+                    if out_tx
+                        .send((format!("{prefix}-out/{device}"), output))
+                        .is_err()
+                    {
                         return;
                     }
                 }
@@ -131,6 +136,7 @@ async fn client(
     port: u16,
     id: &str,
     subscribe: Option<&str>,
+    qos: QoS,
 ) -> (AsyncClient, mpsc::UnboundedReceiver<()>) {
     let mut options = MqttOptions::new(id, "127.0.0.1", port);
     options.set_keep_alive(Duration::from_secs(30));
@@ -144,7 +150,7 @@ async fn client(
             match events.poll().await {
                 Ok(Event::Incoming(Packet::ConnAck(_))) => match &filter {
                     Some(f) => {
-                        let _ = sub.subscribe(f.clone(), QoS::AtLeastOnce).await;
+                        let _ = sub.subscribe(f.clone(), qos).await;
                     }
                     None => {
                         let _ = ready_tx.send(());
@@ -167,7 +173,7 @@ async fn client(
     (client, rx)
 }
 
-/// Publishes `n` readings and waits until `received` has had `n` messages.
+/// Publishes `n` readings at QoS 1 and waits until `received` has had `n` messages.
 async fn batch(
     device: AsyncClient,
     received: Arc<Mutex<mpsc::UnboundedReceiver<()>>>,
@@ -192,6 +198,36 @@ async fn batch(
         }
     }
     started.elapsed()
+}
+
+/// Publishes `n` readings at QoS 0 and counts what `received` gets until `n` have come or
+/// none for half a second: how many arrived, and the time from the first publish to the last
+/// arrival.
+async fn qos0_run(
+    device: AsyncClient,
+    received: Arc<Mutex<mpsc::UnboundedReceiver<()>>>,
+    topic: &'static str,
+    n: u64,
+) -> (u64, Duration) {
+    let mut received = received.lock().await;
+    let started = Instant::now();
+    for i in 0..n {
+        device
+            .publish(topic, QoS::AtMostOnce, false, format!("{{\"t\":{i}}}"))
+            .await
+            .expect("publish");
+    }
+    let (mut delivered, mut last) = (0, started.elapsed());
+    while delivered < n {
+        match tokio::time::timeout(Duration::from_millis(500), received.recv()).await {
+            Ok(Some(())) => {
+                delivered += 1;
+                last = started.elapsed();
+            }
+            _ => break,
+        }
+    }
+    (delivered, last)
 }
 
 /// CPU time (user + system) a process has used, in clock ticks, from `/proc/{pid}/stat`.
@@ -251,13 +287,27 @@ fn bench(c: &mut Criterion) {
                     .with_output_topic("out/{1}"),
                 from_fn(|inv: Invocation| async move { Ok::<Bytes, _>(relay(inv.payload).await) }),
             )
+            .function(
+                FunctionSpec::in_process(FunctionName::new("relay0").expect("name"))
+                    .with_output_topic("out0/{1}"),
+                from_fn(|inv: Invocation| async move { Ok::<Bytes, _>(relay(inv.payload).await) }),
+            )
             .flow(Flow::parse("cloud", "sensors/+", "function:relay").expect("flow"))
+            .flow(Flow::parse("cloud", "sensors0/+", "function:relay0").expect("flow"))
             .build()
             .expect("hub");
         fnhub::bridge::Bridge::new(
             MqttConfig::new("127.0.0.1", port, "bench-hub")
                 .inbound(InboundRule::new("sensors/#".parse().expect("filter")))
                 .outbound(OutboundRule::new("out/#".parse().expect("filter")))
+                .inbound(
+                    InboundRule::new("sensors0/#".parse().expect("filter"))
+                        .with_qos(fnhub::Qos::AtMostOnce),
+                )
+                .outbound(
+                    OutboundRule::new("out0/#".parse().expect("filter"))
+                        .with_qos(fnhub::Qos::AtMostOnce),
+                )
                 // Criterion's batches reach tens of thousands of messages.
                 .with_buffer(1_000_000),
         )
@@ -269,35 +319,48 @@ fn bench(c: &mut Criterion) {
         }
         hub
     });
-    let (device, _) = rt.block_on(client(port, "device", None));
-    let (_sink, mut received) = rt.block_on(client(port, "sink", Some("out/#")));
-    let (_direct, direct) = rt.block_on(client(port, "direct", Some("direct/#")));
-    rt.block_on(forwarder(port));
-    let (_forwarded, forwarded) = rt.block_on(client(port, "fwd-sink", Some("fwd-out/#")));
-    // The hub's upstream subscription is in place once one reading makes it through.
-    rt.block_on(async {
-        loop {
-            device
-                .publish("sensors/warmup", QoS::AtLeastOnce, false, "{}")
-                .await
-                .expect("publish");
-            if tokio::time::timeout(Duration::from_millis(300), received.recv())
+    let (q1, q0) = (QoS::AtLeastOnce, QoS::AtMostOnce);
+    let (device, _) = rt.block_on(client(port, "device", None, q1));
+    let (_sink, mut received) = rt.block_on(client(port, "sink", Some("out/#"), q1));
+    let (_sink0, mut received0) = rt.block_on(client(port, "sink0", Some("out0/#"), q0));
+    let (_direct, direct) = rt.block_on(client(port, "direct", Some("direct/#"), q1));
+    rt.block_on(forwarder(port, "fwd", q1));
+    rt.block_on(forwarder(port, "fwd0", q0));
+    let (_forwarded, forwarded) = rt.block_on(client(port, "fwd-sink", Some("fwd-out/#"), q1));
+    let (_forwarded0, forwarded0) = rt.block_on(client(port, "fwd0-sink", Some("fwd0-out/#"), q0));
+    // The hub's upstream subscriptions are in place once one reading makes it through each.
+    for (topic, received) in [
+        ("sensors/warmup", &mut received),
+        ("sensors0/warmup", &mut received0),
+    ] {
+        rt.block_on(async {
+            loop {
+                device
+                    .publish(topic, q1, false, "{}")
+                    .await
+                    .expect("publish");
+                if tokio::time::timeout(Duration::from_millis(300), received.recv())
+                    .await
+                    .is_ok()
+                {
+                    break;
+                }
+            }
+            while tokio::time::timeout(Duration::from_millis(300), received.recv())
                 .await
                 .is_ok()
-            {
-                break;
-            }
-        }
-        while tokio::time::timeout(Duration::from_millis(300), received.recv())
-            .await
-            .is_ok()
-        {}
-    });
+            {}
+        });
+    }
 
     let mut g = c.benchmark_group("mqtt_end_to_end");
     g.sample_size(10);
     let (received, direct) = (Arc::new(Mutex::new(received)), Arc::new(Mutex::new(direct)));
     let forwarded = Arc::new(Mutex::new(forwarded));
+    let (received0, forwarded0) = (
+        Arc::new(Mutex::new(received0)),
+        Arc::new(Mutex::new(forwarded0)),
+    );
     g.bench_function("hub", |b| {
         b.to_async(&rt)
             .iter_custom(|n| batch(device.clone(), received.clone(), "sensors/d1", n))
@@ -346,6 +409,39 @@ fn bench(c: &mut Criterion) {
         hub_broker + hub_own,
         fwd_broker + fwd_own,
         (hub_broker + hub_own) / (fwd_broker + fwd_own)
+    );
+    // QoS 0: nothing is acknowledged and a subscriber that cannot keep up loses messages
+    // (the hub drops what finds its intake full, and counts it), so each path is timed
+    // until its last delivery and its rate counts only what arrived.
+    let mut rates = (Vec::new(), Vec::new());
+    for round in 0..3 {
+        for (path, topic, sink, rate) in [
+            ("hub_qos0", "sensors0/d1", &received0, &mut rates.0),
+            ("forwarder_qos0", "fwd0/d1", &forwarded0, &mut rates.1),
+        ] {
+            let (b0, s0) = (cpu_ticks(&pid), cpu_ticks("self"));
+            let (delivered, took) = rt.block_on(qos0_run(device.clone(), sink.clone(), topic, n));
+            let cpu = (cpu_ticks(&pid) - b0 + cpu_ticks("self") - s0) as f64 * 10_000.0;
+            let per_second = delivered as f64 / took.as_secs_f64();
+            println!(
+                "QOS0 {path} round {round}: {delivered} of {n} delivered ({:.1}% lost), {per_second:.0}/s, CPU {:.1} µs per delivered message",
+                100.0 * (n - delivered) as f64 / n as f64,
+                cpu / delivered.max(1) as f64
+            );
+            rate.push((per_second, cpu / delivered.max(1) as f64));
+        }
+    }
+    let median = |v: &mut Vec<(f64, f64)>, by: fn(&(f64, f64)) -> f64| {
+        let mut xs: Vec<f64> = v.iter().map(by).collect();
+        xs.sort_by(f64::total_cmp);
+        xs[xs.len() / 2]
+    };
+    let (hub_rate, fwd_rate) = (median(&mut rates.0, |r| r.0), median(&mut rates.1, |r| r.0));
+    let (hub_cpu, fwd_cpu) = (median(&mut rates.0, |r| r.1), median(&mut rates.1, |r| r.1));
+    println!(
+        "RATIO mqtt_qos0: hub {hub_rate:.0}/s / forwarder {fwd_rate:.0}/s = {:.2}x throughput; CPU per message {hub_cpu:.1} / {fwd_cpu:.1} µs = {:.2}x",
+        hub_rate / fwd_rate,
+        hub_cpu / fwd_cpu
     );
     let (alone, via_hub) = (alone_broker + alone_own, hub_broker + hub_own);
     println!(

@@ -42,6 +42,14 @@ pub(super) struct Counters {
 /// messages past half of it.
 const INTAKE: usize = 256;
 
+/// QoS 0 messages (their payload bytes) that wait for the intake at most; past this they
+/// are dropped and counted, as QoS 0 allows.
+const HELD_QOS0_BYTES: usize = 4 << 20;
+
+/// How long sending waits after finding rumqttc's request queue full, unless an event from
+/// its event loop comes first.
+const QUEUE_FULL_RETRY: Duration = Duration::from_millis(1);
+
 pub(super) fn bump(c: &AtomicU64) {
     c.fetch_add(1, Ordering::Relaxed);
 }
@@ -229,7 +237,8 @@ pub(super) async fn run(
         // once the sink has taken it: one the hub refuses (it is shutting down) stays the
         // broker's, to be sent again on the next connection. The broker holds back QoS 1
         // messages past our receive maximum (see `options`); QoS 0 messages that find the
-        // intake full are dropped and counted.
+        // intake full wait with them, up to `HELD_QOS0_BYTES`, past which they are dropped
+        // and counted.
         let (inbound, inbound_rx) = mpsc::channel::<Publish>(INTAKE);
         let worker = tokio::spawn(take_inbound(
             config.clone(),
@@ -240,15 +249,22 @@ pub(super) async fn run(
         ));
         let mut connected = false;
         let mut window = config.window;
-        // QoS 1 messages the intake had no room for, oldest first. The event loop never
-        // waits for the intake: if it did, rumqttc would stop being polled, and the
-        // acknowledgements of what the intake took would never leave (a deadlock seen with
-        // a backlog of thousands). The broker sends at most our receive maximum of them
-        // unacknowledged, which bounds this.
+        // Messages the intake had no room for, oldest first. The event loop never waits for
+        // the intake: if it did, rumqttc would stop being polled, and the acknowledgements
+        // of what the intake took would never leave (a deadlock seen with a backlog of
+        // thousands). The broker sends at most our receive maximum of QoS 1 messages
+        // unacknowledged, which bounds those; QoS 0 ones are bounded by their bytes.
         let mut held: VecDeque<Publish> = VecDeque::new();
+        let mut held_qos0_bytes = 0usize;
+        // Set when rumqttc's request queue was full: sending waits for its next event (it
+        // drains the queue only as it is polled) or a moment, instead of trying again at
+        // once. Trying again at once never yielded: the loop spent tokio's budget, after
+        // which it could no longer receive the events that would have freed the queue.
+        let mut queue_full: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
         let ended = loop {
             counters.set_buffered(outbox.len());
             let can_send = connected
+                && queue_full.is_none()
                 && !outbox.waiting.is_empty()
                 && outbox.submitted.len() + outbox.inflight.len() < window;
             tokio::select! {
@@ -256,6 +272,9 @@ pub(super) async fn run(
                 permit = inbound.reserve(), if !held.is_empty() => match permit {
                     Ok(permit) => {
                         if let Some(p) = held.pop_front() {
+                            if p.qos == RQoS::AtMostOnce {
+                                held_qos0_bytes -= p.payload.len();
+                            }
                             permit.send(p);
                         }
                     }
@@ -276,11 +295,19 @@ pub(super) async fn run(
                             m.topic.clone(), m.qos.mqtt(), false, m.payload.clone(), props,
                         ) {
                             Ok(()) => outbox.submitted.push_back(m),
-                            Err(_) => outbox.waiting.push_front(m),
+                            Err(_) => {
+                                outbox.waiting.push_front(m);
+                                queue_full = Some(Box::pin(tokio::time::sleep(QUEUE_FULL_RETRY)));
+                            }
                         }
                     }
                 }
-                ev = events.recv() => match ev.unwrap_or(Err(ConnectionError::RequestsDone)) {
+                // rumqttc made progress (any event) or a moment passed: its queue has room
+                // again, most likely.
+                () = async { if let Some(wait) = queue_full.as_mut() { wait.await } }, if queue_full.is_some() => {
+                    queue_full = None;
+                }
+                ev = events.recv() => { queue_full = None; match ev.unwrap_or(Err(ConnectionError::RequestsDone)) {
                     Ok(MqttEvent::Incoming(Packet::ConnAck(ack))) => {
                         // Never more in flight than the broker takes: a publish rumqttc
                         // cannot send yet would hold up, in the same queue, the
@@ -311,8 +338,21 @@ pub(super) async fn run(
                     }
                     Ok(MqttEvent::Incoming(Packet::Publish(p))) => {
                         if p.qos == RQoS::AtMostOnce {
-                            if let Err(e) = inbound.try_send(p) {
-                                let p = e.into_inner();
+                            // A burst waits (as it would in the broker for a client that
+                            // reads no faster), in order with the rest, within a bound.
+                            let p = if held.is_empty() {
+                                match inbound.try_send(p) {
+                                    Ok(()) => continue,
+                                    Err(mpsc::error::TrySendError::Full(p)) => p,
+                                    Err(mpsc::error::TrySendError::Closed(_)) => break false,
+                                }
+                            } else {
+                                p
+                            };
+                            if held_qos0_bytes + p.payload.len() <= HELD_QOS0_BYTES {
+                                held_qos0_bytes += p.payload.len();
+                                held.push_back(p);
+                            } else {
                                 dropped_inbound(&counters, "intake_full", &String::from_utf8_lossy(&p.topic));
                             }
                         } else if !held.is_empty() {
@@ -356,7 +396,7 @@ pub(super) async fn run(
                         }
                         break false;
                     }
-                },
+                }},
             }
         };
         counters.set_disconnected();
