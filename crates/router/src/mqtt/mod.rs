@@ -9,8 +9,9 @@
 //!   sends it again on the next connection. A full hub slows the bridge rather than losing
 //!   the message: the broker holds back QoS 1 messages past the bridge's receive maximum
 //!   (128). A crash of the hub's process loses what it had admitted and not yet run (its
-//!   queue). A QoS 0 message that finds the intake (256) or the hub full is dropped;
-//!   every drop of any kind is counted in [`BridgeStats::inbound_dropped`], in the
+//!   queue). A QoS 0 message that finds the intake (256) full waits in order with the rest,
+//!   up to 4 MiB of such payloads; past that, or when the hub stays full for a few short
+//!   waits, it is dropped; every drop of any kind is counted in [`BridgeStats::inbound_dropped`], in the
 //!   `fnhub_mqtt_inbound_dropped_total{reason}` metric, and logged (at most a line a
 //!   second, with the number since the last).
 //! - **Outbound**: events on local filters are published upstream, at QoS 0 or 1, with the
