@@ -144,7 +144,7 @@ type PerFunction = (FunctionStats, BTreeMap<&'static str, u64>);
 
 pub(crate) struct Stats {
     pub(crate) counters: Counters,
-    per_function: Mutex<HashMap<FunctionName, PerFunction>>,
+    per_function: Mutex<HashMap<FunctionName, PerFunction, foldhash::fast::RandomState>>,
     latency: Histogram,
 }
 
@@ -152,7 +152,7 @@ impl Stats {
     pub(crate) fn new() -> Stats {
         Stats {
             counters: Counters::default(),
-            per_function: Mutex::new(HashMap::new()),
+            per_function: Mutex::new(HashMap::default()),
             latency: Histogram::new(),
         }
     }

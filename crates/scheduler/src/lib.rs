@@ -79,6 +79,10 @@
 #![forbid(unsafe_code)]
 
 mod cpu;
+
+/// The maps on the invocation path: hashed with foldhash (seeded per map), not SipHash.
+pub(crate) type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+
 mod deployed;
 mod placement;
 pub mod policy;

@@ -1,6 +1,6 @@
 //! Deployed functions: versions and aliases, and how references resolve to them.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use fnhub_core::{Alias, AliasName, FunctionName, FunctionRef, FunctionSpec, Qualifier, Version};
@@ -73,7 +73,7 @@ pub enum DeployError {
 struct Entry {
     slot: usize,
     versions: BTreeMap<Version, Arc<Deployed>>,
-    aliases: HashMap<AliasName, Alias>,
+    aliases: crate::FastMap<AliasName, Alias>,
     /// Versions deployed but not yet the latest: they run only when named exactly, until
     /// [`Registry::promote`] (a new version warming before it takes traffic).
     staged: std::collections::BTreeSet<Version>,
@@ -120,7 +120,7 @@ fn validate(spec: &FunctionSpec) -> Result<(), DeployError> {
 /// The functions a scheduler can run.
 #[derive(Default)]
 pub(crate) struct Registry {
-    functions: HashMap<FunctionName, Entry>,
+    functions: crate::FastMap<FunctionName, Entry>,
 }
 
 impl Registry {
@@ -144,7 +144,7 @@ impl Registry {
             .or_insert_with(|| Entry {
                 slot,
                 versions: BTreeMap::new(),
-                aliases: HashMap::new(),
+                aliases: crate::FastMap::default(),
                 staged: Default::default(),
             });
         match entry.versions.get(&spec.version) {

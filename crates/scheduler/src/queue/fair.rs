@@ -2,7 +2,9 @@
 //! the [queue](super)'s documentation), and the limits and weights it reads.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::BinaryHeap;
+
+use crate::FastMap;
 
 use fnhub_core::Principal;
 
@@ -17,8 +19,8 @@ pub(crate) struct Limits {
     pub(crate) capacity: usize,
     pub(crate) per_function: usize,
     pub(crate) per_tenant: usize,
-    pub(crate) weights: HashMap<Principal, u32>,
-    pub(crate) tenant_limits: HashMap<Principal, usize>,
+    pub(crate) weights: FastMap<Principal, u32>,
+    pub(crate) tenant_limits: FastMap<Principal, usize>,
 }
 
 impl Limits {
@@ -51,7 +53,7 @@ pub(super) const IDLE_SWEEP: usize = 64;
 
 #[derive(Default)]
 pub(super) struct Class {
-    pub(super) tenants: HashMap<Principal, Tenant>,
+    pub(super) tenants: FastMap<Principal, Tenant>,
     /// Backlogged principals by (pass, join order).
     pub(super) ready: BinaryHeap<Reverse<(u64, u64, Principal)>>,
     pub(super) vtime: u64,

@@ -19,7 +19,7 @@ mod fair;
 mod order;
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -100,7 +100,7 @@ pub(crate) struct Queue {
     len: usize,
     next_seq: u64,
     functions: Vec<FunctionState>,
-    queued_by_tenant: HashMap<Principal, usize>,
+    queued_by_tenant: crate::FastMap<Principal, usize>,
     /// What each worker runs: the invocation and the job's sequence number.
     running_jobs: Vec<Option<(InvocationId, u64)>>,
     /// Queued jobs, by the slot their [`Key`] names.
@@ -125,7 +125,7 @@ impl Queue {
             len: 0,
             next_seq: 0,
             functions: Vec::new(),
-            queued_by_tenant: HashMap::new(),
+            queued_by_tenant: crate::FastMap::default(),
             running_jobs: vec![None; workers],
             slab: Vec::new(),
             deferred: BinaryHeap::new(),

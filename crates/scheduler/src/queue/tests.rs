@@ -8,8 +8,8 @@ fn limits(capacity: usize) -> Limits {
         capacity,
         per_function: capacity,
         per_tenant: capacity,
-        weights: HashMap::new(),
-        tenant_limits: HashMap::new(),
+        weights: crate::FastMap::default(),
+        tenant_limits: crate::FastMap::default(),
     }
 }
 

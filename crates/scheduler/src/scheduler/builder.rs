@@ -1,6 +1,5 @@
 //! Building a [`Scheduler`]: its settings, and the start of its workers.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
 use std::time::Duration;
@@ -34,8 +33,8 @@ pub struct SchedulerBuilder {
     queue_capacity: usize,
     per_function_queue: Option<usize>,
     per_tenant_queue: Option<usize>,
-    weights: HashMap<Principal, u32>,
-    tenant_limits: HashMap<Principal, usize>,
+    weights: crate::FastMap<Principal, u32>,
+    tenant_limits: crate::FastMap<Principal, usize>,
     max_idle_per_version: Option<usize>,
     max_warm_mb: u64,
     sandboxes: Vec<Arc<dyn Sandbox>>,
@@ -55,8 +54,8 @@ impl Default for SchedulerBuilder {
             queue_capacity: 1024,
             per_function_queue: None,
             per_tenant_queue: None,
-            weights: HashMap::new(),
-            tenant_limits: HashMap::new(),
+            weights: crate::FastMap::default(),
+            tenant_limits: crate::FastMap::default(),
             max_idle_per_version: None,
             max_warm_mb: u64::MAX,
             sandboxes: Vec::new(),
