@@ -36,7 +36,9 @@ use crate::deployed::Deployed;
 /// One admitted invocation waiting for a worker.
 pub(crate) struct Job {
     pub(crate) seq: u64,
-    pub(crate) invocation: Invocation,
+    /// Boxed: a job moves through admission, the queue's slab and a worker, and a
+    /// pointer moves cheaper than the 300-byte invocation.
+    pub(crate) invocation: Box<Invocation>,
     pub(crate) spec: Arc<Deployed>,
     pub(crate) admitted_at: Instant,
     pub(crate) reply: Option<oneshot::Sender<Completion>>,

@@ -38,7 +38,7 @@ fn job(
     inv.context.deadline = deadline.map(|s| SystemTime::UNIX_EPOCH + Duration::from_secs(s));
     Job {
         seq: q.next_seq(),
-        invocation: inv,
+        invocation: Box::new(inv),
         spec: spec.clone(),
         admitted_at: fnhub_core::Clock::now(&fnhub_core::SystemClock),
         reply: None,

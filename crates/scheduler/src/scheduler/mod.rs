@@ -495,7 +495,7 @@ impl Scheduler {
             };
             let job = Job {
                 seq,
-                invocation,
+                invocation: Box::new(invocation),
                 spec,
                 admitted_at: now,
                 reply,

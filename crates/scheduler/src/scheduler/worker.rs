@@ -149,7 +149,7 @@ async fn run(inner: &Inner, index: usize, job: Job) {
         match inner.pool.checkout(&spec, key.as_deref()).await {
             Ok((env, start)) => {
                 let slot = &inner.slots[index];
-                let mut call = env.env().invoke(invocation);
+                let mut call = env.env().invoke(*invocation);
                 // Most calls finish on their first poll; only a call that waits needs to
                 // listen for cancellation (which registers with the worker's `Notify`).
                 let first = std::future::poll_fn(|cx| Poll::Ready(call.as_mut().poll(cx))).await;
