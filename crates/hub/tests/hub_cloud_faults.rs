@@ -264,8 +264,11 @@ async fn results_in_stream(client: &CloudClient, count: u64) -> (u64, u64) {
     };
     let mut results = Box::pin(results);
     let mut seen = 0;
+    // Patient: a consumer on a cluster that took a server back can pause for seconds
+    // between deliveries (once 2 s was not enough, and a result that was there read as
+    // missing). Only a result that is not in the stream makes this wait run out.
     while seen < count {
-        match tokio::time::timeout(Duration::from_secs(2), results.next()).await {
+        match tokio::time::timeout(Duration::from_secs(15), results.next()).await {
             Ok(Some(_)) => seen += 1,
             _ => break,
         }
