@@ -431,13 +431,13 @@ fn bench(c: &mut Criterion) {
             rate.push((per_second, cpu / delivered.max(1) as f64));
         }
     }
-    let median = |v: &mut Vec<(f64, f64)>, by: fn(&(f64, f64)) -> f64| {
+    let median = |v: &[(f64, f64)], by: fn(&(f64, f64)) -> f64| {
         let mut xs: Vec<f64> = v.iter().map(by).collect();
         xs.sort_by(f64::total_cmp);
         xs[xs.len() / 2]
     };
-    let (hub_rate, fwd_rate) = (median(&mut rates.0, |r| r.0), median(&mut rates.1, |r| r.0));
-    let (hub_cpu, fwd_cpu) = (median(&mut rates.0, |r| r.1), median(&mut rates.1, |r| r.1));
+    let (hub_rate, fwd_rate) = (median(&rates.0, |r| r.0), median(&rates.1, |r| r.0));
+    let (hub_cpu, fwd_cpu) = (median(&rates.0, |r| r.1), median(&rates.1, |r| r.1));
     println!(
         "RATIO mqtt_qos0: hub {hub_rate:.0}/s / forwarder {fwd_rate:.0}/s = {:.2}x throughput; CPU per message {hub_cpu:.1} / {fwd_cpu:.1} µs = {:.2}x",
         hub_rate / fwd_rate,

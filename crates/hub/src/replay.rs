@@ -177,7 +177,7 @@ pub async fn replay(
         // The holder takes the worker first; the minute's invocations are then admitted at
         // its start (a call's first poll admits it).
         let minutes = &sandbox.minutes;
-        let held = minutes.entered_changed.notified();
+        let held = minutes.held_changed.notified();
         tokio::pin!(held);
         held.as_mut().enable();
         let holder = hub.call(Invocation::new(
@@ -315,7 +315,7 @@ fn spec(index: usize, memory_mb: f64) -> FunctionSpec {
 struct Minutes {
     /// Minutes whose holder has started: the holder of minute `m` makes it `m + 1`.
     held: AtomicU64,
-    entered_changed: Notify,
+    held_changed: Notify,
     /// Minutes over: an invocation of minute `m` finishes once this exceeds `m`.
     release: watch::Sender<u64>,
 }
@@ -343,7 +343,7 @@ impl ReplaySandbox {
             loads: AtomicUsize::new(0),
             minutes: Arc::new(Minutes {
                 held: AtomicU64::new(0),
-                entered_changed: Notify::new(),
+                held_changed: Notify::new(),
                 release: watch::Sender::new(0),
             }),
         }
@@ -413,7 +413,7 @@ impl Environment for ReplayEnv {
             if self.holds {
                 let mut release = self.minutes.release.subscribe();
                 self.minutes.held.store(minute + 1, Ordering::SeqCst);
-                self.minutes.entered_changed.notify_waiters();
+                self.minutes.held_changed.notify_waiters();
                 // The sender lives in the sandbox, which outlives its environments.
                 let _ = release.wait_for(|&over| over > minute).await;
             }
@@ -424,16 +424,11 @@ impl Environment for ReplayEnv {
     fn isolation(&self) -> &IsolationReport {
         &self.isolation
     }
-
-    fn shutdown(self: Box<Self>) -> BoxFuture<'static, ()> {
-        self.envs.lock().remove(&self.id);
-        Box::pin(async {})
-    }
 }
 
 impl Drop for ReplayEnv {
+    /// Stopped (shut down, or dropped by the pool): no longer loaded.
     fn drop(&mut self) {
-        // Stopped without a shutdown (the pool dropped it): no longer loaded either.
         self.envs.lock().remove(&self.id);
     }
 }

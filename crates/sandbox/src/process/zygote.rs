@@ -77,6 +77,11 @@ pub(super) fn template_key(spec: &fnhub_core::FunctionSpec) -> String {
     format!("{spec:?}")
 }
 
+/// Whether a template in its slot is held only there: no environment uses it.
+fn unused(template: &Arc<Template>) -> bool {
+    Arc::strong_count(template) == 1
+}
+
 /// Where one function version's template is kept; locked while it is being made.
 type Slot = Arc<tokio::sync::Mutex<Option<Arc<Template>>>>;
 
@@ -126,8 +131,7 @@ impl Zygotes {
             };
             let bytes = template.resident_bytes();
             total += bytes;
-            // Held only here: no environment uses it.
-            if Arc::strong_count(template) == 1 {
+            if unused(template) {
                 idle.push((*template.last_used.lock(), bytes, key));
             }
         }
@@ -240,7 +244,7 @@ impl Zygotes {
             return false;
         };
         match held.as_ref() {
-            Some(template) if Arc::strong_count(template) == 1 => {
+            Some(template) if unused(template) => {
                 if let Some(template) = held.take() {
                     tracing::debug!(template = %key, "the reservation policy let the function's template go");
                     template.stop();
