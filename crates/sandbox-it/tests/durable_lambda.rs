@@ -78,6 +78,30 @@ async fn aws(addr: SocketAddr, args: Vec<String>) -> (bool, Value, String) {
     )
 }
 
+/// Asserts that a `get-durable-execution-history` answer fits botocore's Lambda model (the
+/// event types, each event's details and their members): `fixtures/python/check_history.py`.
+fn follows_the_model(python: &std::path::Path, history: &Value) {
+    use std::io::Write;
+    let mut child = Command::new(python)
+        .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/python/check_history.py"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(history.to_string().as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "the history does not fit the model:\n{}\n{history}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
 fn args(list: &[&str]) -> Vec<String> {
     list.iter().map(|s| (*s).to_owned()).collect()
 }
@@ -287,6 +311,7 @@ async fn a_durable_function_waits_takes_a_callback_and_calls_another() {
     ] {
         assert!(kinds.contains(&kind), "{kind} missing from {kinds:?}");
     }
+    follows_the_model(&python, &history);
     let (_, listed, _) = aws(
         addr,
         args(&[
@@ -631,6 +656,169 @@ async fn stop_and_bad_input() {
     )
     .await;
     assert!(!ok && err.contains("ResourceConflictException"), "{err}");
+    server.shutdown().await;
+    hub.shutdown().await;
+}
+
+/// JavaScript: the same durable operations written with AWS's
+/// `@aws/durable-execution-sdk-js` under AWS's Node.js runtime interface client
+/// (`aws-lambda-ric`), both unmodified, on Node.js 22: steps, a wait, a step retried with
+/// backoff until it gives up, `waitForCallback` answered through the callback API,
+/// `waitForCondition`, `map`, `parallel`, a child context, and chained invokes of a plain
+/// and of a durable JavaScript function. Its history fits botocore's model.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn javascript_durable_functions_run_unchanged() {
+    let Some(python) = peers() else { return };
+    let Some(node) = common::node_with_ric() else {
+        return;
+    };
+    let root = node.task_root("durable_app.mjs");
+    let mut tour = ServiceAccess::default();
+    tour.invoke = vec!["plain-js".into(), "quick-js".into()];
+    let timeout = Duration::from_secs(30);
+    let hub = EdgeHub::builder()
+        .deploy(node.function("tour-js", "durable_app.tour", root.path(), tour, timeout))
+        .deploy(node.function(
+            "quick-js",
+            "durable_app.quick",
+            root.path(),
+            ServiceAccess::default(),
+            timeout,
+        ))
+        .deploy(node.function(
+            "plain-js",
+            "durable_app.plain",
+            root.path(),
+            ServiceAccess::default(),
+            timeout,
+        ))
+        .lambda_durable("tour-js", DurableConfig::default())
+        .lambda_durable("quick-js", DurableConfig::default())
+        .build()
+        .unwrap();
+    let server = fnhub::http::serve(
+        &hub,
+        "127.0.0.1:0".parse().unwrap(),
+        HttpConfig::unauthenticated_loopback(),
+    )
+    .await
+    .unwrap();
+    let addr = server.local_addr();
+    let arn = start(addr, "tour-js", r#"{"n": 21}"#).await;
+
+    // The callback's id, from the execution's history once it is asked for.
+    let until = std::time::Instant::now() + Duration::from_secs(90);
+    let callback = loop {
+        let (_, history, err) = aws(
+            addr,
+            args(&[
+                "get-durable-execution-history",
+                "--durable-execution-arn",
+                &arn,
+            ]),
+        )
+        .await;
+        let id = history["Events"].as_array().and_then(|events| {
+            events
+                .iter()
+                .find(|e| e["EventType"] == "CallbackStarted")
+                .and_then(|e| e["CallbackStartedDetails"]["CallbackId"].as_str())
+                .map(str::to_owned)
+        });
+        if let Some(id) = id {
+            break id;
+        }
+        let (_, exec, _) = aws(
+            addr,
+            args(&["get-durable-execution", "--durable-execution-arn", &arn]),
+        )
+        .await;
+        assert!(
+            exec["Status"] == "RUNNING" && std::time::Instant::now() < until,
+            "no callback asked for: {exec} {history} {err}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    let (ok, _, err) = aws(
+        addr,
+        args(&[
+            "send-durable-execution-callback-success",
+            "--callback-id",
+            &callback,
+            "--result",
+            r#""yes""#,
+        ]),
+    )
+    .await;
+    assert!(ok, "{err}");
+    let done = finished(addr, &arn).await;
+    assert_eq!(done["Status"], "SUCCEEDED", "{done}");
+    let result: Value = serde_json::from_str(done["Result"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        result,
+        json!({
+            "doubled": 42,
+            "flaky": "gave up: fails on purpose",
+            // As sent: like the Python SDK, it passes a callback's result through.
+            "approval": r#""yes""#,
+            "polled": 3,
+            "squares": [1, 4, 9],
+            "branches": ["left", "right"],
+            "nested": "inside",
+            "plain": {"x2": 142},
+            "durableChild": {"first": 2, "second": 20},
+        }),
+        "{result}"
+    );
+    let (_, history, _) = aws(
+        addr,
+        args(&[
+            "get-durable-execution-history",
+            "--durable-execution-arn",
+            &arn,
+        ]),
+    )
+    .await;
+    follows_the_model(&python, &history);
+    let events = history["Events"].as_array().unwrap();
+    // The step that gave up was attempted three times, as its retry strategy said.
+    let flaky = events
+        .iter()
+        .find(|e| e["Name"] == "flaky" && e["EventType"] == "StepFailed")
+        .unwrap_or_else(|| panic!("no StepFailed for flaky: {history}"));
+    assert_eq!(
+        flaky["StepFailedDetails"]["RetryDetails"]["CurrentAttempt"],
+        3
+    );
+    let kinds: Vec<&str> = events
+        .iter()
+        .filter_map(|e| e["EventType"].as_str())
+        .collect();
+    for kind in [
+        "ExecutionStarted",
+        "StepSucceeded",
+        "WaitSucceeded",
+        "CallbackSucceeded",
+        "ContextSucceeded",
+        "ChainedInvokeSucceeded",
+        "ExecutionSucceeded",
+    ] {
+        assert!(kinds.contains(&kind), "{kind} missing from {kinds:?}");
+    }
+    // The durable child is an execution of `quick-js` in its own right.
+    let (_, listed, _) = aws(
+        addr,
+        args(&[
+            "list-durable-executions-by-function",
+            "--function-name",
+            "quick-js",
+        ]),
+    )
+    .await;
+    assert_eq!(
+        listed["DurableExecutions"][0]["Status"], "SUCCEEDED",
+        "{listed}"
+    );
     server.shutdown().await;
     hub.shutdown().await;
 }

@@ -65,8 +65,9 @@ async fn events_carry_the_runtime_api_context_and_processes_stay_warm() {
     assert_eq!(out["env"]["region"], "us-east-1");
     assert_eq!(out["env"]["handler"], "fixture.handle");
     assert_eq!(out["env"]["granted"], "yes");
-    // Only granted variables: the hub's own environment is not inherited.
-    assert!(out["env"]["home"].is_null(), "{out}");
+    // Only granted variables: the hub's own environment is not inherited (its HOME is
+    // not the function's, which is the function's own /tmp).
+    assert_eq!(out["env"]["home"], "/tmp", "{out}");
     let pid = out["pid"].as_u64().unwrap();
 
     for n in 0..5 {

@@ -493,40 +493,28 @@ fn list_of(mut all: Vec<super::Execution>, query: &str) -> Result<(u16, Value), 
 
 /// The events of an execution, made from its operations: each one's start and end.
 fn history(exec: &super::Execution, query: &str) -> Result<(u16, Value), ApiError> {
-    use super::model::{OpStatus, OpType};
-    let mut events: Vec<(u64, String, &super::model::Operation)> = Vec::new();
+    let mut events: Vec<(u64, &'static str, Value, &super::model::Operation)> = Vec::new();
     for op in &exec.ops {
-        let kind = match op.op_type {
-            OpType::Execution => "Execution",
-            OpType::Context => "Context",
-            OpType::Step => "Step",
-            OpType::Wait => "Wait",
-            OpType::Callback => "Callback",
-            OpType::ChainedInvoke => "ChainedInvoke",
-        };
-        events.push((op.start_ms, format!("{kind}Started"), op));
-        if let Some(end) = op.end_ms {
-            let outcome = match op.status {
-                OpStatus::Succeeded => "Succeeded",
-                OpStatus::Failed => "Failed",
-                OpStatus::TimedOut => "TimedOut",
-                OpStatus::Cancelled => "Cancelled",
-                _ => "Stopped",
-            };
-            events.push((end, format!("{kind}{outcome}"), op));
+        let (kind, details) = started_event(exec, op);
+        events.push((op.start_ms, kind, details, op));
+        if let Some(end) = op.end_ms
+            && let Some((kind, details)) = ended_event(exec, op)
+        {
+            events.push((end, kind, details, op));
         }
     }
-    events.sort_by_key(|(t, _, _)| *t);
+    events.sort_by_key(|(t, ..)| *t);
     let mut out: Vec<Value> = events
-        .iter()
+        .into_iter()
         .enumerate()
-        .map(|(i, (t, kind, op))| {
+        .map(|(i, (t, kind, details, op))| {
             let mut e = json!({
                 "EventType": kind,
                 "EventId": i + 1,
                 "Id": op.id,
-                "EventTimestamp": *t as f64 / 1000.0,
+                "EventTimestamp": t as f64 / 1000.0,
             });
+            e[format!("{kind}Details")] = details;
             if let Some(n) = &op.name {
                 e["Name"] = json!(n);
             }
@@ -550,9 +538,203 @@ fn history(exec: &super::Execution, query: &str) -> Result<(u16, Value), ApiErro
     Ok((200, v))
 }
 
+/// The model's `EventResult` / `EventInput` of a payload (`{}` when there is none).
+fn payload(text: Option<&str>) -> Value {
+    match text {
+        Some(p) => json!({"Payload": p}),
+        None => json!({}),
+    }
+}
+
+/// The model's `EventError` of an operation's error.
+fn event_error(error: Option<&super::model::ErrorObject>) -> Value {
+    match error {
+        Some(e) => json!({"Payload": e}),
+        None => json!({}),
+    }
+}
+
+/// The `…Started` event of `op` and its details, as the model's `Event` has them.
+fn started_event(exec: &super::Execution, op: &super::model::Operation) -> (&'static str, Value) {
+    use super::model::OpType;
+    match op.op_type {
+        OpType::Execution => (
+            "ExecutionStarted",
+            json!({
+                "Input": payload(op.input.as_deref()),
+                "ExecutionTimeout": exec.deadline_ms.saturating_sub(exec.start_ms) / 1000,
+            }),
+        ),
+        OpType::Context => ("ContextStarted", json!({})),
+        OpType::Step => ("StepStarted", json!({})),
+        OpType::Wait => {
+            let mut d = json!({});
+            if let Some(s) = op.wait_s {
+                d["Duration"] = json!(s);
+                d["ScheduledEndTimestamp"] =
+                    json!((op.start_ms + u64::from(s) * 1000) as f64 / 1000.0);
+            }
+            ("WaitStarted", d)
+        }
+        OpType::Callback => {
+            let mut d = json!({});
+            if let Some(id) = &op.callback_id {
+                d["CallbackId"] = json!(id);
+            }
+            if let Some(due) = op.callback_timeout_ms {
+                d["Timeout"] = json!(due.saturating_sub(op.start_ms) / 1000);
+            }
+            if let Some(s) = op.heartbeat_timeout_s {
+                d["HeartbeatTimeout"] = json!(s);
+            }
+            ("CallbackStarted", d)
+        }
+        OpType::ChainedInvoke => (
+            "ChainedInvokeStarted",
+            json!({"FunctionName": op.invoke_target.as_deref().unwrap_or_default()}),
+        ),
+    }
+}
+
+/// The event that ended `op`, and its details; `None` for an end the model has no event
+/// for (a step or a context stopped with its execution: the execution's event says it).
+fn ended_event(
+    exec: &super::Execution,
+    op: &super::model::Operation,
+) -> Option<(&'static str, Value)> {
+    use super::model::{OpStatus, OpType};
+    let result = || json!({"Result": payload(op.result.as_deref())});
+    let error = || json!({"Error": event_error(op.error.as_ref())});
+    let retry = json!({"CurrentAttempt": op.attempt});
+    Some(match (op.op_type, op.status) {
+        (OpType::Execution, OpStatus::Succeeded) => (
+            "ExecutionSucceeded",
+            json!({"Result": payload(exec.result.as_deref().or(op.result.as_deref()))}),
+        ),
+        (OpType::Execution, status) => {
+            let kind = match status {
+                OpStatus::Failed => "ExecutionFailed",
+                OpStatus::TimedOut => "ExecutionTimedOut",
+                _ => "ExecutionStopped",
+            };
+            (
+                kind,
+                json!({"Error": event_error(exec.error.as_ref().or(op.error.as_ref()))}),
+            )
+        }
+        (OpType::Context, OpStatus::Succeeded) => ("ContextSucceeded", result()),
+        (OpType::Context, OpStatus::Failed) => ("ContextFailed", error()),
+        (OpType::Step, OpStatus::Succeeded) => (
+            "StepSucceeded",
+            json!({"Result": payload(op.result.as_deref()), "RetryDetails": retry}),
+        ),
+        (OpType::Step, OpStatus::Failed) => (
+            "StepFailed",
+            json!({"Error": event_error(op.error.as_ref()), "RetryDetails": retry}),
+        ),
+        (OpType::Wait, OpStatus::Succeeded) => (
+            "WaitSucceeded",
+            op.wait_s
+                .map_or_else(|| json!({}), |s| json!({"Duration": s})),
+        ),
+        (OpType::Wait, _) => ("WaitCancelled", error()),
+        (OpType::Callback, OpStatus::Succeeded) => ("CallbackSucceeded", result()),
+        (OpType::Callback, OpStatus::TimedOut) => ("CallbackTimedOut", error()),
+        (OpType::Callback, _) => ("CallbackFailed", error()),
+        (OpType::ChainedInvoke, OpStatus::Succeeded) => ("ChainedInvokeSucceeded", result()),
+        (OpType::ChainedInvoke, OpStatus::Failed) => ("ChainedInvokeFailed", error()),
+        (OpType::ChainedInvoke, OpStatus::TimedOut) => ("ChainedInvokeTimedOut", error()),
+        (OpType::ChainedInvoke, _) => ("ChainedInvokeStopped", error()),
+        (OpType::Context | OpType::Step, _) => return None,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every kind of operation, ended every way it can end: each event names its details
+    /// after its type, and an end the model has no event for (a step stopped with its
+    /// execution) gives none.
+    #[test]
+    fn the_history_names_each_event_s_details_after_its_type() {
+        use crate::dex::model::{OpStatus, Operation, OperationUpdate};
+        let update = |json: &str| serde_json::from_str::<OperationUpdate>(json).unwrap();
+        let started = |json: &str| Operation::from_update(&update(json), 1_000).unwrap();
+        let mut ops = vec![Operation::execution("e", "{}".into(), 1_000)];
+        let mut wait =
+            started(r#"{"Id":"w","Type":"WAIT","Action":"START","WaitOptions":{"WaitSeconds":5}}"#);
+        wait.end(OpStatus::Succeeded, 6_000);
+        let mut step = started(r#"{"Id":"s","Type":"STEP","Action":"START"}"#);
+        step.apply(
+            &update(r#"{"Id":"s","Type":"STEP","Action":"FAIL","Error":{"ErrorType":"E"}}"#),
+            2_000,
+        )
+        .unwrap();
+        let mut stopped = started(r#"{"Id":"t","Type":"STEP","Action":"START"}"#);
+        stopped.end(OpStatus::Stopped, 3_000);
+        let mut callback = started(
+            r#"{"Id":"c","Type":"CALLBACK","Action":"START","CallbackOptions":{"TimeoutSeconds":60}}"#,
+        );
+        callback.callback_id = Some("e-cb".into());
+        callback.end(OpStatus::TimedOut, 61_000);
+        let mut invoke = started(
+            r#"{"Id":"i","Type":"CHAINED_INVOKE","Action":"START","ChainedInvokeOptions":{"FunctionName":"f"}}"#,
+        );
+        invoke.end(OpStatus::Stopped, 4_000);
+        ops.extend([wait, step, stopped, callback, invoke]);
+        let exec: crate::dex::Execution = serde_json::from_value(json!({
+            "id": "e", "arn": "arn", "function": "f", "version": 1, "name": "n",
+            "status": "RUNNING", "ops": ops, "result": null, "error": null,
+            "start_ms": 1_000, "end_ms": null, "deadline_ms": 901_000,
+            "retention_ms": 0, "needs_invoke": false,
+        }))
+        .unwrap();
+        let (_, v) = history(&exec, "").unwrap();
+        let events = v["Events"].as_array().unwrap();
+        let kinds: Vec<&str> = events
+            .iter()
+            .map(|e| e["EventType"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                "ExecutionStarted",
+                "WaitStarted",
+                "StepStarted",
+                "StepStarted",
+                "CallbackStarted",
+                "ChainedInvokeStarted",
+                "StepFailed",
+                "ChainedInvokeStopped",
+                "WaitSucceeded",
+                "CallbackTimedOut",
+            ]
+        );
+        for e in events {
+            let kind = e["EventType"].as_str().unwrap();
+            assert!(e[format!("{kind}Details")].is_object(), "{e}");
+        }
+        assert_eq!(
+            events[0]["ExecutionStartedDetails"]["ExecutionTimeout"],
+            900
+        );
+        assert_eq!(events[1]["WaitStartedDetails"]["Duration"], 5);
+        assert_eq!(
+            events[1]["WaitStartedDetails"]["ScheduledEndTimestamp"],
+            6.0
+        );
+        assert_eq!(events[4]["CallbackStartedDetails"]["CallbackId"], "e-cb");
+        assert_eq!(events[4]["CallbackStartedDetails"]["Timeout"], 60);
+        assert_eq!(
+            events[6]["StepFailedDetails"]["RetryDetails"]["CurrentAttempt"],
+            1
+        );
+        assert_eq!(
+            events[6]["StepFailedDetails"]["Error"]["Payload"]["ErrorType"],
+            "E"
+        );
+    }
 
     #[test]
     fn pages_follow_their_marker() {

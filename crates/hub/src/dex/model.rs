@@ -166,6 +166,9 @@ pub(crate) struct Operation {
     pub(crate) attempt: u32,
     /// When a step is retried (PENDING) or a wait ends (STARTED).
     pub(crate) due_ms: Option<u64>,
+    /// A wait's length in seconds, as asked (its history shows it).
+    #[serde(default)]
+    pub(crate) wait_s: Option<u32>,
     pub(crate) replay_children: bool,
     pub(crate) callback_id: Option<String>,
     /// When a callback times out, and when its heartbeat does.
@@ -205,6 +208,7 @@ impl Operation {
             error: None,
             attempt: 0,
             due_ms: None,
+            wait_s: None,
             replay_children: false,
             callback_id: None,
             callback_timeout_ms: None,
@@ -319,6 +323,7 @@ impl Operation {
                         .and_then(|w| w.wait_seconds)
                         .ok_or_else(|| Invalid("a WAIT needs WaitOptions.WaitSeconds".into()))?;
                     op.due_ms = Some(now_ms + u64::from(seconds) * 1000);
+                    op.wait_s = Some(seconds);
                 }
                 OpType::Callback => {
                     let options = u.callback_options.clone().unwrap_or_default();

@@ -194,3 +194,92 @@ pub(crate) fn first_step_while_napping(ops: &[Value]) -> Option<Value> {
         .then(|| serde_json::from_str(step["result"].as_str()?).ok())
         .flatten()
 }
+
+/// Node.js 22 or later with AWS's runtime interface client (`aws-lambda-ric`) and durable
+/// SDK (`@aws/durable-execution-sdk-js`) built beside it, as `.ci/run` installs them (from
+/// `fixtures/node/package.json`) in `$FNHUB_NODE_DIR`, by default `/var/tmp/fnhub-node`.
+pub(crate) struct NodeRic {
+    /// `bin/node` inside the folder.
+    pub(crate) node: PathBuf,
+    /// Its `node_modules`.
+    pub(crate) modules: PathBuf,
+}
+
+/// The Node.js install the JavaScript functions run on, if any. Under `CI=true` a missing
+/// one is a failure: `.ci/run` installs it.
+pub(crate) fn node_with_ric() -> Option<NodeRic> {
+    let dir = std::env::var_os("FNHUB_NODE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/tmp/fnhub-node"));
+    let node = dir.join("bin/node");
+    let modules = dir.join("node_modules");
+    let recent = std::process::Command::new(&node)
+        .args([
+            "-e",
+            "process.exit(+process.versions.node.split('.')[0] >= 22 ? 0 : 1)",
+        ])
+        .status()
+        .is_ok_and(|s| s.success());
+    let built = modules.join("aws-lambda-ric/index.mjs").is_file()
+        && modules
+            .join("@aws/durable-execution-sdk-js/package.json")
+            .is_file();
+    if recent && built {
+        return Some(NodeRic { node, modules });
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "Node.js 22 with aws-lambda-ric and @aws/durable-execution-sdk-js in {} is required \
+         under CI (.ci/run installs them)",
+        dir.display()
+    );
+    eprintln!(
+        "skipping: no Node.js 22 with aws-lambda-ric in {} (see .ci/run)",
+        dir.display()
+    );
+    None
+}
+
+impl NodeRic {
+    /// A folder holding the JavaScript fixture `file` (from `fixtures/node`) beside a link
+    /// to the modules, for a function's `workdir`: the handler's imports resolve there.
+    pub(crate) fn task_root(&self, file: &str) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let fixture = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("fixtures/node")
+            .join(file);
+        std::fs::copy(&fixture, dir.path().join(file)).unwrap();
+        std::os::unix::fs::symlink(&self.modules, dir.path().join("node_modules")).unwrap();
+        dir
+    }
+
+    /// A process function running `handler` (`file.export`) from `task_root` under
+    /// `aws-lambda-ric`, unmodified.
+    pub(crate) fn function(
+        &self,
+        name: &str,
+        handler: &str,
+        task_root: &std::path::Path,
+        access: ServiceAccess,
+        timeout: Duration,
+    ) -> FunctionSpec {
+        let mut profile = CapabilityProfile::default();
+        profile.services = access;
+        FunctionSpec::new(
+            FunctionName::new(name).unwrap(),
+            Runtime::Process {
+                command: vec![
+                    self.node.display().to_string(),
+                    self.modules
+                        .join("aws-lambda-ric/index.mjs")
+                        .display()
+                        .to_string(),
+                ],
+                workdir: Some(task_root.to_path_buf()),
+                handler: Some(handler.into()),
+            },
+        )
+        .with_capabilities(profile)
+        .with_timeout(timeout)
+    }
+}

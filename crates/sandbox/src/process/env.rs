@@ -492,6 +492,12 @@ fn compose_env(
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     all.extend(env);
+    if clear_env && !all.iter().any(|(k, _)| k == "HOME") {
+        // Runtimes look for the user's home (the AWS SDK for JavaScript asks Node.js's
+        // `os.homedir()`, which fails for a uid the system's `/etc/passwd` does not name,
+        // as a jailed function's is not): its own `/tmp`, the folder it may write.
+        all.push(("HOME".into(), "/tmp".into()));
+    }
     all
 }
 
