@@ -62,6 +62,13 @@
 //! durable = { execution_timeout_s = 900, retention_days = 7 }   # both optional
 //!
 //! [[function]]
+//! name = "checkout"                       # JavaScript: Node.js 22 and AWS's aws-lambda-ric
+//! runtime = "process"
+//! command = ["/usr/local/bin/node", "node_modules/aws-lambda-ric/index.mjs"]
+//! handler = "app.handler"                 # app.mjs's export `handler` (Lambda's _HANDLER)
+//! workdir = "functions/checkout"          # app.mjs and its node_modules (npm install)
+//!
+//! [[function]]
 //! name = "scale"
 //! runtime = "wasm"                        # needs feature `wasm`
 //! module = "functions/scale.wat"

@@ -253,8 +253,8 @@ impl NodeRic {
         dir
     }
 
-    /// A process function running `handler` (`file.export`) from `task_root` under
-    /// `aws-lambda-ric`, unmodified.
+    /// A process function running `handler` (`file.export`) from `task_root` (made by
+    /// [`NodeRic::task_root`]) under `aws-lambda-ric`, unmodified.
     pub(crate) fn function(
         &self,
         name: &str,
@@ -268,12 +268,11 @@ impl NodeRic {
         FunctionSpec::new(
             FunctionName::new(name).unwrap(),
             Runtime::Process {
+                // The client from the function's own folder, by a relative path, as the
+                // config file's documentation shows.
                 command: vec![
                     self.node.display().to_string(),
-                    self.modules
-                        .join("aws-lambda-ric/index.mjs")
-                        .display()
-                        .to_string(),
+                    "node_modules/aws-lambda-ric/index.mjs".into(),
                 ],
                 workdir: Some(task_root.to_path_buf()),
                 handler: Some(handler.into()),
