@@ -81,20 +81,9 @@ async fn aws(addr: SocketAddr, args: Vec<String>) -> (bool, Value, String) {
 /// Asserts that a `get-durable-execution-history` answer fits botocore's Lambda model (the
 /// event types, each event's details and their members): `fixtures/python/check_history.py`.
 fn follows_the_model(python: &std::path::Path, history: &Value) {
-    use std::io::Write;
-    let mut child = Command::new(python)
-        .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/python/check_history.py"))
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(history.to_string().as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let checker =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/python/check_history.py");
+    let out = common::with_stdin(Command::new(python).arg(checker), &history.to_string());
     assert!(
         out.status.success(),
         "the history does not fit the model:\n{}\n{history}",
@@ -137,9 +126,13 @@ async fn hub(python: &std::path::Path) -> (EdgeHub, fnhub::http::HttpServer) {
             ServiceAccess::default(),
         ))
         .lambda_durable("order", DurableConfig::default())
-        .lambda_durable("quick", DurableConfig::default())
-        .build()
-        .unwrap();
+        .lambda_durable("quick", DurableConfig::default());
+    serve(hub).await
+}
+
+/// Builds the hub and serves its front door on a loopback port, without auth.
+async fn serve(hub: fnhub::EdgeHubBuilder) -> (EdgeHub, fnhub::http::HttpServer) {
+    let hub = hub.build().unwrap();
     let server = fnhub::http::serve(
         &hub,
         "127.0.0.1:0".parse().unwrap(),
@@ -469,6 +462,43 @@ async fn an_execution_survives_a_sigkill_of_the_hub() {
     assert_eq!(result, json!({"first": first, "after": "done"}));
 }
 
+/// Answers `callback` of execution `arn` with `result`, waits for the execution to
+/// succeed, and gives its result.
+async fn answer_and_finish(addr: SocketAddr, arn: &str, callback: &str, result: &str) -> Value {
+    let (ok, _, err) = aws(
+        addr,
+        args(&[
+            "send-durable-execution-callback-success",
+            "--callback-id",
+            callback,
+            "--result",
+            result,
+        ]),
+    )
+    .await;
+    assert!(ok, "{err}");
+    let done = finished(addr, arn).await;
+    assert_eq!(done["Status"], "SUCCEEDED", "{done}");
+    serde_json::from_str(done["Result"].as_str().unwrap()).unwrap()
+}
+
+/// Asserts that `function`'s execution (a durable child's) succeeded.
+async fn a_child_succeeded(addr: SocketAddr, function: &str) {
+    let (_, listed, _) = aws(
+        addr,
+        args(&[
+            "list-durable-executions-by-function",
+            "--function-name",
+            function,
+        ]),
+    )
+    .await;
+    assert_eq!(
+        listed["DurableExecutions"][0]["Status"], "SUCCEEDED",
+        "{listed}"
+    );
+}
+
 /// Polls `get-durable-execution` until the execution is no longer running.
 async fn finished(addr: SocketAddr, arn: &str) -> Value {
     let until = std::time::Instant::now() + Duration::from_secs(90);
@@ -524,21 +554,7 @@ async fn the_sdk_s_operations_all_run() {
         .unwrap();
     let callback: Value = serde_json::from_slice(&asked.payload).unwrap();
     let callback = callback["callback"].as_str().unwrap().to_owned();
-    let (ok, _, err) = aws(
-        addr,
-        args(&[
-            "send-durable-execution-callback-success",
-            "--callback-id",
-            &callback,
-            "--result",
-            r#""yes""#,
-        ]),
-    )
-    .await;
-    assert!(ok, "{err}");
-    let done = finished(addr, &arn).await;
-    assert_eq!(done["Status"], "SUCCEEDED", "{done}");
-    let result: Value = serde_json::from_str(done["Result"].as_str().unwrap()).unwrap();
+    let result = answer_and_finish(addr, &arn, &callback, r#""yes""#).await;
     assert_eq!(
         result,
         json!({
@@ -554,19 +570,7 @@ async fn the_sdk_s_operations_all_run() {
         "{result}"
     );
     // The child execution is an execution of `quick` in its own right.
-    let (_, listed, _) = aws(
-        addr,
-        args(&[
-            "list-durable-executions-by-function",
-            "--function-name",
-            "quick",
-        ]),
-    )
-    .await;
-    assert_eq!(
-        listed["DurableExecutions"][0]["Status"], "SUCCEEDED",
-        "{listed}"
-    );
+    a_child_succeeded(addr, "quick").await;
     server.shutdown().await;
     hub.shutdown().await;
 }
@@ -693,16 +697,8 @@ async fn javascript_durable_functions_run_unchanged() {
             timeout,
         ))
         .lambda_durable("tour-js", DurableConfig::default())
-        .lambda_durable("quick-js", DurableConfig::default())
-        .build()
-        .unwrap();
-    let server = fnhub::http::serve(
-        &hub,
-        "127.0.0.1:0".parse().unwrap(),
-        HttpConfig::unauthenticated_loopback(),
-    )
-    .await
-    .unwrap();
+        .lambda_durable("quick-js", DurableConfig::default());
+    let (hub, server) = serve(hub).await;
     let addr = server.local_addr();
     let arn = start(addr, "tour-js", r#"{"n": 21}"#).await;
 
@@ -739,21 +735,7 @@ async fn javascript_durable_functions_run_unchanged() {
         );
         tokio::time::sleep(Duration::from_millis(300)).await;
     };
-    let (ok, _, err) = aws(
-        addr,
-        args(&[
-            "send-durable-execution-callback-success",
-            "--callback-id",
-            &callback,
-            "--result",
-            r#""yes""#,
-        ]),
-    )
-    .await;
-    assert!(ok, "{err}");
-    let done = finished(addr, &arn).await;
-    assert_eq!(done["Status"], "SUCCEEDED", "{done}");
-    let result: Value = serde_json::from_str(done["Result"].as_str().unwrap()).unwrap();
+    let result = answer_and_finish(addr, &arn, &callback, r#""yes""#).await;
     assert_eq!(
         result,
         json!({
@@ -806,19 +788,7 @@ async fn javascript_durable_functions_run_unchanged() {
         assert!(kinds.contains(&kind), "{kind} missing from {kinds:?}");
     }
     // The durable child is an execution of `quick-js` in its own right.
-    let (_, listed, _) = aws(
-        addr,
-        args(&[
-            "list-durable-executions-by-function",
-            "--function-name",
-            "quick-js",
-        ]),
-    )
-    .await;
-    assert_eq!(
-        listed["DurableExecutions"][0]["Status"], "SUCCEEDED",
-        "{listed}"
-    );
+    a_child_succeeded(addr, "quick-js").await;
     server.shutdown().await;
     hub.shutdown().await;
 }

@@ -61,35 +61,11 @@ async fn invoke(addr: std::net::SocketAddr, lines: usize, tail: bool) -> (Value,
     );
     let answer: Value = serde_json::from_slice(&output.stdout).unwrap();
     let log = answer["LogResult"].as_str().map(|b64| {
-        let out = Command::new("base64").arg("-d").stdin_bytes(b64);
-        String::from_utf8(out).unwrap()
+        let out = common::with_stdin(Command::new("base64").arg("-d"), b64);
+        assert!(out.status.success());
+        String::from_utf8(out.stdout).unwrap()
     });
     (answer, log)
-}
-
-trait StdinBytes {
-    fn stdin_bytes(&mut self, input: &str) -> Vec<u8>;
-}
-
-impl StdinBytes for Command {
-    /// Runs it with `input` on stdin; its stdout.
-    fn stdin_bytes(&mut self, input: &str) -> Vec<u8> {
-        use std::io::Write;
-        let mut child = self
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(input.as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
-        assert!(out.status.success());
-        out.stdout
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -73,6 +73,23 @@ pub(crate) fn python_with_ric() -> Option<PathBuf> {
     }
 }
 
+/// Runs `command` with `input` on its stdin; what it printed and how it ended.
+pub(crate) fn with_stdin(command: &mut std::process::Command, input: &str) -> std::process::Output {
+    use std::io::Write;
+    let mut child = command
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
 /// Records the fields of every event with target `fnhub::function`.
 #[derive(Clone, Default)]
 pub(crate) struct Recorder(pub(crate) Arc<Mutex<Vec<BTreeMap<String, String>>>>);
@@ -164,18 +181,33 @@ pub(crate) fn python_function(
     access: ServiceAccess,
     timeout: Duration,
 ) -> FunctionSpec {
+    let command = vec![
+        python.display().to_string(),
+        "-m".into(),
+        "awslambdaric".into(),
+        handler.into(),
+    ];
+    let workdir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/python");
+    lambda_function(name, command, workdir, handler, access, timeout)
+}
+
+/// A process function with the default profile (jailed) but `access` on its endpoint,
+/// running `command` in `workdir` with Lambda's `_HANDLER` set to `handler`.
+fn lambda_function(
+    name: &str,
+    command: Vec<String>,
+    workdir: PathBuf,
+    handler: &str,
+    access: ServiceAccess,
+    timeout: Duration,
+) -> FunctionSpec {
     let mut profile = CapabilityProfile::default();
     profile.services = access;
     FunctionSpec::new(
         FunctionName::new(name).unwrap(),
         Runtime::Process {
-            command: vec![
-                python.display().to_string(),
-                "-m".into(),
-                "awslambdaric".into(),
-                handler.into(),
-            ],
-            workdir: Some(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/python")),
+            command,
+            workdir: Some(workdir),
             handler: Some(handler.into()),
         },
     )
@@ -263,22 +295,19 @@ impl NodeRic {
         access: ServiceAccess,
         timeout: Duration,
     ) -> FunctionSpec {
-        let mut profile = CapabilityProfile::default();
-        profile.services = access;
-        FunctionSpec::new(
-            FunctionName::new(name).unwrap(),
-            Runtime::Process {
-                // The client from the function's own folder, by a relative path, as the
-                // config file's documentation shows.
-                command: vec![
-                    self.node.display().to_string(),
-                    "node_modules/aws-lambda-ric/index.mjs".into(),
-                ],
-                workdir: Some(task_root.to_path_buf()),
-                handler: Some(handler.into()),
-            },
+        // The client from the function's own folder, by a relative path, as the config
+        // file's documentation shows.
+        let command = vec![
+            self.node.display().to_string(),
+            "node_modules/aws-lambda-ric/index.mjs".into(),
+        ];
+        lambda_function(
+            name,
+            command,
+            task_root.to_path_buf(),
+            handler,
+            access,
+            timeout,
         )
-        .with_capabilities(profile)
-        .with_timeout(timeout)
     }
 }
