@@ -279,31 +279,19 @@ async fn a_durable_function_waits_takes_a_callback_and_calls_another() {
     );
     assert_eq!(done["DurableExecutionName"], "order-1");
 
-    let (_, history, err) = aws(
-        addr,
-        args(&[
-            "get-durable-execution-history",
-            "--durable-execution-arn",
-            &arn,
-        ]),
-    )
-    .await;
-    let kinds: Vec<&str> = history["Events"]
-        .as_array()
-        .unwrap_or_else(|| panic!("{history} {err}"))
-        .iter()
-        .filter_map(|e| e["EventType"].as_str())
-        .collect();
-    for kind in [
-        "ExecutionStarted",
-        "StepSucceeded",
-        "WaitSucceeded",
-        "CallbackSucceeded",
-        "ChainedInvokeSucceeded",
-        "ExecutionSucceeded",
-    ] {
-        assert!(kinds.contains(&kind), "{kind} missing from {kinds:?}");
-    }
+    let (_, history, err) = history(addr, &arn).await;
+    assert!(history["Events"].is_array(), "{history} {err}");
+    has_events(
+        &history,
+        &[
+            "ExecutionStarted",
+            "StepSucceeded",
+            "WaitSucceeded",
+            "CallbackSucceeded",
+            "ChainedInvokeSucceeded",
+            "ExecutionSucceeded",
+        ],
+    );
     follows_the_model(&python, &history);
     let (_, listed, _) = aws(
         addr,
@@ -497,6 +485,32 @@ async fn a_child_succeeded(addr: SocketAddr, function: &str) {
         listed["DurableExecutions"][0]["Status"], "SUCCEEDED",
         "{listed}"
     );
+}
+
+/// Asserts that a history holds an event of each of `kinds`.
+fn has_events(history: &Value, kinds: &[&str]) {
+    let seen: Vec<&str> = history["Events"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e["EventType"].as_str())
+        .collect();
+    for kind in kinds {
+        assert!(seen.contains(kind), "{kind} missing from {seen:?}");
+    }
+}
+
+/// `get-durable-execution-history` of execution `arn`.
+async fn history(addr: SocketAddr, arn: &str) -> (bool, Value, String) {
+    aws(
+        addr,
+        args(&[
+            "get-durable-execution-history",
+            "--durable-execution-arn",
+            arn,
+        ]),
+    )
+    .await
 }
 
 /// Polls `get-durable-execution` until the execution is no longer running.
@@ -705,15 +719,7 @@ async fn javascript_durable_functions_run_unchanged() {
     // The callback's id, from the execution's history once it is asked for.
     let until = std::time::Instant::now() + Duration::from_secs(90);
     let callback = loop {
-        let (_, history, err) = aws(
-            addr,
-            args(&[
-                "get-durable-execution-history",
-                "--durable-execution-arn",
-                &arn,
-            ]),
-        )
-        .await;
+        let (_, history, err) = history(addr, &arn).await;
         let id = history["Events"].as_array().and_then(|events| {
             events
                 .iter()
@@ -752,15 +758,7 @@ async fn javascript_durable_functions_run_unchanged() {
         }),
         "{result}"
     );
-    let (_, history, _) = aws(
-        addr,
-        args(&[
-            "get-durable-execution-history",
-            "--durable-execution-arn",
-            &arn,
-        ]),
-    )
-    .await;
+    let (_, history, _) = history(addr, &arn).await;
     follows_the_model(&python, &history);
     let events = history["Events"].as_array().unwrap();
     // The step that gave up was attempted three times, as its retry strategy said.
@@ -772,21 +770,18 @@ async fn javascript_durable_functions_run_unchanged() {
         flaky["StepFailedDetails"]["RetryDetails"]["CurrentAttempt"],
         3
     );
-    let kinds: Vec<&str> = events
-        .iter()
-        .filter_map(|e| e["EventType"].as_str())
-        .collect();
-    for kind in [
-        "ExecutionStarted",
-        "StepSucceeded",
-        "WaitSucceeded",
-        "CallbackSucceeded",
-        "ContextSucceeded",
-        "ChainedInvokeSucceeded",
-        "ExecutionSucceeded",
-    ] {
-        assert!(kinds.contains(&kind), "{kind} missing from {kinds:?}");
-    }
+    has_events(
+        &history,
+        &[
+            "ExecutionStarted",
+            "StepSucceeded",
+            "WaitSucceeded",
+            "CallbackSucceeded",
+            "ContextSucceeded",
+            "ChainedInvokeSucceeded",
+            "ExecutionSucceeded",
+        ],
+    );
     // The durable child is an execution of `quick-js` in its own right.
     a_child_succeeded(addr, "quick-js").await;
     server.shutdown().await;
