@@ -127,8 +127,14 @@ pub(super) enum AfterWake {
     /// The execution is running: whoever runs it reads the result itself, or will suspend
     /// on it and then find it. Acknowledge; an early wake.
     Running,
-    /// Nothing to do (it finished): acknowledge.
+    /// Nothing to do: acknowledge.
     Ack,
+    /// No checkpoint: the execution finished, and its result went out before its checkpoint
+    /// was removed. A store that lost sight of the checkpoint looks the same (a server of
+    /// a JetStream cluster that came back without it, seen here with nats-server 2.9): the
+    /// node acknowledges once the result is in the results stream, and otherwise leaves
+    /// the wake to come again (see [`after_finished`]).
+    Finished,
     /// It could not run here (perhaps a node without this function): again after a delay.
     Retry(Duration),
     /// It kept failing for [`MAX_WAKE_DELIVERIES`] deliveries: give up (terminate).
@@ -159,9 +165,23 @@ pub(super) fn after_wake(
         Ok(Woken::Ran { .. }) => AfterWake::Ran,
         Ok(Woken::Waiting { waiting_for, at }) => AfterWake::StillWaiting(waiting_for, at),
         Ok(Woken::Running) => AfterWake::Running,
+        Ok(Woken::Finished) => AfterWake::Finished,
         Ok(_) => AfterWake::Ack,
         Err(_) if deliveries < MAX_WAKE_DELIVERIES => AfterWake::Retry(RETRY),
         Err(_) => AfterWake::GiveUp,
+    }
+}
+
+/// What to do with the wake of an execution the store has no checkpoint of, once the
+/// results stream was asked for its result: `Some(true)` it is there (acknowledge),
+/// `Some(false)` it is not, `None` the stream could not say. Without its result the wake
+/// comes again after [`RETRY`], until [`MAX_WAKE_DELIVERIES`]: a checkpoint that was out
+/// of sight is found again, one that is truly gone ends with a warning.
+pub(super) fn after_finished(result_stored: Option<bool>, deliveries: i64) -> AfterWake {
+    match result_stored {
+        Some(true) => AfterWake::Ack,
+        _ if deliveries < MAX_WAKE_DELIVERIES => AfterWake::Retry(RETRY),
+        _ => AfterWake::GiveUp,
     }
 }
 
@@ -286,8 +306,20 @@ mod tests {
         ));
         assert!(matches!(
             after_wake(Ok(Ok(Woken::Finished)), 1),
-            AfterWake::Ack
+            AfterWake::Finished
         ));
+        // Finished, as far as the store can tell: acknowledged only with its result stored.
+        assert!(matches!(after_finished(Some(true), 1), AfterWake::Ack));
+        for unknown in [Some(false), None] {
+            assert!(matches!(
+                after_finished(unknown, 1),
+                AfterWake::Retry(RETRY)
+            ));
+            assert!(matches!(
+                after_finished(unknown, MAX_WAKE_DELIVERIES),
+                AfterWake::GiveUp
+            ));
+        }
         // An engine error is retried until the wake has come too often.
         let failed = || Ok(Err(EngineError::UnknownExecution(exec)));
         assert!(matches!(after_wake(failed(), 1), AfterWake::Retry(RETRY)));

@@ -264,7 +264,14 @@ impl Node {
         if let Ok(Err(error)) = &woken {
             tracing::debug!(%execution, %error, "a wake could not run here");
         }
-        let after = decide::after_wake(woken, deliveries(&message));
+        let mut after = decide::after_wake(woken, deliveries(&message));
+        if let AfterWake::Finished = after {
+            let stored = self.result_stored(execution).await;
+            if stored != Some(true) {
+                tracing::debug!(%execution, ?stored, "no checkpoint, and no result stored");
+            }
+            after = decide::after_finished(stored, deliveries(&message));
+        }
         tracing::debug!(%execution, at, ?after, deliveries = deliveries(&message), "wake");
         match after {
             AfterWake::Ran => {
@@ -285,7 +292,7 @@ impl Node {
                 self.counters.early.fetch_add(1, Ordering::Relaxed);
                 let _ = message.ack().await;
             }
-            AfterWake::Ack => {
+            AfterWake::Ack | AfterWake::Finished => {
                 let _ = message.ack().await;
             }
             AfterWake::Retry(delay) => retry(&message, delay).await,
@@ -294,6 +301,26 @@ impl Node {
                 let _ = message.ack_with(jetstream::AckKind::Term).await;
             }
             AfterWake::HandBack(delay) => self.hand_back(message, delay).await,
+        }
+    }
+
+    /// Whether the results stream holds the result of `execution` (its invocation's id):
+    /// `None` when the stream could not say.
+    async fn result_stored(&self, execution: ExecutionId) -> Option<bool> {
+        let id = fnhub_core::InvocationId::from_u128(execution.as_u128());
+        match self
+            .results
+            .get_last_raw_message_by_subject(&self.js.names.result(id))
+            .await
+        {
+            Ok(_) => Some(true),
+            Err(e)
+                if e.kind()
+                    == async_nats::jetstream::stream::LastRawMessageErrorKind::NoMessageFound =>
+            {
+                Some(false)
+            }
+            Err(_) => None,
         }
     }
 

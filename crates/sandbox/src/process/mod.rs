@@ -61,7 +61,10 @@
 //!   programs. A function with `NetworkAccess::Any` shares the host's network namespace,
 //!   abstract Unix sockets included.
 //! - **Environment.** With [`EnvAccess::Only`](fnhub_core::EnvAccess::Only) the process sees
-//!   the Lambda runtime variables and the granted ones, nothing inherited.
+//!   the Lambda runtime variables and the granted ones, nothing inherited, and `HOME=/tmp`
+//!   unless granted another (runtimes ask for a home directory: Node.js's `os.homedir()`
+//!   fails for a uid the system's `/etc/passwd` does not name, as a jailed function's is
+//!   not, and the AWS SDK for JavaScript asks it).
 //! - **Limits per process** as well: `RLIMIT_DATA` at `memory_mb`, and open files, processes
 //!   and CPU time from [`ProcessLimits`], set by the jail's launcher before the function
 //!   starts.
