@@ -114,6 +114,12 @@
 //! environment that needs one; one that cannot be made leaves its function to start the
 //! interpreter for each environment.
 //!
+//! Other runtimes are started for each environment. Node.js (`aws-lambda-ric`) is not
+//! forked from a template: V8 runs threads of its own from the start (its platform's
+//! workers, libuv's pool), and a fork keeps only the thread that forked, with whatever
+//! locks the others held; Node has no supported way to fork itself. `lambda_runtime`
+//! binaries start in milliseconds and gain nothing from one.
+//!
 //! Every line the process writes to stdout or stderr becomes a `tracing` event with target
 //! `fnhub::function`, carrying the function, its version, the stream and the request id
 //! that was running.
