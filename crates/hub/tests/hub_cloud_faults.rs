@@ -18,15 +18,23 @@ use futures_util::StreamExt;
 
 /// A hub with `double` and a durable `order` (a step, a 1 s sleep that suspends it, a
 /// child call of `double`, a step), keeping checkpoints in the object store `bucket` at
-/// `replicas` copies. `steps` counts the steps that ran.
-async fn durable_hub(urls: &str, replicas: usize, steps: Arc<AtomicU64>) -> EdgeHub {
+/// `replicas` copies. `steps` counts the steps that ran. `Err` while the servers cannot yet
+/// make the store (a cluster that has not formed refuses replicas).
+async fn durable_hub(
+    urls: &str,
+    replicas: usize,
+    steps: Arc<AtomicU64>,
+) -> Result<EdgeHub, String> {
     use fnhub::{DurableContext, SuspendPolicy, durable_fn};
     let servers: Vec<&str> = urls.split(',').collect();
-    let js = async_nats::jetstream::new(async_nats::connect(servers).await.unwrap());
+    let client = async_nats::connect(servers)
+        .await
+        .map_err(|e| e.to_string())?;
+    let js = async_nats::jetstream::new(client);
     let store = fnhub::libs::checkpoint::nats::NatsStore::open_replicated(&js, "orders", replicas)
         .await
-        .unwrap();
-    EdgeHub::builder()
+        .map_err(|e| e.to_string())?;
+    Ok(EdgeHub::builder()
         .checkpoint_store(Arc::new(store))
         .suspend_policy(SuspendPolicy::with_threshold(Duration::from_millis(200)))
         .function(
@@ -62,7 +70,7 @@ async fn durable_hub(urls: &str, replicas: usize, steps: Arc<AtomicU64>) -> Edge
             }),
         )
         .build()
-        .unwrap()
+        .unwrap())
 }
 
 /// A hub with `name`, which multiplies its number by `factor` after `pause`.
@@ -357,7 +365,12 @@ async fn cluster_loses_a_server(order_count: u64) {
         )
         .await
         {
-            Ok(hub) => hub,
+            Ok(Ok(hub)) => hub,
+            Ok(Err(e)) => {
+                eprintln!("the cluster cannot make the store yet: {e}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
             Err(_) => continue,
         };
         match CloudRuntime::start(&urls, "a", hub, config.clone()).await {
@@ -375,7 +388,7 @@ async fn cluster_loses_a_server(order_count: u64) {
     let _b = CloudRuntime::start(
         &urls,
         "b",
-        durable_hub(&urls, 3, steps.clone()).await,
+        durable_hub(&urls, 3, steps.clone()).await.unwrap(),
         config.clone(),
     )
     .await
