@@ -167,8 +167,17 @@ pub(super) fn after_wake(
         Ok(Woken::Running) => AfterWake::Running,
         Ok(Woken::Finished) => AfterWake::Finished,
         Ok(_) => AfterWake::Ack,
-        Err(_) if deliveries < MAX_WAKE_DELIVERIES => AfterWake::Retry(RETRY),
-        Err(_) => AfterWake::GiveUp,
+        Err(_) => again_or_give_up(deliveries),
+    }
+}
+
+/// A wake that could not be settled: again after [`RETRY`], until it has come
+/// [`MAX_WAKE_DELIVERIES`] times.
+fn again_or_give_up(deliveries: i64) -> AfterWake {
+    if deliveries < MAX_WAKE_DELIVERIES {
+        AfterWake::Retry(RETRY)
+    } else {
+        AfterWake::GiveUp
     }
 }
 
@@ -180,8 +189,7 @@ pub(super) fn after_wake(
 pub(super) fn after_finished(result_stored: Option<bool>, deliveries: i64) -> AfterWake {
     match result_stored {
         Some(true) => AfterWake::Ack,
-        _ if deliveries < MAX_WAKE_DELIVERIES => AfterWake::Retry(RETRY),
-        _ => AfterWake::GiveUp,
+        _ => again_or_give_up(deliveries),
     }
 }
 

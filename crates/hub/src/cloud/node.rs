@@ -13,7 +13,7 @@ use tokio::sync::Semaphore;
 
 use super::context::{self, WireError};
 use super::decide::{self, AfterRun, AfterWake, BeforeWake, RETRY, Work};
-use super::suspend::{Done, publish_outcome, record_suspension};
+use super::suspend::{Done, publish_outcome, record_suspension, stored_result};
 use super::waits::{Waits, wake_waiting};
 use super::wire::{self, header};
 use super::{Counters, Wire};
@@ -308,20 +308,10 @@ impl Node {
     /// `None` when the stream could not say.
     async fn result_stored(&self, execution: ExecutionId) -> Option<bool> {
         let id = fnhub_core::InvocationId::from_u128(execution.as_u128());
-        match self
-            .results
-            .get_last_raw_message_by_subject(&self.js.names.result(id))
+        stored_result(&self.results, &self.js, id)
             .await
-        {
-            Ok(_) => Some(true),
-            Err(e)
-                if e.kind()
-                    == async_nats::jetstream::stream::LastRawMessageErrorKind::NoMessageFound =>
-            {
-                Some(false)
-            }
-            Err(_) => None,
-        }
+            .ok()
+            .map(|found| found.is_some())
     }
 
     /// After a run suspended (or a wake found it suspended): see [`record_suspension`].

@@ -54,27 +54,22 @@ pub(super) async fn record_suspension(
             headers.insert(NOT_BEFORE, unix_ms(*due).to_string().as_str());
             publish_wake(js, execution, at, headers, Bytes::new()).await
         }
-        PendingDependency::Child(child) => {
-            let subject = js.names.result(child);
-            match results.get_last_raw_message_by_subject(&subject).await {
-                Ok(result) => {
-                    let outcome = outcome_of(Some(&result.headers), &result.payload);
-                    let (mut headers, payload) = outcome_headers(&outcome);
-                    headers.insert("Nats-Msg-Id", format!("wake-{execution}-{at}-late").as_str());
-                    publish_wake(js, execution, at, headers, payload).await
-                }
-                Err(e)
-                    if e.kind()
-                        == async_nats::jetstream::stream::LastRawMessageErrorKind::NoMessageFound =>
-                {
-                    true
-                }
-                Err(error) => {
-                    tracing::warn!(%error, "cannot read a child's result; the work will come again");
-                    false
-                }
+        PendingDependency::Child(child) => match stored_result(results, js, *child).await {
+            Ok(Some(result)) => {
+                let outcome = outcome_of(Some(&result.headers), &result.payload);
+                let (mut headers, payload) = outcome_headers(&outcome);
+                headers.insert(
+                    "Nats-Msg-Id",
+                    format!("wake-{execution}-{at}-late").as_str(),
+                );
+                publish_wake(js, execution, at, headers, payload).await
             }
-        }
+            Ok(None) => true,
+            Err(error) => {
+                tracing::warn!(%error, "cannot read a child's result; the work will come again");
+                false
+            }
+        },
         PendingDependency::Event { filter } => {
             let wait = serde_json::json!({ "filter": filter, "at": at }).to_string();
             match waits_kv.put(execution.to_string(), wait.into()).await {
@@ -92,6 +87,25 @@ pub(super) async fn record_suspension(
             publish_wake(js, execution, at, headers, Bytes::new()).await
         }
         _ => true,
+    }
+}
+
+/// The result stored for invocation `id` in the results stream, `None` when there is none;
+/// `Err` when the stream could not say.
+pub(super) async fn stored_result(
+    results: &jetstream::stream::Stream,
+    js: &Wire,
+    id: InvocationId,
+) -> Result<Option<jetstream::message::StreamMessage>, jetstream::stream::LastRawMessageError> {
+    match results
+        .get_last_raw_message_by_subject(&js.names.result(id))
+        .await
+    {
+        Ok(message) => Ok(Some(message)),
+        Err(e) if e.kind() == jetstream::stream::LastRawMessageErrorKind::NoMessageFound => {
+            Ok(None)
+        }
+        Err(e) => Err(e),
     }
 }
 

@@ -538,20 +538,10 @@ fn history(exec: &super::Execution, query: &str) -> Result<(u16, Value), ApiErro
     Ok((200, v))
 }
 
-/// The model's `EventResult` / `EventInput` of a payload (`{}` when there is none).
-fn payload(text: Option<&str>) -> Value {
-    match text {
-        Some(p) => json!({"Payload": p}),
-        None => json!({}),
-    }
-}
-
-/// The model's `EventError` of an operation's error.
-fn event_error(error: Option<&super::model::ErrorObject>) -> Value {
-    match error {
-        Some(e) => json!({"Payload": e}),
-        None => json!({}),
-    }
+/// The model's `EventInput`, `EventResult` or `EventError` of a payload or an error (`{}`
+/// when there is none).
+fn payload(value: Option<impl serde::Serialize>) -> Value {
+    value.map_or_else(|| json!({}), |p| json!({"Payload": p}))
 }
 
 /// The `…Started` event of `op` and its details, as the model's `Event` has them.
@@ -604,7 +594,7 @@ fn ended_event(
 ) -> Option<(&'static str, Value)> {
     use super::model::{OpStatus, OpType};
     let result = || json!({"Result": payload(op.result.as_deref())});
-    let error = || json!({"Error": event_error(op.error.as_ref())});
+    let error = || json!({"Error": payload(op.error.as_ref())});
     let retry = json!({"CurrentAttempt": op.attempt});
     Some(match (op.op_type, op.status) {
         (OpType::Execution, OpStatus::Succeeded) => (
@@ -619,7 +609,7 @@ fn ended_event(
             };
             (
                 kind,
-                json!({"Error": event_error(exec.error.as_ref().or(op.error.as_ref()))}),
+                json!({"Error": payload(exec.error.as_ref().or(op.error.as_ref()))}),
             )
         }
         (OpType::Context, OpStatus::Succeeded) => ("ContextSucceeded", result()),
@@ -630,7 +620,7 @@ fn ended_event(
         ),
         (OpType::Step, OpStatus::Failed) => (
             "StepFailed",
-            json!({"Error": event_error(op.error.as_ref()), "RetryDetails": retry}),
+            json!({"Error": payload(op.error.as_ref()), "RetryDetails": retry}),
         ),
         (OpType::Wait, OpStatus::Succeeded) => (
             "WaitSucceeded",
