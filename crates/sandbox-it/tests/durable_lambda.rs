@@ -683,37 +683,46 @@ async fn stop_and_bad_input() {
 /// (`aws-lambda-ric`), both unmodified, on Node.js 22: steps, a wait, a step retried with
 /// backoff until it gives up, `waitForCallback` answered through the callback API,
 /// `waitForCondition`, `map`, `parallel`, a child context, and chained invokes of a plain
-/// and of a durable JavaScript function. Its history fits botocore's model.
+/// and of a durable JavaScript function. Its history fits botocore's model. The hub is the
+/// binary, from a config file.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn javascript_durable_functions_run_unchanged() {
     let Some(python) = peers() else { return };
     let Some(node) = common::node_with_ric() else {
         return;
     };
+    // As a user runs it: the hub binary from a config file, the functions' folder apart
+    // from it.
     let root = node.task_root("durable_app.mjs");
-    let mut tour = ServiceAccess::default();
-    tour.invoke = vec!["plain-js".into(), "quick-js".into()];
-    let timeout = Duration::from_secs(30);
-    let hub = EdgeHub::builder()
-        .deploy(node.function("tour-js", "durable_app.tour", root.path(), tour, timeout))
-        .deploy(node.function(
-            "quick-js",
-            "durable_app.quick",
-            root.path(),
-            ServiceAccess::default(),
-            timeout,
-        ))
-        .deploy(node.function(
-            "plain-js",
-            "durable_app.plain",
-            root.path(),
-            ServiceAccess::default(),
-            timeout,
-        ))
-        .lambda_durable("tour-js", DurableConfig::default())
-        .lambda_durable("quick-js", DurableConfig::default());
-    let (hub, server) = serve(hub).await;
-    let addr = server.local_addr();
+    let dir = tempfile::tempdir().unwrap();
+    let function = |name: &str, handler: &str, extra: &str| {
+        format!(
+            "[[function]]\nname = \"{name}\"\nruntime = \"process\"\n\
+             command = [\"{}\", \"node_modules/aws-lambda-ric/index.mjs\"]\n\
+             handler = \"durable_app.{handler}\"\nworkdir = \"{}\"\ntimeout_ms = 30000\n{extra}\n",
+            node.node.display(),
+            root.path().display()
+        )
+    };
+    let config = dir.path().join("hub.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[hub]\nname = \"js\"\ncheckpoint_dir = \"{}\"\n\n\
+             [http]\nlisten = \"127.0.0.1:0\"\nauth = \"none\"\n\n{}{}{}",
+            dir.path().join("state").display(),
+            function(
+                "tour-js",
+                "tour",
+                "durable = {}\nallow = { invoke = [\"plain-js\", \"quick-js\"] }"
+            ),
+            function("quick-js", "quick", "durable = {}"),
+            function("plain-js", "plain", ""),
+        ),
+    )
+    .unwrap();
+    let (mut hub, addr) = common::start_event_hub(&config, &dir.path().join("record"));
+    let addr: SocketAddr = addr.parse().unwrap();
     let arn = start(addr, "tour-js", r#"{"n": 21}"#).await;
 
     // The callback's id, from the execution's history once it is asked for.
@@ -784,6 +793,6 @@ async fn javascript_durable_functions_run_unchanged() {
     );
     // The durable child is an execution of `quick-js` in its own right.
     a_child_succeeded(addr, "quick-js").await;
-    server.shutdown().await;
-    hub.shutdown().await;
+    let _ = hub.kill();
+    let _ = hub.wait();
 }

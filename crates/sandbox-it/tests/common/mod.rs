@@ -181,33 +181,18 @@ pub(crate) fn python_function(
     access: ServiceAccess,
     timeout: Duration,
 ) -> FunctionSpec {
-    let command = vec![
-        python.display().to_string(),
-        "-m".into(),
-        "awslambdaric".into(),
-        handler.into(),
-    ];
-    let workdir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/python");
-    lambda_function(name, command, workdir, handler, access, timeout)
-}
-
-/// A process function with the default profile (jailed) but `access` on its endpoint,
-/// running `command` in `workdir` with Lambda's `_HANDLER` set to `handler`.
-fn lambda_function(
-    name: &str,
-    command: Vec<String>,
-    workdir: PathBuf,
-    handler: &str,
-    access: ServiceAccess,
-    timeout: Duration,
-) -> FunctionSpec {
     let mut profile = CapabilityProfile::default();
     profile.services = access;
     FunctionSpec::new(
         FunctionName::new(name).unwrap(),
         Runtime::Process {
-            command,
-            workdir: Some(workdir),
+            command: vec![
+                python.display().to_string(),
+                "-m".into(),
+                "awslambdaric".into(),
+                handler.into(),
+            ],
+            workdir: Some(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/python")),
             handler: Some(handler.into()),
         },
     )
@@ -283,31 +268,5 @@ impl NodeRic {
         std::fs::copy(&fixture, dir.path().join(file)).unwrap();
         std::os::unix::fs::symlink(&self.modules, dir.path().join("node_modules")).unwrap();
         dir
-    }
-
-    /// A process function running `handler` (`file.export`) from `task_root` (made by
-    /// [`NodeRic::task_root`]) under `aws-lambda-ric`, unmodified.
-    pub(crate) fn function(
-        &self,
-        name: &str,
-        handler: &str,
-        task_root: &std::path::Path,
-        access: ServiceAccess,
-        timeout: Duration,
-    ) -> FunctionSpec {
-        // The client from the function's own folder, by a relative path, as the config
-        // file's documentation shows.
-        let command = vec![
-            self.node.display().to_string(),
-            "node_modules/aws-lambda-ric/index.mjs".into(),
-        ];
-        lambda_function(
-            name,
-            command,
-            task_root.to_path_buf(),
-            handler,
-            access,
-            timeout,
-        )
     }
 }
