@@ -42,6 +42,10 @@ pub fn describe_metrics() {
         "fnhub_cloud_refused_total",
         "Work messages a cloud runtime node refused, by reason (missing or invalid header, a deadline too far ahead, a depth over the limit)."
     );
+    describe_counter!(
+        "fnhub_cloud_wakes_without_checkpoint_total",
+        "Wakes of durable executions that found neither a checkpoint nor a result (a replica catching up): each comes again a second later."
+    );
     describe_gauge!("fnhub_queue_depth", "Invocations waiting for a worker.");
     describe_gauge!("fnhub_running", "Invocations running now.");
     describe_gauge!("fnhub_workers", "Workers of the scheduler.");

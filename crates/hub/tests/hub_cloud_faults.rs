@@ -339,6 +339,67 @@ async fn durable_executions_carry_on_when_a_cluster_server_dies() {
     cluster_loses_a_server(10).await;
 }
 
+/// The case the cluster test above once met, made on purpose on one server: a durable
+/// execution's checkpoint is out of sight (as on a replica that has not caught up) when
+/// its wake comes. The wake is not taken for the execution's end: it comes again each
+/// second, no result is published meanwhile, and once the checkpoint is back the execution
+/// carries on from it (its first step not run again) to its one result.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wake_that_finds_no_checkpoint_comes_again_until_it_is_back() {
+    use fnhub::CheckpointStore;
+    let Some(server) = fnhub_testkit::NatsServer::start() else {
+        return;
+    };
+    let config = CloudConfig::default().with_ack_wait(Duration::from_secs(2));
+    let steps = Arc::new(AtomicU64::new(0));
+    let hub = durable_hub(server.url(), 1, steps.clone()).await.unwrap();
+    let node = CloudRuntime::start(server.url(), "a", hub, config.clone())
+        .await
+        .unwrap();
+    let client = CloudClient::connect(server.url(), &config).await.unwrap();
+    let js = async_nats::jetstream::new(async_nats::connect(server.url()).await.unwrap());
+    let store = fnhub::libs::checkpoint::nats::NatsStore::open(&js, "orders")
+        .await
+        .unwrap();
+    let inv = Invocation::new("order".parse().unwrap(), "21");
+    let execution = fnhub::ExecutionId::from(inv.id);
+    client.submit(&inv).await.unwrap();
+    // Suspended in its 1 s sleep; its checkpoint taken out of the store.
+    let checkpoint = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            if node.stats().suspended >= 1
+                && let Some(c) = store.load(execution).await.unwrap()
+            {
+                break c;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the order never suspended");
+    assert!(store.remove(execution).await.unwrap());
+    // Its wake comes (after the sleep), finds nothing, and comes again.
+    tokio::time::timeout(Duration::from_secs(20), async {
+        while node.stats().wakes_without_checkpoint < 2 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the wake did not come again");
+    let early = tokio::time::timeout(Duration::from_millis(200), client.result_of(inv.id)).await;
+    assert!(early.is_err(), "a result without a checkpoint: {early:?}");
+    assert_eq!(steps.load(Ordering::SeqCst), 1);
+    // The checkpoint is back: the next wake carries the execution on from it.
+    store.save(&checkpoint).await.unwrap();
+    let result = tokio::time::timeout(Duration::from_secs(20), client.result_of(inv.id))
+        .await
+        .expect("the execution did not carry on")
+        .unwrap();
+    assert_eq!(result.outcome.unwrap(), Bytes::from("42"));
+    assert_eq!(steps.load(Ordering::SeqCst), 2, "reserve once, ship once");
+    assert_eq!(node.stats().duplicates_suppressed, 0);
+}
+
 /// Two nodes on a three-server cluster (replicas 3) run 300 calls and `orders` durable
 /// executions; server 1 is SIGKILLed a third of the way in and restarted 2 s later. Every
 /// call and order gets its one right result.

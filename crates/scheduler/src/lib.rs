@@ -97,6 +97,6 @@ pub use pool::Start;
 pub use queue::fairness_bound;
 pub use registry::DeployError;
 pub use scheduler::{
-    BuildError, Completion, Observer, Room, Scheduler, SchedulerBuilder, SubmitError, Ticket,
+    BuildError, Call, Completion, Observer, Room, Scheduler, SchedulerBuilder, SubmitError, Ticket,
     WeakScheduler,
 };

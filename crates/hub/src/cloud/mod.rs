@@ -443,6 +443,10 @@ pub struct NodeStats {
     /// lie (a deadline more than a day ahead, a depth over the limit). Each is logged; a
     /// refused invocation with an id gets a `Rejected` result naming the header.
     pub refused: u64,
+    /// Wakes that found no checkpoint of their execution and no result of it either (a
+    /// replica that has not caught up after a server's loss, say): each comes again a
+    /// second later rather than being taken for the execution's end.
+    pub wakes_without_checkpoint: u64,
 }
 
 #[derive(Default)]
@@ -455,6 +459,7 @@ pub(super) struct Counters {
     pub(super) early: AtomicU64,
     pub(super) handed_back: AtomicU64,
     pub(super) refused: AtomicU64,
+    pub(super) unfound: AtomicU64,
 }
 
 /// One node of the cloud runtime: takes invocations from JetStream and runs them on its
@@ -722,6 +727,7 @@ impl CloudRuntime {
             early_wakes: self.counters.early.load(Ordering::Relaxed),
             handed_back: self.counters.handed_back.load(Ordering::Relaxed),
             refused: self.counters.refused.load(Ordering::Relaxed),
+            wakes_without_checkpoint: self.counters.unfound.load(Ordering::Relaxed),
         }
     }
 }

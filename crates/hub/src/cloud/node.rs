@@ -268,6 +268,8 @@ impl Node {
         if let AfterWake::Finished = after {
             let stored = self.result_stored(execution).await;
             if stored != Some(true) {
+                self.counters.unfound.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!("fnhub_cloud_wakes_without_checkpoint_total").increment(1);
                 tracing::debug!(%execution, ?stored, "no checkpoint, and no result stored");
             }
             after = decide::after_finished(stored, deliveries(&message));

@@ -256,8 +256,10 @@ impl EdgeHub {
     /// Runs an invocation built by the caller (trace context, deadline, priority,
     /// principal...) and waits for its completion, with its start kind and timings.
     pub async fn call(&self, invocation: Invocation) -> Result<Completion, SubmitError> {
-        let ticket = self.admit(invocation, |s, i| s.try_submit(i))?;
-        Ok(ticket.await)
+        // Awaited at once: when a worker is free and nothing waits, the function runs
+        // here, on the caller's task, without a hop to a worker.
+        let call = self.admit(invocation, |s, i| s.try_call(i))?;
+        Ok(call.await)
     }
 
     /// Admits an invocation from outside with `submit`, unless the hub is shutting down;

@@ -103,8 +103,13 @@ pub(crate) struct Queue {
     next_seq: u64,
     functions: Vec<FunctionState>,
     queued_by_tenant: crate::FastMap<Principal, usize>,
-    /// What each worker runs: the invocation and the job's sequence number.
+    /// What each worker runs, then each direct run (see [`Queue::start_direct`]): the
+    /// invocation and the job's sequence number.
     running_jobs: Vec<Option<(InvocationId, u64)>>,
+    /// The scheduler's workers: the most invocations that run at once.
+    workers: u32,
+    /// Indices of `running_jobs` past the workers' own that no direct run holds.
+    free_direct: Vec<usize>,
     /// Queued jobs, by the slot their [`Key`] names.
     slab: Vec<Option<Job>>,
     /// Deferred children: (latest safe start, sequence, slab slot), earliest first.
@@ -128,7 +133,9 @@ impl Queue {
             next_seq: 0,
             functions: Vec::new(),
             queued_by_tenant: crate::FastMap::default(),
-            running_jobs: vec![None; workers],
+            running_jobs: vec![None; 2 * workers],
+            workers: u32::try_from(workers).unwrap_or(u32::MAX),
+            free_direct: (workers..2 * workers).rev().collect(),
             slab: Vec::new(),
             deferred: BinaryHeap::new(),
             reserved_total: 0,
@@ -285,8 +292,7 @@ impl Queue {
                 continue;
             };
             let max = job.spec.resources.max_concurrency;
-            let workers = self.running_jobs.len() as u32;
-            let unreserved_free = self.unreserved_running + self.reserved_total < workers;
+            let unreserved_free = self.unreserved_running + self.reserved_total < self.workers;
             let f = self.function(&job.spec);
             if max.is_some_and(|max| f.running >= max) {
                 f.parked.push_back(job);
@@ -307,6 +313,42 @@ impl Queue {
             self.forget(&job);
             return Some(job);
         }
+    }
+
+    /// Starts `job` at once as a *direct run* (on the task of the caller that awaits it),
+    /// when nothing is queued ahead of it and it may run now: its function is under its
+    /// concurrency limit, and a worker of its reservation or an unreserved one is free.
+    /// The caller has checked that fewer invocations run than there are workers. The job
+    /// counts as running, as one [`Queue::pop`] returns, until [`Queue::finished`] with
+    /// the index returned; also returned: whether its function was idle until now.
+    /// `None` leaves the job to be queued.
+    pub(crate) fn start_direct(&mut self, job: &Job) -> Option<(usize, bool)> {
+        if self.len != 0 || self.free_direct.is_empty() {
+            return None;
+        }
+        let unreserved_free = self.unreserved_running + self.reserved_total < self.workers;
+        let max = job.spec.resources.max_concurrency;
+        let now = job.admitted_at;
+        let f = self.function(&job.spec);
+        if max.is_some_and(|max| f.running >= max) {
+            return None;
+        }
+        let within_reservation = f.running < f.reserved;
+        if !within_reservation && !unreserved_free {
+            return None;
+        }
+        let was_idle = f.queued == 0 && f.running == 0;
+        if was_idle {
+            f.idle_before = f.idle_since.map(|t| now.saturating_duration_since(t));
+        }
+        f.arrivals = f.arrivals.saturating_add(1);
+        f.running += 1;
+        if !within_reservation {
+            self.unreserved_running += 1;
+        }
+        let index = self.free_direct.pop()?;
+        self.running_jobs[index] = Some((job.invocation.id, job.seq));
+        Some((index, was_idle))
     }
 
     /// Whether deferred children wait (so [`Queue::pop`] needs the time).
@@ -361,6 +403,9 @@ impl Queue {
     ) -> (bool, Option<BusyPeriod>) {
         if let Some(slot) = self.running_jobs.get_mut(worker) {
             *slot = None;
+            if worker >= self.workers as usize {
+                self.free_direct.push(worker);
+            }
         }
         let f = self.function(spec);
         let was_unreserved = f.running > f.reserved;
@@ -405,7 +450,7 @@ impl Queue {
     /// total that would result) when no unreserved worker would be left.
     pub(crate) fn reserve(&mut self, spec: &Deployed) -> Result<(), u32> {
         let want = spec.resources.reserved_concurrency.unwrap_or(0);
-        let workers = self.running_jobs.len() as u32;
+        let workers = self.workers;
         let current = self.functions.get(spec.slot).map_or(0, |f| f.reserved);
         let total = self.reserved_total - current + want;
         if want > 0 && total >= workers {

@@ -234,7 +234,10 @@ impl SchedulerBuilder {
             run_seconds: metrics::histogram!("fnhub_invocation_run_seconds"),
             registry: RwLock::new(Registry::default()),
             queue: Mutex::new(Queue::new(limits, self.workers)),
-            slots: (0..self.workers).map(|_| WorkerSlot::default()).collect(),
+            // The workers' own, then those of direct runs (`Scheduler::try_call`).
+            slots: (0..2 * self.workers)
+                .map(|_| WorkerSlot::default())
+                .collect(),
             work: Notify::new(),
             closing: Notify::new(),
             room: Notify::new(),

@@ -23,7 +23,7 @@ mod worker;
 
 pub use builder::SchedulerBuilder;
 use ticket::NoObserver;
-pub use ticket::{BuildError, Completion, Observer, SubmitError, Ticket};
+pub use ticket::{BuildError, Call, Completion, Observer, SubmitError, Ticket};
 use worker::{Ended, complete, maintain};
 
 /// Per-worker cancellation signal: `cancel` is notified with the sequence number of the job
@@ -132,6 +132,60 @@ impl Drop for Room<'_> {
 fn signal_room(inner: &Inner) {
     if inner.room_waiters.load(Ordering::SeqCst) > 0 {
         inner.room.notify_waiters();
+    }
+}
+
+/// How an invocation is admitted: with a ticket, without one, as a child (deferred under
+/// load), or for a caller that awaits it at once (run directly when it may run now).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Admit {
+    Ticket,
+    Detached,
+    Child,
+    Call,
+}
+
+/// An admitted invocation: queued (with the receiver of its completion unless detached),
+/// or started as a direct run on worker-share `index`.
+enum Admitted {
+    Queued {
+        id: InvocationId,
+        function: FunctionName,
+        version: Version,
+        rx: Option<oneshot::Receiver<Completion>>,
+    },
+    Direct {
+        id: InvocationId,
+        index: usize,
+        job: Job,
+    },
+}
+
+impl Admitted {
+    fn id(&self) -> InvocationId {
+        match self {
+            Admitted::Queued { id, .. } | Admitted::Direct { id, .. } => *id,
+        }
+    }
+
+    /// The ticket of a queued invocation admitted with one.
+    fn ticket(self) -> Result<Ticket, SubmitError> {
+        match self {
+            Admitted::Queued {
+                id,
+                function,
+                version,
+                rx: Some(rx),
+            } => Ok(Ticket {
+                id,
+                function,
+                version,
+                rx,
+            }),
+            // Not reached: only `Admit::Call` starts direct runs, only `Detached` has no
+            // receiver, and neither asks for a ticket.
+            _ => unreachable!("a ticket asked of an admission without one"),
+        }
     }
 }
 
@@ -414,20 +468,34 @@ impl Scheduler {
     /// Admits `invocation`, or hands it back inside the error. The [`Ticket`] resolves to
     /// its completion.
     pub fn try_submit(&self, invocation: Invocation) -> Result<Ticket, SubmitError> {
-        let (tx, rx) = oneshot::channel();
-        let (id, function, version) = self.admit(invocation, Some(tx), false)?;
-        Ok(Ticket {
-            id,
-            function,
-            version,
-            rx,
+        self.admit(invocation, Admit::Ticket)?.ticket()
+    }
+
+    /// Admits `invocation` for a caller that awaits its completion at once, or hands it
+    /// back inside the error. When nothing is queued, a worker is free and the function
+    /// may run now, the invocation does not wait for a worker: it runs on the task that
+    /// polls the [`Call`] (a *direct run*, which holds the free worker's share of the
+    /// capacity until it ends, so no more invocations run at once than there are
+    /// workers). Otherwise it is queued as by [`try_submit`](Self::try_submit).
+    ///
+    /// Either way it is admitted, ordered, counted, observed and cancellable as any other,
+    /// and dropping the `Call` does not cancel it: a direct run not yet finished is
+    /// handed to the runtime to finish. Await the `Call` at once: a direct run makes no
+    /// progress until it is polled.
+    pub fn try_call(&self, invocation: Invocation) -> Result<Call, SubmitError> {
+        Ok(match self.admit(invocation, Admit::Call)? {
+            Admitted::Direct { id, index, job } => Call::direct(
+                id,
+                Box::pin(worker::run_direct(self.inner.clone(), index, job)),
+            ),
+            queued => Call::queued(queued.ticket()?),
         })
     }
 
     /// Admits `invocation` without a ticket: its completion reaches only the
     /// [`Observer`]. Cheaper than [`Scheduler::try_submit`] for fire-and-forget events.
     pub fn try_submit_detached(&self, invocation: Invocation) -> Result<InvocationId, SubmitError> {
-        self.admit(invocation, None, false).map(|(id, _, _)| id)
+        Ok(self.admit(invocation, Admit::Detached)?.id())
     }
 
     /// Admits `child`, an invocation made by a running one: its context is the parent's
@@ -440,23 +508,14 @@ impl Scheduler {
     /// everything, so it starts then or as soon as a worker frees up. Idle capacity takes
     /// deferred children at once.
     pub fn try_submit_child(&self, child: Invocation) -> Result<Ticket, SubmitError> {
-        let (tx, rx) = oneshot::channel();
-        let (id, function, version) = self.admit(child, Some(tx), true)?;
-        Ok(Ticket {
-            id,
-            function,
-            version,
-            rx,
-        })
+        self.admit(child, Admit::Child)?.ticket()
     }
 
-    fn admit(
-        &self,
-        invocation: Invocation,
-        reply: Option<oneshot::Sender<Completion>>,
-        child: bool,
-    ) -> Result<(InvocationId, FunctionName, Version), SubmitError> {
+    /// Admits `invocation` as `how` says: queued, or (for [`Admit::Call`], when it may
+    /// run now) started as a direct run, counted as running (see [`Queue::start_direct`]).
+    fn admit(&self, invocation: Invocation, how: Admit) -> Result<Admitted, SubmitError> {
         let inner = &*self.inner;
+        let child = how == Admit::Child;
         let result = (|| {
             if inner.closed.load(Ordering::Acquire) {
                 return Err(SubmitError::ShuttingDown(invocation));
@@ -479,7 +538,7 @@ impl Scheduler {
                 });
             }
             inner.observer.on_admitted(&invocation, &spec);
-            let ids = (invocation.id, spec.name.clone(), spec.version);
+            let id = invocation.id;
             let seq = queue.next_seq();
             let slot = spec.slot;
             let now = inner.clock.now();
@@ -493,13 +552,31 @@ impl Scheduler {
             } else {
                 None
             };
-            let job = Job {
+            let mut job = Job {
                 seq,
                 invocation: Box::new(invocation),
                 spec,
                 admitted_at: now,
-                reply,
+                reply: None,
             };
+            if how == Admit::Call
+                && latest_start.is_none()
+                && inner.running.load(Ordering::Relaxed) < inner.workers
+                && let Some((index, was_idle)) = queue.start_direct(&job)
+            {
+                inner.running.fetch_add(1, Ordering::Relaxed);
+                drop(queue);
+                if was_idle {
+                    inner.pool.busy(slot);
+                }
+                return Ok(Admitted::Direct { id, index, job });
+            }
+            let (function, version) = (job.spec.name.clone(), job.spec.version);
+            let rx = (how != Admit::Detached).then(|| {
+                let (tx, rx) = oneshot::channel();
+                job.reply = Some(tx);
+                rx
+            });
             let was_idle = match latest_start {
                 Some(latest) => {
                     inner.deferred_children.increment(1);
@@ -510,12 +587,19 @@ impl Scheduler {
             if was_idle {
                 inner.pool.busy(slot);
             }
-            Ok(ids)
+            Ok(Admitted::Queued {
+                id,
+                function,
+                version,
+                rx,
+            })
         })();
         match &result {
-            Ok(_) => {
+            Ok(admitted) => {
                 inner.admitted.fetch_add(1, Ordering::Relaxed);
-                inner.work.notify_one();
+                if let Admitted::Queued { .. } = admitted {
+                    inner.work.notify_one();
+                }
             }
             Err(e) => {
                 inner.rejected.fetch_add(1, Ordering::Relaxed);
@@ -607,6 +691,14 @@ impl Scheduler {
         for handle in handles {
             // A worker only ends by returning; a panic inside a function is caught lower down.
             let _ = handle.await;
+        }
+        // Direct runs end on their callers' tasks.
+        loop {
+            let room = self.room();
+            if self.inner.running.load(Ordering::Relaxed) == 0 {
+                break;
+            }
+            room.await;
         }
         self.inner.pool.drain().await;
     }

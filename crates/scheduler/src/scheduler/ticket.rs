@@ -106,7 +106,8 @@ pub struct Completion {
 
 /// Hooks called by the scheduler. Every method has a no-op default.
 ///
-/// Hooks run on the scheduler's own tasks: keep them short and never block.
+/// Hooks run on the scheduler's own tasks, or on the caller's for a direct run
+/// ([`Scheduler::try_call`](super::Scheduler::try_call)): keep them short and never block.
 pub trait Observer: Send + Sync + 'static {
     /// An invocation was admitted.
     fn on_admitted(&self, _invocation: &Invocation, _spec: &FunctionSpec) {}
@@ -159,6 +160,94 @@ impl Future for Ticket {
                 ran: Duration::ZERO,
             }),
             Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+/// The future of a direct run: the invocation running on the task that polls it.
+type DirectRun = Pin<Box<dyn Future<Output = Completion> + Send>>;
+
+/// Resolves to the [`Completion`] of an invocation admitted by
+/// [`Scheduler::try_call`](super::Scheduler::try_call): queued for a worker, or run
+/// directly by the task that polls it.
+///
+/// Dropping it does not cancel the invocation: a queued one still runs, and a direct run
+/// not yet finished is handed to the tokio runtime to finish (outside a runtime it stops
+/// where it is, as a worker does when its runtime shuts down).
+pub struct Call {
+    id: InvocationId,
+    state: CallState,
+}
+
+enum CallState {
+    Queued(Ticket),
+    /// `None` once it has finished.
+    Direct(Option<DirectRun>),
+}
+
+impl Call {
+    pub(super) fn queued(ticket: Ticket) -> Call {
+        Call {
+            id: ticket.id,
+            state: CallState::Queued(ticket),
+        }
+    }
+
+    pub(super) fn direct(id: InvocationId, run: DirectRun) -> Call {
+        Call {
+            id,
+            state: CallState::Direct(Some(run)),
+        }
+    }
+
+    /// The invocation's id.
+    pub fn id(&self) -> InvocationId {
+        self.id
+    }
+
+    /// Whether it runs directly on the task that polls it, rather than on a worker.
+    pub fn is_direct(&self) -> bool {
+        matches!(self.state, CallState::Direct(_))
+    }
+}
+
+impl std::fmt::Debug for Call {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Call")
+            .field("id", &self.id)
+            .field("direct", &self.is_direct())
+            .finish()
+    }
+}
+
+impl Future for Call {
+    type Output = Completion;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Completion> {
+        match &mut self.state {
+            CallState::Queued(ticket) => Pin::new(ticket).poll(cx),
+            CallState::Direct(run) => {
+                let Some(future) = run.as_mut() else {
+                    // Polled after it finished: as a oneshot whose sender is gone.
+                    return Poll::Pending;
+                };
+                let done = future.as_mut().poll(cx);
+                if done.is_ready() {
+                    *run = None;
+                }
+                done
+            }
+        }
+    }
+}
+
+impl Drop for Call {
+    fn drop(&mut self) {
+        if let CallState::Direct(run) = &mut self.state
+            && let Some(run) = run.take()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            runtime.spawn(run);
         }
     }
 }

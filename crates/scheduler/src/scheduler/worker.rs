@@ -48,8 +48,13 @@ pub(super) async fn next_job(inner: &Inner, index: usize) -> Option<Job> {
 }
 
 pub(super) async fn worker(inner: Arc<Inner>, index: usize) {
-    while let Some(job) = next_job(&inner, index).await {
-        run(&inner, index, job).await;
+    while let Some(mut job) = next_job(&inner, index).await {
+        let reply = job.reply.take();
+        let completion = run(&inner, index, job).await;
+        if let Some(reply) = reply {
+            // The caller may have dropped its ticket; that is fine.
+            let _ = reply.send(completion);
+        }
         inner.running.fetch_sub(1, Ordering::Relaxed);
         // Its function's and tenant's share is free again, and `idle` may hold now.
         super::signal_room(&inner);
@@ -123,13 +128,15 @@ pub(super) struct Ended {
     pub(super) done_at: Instant,
 }
 
-async fn run(inner: &Inner, index: usize, job: Job) {
+/// Runs `job` (taken by worker `index`, or a direct run's) and records how it ended; its
+/// completion, for the caller (the job's reply channel is not used).
+pub(super) async fn run(inner: &Inner, index: usize, job: Job) -> Completion {
     let Job {
         seq,
         invocation,
         spec,
         admitted_at,
-        reply,
+        reply: _,
     } = job;
     let taken_at = inner.clock.now();
     let id = invocation.id;
@@ -220,7 +227,7 @@ async fn run(inner: &Inner, index: usize, job: Job) {
     if unparked {
         inner.work.notify_one();
     }
-    complete(
+    record(
         inner,
         &spec,
         Ended {
@@ -232,8 +239,26 @@ async fn run(inner: &Inner, index: usize, job: Job) {
             taken_at,
             done_at: now,
         },
-        reply,
-    );
+    )
+}
+
+/// A direct run (see [`Scheduler::try_call`](super::Scheduler::try_call)): `job` runs on
+/// the task that polls this, with the capacity `admit` counted for it, which it gives back
+/// at the end (waking a worker if work waits).
+pub(super) async fn run_direct(inner: Arc<Inner>, index: usize, job: Job) -> Completion {
+    let completion = run(&inner, index, job).await;
+    inner.running.fetch_sub(1, Ordering::Relaxed);
+    signal_room_and_work(&inner);
+    completion
+}
+
+/// After a direct run gave its capacity back: room may have appeared, and a worker that
+/// found every slot taken may now take what waits.
+fn signal_room_and_work(inner: &Inner) {
+    super::signal_room(inner);
+    if inner.queue.lock().len() > 0 {
+        inner.work.notify_one();
+    }
 }
 
 /// Records a finished job and hands its completion to the observer and the caller.
@@ -243,6 +268,15 @@ pub(super) fn complete(
     f: Ended,
     reply: Option<oneshot::Sender<Completion>>,
 ) {
+    let completion = record(inner, spec, f);
+    if let Some(reply) = reply {
+        // The caller may have dropped its ticket; that is fine.
+        let _ = reply.send(completion);
+    }
+}
+
+/// Records a finished job (counters, metrics, the observer); its completion.
+fn record(inner: &Inner, spec: &Deployed, f: Ended) -> Completion {
     let done_at = f.done_at;
     let completion = Completion {
         id: f.id,
@@ -260,8 +294,5 @@ pub(super) fn complete(
     inner.queued_seconds.record(completion.queued.as_secs_f64());
     inner.run_seconds.record(completion.ran.as_secs_f64());
     inner.observer.on_completed(&completion, &spec.spec);
-    if let Some(reply) = reply {
-        // The caller may have dropped its ticket; that is fine.
-        let _ = reply.send(completion);
-    }
+    completion
 }
