@@ -44,8 +44,12 @@ pub fn wait_for_port(port: u16, what: &str) {
     panic!("{what} did not start");
 }
 
-/// The installed `nats-server`, if there is one (required under `CI=true`).
+/// The `nats-server` to run: the one `FNHUB_NATS_SERVER` names (another release, say),
+/// else the installed one, if there is one (required under `CI=true`).
 fn nats_server_program() -> Option<PathBuf> {
+    if let Some(path) = std::env::var_os("FNHUB_NATS_SERVER") {
+        return Some(PathBuf::from(path));
+    }
     installed(
         &[
             "/usr/sbin/nats-server",
