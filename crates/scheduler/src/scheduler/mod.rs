@@ -70,7 +70,10 @@ struct Inner {
 }
 
 /// Admits invocations into a bounded priority queue and runs them on a fixed set of
-/// workers, in environments from its sandboxes kept warm per function version.
+/// workers, in environments from its sandboxes kept warm per function version. A caller
+/// that awaits its invocation at once ([`Scheduler::try_call`]) runs it itself when a
+/// worker is free and nothing waits, in that worker's stead: the workers bound how many
+/// invocations run at once either way.
 ///
 /// Queue order: higher [`Priority`](fnhub_core::Priority) first, then the earlier deadline,
 /// then arrival. An invocation whose deadline passes while it waits completes with
