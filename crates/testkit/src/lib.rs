@@ -47,8 +47,11 @@ pub fn wait_for_port(port: u16, what: &str) {
 /// The `nats-server` to run: the one `FNHUB_NATS_SERVER` names (another release, say),
 /// else the installed one, if there is one (required under `CI=true`).
 fn nats_server_program() -> Option<PathBuf> {
-    if let Some(path) = std::env::var_os("FNHUB_NATS_SERVER") {
-        return Some(PathBuf::from(path));
+    if let Some(path) = std::env::var("FNHUB_NATS_SERVER")
+        .ok()
+        .filter(|p| !p.is_empty())
+    {
+        return installed(&[path.as_str()], "FNHUB_NATS_SERVER names a missing file");
     }
     installed(
         &[
@@ -151,24 +154,57 @@ impl NatsCluster {
     /// Starts `n` servers routed to each other and waits until each listens; `None` when
     /// `nats-server` is not installed (a failure under `CI=true`). The JetStream meta
     /// leader is elected a moment later: a client's first stream may have to be retried.
+    ///
+    /// A port [`free_port`] found free may be taken before its server binds it (by another
+    /// test, or as the local port of an outgoing connection, such as another server's
+    /// route): a server that cannot listen exits, and a cluster short of a server cannot
+    /// place three replicas. Such a start is made again on other ports.
     pub fn start(n: usize) -> Option<NatsCluster> {
         let program = nats_server_program()?;
-        let servers = (0..n)
-            .map(|_| Member {
-                child: None,
-                port: free_port(),
-                route_port: free_port(),
-                store: tempfile::tempdir().unwrap_or_else(|e| panic!("no temporary folder: {e}")),
-            })
-            .collect();
-        let mut cluster = NatsCluster { program, servers };
-        for i in 0..n {
-            cluster.spawn(i);
+        for _ in 0..5 {
+            let servers = (0..n)
+                .map(|_| Member {
+                    child: None,
+                    port: free_port(),
+                    route_port: free_port(),
+                    store: tempfile::tempdir()
+                        .unwrap_or_else(|e| panic!("no temporary folder: {e}")),
+                })
+                .collect();
+            let mut cluster = NatsCluster {
+                program: program.clone(),
+                servers,
+            };
+            for i in 0..n {
+                cluster.spawn(i);
+            }
+            if cluster.all_listening() {
+                return Some(cluster);
+            }
+            eprintln!("a nats-server of the cluster did not come up; starting on other ports");
         }
-        for m in &cluster.servers {
-            wait_for_port(m.port, "nats-server");
+        panic!("the nats-server cluster did not come up in 5 tries");
+    }
+
+    /// Waits (about 10 s at most) until every server listens for clients and routes;
+    /// false as soon as one has exited, or at the end of the wait.
+    fn all_listening(&mut self) -> bool {
+        let up = |port: u16| std::net::TcpStream::connect(("127.0.0.1", port)).is_ok();
+        for _ in 0..500 {
+            let exited = self.servers.iter_mut().any(|m| {
+                m.child
+                    .as_mut()
+                    .is_none_or(|c| !matches!(c.try_wait(), Ok(None)))
+            });
+            if exited {
+                return false;
+            }
+            if self.servers.iter().all(|m| up(m.port) && up(m.route_port)) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
         }
-        Some(cluster)
+        false
     }
 
     fn spawn(&mut self, i: usize) {
