@@ -44,6 +44,14 @@ pub(crate) struct Job {
     pub(crate) reply: Option<oneshot::Sender<Completion>>,
 }
 
+/// Why a job that may not run yet is held back.
+enum Held {
+    /// Its function runs as many as its concurrency limit allows: parked.
+    AtLimit,
+    /// No worker of its reservation and no unreserved one is free.
+    NoWorker,
+}
+
 /// Why a job could not be queued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Refusal {
@@ -199,14 +207,9 @@ impl Queue {
 
     /// Counts a newly admitted job; returns whether its function was idle until now.
     fn account(&mut self, job: &Job) -> bool {
-        let now = job.admitted_at;
-        let f = self.function(&job.spec);
-        let was_idle = f.queued == 0 && f.running == 0;
-        if was_idle {
-            f.idle_before = f.idle_since.map(|t| now.saturating_duration_since(t));
-        }
-        f.arrivals = f.arrivals.saturating_add(1);
-        f.queued += 1;
+        let was_idle = self.is_idle(&job.spec);
+        self.arrived(job, was_idle);
+        self.function(&job.spec).queued += 1;
         let principal = &job.invocation.context.principal;
         match self.queued_by_tenant.get_mut(principal) {
             Some(n) => *n += 1,
@@ -216,6 +219,44 @@ impl Queue {
         }
         self.len += 1;
         was_idle
+    }
+
+    /// Whether `spec`'s function has nothing queued or running.
+    fn is_idle(&mut self, spec: &Deployed) -> bool {
+        let f = self.function(spec);
+        f.queued == 0 && f.running == 0
+    }
+
+    /// Counts the arrival of `job` in its function's busy period, which it starts when the
+    /// function `was_idle` until it came.
+    fn arrived(&mut self, job: &Job, was_idle: bool) {
+        let now = job.admitted_at;
+        let f = self.function(&job.spec);
+        if was_idle {
+            f.idle_before = f.idle_since.map(|t| now.saturating_duration_since(t));
+        }
+        f.arrivals = f.arrivals.saturating_add(1);
+    }
+
+    /// Counts a job of `spec` as running if it may run now: its function under its
+    /// concurrency limit, and a worker of its reservation or an unreserved one free.
+    /// Otherwise, which of the two holds it back.
+    fn start_running(&mut self, spec: &Deployed) -> Result<(), Held> {
+        let unreserved_free = self.unreserved_running + self.reserved_total < self.workers;
+        let max = spec.resources.max_concurrency;
+        let f = self.function(spec);
+        if max.is_some_and(|max| f.running >= max) {
+            return Err(Held::AtLimit);
+        }
+        let within_reservation = f.running < f.reserved;
+        if !within_reservation && !unreserved_free {
+            return Err(Held::NoWorker);
+        }
+        f.running += 1;
+        if !within_reservation {
+            self.unreserved_running += 1;
+        }
+        Ok(())
     }
 
     /// Puts a job in the slab; returns its slot.
@@ -291,21 +332,16 @@ impl Queue {
             let Some(job) = slot.and_then(|slot| self.take(slot)) else {
                 continue;
             };
-            let max = job.spec.resources.max_concurrency;
-            let unreserved_free = self.unreserved_running + self.reserved_total < self.workers;
-            let f = self.function(&job.spec);
-            if max.is_some_and(|max| f.running >= max) {
-                f.parked.push_back(job);
-                continue;
-            }
-            let within_reservation = f.running < f.reserved;
-            if !within_reservation && !unreserved_free {
-                self.waiting_for_capacity.push_back(job);
-                continue;
-            }
-            f.running += 1;
-            if !within_reservation {
-                self.unreserved_running += 1;
+            match self.start_running(&job.spec) {
+                Ok(()) => {}
+                Err(Held::AtLimit) => {
+                    self.function(&job.spec).parked.push_back(job);
+                    continue;
+                }
+                Err(Held::NoWorker) => {
+                    self.waiting_for_capacity.push_back(job);
+                    continue;
+                }
             }
             if let Some(slot) = self.running_jobs.get_mut(worker) {
                 *slot = Some((job.invocation.id, job.seq));
@@ -326,26 +362,10 @@ impl Queue {
         if self.len != 0 || self.free_direct.is_empty() {
             return None;
         }
-        let unreserved_free = self.unreserved_running + self.reserved_total < self.workers;
-        let max = job.spec.resources.max_concurrency;
-        let now = job.admitted_at;
-        let f = self.function(&job.spec);
-        if max.is_some_and(|max| f.running >= max) {
-            return None;
-        }
-        let within_reservation = f.running < f.reserved;
-        if !within_reservation && !unreserved_free {
-            return None;
-        }
-        let was_idle = f.queued == 0 && f.running == 0;
-        if was_idle {
-            f.idle_before = f.idle_since.map(|t| now.saturating_duration_since(t));
-        }
-        f.arrivals = f.arrivals.saturating_add(1);
-        f.running += 1;
-        if !within_reservation {
-            self.unreserved_running += 1;
-        }
+        // Idle until this arrival: read before the job counts as running.
+        let was_idle = self.is_idle(&job.spec);
+        self.start_running(&job.spec).ok()?;
+        self.arrived(job, was_idle);
         let index = self.free_direct.pop()?;
         self.running_jobs[index] = Some((job.invocation.id, job.seq));
         Some((index, was_idle))

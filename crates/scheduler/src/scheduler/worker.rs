@@ -244,21 +244,13 @@ pub(super) async fn run(inner: &Inner, index: usize, job: Job) -> Completion {
 
 /// A direct run (see [`Scheduler::try_call`](super::Scheduler::try_call)): `job` runs on
 /// the task that polls this, with the capacity `admit` counted for it, which it gives back
-/// at the end (waking a worker if work waits).
+/// at the end. Work it held back waits in the queue's accounting, which puts it back and
+/// wakes a worker when the run finishes (as for a worker's run).
 pub(super) async fn run_direct(inner: Arc<Inner>, index: usize, job: Job) -> Completion {
     let completion = run(&inner, index, job).await;
     inner.running.fetch_sub(1, Ordering::Relaxed);
-    signal_room_and_work(&inner);
+    super::signal_room(&inner);
     completion
-}
-
-/// After a direct run gave its capacity back: room may have appeared, and a worker that
-/// found every slot taken may now take what waits.
-fn signal_room_and_work(inner: &Inner) {
-    super::signal_room(inner);
-    if inner.queue.lock().len() > 0 {
-        inner.work.notify_one();
-    }
 }
 
 /// Records a finished job and hands its completion to the observer and the caller.
