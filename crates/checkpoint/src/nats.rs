@@ -204,10 +204,33 @@ impl NatsStore {
 /// (the object store's and the key-value store's own listings wait for a message that says
 /// nothing is pending, which a subject rolled up meanwhile can keep from ever coming); the
 /// caller bounds how long it may take.
+///
+/// A no-wait fetch that the server leaves unanswered (no message and no "no messages" status
+/// for [`FETCH_STALL`]; nats-server has had such races) does not hold the scan: the scan
+/// starts again on a new consumer, since what the stalled one had sent elsewhere is gone.
 pub async fn last_per_subject(
     stream: &jetstream::stream::Stream,
     filter: &str,
 ) -> Result<Vec<jetstream::Message>, StoreError> {
+    loop {
+        if let Some(messages) = scan_last_per_subject(stream, filter, FETCH_STALL).await? {
+            return Ok(messages);
+        }
+        tracing::debug!(filter, "a fetch stalled: scanning again");
+    }
+}
+
+/// How long a fetch of [`last_per_subject`] may go without a message or an answer before the
+/// scan starts again: the server answers a no-wait fetch at once, so seconds mean it never
+/// will.
+const FETCH_STALL: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// One scan of [`last_per_subject`]: `None` when a fetch went `stall` without a word.
+async fn scan_last_per_subject(
+    stream: &jetstream::stream::Stream,
+    filter: &str,
+    stall: std::time::Duration,
+) -> Result<Option<Vec<jetstream::Message>>, StoreError> {
     use jetstream::consumer::{self, AckPolicy, DeliverPolicy};
     let last = stream
         .get_info()
@@ -216,7 +239,7 @@ pub async fn last_per_subject(
         .state
         .last_sequence;
     if last == 0 {
-        return Ok(Vec::new());
+        return Ok(Some(Vec::new()));
     }
     let consumer = stream
         .create_consumer(consumer::pull::Config {
@@ -229,30 +252,38 @@ pub async fn last_per_subject(
         })
         .await
         .map_err(backend)?;
-    let mut messages = Vec::new();
-    let mut done = false;
-    while !done {
-        let mut batch = consumer
-            .fetch()
-            .max_messages(1024)
-            .messages()
-            .await
-            .map_err(backend)?;
-        let mut fetched = 0;
-        while let Some(message) = batch.next().await {
-            let message = message.map_err(StoreError::Backend)?;
-            fetched += 1;
-            if message.info().is_ok_and(|i| i.stream_sequence >= last) {
-                done = true;
+    let read = async {
+        let mut messages = Vec::new();
+        let mut done = false;
+        while !done {
+            let mut batch = consumer
+                .fetch()
+                .max_messages(1024)
+                .messages()
+                .await
+                .map_err(backend)?;
+            let mut fetched = 0;
+            loop {
+                let Ok(next) = tokio::time::timeout(stall, batch.next()).await else {
+                    return Ok(None);
+                };
+                let Some(message) = next else { break };
+                let message = message.map_err(StoreError::Backend)?;
+                fetched += 1;
+                if message.info().is_ok_and(|i| i.stream_sequence >= last) {
+                    done = true;
+                }
+                messages.push(message);
             }
-            messages.push(message);
+            done |= fetched == 0;
         }
-        done |= fetched == 0;
-    }
+        Ok(Some(messages))
+    };
+    let messages = read.await;
     // Ephemeral: it would go by itself after its inactive threshold.
     let name = consumer.cached_info().name.clone();
     let _ = stream.delete_consumer(&name).await;
-    Ok(messages)
+    messages
 }
 
 /// What [`NatsStore::load`] reads of an object's info (ADR-20's meta message).
