@@ -3,6 +3,10 @@
 //! - `warm_invoke`: one invocation of a warm process environment over the Lambda Runtime API
 //!   (our server, a std-only custom runtime in the process) against one raw HTTP round trip
 //!   on loopback to the same program serving HTTP (the same request and response parser).
+//!   Beside them, the floor of any Runtime API on tokio: a lean server (no hyper, no
+//!   channel, the caller's task writes the event and reads the answer on the socket itself)
+//!   driving the same runtime, so that the share of the ratio a tokio server cannot shed is
+//!   measured, not guessed.
 //! - `environment_start`: preparing an environment (spawn, Runtime API up, the process asks
 //!   for work) and shutting it down, against `Command::spawn` of the same binary until it
 //!   has printed a line and exited.
@@ -66,6 +70,89 @@ fn round_trip(writer: &mut TcpStream, reader: &mut BufReader<TcpStream>) {
     let mut body = vec![0; length];
     reader.read_exact(&mut body).expect("body");
     assert_eq!(body, PAYLOAD);
+}
+
+/// The least a Runtime API server on tokio can do per invocation, for the floor of the
+/// ratio: the caller's task writes the event straight to the runtime's parked `GET /next`,
+/// reads its `POST …/response` off the socket and answers `202`; the next `GET /next` is read
+/// before the next call, untimed. Nothing else (no routing, headers, limits or checks).
+struct LeanApi {
+    stream: tokio::net::TcpStream,
+    buf: Vec<u8>,
+    _process: tokio::process::Child,
+}
+
+impl LeanApi {
+    async fn start() -> LeanApi {
+        use tokio::net::TcpListener;
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let process = tokio::process::Command::new(PROGRAM)
+            .env("AWS_LAMBDA_RUNTIME_API", addr.to_string())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("runtime");
+        let (stream, _) = listener.accept().await.expect("accept");
+        stream.set_nodelay(true).expect("nodelay");
+        LeanApi {
+            stream,
+            buf: Vec::with_capacity(4096),
+            _process: process,
+        }
+    }
+
+    /// Reads one request (head and `Content-Length` body) into `self.buf`'s front and
+    /// returns its body's range.
+    async fn read_request(&mut self) -> std::ops::Range<usize> {
+        use tokio::io::AsyncReadExt;
+        loop {
+            if let Some(end) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = std::str::from_utf8(&self.buf[..end]).expect("head");
+                let length = head
+                    .lines()
+                    .find_map(|l| {
+                        let (n, v) = l.split_once(':')?;
+                        n.eq_ignore_ascii_case("content-length")
+                            .then(|| v.trim().parse::<usize>().ok())?
+                    })
+                    .unwrap_or(0);
+                let body = end + 4..end + 4 + length;
+                if self.buf.len() >= body.end {
+                    return body;
+                }
+            }
+            let mut chunk = [0u8; 4096];
+            let n = self.stream.read(&mut chunk).await.expect("read");
+            assert!(n > 0, "the runtime went away");
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    /// Reads the runtime's `GET /next` (it comes after each `202`; a server reads it while
+    /// no invocation waits, so the idle case does not time it).
+    async fn parked(&mut self) {
+        let next = self.read_request().await;
+        self.buf.drain(..next.end);
+    }
+
+    async fn invoke(&mut self, payload: &[u8]) -> Vec<u8> {
+        use tokio::io::AsyncWriteExt;
+        let mut event = format!(
+            "HTTP/1.1 200 OK\r\nLambda-Runtime-Aws-Request-Id: r1\r\nContent-Length: {}\r\n\r\n",
+            payload.len()
+        )
+        .into_bytes();
+        event.extend_from_slice(payload);
+        self.stream.write_all(&event).await.expect("write");
+        let body = self.read_request().await;
+        let out = self.buf[body.clone()].to_vec();
+        self.buf.drain(..body.end);
+        self.stream
+            .write_all(b"HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\n\r\n")
+            .await
+            .expect("write");
+        out
+    }
 }
 
 fn warm(c: &mut Criterion, runtime: &str, rt: &tokio::runtime::Runtime) {
@@ -136,6 +223,25 @@ fn warm(c: &mut Criterion, runtime: &str, rt: &tokio::runtime::Runtime) {
             }
         })
     });
+    let lean = tokio::sync::Mutex::new(rt.block_on(LeanApi::start()));
+    g.bench_function("lean_tokio_runtime_api", |b| {
+        b.to_async(rt).iter_custom(|iters| {
+            let lean = &lean;
+            async move {
+                let mut lean = lean.lock().await;
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    lean.parked().await;
+                    std::thread::sleep(gap);
+                    let started = Instant::now();
+                    let out = lean.invoke(PAYLOAD).await;
+                    total += started.elapsed();
+                    assert_eq!(&out[..], PAYLOAD);
+                }
+                total
+            }
+        })
+    });
     g.bench_function("raw_loopback_http", |b| {
         b.iter_custom(|iters| {
             let mut total = Duration::ZERO;
@@ -150,6 +256,7 @@ fn warm(c: &mut Criterion, runtime: &str, rt: &tokio::runtime::Runtime) {
     });
     g.finish();
     fnhub_benches::print_ratio(&group, "runtime_api_invoke", "raw_loopback_http");
+    fnhub_benches::print_ratio(&group, "lean_tokio_runtime_api", "raw_loopback_http");
     let _ = server.kill();
     let _ = server.wait();
     rt.block_on(env.shutdown());

@@ -19,7 +19,11 @@ fn main() -> std::io::Result<()> {
             Ok(())
         }
         Some("echo") => echo(args.get(2).map(String::as_str).unwrap_or("port")),
-        _ => runtime(),
+        // The server closing the connection ends the runtime.
+        _ => match runtime() {
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => Ok(()),
+            other => other,
+        },
     }
 }
 
