@@ -17,23 +17,17 @@
 //! JSON error body the real API uses (`errorMessage`, `errorType`).
 
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use fnhub_core::{ErrorKind, FunctionError, Outcome};
-use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
-use hyper::header::{CONTENT_TYPE, HeaderValue};
-use hyper::{Method, Request, Response, StatusCode};
 use parking_lot::Mutex;
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 
-const PREFIX: &str = "/2018-06-01/runtime/";
+use super::http1::{BodyError, Connection, Head, HeadError, Method, Reply};
 
-/// Header naming the error type in `…/error` and `…/init/error` posts.
-const ERROR_TYPE_HEADER: &str = "lambda-runtime-function-error-type";
+const PREFIX: &str = "/2018-06-01/runtime/";
 
 /// The most bytes of an error report that are read; the rest is refused with `413`.
 const MAX_ERROR_BODY: usize = 1 << 20;
@@ -198,18 +192,8 @@ impl Api {
                 let api = api.clone();
                 let mut generation = api.generation.subscribe();
                 connections.spawn(async move {
-                    let service = hyper::service::service_fn(move |req| {
-                        let api = api.clone();
-                        async move { Ok::<_, Infallible>(api.handle(req).await) }
-                    });
-                    let conn = hyper::server::conn::http1::Builder::new()
-                        .keep_alive(true)
-                        // As the real service writes them, for clients that match headers
-                        // by their exact case.
-                        .title_case_headers(true)
-                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
                     tokio::select! {
-                        _ = conn => {}
+                        _ = api.serve_connection(Connection::new(stream)) => {}
                         _ = generation.changed() => {}
                     }
                 });
@@ -217,38 +201,82 @@ impl Api {
         })
     }
 
-    async fn handle(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
-        let path = req.uri().path();
-        let Some(rest) = path.strip_prefix(PREFIX) else {
-            return not_found(path);
-        };
-        let route = match rest.split('/').collect::<Vec<_>>()[..] {
-            ["invocation", "next"] => Route::Next,
-            ["init", "error"] => Route::InitError,
-            ["invocation", id, "response"] if !id.is_empty() => Route::Response(id.into()),
-            ["invocation", id, "error"] if !id.is_empty() => Route::Error(id.into()),
-            _ => return not_found(path),
-        };
-        let method_ok = match route {
-            Route::Next => req.method() == Method::GET,
-            _ => req.method() == Method::POST,
-        };
-        if !method_ok {
-            return error_response(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "MethodNotAllowed",
-                &format!("{} is not allowed on {path}", req.method()),
-            );
-        }
-        match route {
-            Route::Next => self.next().await,
-            Route::Response(id) => self.response(&id, req).await,
-            Route::Error(id) => self.error(Some(&id), req).await,
-            Route::InitError => self.error(None, req).await,
+    /// Answers the requests of one connection, one after another, until it closes.
+    async fn serve_connection(&self, mut conn: Connection) {
+        loop {
+            let head = match conn.read_head().await {
+                Ok(head) => head,
+                Err(HeadError::Closed | HeadError::Io(_)) => return,
+                Err(error @ HeadError::Malformed(_)) => {
+                    let reply =
+                        error_reply("400 Bad Request", "InvalidRequest", &error.to_string());
+                    let _ = conn.answer_and_close(reply).await;
+                    return;
+                }
+                Err(error @ HeadError::TooLarge) => {
+                    let reply = error_reply(
+                        "431 Request Header Fields Too Large",
+                        "InvalidRequest",
+                        &error.to_string(),
+                    );
+                    let _ = conn.answer_and_close(reply).await;
+                    return;
+                }
+            };
+            let reply = self.handle(&head, &mut conn).await;
+            if !matches!(conn.answer(reply).await, Ok(true)) {
+                return;
+            }
         }
     }
 
-    async fn next(&self) -> Response<Full<Bytes>> {
+    async fn handle(&self, head: &Head, conn: &mut Connection) -> Reply {
+        let path = head.path.as_str();
+        let Some(rest) = path.strip_prefix(PREFIX) else {
+            return not_found(path);
+        };
+        let mut parts = rest.split('/');
+        let route = match (parts.next(), parts.next(), parts.next(), parts.next()) {
+            (Some("invocation"), Some("next"), None, _) => Route::Next,
+            (Some("init"), Some("error"), None, _) => Route::InitError,
+            (Some("invocation"), Some(id), Some("response"), None) if !id.is_empty() => {
+                Route::Response(id)
+            }
+            (Some("invocation"), Some(id), Some("error"), None) if !id.is_empty() => {
+                Route::Error(id)
+            }
+            _ => return not_found(path),
+        };
+        let method_ok = match route {
+            Route::Next => head.method == Method::Get,
+            _ => head.method == Method::Post,
+        };
+        if !method_ok {
+            return error_reply(
+                "405 Method Not Allowed",
+                "MethodNotAllowed",
+                &format!("{} is not allowed on {path}", head.method),
+            );
+        }
+        match route {
+            // A process that closes this connection while it waits must not keep the
+            // next invocation for it: it would be written to a closed socket.
+            Route::Next => tokio::select! {
+                biased;
+                () = conn.closed() => error_reply(
+                    "400 Bad Request",
+                    "InvalidRequest",
+                    "the connection closed while waiting",
+                ),
+                reply = self.next() => reply,
+            },
+            Route::Response(id) => self.response(id, conn).await,
+            Route::Error(id) => self.error(Some(id), head, conn).await,
+            Route::InitError => self.error(None, head, conn).await,
+        }
+    }
+
+    async fn next(&self) -> Reply {
         if self.phase() == Phase::Starting {
             self.set_phase(Phase::Ready);
         }
@@ -257,8 +285,8 @@ impl Api {
             match rx.recv().await {
                 Some(delivery) => delivery,
                 None => {
-                    return error_response(
-                        StatusCode::INTERNAL_SERVER_ERROR,
+                    return error_reply(
+                        "500 Internal Server Error",
                         "ServiceException",
                         "the environment is shutting down",
                     );
@@ -276,53 +304,42 @@ impl Api {
         } = delivery;
         self.inflight.lock().insert(request_id.clone(), reply);
         *self.current.lock() = Some(request_id.clone());
-        let mut response = Response::new(Full::new(payload));
-        let headers = response.headers_mut();
-        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        // Header names as the real service writes them, for clients that match them by
+        // their exact case.
+        let mut response = Reply::json("200 OK", payload);
+        response.header("Lambda-Runtime-Aws-Request-Id", &request_id);
+        response.header("Lambda-Runtime-Deadline-Ms", &deadline_ms.to_string());
+        response.header("Lambda-Runtime-Invoked-Function-Arn", &self.arn);
         for (name, value) in [
-            ("lambda-runtime-aws-request-id", &*request_id),
-            ("lambda-runtime-deadline-ms", &deadline_ms.to_string()),
-            ("lambda-runtime-invoked-function-arn", &self.arn),
-            ("lambda-runtime-trace-id", &trace_id),
-            (
-                "lambda-runtime-client-context",
-                client_context.as_deref().unwrap_or_default(),
-            ),
-            (
-                "lambda-runtime-aws-tenant-id",
-                tenant.as_deref().unwrap_or_default(),
-            ),
+            ("Lambda-Runtime-Trace-Id", Some(trace_id.as_str())),
+            ("Lambda-Runtime-Client-Context", client_context.as_deref()),
+            ("Lambda-Runtime-Aws-Tenant-Id", tenant.as_deref()),
         ] {
-            if value.is_empty() {
-                continue;
-            }
-            if let Ok(value) = HeaderValue::from_str(value) {
-                headers.insert(name, value);
+            if let Some(value) = value.filter(|v| !v.is_empty()) {
+                response.header(name, value);
             }
         }
         response
     }
 
-    async fn response(&self, id: &str, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    async fn response(&self, id: &str, conn: &mut Connection) -> Reply {
         if !self.inflight.lock().contains_key(id) {
             return invalid_request_id(id);
         }
-        let too_large = || {
-            FunctionError::new(
-                ErrorKind::Unhandled,
-                format!(
-                    "Response payload size exceeded maximum allowed payload size ({} bytes).",
-                    self.max_response
-                ),
-            )
-            .with_type("Function.ResponseSizeTooLarge")
-        };
-        let body = match read_body(req, self.max_response).await {
+        let body = match conn.read_body(self.max_response).await {
             Ok(body) => body,
-            Err(BodyError::TooLarge) => {
-                self.finish(id, Err(too_large()));
-                return error_response(
-                    StatusCode::PAYLOAD_TOO_LARGE,
+            Err(BodyError::TooLarge(_)) => {
+                let error = FunctionError::new(
+                    ErrorKind::Unhandled,
+                    format!(
+                        "Response payload size exceeded maximum allowed payload size ({} bytes).",
+                        self.max_response
+                    ),
+                )
+                .with_type("Function.ResponseSizeTooLarge");
+                self.finish(id, Err(error));
+                return error_reply(
+                    "413 Payload Too Large",
                     "RequestEntityTooLarge",
                     &format!(
                         "the response exceeds the limit of {} bytes",
@@ -330,8 +347,8 @@ impl Api {
                     ),
                 );
             }
-            Err(BodyError::Read(message)) => {
-                return error_response(StatusCode::BAD_REQUEST, "InvalidRequest", &message);
+            Err(error @ BodyError::Read(_)) => {
+                return error_reply("400 Bad Request", "InvalidRequest", &error.to_string());
             }
         };
         if self.finish(id, Ok(body)) {
@@ -341,31 +358,26 @@ impl Api {
         }
     }
 
-    async fn error(&self, id: Option<&str>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    async fn error(&self, id: Option<&str>, head: &Head, conn: &mut Connection) -> Reply {
         if let Some(id) = id
             && !self.inflight.lock().contains_key(id)
         {
             return invalid_request_id(id);
         }
-        let header_type = req
-            .headers()
-            .get(ERROR_TYPE_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        let body = match read_body(req, MAX_ERROR_BODY).await {
+        let body = match conn.read_body(MAX_ERROR_BODY).await {
             Ok(body) => body,
-            Err(BodyError::TooLarge) => {
-                return error_response(
-                    StatusCode::PAYLOAD_TOO_LARGE,
+            Err(BodyError::TooLarge(_)) => {
+                return error_reply(
+                    "413 Payload Too Large",
                     "RequestEntityTooLarge",
                     "the error report is too large",
                 );
             }
-            Err(BodyError::Read(message)) => {
-                return error_response(StatusCode::BAD_REQUEST, "InvalidRequest", &message);
+            Err(error @ BodyError::Read(_)) => {
+                return error_reply("400 Bad Request", "InvalidRequest", &error.to_string());
             }
         };
-        let error = parse_error_report(&body, header_type, id.is_none());
+        let error = parse_error_report(&body, head.error_type.clone(), id.is_none());
         match id {
             Some(id) => {
                 if !self.finish(id, Err(error)) {
@@ -396,49 +408,11 @@ impl Api {
     }
 }
 
-enum Route {
+enum Route<'a> {
     Next,
-    Response(String),
-    Error(String),
+    Response(&'a str),
+    Error(&'a str),
     InitError,
-}
-
-enum BodyError {
-    TooLarge,
-    Read(String),
-}
-
-async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Bytes, BodyError> {
-    let mut body = req.into_body();
-    let mut collected = BytesMut::new();
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| BodyError::Read(e.to_string()))?;
-        let Ok(data) = frame.into_data() else {
-            continue;
-        };
-        if collected.len() + data.len() > limit {
-            // Read the rest before answering: a client still writing its body when the
-            // connection closes sees a broken pipe instead of the 413, and the Rust
-            // client ends its process on that.
-            drain(body, collected.len() + data.len()).await;
-            return Err(BodyError::TooLarge);
-        }
-        collected.extend_from_slice(&data);
-    }
-    Ok(collected.freeze())
-}
-
-/// The most bytes of a refused body that are read and thrown away; past them the
-/// connection is closed.
-const MAX_DRAIN: usize = 64 << 20;
-
-async fn drain(mut body: Incoming, mut read: usize) {
-    while read <= MAX_DRAIN {
-        match body.frame().await {
-            Some(Ok(frame)) => read += frame.data_ref().map_or(0, Bytes::len),
-            Some(Err(_)) | None => return,
-        }
-    }
 }
 
 /// Turns a runtime client's error report (`{"errorMessage", "errorType", "stackTrace"}`)
@@ -489,44 +463,121 @@ pub(crate) fn parse_error_report(
         .with_stack_trace(stack_trace)
 }
 
-fn accepted() -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::from_static(br#"{"status":"OK"}"#)));
-    *response.status_mut() = StatusCode::ACCEPTED;
-    response
-        .headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    response
+fn accepted() -> Reply {
+    Reply::json("202 Accepted", Bytes::from_static(br#"{"status":"OK"}"#))
 }
 
-fn invalid_request_id(id: &str) -> Response<Full<Bytes>> {
-    error_response(
-        StatusCode::BAD_REQUEST,
+fn invalid_request_id(id: &str) -> Reply {
+    error_reply(
+        "400 Bad Request",
         "InvalidRequestID",
         &format!("no invocation {id:?} is waiting for an answer"),
     )
 }
 
-fn not_found(path: &str) -> Response<Full<Bytes>> {
-    error_response(
-        StatusCode::NOT_FOUND,
+fn not_found(path: &str) -> Reply {
+    error_reply(
+        "404 Not Found",
         "NotFound",
         &format!("no such endpoint: {path}"),
     )
 }
 
-fn error_response(status: StatusCode, error_type: &str, message: &str) -> Response<Full<Bytes>> {
+/// An answer with `status` and the JSON error body the real API uses.
+fn error_reply(status: &str, error_type: &str, message: &str) -> Reply {
     let body = serde_json::json!({ "errorMessage": message, "errorType": error_type });
-    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
-    *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    response
+    Reply::json(status, Bytes::from(body.to_string()))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Sends `request` on a new connection to `addr` and returns the answer's text, read
+    /// until the body's `Content-Length` is in.
+    async fn send(stream: &mut tokio::net::TcpStream, request: &str) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut out = Vec::new();
+        loop {
+            let mut chunk = [0u8; 4096];
+            let n = stream.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "closed: {}", String::from_utf8_lossy(&out));
+            out.extend_from_slice(&chunk[..n]);
+            let text = String::from_utf8_lossy(&out).into_owned();
+            if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                let length: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("Content-Length: "))
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0);
+                if body.len() >= length {
+                    return text;
+                }
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn an_event_goes_to_the_runtime_that_still_waits_not_to_one_that_left() {
+        let (api, tx) = Api::new("arn:aws:lambda:local:0:function:f".into(), 1 << 20);
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = api.serve(listener);
+        let next = "GET /2018-06-01/runtime/invocation/next HTTP/1.1\r\nHost: x\r\n\r\n";
+        // A first connection asks for work and goes away before any comes.
+        let mut gone = tokio::net::TcpStream::connect(addr).await.unwrap();
+        use tokio::io::AsyncWriteExt;
+        gone.write_all(next.as_bytes()).await.unwrap();
+        api.initialised().await;
+        drop(gone);
+        // Its `/next` gives the receiver up once the server has seen it go.
+        for _ in 0..500 {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            if api.next_rx.try_lock().is_ok() {
+                break;
+            }
+        }
+        let mut stays = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (reply, answer) = oneshot::channel();
+        tx.send(Delivery {
+            request_id: "r-1".into(),
+            payload: Bytes::from_static(b"{\"n\":1}"),
+            deadline_ms: 1,
+            trace_id: "Root=1-2-3\r\nX-Injected: 1".into(),
+            client_context: None,
+            tenant: Some("t1".into()),
+            reply,
+        })
+        .await
+        .unwrap();
+        let event =
+            tokio::time::timeout(std::time::Duration::from_secs(10), send(&mut stays, next))
+                .await
+                .expect("the event went to the connection that left");
+        assert!(event.starts_with("HTTP/1.1 200 OK\r\n"), "{event}");
+        assert!(
+            event.contains("Lambda-Runtime-Aws-Request-Id: r-1\r\n"),
+            "{event}"
+        );
+        assert!(
+            event.contains("Lambda-Runtime-Aws-Tenant-Id: t1\r\n"),
+            "{event}"
+        );
+        assert!(!event.contains("Injected"), "{event}");
+        assert!(event.ends_with("{\"n\":1}"), "{event}");
+        let done = send(
+            &mut stays,
+            "POST /2018-06-01/runtime/invocation/r-1/response HTTP/1.1\r\nContent-Length: 2\r\n\r\nok",
+        )
+        .await;
+        assert!(done.starts_with("HTTP/1.1 202 Accepted\r\n"), "{done}");
+        match answer.await.unwrap() {
+            Answer::Outcome(Ok(body)) => assert_eq!(&body[..], b"ok"),
+            other => panic!("{other:?}"),
+        }
+        server.abort();
+    }
 
     #[test]
     fn error_reports_keep_type_message_and_stack() {

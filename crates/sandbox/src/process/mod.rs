@@ -128,6 +128,7 @@ mod api;
 mod cgroup;
 mod endpoint;
 mod env;
+mod http1;
 mod jail;
 mod lambda;
 mod logs;
