@@ -199,8 +199,19 @@ fn warm(c: &mut Criterion, runtime: &str, rt: &tokio::runtime::Runtime) {
     fnhub_benches::print_ratio(&group, "runtime_api_invoke", "raw_loopback_http");
 
     // An event reaching an idle warm environment, whose runtime already waits in `/next`
-    // (how events arrive at an edge hub): a pause before each call, not timed, on both sides.
+    // (how events arrive at an edge hub): a pause before each call, not timed, on both
+    // sides. The pause is a thread sleep (tokio's timer would round it up to 1 ms, and
+    // wake the runtime differently from the peer's client). Before it, ours let the
+    // runtime run for 200 µs, so the server reads the runtime's `GET /next`, as a hub
+    // between events does; the sleep alone would block it and put that read in the next
+    // call's time.
     let gap = Duration::from_micros(500);
+    let serve_a_while = || async {
+        let until = Instant::now() + Duration::from_micros(200);
+        while Instant::now() < until {
+            tokio::task::yield_now().await;
+        }
+    };
     let group = format!("process_warm_invoke_idle_{runtime}");
     let mut g = c.benchmark_group(&group);
     g.bench_function("runtime_api_invoke", |b| {
@@ -210,7 +221,31 @@ fn warm(c: &mut Criterion, runtime: &str, rt: &tokio::runtime::Runtime) {
             async move {
                 let mut total = Duration::ZERO;
                 for _ in 0..iters {
-                    // The same pause as the peer's (tokio's timer would round it up to 1 ms).
+                    serve_a_while().await;
+                    std::thread::sleep(gap);
+                    let inv =
+                        Invocation::new(spec.name.clone().into(), Bytes::from_static(PAYLOAD));
+                    let started = Instant::now();
+                    let out = env.invoke(inv).await.expect("ok");
+                    total += started.elapsed();
+                    assert_eq!(&out[..], PAYLOAD);
+                }
+                total
+            }
+        })
+    });
+    // The same, for a process under Landlock and limits only (what this bench measured
+    // before every process was jailed; the jail's own cost is `process_jail` below).
+    let landlock = ProcessSandbox::new().with_confinement(Confinement::Landlock);
+    let unjailed = rt.block_on(landlock.prepare(&spec)).expect("prepare");
+    g.bench_function("runtime_api_invoke_unjailed", |b| {
+        b.to_async(rt).iter_custom(|iters| {
+            let env = &unjailed;
+            let spec = &spec;
+            async move {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    serve_a_while().await;
                     std::thread::sleep(gap);
                     let inv =
                         Invocation::new(spec.name.clone().into(), Bytes::from_static(PAYLOAD));
@@ -256,7 +291,9 @@ fn warm(c: &mut Criterion, runtime: &str, rt: &tokio::runtime::Runtime) {
     });
     g.finish();
     fnhub_benches::print_ratio(&group, "runtime_api_invoke", "raw_loopback_http");
+    fnhub_benches::print_ratio(&group, "runtime_api_invoke_unjailed", "raw_loopback_http");
     fnhub_benches::print_ratio(&group, "lean_tokio_runtime_api", "raw_loopback_http");
+    rt.block_on(unjailed.shutdown());
     let _ = server.kill();
     let _ = server.wait();
     rt.block_on(env.shutdown());

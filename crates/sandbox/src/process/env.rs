@@ -3,6 +3,7 @@
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -44,6 +45,11 @@ pub(super) struct Inner {
     pub(super) report: IsolationReport,
     /// The running process, if any; the lock also serialises invocations.
     pub(super) process: tokio::sync::Mutex<Option<Running>>,
+    /// The timer of the invocation in flight, kept between invocations and moved later for
+    /// each: a timer registered anew is the runtime's earliest, and tokio wakes its own
+    /// driver (an eventfd write, an extra `epoll_wait`) for each such one; a timer moved
+    /// later than when the driver last parked wakes nothing.
+    pub(super) timer: parking_lot::Mutex<Option<Pin<Box<tokio::time::Sleep>>>>,
     /// Pid of the running process, for the kill on drop.
     pub(super) pid: AtomicU32,
     pub(super) healthy: Arc<AtomicBool>,
@@ -412,6 +418,7 @@ impl ProcessEnvironment {
             plan,
             report,
             process: tokio::sync::Mutex::new(None),
+            timer: parking_lot::Mutex::new(None),
             pid: AtomicU32::new(0),
             healthy,
             starts: AtomicU64::new(0),
@@ -703,7 +710,19 @@ impl Inner {
             let left = limit
                 .limit
                 .saturating_sub(self.clock.now().saturating_duration_since(since));
-            let result = tokio::time::timeout(left, answer).await;
+            let until = tokio::time::Instant::now() + left;
+            let mut timer = self
+                .timer
+                .lock()
+                .take()
+                .unwrap_or_else(|| Box::pin(tokio::time::sleep_until(until)));
+            timer.as_mut().reset(until);
+            let result = tokio::select! {
+                biased;
+                answer = answer => Ok(answer),
+                () = timer.as_mut() => Err(()),
+            };
+            *self.timer.lock() = Some(timer);
             guard.disarm();
             return match result {
                 Ok(Ok(Answer::Outcome(outcome))) => {
