@@ -106,7 +106,7 @@ impl Reply {
     /// An answer with `status` (a status line's code and reason, `"202 Accepted"`) and a
     /// JSON body.
     pub(crate) fn json(status: &str, body: Bytes) -> Reply {
-        let mut head = Vec::with_capacity(256);
+        let mut head = Vec::with_capacity(512);
         head.extend_from_slice(b"HTTP/1.1 ");
         head.extend_from_slice(status.as_bytes());
         head.extend_from_slice(b"\r\nContent-Type: application/json\r\n");
