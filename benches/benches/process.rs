@@ -206,58 +206,40 @@ fn warm(c: &mut Criterion, runtime: &str, rt: &tokio::runtime::Runtime) {
     // between events does; the sleep alone would block it and put that read in the next
     // call's time.
     let gap = Duration::from_micros(500);
-    let serve_a_while = || async {
-        let until = Instant::now() + Duration::from_micros(200);
-        while Instant::now() < until {
-            tokio::task::yield_now().await;
-        }
-    };
     let group = format!("process_warm_invoke_idle_{runtime}");
     let mut g = c.benchmark_group(&group);
-    g.bench_function("runtime_api_invoke", |b| {
-        b.to_async(rt).iter_custom(|iters| {
-            let env = &env;
-            let spec = &spec;
-            async move {
-                let mut total = Duration::ZERO;
-                for _ in 0..iters {
-                    serve_a_while().await;
-                    std::thread::sleep(gap);
-                    let inv =
-                        Invocation::new(spec.name.clone().into(), Bytes::from_static(PAYLOAD));
-                    let started = Instant::now();
-                    let out = env.invoke(inv).await.expect("ok");
-                    total += started.elapsed();
-                    assert_eq!(&out[..], PAYLOAD);
-                }
-                total
-            }
-        })
-    });
     // The same, for a process under Landlock and limits only (what this bench measured
     // before every process was jailed; the jail's own cost is `process_jail` below).
     let landlock = ProcessSandbox::new().with_confinement(Confinement::Landlock);
     let unjailed = rt.block_on(landlock.prepare(&spec)).expect("prepare");
-    g.bench_function("runtime_api_invoke_unjailed", |b| {
-        b.to_async(rt).iter_custom(|iters| {
-            let env = &unjailed;
-            let spec = &spec;
-            async move {
-                let mut total = Duration::ZERO;
-                for _ in 0..iters {
-                    serve_a_while().await;
-                    std::thread::sleep(gap);
-                    let inv =
-                        Invocation::new(spec.name.clone().into(), Bytes::from_static(PAYLOAD));
-                    let started = Instant::now();
-                    let out = env.invoke(inv).await.expect("ok");
-                    total += started.elapsed();
-                    assert_eq!(&out[..], PAYLOAD);
+    for (name, env) in [
+        ("runtime_api_invoke", &env),
+        ("runtime_api_invoke_unjailed", &unjailed),
+    ] {
+        g.bench_function(name, |b| {
+            b.to_async(rt).iter_custom(|iters| {
+                let spec = &spec;
+                async move {
+                    let mut total = Duration::ZERO;
+                    for _ in 0..iters {
+                        // The runtime serves a while, so the server reads `GET /next`.
+                        let until = Instant::now() + Duration::from_micros(200);
+                        while Instant::now() < until {
+                            tokio::task::yield_now().await;
+                        }
+                        std::thread::sleep(gap);
+                        let inv =
+                            Invocation::new(spec.name.clone().into(), Bytes::from_static(PAYLOAD));
+                        let started = Instant::now();
+                        let out = env.invoke(inv).await.expect("ok");
+                        total += started.elapsed();
+                        assert_eq!(&out[..], PAYLOAD);
+                    }
+                    total
                 }
-                total
-            }
-        })
-    });
+            })
+        });
+    }
     let lean = tokio::sync::Mutex::new(rt.block_on(LeanApi::start()));
     g.bench_function("lean_tokio_runtime_api", |b| {
         b.to_async(rt).iter_custom(|iters| {

@@ -206,7 +206,7 @@ impl NatsStore {
 /// caller bounds how long it may take.
 ///
 /// A no-wait fetch that the server leaves unanswered (no message and no "no messages" status
-/// for [`FETCH_STALL`]; nats-server has had such races) does not hold the scan: the scan
+/// for 2 s; nats-server has had such races) does not hold the scan: the scan
 /// starts again on a new consumer, since what the stalled one had sent elsewhere is gone.
 pub async fn last_per_subject(
     stream: &jetstream::stream::Stream,
