@@ -120,6 +120,37 @@ async fn a_full_hub_hands_invocations_back_instead_of_failing_them() {
     assert!(node.stats().handed_back > 0, "{:?}", node.stats());
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_longer_than_the_ack_wait_is_not_delivered_again() {
+    let Some(server) = server() else { return };
+    // Runs 2.5 s against an ack wait of 1 s: only the node's progress reports keep
+    // JetStream from handing the call out again.
+    let hub = EdgeHub::builder()
+        .function(
+            FunctionSpec::in_process(FunctionName::new("slow").unwrap())
+                .with_timeout(Duration::from_secs(10)),
+            from_fn(|inv: Invocation| async move {
+                tokio::time::sleep(Duration::from_millis(2500)).await;
+                Ok(inv.payload)
+            }),
+        )
+        .build()
+        .unwrap();
+    let config = CloudConfig::default().with_ack_wait(Duration::from_secs(1));
+    let node = CloudRuntime::start(server.url(), "only", hub, config.clone())
+        .await
+        .unwrap();
+    let client = CloudClient::connect(server.url(), &config).await.unwrap();
+    let inv = Invocation::new("slow".parse().unwrap(), "x");
+    client.submit(&inv).await.unwrap();
+    let result = result_within_30s(&client, inv.id).await;
+    assert_eq!(result.outcome.unwrap(), Bytes::from_static(b"x"));
+    // Nothing came again after the result either.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let stats = node.stats();
+    assert_eq!((stats.ran, stats.redelivered), (1, 0), "{stats:?}");
+}
+
 /// Runs the example (built by `cargo test` beside this test) against `server` with
 /// `args`: three node processes, one killed with SIGKILL once a third of the results are
 /// in. Its JSON summary.

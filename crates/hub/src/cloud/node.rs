@@ -91,13 +91,18 @@ impl Node {
         work: F,
     ) -> F::Output {
         let mut work = std::pin::pin!(work);
-        let mut tick = tokio::time::interval(self.progress_every);
-        tick.tick().await;
+        // The work is polled first, and the timer only after it: most calls end at their
+        // first poll, and then no timer is registered (on a multi-thread runtime a timer
+        // that becomes the earliest wakes the thread parked on the driver).
+        let next = tokio::time::sleep(self.progress_every);
+        let mut next = std::pin::pin!(next);
         loop {
             tokio::select! {
+                biased;
                 out = &mut work => return out,
-                _ = tick.tick() => {
+                () = &mut next => {
                     let _ = message.ack_with(jetstream::AckKind::Progress).await;
+                    next.as_mut().reset(tokio::time::Instant::now() + self.progress_every);
                 }
             }
         }
