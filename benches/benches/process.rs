@@ -75,7 +75,8 @@ fn round_trip(writer: &mut TcpStream, reader: &mut BufReader<TcpStream>) {
 /// The least a Runtime API server on tokio can do per invocation, for the floor of the
 /// ratio: the caller's task writes the event straight to the runtime's parked `GET /next`,
 /// reads its `POST …/response` off the socket and answers `202`; the next `GET /next` is read
-/// before the next call, untimed. Nothing else (no routing, headers, limits or checks).
+/// before the next call, untimed. The event carries the API's headers (the runtime parses
+/// them); nothing else is done (no routing, limits or checks).
 struct LeanApi {
     stream: tokio::net::TcpStream,
     buf: Vec<u8>,
@@ -137,8 +138,14 @@ impl LeanApi {
 
     async fn invoke(&mut self, payload: &[u8]) -> Vec<u8> {
         use tokio::io::AsyncWriteExt;
+        // The headers the Runtime API sends with every event (the runtime reads them all).
         let mut event = format!(
-            "HTTP/1.1 200 OK\r\nLambda-Runtime-Aws-Request-Id: r1\r\nContent-Length: {}\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\
+             Lambda-Runtime-Aws-Request-Id: 0192f3a4-5b6c-7d8e-9f01-23456789abcd\r\n\
+             Lambda-Runtime-Deadline-Ms: 1764892800000\r\n\
+             Lambda-Runtime-Invoked-Function-Arn: arn:aws:lambda:local:000000000000:function:bench\r\n\
+             Lambda-Runtime-Trace-Id: Root=1-01234567-89abcdef0123456789abcdef;Parent=0123456789abcdef;Sampled=1\r\n\
+             Content-Length: {}\r\n\r\n",
             payload.len()
         )
         .into_bytes();
