@@ -326,6 +326,72 @@ fn url_safe_base64(text: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    /// A fetch the server never answers (here: a user who may not ask a consumer for its
+    /// next messages, whose requests the server drops as a permissions violation) ends a
+    /// scan with `None` after the stall, where it used to wait for ever; the same scan by
+    /// a user who may fetch reads the last message of each subject.
+    #[tokio::test]
+    async fn a_fetch_left_unanswered_ends_the_scan_instead_of_holding_it() {
+        use async_nats::jetstream;
+        let config = r#"authorization {
+            users = [
+                { user: all, password: all }
+                { user: nofetch, password: nofetch, permissions: {
+                    publish: { allow: [">"], deny: ["$JS.API.CONSUMER.MSG.NEXT.>"] } } }
+            ]
+        }"#;
+        let Some(server) = fnhub_testkit::NatsServer::start_with_config(config) else {
+            return;
+        };
+        let connect = |user: &str| {
+            let options =
+                async_nats::ConnectOptions::with_user_and_password(user.into(), user.into());
+            let url = server.url().to_owned();
+            async move { jetstream::new(options.connect(url).await.unwrap()) }
+        };
+        let all = connect("all").await;
+        let stream = all
+            .create_stream(jetstream::stream::Config {
+                name: "S".into(),
+                subjects: vec!["s.>".into()],
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        for (subject, payload) in [("s.a", "1"), ("s.b", "2"), ("s.a", "3")] {
+            all.publish(subject, payload.into())
+                .await
+                .unwrap()
+                .await
+                .unwrap();
+        }
+        let stall = std::time::Duration::from_millis(300);
+        let read = super::scan_last_per_subject(&stream, "s.>", stall)
+            .await
+            .unwrap()
+            .expect("a scan that can fetch ends");
+        let mut last: Vec<_> = read
+            .iter()
+            .map(|m| (m.subject.to_string(), m.payload.clone()))
+            .collect();
+        last.sort();
+        assert_eq!(
+            last,
+            [
+                ("s.a".to_owned(), "3".into()),
+                ("s.b".to_owned(), "2".into())
+            ]
+        );
+
+        let nofetch = connect("nofetch").await;
+        let stream = nofetch.get_stream("S").await.unwrap();
+        let scan = super::scan_last_per_subject(&stream, "s.>", stall);
+        let ended = tokio::time::timeout(std::time::Duration::from_secs(20), scan)
+            .await
+            .expect("the scan waited for an answer that never comes");
+        assert!(matches!(ended, Ok(None)), "{ended:?}");
+    }
+
     #[test]
     fn object_names_encode_as_the_object_store_does() {
         assert_eq!(super::url_safe_base64(""), "");

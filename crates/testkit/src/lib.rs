@@ -72,27 +72,51 @@ pub struct NatsServer {
     port: u16,
     url: String,
     store: tempfile::TempDir,
+    /// A configuration file of the test's, given with `-c`.
+    config: Option<PathBuf>,
 }
 
 impl NatsServer {
     /// Starts one and waits until it listens; `None` when `nats-server` is not installed
     /// (a failure under `CI=true`).
     pub fn start() -> Option<NatsServer> {
+        NatsServer::start_with_config("")
+    }
+
+    /// The same, with `config` (nats-server's configuration format, such as an
+    /// `authorization` block) given with `-c`; the command line's port, address, JetStream
+    /// and store still apply.
+    pub fn start_with_config(config: &str) -> Option<NatsServer> {
         let program = nats_server_program()?;
         let port = free_port();
         let store = tempfile::tempdir().unwrap_or_else(|e| panic!("no temporary folder: {e}"));
-        let child = NatsServer::spawn(&program, port, store.path());
+        let config = (!config.is_empty()).then(|| {
+            let path = store.path().join("test.conf");
+            std::fs::write(&path, config).unwrap_or_else(|e| panic!("no config file: {e}"));
+            path
+        });
+        let child = NatsServer::spawn(&program, port, store.path(), config.as_deref());
         Some(NatsServer {
             program,
             child,
             port,
             url: format!("nats://127.0.0.1:{port}"),
             store,
+            config,
         })
     }
 
-    fn spawn(program: &std::path::Path, port: u16, store: &std::path::Path) -> Child {
-        let child = Command::new(program)
+    fn spawn(
+        program: &std::path::Path,
+        port: u16,
+        store: &std::path::Path,
+        config: Option<&std::path::Path>,
+    ) -> Child {
+        let mut command = Command::new(program);
+        if let Some(config) = config {
+            command.arg("-c").arg(config);
+        }
+        let child = command
             .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
             .arg(store)
             .stdout(Stdio::null())
@@ -123,7 +147,12 @@ impl NatsServer {
 
     /// Starts it again on its port and store, and waits until it listens.
     pub fn start_again(&mut self) {
-        self.child = NatsServer::spawn(&self.program, self.port, self.store.path());
+        self.child = NatsServer::spawn(
+            &self.program,
+            self.port,
+            self.store.path(),
+            self.config.as_deref(),
+        );
     }
 }
 
