@@ -25,7 +25,7 @@ use parking_lot::Mutex;
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 
-use super::http1::{BodyError, Connection, Head, HeadError, Method, Reply};
+use super::http1::{BodyError, Connection, Head, Method, Reply};
 
 const PREFIX: &str = "/2018-06-01/runtime/";
 
@@ -206,20 +206,11 @@ impl Api {
         loop {
             let head = match conn.read_head().await {
                 Ok(head) => head,
-                Err(HeadError::Closed | HeadError::Io(_)) => return,
-                Err(error @ HeadError::Malformed(_)) => {
-                    let reply =
-                        error_reply("400 Bad Request", "InvalidRequest", &error.to_string());
-                    let _ = conn.answer_and_close(reply).await;
-                    return;
-                }
-                Err(error @ HeadError::TooLarge) => {
-                    let reply = error_reply(
-                        "431 Request Header Fields Too Large",
-                        "InvalidRequest",
-                        &error.to_string(),
-                    );
-                    let _ = conn.answer_and_close(reply).await;
+                Err(error) => {
+                    if let Some(status) = error.status() {
+                        let reply = error_reply(status, "InvalidRequest", &error.to_string());
+                        let _ = conn.answer_and_close(reply).await;
+                    }
                     return;
                 }
             };

@@ -84,6 +84,18 @@ pub(crate) enum HeadError {
     TooLarge,
 }
 
+impl HeadError {
+    /// The status line to answer with before closing, for a head that was read but
+    /// refused; `None` when the connection is gone.
+    pub(crate) fn status(&self) -> Option<&'static str> {
+        match self {
+            HeadError::Closed | HeadError::Io(_) => None,
+            HeadError::Malformed(_) => Some("400 Bad Request"),
+            HeadError::TooLarge => Some("431 Request Header Fields Too Large"),
+        }
+    }
+}
+
 /// Why a request's body could not be read.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum BodyError {
@@ -489,16 +501,11 @@ mod tests {
             loop {
                 let head = match conn.read_head().await {
                     Ok(head) => head,
-                    Err(HeadError::Closed | HeadError::Io(_)) => return,
-                    Err(e @ HeadError::Malformed(_)) => {
-                        let _ = conn
-                            .answer_and_close(Reply::json("400 Bad Request", e.to_string().into()))
-                            .await;
-                        return;
-                    }
-                    Err(HeadError::TooLarge) => {
-                        let reply = Reply::json("431 Too Large", Bytes::new());
-                        let _ = conn.answer_and_close(reply).await;
+                    Err(e) => {
+                        if let Some(status) = e.status() {
+                            let reply = Reply::json(status, e.to_string().into());
+                            let _ = conn.answer_and_close(reply).await;
+                        }
                         return;
                     }
                 };
