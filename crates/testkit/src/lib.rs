@@ -168,6 +168,10 @@ impl Drop for NatsServer {
 #[derive(Debug)]
 pub struct NatsCluster {
     program: PathBuf,
+    /// This cluster's own name, and the prefix of its servers' names: unique in the
+    /// machine, so that no server of another cluster (another test's, or an earlier try
+    /// of this one's) can join it through a port that changed hands.
+    name: String,
     servers: Vec<Member>,
 }
 
@@ -202,6 +206,7 @@ impl NatsCluster {
                 .collect();
             let mut cluster = NatsCluster {
                 program: program.clone(),
+                name: cluster_name(),
                 servers,
             };
             for i in 0..n {
@@ -247,7 +252,8 @@ impl NatsCluster {
         let m = &self.servers[i];
         let child = Command::new(&self.program)
             .args(["-js", "-a", "127.0.0.1", "-p", &m.port.to_string()])
-            .args(["--name", &format!("n{i}"), "--cluster_name", "fnhub-test"])
+            .args(["--name", &format!("{}-n{i}", self.name)])
+            .args(["--cluster_name", &self.name])
             .args(["--cluster", &format!("nats://127.0.0.1:{}", m.route_port)])
             .args(["--routes", &routes.join(",")])
             .arg("-sd")
@@ -282,6 +288,29 @@ impl NatsCluster {
         self.spawn(i);
         wait_for_port(self.servers[i].port, "nats-server");
     }
+}
+
+/// A cluster name no other cluster on this machine has: the process, a count within it,
+/// and the time.
+///
+/// Two clusters that share a name merge when a route reaches the wrong server: a server
+/// of a test's cluster is killed, its route port is taken by a server of another test's
+/// cluster (each picks [`free_port`]s), and the first cluster's servers, dialling their
+/// lost peer again, join the second. Their servers then share names (`n0`, `n1`, `n2`),
+/// and JetStream cannot tell its peers apart: every stream asks "no suitable peers for
+/// placement" for as long as the test waits (CI, 2026-12-05). Servers of clusters with
+/// different names refuse each other's routes.
+fn cluster_name() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static CLUSTERS: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    format!(
+        "fnhub-{}-{}-{nanos}",
+        std::process::id(),
+        CLUSTERS.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 impl Drop for NatsCluster {
