@@ -23,7 +23,7 @@ use fnhub::cloud::{CloudConfig, CloudRuntime};
 
 #[path = "common/cloud_pair.rs"]
 mod cloud_pair;
-use cloud_pair::{client, noop_hub, raw_peer, side_by_side};
+use cloud_pair::{client, noop_hub, on_leader, raw_peer, side_by_side};
 
 fn bench(c: &mut Criterion) {
     let server = fnhub_testkit::NatsServer::start()
@@ -63,6 +63,15 @@ fn pair(c: &mut Criterion, group: &str, url: &str, replicas: usize) {
             raw_peer(&url, replicas).await,
         )
     });
+    // On a cluster the peer's time depends on whether its connection landed on its
+    // stream's leader (benches/README.md).
+    if replicas > 1 {
+        let on = rt.block_on(on_leader(&raw.0, "RAW"));
+        println!(
+            "PLACEMENT raw_jetstream {}",
+            if on { "on its stream's leader" } else { "on another server" }
+        );
+    }
     side_by_side(c, &rt, group, "cloud_runtime_2_nodes", ours, raw);
     println!(
         "NODES ran {} + {}",

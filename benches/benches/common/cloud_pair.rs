@@ -68,6 +68,18 @@ pub(crate) async fn raw_peer(url: &str, replicas: usize) -> (jetstream::Context,
     (js, Arc::new(Mutex::new(messages)))
 }
 
+/// Whether the connection of `js` is on the server that leads `stream` (always, off a
+/// cluster): on a cluster a stored publish from another server crosses a route twice.
+#[allow(dead_code)] // `cloud_fleet` runs on one server
+pub(crate) async fn on_leader(js: &jetstream::Context, stream: &str) -> bool {
+    let mut stream = js.get_stream(stream).await.expect("stream");
+    let info = stream.info().await.expect("stream info");
+    info.cluster
+        .as_ref()
+        .and_then(|c| c.leader.clone())
+        .is_none_or(|leader| leader == js.client().server_info().server_name)
+}
+
 /// Group `group`: `ours` (no-op invocations submitted one after another, every result
 /// read back) beside `raw_jetstream` (as many messages published, pulled and acknowledged),
 /// then their ratio.
