@@ -43,16 +43,19 @@ fn pair(c: &mut Criterion, group: &str, url: &str, replicas: usize) {
     let config = CloudConfig::default().with_replicas(replicas);
     let (nodes, ours, raw) = rt.block_on(async {
         // A cluster elects its JetStream leader a moment after its servers listen.
-        let mut first = None;
+        let mut first = Err(None);
         for _ in 0..150 {
-            if let Ok(node) = CloudRuntime::start(&url, "a", noop_hub(16), config.clone()).await {
-                first = Some(node);
-                break;
+            match CloudRuntime::start(&url, "a", noop_hub(16), config.clone()).await {
+                Ok(node) => {
+                    first = Ok(node);
+                    break;
+                }
+                Err(e) => first = Err(Some(e)),
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         let nodes = (
-            first.expect("node a"),
+            first.unwrap_or_else(|e| panic!("node a did not start: {e:?}")),
             CloudRuntime::start(&url, "b", noop_hub(16), config.clone())
                 .await
                 .expect("node b"),
