@@ -72,7 +72,11 @@ fn pair(c: &mut Criterion, group: &str, url: &str, replicas: usize) {
         let on = rt.block_on(on_leader(&raw.0, "RAW"));
         println!(
             "PLACEMENT raw_jetstream {}",
-            if on { "on its stream's leader" } else { "on another server" }
+            if on {
+                "on its stream's leader"
+            } else {
+                "on another server"
+            }
         );
     }
     side_by_side(c, &rt, group, "cloud_runtime_2_nodes", ours, raw);
