@@ -51,11 +51,13 @@ pub(super) async fn worker(inner: Arc<Inner>, index: usize) {
     while let Some(mut job) = next_job(&inner, index).await {
         let reply = job.reply.take();
         let completion = run(&inner, index, job).await;
+        // No longer counted as running before its caller hears of it: a caller that has
+        // every answer it waited for sees a load without them.
+        inner.running.fetch_sub(1, Ordering::Relaxed);
         if let Some(reply) = reply {
             // The caller may have dropped its ticket; that is fine.
             let _ = reply.send(completion);
         }
-        inner.running.fetch_sub(1, Ordering::Relaxed);
         // Its function's and tenant's share is free again, and `idle` may hold now.
         super::signal_room(&inner);
     }
