@@ -15,6 +15,12 @@
 //!
 //! Anything else gets `404` (unknown path) or `405` (known path, wrong method), with the
 //! JSON error body the real API uses (`errorMessage`, `errorType`).
+//!
+//! A warm process waits in `GET /next` between invocations. Its connection is then parked
+//! with the API, read by no task; the invocation's caller takes it, writes the event and
+//! reads the process's `POST .../response` on its own task (see [`Api::exchange`]), then
+//! gives the connection back to a task of its own, which writes the `202` and reads the
+//! next `GET /next`. An invocation that comes before the process asks is queued for it.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -23,7 +29,7 @@ use bytes::Bytes;
 use fnhub_core::{ErrorKind, FunctionError, Outcome};
 use parking_lot::Mutex;
 use tokio::net::TcpListener;
-use tokio::sync::{Notify, mpsc, oneshot, watch};
+use tokio::sync::{Notify, oneshot, watch};
 
 use super::http1::{BodyError, Connection, Head, Method, Reply};
 
@@ -86,10 +92,21 @@ impl Owed {
     }
 }
 
+/// Where an invocation meets the process: whichever of the two comes first waits for the
+/// other.
+enum Meeting {
+    Empty,
+    /// Connections whose `GET /next` waits for an invocation, the newest last, each with
+    /// the generation of the process that made it. Normally one; a process that gave up a
+    /// connection and opened another leaves the first behind until it is seen closed.
+    Parked(Vec<(Connection, u64)>),
+    /// An invocation that came before the process asked for it.
+    Queued(Delivery),
+}
+
 /// State shared between the environment and the server.
 pub(crate) struct Api {
-    /// The next invocation; the `/next` handler takes it.
-    next_rx: tokio::sync::Mutex<mpsc::Receiver<Delivery>>,
+    meeting: Mutex<Meeting>,
     /// Invocations handed out and not yet answered, by request id.
     inflight: Mutex<HashMap<Arc<str>, oneshot::Sender<Answer>>>,
     /// The request id now running (or that ran last), for log lines.
@@ -105,10 +122,9 @@ pub(crate) struct Api {
 }
 
 impl Api {
-    pub(crate) fn new(arn: String, max_response: usize) -> (Arc<Api>, mpsc::Sender<Delivery>) {
-        let (tx, rx) = mpsc::channel(1);
-        let api = Arc::new(Api {
-            next_rx: tokio::sync::Mutex::new(rx),
+    pub(crate) fn new(arn: String, max_response: usize) -> Arc<Api> {
+        Arc::new(Api {
+            meeting: Mutex::new(Meeting::Empty),
             inflight: Mutex::new(HashMap::new()),
             current: Mutex::new(None),
             phase: Mutex::new(Phase::Starting),
@@ -117,8 +133,7 @@ impl Api {
             arn,
             max_response,
             generation: watch::Sender::new(0),
-        });
-        (api, tx)
+        })
     }
 
     pub(crate) fn phase(&self) -> Phase {
@@ -156,12 +171,11 @@ impl Api {
     pub(crate) async fn reset(&self) -> Owed {
         self.generation.send_modify(|g| *g += 1);
         let running: Vec<_> = self.inflight.lock().drain().map(|(_, r)| r).collect();
-        // The aborted `/next` handlers release the receiver once their tasks stop.
-        let mut undelivered = Vec::new();
-        let mut rx = self.next_rx.lock().await;
-        while let Ok(delivery) = rx.try_recv() {
-            undelivered.push(delivery.reply);
-        }
+        let undelivered = match std::mem::replace(&mut *self.meeting.lock(), Meeting::Empty) {
+            Meeting::Queued(delivery) => vec![delivery.reply],
+            // Parked connections of the old process close as they drop.
+            Meeting::Empty | Meeting::Parked(_) => Vec::new(),
+        };
         *self.current.lock() = None;
         self.set_phase(Phase::Starting);
         Owed {
@@ -170,51 +184,187 @@ impl Api {
         }
     }
 
-    /// Accepts connections on `listener` until the returned task is aborted.
-    pub(crate) fn serve(self: &Arc<Self>, listener: TcpListener) -> tokio::task::JoinHandle<()> {
-        let api = self.clone();
-        tokio::spawn(async move {
-            let mut connections = tokio::task::JoinSet::new();
-            loop {
-                let stream = tokio::select! {
-                    accepted = listener.accept() => match accepted {
-                        Ok((stream, _)) => stream,
-                        Err(error) => {
-                            tracing::warn!(%error, "runtime API accept failed");
-                            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-                            continue;
-                        }
-                    },
-                    // Reap finished connection tasks so the set does not grow.
-                    Some(_) = connections.join_next(), if !connections.is_empty() => continue,
-                };
-                let _ = stream.set_nodelay(true);
-                let api = api.clone();
-                let mut generation = api.generation.subscribe();
-                connections.spawn(async move {
-                    tokio::select! {
-                        _ = api.serve_connection(Connection::new(stream)) => {}
-                        _ = generation.changed() => {}
+    /// Hands `delivery` to the process: to the caller, with the connection whose
+    /// `GET /next` waits for it, so that the caller writes the event and reads the answer
+    /// itself ([`exchange`](Api::exchange)), no task between them; or, when no connection
+    /// waits, queued for the next `GET /next`, whose answer comes through the delivery's
+    /// reply.
+    pub(crate) fn hand(&self, delivery: Delivery) -> Option<(Connection, Delivery)> {
+        let generation = *self.generation.borrow();
+        let mut meeting = self.meeting.lock();
+        if let Meeting::Parked(parked) = &mut *meeting {
+            while let Some((conn, of)) = parked.pop() {
+                // One of an old process, or that its process closed while it waited,
+                // would take the event to no one.
+                if of == generation && !conn.closed_now() {
+                    if parked.is_empty() {
+                        *meeting = Meeting::Empty;
                     }
-                });
+                    return Some((conn, delivery));
+                }
             }
-        })
+        }
+        if let Meeting::Queued(stale) = std::mem::replace(&mut *meeting, Meeting::Queued(delivery))
+        {
+            // One invocation at a time is handed over; one left queued was given up.
+            let _ = stale.reply.send(Answer::Undelivered);
+        }
+        None
     }
 
-    /// Answers the requests of one connection, one after another, until it closes.
-    async fn serve_connection(&self, mut conn: Connection) {
+    /// The process's `GET /next` on `conn`: the invocation queued for it, with the
+    /// connection to answer on, or `None` when none is queued and the connection is parked
+    /// until one comes (see [`hand`](Api::hand)).
+    fn meet(&self, conn: Connection) -> Option<(Connection, Delivery)> {
+        if self.phase() == Phase::Starting {
+            self.set_phase(Phase::Ready);
+        }
+        let generation = *self.generation.borrow();
+        let mut meeting = self.meeting.lock();
+        match std::mem::replace(&mut *meeting, Meeting::Empty) {
+            Meeting::Queued(delivery) => Some((conn, delivery)),
+            Meeting::Empty => {
+                *meeting = Meeting::Parked(vec![(conn, generation)]);
+                None
+            }
+            Meeting::Parked(mut parked) => {
+                parked.retain(|(c, of)| *of == generation && !c.closed_now());
+                parked.push((conn, generation));
+                *meeting = Meeting::Parked(parked);
+                None
+            }
+        }
+    }
+
+    /// Writes the event of `delivery` on `conn`, whose `GET /next` asked for it, and
+    /// serves what the process sends on that connection until `answer` (the delivery's
+    /// reply) resolves: normally its `POST .../response`, read here on the caller's task.
+    /// The connection then goes back to a task of its own, which writes the last reply
+    /// (the `202`) off the caller's path and waits for the next `GET /next`. An answer
+    /// that comes on another connection ends the exchange the same way.
+    pub(crate) async fn exchange(
+        self: &Arc<Self>,
+        mut conn: Connection,
+        delivery: Delivery,
+        answer: &mut oneshot::Receiver<Answer>,
+    ) -> Result<Answer, oneshot::error::RecvError> {
+        let event = self.event(delivery);
+        if !matches!(conn.answer(event).await, Ok(true)) {
+            // The connection broke: the process's exit, or its next request elsewhere,
+            // answers the invocation.
+            return answer.await;
+        }
         loop {
-            let head = match conn.read_head().await {
+            let head = tokio::select! {
+                biased;
+                answer = &mut *answer => {
+                    self.carry_on(conn, None);
+                    return answer;
+                }
+                head = conn.read_head() => head,
+            };
+            let head = match head {
                 Ok(head) => head,
                 Err(error) => {
                     if let Some(status) = error.status() {
                         let reply = error_reply(status, "InvalidRequest", &error.to_string());
                         let _ = conn.answer_and_close(reply).await;
                     }
-                    return;
+                    return answer.await;
                 }
             };
+            if is_next(&head) {
+                // It asks for more here and answers elsewhere, or not at all.
+                self.carry_on_with(conn, head);
+                return answer.await;
+            }
             let reply = self.handle(&head, &mut conn).await;
+            if let Ok(outcome) = answer.try_recv() {
+                // Answered: the reply (the `202`) is written by the connection's task.
+                self.carry_on(conn, Some(reply));
+                return Ok(outcome);
+            }
+            if !matches!(conn.answer(reply).await, Ok(true)) {
+                return answer.await;
+            }
+        }
+    }
+
+    /// Accepts connections on `listener` until the returned task is aborted.
+    pub(crate) fn serve(self: &Arc<Self>, listener: TcpListener) -> tokio::task::JoinHandle<()> {
+        let api = self.clone();
+        tokio::spawn(async move {
+            loop {
+                let stream = match listener.accept().await {
+                    Ok((stream, _)) => stream,
+                    Err(error) => {
+                        tracing::warn!(%error, "runtime API accept failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                api.carry_on(Connection::new(stream), None);
+            }
+        })
+    }
+
+    /// Serves `conn` on a task of its own, after writing `reply` if there is one, until it
+    /// closes, it parks with its `GET /next`, or the process goes away.
+    fn carry_on(self: &Arc<Self>, conn: Connection, reply: Option<Reply>) {
+        self.spawn_connection(conn, reply.map(Pending::Reply));
+    }
+
+    /// [`carry_on`](Api::carry_on) with a request whose head is read.
+    fn carry_on_with(self: &Arc<Self>, conn: Connection, head: Head) {
+        self.spawn_connection(conn, Some(Pending::Head(head)));
+    }
+
+    fn spawn_connection(self: &Arc<Self>, conn: Connection, pending: Option<Pending>) {
+        let api = self.clone();
+        let mut generation = api.generation.subscribe();
+        tokio::spawn(async move {
+            tokio::select! {
+                () = api.serve_connection(conn, pending) => {}
+                _ = generation.changed() => {}
+            }
+        });
+    }
+
+    /// Answers the requests of one connection, one after another, until it closes or
+    /// parks with a `GET /next` that finds no invocation.
+    async fn serve_connection(&self, mut conn: Connection, mut pending: Option<Pending>) {
+        loop {
+            let head = match pending.take() {
+                Some(Pending::Head(head)) => head,
+                Some(Pending::Reply(reply)) => {
+                    if !matches!(conn.answer(reply).await, Ok(true)) {
+                        return;
+                    }
+                    continue;
+                }
+                None => match conn.read_head().await {
+                    Ok(head) => head,
+                    Err(error) => {
+                        if let Some(status) = error.status() {
+                            let reply = error_reply(status, "InvalidRequest", &error.to_string());
+                            let _ = conn.answer_and_close(reply).await;
+                        }
+                        return;
+                    }
+                },
+            };
+            let reply = if is_next(&head) {
+                match self.meet(conn) {
+                    Some((back, delivery)) => {
+                        conn = back;
+                        self.event(delivery)
+                    }
+                    None => return,
+                }
+            } else {
+                self.handle(&head, &mut conn).await
+            };
             if !matches!(conn.answer(reply).await, Ok(true)) {
                 return;
             }
@@ -250,40 +400,20 @@ impl Api {
             );
         }
         match route {
-            // A process that closes this connection while it waits must not keep the
-            // next invocation for it: it would be written to a closed socket.
-            Route::Next => tokio::select! {
-                biased;
-                () = conn.closed() => error_reply(
-                    "400 Bad Request",
-                    "InvalidRequest",
-                    "the connection closed while waiting",
-                ),
-                reply = self.next() => reply,
-            },
+            // Served by `meet` before the handler is asked.
+            Route::Next => error_reply(
+                "500 Internal Server Error",
+                "ServiceException",
+                "GET /next is not served here",
+            ),
             Route::Response(id) => self.response(id, conn).await,
             Route::Error(id) => self.error(Some(id), head, conn).await,
             Route::InitError => self.error(None, head, conn).await,
         }
     }
 
-    async fn next(&self) -> Reply {
-        if self.phase() == Phase::Starting {
-            self.set_phase(Phase::Ready);
-        }
-        let delivery = {
-            let mut rx = self.next_rx.lock().await;
-            match rx.recv().await {
-                Some(delivery) => delivery,
-                None => {
-                    return error_reply(
-                        "500 Internal Server Error",
-                        "ServiceException",
-                        "the environment is shutting down",
-                    );
-                }
-            }
-        };
+    /// The answer to `GET /next` that carries `delivery`, which is now in flight.
+    fn event(&self, delivery: Delivery) -> Reply {
         let Delivery {
             request_id,
             payload,
@@ -399,6 +529,20 @@ impl Api {
     }
 }
 
+/// What a connection's task does first when it takes a connection over.
+enum Pending {
+    /// Writes the reply to the request the caller served.
+    Reply(Reply),
+    /// Serves the request whose head the caller read.
+    Head(Head),
+}
+
+/// Whether `head` is the process's `GET /next` (a wrong method on that path is answered
+/// by the handler with `405`).
+fn is_next(head: &Head) -> bool {
+    head.method == Method::Get && head.path.strip_prefix(PREFIX) == Some("invocation/next")
+}
+
 enum Route<'a> {
     Next,
     Response(&'a str),
@@ -509,43 +653,52 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn an_event_goes_to_the_runtime_that_still_waits_not_to_one_that_left() {
-        let (api, tx) = Api::new("arn:aws:lambda:local:0:function:f".into(), 1 << 20);
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let server = api.serve(listener);
-        let next = "GET /2018-06-01/runtime/invocation/next HTTP/1.1\r\nHost: x\r\n\r\n";
-        // A first connection asks for work and goes away before any comes.
-        let mut gone = tokio::net::TcpStream::connect(addr).await.unwrap();
-        use tokio::io::AsyncWriteExt;
-        gone.write_all(next.as_bytes()).await.unwrap();
-        api.initialised().await;
-        drop(gone);
-        // Its `/next` gives the receiver up once the server has seen it go.
-        for _ in 0..500 {
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-            if api.next_rx.try_lock().is_ok() {
-                break;
-            }
-        }
-        let mut stays = tokio::net::TcpStream::connect(addr).await.unwrap();
+    fn delivery(id: &str, trace_id: &str) -> (Delivery, oneshot::Receiver<Answer>) {
         let (reply, answer) = oneshot::channel();
-        tx.send(Delivery {
-            request_id: "r-1".into(),
+        let delivery = Delivery {
+            request_id: id.into(),
             payload: Bytes::from_static(b"{\"n\":1}"),
             deadline_ms: 1,
-            trace_id: "Root=1-2-3\r\nX-Injected: 1".into(),
+            trace_id: trace_id.into(),
             client_context: None,
             tenant: Some("t1".into()),
             reply,
-        })
-        .await
-        .unwrap();
+        };
+        (delivery, answer)
+    }
+
+    const NEXT: &str = "GET /2018-06-01/runtime/invocation/next HTTP/1.1\r\nHost: x\r\n\r\n";
+
+    fn respond(id: &str, body: &str) -> String {
+        format!(
+            "POST /2018-06-01/runtime/invocation/{id}/response HTTP/1.1\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    }
+
+    #[tokio::test]
+    async fn an_event_goes_to_the_runtime_that_still_waits_not_to_one_that_left() {
+        use tokio::io::AsyncWriteExt;
+        let api = Api::new("arn:aws:lambda:local:0:function:f".into(), 1 << 20);
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = api.serve(listener);
+        // A first connection asks for work, is parked, and goes away before any comes.
+        let mut gone = tokio::net::TcpStream::connect(addr).await.unwrap();
+        gone.write_all(NEXT.as_bytes()).await.unwrap();
+        api.initialised().await;
+        drop(gone);
+        let mut stays = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (event, answer) = delivery("r-1", "Root=1-2-3\r\nX-Injected: 1");
+        assert!(
+            api.hand(event).is_none(),
+            "the event went to the connection that left"
+        );
+        // Queued: the next `GET /next` takes it.
         let event =
-            tokio::time::timeout(std::time::Duration::from_secs(10), send(&mut stays, next))
+            tokio::time::timeout(std::time::Duration::from_secs(10), send(&mut stays, NEXT))
                 .await
-                .expect("the event went to the connection that left");
+                .expect("the queued event did not come");
         assert!(event.starts_with("HTTP/1.1 200 OK\r\n"), "{event}");
         assert!(
             event.contains("Lambda-Runtime-Aws-Request-Id: r-1\r\n"),
@@ -557,15 +710,75 @@ mod tests {
         );
         assert!(!event.contains("Injected"), "{event}");
         assert!(event.ends_with("{\"n\":1}"), "{event}");
-        let done = send(
-            &mut stays,
-            "POST /2018-06-01/runtime/invocation/r-1/response HTTP/1.1\r\nContent-Length: 2\r\n\r\nok",
-        )
-        .await;
+        let done = send(&mut stays, &respond("r-1", "ok")).await;
         assert!(done.starts_with("HTTP/1.1 202 Accepted\r\n"), "{done}");
         match answer.await.unwrap() {
             Answer::Outcome(Ok(body)) => assert_eq!(&body[..], b"ok"),
             other => panic!("{other:?}"),
+        }
+        server.abort();
+    }
+
+    /// A process that waits for work gets its event from the caller, who reads the answer
+    /// itself; the `202` and the next `GET /next` are the connection's task's again. An
+    /// answer sent on another connection ends the caller's exchange too.
+    #[tokio::test]
+    async fn the_caller_writes_the_event_to_a_waiting_process_and_reads_its_answer() {
+        use tokio::io::AsyncWriteExt;
+        let api = Api::new("arn:aws:lambda:local:0:function:f".into(), 1 << 20);
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = api.serve(listener);
+        let mut runtime = tokio::net::TcpStream::connect(addr).await.unwrap();
+        runtime.write_all(NEXT.as_bytes()).await.unwrap();
+        api.initialised().await;
+        for (id, other_connection) in [("r-1", false), ("r-2", true), ("r-3", false)] {
+            // Its task parks the connection once it has read the `GET /next`.
+            for _ in 0..1000 {
+                if matches!(&*api.meeting.lock(), Meeting::Parked(p) if !p.is_empty()) {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+            }
+            let (event, mut answer) = delivery(id, "Root=1-2-3");
+            let (conn, event) = api.hand(event).expect("no connection waited");
+            let caller = {
+                let api = api.clone();
+                tokio::spawn(async move { api.exchange(conn, event, &mut answer).await })
+            };
+            // The runtime reads its event.
+            let mut head = Vec::new();
+            loop {
+                use tokio::io::AsyncReadExt;
+                let mut chunk = [0u8; 4096];
+                let n = runtime.read(&mut chunk).await.unwrap();
+                assert!(n > 0);
+                head.extend_from_slice(&chunk[..n]);
+                if head.ends_with(b"{\"n\":1}") {
+                    break;
+                }
+            }
+            let text = String::from_utf8_lossy(&head).into_owned();
+            assert!(
+                text.contains(&format!("Lambda-Runtime-Aws-Request-Id: {id}\r\n")),
+                "{text}"
+            );
+            let accepted = if other_connection {
+                let mut other = tokio::net::TcpStream::connect(addr).await.unwrap();
+                send(&mut other, &respond(id, id)).await
+            } else {
+                send(&mut runtime, &respond(id, id)).await
+            };
+            assert!(
+                accepted.starts_with("HTTP/1.1 202 Accepted\r\n"),
+                "{accepted}"
+            );
+            match caller.await.unwrap().unwrap() {
+                Answer::Outcome(Ok(body)) => assert_eq!(&body[..], id.as_bytes()),
+                other => panic!("{other:?}"),
+            }
+            // The connection is its task's again: it serves the next `GET /next`.
+            runtime.write_all(NEXT.as_bytes()).await.unwrap();
         }
         server.abort();
     }

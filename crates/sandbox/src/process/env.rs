@@ -13,7 +13,7 @@ use fnhub_core::{
     Invocation, IsolationReport, NetworkAccess, Outcome, PrepareError, Restriction, Runtime,
 };
 use parking_lot::Mutex;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{oneshot, watch};
 
 use super::api::{Answer, Api, Delivery, Phase};
 use super::jail;
@@ -39,7 +39,6 @@ pub(super) struct Inner {
     pub(super) timeout: Duration,
     pub(super) init_timeout: Duration,
     pub(super) api: Arc<Api>,
-    pub(super) deliver: mpsc::Sender<Delivery>,
     pub(super) server: tokio::task::JoinHandle<()>,
     pub(super) plan: Plan,
     pub(super) report: IsolationReport,
@@ -373,7 +372,7 @@ impl ProcessEnvironment {
             "arn:aws:lambda:{}:{}:function:{}:{}",
             config.region, config.account, function, version
         );
-        let (api, deliver) = Api::new(arn, config.max_response_bytes);
+        let api = Api::new(arn, config.max_response_bytes);
         let server = api.serve(listener);
 
         let all = compose(
@@ -413,7 +412,6 @@ impl ProcessEnvironment {
             timeout: spec.resources.timeout,
             init_timeout: config.init_timeout,
             api,
-            deliver,
             server,
             plan,
             report,
@@ -700,13 +698,6 @@ impl Inner {
             }
             // Kills the process if this future is dropped before the answer arrives.
             let guard = running.kill_on_drop();
-            if self.deliver.send(delivery).await.is_err() {
-                guard.disarm();
-                return Err(FunctionError::new(
-                    ErrorKind::Crashed,
-                    "the environment is closed",
-                ));
-            }
             let left = limit
                 .limit
                 .saturating_sub(self.clock.now().saturating_duration_since(since));
@@ -717,9 +708,18 @@ impl Inner {
                 .take()
                 .unwrap_or_else(|| Box::pin(tokio::time::sleep_until(until)));
             timer.as_mut().reset(until);
+            let mut answer = answer;
+            // Written and read on this task when the process already waits for work;
+            // otherwise its next `GET /next` takes the event.
+            let exchange = async {
+                match self.api.hand(delivery) {
+                    Some((conn, delivery)) => self.api.exchange(conn, delivery, &mut answer).await,
+                    None => (&mut answer).await,
+                }
+            };
             let result = tokio::select! {
                 biased;
-                answer = answer => Ok(answer),
+                answer = exchange => Ok(answer),
                 () = timer.as_mut() => Err(()),
             };
             *self.timer.lock() = Some(timer);

@@ -179,18 +179,23 @@ impl Connection {
         self.stream.read_buf(&mut self.buf).await
     }
 
-    /// Resolves when the process closes the connection (or it fails) while its request
-    /// waits for an answer, as a long-polling `GET /next` does; what it sends meanwhile is
-    /// kept for the next head. Cancel-safe.
-    pub(crate) async fn closed(&mut self) {
-        loop {
-            if self.buf.len() > MAX_HEAD {
-                // Enough is buffered to answer the next head with 431; read no more.
-                return std::future::pending().await;
-            }
-            if !matches!(self.fill().await, Ok(n) if n > 0) {
-                return;
-            }
+    /// Whether the process has closed the connection (or it failed), asked of the socket
+    /// now, without waiting: a connection parked with its `GET /next` is read by no one
+    /// until an invocation comes for it, and tokio's view of its readiness may not have
+    /// caught up with a close that just happened. Bytes it sent meanwhile say it is open.
+    pub(crate) fn closed_now(&self) -> bool {
+        use rustix::net::{RecvFlags, recv};
+        if !self.buf.is_empty() {
+            return false;
+        }
+        let mut probe = [0u8; 1];
+        match recv(
+            &self.stream,
+            &mut probe[..],
+            RecvFlags::PEEK | RecvFlags::DONTWAIT,
+        ) {
+            Ok((n, _)) => n == 0,
+            Err(e) => e != rustix::io::Errno::AGAIN && e != rustix::io::Errno::INTR,
         }
     }
 
