@@ -180,18 +180,22 @@ struct Member {
     child: Option<Child>,
     port: u16,
     route_port: u16,
+    /// Its HTTP monitoring port, asked whether the JetStream meta group has a leader.
+    monitor_port: u16,
     store: tempfile::TempDir,
 }
 
 impl NatsCluster {
-    /// Starts `n` servers routed to each other and waits until each listens; `None` when
-    /// `nats-server` is not installed (a failure under `CI=true`). The JetStream meta
-    /// leader is elected a moment later: a client's first stream may have to be retried.
+    /// Starts `n` servers routed to each other and waits until each listens and each
+    /// names the JetStream meta group's leader in a group of all `n`; `None` when
+    /// `nats-server` is not installed (a failure under `CI=true`). A leader may still
+    /// change just after: a client's first stream may have to be retried.
     ///
     /// A port [`free_port`] found free may be taken before its server binds it (by another
     /// test, or as the local port of an outgoing connection, such as another server's
     /// route): a server that cannot listen exits, and a cluster short of a server cannot
-    /// place three replicas. Such a start is made again on other ports.
+    /// place three replicas. Such a start is made again on other ports, and so is one
+    /// whose meta group stays short of a server.
     pub fn start(n: usize) -> Option<NatsCluster> {
         let program = nats_server_program()?;
         for _ in 0..5 {
@@ -200,6 +204,7 @@ impl NatsCluster {
                     child: None,
                     port: free_port(),
                     route_port: free_port(),
+                    monitor_port: free_port(),
                     store: tempfile::tempdir()
                         .unwrap_or_else(|e| panic!("no temporary folder: {e}")),
                 })
@@ -212,12 +217,42 @@ impl NatsCluster {
             for i in 0..n {
                 cluster.spawn(i);
             }
-            if cluster.all_listening() {
+            if !cluster.all_listening() {
+                eprintln!("a nats-server of the cluster did not come up; starting on other ports");
+                continue;
+            }
+            if cluster.wait_for_meta_leader() {
                 return Some(cluster);
             }
-            eprintln!("a nats-server of the cluster did not come up; starting on other ports");
+            eprintln!(
+                "the cluster's JetStream meta group did not take in every server; starting another"
+            );
         }
         panic!("the nats-server cluster did not come up in 5 tries");
+    }
+
+    /// Waits (about 20 s at most) until every server names the JetStream meta group's
+    /// leader, and counts every server in that group, in its monitoring (`/jsz`). A JetStream request made before that is not
+    /// answered: the client waits out its whole timeout (10 s here, every time, for the
+    /// first bucket of a new cluster), and a setup with a budget of its own could spend it
+    /// on two such waits.
+    ///
+    /// False when that does not come: a meta group elected while one server had not yet
+    /// joined can stay at two peers for good (seen here: three servers up and routed,
+    /// `cluster_size` 2 for minutes), and every stream of three replicas then fails with
+    /// "no suitable peers for placement".
+    fn wait_for_meta_leader(&self) -> bool {
+        for _ in 0..200 {
+            if self
+                .servers
+                .iter()
+                .all(|m| meta_leader(m.monitor_port, self.servers.len()).is_some())
+            {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        false
     }
 
     /// Waits (about 10 s at most) until every server listens for clients and routes;
@@ -233,7 +268,11 @@ impl NatsCluster {
             if exited {
                 return false;
             }
-            if self.servers.iter().all(|m| up(m.port) && up(m.route_port)) {
+            if self
+                .servers
+                .iter()
+                .all(|m| up(m.port) && up(m.route_port) && up(m.monitor_port))
+            {
                 return true;
             }
             std::thread::sleep(Duration::from_millis(20));
@@ -255,6 +294,7 @@ impl NatsCluster {
             .args(["--name", &format!("{}-n{i}", self.name)])
             .args(["--cluster_name", &self.name])
             .args(["--cluster", &format!("nats://127.0.0.1:{}", m.route_port)])
+            .args(["-m", &m.monitor_port.to_string()])
             .args(["--routes", &routes.join(",")])
             .arg("-sd")
             .arg(m.store.path())
@@ -288,6 +328,38 @@ impl NatsCluster {
         self.spawn(i);
         wait_for_port(self.servers[i].port, "nats-server");
     }
+}
+
+/// The JetStream meta group's leader as the server monitored on `port` names it, if it
+/// knows one and counts `size` servers in the group.
+fn meta_leader(port: u16, size: usize) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    stream
+        .write_all(b"GET /jsz HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+        .ok()?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).ok()?;
+    // The first of each key after `meta_cluster` is the meta group's (the leader's view
+    // lists its replicas in between, which have neither key).
+    let meta = &answer[answer.find("\"meta_cluster\"")?..];
+    let counted = &meta[meta.find("\"cluster_size\"")? + "\"cluster_size\"".len()..];
+    let counted = counted.trim_start().strip_prefix(':')?.trim_start();
+    let digits = counted
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(counted.len());
+    if counted[..digits].parse::<usize>().ok()? != size {
+        return None;
+    }
+    let leader = &meta[meta.find("\"leader\"")? + "\"leader\"".len()..];
+    let leader = leader
+        .trim_start()
+        .strip_prefix(':')?
+        .trim_start()
+        .strip_prefix('"')?;
+    let leader = &leader[..leader.find('"')?];
+    (!leader.is_empty()).then(|| leader.to_owned())
 }
 
 /// A cluster name no other cluster on this machine has: the process, a count within it,
