@@ -239,8 +239,9 @@ impl NatsCluster {
     ///
     /// False when that does not come: a meta group elected while one server had not yet
     /// joined can stay at two peers for good (seen here: three servers up and routed,
-    /// `cluster_size` 2 for minutes), and every stream of three replicas then fails with
-    /// "no suitable peers for placement".
+    /// `cluster_size` 2 for minutes; the server sizes its meta group from the peers it
+    /// sees at start, compare nats-server#2657), and every stream of three replicas then
+    /// fails with "no suitable peers for placement".
     fn wait_for_meta_leader(&self) -> bool {
         for _ in 0..200 {
             if self
