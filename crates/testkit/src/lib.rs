@@ -345,22 +345,23 @@ fn meta_leader(port: u16, size: usize) -> Option<String> {
     // The first of each key after `meta_cluster` is the meta group's (the leader's view
     // lists its replicas in between, which have neither key).
     let meta = &answer[answer.find("\"meta_cluster\"")?..];
-    let counted = &meta[meta.find("\"cluster_size\"")? + "\"cluster_size\"".len()..];
-    let counted = counted.trim_start().strip_prefix(':')?.trim_start();
+    let counted = value_of(meta, "cluster_size")?;
     let digits = counted
         .find(|c: char| !c.is_ascii_digit())
         .unwrap_or(counted.len());
     if counted[..digits].parse::<usize>().ok()? != size {
         return None;
     }
-    let leader = &meta[meta.find("\"leader\"")? + "\"leader\"".len()..];
-    let leader = leader
-        .trim_start()
-        .strip_prefix(':')?
-        .trim_start()
-        .strip_prefix('"')?;
+    let leader = value_of(meta, "leader")?.strip_prefix('"')?;
     let leader = &leader[..leader.find('"')?];
     (!leader.is_empty()).then(|| leader.to_owned())
+}
+
+/// The JSON text after the first `"key":` in `json`, from its value on.
+fn value_of<'a>(json: &'a str, key: &str) -> Option<&'a str> {
+    let quoted = format!("\"{key}\"");
+    let after = &json[json.find(&quoted)? + quoted.len()..];
+    Some(after.trim_start().strip_prefix(':')?.trim_start())
 }
 
 /// A cluster name no other cluster on this machine has: the process, a count within it,

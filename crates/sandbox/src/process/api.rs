@@ -266,22 +266,19 @@ impl Api {
             let head = match head {
                 Ok(head) => head,
                 Err(error) => {
-                    if let Some(status) = error.status() {
-                        let reply = error_reply(status, "InvalidRequest", &error.to_string());
-                        let _ = conn.answer_and_close(reply).await;
-                    }
+                    refuse(&mut conn, &error).await;
                     return answer.await;
                 }
             };
             if is_next(&head) {
                 // It asks for more here and answers elsewhere, or not at all.
-                self.carry_on_with(conn, head);
+                self.carry_on(conn, Some(Pending::Head(head)));
                 return answer.await;
             }
             let reply = self.handle(&head, &mut conn).await;
             if let Ok(outcome) = answer.try_recv() {
                 // Answered: the reply (the `202`) is written by the connection's task.
-                self.carry_on(conn, Some(reply));
+                self.carry_on(conn, Some(Pending::Reply(reply)));
                 return Ok(outcome);
             }
             if !matches!(conn.answer(reply).await, Ok(true)) {
@@ -309,18 +306,9 @@ impl Api {
         })
     }
 
-    /// Serves `conn` on a task of its own, after writing `reply` if there is one, until it
-    /// closes, it parks with its `GET /next`, or the process goes away.
-    fn carry_on(self: &Arc<Self>, conn: Connection, reply: Option<Reply>) {
-        self.spawn_connection(conn, reply.map(Pending::Reply));
-    }
-
-    /// [`carry_on`](Api::carry_on) with a request whose head is read.
-    fn carry_on_with(self: &Arc<Self>, conn: Connection, head: Head) {
-        self.spawn_connection(conn, Some(Pending::Head(head)));
-    }
-
-    fn spawn_connection(self: &Arc<Self>, conn: Connection, pending: Option<Pending>) {
+    /// Serves `conn` on a task of its own, starting with what the caller left `pending`,
+    /// until it closes, it parks with its `GET /next`, or the process goes away.
+    fn carry_on(self: &Arc<Self>, conn: Connection, pending: Option<Pending>) {
         let api = self.clone();
         let mut generation = api.generation.subscribe();
         tokio::spawn(async move {
@@ -346,10 +334,7 @@ impl Api {
                 None => match conn.read_head().await {
                     Ok(head) => head,
                     Err(error) => {
-                        if let Some(status) = error.status() {
-                            let reply = error_reply(status, "InvalidRequest", &error.to_string());
-                            let _ = conn.answer_and_close(reply).await;
-                        }
+                        refuse(&mut conn, &error).await;
                         return;
                     }
                 },
@@ -535,6 +520,15 @@ enum Pending {
     Reply(Reply),
     /// Serves the request whose head the caller read.
     Head(Head),
+}
+
+/// Answers a head that could not be read with its status, if the connection is still
+/// there, and closes it.
+async fn refuse(conn: &mut Connection, error: &super::http1::HeadError) {
+    if let Some(status) = error.status() {
+        let reply = error_reply(status, "InvalidRequest", &error.to_string());
+        let _ = conn.answer_and_close(reply).await;
+    }
 }
 
 /// Whether `head` is the process's `GET /next` (a wrong method on that path is answered

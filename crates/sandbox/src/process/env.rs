@@ -681,7 +681,7 @@ impl Inner {
             };
             let (deadline, since) = *handed_over
                 .get_or_insert_with(|| (self.clock.system_time() + limit.limit, self.clock.now()));
-            let (reply, answer) = oneshot::channel();
+            let (reply, mut answer) = oneshot::channel();
             let delivery = Delivery {
                 request_id: invocation.id.to_string().into(),
                 payload: invocation.payload.clone(),
@@ -708,7 +708,6 @@ impl Inner {
                 .take()
                 .unwrap_or_else(|| Box::pin(tokio::time::sleep_until(until)));
             timer.as_mut().reset(until);
-            let mut answer = answer;
             // Written and read on this task when the process already waits for work;
             // otherwise its next `GET /next` takes the event.
             let exchange = async {
