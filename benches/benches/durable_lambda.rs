@@ -22,6 +22,7 @@
 
 use std::io::Write;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -75,7 +76,11 @@ fn bench(c: &mut Criterion) {
             .deploy(spec("zero"))
             .lambda_durable("ten", DurableConfig::default())
             .lambda_durable("zero", DurableConfig::default())
-            .durable_dir(dir.path().join("executions"))
+            .checkpoint_store(Arc::new(
+                fnhub::libs::checkpoint::DirStore::open(dir.path().join("executions"))
+                    .expect("store")
+                    .0,
+            ))
             .build()
             .expect("hub")
     });
@@ -83,6 +88,7 @@ fn bench(c: &mut Criterion) {
         rt.block_on(async {
             let execution = hub
                 .start_durable(function, r#"{"n": 1}"#, None)
+                .await
                 .expect("started");
             let out = execution.outcome().await.expect("the workflow ran");
             // 1 + (0 + 1 + … + 9) after ten steps; 1 after none.

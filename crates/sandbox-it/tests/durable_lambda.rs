@@ -401,27 +401,51 @@ async fn an_execution_survives_a_sigkill_of_the_hub() {
     assert!(ok, "{err}");
     let arn = started["DurableExecutionArn"].as_str().unwrap().to_owned();
 
-    // Once the step is saved and the wait begun, kill the hub.
-    let saved = state.join("durable-executions");
+    // Once the step is saved and the wait begun, as the history says (an answer comes
+    // only once what it shows is in the checkpoint store), kill the hub.
     let until = std::time::Instant::now() + Duration::from_secs(60);
     let first = loop {
-        let ops: Vec<Value> = std::fs::read_dir(&saved)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter(|e| e.file_name().to_string_lossy().ends_with(".json"))
-            .filter_map(|e| serde_json::from_slice::<Value>(&std::fs::read(e.path()).ok()?).ok())
-            .flat_map(|exec| exec["ops"].as_array().cloned().unwrap_or_default())
-            .collect();
-        if let Some(first) = common::first_step_while_napping(&ops) {
+        let (_, history, _) = aws(
+            addr,
+            args(&[
+                "get-durable-execution-history",
+                "--durable-execution-arn",
+                &arn,
+            ]),
+        )
+        .await;
+        let events = history["Events"].as_array().cloned().unwrap_or_default();
+        let napping = events
+            .iter()
+            .any(|e| e["EventType"] == "WaitStarted" && e["Name"] == "nap");
+        let step = events
+            .iter()
+            .find(|e| e["EventType"] == "StepSucceeded" && e["Name"] == "first")
+            .and_then(|e| e["StepSucceededDetails"]["Result"]["Payload"].as_str())
+            .and_then(|p| serde_json::from_str::<Value>(p).ok());
+        if let (true, Some(first)) = (napping, step) {
             break first;
         }
         assert!(
             std::time::Instant::now() < until,
-            "never reached the wait: {ops:?}"
+            "never reached the wait: {history}"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
+    // Kept in the hub's one checkpoint store, beside the engine's, not in a folder of
+    // their own.
+    assert!(!state.join("durable-executions").exists());
+    let slots = std::fs::read_dir(&state)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".ckpt"))
+        .count();
+    assert_eq!(
+        slots,
+        1,
+        "one execution, one checkpoint in {}",
+        state.display()
+    );
     first_hub.kill().unwrap();
     first_hub.wait().unwrap();
 

@@ -427,11 +427,24 @@ impl Engine {
     /// redone, and the child is invoked again under the same deterministic id. Returns the
     /// executions that ran again and how each run ended.
     pub async fn recover(&self) -> Result<Vec<(ExecutionId, RunResult)>, EngineError> {
+        self.recover_except(|_| false).await
+    }
+
+    /// [`Engine::recover`], leaving alone the checkpoints `others` says are not the
+    /// engine's: a store shared with another kind of execution (a hub keeps its Lambda
+    /// durable executions in the same store).
+    pub async fn recover_except(
+        &self,
+        others: impl Fn(&Checkpoint) -> bool,
+    ) -> Result<Vec<(ExecutionId, RunResult)>, EngineError> {
         let mut ran = Vec::new();
         for id in self.shared.store.list().await? {
             let Some(mut checkpoint) = self.shared.store.load(id).await? else {
                 continue;
             };
+            if others(&checkpoint) {
+                continue;
+            }
             match checkpoint.pending.clone() {
                 Some(p @ (PendingDependency::Timer(_) | PendingDependency::Event { .. })) => {
                     self.shared.schedule(id, &p);

@@ -4,10 +4,10 @@
 //! ```toml
 //! [hub]
 //! name = "hub-a"
-//! checkpoint_dir = "./data/checkpoints"   # optional: a DirStore there, and the durable
+//! checkpoint_dir = "./data/checkpoints"   # optional: a DirStore there for durable
+//!                                         # executions (Rust and Lambda ones), the durable
 //!                                         # queue of `Event` invocations in its `events/`,
-//!                                         # device shadows in its `shadows/`, Lambda
-//!                                         # durable executions in `durable-executions/`
+//!                                         # device shadows in its `shadows/`
 //! workers = 16                            # optional
 //! confinement = "enforced"                # optional: or "best-effort" for a hub not run
 //!                                         # as root (reported at start and in /healthz)
@@ -772,7 +772,7 @@ impl HubConfig {
                 .checkpoint_store(Arc::new(store))
                 .event_log(dir.join("events"))
                 .shadow_dir(dir.join("shadows"))
-                .durable_dir(dir.join("durable-executions"));
+                .import_durable_dir(dir.join("durable-executions"));
         }
         for spec in &self.functions {
             b = b.deploy(spec.clone());

@@ -172,8 +172,9 @@ fn listed_function(method: &str, rest: &str) -> Option<String> {
 
 /// [`serve`]; and when the hub is a node of the cloud runtime and the execution the
 /// request names runs on another node, that node's answer. Resolves once what the request
-/// changed is kept (in the folder, and in the cloud runtime's bucket), so an acknowledged
-/// checkpoint outlives this node.
+/// changed is kept (in the checkpoint store, and in the cloud runtime's bucket), so an
+/// acknowledged checkpoint outlives this node. Waits first for the executions in the store
+/// to be taken up, when the hub has just started.
 pub(crate) async fn serve_anywhere(
     dex: &Arc<Dex>,
     hub: &WeakHub,
@@ -183,6 +184,7 @@ pub(crate) async fn serve_anywhere(
     query: &str,
     body: &bytes::Bytes,
 ) -> Result<(u16, Value), ApiError> {
+    dex.ready().await;
     let answer = match serve(dex, hub, asker, method, rest, query, body) {
         Err(e) if e.status == 404 && !asker.from_function => {
             match (dex.replica(), super::replica::execution_named(rest)) {

@@ -25,9 +25,10 @@ pub enum DurableStartError {
     /// The name or input is not acceptable (`InvalidParameterValueException`).
     #[error("{0}")]
     Invalid(String),
-    /// The execution could not be saved.
-    #[error("the execution could not be saved: {0}")]
-    Unsaved(std::io::Error),
+    /// The execution could not be written to the hub's checkpoint store (or its cloud
+    /// runtime's copy) in time; it may still start.
+    #[error("the execution could not be stored in time")]
+    Unsaved,
 }
 
 /// A started (or found) durable execution.
@@ -55,6 +56,8 @@ impl DurableExecution {
     /// message it failed with; `TIMED_OUT` and `STOPPED` as `Timeout` and `Cancelled`).
     pub async fn outcome(mut self) -> Outcome {
         let _ = self.done.wait_for(|d| *d).await;
+        // Answered once its end is stored, so that no hub started again runs it anew.
+        let _ = self.dex.flushed().await;
         let Some(exec) = self.dex.snapshot(&self.id) else {
             return Err(FunctionError::new(
                 ErrorKind::Cancelled,
@@ -80,7 +83,8 @@ impl EdgeHub {
     /// or `name:alias`; see [`EdgeHubBuilder::lambda_durable`](crate::EdgeHubBuilder::lambda_durable))
     /// with `input` (JSON), named `name` (a fresh name if `None`): what `Invoke` of it does at
     /// the front door. A name already started with the same input finds that execution.
-    pub fn start_durable(
+    /// Resolves once the execution is stored, when the hub has a checkpoint store.
+    pub async fn start_durable(
         &self,
         function: &str,
         input: impl Into<String>,
@@ -90,12 +94,16 @@ impl EdgeHub {
         let target: FunctionRef = function.parse().map_err(|_| not_durable())?;
         let spec = self.resolve(&target).ok_or_else(not_durable)?;
         let dex = self.dex().clone();
+        dex.ready().await;
         let (id, started, done) =
             dex.start(spec.name.as_str(), spec.version.get(), input.into(), name)?;
         if started {
             tokio::spawn(super::drive(dex.clone(), self.downgrade(), id.clone()));
         }
         let arn = dex.snapshot(&id).map(|e| e.arn).ok_or_else(not_durable)?;
+        if !dex.flushed().await {
+            return Err(DurableStartError::Unsaved);
+        }
         Ok(DurableExecution {
             arn,
             started,

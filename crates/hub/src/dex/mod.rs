@@ -12,10 +12,11 @@
 //! recorded operations. Each checkpoint consumes its token and hands out the next; a stale
 //! token is refused; a repeated `ClientToken` gets the first answer.
 //!
-//! With a folder (the config file's `checkpoint_dir/durable-executions`), every execution
-//! is saved whole and synced after each change (a temporary file renamed over it): a hub
-//! killed at any point comes back with each acknowledged checkpoint, and carries on its
-//! running executions by invoking their functions again (the SDK replays).
+//! With a checkpoint store (the config file's `checkpoint_dir`), each execution is kept in
+//! it as one checkpoint, beside the engine's own executions, and written before a change
+//! is answered (see `store`): a hub killed at any point comes back with each acknowledged
+//! checkpoint, and [`EdgeHub::recover_durable`](crate::EdgeHub::recover_durable) carries
+//! on its running executions by invoking their functions again (the SDK replays).
 
 mod handle;
 mod model;
@@ -38,6 +39,7 @@ use tokio::sync::{Notify, watch};
 pub use handle::{DurableExecution, DurableStartError};
 pub(crate) use model::ErrorObject;
 use model::{OpStatus, Operation};
+pub(crate) use store::is_lambda;
 
 /// How a function is durable: Lambda's `DurableConfig`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -200,7 +202,9 @@ pub(crate) const MAX_EXECUTION_INPUT: usize = 256 * 1024;
 pub(crate) struct Dex {
     functions: Mutex<HashMap<String, DurableConfig>>,
     state: Mutex<State>,
-    store: Option<store::Store>,
+    store: Option<store::Saver>,
+    /// True once the executions in the store are taken up (at once without a store).
+    ready: watch::Sender<bool>,
     /// The cloud runtime's copy, when the hub is one of its nodes.
     replica: OnceLock<Arc<dyn replica::Replica>>,
     clock: Arc<dyn fnhub_core::Clock>,
@@ -223,37 +227,69 @@ struct Live {
 }
 
 impl Dex {
+    /// Executions of the hub named `hub`, kept in `store` (in memory only without one);
+    /// with a store, those it holds are taken up by [`Dex::take_up`], and requests wait for
+    /// it ([`Dex::ready`]). Must be called on a tokio runtime when `store` is given (its
+    /// writer is a task).
     pub(crate) fn new(
-        dir: Option<&std::path::Path>,
+        store: Option<Arc<dyn fnhub_core::CheckpointStore>>,
         clock: Arc<dyn fnhub_core::Clock>,
-    ) -> std::io::Result<(Dex, Vec<String>)> {
-        let (store, loaded) = match dir {
-            Some(dir) => {
-                let (store, loaded) = store::Store::open(dir)?;
-                (Some(store), loaded)
-            }
-            None => (None, Vec::new()),
-        };
-        let mut state = State::default();
-        let mut running = Vec::new();
-        for mut exec in loaded {
-            if !exec.status.is_terminal() {
-                // An invocation may have been cut short: the function replays.
-                exec.needs_invoke = true;
-                running.push(exec.id.clone());
-            }
-            state.insert(exec);
+        hub: &str,
+    ) -> Dex {
+        Dex {
+            functions: Mutex::new(HashMap::new()),
+            state: Mutex::new(State::default()),
+            ready: watch::Sender::new(store.is_none()),
+            store: store.map(|s| store::Saver::new(s, hub)),
+            replica: OnceLock::new(),
+            clock,
         }
-        Ok((
-            Dex {
-                functions: Mutex::new(HashMap::new()),
-                state: Mutex::new(state),
-                store,
-                replica: OnceLock::new(),
-                clock,
-            },
-            running,
-        ))
+    }
+
+    /// Takes up the Lambda executions in the store (after moving in those an earlier hub
+    /// kept as files in `legacy`): the ids of those still running, whose functions must be
+    /// invoked again (the SDK replays). Requests are served from then on, also when the
+    /// store could not be read (what it holds stays there).
+    pub(crate) async fn take_up(
+        &self,
+        legacy: Option<&std::path::Path>,
+    ) -> Result<Vec<String>, String> {
+        let Some(saver) = &self.store else {
+            return Ok(Vec::new());
+        };
+        let taken = async {
+            if let Some(dir) = legacy {
+                store::import_folder(saver, dir)
+                    .await
+                    .map_err(|e| format!("{}: {e}", dir.display()))?;
+            }
+            saver.load().await.map_err(|e| e.to_string())
+        }
+        .await;
+        let mut running = Vec::new();
+        if let Ok(loaded) = &taken {
+            let mut state = self.state.lock();
+            for exec in loaded {
+                // One a cloud node adopted meanwhile is newer than the stored copy.
+                if state.executions.contains_key(&exec.id) {
+                    continue;
+                }
+                let mut exec = exec.clone();
+                if !exec.status.is_terminal() {
+                    // An invocation may have been cut short: the function replays.
+                    exec.needs_invoke = true;
+                    running.push(exec.id.clone());
+                }
+                state.insert(exec);
+            }
+        }
+        self.ready.send_replace(true);
+        taken.map(|_| running)
+    }
+
+    /// Resolves once the executions in the store are taken up.
+    pub(crate) async fn ready(&self) {
+        let _ = self.ready.subscribe().wait_for(|r| *r).await;
     }
 
     pub(crate) fn now_ms(&self) -> u64 {
@@ -272,13 +308,13 @@ impl Dex {
         self.functions.lock().get(function).copied()
     }
 
-    fn save(&self, exec: &Execution) -> std::io::Result<()> {
+    /// Queues `exec` to be kept (answers wait for [`Dex::flushed`]).
+    fn save(&self, exec: &Execution, now_ms: u64) {
         if let Some(replica) = self.replica.get() {
             replica.saved(exec);
         }
-        match &self.store {
-            Some(store) => store.save(exec),
-            None => Ok(()),
+        if let Some(store) = &self.store {
+            store.save(exec, now_ms);
         }
     }
 
@@ -292,14 +328,20 @@ impl Dex {
         self.replica.get()
     }
 
-    /// Resolves once every change so far is kept where it must be (at once without a
-    /// replica: the folder is written before a change is answered); false if the replica
-    /// could not keep it in time.
+    /// Resolves once every change so far is kept where it must be (the checkpoint store,
+    /// the replica); false if one of them could not keep it.
     pub(crate) async fn flushed(&self) -> bool {
-        match self.replica.get() {
+        // Both write in the background meanwhile: waiting for one, then the other, takes
+        // as long as the slower.
+        let stored = match &self.store {
+            Some(store) => store.flushed().await,
+            None => true,
+        };
+        let replicated = match self.replica.get() {
             Some(replica) => replica.flushed().await,
             None => true,
-        }
+        };
+        stored && replicated
     }
 
     #[cfg_attr(not(feature = "nats"), allow(dead_code))]
@@ -313,10 +355,8 @@ impl Dex {
         if !exec.status.is_terminal() {
             exec.needs_invoke = true;
         }
-        if let Some(store) = &self.store
-            && let Err(error) = store.save(&exec)
-        {
-            tracing::warn!(execution = %exec.id, %error, "an execution taken up was not saved in the folder");
+        if let Some(store) = &self.store {
+            store.save(&exec, self.now_ms());
         }
         state.insert(exec);
         true
@@ -335,7 +375,7 @@ impl Dex {
             live.wake.notify_one();
             live.done.send_replace(true);
             if let Some(store) = &self.store {
-                store.delete(id);
+                store.remove(id);
             }
         }
     }
@@ -422,7 +462,7 @@ impl Dex {
             changed: Vec::new(),
             answered: VecDeque::new(),
         };
-        self.save(&exec).map_err(DurableStartError::Unsaved)?;
+        self.save(&exec, now);
         metrics::counter!("fnhub_durable_executions_total", "status" => "started").increment(1);
         let done = state.insert(exec);
         Ok((id, true, done))
@@ -453,7 +493,7 @@ impl Dex {
                 .remove(&(live.exec.function.clone(), live.exec.name.clone()));
             state.callbacks.retain(|_, (e, _)| e != id);
             if let Some(store) = &self.store {
-                store.delete(id);
+                store.remove(id);
             }
             if let Some(replica) = self.replica.get() {
                 replica.deleted(&live.exec);
@@ -472,9 +512,7 @@ impl Dex {
         let live = state.executions.get_mut(id)?;
         let (out, changed) = f(&mut live.exec, now);
         if changed {
-            if let Err(error) = self.save(&live.exec) {
-                tracing::error!(execution = %id, %error, "a durable execution could not be saved");
-            }
+            self.save(&live.exec, now);
             live.wake.notify_one();
             if live.exec.status.is_terminal() {
                 live.done.send_replace(true);

@@ -438,7 +438,7 @@ mod tests {
             std::time::Instant::now(),
             std::time::UNIX_EPOCH + Duration::from_secs(1_000),
         ));
-        let (dex, _) = Dex::new(None, clock).unwrap();
+        let dex = Dex::new(None, clock, "hub");
         dex.declare(
             "f",
             DurableConfig::default().with_execution_timeout(Duration::from_secs(60)),

@@ -77,14 +77,6 @@ pub enum HubError {
         /// Why.
         source: std::io::Error,
     },
-    /// The folder of Lambda durable executions could not be opened.
-    #[error("the durable executions folder {} could not be opened: {source}", dir.display())]
-    DurableStore {
-        /// Its folder.
-        dir: std::path::PathBuf,
-        /// Why.
-        source: std::io::Error,
-    },
     /// The durable event queue could not be opened.
     #[error("the event log in {dir} could not be opened: {source}")]
     EventLog {
@@ -361,10 +353,10 @@ impl EdgeHubBuilder {
         self
     }
 
-    /// Keeps Lambda durable executions in `dir`, each saved and synced on every change: a
-    /// hub built again from the same folder carries on the running ones. Default: in
-    /// memory only. The config file puts it in `checkpoint_dir/durable-executions`.
-    pub fn durable_dir(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
+    /// Moves the Lambda durable executions an earlier fnhub kept as one file each in `dir`
+    /// (its `checkpoint_dir/durable-executions`) into the checkpoint store when the hub
+    /// starts, and removes the files. The config file does this for its `checkpoint_dir`.
+    pub(crate) fn import_durable_dir(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
         self.durable_dir = Some(dir.into());
         self
     }
@@ -417,12 +409,12 @@ impl EdgeHubBuilder {
             }
             None => crate::shadows::ShadowStore::default(),
         };
-        let (dex, running) = crate::dex::Dex::new(self.durable_dir.as_deref(), self.clock.clone())
-            .map_err(|source| HubError::DurableStore {
-                dir: self.durable_dir.clone().unwrap_or_default(),
-                source,
-            })?;
-        let dex = Arc::new(dex);
+        // Lambda durable executions live in the hub's checkpoint store when it has one.
+        let dex = Arc::new(crate::dex::Dex::new(
+            self.store.clone(),
+            self.clock.clone(),
+            &self.name,
+        ));
         for (function, config) in &self.lambda_durables {
             dex.declare(function, *config);
         }
@@ -537,10 +529,25 @@ impl EdgeHubBuilder {
             tokio::spawn(crate::events::replay(hub.downgrade(), log, pending));
         }
         hub.services_handle().set_hub(hub.downgrade());
-        // Executions a hub killed mid-way was running carry on: their functions replay.
-        for id in running {
-            tokio::spawn(crate::dex::drive(hub.dex().clone(), hub.downgrade(), id));
-        }
+        // The Lambda executions in the store are taken up at once (requests about them
+        // wait until they are); those a hub killed mid-way was running carry on: their
+        // functions replay. The engine's own wait for `EdgeHub::recover_durable`.
+        let (weak, legacy) = (hub.downgrade(), self.durable_dir);
+        tokio::spawn(async move {
+            let Some(dex) = weak.upgrade().map(|h| h.dex().clone()) else {
+                return;
+            };
+            match dex.take_up(legacy.as_deref()).await {
+                Ok(running) => {
+                    for id in running {
+                        tokio::spawn(crate::dex::drive(dex.clone(), weak.clone(), id));
+                    }
+                }
+                Err(error) => {
+                    tracing::error!(%error, "the Lambda durable executions in the checkpoint store could not be taken up");
+                }
+            }
+        });
         Ok(hub)
     }
 }

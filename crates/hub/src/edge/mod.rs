@@ -155,11 +155,17 @@ impl EdgeHub {
     /// again, and executions that were running (or waiting for a child) continue from their
     /// journals, so no completed step runs again. The number that ran to an end or a new
     /// suspension. A hub serving a cloud runtime leaves this to the deployment's wakes.
+    /// The Lambda durable executions in the same store are taken up by the hub itself when
+    /// it is built (requests about them wait for it).
     pub async fn recover_durable(&self) -> Result<usize, EngineError> {
         if self.parts.host.cloud.get().is_some() {
             return Ok(0);
         }
-        let ran = self.parts.engine.recover().await?;
+        let ran = self
+            .parts
+            .engine
+            .recover_except(crate::dex::is_lambda)
+            .await?;
         if !ran.is_empty() || self.parts.engine.is_waiting_for_events() {
             tracing::info!(
                 ran = ran.len(),

@@ -70,7 +70,11 @@ pub(super) async fn invoke(
         }
     }
     let reserved = name.clone();
-    let execution = match front.hub.start_durable(&target.to_string(), input, name) {
+    let execution = match front
+        .hub
+        .start_durable(&target.to_string(), input, name)
+        .await
+    {
         Ok(execution) => execution,
         Err(DurableStartError::AlreadyStarted(n)) => {
             return aws_error(
@@ -93,9 +97,9 @@ pub(super) async fn invoke(
                 &m,
             );
         }
-        Err(e) => {
+        Err(e @ DurableStartError::Unsaved) => {
             return aws_error(
-                StatusCode::INTERNAL_SERVER_ERROR,
+                StatusCode::SERVICE_UNAVAILABLE,
                 "ServiceException",
                 &e.to_string(),
             );

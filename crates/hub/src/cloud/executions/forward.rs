@@ -47,6 +47,7 @@ pub(in crate::cloud) async fn answer_forwarded(
             };
             let dex = edge.dex().clone();
             drop(edge);
+            dex.ready().await;
             let mut answer =
                 api::serve(&dex, &hub, &asker, &method, &rest, &query, &request.payload);
             if !dex.flushed().await {
