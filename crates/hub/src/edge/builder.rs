@@ -120,6 +120,7 @@ pub struct EdgeHubBuilder {
     best_effort: bool,
     python_templates: bool,
     max_warm_mb: Option<u64>,
+    cpu_meter: Option<fnhub_scheduler::CpuMeter>,
     maintenance_interval: Option<std::time::Duration>,
     python_templates_max_mb: u32,
     aliases: Vec<(fnhub_core::FunctionName, fnhub_core::Alias)>,
@@ -170,6 +171,14 @@ impl EdgeHubBuilder {
     /// `[hub] max_warm_mb`.
     pub fn max_warm_mb(mut self, mb: u64) -> Self {
         self.max_warm_mb = Some(mb);
+        self
+    }
+
+    /// Where the hub reads its processor utilisation (the load policies' and metaevents'
+    /// `cpu`). Default: [`CpuMeter::detect`](fnhub_scheduler::CpuMeter::detect), the
+    /// hub's control group when it has one of its own, else the machine's `/proc/stat`.
+    pub fn cpu_meter(mut self, meter: fnhub_scheduler::CpuMeter) -> Self {
+        self.cpu_meter = Some(meter);
         self
     }
 
@@ -393,6 +402,9 @@ impl EdgeHubBuilder {
         if let Some(mb) = self.max_warm_mb {
             scheduler = scheduler.max_warm_mb(mb);
         }
+        if let Some(meter) = self.cpu_meter {
+            scheduler = scheduler.cpu_meter(meter);
+        }
         if let Some(interval) = self.maintenance_interval {
             scheduler = scheduler.maintenance_interval(interval);
         }
@@ -577,6 +589,7 @@ impl Default for EdgeHubBuilder {
             best_effort: false,
             python_templates: true,
             max_warm_mb: None,
+            cpu_meter: None,
             maintenance_interval: None,
             python_templates_max_mb: 256,
             aliases: Vec::new(),
