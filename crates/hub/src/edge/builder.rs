@@ -365,6 +365,7 @@ impl EdgeHubBuilder {
     /// Moves the Lambda durable executions an earlier fnhub kept as one file each in `dir`
     /// (its `checkpoint_dir/durable-executions`) into the checkpoint store when the hub
     /// starts, and removes the files. The config file does this for its `checkpoint_dir`.
+    #[cfg_attr(not(feature = "config"), allow(dead_code))]
     pub(crate) fn import_durable_dir(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
         self.durable_dir = Some(dir.into());
         self
