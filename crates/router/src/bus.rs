@@ -206,6 +206,12 @@ impl Subscription {
         self.rx.recv().await
     }
 
+    /// Polls for the next event (as [`recv`](Self::recv) does), for a loop that reads
+    /// several subscriptions at once.
+    pub fn poll_recv(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Option<Event>> {
+        self.rx.poll_recv(cx)
+    }
+
     /// The next event if one is waiting.
     pub fn try_recv(&mut self) -> Option<Event> {
         self.rx.try_recv().ok()

@@ -109,32 +109,61 @@ pub(super) struct Message {
     pub(super) correlation: Option<Bytes>,
 }
 
-/// Moves events of one local subscription into the bridge's queue.
-pub(super) async fn forward(
-    mut sub: Subscription,
-    rule: OutboundRule,
-    tx: mpsc::Sender<Message>,
+/// The local subscriptions of the outbound rules, read by the connection's loop itself
+/// (a task per subscription cost every outbound message one more task wake-up).
+pub(super) struct Outbound {
+    subs: Vec<(Subscription, OutboundRule)>,
     seq: Arc<AtomicU64>,
-) {
-    while let Some(event) = sub.recv().await {
-        if event.source == EventSource::Cloud {
-            continue; // came from upstream: never echo it back
+    /// Where the next poll starts, so that a busy subscription does not starve the rest.
+    next: usize,
+}
+
+impl Outbound {
+    pub(super) fn new(subs: Vec<(Subscription, OutboundRule)>, seq: Arc<AtomicU64>) -> Outbound {
+        Outbound { subs, seq, next: 0 }
+    }
+
+    /// The next message of any subscription; pending while none has one, and for ever
+    /// once every subscription has ended (the bus is gone).
+    fn poll_next(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Message> {
+        use std::task::Poll;
+        let n = self.subs.len();
+        let mut i = 0;
+        while i < n {
+            let at = (self.next + i) % n;
+            let (sub, rule) = &mut self.subs[at];
+            match sub.poll_recv(cx) {
+                Poll::Ready(Some(event)) => {
+                    if event.source == EventSource::Cloud {
+                        continue; // came from upstream: never echo it back
+                    }
+                    self.next = (at + 1) % n;
+                    return Poll::Ready(Message {
+                        seq: self.seq.fetch_add(1, Ordering::Relaxed),
+                        topic: format!("{}{}", rule.remote_prefix, event.topic),
+                        payload: event.payload,
+                        qos: rule.qos,
+                        properties: event
+                            .headers
+                            .iter()
+                            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                            .collect(),
+                        correlation: None,
+                    });
+                }
+                // Ended: dropped, so it is not polled again.
+                Poll::Ready(None) => {
+                    self.subs.swap_remove(at);
+                    return self.poll_next(cx);
+                }
+                Poll::Pending => i += 1,
+            }
         }
-        let message = Message {
-            seq: seq.fetch_add(1, Ordering::Relaxed),
-            topic: format!("{}{}", rule.remote_prefix, event.topic),
-            payload: event.payload,
-            qos: rule.qos,
-            properties: event
-                .headers
-                .iter()
-                .map(|(k, v)| (k.to_owned(), v.to_owned()))
-                .collect(),
-            correlation: None,
-        };
-        if tx.send(message).await.is_err() {
-            return;
-        }
+        Poll::Pending
+    }
+
+    async fn next(&mut self) -> Message {
+        std::future::poll_fn(|cx| self.poll_next(cx)).await
     }
 }
 
@@ -212,6 +241,7 @@ pub(super) async fn run(
     config: MqttConfig,
     sink: Arc<dyn EventSink>,
     mut rx: mpsc::Receiver<Message>,
+    mut local: Outbound,
     counters: Arc<Counters>,
     mut stopped: watch::Receiver<bool>,
 ) {
@@ -284,6 +314,7 @@ pub(super) async fn run(
                     Some(m) => outbox.push(m, &counters),
                     None => local_open = false,
                 },
+                m = local.next() => outbox.push(m, &counters),
                 () = std::future::ready(()), if can_send => {
                     if let Some(m) = outbox.waiting.pop_front() {
                         let props = PublishProperties {
@@ -427,6 +458,7 @@ pub(super) async fn run(
                     Some(m) => outbox.push(m, &counters),
                     None => local_open = false,
                 },
+                m = local.next() => outbox.push(m, &counters),
             }
         }
         backoff = (backoff * 2).min(config.backoff_max);

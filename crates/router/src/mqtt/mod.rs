@@ -51,7 +51,7 @@ use tokio::task::JoinHandle;
 
 use crate::bus::Subscription;
 use crate::topic::{TopicError, TopicFilter};
-use connection::{Counters, Message, forward, run};
+use connection::{Counters, Message, Outbound, run};
 pub use tls::MqttTls;
 
 /// Delivery guarantee of a bridged topic.
@@ -461,15 +461,11 @@ pub struct MqttBridge {
     publisher: BridgePublisher,
     stop: watch::Sender<bool>,
     task: Option<JoinHandle<()>>,
-    forwarders: Vec<JoinHandle<()>>,
 }
 
 impl Drop for MqttBridge {
     fn drop(&mut self) {
         let _ = self.stop.send(true);
-        for f in &self.forwarders {
-            f.abort();
-        }
         if let Some(task) = &self.task {
             task.abort();
         }
@@ -492,19 +488,17 @@ impl MqttBridge {
         let (stop, stopped) = watch::channel(false);
         let (tx, rx) = mpsc::channel::<Message>(config.buffer.clamp(1, 4096));
         let seq = Arc::new(AtomicU64::new(0));
-        let forwarders = outbound
-            .into_iter()
-            .zip(config.outbound.clone())
-            .map(|(sub, rule)| tokio::spawn(forward(sub, rule, tx.clone(), seq.clone())))
-            .collect();
+        let local = Outbound::new(
+            outbound.into_iter().zip(config.outbound.clone()).collect(),
+            seq.clone(),
+        );
         let publisher = BridgePublisher { tx, seq };
-        let task = tokio::spawn(run(config, sink, rx, counters.clone(), stopped));
+        let task = tokio::spawn(run(config, sink, rx, local, counters.clone(), stopped));
         MqttBridge {
             counters,
             publisher,
             stop,
             task: Some(task),
-            forwarders,
         }
     }
 
@@ -556,9 +550,6 @@ impl MqttBridge {
     /// Stops it: disconnects from the broker and waits for the task. Messages still
     /// buffered are dropped (and stay counted in `buffered`).
     pub async fn shutdown(mut self) {
-        for f in &self.forwarders {
-            f.abort();
-        }
         let _ = self.stop.send(true);
         if let Some(task) = self.task.take() {
             let _ = task.await;
