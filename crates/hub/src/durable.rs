@@ -55,8 +55,9 @@ pub(crate) struct HubHost {
     scheduler: WeakScheduler,
     /// The hub's depth limit, which durable children count against like any child.
     max_depth: u32,
-    /// Replays waiting for a worker, by the id of the invocation that will run them.
-    resumes: Arc<Mutex<HashMap<InvocationId, BoxFuture<'static, ()>>>>,
+    /// Replays waiting for a worker, by the id of the invocation of their function that
+    /// will run them (the function's handler looks here before it starts an execution).
+    resumes: Resumes,
     /// Set when the hub serves a cloud runtime: children run there, and suspended
     /// executions are woken there, on whichever node.
     pub(crate) cloud: OnceLock<Arc<dyn CloudLink>>,
@@ -67,15 +68,19 @@ pub(crate) struct HubHost {
     run_timeouts: Mutex<HashMap<(FunctionName, Version), Duration>>,
 }
 
+/// Replays parked for the invocations that will run them.
+pub(crate) type Resumes = Arc<Mutex<HashMap<InvocationId, BoxFuture<'static, ()>>>>;
+
 /// How long after a durable function's timeout its invocation is cut, if the engine has not
 /// ended the run by then (it stops the run at the timeout and delivers a `Timeout` outcome).
 pub(crate) const BACKSTOP: Duration = Duration::from_secs(1);
 
-/// The function whose invocations run resumed durable executions on the hub's workers. Its
-/// timeout is the longest of the hub's durable functions' timeouts (plus a second), so a
-/// replay may run as long as its function may; the engine stops each replay at its own
-/// function's timeout. A run cut short otherwise (a dropped call) keeps its checkpoint and
-/// no longer counts as running: it can be taken over or recovered from its journal.
+/// The cloud runtime's work subject for wakes of suspended durable executions
+/// (`fnhub.{deployment}.work.fnhub-resume`): a wake names its execution, whose function the
+/// node learns from its checkpoint. Not a function: on a hub, a resumed execution replays
+/// as an invocation of its own function (counted, limited and timed as that function), and
+/// a replay cut short (its timeout, a dropped call) keeps its checkpoint and no longer
+/// counts as running: it can be taken over or recovered from its journal.
 pub const RESUME_FUNCTION: &str = "fnhub-resume";
 
 impl HubHost {
@@ -121,21 +126,11 @@ impl HubHost {
         }
     }
 
-    /// The spec and handler of [`RESUME_FUNCTION`]: each invocation runs the replay
-    /// registered under its id.
-    pub(crate) fn resume_function(&self) -> (FunctionSpec, impl fnhub_core::Function) {
-        let name = FunctionName::new(RESUME_FUNCTION).unwrap_or_else(|_| unreachable!());
-        let resumes = self.resumes.clone();
-        let handler = fnhub_core::from_fn(move |inv: Invocation| {
-            let replay = resumes.lock().remove(&inv.id);
-            async move {
-                if let Some(replay) = replay {
-                    replay.await;
-                }
-                Ok(Bytes::new())
-            }
-        });
-        (FunctionSpec::in_process(name), handler)
+    /// The replays parked for invocations of durable functions: a durable function's
+    /// handler runs the one parked under its invocation's id, if any, instead of starting
+    /// an execution.
+    pub(crate) fn resumes(&self) -> Resumes {
+        self.resumes.clone()
     }
 }
 
@@ -162,18 +157,24 @@ impl DurableHost for HubHost {
         })
     }
 
-    /// The replay becomes an invocation of [`RESUME_FUNCTION`], so that it waits for a
-    /// worker, counts against admission and shows in the load like any work. A hub that
-    /// refuses it (full, shutting down) leaves it to a task of its own: a resumed
-    /// execution is never dropped.
-    fn run_resumed(&self, execution: ExecutionId, replay: BoxFuture<'static, ()>) {
+    /// The replay becomes an invocation of its function, so that it waits for a worker,
+    /// counts against admission and the function's limits and shows in the load and the
+    /// function's stats like any run of it. A hub that refuses it (full, shutting down)
+    /// leaves it to a task of its own: a resumed execution is never dropped.
+    fn run_resumed(
+        &self,
+        execution: ExecutionId,
+        function: &FunctionName,
+        version: Version,
+        replay: BoxFuture<'static, ()>,
+    ) {
         // A hub that is gone or closing leaves the execution in its store, as it stands,
         // for the next hub on that store to take up (`EdgeHub::recover_durable`).
         let Some(scheduler) = self.scheduler.upgrade() else {
             tracing::debug!(%execution, "the hub is gone: the execution stays in its store");
             return;
         };
-        let invocation = Invocation::new(resume_function_ref(), Bytes::new());
+        let invocation = Invocation::new(pinned(function, version), Bytes::new());
         let id = invocation.id;
         self.resumes.lock().insert(id, replay);
         match scheduler.try_submit_detached(invocation) {
@@ -226,8 +227,10 @@ impl HubHost {
     /// Wakes a durable execution whose operation at journal position `at` has its result
     /// (see [`Engine::wake`]); with `take_over`, one found running (its node died) is
     /// continued from its journal (see [`Engine::take_over`]). The replay runs on one of
-    /// the hub's workers, as an invocation of [`RESUME_FUNCTION`], admitted with `admit`
-    /// so that admission and load see it; `Err` hands back what the hub did not admit.
+    /// the hub's workers, as an invocation of the execution's function (read from its
+    /// checkpoint), admitted with `admit` so that admission and load see it; `Err` hands
+    /// back what the hub did not admit. An execution with no checkpoint is answered by the
+    /// engine at once, as [`Engine::wake`] answers it.
     pub(crate) async fn wake(
         &self,
         engine: &Engine,
@@ -237,6 +240,12 @@ impl HubHost {
         result: Outcome,
         take_over: bool,
     ) -> Result<Result<Woken, EngineError>, SubmitError> {
+        let target = match engine.target_of(execution).await {
+            Ok(Some(target)) => target,
+            // Nothing to replay (gone, or not stored yet): the engine's answer as it is.
+            Ok(None) => return Ok(engine.wake(execution, at, result).await),
+            Err(e) => return Ok(Err(e)),
+        };
         let engine = engine.clone();
         let (tx, rx) = tokio::sync::oneshot::channel();
         let replay: BoxFuture<'static, ()> = Box::pin(async move {
@@ -246,7 +255,7 @@ impl HubHost {
             };
             let _ = tx.send(woken);
         });
-        let invocation = Invocation::new(resume_function_ref(), Bytes::new());
+        let invocation = Invocation::new(pinned(&target.0, target.1), Bytes::new());
         let id = invocation.id;
         self.resumes.lock().insert(id, replay);
         let ticket = match admit(invocation) {
@@ -269,10 +278,9 @@ impl HubHost {
     }
 }
 
-fn resume_function_ref() -> fnhub_core::FunctionRef {
-    RESUME_FUNCTION
-        .parse()
-        .unwrap_or_else(|_| unreachable!("a valid name"))
+/// `function` at exactly `version`.
+fn pinned(function: &FunctionName, version: Version) -> fnhub_core::FunctionRef {
+    fnhub_core::FunctionRef::version(function.clone(), version)
 }
 
 /// Starts a durable execution for an invocation of a durable function.

@@ -296,11 +296,17 @@ impl DurableContext {
                     }
                     Err(_) => {
                         self.shared.decision(&key, predicted, true);
-                        let execution = self.execution_id();
+                        let (execution, target) = {
+                            let s = self.state.lock();
+                            let cp = &s.checkpoint;
+                            (cp.execution_id, (cp.function.clone(), cp.version))
+                        };
                         let shared = self.shared.clone();
                         return self
                             .suspend(PendingDependency::Child(child_id), move || {
-                                shared.resume_when_done(execution, key, started, child_id, call);
+                                shared.resume_when_done(
+                                    execution, target, key, started, child_id, call,
+                                );
                             })
                             .await;
                     }

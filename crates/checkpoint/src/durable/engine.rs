@@ -17,6 +17,13 @@ use super::context::{ChildCall, DurableContext, Stop};
 use super::estimator::Estimator;
 use super::{DurableHost, DynDurable, SuspendPolicy};
 
+/// The function and version an execution runs: where its replays go (see
+/// [`DurableHost::run_resumed`]).
+pub(crate) type Target = (FunctionName, Version);
+
+/// An execution waiting for something, with its [`Target`].
+pub(super) type Waiter<T> = (ExecutionId, T, Target);
+
 pub(crate) struct Shared {
     pub(crate) store: Arc<dyn CheckpointStore>,
     pub(crate) host: Arc<dyn DurableHost>,
@@ -26,7 +33,7 @@ pub(crate) struct Shared {
     pub(super) hub: String,
     pub(super) functions: RwLock<HashMap<(FunctionName, Version), Arc<dyn DynDurable>>>,
     /// Executions waiting for an event, with their filter.
-    pub(super) waiting: Mutex<Vec<(ExecutionId, String)>>,
+    pub(super) waiting: Mutex<Vec<Waiter<String>>>,
     /// Whether `waiting` is non-empty, readable without its lock (a hub asks on every
     /// publish).
     pub(super) any_waiting: std::sync::atomic::AtomicBool,
@@ -40,7 +47,7 @@ pub(crate) struct Shared {
     /// When the pressure last rose to the threshold, while it stays there.
     pub(super) pressure_since: Mutex<Option<Instant>>,
     /// Executions suspended to relieve load.
-    pub(super) shed: Mutex<Vec<ExecutionId>>,
+    pub(super) shed: Mutex<Vec<Waiter<()>>>,
     pub(super) on_complete: Mutex<Option<CompletionHook>>,
     /// The latest outcomes, for callers that ask after the fact.
     pub(super) finished: Mutex<std::collections::VecDeque<(ExecutionId, Outcome)>>,
@@ -65,7 +72,7 @@ impl Shared {
     }
 
     /// Mirrors whether `waiting` (held locked by the caller) has entries.
-    pub(super) fn mark_waiting(&self, waiting: &[(ExecutionId, String)]) {
+    pub(super) fn mark_waiting(&self, waiting: &[Waiter<String>]) {
         self.any_waiting
             .store(!waiting.is_empty(), std::sync::atomic::Ordering::Release);
     }
@@ -74,6 +81,7 @@ impl Shared {
     pub(crate) fn resume_when_done(
         &self,
         execution: ExecutionId,
+        target: Target,
         dependency: String,
         started: Instant,
         child: fnhub_core::InvocationId,
@@ -96,6 +104,8 @@ impl Shared {
                 let engine = Engine { shared };
                 host.run_resumed(
                     execution,
+                    &target.0,
+                    target.1,
                     Box::pin(async move {
                         if let Err(e) = engine.resume(execution, outcome).await {
                             tracing::warn!(%execution, error = %e, "could not resume after a child finished");
@@ -106,7 +116,12 @@ impl Shared {
         });
     }
 
-    pub(super) fn schedule(&self, execution: ExecutionId, pending: &PendingDependency) {
+    pub(super) fn schedule(
+        &self,
+        execution: ExecutionId,
+        target: &Target,
+        pending: &PendingDependency,
+    ) {
         if !matches!(pending, PendingDependency::Child(_)) && self.host.wakes(execution, pending) {
             return;
         }
@@ -116,6 +131,7 @@ impl Shared {
                     .duration_since(self.clock.system_time())
                     .unwrap_or(Duration::ZERO);
                 let me = self.me.clone();
+                let target = target.clone();
                 tokio::spawn(async move {
                     tokio::time::sleep(left).await;
                     if let Some(shared) = me.upgrade() {
@@ -123,6 +139,8 @@ impl Shared {
                         let engine = Engine { shared };
                         host.run_resumed(
                             execution,
+                            &target.0,
+                            target.1,
                             Box::pin(async move {
                                 match engine.resume(execution, Ok(Bytes::new())).await {
                                     Ok(_) | Err(EngineError::UnknownExecution(_)) => {}
@@ -137,16 +155,16 @@ impl Shared {
             }
             PendingDependency::Event { filter } => {
                 let mut waiting = self.waiting.lock();
-                waiting.push((execution, filter.clone()));
+                waiting.push((execution, filter.clone(), target.clone()));
                 self.mark_waiting(&waiting);
             }
             PendingDependency::Load => {
-                self.shed.lock().push(execution);
+                self.shed.lock().push((execution, (), target.clone()));
                 // Shedding may have stopped meanwhile (or this engine is not shedding, as
                 // after an import): then it runs again now.
                 if !self.shedding.load(std::sync::atomic::Ordering::Acquire) {
                     let mut shed = self.shed.lock();
-                    if let Some(at) = shed.iter().position(|id| *id == execution) {
+                    if let Some(at) = shed.iter().position(|(id, ..)| *id == execution) {
                         shed.swap_remove(at);
                         drop(shed);
                         if let Some(shared) = self.me.upgrade() {
@@ -154,6 +172,8 @@ impl Shared {
                             let engine = Engine { shared };
                             host.run_resumed(
                                 execution,
+                                &target.0,
+                                target.1,
                                 Box::pin(async move {
                                     let _ = engine.continue_run(execution).await;
                                 }),
@@ -322,6 +342,21 @@ impl Engine {
         self.drive(checkpoint, true).await
     }
 
+    /// The function and version `execution` runs, from its checkpoint: where a host sends
+    /// its replay before it calls [`Engine::wake`]. `None` when the store has no
+    /// checkpoint of it.
+    pub async fn target_of(
+        &self,
+        execution: ExecutionId,
+    ) -> Result<Option<(FunctionName, Version)>, EngineError> {
+        Ok(self
+            .shared
+            .store
+            .load(execution)
+            .await?
+            .map(|c| (c.function, c.version)))
+    }
+
     /// Wakes an execution whose operation at journal position `at` has its result: a timer
     /// that fired, a child that finished, an event that came (its payload is `result`).
     /// An execution shed under load at `at` runs on from there, and `result` is not used.
@@ -392,14 +427,14 @@ impl Engine {
     /// payload, its replay run where the host says (on a hub, as work for one of its
     /// workers). Returns how many were woken.
     pub async fn deliver(&self, event: &Event) -> usize {
-        let due: Vec<ExecutionId> = {
+        let due: Vec<(ExecutionId, Target)> = {
             let mut waiting = self.shared.waiting.lock();
             let host = &self.shared.host;
             let mut due = Vec::new();
-            waiting.retain(|(id, filter)| {
+            waiting.retain(|(id, filter, target)| {
                 let hit = host.matches(filter, &event.topic);
                 if hit {
-                    due.push(*id);
+                    due.push((*id, target.clone()));
                 }
                 !hit
             });
@@ -407,10 +442,12 @@ impl Engine {
             due
         };
         let woken = due.len();
-        for id in due {
+        for (id, target) in due {
             let (engine, payload) = (self.clone(), event.payload.clone());
             self.shared.host.run_resumed(
                 id,
+                &target.0,
+                target.1,
                 Box::pin(async move {
                     if let Err(e) = engine.resume(id, Ok(payload)).await {
                         tracing::warn!(execution = %id, error = %e, "could not resume on an event");
@@ -445,11 +482,12 @@ impl Engine {
             if others(&checkpoint) {
                 continue;
             }
+            let target = (checkpoint.function.clone(), checkpoint.version);
             match checkpoint.pending.clone() {
                 Some(p @ (PendingDependency::Timer(_) | PendingDependency::Event { .. })) => {
-                    self.shared.schedule(id, &p);
+                    self.shared.schedule(id, &target, &p);
                 }
-                Some(p @ PendingDependency::Load) => self.shared.schedule(id, &p),
+                Some(p @ PendingDependency::Load) => self.shared.schedule(id, &target, &p),
                 _ => {
                     checkpoint.pending = None;
                     ran.push((id, self.drive(checkpoint, true).await?));
@@ -593,7 +631,7 @@ impl Engine {
             }
             Err(pending) => {
                 let at = state.lock().checkpoint.journal.len() as u32;
-                self.shared.schedule(id, &pending);
+                self.shared.schedule(id, &key, &pending);
                 Ok(RunResult::Suspended {
                     execution: id,
                     waiting_for: pending,

@@ -46,10 +46,12 @@ impl Engine {
         self.shared.shedding.store(false, Ordering::Release);
         let shed: Vec<_> = std::mem::take(&mut *self.shared.shed.lock());
         let resumed = shed.len();
-        for id in shed {
+        for (id, (), target) in shed {
             let engine = self.clone();
             self.shared.host.run_resumed(
                 id,
+                &target.0,
+                target.1,
                 Box::pin(async move {
                     if let Err(e) = engine.continue_run(id).await {
                         tracing::warn!(execution = %id, error = %e, "could not resume shed execution");

@@ -31,7 +31,7 @@ impl Engine {
     pub async fn release(&self, execution: ExecutionId) -> Result<bool, EngineError> {
         {
             let mut waiting = self.shared.waiting.lock();
-            waiting.retain(|(id, _)| *id != execution);
+            waiting.retain(|(id, ..)| *id != execution);
             self.shared.mark_waiting(&waiting);
         }
         Ok(self.shared.store.remove(execution).await?)
@@ -51,7 +51,8 @@ impl Engine {
             .clone()
             .ok_or(EngineError::NotSuspended(checkpoint.execution_id))?;
         self.shared.store.save(&checkpoint).await?;
-        self.shared.schedule(checkpoint.execution_id, &pending);
+        self.shared
+            .schedule(checkpoint.execution_id, &key, &pending);
         Ok(checkpoint.execution_id)
     }
 }

@@ -127,11 +127,19 @@ pub trait DurableHost: Send + Sync + 'static {
         filter == topic
     }
 
-    /// Runs the replay of a resumed execution (after its timer fired, its child finished,
-    /// or load dropped). Default: a task of its own. A hub runs it on one of its workers,
-    /// so that admission and load see resumed executions like any other work.
-    fn run_resumed(&self, execution: fnhub_core::ExecutionId, replay: BoxFuture<'static, ()>) {
-        let _ = execution;
+    /// Runs the replay of a resumed execution of `function` at `version` (after its timer
+    /// fired, its child finished, an event came, or load dropped). Default: a task of its
+    /// own. A hub runs it as an invocation of the function itself, on one of its workers,
+    /// so that admission, limits, load and stats see a resumed run like any other run of
+    /// that function.
+    fn run_resumed(
+        &self,
+        execution: fnhub_core::ExecutionId,
+        function: &fnhub_core::FunctionName,
+        version: fnhub_core::Version,
+        replay: BoxFuture<'static, ()>,
+    ) {
+        let _ = (execution, function, version);
         tokio::spawn(replay);
     }
 

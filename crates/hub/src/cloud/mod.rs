@@ -24,7 +24,8 @@
 //!   down) hands it back to JetStream with a short delay (a NAK), so that it comes again,
 //!   here or on another node, rather than ending in an error. The replay a wake starts
 //!   (below) is admitted the same way: it runs on one of the hub's workers, as an
-//!   invocation of [`RESUME_FUNCTION`](crate::RESUME_FUNCTION), so the hub's load counts it.
+//!   invocation of the execution's own function (read from its checkpoint), so the hub's
+//!   load, the function's limits and its stats count it.
 //!
 //! - The function registry is the KV bucket `FNHUB_{deployment}_FUNCTIONS`: each node
 //!   records the functions its hub has deployed (name → versions and the nodes that run

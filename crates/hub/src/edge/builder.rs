@@ -600,26 +600,16 @@ impl Default for EdgeHubBuilder {
     }
 }
 
-/// Registers the durable functions with the engine and their handlers (which start
-/// executions) with the in-process sandbox; the specs to deploy, with
-/// [`RESUME_FUNCTION`](crate::RESUME_FUNCTION)'s first.
+/// Registers the durable functions with the engine and their handlers with the in-process
+/// sandbox: an invocation runs the replay the host parked under its id (a resumed
+/// execution: see [`HubHost::resumes`]), or else starts an execution. The specs to deploy.
 fn register_durables(
     engine: &Engine,
     host: &Arc<HubHost>,
     in_process: &InProcessSandbox,
     durables: Vec<(FunctionSpec, Registration)>,
 ) -> Result<Vec<FunctionSpec>, HubError> {
-    // Resumed executions run as invocations of this function. A replay may last as long
-    // as the longest durable function may run.
-    let longest = durables
-        .iter()
-        .map(|(spec, _)| spec.resources.timeout)
-        .max()
-        .unwrap_or_default();
-    let (spec, handler) = host.resume_function();
-    let timeout = longest.max(spec.resources.timeout) + durable::BACKSTOP;
-    in_process.register(crate::durable::RESUME_FUNCTION, handler);
-    let mut specs = vec![spec.with_timeout(timeout)];
+    let mut specs = Vec::new();
     for (spec, register) in durables {
         register(engine);
         // The engine stops each run at the function's timeout and ends the execution with
@@ -631,11 +621,23 @@ fn register_durables(
             return Err(HubError::NotInProcess(spec.name));
         };
         let (starter, version, tracker) = (engine.clone(), spec.version, host.clone());
+        let resumes = host.resumes();
         in_process.register(
             handler.clone(),
             fnhub_core::from_fn(move |inv: Invocation| {
                 let (engine, tracker) = (starter.clone(), tracker.clone());
-                async move { durable::start(&engine, &tracker, inv, version).await }
+                let replay = resumes.lock().remove(&inv.id);
+                async move {
+                    match replay {
+                        // Its output, when it ends, goes out through the engine's
+                        // completion hook; this run answers nothing of its own.
+                        Some(replay) => {
+                            replay.await;
+                            Ok(bytes::Bytes::new())
+                        }
+                        None => durable::start(&engine, &tracker, inv, version).await,
+                    }
+                }
             }),
         );
         specs.push(spec);
