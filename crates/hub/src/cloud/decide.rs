@@ -150,7 +150,8 @@ pub(super) fn after_wake(
 ) -> AfterWake {
     let woken = match woken {
         Ok(woken) => woken,
-        // A hub without durable functions: another node may have them.
+        // A hub without the execution's function (at its version): another node may
+        // have it.
         Err(SubmitError::UnknownFunction(_)) => Err(EngineError::Interrupted(
             "this node runs no durable functions".into(),
         )),

@@ -14,9 +14,9 @@
 //!
 //! With a checkpoint store (the config file's `checkpoint_dir`), each execution is kept in
 //! it as one checkpoint, beside the engine's own executions, and written before a change
-//! is answered (see `store`): a hub killed at any point comes back with each acknowledged
-//! checkpoint, and [`EdgeHub::recover_durable`](crate::EdgeHub::recover_durable) carries
-//! on its running executions by invoking their functions again (the SDK replays).
+//! is answered (see `store`): a hub killed at any point, built again on the same store,
+//! takes up each acknowledged checkpoint and carries on its running executions by
+//! invoking their functions again (the SDK replays).
 
 mod handle;
 mod model;

@@ -126,13 +126,15 @@ impl Saver {
         Saver { shared, doorbell }
     }
 
-    /// Queues `exec` to be saved as it is now.
-    pub(super) fn save(&self, exec: &Execution, now_ms: u64) {
+    /// Queues `exec` to be saved as it is now; false (and said) if it cannot be kept in a
+    /// checkpoint: an id or function name no execution of ours has.
+    pub(super) fn save(&self, exec: &Execution, now_ms: u64) -> bool {
         let Some(cp) = checkpoint_of(exec, now_ms, &self.shared.origin) else {
             tracing::error!(execution = %exec.id, "a durable execution with an unusable id or function name is not saved");
-            return;
+            return false;
         };
         self.queue(cp.execution_id, Pending::Save(Box::new(cp)));
+        true
     }
 
     /// Queues the removal of execution `id`.
@@ -266,15 +268,14 @@ pub(super) async fn import_folder(saver: &Saver, dir: &Path) -> std::io::Result<
         if !name.ends_with(".json") {
             continue;
         }
-        match std::fs::read(&path)
+        let parsed = std::fs::read(&path)
             .ok()
-            .and_then(|b| serde_json::from_slice::<Execution>(&b).ok())
-        {
-            Some(exec) => {
-                saver.save(&exec, exec.end_ms.unwrap_or(exec.start_ms));
+            .and_then(|b| serde_json::from_slice::<Execution>(&b).ok());
+        match parsed {
+            Some(exec) if saver.save(&exec, exec.end_ms.unwrap_or(exec.start_ms)) => {
                 moved.push(name);
             }
-            None => {
+            _ => {
                 tracing::warn!(file = %path.display(), "a durable execution file does not parse; set aside");
                 let _ = std::fs::rename(&path, path.with_extension("corrupt"));
             }
@@ -427,8 +428,12 @@ mod tests {
         // A file that does not parse is set aside, with its folder; nothing is lost.
         std::fs::create_dir(&legacy).unwrap();
         std::fs::write(legacy.join("bad.json"), b"{torn").unwrap();
+        // So is one whose id no execution of ours has.
+        let odd = exec("not-an-id");
+        std::fs::write(legacy.join("odd.json"), serde_json::to_vec(&odd).unwrap()).unwrap();
         assert_eq!(import_folder(&saver, &legacy).await.unwrap(), 0);
         assert!(legacy.join("bad.corrupt").exists());
+        assert!(legacy.join("odd.corrupt").exists());
         assert_eq!(saver.load().await.unwrap().len(), 1);
         // No folder: nothing to do.
         assert_eq!(
