@@ -219,11 +219,13 @@ impl Executions {
         true
     }
 
-    /// At start: the executions this hub took up from its folder are claimed (a node
-    /// started again under its name keeps them; one another node took up meanwhile is let
-    /// go); each one the bucket lacks is written.
+    /// At start: the executions this hub took up from its checkpoint store are claimed (a
+    /// node started again under its name keeps them; one another node took up meanwhile is
+    /// let go); each one the bucket lacks is written.
     pub(super) async fn adopt_local(&self, hub: &EdgeHub) {
         let dex = hub.dex();
+        // The hub takes them up from its store on a task of its own when it is built.
+        dex.ready().await;
         for id in dex.running() {
             match self.kv.entry(saved_key(&id)).await {
                 Ok(Some(entry)) if entry.operation == kv::Operation::Put => {

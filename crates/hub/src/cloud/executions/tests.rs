@@ -122,3 +122,116 @@ async fn finished_executions_of_gone_nodes_go_after_their_retention() {
         );
     }
 }
+
+/// A checkpoint store whose listing waits until it is let go: a hub built on it takes up
+/// its executions only then.
+struct Gated {
+    inner: Arc<fnhub_checkpoint::MemoryStore>,
+    open: tokio::sync::watch::Receiver<bool>,
+}
+
+impl fnhub_core::CheckpointStore for Gated {
+    fn save<'a>(
+        &'a self,
+        cp: &'a fnhub_core::Checkpoint,
+    ) -> fnhub_core::BoxFuture<'a, Result<(), fnhub_core::StoreError>> {
+        self.inner.save(cp)
+    }
+    fn load(
+        &self,
+        id: fnhub_core::ExecutionId,
+    ) -> fnhub_core::BoxFuture<'_, Result<Option<fnhub_core::Checkpoint>, fnhub_core::StoreError>>
+    {
+        self.inner.load(id)
+    }
+    fn remove(
+        &self,
+        id: fnhub_core::ExecutionId,
+    ) -> fnhub_core::BoxFuture<'_, Result<bool, fnhub_core::StoreError>> {
+        self.inner.remove(id)
+    }
+    fn list(
+        &self,
+    ) -> fnhub_core::BoxFuture<'_, Result<Vec<fnhub_core::ExecutionId>, fnhub_core::StoreError>>
+    {
+        let mut open = self.open.clone();
+        Box::pin(async move {
+            let _ = open.wait_for(|o| *o).await;
+            self.inner.list().await
+        })
+    }
+}
+
+/// A node started again under its name, on its checkpoint store, after another (live)
+/// node took up its execution, lets the execution go and leaves the claim standing, also
+/// when the store gives up what it holds only after the node has begun to start (the
+/// node's claim at start waits for the hub to take its executions up; a write of an
+/// execution claimed elsewhere is refused all the same).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_started_again_lets_go_of_what_another_node_took_up() {
+    let Some(server) = fnhub_testkit::NatsServer::start() else {
+        return;
+    };
+    let store = Arc::new(fnhub_checkpoint::MemoryStore::new());
+    let hub_on = |store: Arc<dyn fnhub_core::CheckpointStore>| {
+        EdgeHub::builder()
+            .name("a")
+            .function(
+                FunctionSpec::in_process(FunctionName::new("f").unwrap()),
+                from_fn(|_| async { Ok(Bytes::new()) }),
+            )
+            .lambda_durable("f", DurableConfig::default())
+            .checkpoint_store(store)
+            .build()
+            .unwrap()
+    };
+    // Node a starts an execution (not driven: only where it is kept matters), and goes.
+    let first = hub_on(store.clone());
+    let node = CloudRuntime::start(server.url(), "a", first.clone(), CloudConfig::default())
+        .await
+        .unwrap();
+    let (id, _, _) = first.dex().start("f", 1, "{}".into(), None).unwrap();
+    assert!(first.dex().flushed().await);
+    drop(node);
+    drop(first);
+
+    // Node b, alive, claims it in the bucket.
+    let other = EdgeHub::builder().name("b").build().unwrap();
+    let _b = CloudRuntime::start(server.url(), "b", other, CloudConfig::default())
+        .await
+        .unwrap();
+    let js = async_nats::jetstream::new(async_nats::connect(server.url()).await.unwrap());
+    let kv = js.get_key_value("FNHUB_default_EXECUTIONS").await.unwrap();
+    let entry = kv.entry(saved_key(&id)).await.unwrap().unwrap();
+    let mut saved: Saved = serde_json::from_slice(&entry.value).unwrap();
+    saved.node = "b".into();
+    kv.update(
+        saved_key(&id),
+        Bytes::from(serde_json::to_vec(&saved).unwrap()),
+        entry.revision,
+    )
+    .await
+    .unwrap();
+
+    // Node a again, on its store, which holds the execution back for a moment.
+    let (open, gate) = tokio::sync::watch::channel(false);
+    let again = hub_on(Arc::new(Gated {
+        inner: store.clone(),
+        open: gate,
+    }));
+    let (url, hub) = (server.url().to_owned(), again.clone());
+    let start =
+        tokio::spawn(
+            async move { CloudRuntime::start(&url, "a", hub, CloudConfig::default()).await },
+        );
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    open.send_replace(true);
+    let _node = start.await.unwrap().unwrap();
+    assert!(
+        again.dex().snapshot(&id).is_none(),
+        "a took up an execution b runs now"
+    );
+    let now: Saved =
+        serde_json::from_slice(&kv.get(saved_key(&id)).await.unwrap().unwrap()).unwrap();
+    assert_eq!(now.node, "b");
+}
