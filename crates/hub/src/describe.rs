@@ -92,6 +92,10 @@ pub fn describe_metrics() {
         "Lambda durable executions started and ended, by status."
     );
     describe_counter!(
+        "fnhub_durable_execution_writes_total",
+        "Writes of Lambda durable executions to the hub's checkpoint store, by result (ok, or failed: tried again, and the change's answer is a 503)."
+    );
+    describe_counter!(
         "fnhub_http_requests_total",
         "HTTP requests answered by the front door, by route and status."
     );

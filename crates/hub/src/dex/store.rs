@@ -226,6 +226,9 @@ async fn write(shared: Arc<Shared>, mut rung: mpsc::UnboundedReceiver<()>) {
                 failed = true;
                 continue;
             };
+            let label = if result.is_ok() { "ok" } else { "failed" };
+            metrics::counter!("fnhub_durable_execution_writes_total", "result" => label)
+                .increment(1);
             if let Err(error) = result {
                 failed = true;
                 tracing::error!(execution = %id, %error, "a durable execution could not be written to the checkpoint store; trying again");
