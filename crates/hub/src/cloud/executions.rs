@@ -253,6 +253,11 @@ impl Executions {
                 }
             }
         }
+        // Those the hub held for this claim (see `EdgeHubBuilder::hold_lambda_drivers`)
+        // and kept: their functions are invoked again now.
+        for id in dex.unhold() {
+            tokio::spawn(crate::dex::drive(dex.clone(), hub.downgrade(), id));
+        }
     }
 
     /// Every two heartbeats, takes up the executions whose node is gone.

@@ -735,9 +735,15 @@ impl HubConfig {
     }
 
     /// A builder with everything the file declares, for the caller to add to (native
-    /// functions, sandboxes) before [`build`](EdgeHubBuilder::build).
+    /// functions, sandboxes) before [`build`](EdgeHubBuilder::build). With `[cloud]` (and
+    /// the `nats` feature), the running Lambda durable executions the hub takes up from its
+    /// `checkpoint_dir` are driven once the cloud runtime node started on the hub has
+    /// claimed them, as [`start`](Self::start) does.
     pub fn builder(&self) -> Result<EdgeHubBuilder, ConfigError> {
         let mut b = EdgeHub::builder().name(self.name.clone());
+        if cfg!(feature = "nats") && self.cloud.is_some() {
+            b = b.hold_lambda_drivers();
+        }
         if let Some(w) = self.workers {
             b = b.workers(w);
         }

@@ -205,6 +205,9 @@ pub(crate) struct Dex {
     store: Option<store::Saver>,
     /// True once the executions in the store are taken up (at once without a store).
     ready: watch::Sender<bool>,
+    /// Running executions taken up from the store whose drivers wait for a cloud node's
+    /// claim (see [`Dex::hold`]).
+    held: Mutex<Vec<String>>,
     /// The cloud runtime's copy, when the hub is one of its nodes.
     replica: OnceLock<Arc<dyn replica::Replica>>,
     clock: Arc<dyn fnhub_core::Clock>,
@@ -240,6 +243,7 @@ impl Dex {
             functions: Mutex::new(HashMap::new()),
             state: Mutex::new(State::default()),
             ready: watch::Sender::new(store.is_none()),
+            held: Mutex::new(Vec::new()),
             store: store.map(|s| store::Saver::new(s, hub)),
             replica: OnceLock::new(),
             clock,
@@ -285,6 +289,23 @@ impl Dex {
         }
         self.ready.send_replace(true);
         taken.map(|_| running)
+    }
+
+    /// Keeps the running executions `ids`, taken up from the store, from being driven
+    /// until [`Dex::unhold`]: a cloud node first claims them, and lets go of those another
+    /// node runs now, so that it does not invoke their functions once more.
+    pub(crate) fn hold(&self, ids: Vec<String>) {
+        self.held.lock().extend(ids);
+    }
+
+    /// The held executions still here, to be driven now.
+    #[cfg_attr(not(feature = "nats"), allow(dead_code))]
+    pub(crate) fn unhold(&self) -> Vec<String> {
+        let held = std::mem::take(&mut *self.held.lock());
+        let state = self.state.lock();
+        held.into_iter()
+            .filter(|id| state.executions.contains_key(id))
+            .collect()
     }
 
     /// Resolves once the executions in the store are taken up.

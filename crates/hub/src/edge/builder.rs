@@ -116,6 +116,7 @@ pub struct EdgeHubBuilder {
     event_log: Option<std::path::PathBuf>,
     shadow_dir: Option<std::path::PathBuf>,
     durable_dir: Option<std::path::PathBuf>,
+    hold_lambda_drivers: bool,
     lambda_durables: Vec<(String, crate::DurableConfig)>,
     best_effort: bool,
     python_templates: bool,
@@ -365,6 +366,16 @@ impl EdgeHubBuilder {
     /// Moves the Lambda durable executions an earlier fnhub kept as one file each in `dir`
     /// (its `checkpoint_dir/durable-executions`) into the checkpoint store when the hub
     /// starts, and removes the files. The config file does this for its `checkpoint_dir`.
+    /// The running Lambda executions taken up from the store are driven only once a cloud
+    /// runtime node attached to the hub has claimed them (the config file, for a node):
+    /// one another node took up meanwhile is let go without its function being invoked
+    /// here again.
+    #[cfg_attr(not(feature = "config"), allow(dead_code))]
+    pub(crate) fn hold_lambda_drivers(mut self) -> Self {
+        self.hold_lambda_drivers = true;
+        self
+    }
+
     #[cfg_attr(not(feature = "config"), allow(dead_code))]
     pub(crate) fn import_durable_dir(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
         self.durable_dir = Some(dir.into());
@@ -545,12 +556,13 @@ impl EdgeHubBuilder {
         // The Lambda executions in the store are taken up at once (requests about them
         // wait until they are); those a hub killed mid-way was running carry on: their
         // functions replay. The engine's own wait for `EdgeHub::recover_durable`.
-        let (weak, legacy) = (hub.downgrade(), self.durable_dir);
+        let (weak, legacy, hold) = (hub.downgrade(), self.durable_dir, self.hold_lambda_drivers);
         tokio::spawn(async move {
             let Some(dex) = weak.upgrade().map(|h| h.dex().clone()) else {
                 return;
             };
             match dex.take_up(legacy.as_deref()).await {
+                Ok(running) if hold => dex.hold(running),
                 Ok(running) => {
                     for id in running {
                         tokio::spawn(crate::dex::drive(dex.clone(), weak.clone(), id));
@@ -586,6 +598,7 @@ impl Default for EdgeHubBuilder {
             event_log: None,
             shadow_dir: None,
             durable_dir: None,
+            hold_lambda_drivers: false,
             lambda_durables: Vec::new(),
             best_effort: false,
             python_templates: true,

@@ -163,39 +163,49 @@ impl fnhub_core::CheckpointStore for Gated {
 }
 
 /// A node started again under its name, on its checkpoint store, after another (live)
-/// node took up its execution, lets the execution go and leaves the claim standing, also
-/// when the store gives up what it holds only after the node has begun to start (the
-/// node's claim at start waits for the hub to take its executions up; a write of an
-/// execution claimed elsewhere is refused all the same).
+/// node took up one of its executions, lets that one go without invoking its function
+/// again and leaves the claim standing, and drives its other one; also when the store
+/// gives up what it holds only after the node has begun to start (the claim waits for the
+/// hub to take its executions up, and their drivers wait for the claim).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_started_again_lets_go_of_what_another_node_took_up() {
     let Some(server) = fnhub_testkit::NatsServer::start() else {
         return;
     };
     let store = Arc::new(fnhub_checkpoint::MemoryStore::new());
+    // Every payload `f` is invoked with (a durable invocation names its execution's ARN).
+    let seen = Arc::new(parking_lot::Mutex::new(Vec::<String>::new()));
     let hub_on = |store: Arc<dyn fnhub_core::CheckpointStore>| {
+        let seen = seen.clone();
         EdgeHub::builder()
             .name("a")
+            .hold_lambda_drivers()
             .function(
                 FunctionSpec::in_process(FunctionName::new("f").unwrap()),
-                from_fn(|_| async { Ok(Bytes::new()) }),
+                from_fn(move |inv: fnhub_core::Invocation| {
+                    seen.lock()
+                        .push(String::from_utf8_lossy(&inv.payload).into_owned());
+                    async { Ok(Bytes::new()) }
+                }),
             )
             .lambda_durable("f", DurableConfig::default())
             .checkpoint_store(store)
             .build()
             .unwrap()
     };
-    // Node a starts an execution (not driven: only where it is kept matters), and goes.
+    // Node a starts two executions (not driven: only where they are kept matters), and
+    // goes.
     let first = hub_on(store.clone());
     let node = CloudRuntime::start(server.url(), "a", first.clone(), CloudConfig::default())
         .await
         .unwrap();
     let (id, _, _) = first.dex().start("f", 1, "{}".into(), None).unwrap();
+    let (mine, _, _) = first.dex().start("f", 1, "{}".into(), None).unwrap();
     assert!(first.dex().flushed().await);
     drop(node);
     drop(first);
 
-    // Node b, alive, claims it in the bucket.
+    // Node b, alive, claims the first in the bucket.
     let other = EdgeHub::builder().name("b").build().unwrap();
     let _b = CloudRuntime::start(server.url(), "b", other, CloudConfig::default())
         .await
@@ -234,4 +244,17 @@ async fn a_node_started_again_lets_go_of_what_another_node_took_up() {
     let now: Saved =
         serde_json::from_slice(&kv.get(saved_key(&id)).await.unwrap().unwrap()).unwrap();
     assert_eq!(now.node, "b");
+    // Its own execution is driven again: `f` is invoked for it, never for b's.
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !seen.lock().iter().any(|p| p.contains(&mine)) {
+        assert!(
+            std::time::Instant::now() < until,
+            "a's own execution was not driven"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(
+        !seen.lock().iter().any(|p| p.contains(&id)),
+        "f was invoked for the execution b runs now"
+    );
 }
