@@ -240,6 +240,8 @@ impl HubHost {
         result: Outcome,
         take_over: bool,
     ) -> Result<Result<Woken, EngineError>, SubmitError> {
+        // Read here only for its function: the replay reads the checkpoint again when it
+        // runs, as it may have moved on while the replay waited for a worker.
         let target = match engine.target_of(execution).await {
             Ok(Some(target)) => target,
             // Nothing to replay (gone, or not stored yet): the engine's answer as it is.

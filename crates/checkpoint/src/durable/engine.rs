@@ -21,9 +21,6 @@ use super::{DurableHost, DynDurable, SuspendPolicy};
 /// [`DurableHost::run_resumed`]).
 pub(crate) type Target = (FunctionName, Version);
 
-/// An execution waiting for something, with its [`Target`].
-pub(super) type Waiter<T> = (ExecutionId, T, Target);
-
 pub(crate) struct Shared {
     pub(crate) store: Arc<dyn CheckpointStore>,
     pub(crate) host: Arc<dyn DurableHost>,
@@ -33,7 +30,7 @@ pub(crate) struct Shared {
     pub(super) hub: String,
     pub(super) functions: RwLock<HashMap<(FunctionName, Version), Arc<dyn DynDurable>>>,
     /// Executions waiting for an event, with their filter.
-    pub(super) waiting: Mutex<Vec<Waiter<String>>>,
+    pub(super) waiting: Mutex<Vec<(ExecutionId, String, Target)>>,
     /// Whether `waiting` is non-empty, readable without its lock (a hub asks on every
     /// publish).
     pub(super) any_waiting: std::sync::atomic::AtomicBool,
@@ -47,7 +44,7 @@ pub(crate) struct Shared {
     /// When the pressure last rose to the threshold, while it stays there.
     pub(super) pressure_since: Mutex<Option<Instant>>,
     /// Executions suspended to relieve load.
-    pub(super) shed: Mutex<Vec<Waiter<()>>>,
+    pub(super) shed: Mutex<Vec<(ExecutionId, Target)>>,
     pub(super) on_complete: Mutex<Option<CompletionHook>>,
     /// The latest outcomes, for callers that ask after the fact.
     pub(super) finished: Mutex<std::collections::VecDeque<(ExecutionId, Outcome)>>,
@@ -72,7 +69,7 @@ impl Shared {
     }
 
     /// Mirrors whether `waiting` (held locked by the caller) has entries.
-    pub(super) fn mark_waiting(&self, waiting: &[Waiter<String>]) {
+    pub(super) fn mark_waiting(&self, waiting: &[(ExecutionId, String, Target)]) {
         self.any_waiting
             .store(!waiting.is_empty(), std::sync::atomic::Ordering::Release);
     }
@@ -159,12 +156,12 @@ impl Shared {
                 self.mark_waiting(&waiting);
             }
             PendingDependency::Load => {
-                self.shed.lock().push((execution, (), target.clone()));
+                self.shed.lock().push((execution, target.clone()));
                 // Shedding may have stopped meanwhile (or this engine is not shedding, as
                 // after an import): then it runs again now.
                 if !self.shedding.load(std::sync::atomic::Ordering::Acquire) {
                     let mut shed = self.shed.lock();
-                    if let Some(at) = shed.iter().position(|(id, ..)| *id == execution) {
+                    if let Some(at) = shed.iter().position(|(id, _)| *id == execution) {
                         shed.swap_remove(at);
                         drop(shed);
                         if let Some(shared) = self.me.upgrade() {

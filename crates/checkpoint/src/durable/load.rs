@@ -46,7 +46,7 @@ impl Engine {
         self.shared.shedding.store(false, Ordering::Release);
         let shed: Vec<_> = std::mem::take(&mut *self.shared.shed.lock());
         let resumed = shed.len();
-        for (id, (), target) in shed {
+        for (id, target) in shed {
             let engine = self.clone();
             self.shared.host.run_resumed(
                 id,

@@ -556,11 +556,9 @@ impl EdgeHubBuilder {
         // The Lambda executions in the store are taken up at once (requests about them
         // wait until they are); those a hub killed mid-way was running carry on: their
         // functions replay. The engine's own wait for `EdgeHub::recover_durable`.
-        let (weak, legacy, hold) = (hub.downgrade(), self.durable_dir, self.hold_lambda_drivers);
+        let (dex, weak) = (hub.dex().clone(), hub.downgrade());
+        let (legacy, hold) = (self.durable_dir, self.hold_lambda_drivers);
         tokio::spawn(async move {
-            let Some(dex) = weak.upgrade().map(|h| h.dex().clone()) else {
-                return;
-            };
             match dex.take_up(legacy.as_deref()).await {
                 Ok(running) if hold => dex.hold(running),
                 Ok(running) => {
