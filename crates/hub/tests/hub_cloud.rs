@@ -85,6 +85,89 @@ async fn two_nodes_give_every_invocation_one_result() {
     assert_eq!(duplicates.load(Ordering::Relaxed), 0);
 }
 
+/// Submits `n` to `double` straight through JetStream, as a client in another language
+/// would, asking for the result on `reply`; the invocation's id.
+async fn submit_with_reply(
+    js: &async_nats::jetstream::Context,
+    n: u64,
+    reply: &str,
+) -> fnhub::InvocationId {
+    let id = Invocation::new("double".parse().unwrap(), "")
+        .id
+        .to_string();
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Nats-Msg-Id", id.as_str());
+    headers.insert(fnhub::cloud::wire::INVOCATION, id.as_str());
+    headers.insert(fnhub::cloud::wire::FUNCTION, "double");
+    headers.insert(fnhub::cloud::wire::REPLY, reply);
+    js.publish_with_headers("fnhub.default.work.double", headers, n.to_string().into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    id.parse().unwrap()
+}
+
+/// How many results the deployment's result stream holds.
+async fn stored_results(js: &async_nats::jetstream::Context) -> u64 {
+    let mut stream = js.get_stream("FNHUB_default_RESULTS").await.unwrap();
+    stream.info().await.unwrap().state.messages
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_takes_its_result_on_its_own_subject_and_only_what_no_caller_took_is_stored() {
+    let Some(server) = server() else { return };
+    let config = CloudConfig::default();
+    let node = CloudRuntime::start(server.url(), "a", doubling_hub(), config.clone())
+        .await
+        .unwrap();
+    let client = CloudClient::connect(server.url(), &config).await.unwrap();
+    let nats = async_nats::connect(server.url()).await.unwrap();
+    let js = async_nats::jetstream::new(nats.clone());
+
+    // Calls: each result comes to the caller's subject, is taken there, and is not stored.
+    for n in 0..20u64 {
+        let inv = Invocation::new("double".parse().unwrap(), n.to_string());
+        let r = client.call(&inv, Duration::from_secs(30)).await.unwrap();
+        assert_eq!(r.outcome.unwrap(), Bytes::from((n * 2).to_string()));
+        assert_eq!(r.node, "a");
+    }
+    // The node counts a reply once the caller's answer is back, just after the call ended.
+    until("every call's result taken", || node.stats().replied == 20).await;
+    assert_eq!(stored_results(&js).await, 0);
+
+    // A caller that answers anything but `taken`, and a reply subject nobody listens on:
+    // each result is stored instead, for `result_of`.
+    let mut refusing = nats.subscribe("_INBOX.refusing").await.unwrap();
+    let answering = tokio::spawn(async move {
+        let m = refusing.next().await.unwrap();
+        nats.publish(m.reply.unwrap(), "no thanks".into())
+            .await
+            .unwrap();
+        nats.flush().await.unwrap();
+    });
+    let refused = submit_with_reply(&js, 21, "_INBOX.refusing").await;
+    let unheard = submit_with_reply(&js, 22, "_INBOX.nobody.listens").await;
+    for (id, want) in [(refused, "42"), (unheard, "44")] {
+        let r = result_within_30s(&client, id).await;
+        assert_eq!(r.outcome.unwrap(), Bytes::from(want));
+    }
+    answering.await.unwrap();
+    assert_eq!(stored_results(&js).await, 2);
+    assert_eq!(node.stats().replied, 20);
+
+    // A reply subject outside `_INBOX.` (here JetStream's API, which a node must never be
+    // made to call) is refused with the header named, counted, and stored as a rejection.
+    let forged = submit_with_reply(&js, 23, "$JS.API.STREAM.DELETE.FNHUB_default_WORK").await;
+    let r = result_within_30s(&client, forged).await;
+    let error = r.outcome.unwrap_err();
+    assert_eq!(error.kind, fnhub::ErrorKind::Rejected);
+    assert!(error.message.contains("Fnhub-Reply"), "{error}");
+    assert_eq!(node.stats().refused, 1);
+    assert!(js.get_stream("FNHUB_default_WORK").await.is_ok());
+    assert_eq!(node.stats().ran, 22);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_hub_hands_invocations_back_instead_of_failing_them() {
     let Some(server) = server() else { return };
