@@ -80,9 +80,11 @@ pub(crate) async fn on_leader(js: &jetstream::Context, stream: &str) -> bool {
         .is_none_or(|leader| leader == js.client().server_info().server_name)
 }
 
-/// Group `group`: `ours` (no-op invocations submitted one after another, every result
-/// read back) beside `raw_jetstream` (as many messages published, pulled and acknowledged),
-/// then their ratio.
+/// Group `group`: `ours` (no-op calls submitted one after another, each result taken on
+/// the client's own subject, as `CloudClient::call` takes it) and `{ours}_stored` (the
+/// same submitted with `submit`, every result stored and read back from the result
+/// stream) beside `raw_jetstream` (as many messages published, pulled and acknowledged),
+/// then their ratios.
 pub(crate) fn side_by_side(
     c: &mut Criterion,
     rt: &tokio::runtime::Runtime,
@@ -94,6 +96,28 @@ pub(crate) fn side_by_side(
     let mut g = c.benchmark_group(group);
     g.sample_size(10);
     g.bench_function(ours, |b| {
+        b.to_async(rt).iter_custom(|n| {
+            let client = client.clone();
+            async move {
+                let started = Instant::now();
+                let mut waits = Vec::with_capacity(n as usize);
+                for _ in 0..n {
+                    let inv = Invocation::new("noop".parse().expect("name"), "{}");
+                    let wait = client
+                        .start_call(&inv, Duration::from_secs(60))
+                        .await
+                        .expect("submit");
+                    waits.push(wait);
+                }
+                for wait in waits {
+                    wait.await.expect("a result was lost");
+                }
+                started.elapsed()
+            }
+        })
+    });
+    let stored = format!("{ours}_stored");
+    g.bench_function(&stored, |b| {
         b.to_async(rt).iter_custom(|n| {
             let (client, results) = (client.clone(), results.clone());
             async move {
@@ -146,4 +170,5 @@ pub(crate) fn side_by_side(
     });
     g.finish();
     fnhub_benches::print_ratio(group, ours, "raw_jetstream");
+    fnhub_benches::print_ratio(group, &stored, "raw_jetstream");
 }

@@ -145,21 +145,37 @@ impl CloudClient {
         invocation: &Invocation,
         timeout: Duration,
     ) -> Result<CloudResult, CloudError> {
+        self.start_call(invocation, timeout).await?.await
+    }
+
+    /// [`call`](Self::call) in two halves: submits `invocation`, returning once the
+    /// deployment has stored it, and gives the wait for its result (bounded by `timeout`
+    /// from now), so that a caller can submit several one after another and then wait for
+    /// them all. Dropping the wait gives the result up (its node stores it).
+    pub async fn start_call(
+        &self,
+        invocation: &Invocation,
+        timeout: Duration,
+    ) -> Result<impl Future<Output = Result<CloudResult, CloudError>> + '_, CloudError> {
         let id = invocation.id;
         let rx = self.expect_result(id).await?;
-        let _gone = Gone(self.waiting.clone(), id);
+        let gone = Gone(self.waiting.clone(), id);
         let until = tokio::time::Instant::now() + timeout;
         self.submit_until(invocation, until, self.inbox.as_deref())
             .await?;
-        let result = self
-            .await_result(id, rx, Some(until), false)
-            .await
-            .map_err(|e| match e {
-                CloudError::TimedOut(_) => CloudError::TimedOut(timeout),
-                e => e,
-            })?;
-        self.served(invocation, &result);
-        Ok(result)
+        let affinity = invocation.context.affinity_key.clone();
+        Ok(async move {
+            let _gone = gone;
+            let result = self
+                .await_result(id, rx, Some(until), false)
+                .await
+                .map_err(|e| match e {
+                    CloudError::TimedOut(_) => CloudError::TimedOut(timeout),
+                    e => e,
+                })?;
+            self.served(affinity, &result);
+            Ok(result)
+        })
     }
 
     /// Waits for the result of invocation `id`, however long ago it came (while the result
@@ -395,8 +411,8 @@ impl CloudClient {
     }
 
     /// Remembers which node answered a call with an affinity key.
-    fn served(&self, invocation: &Invocation, result: &CloudResult) {
-        let Some(key) = invocation.context.affinity_key.clone() else {
+    fn served(&self, affinity: Option<String>, result: &CloudResult) {
+        let Some(key) = affinity else {
             return;
         };
         if result.node.is_empty() {
@@ -509,5 +525,30 @@ impl crate::http::Dispatch for CloudClient {
                 .map(|_| ())
                 .map_err(|e| e.to_string())
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recent_results_are_remembered_up_to_a_bound_oldest_first_out() {
+        let mut recent = Recent::default();
+        let id = |n: usize| InvocationId::from_u128(n as u128 + 1);
+        for n in 0..Recent::KEEP {
+            recent.insert(id(n));
+        }
+        // Taken twice is remembered once.
+        recent.insert(id(5));
+        assert!(recent.contains(&id(0)) && recent.contains(&id(Recent::KEEP - 1)));
+        assert_eq!(recent.order.len(), Recent::KEEP);
+        recent.insert(id(Recent::KEEP));
+        assert!(!recent.contains(&id(0)), "the oldest went first");
+        assert!(recent.contains(&id(1)) && recent.contains(&id(Recent::KEEP)));
+        assert_eq!(
+            (recent.order.len(), recent.ids.len()),
+            (Recent::KEEP, Recent::KEEP)
+        );
     }
 }

@@ -137,10 +137,11 @@
 //!
 //! What holds: the consumer count, the idle cost, the spread of work, and at-least-once
 //! with one result per invocation whatever the number of nodes. What must change before
-//! hundreds of busy nodes: every result has a subject of its own
+//! hundreds of busy nodes: every stored result has a subject of its own
 //! (`fnhub.{deployment}.results.{invocation}`) kept for an hour, so at thousands of
-//! invocations a second the result stream indexes millions of subjects (a shorter
-//! `max_age`, or results sent to the caller's own inbox, would bound it); one consumer per
+//! submissions a second without a waiting caller the result stream indexes millions of
+//! subjects (calls, whose results go to the caller's own subject, store none; a shorter
+//! `max_age` would bound the rest); one consumer per
 //! function is one server-side sequence for all of that function's work (a very busy
 //! function would be split over several subjects and consumers); and the registry's
 //! entry of a function is rewritten by every node that starts, last writer winning (it is
