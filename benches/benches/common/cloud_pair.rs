@@ -80,11 +80,10 @@ pub(crate) async fn on_leader(js: &jetstream::Context, stream: &str) -> bool {
         .is_none_or(|leader| leader == js.client().server_info().server_name)
 }
 
-/// Group `group`: `ours` (no-op calls submitted one after another, each result taken on
-/// the client's own subject, as `CloudClient::call` takes it) and `{ours}_stored` (the
-/// same submitted with `submit`, every result stored and read back from the result
-/// stream) beside `raw_jetstream` (as many messages published, pulled and acknowledged),
-/// then their ratios.
+/// Group `group`: `ours` (no-op invocations submitted one after another, every result
+/// read back) beside `raw_jetstream` (as many messages published, pulled and acknowledged),
+/// and `{ours}_one_call` (one call at a time, as the front door makes them) beside
+/// `raw_jetstream_one` (one message at a time), then their ratios.
 pub(crate) fn side_by_side(
     c: &mut Criterion,
     rt: &tokio::runtime::Runtime,
@@ -96,28 +95,6 @@ pub(crate) fn side_by_side(
     let mut g = c.benchmark_group(group);
     g.sample_size(10);
     g.bench_function(ours, |b| {
-        b.to_async(rt).iter_custom(|n| {
-            let client = client.clone();
-            async move {
-                let started = Instant::now();
-                let mut waits = Vec::with_capacity(n as usize);
-                for _ in 0..n {
-                    let inv = Invocation::new("noop".parse().expect("name"), "{}");
-                    let wait = client
-                        .start_call(&inv, Duration::from_secs(60))
-                        .await
-                        .expect("submit");
-                    waits.push(wait);
-                }
-                for wait in waits {
-                    wait.await.expect("a result was lost");
-                }
-                started.elapsed()
-            }
-        })
-    });
-    let stored = format!("{ours}_stored");
-    g.bench_function(&stored, |b| {
         b.to_async(rt).iter_custom(|n| {
             let (client, results) = (client.clone(), results.clone());
             async move {
@@ -168,7 +145,49 @@ pub(crate) fn side_by_side(
             }
         })
     });
+    // One at a time: the latency of a call (submitted, run, its result back) beside one
+    // message published, delivered and acknowledged.
+    let one = format!("{ours}_one_call");
+    g.bench_function(&one, |b| {
+        b.to_async(rt).iter_custom(|n| {
+            let client = client.clone();
+            async move {
+                let started = Instant::now();
+                for _ in 0..n {
+                    let inv = Invocation::new("noop".parse().expect("name"), "{}");
+                    client
+                        .call(&inv, Duration::from_secs(60))
+                        .await
+                        .expect("a call failed");
+                }
+                started.elapsed()
+            }
+        })
+    });
+    g.bench_function("raw_jetstream_one", |b| {
+        b.to_async(rt).iter_custom(|n| {
+            let (js, messages) = (js.clone(), messages.clone());
+            async move {
+                let mut messages = messages.lock().await;
+                let started = Instant::now();
+                for i in 0..n {
+                    js.publish(format!("raw.{i}"), Bytes::from_static(b"{}"))
+                        .await
+                        .expect("publish")
+                        .await
+                        .expect("stored");
+                    let m = tokio::time::timeout(Duration::from_secs(60), messages.next())
+                        .await
+                        .expect("a message was lost")
+                        .expect("stream ended")
+                        .expect("message");
+                    m.ack().await.expect("ack");
+                }
+                started.elapsed()
+            }
+        })
+    });
     g.finish();
     fnhub_benches::print_ratio(group, ours, "raw_jetstream");
-    fnhub_benches::print_ratio(group, &stored, "raw_jetstream");
+    fnhub_benches::print_ratio(group, &one, "raw_jetstream_one");
 }

@@ -43,10 +43,6 @@ pub fn describe_metrics() {
         "Work messages a cloud runtime node refused, by reason (missing or invalid header, a deadline too far ahead, a depth over the limit)."
     );
     describe_counter!(
-        "fnhub_cloud_results_total",
-        "Results a cloud runtime node delivered, by way: `reply` (taken by the caller waiting on its own subject, not stored) or `stream` (stored in the result stream: no caller took it, or it belongs to a durable execution)."
-    );
-    describe_counter!(
         "fnhub_cloud_wakes_without_checkpoint_total",
         "Wakes of durable executions that found neither a checkpoint nor a result (a replica catching up): each comes again a second later."
     );

@@ -14,10 +14,7 @@ use futures_util::StreamExt;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use super::wire::{
-    INVOCATION, NODE, REPLY, REPLY_DUPLICATE, REPLY_PREFIX, REPLY_TAKEN, TOPIC, VERSION, header,
-    outcome_of,
-};
+use super::wire::{INVOCATION, NODE, TOPIC, VERSION, header, outcome_of};
 use super::{CloudConfig, CloudError, Wire, bucket, js_err};
 
 /// Callers of [`CloudClient::call`] waiting for their result, by invocation.
@@ -63,13 +60,9 @@ pub struct CloudClient {
     live: parking_lot::Mutex<HashMap<String, (std::time::Instant, bool)>>,
     /// Affinity key → the node (its subject token) that answered its last call.
     affinity: parking_lot::Mutex<HashMap<String, String>>,
-    /// Follows every result of the deployment for [`call`](CloudClient::call), and the
-    /// results sent to [`inbox`](Self::inbox); started by the first call.
+    /// Follows every result of the deployment for [`call`](CloudClient::call); started by
+    /// the first call.
     listener: tokio::sync::OnceCell<JoinHandle<()>>,
-    /// The subject this client's calls wait on ([`Fnhub-Reply`](super::wire::REPLY)):
-    /// a node sends a call's result there first, and stores it only if it is not taken.
-    /// `None` when the connection's inbox prefix is not the one nodes send to.
-    inbox: Option<String>,
 }
 
 impl Drop for CloudClient {
@@ -120,9 +113,7 @@ impl CloudClient {
             .get_stream(js.names.result_stream())
             .await
             .map_err(js_err)?;
-        let inbox = Some(js.context.client().new_inbox()).filter(|i| i.starts_with(REPLY_PREFIX));
         Ok(CloudClient {
-            inbox,
             js,
             results,
             registry,
@@ -136,46 +127,27 @@ impl CloudClient {
     }
 
     /// Submits `invocation` and waits up to `timeout` for its result, from whichever node
-    /// runs it. The node sends the result to this client's own subject, and this client
-    /// takes it there (nothing is stored); a result not taken (the call timed out, the
-    /// connection was down) is stored in the result stream, where the call, while it
-    /// waits, looks every second, and [`result_of`](Self::result_of) finds it later.
+    /// runs it. One subscription to the deployment's results serves every call; a result
+    /// that it missed (while the connection was down) is read from the result stream.
     pub async fn call(
         &self,
         invocation: &Invocation,
         timeout: Duration,
     ) -> Result<CloudResult, CloudError> {
-        self.start_call(invocation, timeout).await?.await
-    }
-
-    /// [`call`](Self::call) in two halves: submits `invocation`, returning once the
-    /// deployment has stored it, and gives the wait for its result (bounded by `timeout`
-    /// from now), so that a caller can submit several one after another and then wait for
-    /// them all. Dropping the wait gives the result up (its node stores it).
-    pub async fn start_call(
-        &self,
-        invocation: &Invocation,
-        timeout: Duration,
-    ) -> Result<impl Future<Output = Result<CloudResult, CloudError>> + '_, CloudError> {
         let id = invocation.id;
         let rx = self.expect_result(id).await?;
-        let gone = Gone(self.waiting.clone(), id);
+        let _gone = Gone(self.waiting.clone(), id);
         let until = tokio::time::Instant::now() + timeout;
-        self.submit_until(invocation, until, self.inbox.as_deref())
-            .await?;
-        let affinity = invocation.context.affinity_key.clone();
-        Ok(async move {
-            let _gone = gone;
-            let result = self
-                .await_result(id, rx, Some(until), false)
-                .await
-                .map_err(|e| match e {
-                    CloudError::TimedOut(_) => CloudError::TimedOut(timeout),
-                    e => e,
-                })?;
-            self.served(affinity, &result);
-            Ok(result)
-        })
+        self.submit_until(invocation, until).await?;
+        let result = self
+            .await_result(id, rx, Some(until), false)
+            .await
+            .map_err(|e| match e {
+                CloudError::TimedOut(_) => CloudError::TimedOut(timeout),
+                e => e,
+            })?;
+        self.served(invocation, &result);
+        Ok(result)
     }
 
     /// Waits for the result of invocation `id`, however long ago it came (while the result
@@ -195,47 +167,21 @@ impl CloudClient {
     ) -> Result<oneshot::Receiver<CloudResult>, CloudError> {
         self.listener
             .get_or_try_init(|| async {
-                let client = self.js.context.client();
-                let subscribe = |subject: String| {
-                    let client = client.clone();
-                    async move {
-                        client
-                            .subscribe(subject)
-                            .await
-                            .map_err(|e| CloudError::Connect(e.into()))
-                    }
-                };
-                let stored = subscribe(self.js.names.results_all()).await?;
-                let mut results = match &self.inbox {
-                    Some(inbox) => {
-                        futures_util::stream::select(stored, subscribe(inbox.clone()).await?)
-                            .left_stream()
-                    }
-                    None => stored.right_stream(),
-                };
+                let mut sub = self
+                    .js
+                    .context
+                    .client()
+                    .subscribe(self.js.names.results_all())
+                    .await
+                    .map_err(|e| CloudError::Connect(e.into()))?;
                 let waiting = self.waiting.clone();
                 Ok::<_, CloudError>(tokio::spawn(async move {
-                    let mut recent = Recent::default();
-                    while let Some(m) = results.next().await {
+                    while let Some(m) = sub.next().await {
                         let id = header(m.headers.as_ref(), INVOCATION)
                             .and_then(|v| v.parse::<InvocationId>().ok());
                         let Some(id) = id else { continue };
-                        let taken = waiting.lock().remove(&id).is_some_and(|tx| {
-                            tx.send(CloudResult::of(id, m.headers.as_ref(), &m.payload))
-                                .is_ok()
-                        });
-                        let answer = if taken {
-                            recent.insert(id);
-                            REPLY_TAKEN
-                        } else if recent.contains(&id) {
-                            REPLY_DUPLICATE
-                        } else {
-                            b"gone"
-                        };
-                        // A result sent to the inbox asks what became of it: one no call
-                        // took (its call ended) is stored by its node, for `result_of`.
-                        if let Some(reply) = m.reply {
-                            let _ = client.publish(reply, Bytes::from_static(answer)).await;
+                        if let Some(tx) = waiting.lock().remove(&id) {
+                            let _ = tx.send(CloudResult::of(id, m.headers.as_ref(), &m.payload));
                         }
                     }
                 }))
@@ -337,24 +283,12 @@ impl CloudClient {
     /// stores it once. A function no node has registered is refused
     /// ([`CloudError::UnknownFunction`]).
     pub async fn submit(&self, invocation: &Invocation) -> Result<InvocationId, CloudError> {
-        self.submit_to(invocation, None).await
-    }
-
-    /// [`submit`](Self::submit), asking the node to send the result to `reply` first.
-    async fn submit_to(
-        &self,
-        invocation: &Invocation,
-        reply: Option<&str>,
-    ) -> Result<InvocationId, CloudError> {
         let name = invocation.function.name.as_str();
         if !self.registered(name).await? {
             return Err(CloudError::UnknownFunction(name.to_owned()));
         }
         let id = invocation.id;
-        let mut headers = super::context::encode(invocation);
-        if let Some(reply) = reply {
-            headers.insert(REPLY, reply);
-        }
+        let headers = super::context::encode(invocation);
         let function = invocation.function.name.as_str();
         let subject = match self.preferred(invocation).await {
             Some(node) => self.js.names.work_at(function, &node),
@@ -369,19 +303,17 @@ impl CloudClient {
         Ok(id)
     }
 
-    /// [`submit`](CloudClient::submit) (with the result sent to `reply` first, when
-    /// given), sent again until `until` while it fails (a server restarting, a cluster
-    /// electing a leader, a connection coming back): under the same id, JetStream stores
-    /// it once. A function no node runs is not tried again.
+    /// [`submit`](CloudClient::submit), sent again until `until` while it fails (a server
+    /// restarting, a cluster electing a leader, a connection coming back): under the same
+    /// id, JetStream stores it once. A function no node runs is not tried again.
     pub(super) async fn submit_until(
         &self,
         invocation: &Invocation,
         until: tokio::time::Instant,
-        reply: Option<&str>,
     ) -> Result<(), CloudError> {
         let mut delay = Duration::from_millis(50);
         loop {
-            match self.submit_to(invocation, reply).await {
+            match self.submit(invocation).await {
                 Ok(_) => return Ok(()),
                 Err(e @ CloudError::UnknownFunction(_)) => return Err(e),
                 Err(e) if tokio::time::Instant::now() >= until => return Err(e),
@@ -411,8 +343,8 @@ impl CloudClient {
     }
 
     /// Remembers which node answered a call with an affinity key.
-    fn served(&self, affinity: Option<String>, result: &CloudResult) {
-        let Some(key) = affinity else {
+    fn served(&self, invocation: &Invocation, result: &CloudResult) {
+        let Some(key) = invocation.context.affinity_key.clone() else {
             return;
         };
         if result.node.is_empty() {
@@ -459,34 +391,6 @@ impl CloudClient {
     }
 }
 
-/// The invocations whose result a call took lately (the last [`Recent::KEEP`]): the same
-/// result coming again (its invocation ran again after its node died before acknowledging
-/// it) is answered as a duplicate, not stored.
-#[derive(Default)]
-struct Recent {
-    order: std::collections::VecDeque<InvocationId>,
-    ids: HashSet<InvocationId>,
-}
-
-impl Recent {
-    const KEEP: usize = 65_536;
-
-    fn insert(&mut self, id: InvocationId) {
-        if self.ids.insert(id) {
-            self.order.push_back(id);
-            if self.order.len() > Self::KEEP
-                && let Some(old) = self.order.pop_front()
-            {
-                self.ids.remove(&old);
-            }
-        }
-    }
-
-    fn contains(&self, id: &InvocationId) -> bool {
-        self.ids.contains(id)
-    }
-}
-
 /// Removes a caller's entry from the waiting map when its call ends, however it ends.
 struct Gone(Waiting, InvocationId);
 
@@ -525,30 +429,5 @@ impl crate::http::Dispatch for CloudClient {
                 .map(|_| ())
                 .map_err(|e| e.to_string())
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn recent_results_are_remembered_up_to_a_bound_oldest_first_out() {
-        let mut recent = Recent::default();
-        let id = |n: usize| InvocationId::from_u128(n as u128 + 1);
-        for n in 0..Recent::KEEP {
-            recent.insert(id(n));
-        }
-        // Taken twice is remembered once.
-        recent.insert(id(5));
-        assert!(recent.contains(&id(0)) && recent.contains(&id(Recent::KEEP - 1)));
-        assert_eq!(recent.order.len(), Recent::KEEP);
-        recent.insert(id(Recent::KEEP));
-        assert!(!recent.contains(&id(0)), "the oldest went first");
-        assert!(recent.contains(&id(1)) && recent.contains(&id(Recent::KEEP)));
-        assert_eq!(
-            (recent.order.len(), recent.ids.len()),
-            (Recent::KEEP, Recent::KEEP)
-        );
     }
 }

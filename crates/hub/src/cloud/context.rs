@@ -10,7 +10,7 @@ use fnhub_core::{
 
 use super::wire::{
     AFFINITY, CLIENT_CONTEXT, DEADLINE, DEPTH, FUNCTION, INVOCATION, MAX_DEADLINE_AHEAD, PARENT,
-    PRINCIPAL, PRIORITY, REPLY, REPLY_PREFIX, TRACEPARENT, TRACESTATE, header, unix_ms,
+    PRINCIPAL, PRIORITY, TRACEPARENT, TRACESTATE, header, unix_ms,
 };
 
 /// Why a work message was refused: each names the header.
@@ -177,27 +177,6 @@ pub(crate) fn decode(
     Ok(invocation)
 }
 
-/// The subject a caller waits on for its result ([`REPLY`]), when the submission names one:
-/// a plain subject (no wildcard, no space or control character, no empty token) under
-/// [`REPLY_PREFIX`], at most 256 bytes. Anything else is refused: a node must not be made
-/// to publish into the deployment's own subjects or JetStream's API.
-pub(crate) fn reply_to(headers: Option<&HeaderMap>) -> Result<Option<String>, WireError> {
-    let Some(subject) = header(headers, REPLY) else {
-        return Ok(None);
-    };
-    let plain = subject.len() <= 256
-        && subject.starts_with(REPLY_PREFIX)
-        && subject
-            .split('.')
-            .all(|t| !t.is_empty() && t != "*" && t != ">")
-        && subject.bytes().all(|b| b.is_ascii_graphic());
-    if plain {
-        Ok(Some(subject))
-    } else {
-        Err(invalid(REPLY, &subject))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -282,36 +261,5 @@ mod tests {
         );
         // A deadline already past is not a lie: the run ends as DeadlineExceeded.
         assert!(with(DEADLINE, "5").is_ok());
-    }
-
-    #[test]
-    fn a_reply_subject_is_a_plain_inbox_or_refused() {
-        let with = |v: &str| {
-            let mut h = HeaderMap::new();
-            h.insert(REPLY, v);
-            reply_to(Some(&h))
-        };
-        assert_eq!(reply_to(None), Ok(None));
-        assert_eq!(
-            with("_INBOX.abc123.def").unwrap().as_deref(),
-            Some("_INBOX.abc123.def")
-        );
-        let long = format!("_INBOX.{}", "x".repeat(256));
-        for bad in [
-            "$JS.API.STREAM.DELETE.FNHUB_default_WORK",
-            "fnhub.default.results.x",
-            "_INBOX.>",
-            "_INBOX.*.x",
-            "_INBOX..x",
-            "_INBOX.",
-            "_INBOX.a b",
-            long.as_str(),
-        ] {
-            let e = with(bad).unwrap_err();
-            assert!(
-                matches!(&e, WireError::Invalid { header, .. } if *header == REPLY),
-                "{bad}: {e:?}"
-            );
-        }
     }
 }

@@ -13,10 +13,6 @@
 //!   work of a function it lacks (it neither takes it nor rejects it). A node runs it on
 //!   its own [`EdgeHub`], publishes the outcome on `fnhub.{deployment}.results.{invocation}`
 //!   into the stream `FNHUB_{deployment}_RESULTS`, and acknowledges the work only then.
-//!   A [`call`](CloudClient::call) waits on a subject of its own
-//!   ([`Fnhub-Reply`](wire::REPLY)): the node sends the result there first, and stores it
-//!   only if the caller does not answer that it took it, so a call that gets its result
-//!   costs JetStream one stored write (its submission), not two.
 //! - At least once, with one result: a node that dies (even by SIGKILL) before its
 //!   acknowledgement leaves the invocation to be delivered again after the ack wait; a
 //!   node that runs it again publishes its result under the same `Nats-Msg-Id`
@@ -62,11 +58,7 @@
 //! any bytes) to `fnhub.{deployment}.work.{function}` with JetStream (so the publish is
 //! acknowledged once stored) and these headers, then read the result from
 //! `fnhub.{deployment}.results.{invocation}` (a core subscription, or the result stream,
-//! which keeps results an hour), or, with `Fnhub-Reply`, on the reply subject: answer
-//! each result that arrives there with the payload `taken` once you have it, or
-//! `duplicate` if you had it already (its node died before acknowledging the work, and
-//! another ran it again); anything else, or no answer within 2 s, and the node stores it
-//! as without `Fnhub-Reply`.
+//! which keeps results an hour).
 //!
 //! | header | | meaning |
 //! | --- | --- | --- |
@@ -82,7 +74,6 @@
 //! | [`Fnhub-Affinity`](wire::AFFINITY) | optional | calls with the same key prefer the same warm environment |
 //! | [`Fnhub-Client-Context`](wire::CLIENT_CONTEXT) | optional | Lambda's client context, a JSON object |
 //! | [`Fnhub-Parent`](wire::PARENT) | optional | the durable execution this call is a child of |
-//! | [`Fnhub-Reply`](wire::REPLY) | optional | a subject under `_INBOX.` where the caller waits: the result is sent there as a request, and stored only unless the caller answers `taken` |
 //!
 //! A result carries [`Fnhub-Invocation`](wire::INVOCATION), [`Fnhub-Node`](wire::NODE)
 //! (where it ran) and [`Fnhub-Version`](wire::VERSION); its payload is the function's
@@ -137,11 +128,10 @@
 //!
 //! What holds: the consumer count, the idle cost, the spread of work, and at-least-once
 //! with one result per invocation whatever the number of nodes. What must change before
-//! hundreds of busy nodes: every stored result has a subject of its own
+//! hundreds of busy nodes: every result has a subject of its own
 //! (`fnhub.{deployment}.results.{invocation}`) kept for an hour, so at thousands of
-//! submissions a second without a waiting caller the result stream indexes millions of
-//! subjects (calls, whose results go to the caller's own subject, store none; a shorter
-//! `max_age` would bound the rest); one consumer per
+//! invocations a second the result stream indexes millions of subjects (a shorter
+//! `max_age`, or results sent to the caller's own inbox, would bound it); one consumer per
 //! function is one server-side sequence for all of that function's work (a very busy
 //! function would be split over several subjects and consumers); and the registry's
 //! entry of a function is rewritten by every node that starts, last writer winning (it is
@@ -439,8 +429,8 @@ async fn register(js: &Wire, node: &str, hub: &EdgeHub) -> Result<(), CloudError
 pub struct NodeStats {
     /// Invocations it ran.
     pub ran: u64,
-    /// Results it published that JetStream had already, or sent to a caller that already
-    /// had them (the invocation ran elsewhere, or here, before a redelivery).
+    /// Results it published that JetStream had already (the invocation ran elsewhere, or
+    /// here, before a redelivery).
     pub duplicates_suppressed: u64,
     /// Invocations it took that had been delivered before (to a node that died or was too
     /// slow to acknowledge).
@@ -463,9 +453,6 @@ pub struct NodeStats {
     /// replica that has not caught up after a server's loss, say): each comes again a
     /// second later rather than being taken for the execution's end.
     pub wakes_without_checkpoint: u64,
-    /// Results handed straight to a caller waiting on its own subject
-    /// ([`Fnhub-Reply`](wire::REPLY)), which took them: none of them was stored.
-    pub replied: u64,
 }
 
 #[derive(Default)]
@@ -479,7 +466,6 @@ pub(super) struct Counters {
     pub(super) handed_back: AtomicU64,
     pub(super) refused: AtomicU64,
     pub(super) unfound: AtomicU64,
-    pub(super) replied: AtomicU64,
 }
 
 /// One node of the cloud runtime: takes invocations from JetStream and runs them on its
@@ -748,7 +734,6 @@ impl CloudRuntime {
             handed_back: self.counters.handed_back.load(Ordering::Relaxed),
             refused: self.counters.refused.load(Ordering::Relaxed),
             wakes_without_checkpoint: self.counters.unfound.load(Ordering::Relaxed),
-            replied: self.counters.replied.load(Ordering::Relaxed),
         }
     }
 }

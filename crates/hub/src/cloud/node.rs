@@ -13,9 +13,7 @@ use tokio::sync::Semaphore;
 
 use super::context::{self, WireError};
 use super::decide::{self, AfterRun, AfterWake, BeforeWake, RETRY, Work};
-use super::suspend::{
-    Done, Replied, publish_outcome, record_suspension, reply_outcome, stored_result,
-};
+use super::suspend::{Done, publish_outcome, record_suspension, stored_result};
 use super::waits::{Waits, wake_waiting};
 use super::wire::{self, header};
 use super::{Counters, Wire};
@@ -139,11 +137,8 @@ impl Node {
             now,
             self.hub.max_depth(),
         );
-        let (invocation, reply) = match decoded.and_then(|inv| {
-            let reply = context::reply_to(message.headers.as_ref())?;
-            Ok((inv, reply))
-        }) {
-            Ok(decoded) => decoded,
+        let invocation = match decoded {
+            Ok(invocation) => invocation,
             Err(error) => return self.refuse(message, error).await,
         };
         if deliveries(&message) > 1 {
@@ -165,29 +160,9 @@ impl Node {
                     parent,
                     version,
                 };
-                // A caller waiting on its own subject takes the result from there; the
-                // result stream keeps only what no caller took, and a durable execution's
-                // children's results, which wake their parent.
-                let replied = match reply.filter(|_| parent.is_none()) {
-                    Some(reply) => {
-                        reply_outcome(&self.js, &self.name, reply, &done, &outcome).await
-                    }
-                    None => Replied::NotTaken,
-                };
-                match replied {
-                    Replied::Taken => {
-                        self.counters.replied.fetch_add(1, Ordering::Relaxed);
-                        metrics::counter!("fnhub_cloud_results_total", "via" => "reply")
-                            .increment(1);
-                    }
-                    Replied::Duplicate => {
-                        self.counters.duplicates.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Replied::NotTaken => {}
-                }
-                let delivered = replied != Replied::NotTaken
-                    || publish_outcome(&self.js, &self.name, &self.counters, done, &outcome).await;
-                if delivered && let Err(error) = message.ack().await {
+                if publish_outcome(&self.js, &self.name, &self.counters, done, &outcome).await
+                    && let Err(error) = message.ack().await
+                {
                     tracing::warn!(%error, "acknowledging work failed");
                 }
             }

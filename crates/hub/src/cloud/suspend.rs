@@ -17,8 +17,7 @@ use fnhub_router::topic::TopicName;
 
 use super::waits::{Waits, wake_waiting};
 use super::wire::{
-    AT, CAUSE, INVOCATION, NODE, NOT_BEFORE, REPLY_DUPLICATE, REPLY_TAKEN, VERSION, WAKE,
-    outcome_headers, outcome_of, unix_ms,
+    AT, CAUSE, INVOCATION, NODE, NOT_BEFORE, VERSION, WAKE, outcome_headers, outcome_of, unix_ms,
 };
 use super::{CloudClient, CloudError, Counters, Wire};
 
@@ -110,51 +109,6 @@ pub(super) async fn stored_result(
     }
 }
 
-/// How long a node waits for a caller to take a result sent to its reply subject before
-/// storing the result instead.
-const REPLY_WAIT: Duration = Duration::from_secs(2);
-
-/// What became of a result sent to the subject its caller waits on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Replied {
-    /// The caller took it.
-    Taken,
-    /// The caller had it already (a run before this one delivered it).
-    Duplicate,
-    /// The caller is gone, answered otherwise or not in time: it must be stored.
-    NotTaken,
-}
-
-/// Sends the outcome of a plain invocation to the subject its caller waits on
-/// ([`REPLY`](super::wire::REPLY)), and says what the caller answered.
-pub(super) async fn reply_outcome(
-    js: &Wire,
-    node: &str,
-    reply: String,
-    done: &Done,
-    outcome: &Outcome,
-) -> Replied {
-    let (mut headers, payload) = outcome_headers(outcome);
-    headers.insert(INVOCATION, done.id.to_string().as_str());
-    headers.insert(NODE, node);
-    if let Some(v) = done.version {
-        headers.insert(VERSION, v.to_string().as_str());
-    }
-    let request = async_nats::Request::new()
-        .headers(headers)
-        .payload(payload)
-        .timeout(Some(REPLY_WAIT));
-    match js.context.client().send_request(reply, request).await {
-        Ok(answer) if answer.payload.as_ref() == REPLY_TAKEN => Replied::Taken,
-        Ok(answer) if answer.payload.as_ref() == REPLY_DUPLICATE => Replied::Duplicate,
-        Ok(_) => Replied::NotTaken,
-        Err(error) => {
-            tracing::debug!(invocation = %done.id, %error, "the caller did not take its result; storing it");
-            Replied::NotTaken
-        }
-    }
-}
-
 /// Publishes the outcome of invocation `id` and, for a child of a durable execution, wakes
 /// its parent with it. False if either was not stored (the work comes again).
 pub(super) async fn publish_outcome(
@@ -192,9 +146,7 @@ pub(super) async fn publish_outcome(
         Ok(ack) if ack.duplicate => {
             counters.duplicates.fetch_add(1, Ordering::Relaxed);
         }
-        Ok(_) => {
-            metrics::counter!("fnhub_cloud_results_total", "via" => "stream").increment(1);
-        }
+        Ok(_) => {}
         Err(error) => {
             tracing::warn!(%error, "a result was not stored; the work will come again");
             return false;
@@ -303,7 +255,7 @@ impl crate::durable::CloudLink for Attached {
             let submitting = client.clone();
             let id = child.id;
             let submitted =
-                tokio::spawn(async move { submitting.submit_until(&child, until, None).await });
+                tokio::spawn(async move { submitting.submit_until(&child, until).await });
             match submitted.await {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => return failed(e),

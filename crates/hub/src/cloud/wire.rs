@@ -41,21 +41,6 @@ pub const AFFINITY: &str = "Fnhub-Affinity";
 pub const CLIENT_CONTEXT: &str = "Fnhub-Client-Context";
 /// The parent durable execution of a child invocation.
 pub const PARENT: &str = "Fnhub-Parent";
-/// Where the caller waits for the result: a core NATS subject under `_INBOX.`. The node
-/// that runs a plain invocation (not a durable execution or its child) sends the result
-/// there as a request and stores it in the result stream only if the caller does not
-/// answer [`REPLY_TAKEN`] (gone, not listening, or too slow): a waiting caller gets its
-/// result without a stored, replicated write.
-pub const REPLY: &str = "Fnhub-Reply";
-/// The caller's answer to a result sent to its [`REPLY`] subject: it has the result, and
-/// the node need not store it.
-pub const REPLY_TAKEN: &[u8] = b"taken";
-/// The caller's answer to a result it already had (the invocation ran again after its
-/// node died before acknowledging it): the node drops it, as JetStream drops a stored
-/// result's duplicate.
-pub const REPLY_DUPLICATE: &[u8] = b"duplicate";
-/// The prefix a [`REPLY`] subject must have: a node sends nothing anywhere else.
-pub const REPLY_PREFIX: &str = "_INBOX.";
 /// A wake: the execution to wake...
 pub(crate) const WAKE: &str = "Fnhub-Wake";
 /// ...the journal position of the operation that has its result...
