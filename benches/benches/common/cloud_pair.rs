@@ -54,6 +54,14 @@ pub(crate) async fn raw_peer(url: &str, replicas: usize) -> (jetstream::Context,
         })
         .await
         .expect("stream");
+    js.get_or_create_stream(stream::Config {
+        name: "RAWRES".into(),
+        subjects: vec!["rawres.>".into()],
+        num_replicas: replicas,
+        ..Default::default()
+    })
+    .await
+    .expect("results stream");
     let consumer: consumer::PullConsumer = stream
         .get_or_create_consumer(
             "raw",
@@ -145,6 +153,60 @@ pub(crate) fn side_by_side(
             }
         })
     });
+    // The floor of ours in raw JetStream: each message pulled, a result published for it
+    // into a stream of results (stored, with a message id) and only then acknowledged;
+    // the results read back through a core subscription.
+    g.bench_function("raw_jetstream_with_results", |b| {
+        b.to_async(rt).iter_custom(|n| {
+            let (js, messages) = (js.clone(), messages.clone());
+            async move {
+                let mut messages = messages.lock().await;
+                let mut results = js.client().subscribe("rawres.>").await.expect("subscribe");
+                let started = Instant::now();
+                let publisher = js.clone();
+                let publish = tokio::spawn(async move {
+                    for i in 0..n {
+                        publisher
+                            .publish(format!("raw.{i}"), Bytes::from_static(b"{}"))
+                            .await
+                            .expect("publish")
+                            .await
+                            .expect("stored");
+                    }
+                });
+                let worker = js.clone();
+                let work = async move {
+                    for i in 0..n {
+                        let m = tokio::time::timeout(Duration::from_secs(60), messages.next())
+                            .await
+                            .expect("a message was lost")
+                            .expect("stream ended")
+                            .expect("message");
+                        let mut headers = async_nats::HeaderMap::new();
+                        headers.insert("Nats-Msg-Id", format!("r{i}-{n}").as_str());
+                        worker
+                            .publish_with_headers(format!("rawres.{i}"), headers, m.payload.clone())
+                            .await
+                            .expect("result")
+                            .await
+                            .expect("result stored");
+                        m.ack().await.expect("ack");
+                    }
+                };
+                let read = async move {
+                    for _ in 0..n {
+                        tokio::time::timeout(Duration::from_secs(60), results.next())
+                            .await
+                            .expect("a result was lost")
+                            .expect("results ended");
+                    }
+                };
+                tokio::join!(work, read);
+                publish.await.expect("publisher");
+                started.elapsed()
+            }
+        })
+    });
     // One at a time: the latency of a call (submitted, run, its result back) beside one
     // message published, delivered and acknowledged.
     let one = format!("{ours}_one_call");
@@ -190,4 +252,5 @@ pub(crate) fn side_by_side(
     g.finish();
     fnhub_benches::print_ratio(group, ours, "raw_jetstream");
     fnhub_benches::print_ratio(group, &one, "raw_jetstream_one");
+    fnhub_benches::print_ratio(group, ours, "raw_jetstream_with_results");
 }
