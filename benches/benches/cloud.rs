@@ -6,6 +6,12 @@
 //! - `raw_jetstream`: the same number of messages published into a work-queue stream
 //!   (waiting for each publish acknowledgement, as `submit` does), pulled by one consumer
 //!   and acknowledged.
+//! - `raw_jetstream_with_results`: the same, with the work ours does per invocation: each
+//!   pulled message gets a result published into a stream of results (with a message id,
+//!   waiting for its acknowledgement) before it is acknowledged, and the results are read
+//!   back through a core subscription.
+//! - `cloud_runtime_2_nodes_one_call` beside `raw_jetstream_one`: one call at a time (as
+//!   the front door makes them), one message at a time.
 //!
 //! Each iteration moves a batch; the figure is time per invocation. Target: at least 0.8×
 //! raw JetStream's rate. Then the same pair on a three-server JetStream cluster (group
