@@ -120,11 +120,13 @@
 //!   from its node is looked up.
 //! - Busy, the 100 shared the work evenly (each ran 508 to 510 of 50,900 invocations) at
 //!   235 µs an invocation end to end, 1.82× raw JetStream's publish, pull and ack on the
-//!   same server (129 µs). Two nodes do the same at 1.3–1.4× (`--bench cloud`): with two
-//!   cores shared by the server, the client and the nodes, what limits the rate is the
-//!   server's work per invocation (the submission, its delivery and acknowledgement, the
-//!   result's publication, deduplicated by message id, and its delivery), not the number
-//!   of nodes.
+//!   same server (129 µs). Two nodes do the same at 1.3–2.3× raw's time (`--bench
+//!   cloud`, from machine to machine): with two cores shared by the server, the client and
+//!   the nodes, what limits the rate is the server's work per invocation (the submission,
+//!   its delivery and acknowledgement, the result's publication, deduplicated by message
+//!   id, and its delivery), not the number of nodes. Raw JetStream made to hand back a
+//!   stored result per message the same way takes as long as two nodes do (0.82–1.22×
+//!   their rate, on one server and on a cluster): the cost is the result's, not fnhub's.
 //!
 //! What holds: the consumer count, the idle cost, the spread of work, and at-least-once
 //! with one result per invocation whatever the number of nodes. What must change before
