@@ -131,21 +131,9 @@ pub(crate) fn side_by_side(
             async move {
                 let mut messages = messages.lock().await;
                 let started = Instant::now();
-                let publish = tokio::spawn(async move {
-                    for i in 0..n {
-                        js.publish(format!("raw.{i}"), Bytes::from_static(b"{}"))
-                            .await
-                            .expect("publish")
-                            .await
-                            .expect("stored");
-                    }
-                });
+                let publish = publish_all(js, n);
                 for _ in 0..n {
-                    let m = tokio::time::timeout(Duration::from_secs(60), messages.next())
-                        .await
-                        .expect("a message was lost")
-                        .expect("stream ended")
-                        .expect("message");
+                    let m = next_raw(&mut messages).await;
                     m.ack().await.expect("ack");
                 }
                 publish.await.expect("publisher");
@@ -163,25 +151,11 @@ pub(crate) fn side_by_side(
                 let mut messages = messages.lock().await;
                 let mut results = js.client().subscribe("rawres.>").await.expect("subscribe");
                 let started = Instant::now();
-                let publisher = js.clone();
-                let publish = tokio::spawn(async move {
-                    for i in 0..n {
-                        publisher
-                            .publish(format!("raw.{i}"), Bytes::from_static(b"{}"))
-                            .await
-                            .expect("publish")
-                            .await
-                            .expect("stored");
-                    }
-                });
+                let publish = publish_all(js.clone(), n);
                 let worker = js.clone();
                 let work = async move {
                     for i in 0..n {
-                        let m = tokio::time::timeout(Duration::from_secs(60), messages.next())
-                            .await
-                            .expect("a message was lost")
-                            .expect("stream ended")
-                            .expect("message");
+                        let m = next_raw(&mut messages).await;
                         let mut headers = async_nats::HeaderMap::new();
                         headers.insert("Nats-Msg-Id", format!("r{i}-{n}").as_str());
                         worker
@@ -233,16 +207,8 @@ pub(crate) fn side_by_side(
                 let mut messages = messages.lock().await;
                 let started = Instant::now();
                 for i in 0..n {
-                    js.publish(format!("raw.{i}"), Bytes::from_static(b"{}"))
-                        .await
-                        .expect("publish")
-                        .await
-                        .expect("stored");
-                    let m = tokio::time::timeout(Duration::from_secs(60), messages.next())
-                        .await
-                        .expect("a message was lost")
-                        .expect("stream ended")
-                        .expect("message");
+                    publish_raw(&js, i).await;
+                    let m = next_raw(&mut messages).await;
                     m.ack().await.expect("ack");
                 }
                 started.elapsed()
@@ -253,4 +219,31 @@ pub(crate) fn side_by_side(
     fnhub_benches::print_ratio(group, ours, "raw_jetstream");
     fnhub_benches::print_ratio(group, &one, "raw_jetstream_one");
     fnhub_benches::print_ratio(group, ours, "raw_jetstream_with_results");
+}
+
+/// Publishes message `i` of the peer, waiting until it is stored.
+async fn publish_raw(js: &jetstream::Context, i: u64) {
+    js.publish(format!("raw.{i}"), Bytes::from_static(b"{}"))
+        .await
+        .expect("publish")
+        .await
+        .expect("stored");
+}
+
+/// Publishes `n` messages of the peer one after another, on a task of their own.
+fn publish_all(js: jetstream::Context, n: u64) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        for i in 0..n {
+            publish_raw(&js, i).await;
+        }
+    })
+}
+
+/// The peer's next message (within a minute).
+async fn next_raw(messages: &mut consumer::pull::Stream) -> jetstream::Message {
+    tokio::time::timeout(Duration::from_secs(60), messages.next())
+        .await
+        .expect("a message was lost")
+        .expect("stream ended")
+        .expect("message")
 }
