@@ -14,6 +14,9 @@ use fnhub::{EdgeHub, FunctionName, FunctionSpec, Invocation, from_fn};
 use futures_util::{Stream, StreamExt};
 use tokio::sync::Mutex;
 
+/// The message ids of the peer's results.
+static RESULT_IDS: AtomicU64 = AtomicU64::new(0);
+
 type Results = Arc<Mutex<Pin<Box<dyn Stream<Item = CloudResult> + Send>>>>;
 type RawMessages = Arc<Mutex<consumer::pull::Stream>>;
 
@@ -157,7 +160,10 @@ pub(crate) fn side_by_side(
                     for i in 0..n {
                         let m = next_raw(&mut messages).await;
                         let mut headers = async_nats::HeaderMap::new();
-                        headers.insert("Nats-Msg-Id", format!("r{i}-{n}").as_str());
+                        // Unique over the whole run, so that no result is dropped as a
+                        // duplicate (which the server would not store).
+                        let unique = RESULT_IDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        headers.insert("Nats-Msg-Id", format!("r{unique}").as_str());
                         worker
                             .publish_with_headers(format!("rawres.{i}"), headers, m.payload.clone())
                             .await

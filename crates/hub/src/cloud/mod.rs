@@ -125,8 +125,8 @@
 //!   the nodes, what limits the rate is the server's work per invocation (the submission,
 //!   its delivery and acknowledgement, the result's publication, deduplicated by message
 //!   id, and its delivery), not the number of nodes. Raw JetStream made to hand back a
-//!   stored result per message the same way takes as long as two nodes do (0.82–1.22×
-//!   their rate, on one server and on a cluster): the cost is the result's, not fnhub's.
+//!   stored result per message the same way is no faster: two nodes ran at 0.82–1.22×
+//!   its rate, on one server and on a cluster. The cost is the result's, not fnhub's.
 //!
 //! What holds: the consumer count, the idle cost, the spread of work, and at-least-once
 //! with one result per invocation whatever the number of nodes. What must change before
