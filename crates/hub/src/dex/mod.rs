@@ -270,15 +270,14 @@ impl Dex {
             saver.load().await.map_err(|e| e.to_string())
         }
         .await;
-        let mut running = Vec::new();
-        if let Ok(loaded) = &taken {
+        let taken = taken.map(|loaded| {
+            let mut running = Vec::new();
             let mut state = self.state.lock();
-            for exec in loaded {
+            for mut exec in loaded {
                 // One a cloud node adopted meanwhile is newer than the stored copy.
                 if state.executions.contains_key(&exec.id) {
                     continue;
                 }
-                let mut exec = exec.clone();
                 if !exec.status.is_terminal() {
                     // An invocation may have been cut short: the function replays.
                     exec.needs_invoke = true;
@@ -286,9 +285,10 @@ impl Dex {
                 }
                 state.insert(exec);
             }
-        }
+            running
+        });
         self.ready.send_replace(true);
-        taken.map(|_| running)
+        taken
     }
 
     /// Keeps the running executions `ids`, taken up from the store, from being driven

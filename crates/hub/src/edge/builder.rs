@@ -115,7 +115,9 @@ pub struct EdgeHubBuilder {
     durables: Vec<(FunctionSpec, Registration)>,
     event_log: Option<std::path::PathBuf>,
     shadow_dir: Option<std::path::PathBuf>,
-    durable_dir: Option<std::path::PathBuf>,
+    /// Where an earlier fnhub kept Lambda durable executions as files, to be moved into
+    /// the checkpoint store at start.
+    legacy_durable_dir: Option<std::path::PathBuf>,
     hold_lambda_drivers: bool,
     lambda_durables: Vec<(String, crate::DurableConfig)>,
     best_effort: bool,
@@ -378,7 +380,7 @@ impl EdgeHubBuilder {
 
     #[cfg_attr(not(feature = "config"), allow(dead_code))]
     pub(crate) fn import_durable_dir(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
-        self.durable_dir = Some(dir.into());
+        self.legacy_durable_dir = Some(dir.into());
         self
     }
 
@@ -557,7 +559,7 @@ impl EdgeHubBuilder {
         // wait until they are); those a hub killed mid-way was running carry on: their
         // functions replay. The engine's own wait for `EdgeHub::recover_durable`.
         let (dex, weak) = (hub.dex().clone(), hub.downgrade());
-        let (legacy, hold) = (self.durable_dir, self.hold_lambda_drivers);
+        let (legacy, hold) = (self.legacy_durable_dir, self.hold_lambda_drivers);
         tokio::spawn(async move {
             match dex.take_up(legacy.as_deref()).await {
                 Ok(running) if hold => dex.hold(running),
@@ -595,7 +597,7 @@ impl Default for EdgeHubBuilder {
             durables: Vec::new(),
             event_log: None,
             shadow_dir: None,
-            durable_dir: None,
+            legacy_durable_dir: None,
             hold_lambda_drivers: false,
             lambda_durables: Vec::new(),
             best_effort: false,
