@@ -84,6 +84,50 @@ pub enum PendingDependency {
     Load,
 }
 
+/// An order to continue a suspended durable execution: what it waited for at journal
+/// position `at` has come. It is what a resume is, wherever it comes from (a timer that
+/// fired, a child that finished, an event, load that fell, a cloud runtime's wake, a hub
+/// taking up its store after a restart), and it travels to the execution's function as
+/// [`Invocation::wake`](crate::Invocation::wake), so that a resumed run is an ordinary
+/// invocation of that function.
+///
+/// A wake is idempotent: only an execution suspended at `at` runs, so a second wake for the
+/// same operation (a timer here and a wake from elsewhere) finds it moved on and does
+/// nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Wake {
+    /// The execution.
+    pub execution: ExecutionId,
+    /// The journal position of the operation whose result has come.
+    pub at: u32,
+    /// That result: a child's outcome, an event's payload, empty for a timer. Not used for
+    /// an execution shed under load, which runs on from `at`.
+    pub result: crate::Outcome,
+    /// Also continue the execution from its journal if it is found neither suspended nor
+    /// running here: its run died with the process or node that drove it.
+    pub take_over: bool,
+}
+
+impl Wake {
+    /// A wake of `execution` at journal position `at` with `result`.
+    pub fn new(execution: ExecutionId, at: u32, result: crate::Outcome) -> Wake {
+        Wake {
+            execution,
+            at,
+            result,
+            take_over: false,
+        }
+    }
+
+    /// The same wake, also taking over an execution whose run died (see
+    /// [`Wake::take_over`]).
+    pub fn taking_over(mut self) -> Wake {
+        self.take_over = true;
+        self
+    }
+}
+
 /// The state of one durable execution, enough to resume it anywhere.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]

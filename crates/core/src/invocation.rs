@@ -189,6 +189,12 @@ pub struct Invocation {
     pub payload: Bytes,
     /// Trace context, deadline, priority, principal, affinity and parent.
     pub context: InvocationContext,
+    /// Set only on an invocation that resumes a suspended durable execution of the invoked
+    /// function: the function's handler continues that execution instead of starting one.
+    /// Only the host that keeps the execution sets it, in process: no wire, header or
+    /// serialized form carries it, so no caller can make a function resume an execution.
+    #[cfg_attr(feature = "serde", serde(skip))]
+    pub wake: Option<crate::checkpoint::Wake>,
 }
 
 impl Invocation {
@@ -199,6 +205,7 @@ impl Invocation {
             function,
             payload: payload.into(),
             context: InvocationContext::default(),
+            wake: None,
         }
     }
 
@@ -206,5 +213,51 @@ impl Invocation {
     pub fn with_context(mut self, context: InvocationContext) -> Invocation {
         self.context = context;
         self
+    }
+
+    /// An invocation of `function` that resumes its suspended durable execution with
+    /// `wake` (see [`Invocation::wake`]); its payload is empty.
+    pub fn resuming(function: FunctionRef, wake: crate::checkpoint::Wake) -> Invocation {
+        Invocation {
+            wake: Some(wake),
+            ..Invocation::new(function, Bytes::new())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{ExecutionId, FunctionName, Wake};
+
+    fn resuming() -> Invocation {
+        let function = FunctionRef::latest(FunctionName::new("order").unwrap());
+        let wake = Wake::new(ExecutionId::random(), 3, Ok(Bytes::from_static(b"due")));
+        Invocation::resuming(function, wake)
+    }
+
+    #[test]
+    fn a_resuming_invocation_carries_its_wake_and_no_payload() {
+        let invocation = resuming();
+        let wake = invocation.wake.as_ref().expect("a wake");
+        assert_eq!(wake.at, 3);
+        assert!(!wake.take_over);
+        assert!(invocation.payload.is_empty());
+        assert!(Invocation::new(invocation.function.clone(), "x").wake.is_none());
+    }
+
+    /// No serialized form carries a wake, either way: a caller cannot make a function
+    /// resume an execution by sending one.
+    #[cfg(feature = "serde")]
+    #[test]
+    fn no_serialized_invocation_carries_a_wake() {
+        let invocation = resuming();
+        let json = serde_json::to_value(&invocation).unwrap();
+        assert!(json.get("wake").is_none(), "{json}");
+        let mut forged = json.clone();
+        forged["wake"] = serde_json::json!({"execution": "x", "at": 0, "take_over": true});
+        let read: Invocation = serde_json::from_value(forged).unwrap();
+        assert!(read.wake.is_none());
+        assert_eq!(read.id, invocation.id);
     }
 }

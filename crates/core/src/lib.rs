@@ -53,7 +53,7 @@ mod spec;
 mod store;
 mod trace;
 
-pub use checkpoint::{Checkpoint, JournalEntry, Operation, PendingDependency};
+pub use checkpoint::{Checkpoint, JournalEntry, Operation, PendingDependency, Wake};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use event::{Event, EventSource, Headers};
 pub use function::{BoxFuture, DynFunction, FnFunction, Function, from_fn};

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use fnhub_checkpoint::durable::{DurableHost, Engine, EngineError, Finished, RunResult, Woken};
 use fnhub_core::{
     BoxFuture, Clock, ErrorKind, ExecutionId, FunctionError, FunctionName, FunctionSpec,
-    Invocation, InvocationId, LoadProbe, Outcome, PendingDependency, Version,
+    Invocation, InvocationId, LoadProbe, Outcome, PendingDependency, Version, Wake,
 };
 use fnhub_router::topic::{TopicFilter, TopicName};
 use fnhub_scheduler::{Scheduler, SubmitError, WeakScheduler};
@@ -36,7 +36,8 @@ pub(crate) trait CloudLink: Send + Sync + 'static {
     fn suspended(&self, execution: ExecutionId, pending: PendingDependency, at: u32);
 }
 
-/// How the first run of a tracked invocation of a durable function ended.
+/// How a tracked invocation of a durable function ended: the first run of its execution,
+/// or the wake it carried.
 #[derive(Debug)]
 pub(crate) enum DurableEnd {
     /// It suspended: on what, at which journal position.
@@ -45,6 +46,8 @@ pub(crate) enum DurableEnd {
     Completed,
     /// The engine failed (the store, or delivering the outcome): it should run again.
     Failed,
+    /// The invocation carried a wake (see [`Invocation::wake`]): what it did.
+    Woke(Result<Woken, EngineError>),
 }
 
 /// Runs a durable execution's children on the hub's scheduler and matches its waits with
@@ -55,9 +58,6 @@ pub(crate) struct HubHost {
     scheduler: WeakScheduler,
     /// The hub's depth limit, which durable children count against like any child.
     max_depth: u32,
-    /// Replays waiting for a worker, by the id of the invocation of their function that
-    /// will run them (the function's handler looks here before it starts an execution).
-    resumes: Resumes,
     /// Set when the hub serves a cloud runtime: children run there, and suspended
     /// executions are woken there, on whichever node.
     pub(crate) cloud: OnceLock<Arc<dyn CloudLink>>,
@@ -67,9 +67,6 @@ pub(crate) struct HubHost {
     /// Each durable function's timeout, which bounds each of its runs.
     run_timeouts: Mutex<HashMap<(FunctionName, Version), Duration>>,
 }
-
-/// Replays parked for the invocations that will run them.
-pub(crate) type Resumes = Arc<Mutex<HashMap<InvocationId, BoxFuture<'static, ()>>>>;
 
 /// How long after a durable function's timeout its invocation is cut, if the engine has not
 /// ended the run by then (it stops the run at the timeout and delivers a `Timeout` outcome).
@@ -88,7 +85,6 @@ impl HubHost {
         HubHost {
             scheduler,
             max_depth,
-            resumes: Arc::default(),
             cloud: OnceLock::new(),
             tracked: Mutex::default(),
             run_timeouts: Mutex::default(),
@@ -112,25 +108,34 @@ impl HubHost {
         self.tracked.lock().remove(&id).flatten()
     }
 
-    /// Records how the first run of invocation `id` ended, if someone listens. A
+    /// Records how invocation `id` of a durable function ended, if someone listens. A
     /// suspension nobody listens for (a durable function invoked on the hub itself, not
-    /// through its cloud runtime node) goes to the cloud runtime, if the hub serves one,
-    /// to be woken there.
+    /// through its cloud runtime node, or a replay the hub resumed itself) goes to the cloud
+    /// runtime, if the hub serves one, to be woken there.
     pub(crate) fn ended(&self, id: InvocationId, end: DurableEnd) {
         if let Some(slot) = self.tracked.lock().get_mut(&id) {
             *slot = Some(end);
             return;
         }
-        if let (DurableEnd::Suspended(pending, at), Some(remote)) = (end, self.cloud.get()) {
-            remote.suspended(id.into(), pending, at);
+        let suspended = match end {
+            DurableEnd::Suspended(pending, at) => Some((id.into(), pending, at)),
+            DurableEnd::Woke(Ok(Woken::Ran {
+                run:
+                    RunResult::Suspended {
+                        execution,
+                        waiting_for,
+                        at,
+                    },
+            })) => Some((execution, waiting_for, at)),
+            DurableEnd::Woke(Err(error)) => {
+                tracing::warn!(invocation = %id, %error, "could not resume a durable execution");
+                None
+            }
+            _ => None,
+        };
+        if let (Some((execution, pending, at)), Some(remote)) = (suspended, self.cloud.get()) {
+            remote.suspended(execution, pending, at);
         }
-    }
-
-    /// The replays parked for invocations of durable functions: a durable function's
-    /// handler runs the one parked under its invocation's id, if any, instead of starting
-    /// an execution.
-    pub(crate) fn resumes(&self) -> Resumes {
-        self.resumes.clone()
     }
 }
 
@@ -157,36 +162,35 @@ impl DurableHost for HubHost {
         })
     }
 
-    /// The replay becomes an invocation of its function, so that it waits for a worker,
-    /// counts against admission and the function's limits and shows in the load and the
-    /// function's stats like any run of it. A hub that refuses it (full, shutting down)
-    /// leaves it to a task of its own: a resumed execution is never dropped.
+    /// The replay becomes an invocation of its function carrying the wake, so that it
+    /// waits for a worker, counts against admission and the function's limits and shows in
+    /// the load and the function's stats like any run of it. A hub that refuses it (full)
+    /// hands the wake back, for the engine to run on a task: a resumed execution is never
+    /// dropped.
     fn run_resumed(
         &self,
-        execution: ExecutionId,
         function: &FunctionName,
         version: Version,
-        replay: BoxFuture<'static, ()>,
-    ) {
+        wake: Wake,
+    ) -> Result<(), Wake> {
         // A hub that is gone or closing leaves the execution in its store, as it stands,
         // for the next hub on that store to take up (`EdgeHub::recover_durable`).
         let Some(scheduler) = self.scheduler.upgrade() else {
-            tracing::debug!(%execution, "the hub is gone: the execution stays in its store");
-            return;
+            tracing::debug!(execution = %wake.execution, "the hub is gone: the execution stays in its store");
+            return Ok(());
         };
-        let invocation = Invocation::new(pinned(function, version), Bytes::new());
-        let id = invocation.id;
-        self.resumes.lock().insert(id, replay);
-        match scheduler.try_submit_detached(invocation) {
-            Ok(_) => {}
+        let execution = wake.execution;
+        match scheduler.try_submit_detached(Invocation::resuming(pinned(function, version), wake)) {
+            Ok(_) => Ok(()),
             Err(SubmitError::ShuttingDown(_)) => {
-                self.resumes.lock().remove(&id);
                 tracing::debug!(%execution, "the hub is closing: the execution stays in its store");
+                Ok(())
             }
             Err(error) => {
                 tracing::debug!(%execution, %error, "resumed execution not admitted; it runs on a task");
-                if let Some(replay) = self.resumes.lock().remove(&id) {
-                    tokio::spawn(replay);
+                match error.into_invocation().wake {
+                    Some(wake) => Err(wake),
+                    None => Ok(()),
                 }
             }
         }
@@ -224,59 +228,48 @@ impl DurableHost for HubHost {
 }
 
 impl HubHost {
-    /// Wakes a durable execution whose operation at journal position `at` has its result
-    /// (see [`Engine::wake`]); with `take_over`, one found running (its node died) is
-    /// continued from its journal (see [`Engine::take_over`]). The replay runs on one of
-    /// the hub's workers, as an invocation of the execution's function (read from its
-    /// checkpoint), admitted with `admit` so that admission and load see it; `Err` hands
-    /// back what the hub did not admit. An execution with no checkpoint is answered by the
-    /// engine at once, as [`Engine::wake`] answers it.
+    /// Carries out `wake` (see [`Engine::run_wake`]) on one of the hub's workers, as an
+    /// invocation of the execution's function (read from its checkpoint) admitted with
+    /// `admit`, so that admission and load see it; `Err` hands back what the hub did not
+    /// admit. An execution with no checkpoint is answered by the engine at once, as
+    /// [`Engine::wake`] answers it.
     pub(crate) async fn wake(
         &self,
         engine: &Engine,
         admit: impl FnOnce(Invocation) -> Result<fnhub_scheduler::Ticket, SubmitError>,
-        execution: ExecutionId,
-        at: u32,
-        result: Outcome,
-        take_over: bool,
+        wake: Wake,
     ) -> Result<Result<Woken, EngineError>, SubmitError> {
         // Read here only for its function: the replay reads the checkpoint again when it
         // runs, as it may have moved on while the replay waited for a worker.
-        let target = match engine.target_of(execution).await {
+        let target = match engine.target_of(wake.execution).await {
             Ok(Some(target)) => target,
             // Nothing to replay (gone, or not stored yet): the engine's answer as it is.
-            Ok(None) => return Ok(engine.wake(execution, at, result).await),
+            Ok(None) => return Ok(engine.run_wake(wake).await),
             Err(e) => return Ok(Err(e)),
         };
-        let engine = engine.clone();
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let replay: BoxFuture<'static, ()> = Box::pin(async move {
-            let woken = match engine.wake(execution, at, result).await {
-                Ok(Woken::Running) if take_over => engine.take_over(execution).await,
-                other => other,
-            };
-            let _ = tx.send(woken);
-        });
-        let invocation = Invocation::new(pinned(&target.0, target.1), Bytes::new());
+        let invocation = Invocation::resuming(pinned(&target.0, target.1), wake);
         let id = invocation.id;
-        self.resumes.lock().insert(id, replay);
+        self.track(id);
         let ticket = match admit(invocation) {
             Ok(ticket) => ticket,
             Err(refused) => {
-                self.resumes.lock().remove(&id);
+                self.untrack(id);
                 return Err(refused);
             }
         };
         let completion = ticket.await;
-        Ok(rx.await.unwrap_or_else(|_| {
+        Ok(match self.untrack(id) {
+            Some(DurableEnd::Woke(woken)) => woken,
             // Cut short (its timeout): it no longer runs, and a wake or take-over later
             // continues it from its journal.
-            let reason = match completion.outcome {
-                Err(e) => e.to_string(),
-                Ok(_) => "the replay did not run".to_owned(),
-            };
-            Err(EngineError::Interrupted(reason))
-        }))
+            _ => {
+                let reason = match completion.outcome {
+                    Err(e) => e.to_string(),
+                    Ok(_) => "the replay did not run".to_owned(),
+                };
+                Err(EngineError::Interrupted(reason))
+            }
+        })
     }
 }
 
@@ -285,8 +278,28 @@ fn pinned(function: &FunctionName, version: Version) -> fnhub_core::FunctionRef 
     fnhub_core::FunctionRef::version(function.clone(), version)
 }
 
+/// Runs an invocation of a durable function: carries out the wake it carries (a resumed
+/// execution), or else starts an execution. How it ended goes to [`HubHost::ended`].
+pub(crate) async fn run(
+    engine: &Engine,
+    host: &HubHost,
+    mut invocation: Invocation,
+    version: Version,
+) -> Outcome {
+    match invocation.wake.take() {
+        Some(wake) => {
+            let woken = engine.run_wake(wake).await;
+            host.ended(invocation.id, DurableEnd::Woke(woken));
+            // Its output, when it ends, goes out through the engine's completion hook;
+            // this run answers nothing of its own.
+            Ok(Bytes::new())
+        }
+        None => start(engine, host, invocation, version).await,
+    }
+}
+
 /// Starts a durable execution for an invocation of a durable function.
-pub(crate) async fn start(
+async fn start(
     engine: &Engine,
     host: &HubHost,
     invocation: Invocation,

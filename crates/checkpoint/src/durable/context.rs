@@ -296,16 +296,17 @@ impl DurableContext {
                     }
                     Err(_) => {
                         self.shared.decision(&key, predicted, true);
-                        let (execution, target) = {
+                        let (execution, at, target) = {
                             let s = self.state.lock();
                             let cp = &s.checkpoint;
-                            (cp.execution_id, (cp.function.clone(), cp.version))
+                            let at = cp.journal.len() as u32;
+                            (cp.execution_id, at, (cp.function.clone(), cp.version))
                         };
                         let shared = self.shared.clone();
                         return self
                             .suspend(PendingDependency::Child(child_id), move || {
                                 shared.resume_when_done(
-                                    execution, target, key, started, child_id, call,
+                                    execution, at, target, key, started, child_id, call,
                                 );
                             })
                             .await;

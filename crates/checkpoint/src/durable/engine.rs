@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use fnhub_core::{
     Checkpoint, CheckpointStore, Clock, ErrorKind, Event, ExecutionId, FunctionError, FunctionName,
-    Invocation, Outcome, PendingDependency, Version,
+    Invocation, Outcome, PendingDependency, Version, Wake,
 };
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::oneshot;
@@ -29,8 +29,8 @@ pub(crate) struct Shared {
     pub(crate) estimator: Mutex<Estimator>,
     pub(super) hub: String,
     pub(super) functions: RwLock<HashMap<(FunctionName, Version), Arc<dyn DynDurable>>>,
-    /// Executions waiting for an event, with their filter.
-    pub(super) waiting: Mutex<Vec<(ExecutionId, String, Target)>>,
+    /// Executions waiting for an event.
+    pub(super) waiting: Mutex<Vec<EventWait>>,
     /// Whether `waiting` is non-empty, readable without its lock (a hub asks on every
     /// publish).
     pub(super) any_waiting: std::sync::atomic::AtomicBool,
@@ -43,8 +43,9 @@ pub(crate) struct Shared {
     pub(crate) load_policy: Mutex<super::LoadPolicy>,
     /// When the pressure last rose to the threshold, while it stays there.
     pub(super) pressure_since: Mutex<Option<Instant>>,
-    /// Executions suspended to relieve load.
-    pub(super) shed: Mutex<Vec<(ExecutionId, Target)>>,
+    /// Executions suspended to relieve load: where each one's wake goes, and the journal
+    /// position it stopped at.
+    pub(super) shed: Mutex<Vec<(Target, u32, ExecutionId)>>,
     pub(super) on_complete: Mutex<Option<CompletionHook>>,
     /// The latest outcomes, for callers that ask after the fact.
     pub(super) finished: Mutex<std::collections::VecDeque<(ExecutionId, Outcome)>>,
@@ -69,15 +70,36 @@ impl Shared {
     }
 
     /// Mirrors whether `waiting` (held locked by the caller) has entries.
-    pub(super) fn mark_waiting(&self, waiting: &[(ExecutionId, String, Target)]) {
+    pub(super) fn mark_waiting(&self, waiting: &[EventWait]) {
         self.any_waiting
             .store(!waiting.is_empty(), std::sync::atomic::Ordering::Release);
     }
 
-    /// Resumes `execution` with the child's outcome once `call` finishes.
+    /// Hands `wake` to the host, which runs the replay as an invocation of the execution's
+    /// function (see [`DurableHost::run_resumed`]); one the host does not take runs on a
+    /// task of its own.
+    pub(crate) fn resume_later(&self, target: &Target, wake: Wake) {
+        let Err(wake) = self.host.run_resumed(&target.0, target.1, wake) else {
+            return;
+        };
+        let Some(shared) = self.me.upgrade() else {
+            return;
+        };
+        tokio::spawn(async move {
+            let execution = wake.execution;
+            if let Err(e) = (Engine { shared }).run_wake(wake).await {
+                tracing::warn!(%execution, error = %e, "could not resume a durable execution");
+            }
+        });
+    }
+
+    /// Wakes `execution`, suspended at journal position `at` on child `child`, with the
+    /// child's outcome once `call` finishes.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn resume_when_done(
         &self,
         execution: ExecutionId,
+        at: u32,
         target: Target,
         dependency: String,
         started: Instant,
@@ -97,34 +119,29 @@ impl Shared {
                     &dependency,
                     shared.clock.now().saturating_duration_since(started),
                 );
-                let host = shared.host.clone();
-                let engine = Engine { shared };
-                host.run_resumed(
-                    execution,
-                    &target.0,
-                    target.1,
-                    Box::pin(async move {
-                        if let Err(e) = engine.resume(execution, outcome).await {
-                            tracing::warn!(%execution, error = %e, "could not resume after a child finished");
-                        }
-                    }),
-                );
+                shared.resume_later(&target, Wake::new(execution, at, outcome));
             }
         });
     }
 
+    /// Arranges for `execution`, suspended at journal position `at` waiting for `pending`,
+    /// to be woken: by its host, when the host takes charge of it (a cloud runtime), else
+    /// here — a timer, an entry in the table of event waits, the list of executions shed
+    /// under load. A child's wake is armed when the execution suspends on it (see
+    /// [`Shared::resume_when_done`]).
     pub(super) fn schedule(
         &self,
         execution: ExecutionId,
         target: &Target,
         pending: &PendingDependency,
+        at: u32,
     ) {
         if !matches!(pending, PendingDependency::Child(_)) && self.host.wakes(execution, pending) {
             return;
         }
         match pending {
-            PendingDependency::Timer(wake) => {
-                let left = wake
+            PendingDependency::Timer(due) => {
+                let left = due
                     .duration_since(self.clock.system_time())
                     .unwrap_or(Duration::ZERO);
                 let me = self.me.clone();
@@ -132,57 +149,46 @@ impl Shared {
                 tokio::spawn(async move {
                     tokio::time::sleep(left).await;
                     if let Some(shared) = me.upgrade() {
-                        let host = shared.host.clone();
-                        let engine = Engine { shared };
-                        host.run_resumed(
-                            execution,
-                            &target.0,
-                            target.1,
-                            Box::pin(async move {
-                                match engine.resume(execution, Ok(Bytes::new())).await {
-                                    Ok(_) | Err(EngineError::UnknownExecution(_)) => {}
-                                    Err(e) => {
-                                        tracing::warn!(%execution, error = %e, "could not resume after a timer")
-                                    }
-                                }
-                            }),
-                        );
+                        shared.resume_later(&target, Wake::new(execution, at, Ok(Bytes::new())));
                     }
                 });
             }
             PendingDependency::Event { filter } => {
                 let mut waiting = self.waiting.lock();
-                waiting.push((execution, filter.clone(), target.clone()));
+                waiting.push(EventWait {
+                    execution,
+                    filter: filter.clone(),
+                    target: target.clone(),
+                    at,
+                });
                 self.mark_waiting(&waiting);
             }
             PendingDependency::Load => {
-                self.shed.lock().push((execution, target.clone()));
+                self.shed.lock().push((target.clone(), at, execution));
                 // Shedding may have stopped meanwhile (or this engine is not shedding, as
                 // after an import): then it runs again now.
                 if !self.shedding.load(std::sync::atomic::Ordering::Acquire) {
                     let mut shed = self.shed.lock();
-                    if let Some(at) = shed.iter().position(|(id, _)| *id == execution) {
-                        shed.swap_remove(at);
+                    if let Some(i) = shed.iter().position(|(.., id)| *id == execution) {
+                        shed.swap_remove(i);
                         drop(shed);
-                        if let Some(shared) = self.me.upgrade() {
-                            let host = shared.host.clone();
-                            let engine = Engine { shared };
-                            host.run_resumed(
-                                execution,
-                                &target.0,
-                                target.1,
-                                Box::pin(async move {
-                                    let _ = engine.continue_run(execution).await;
-                                }),
-                            );
-                        }
+                        self.resume_later(target, Wake::new(execution, at, Ok(Bytes::new())));
                     }
                 }
             }
-            // Resumed by the task that waits for the child (see `resume_when_done`).
+            // Woken by the task that waits for the child (see `resume_when_done`).
             _ => {}
         }
     }
+}
+
+/// An execution waiting for an event: the filter, and where its wake goes.
+pub(crate) struct EventWait {
+    pub(crate) execution: ExecutionId,
+    pub(crate) filter: String,
+    pub(crate) target: Target,
+    /// The journal position it suspended at.
+    pub(crate) at: u32,
 }
 
 /// The outcome of a run stopped at its limit.
@@ -394,6 +400,24 @@ impl Engine {
         }
     }
 
+    /// Carries out `wake`: [`Engine::wake`], then, with [`Wake::take_over`], continues an
+    /// execution found neither suspended at its position nor running here from its journal
+    /// ([`Engine::take_over`]). What the handler of a durable function runs for an
+    /// invocation that carries a wake (see [`Invocation::wake`]).
+    pub async fn run_wake(&self, wake: Wake) -> Result<Woken, EngineError> {
+        let Wake {
+            execution,
+            at,
+            result,
+            take_over,
+            ..
+        } = wake;
+        match self.wake(execution, at, result).await {
+            Ok(Woken::Running) if take_over => self.take_over(execution).await,
+            other => other,
+        }
+    }
+
     /// Continues a stored execution whose run died with its node (a host that sees the
     /// work that drove it delivered again calls this): a suspended one is left waiting
     /// ([`Woken::Waiting`]), one running here is left alone ([`Woken::Running`]), any other
@@ -420,37 +444,24 @@ impl Engine {
         self.shared.running.lock().contains(&execution)
     }
 
-    /// Delivers an event: every execution waiting for a matching topic resumes with its
-    /// payload, its replay run where the host says (on a hub, as work for one of its
-    /// workers). Returns how many were woken.
+    /// Delivers an event: every execution waiting for a matching topic is woken with its
+    /// payload, its replay run where the host says (on a hub, as an invocation of its
+    /// function). Returns how many were woken.
     pub async fn deliver(&self, event: &Event) -> usize {
-        let due: Vec<(ExecutionId, Target)> = {
+        let due: Vec<EventWait> = {
             let mut waiting = self.shared.waiting.lock();
             let host = &self.shared.host;
-            let mut due = Vec::new();
-            waiting.retain(|(id, filter, target)| {
-                let hit = host.matches(filter, &event.topic);
-                if hit {
-                    due.push((*id, target.clone()));
-                }
-                !hit
-            });
+            let (due, left) = std::mem::take(&mut *waiting)
+                .into_iter()
+                .partition(|w| host.matches(&w.filter, &event.topic));
+            *waiting = left;
             self.shared.mark_waiting(&waiting);
             due
         };
         let woken = due.len();
-        for (id, target) in due {
-            let (engine, payload) = (self.clone(), event.payload.clone());
-            self.shared.host.run_resumed(
-                id,
-                &target.0,
-                target.1,
-                Box::pin(async move {
-                    if let Err(e) = engine.resume(id, Ok(payload)).await {
-                        tracing::warn!(execution = %id, error = %e, "could not resume on an event");
-                    }
-                }),
-            );
+        for w in due {
+            let wake = Wake::new(w.execution, w.at, Ok(event.payload.clone()));
+            self.shared.resume_later(&w.target, wake);
         }
         woken
     }
@@ -480,11 +491,13 @@ impl Engine {
                 continue;
             }
             let target = (checkpoint.function.clone(), checkpoint.version);
+            let at = checkpoint.journal.len() as u32;
             match checkpoint.pending.clone() {
-                Some(p @ (PendingDependency::Timer(_) | PendingDependency::Event { .. })) => {
-                    self.shared.schedule(id, &target, &p);
-                }
-                Some(p @ PendingDependency::Load) => self.shared.schedule(id, &target, &p),
+                Some(
+                    p @ (PendingDependency::Timer(_)
+                    | PendingDependency::Event { .. }
+                    | PendingDependency::Load),
+                ) => self.shared.schedule(id, &target, &p, at),
                 _ => {
                     checkpoint.pending = None;
                     ran.push((id, self.drive(checkpoint, true).await?));
@@ -628,7 +641,7 @@ impl Engine {
             }
             Err(pending) => {
                 let at = state.lock().checkpoint.journal.len() as u32;
-                self.shared.schedule(id, &key, &pending);
+                self.shared.schedule(id, &key, &pending, at);
                 Ok(RunResult::Suspended {
                     execution: id,
                     waiting_for: pending,

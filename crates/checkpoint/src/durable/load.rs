@@ -3,9 +3,7 @@
 
 use std::time::Instant;
 
-use fnhub_core::ExecutionId;
-
-use super::answer::{EngineError, LoadTransition, RunResult};
+use super::answer::LoadTransition;
 use super::engine::Engine;
 
 impl Engine {
@@ -46,18 +44,9 @@ impl Engine {
         self.shared.shedding.store(false, Ordering::Release);
         let shed: Vec<_> = std::mem::take(&mut *self.shared.shed.lock());
         let resumed = shed.len();
-        for (id, target) in shed {
-            let engine = self.clone();
-            self.shared.host.run_resumed(
-                id,
-                &target.0,
-                target.1,
-                Box::pin(async move {
-                    if let Err(e) = engine.continue_run(id).await {
-                        tracing::warn!(execution = %id, error = %e, "could not resume shed execution");
-                    }
-                }),
-            );
+        for (target, at, id) in shed {
+            let wake = fnhub_core::Wake::new(id, at, Ok(bytes::Bytes::new()));
+            self.shared.resume_later(&target, wake);
         }
         tracing::info!(
             pressure = p,
@@ -65,18 +54,6 @@ impl Engine {
             "durable executions: shedding stopped"
         );
         LoadTransition::Resumed(resumed)
-    }
-
-    /// Runs a stored execution again from its journal, with nothing to hand it.
-    pub(super) async fn continue_run(&self, id: ExecutionId) -> Result<RunResult, EngineError> {
-        let mut checkpoint = self
-            .shared
-            .store
-            .load(id)
-            .await?
-            .ok_or(EngineError::UnknownExecution(id))?;
-        checkpoint.pending = None;
-        self.drive(checkpoint, true).await
     }
 
     /// Whether the load policy is shedding low-priority executions now.

@@ -31,7 +31,7 @@ impl Engine {
     pub async fn release(&self, execution: ExecutionId) -> Result<bool, EngineError> {
         {
             let mut waiting = self.shared.waiting.lock();
-            waiting.retain(|(id, ..)| *id != execution);
+            waiting.retain(|w| w.execution != execution);
             self.shared.mark_waiting(&waiting);
         }
         Ok(self.shared.store.remove(execution).await?)
@@ -51,8 +51,9 @@ impl Engine {
             .clone()
             .ok_or(EngineError::NotSuspended(checkpoint.execution_id))?;
         self.shared.store.save(&checkpoint).await?;
+        let at = checkpoint.journal.len() as u32;
         self.shared
-            .schedule(checkpoint.execution_id, &key, &pending);
+            .schedule(checkpoint.execution_id, &key, &pending, at);
         Ok(checkpoint.execution_id)
     }
 }

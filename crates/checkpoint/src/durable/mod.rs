@@ -21,7 +21,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use bytes::Bytes;
-use fnhub_core::{BoxFuture, ExecutionId, Invocation, InvocationId, Outcome};
+use fnhub_core::{BoxFuture, ExecutionId, Invocation, InvocationId, Outcome, Wake};
 
 pub use answer::{CompletionHook, EngineError, Finished, LoadTransition, RunResult, Woken};
 pub use context::DurableContext;
@@ -128,19 +128,21 @@ pub trait DurableHost: Send + Sync + 'static {
     }
 
     /// Runs the replay of a resumed execution of `function` at `version` (after its timer
-    /// fired, its child finished, an event came, or load dropped). Default: a task of its
-    /// own. A hub runs it as an invocation of the function itself, on one of its workers,
-    /// so that admission, limits, load and stats see a resumed run like any other run of
-    /// that function.
+    /// fired, its child finished, an event came, or load dropped): `wake` says which
+    /// execution and with what. A hub runs it as an invocation of the function itself
+    /// carrying the wake ([`Invocation::resuming`]), on one of its workers, so that
+    /// admission, limits, load and stats see a resumed run like any other run of that
+    /// function, and the function's handler calls [`Engine::run_wake`]. `Err` hands the wake
+    /// back, and the engine runs it on a task of its own: the default, and what a hub does
+    /// when it is full.
     fn run_resumed(
         &self,
-        execution: fnhub_core::ExecutionId,
         function: &fnhub_core::FunctionName,
         version: fnhub_core::Version,
-        replay: BoxFuture<'static, ()>,
-    ) {
-        let _ = (execution, function, version);
-        tokio::spawn(replay);
+        wake: Wake,
+    ) -> Result<(), Wake> {
+        let _ = (function, version);
+        Err(wake)
     }
 
     /// Whether the host takes charge of waking `execution`, just suspended (its checkpoint

@@ -74,7 +74,8 @@ pub(super) fn after_run(called: Result<(Outcome, Option<DurableEnd>), SubmitErro
         Ok((_, Some(DurableEnd::Suspended(pending, at)))) => AfterRun::Suspended(pending, at),
         Ok((_, Some(DurableEnd::Completed))) => AfterRun::Ack,
         Ok((_, Some(DurableEnd::Failed))) => AfterRun::Retry(RETRY),
-        Ok((outcome, None)) => AfterRun::Publish(outcome),
+        // An invocation from the wire never carries a wake: `Woke` is not its answer.
+        Ok((outcome, None | Some(DurableEnd::Woke(_)))) => AfterRun::Publish(outcome),
         // Nothing will ever run it: the caller gets the refusal as its result.
         Err(e @ SubmitError::UnknownFunction(_)) => AfterRun::Publish(Err(
             fnhub_core::FunctionError::new(fnhub_core::ErrorKind::Rejected, e.to_string()),

@@ -262,10 +262,11 @@ impl Node {
         let result = wire::outcome_of(message.headers.as_ref(), &message.payload);
         // Delivered again after the ack wait: the node that took it died, maybe in the
         // middle of the run it started. A run found going is then continued.
-        let take_over = deliveries(&message) > 1;
-        let woken = self
-            .in_progress(&message, self.hub.wake(execution, at, result, take_over))
-            .await;
+        let mut wake = fnhub_core::Wake::new(execution, at, result);
+        if deliveries(&message) > 1 {
+            wake = wake.taking_over();
+        }
+        let woken = self.in_progress(&message, self.hub.wake(wake)).await;
         if let Ok(Err(error)) = &woken {
             tracing::debug!(%execution, %error, "a wake could not run here");
         }

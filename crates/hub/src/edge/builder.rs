@@ -614,8 +614,8 @@ impl Default for EdgeHubBuilder {
 }
 
 /// Registers the durable functions with the engine and their handlers with the in-process
-/// sandbox: an invocation runs the replay the host parked under its id (a resumed
-/// execution: see [`HubHost::resumes`]), or else starts an execution. The specs to deploy.
+/// sandbox: an invocation carrying a wake resumes its execution, any other starts one (see
+/// [`durable::run`]). The specs to deploy.
 fn register_durables(
     engine: &Engine,
     host: &Arc<HubHost>,
@@ -633,24 +633,12 @@ fn register_durables(
         let Runtime::InProcess { handler } = &spec.runtime else {
             return Err(HubError::NotInProcess(spec.name));
         };
-        let (starter, version, tracker) = (engine.clone(), spec.version, host.clone());
-        let resumes = host.resumes();
+        let (engine, version, host) = (engine.clone(), spec.version, host.clone());
         in_process.register(
             handler.clone(),
             fnhub_core::from_fn(move |inv: Invocation| {
-                let (engine, tracker) = (starter.clone(), tracker.clone());
-                let replay = resumes.lock().remove(&inv.id);
-                async move {
-                    match replay {
-                        // Its output, when it ends, goes out through the engine's
-                        // completion hook; this run answers nothing of its own.
-                        Some(replay) => {
-                            replay.await;
-                            Ok(bytes::Bytes::new())
-                        }
-                        None => durable::start(&engine, &tracker, inv, version).await,
-                    }
-                }
+                let (engine, host) = (engine.clone(), host.clone());
+                async move { durable::run(&engine, &host, inv, version).await }
             }),
         );
         specs.push(spec);

@@ -223,21 +223,16 @@ impl EdgeHub {
         called.map(|c| (c, suspension))
     }
 
-    /// Wakes a durable execution (see [`HubHost::wake`]) on one of the hub's workers.
+    /// Carries out a wake of a durable execution (see [`HubHost::wake`]) on one of the
+    /// hub's workers.
     #[cfg_attr(not(feature = "nats"), allow(dead_code))]
     pub(crate) async fn wake(
         &self,
-        execution: ExecutionId,
-        at: u32,
-        result: Outcome,
-        take_over: bool,
+        wake: fnhub_core::Wake,
     ) -> Result<Result<Woken, EngineError>, SubmitError> {
         let parts = &*self.parts;
         let admit = |i| self.admit(i, |s, i| s.try_submit(i));
-        parts
-            .host
-            .wake(&parts.engine, admit, execution, at, result, take_over)
-            .await
+        parts.host.wake(&parts.engine, admit, wake).await
     }
 
     /// Whether durable executions of low priority are being shed now, under load (see
