@@ -72,6 +72,11 @@ impl NatsStore {
 }
 
 impl CheckpointStore for NatsStore {
+    /// Every process connected to the same bucket sees the same checkpoints.
+    fn is_shared(&self) -> bool {
+        true
+    }
+
     fn save<'a>(&'a self, checkpoint: &'a Checkpoint) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(async move {
             let bytes = crate::encode(checkpoint).map_err(backend)?;

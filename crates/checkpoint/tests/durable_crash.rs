@@ -12,11 +12,12 @@ use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use fnhub_checkpoint::DirStore;
 use fnhub_checkpoint::durable::{
-    DurableContext, DurableFunction, Engine, RunResult, SuspendPolicy, durable_fn,
+    DurableContext, DurableFunction, Engine, SuspendPolicy, durable_fn,
 };
 use fnhub_core::{FunctionName, Invocation, SystemClock, Version};
 
@@ -116,10 +117,11 @@ fn a_step_acknowledged_before_a_crash_is_not_redone() {
         let e = engine(dir.path(), false);
         let recovered = e.recover().await.unwrap();
         assert_eq!(recovered.len(), 1);
-        match &recovered[0].1 {
-            RunResult::Completed(Ok(out)) => assert_eq!(out, "receipt-ok"),
-            other => panic!("{other:?}"),
-        }
+        let out = tokio::time::timeout(Duration::from_secs(30), e.outcome(recovered[0]))
+            .await
+            .expect("the taken-over execution never ended")
+            .expect("an outcome");
+        assert_eq!(out.unwrap(), "receipt-ok");
     });
     let effects = std::fs::read_to_string(dir.path().join("effects.log")).unwrap();
     assert_eq!(effects, "charged order-9\n", "the charge was not repeated");

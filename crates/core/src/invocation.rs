@@ -243,7 +243,11 @@ mod tests {
         assert_eq!(wake.at, 3);
         assert!(!wake.take_over);
         assert!(invocation.payload.is_empty());
-        assert!(Invocation::new(invocation.function.clone(), "x").wake.is_none());
+        assert!(
+            Invocation::new(invocation.function.clone(), "x")
+                .wake
+                .is_none()
+        );
     }
 
     /// No serialized form carries a wake, either way: a caller cannot make a function

@@ -47,4 +47,12 @@ pub trait CheckpointStore: Send + Sync + 'static {
 
     /// The ids of all stored checkpoints.
     fn list(&self) -> BoxFuture<'_, Result<Vec<ExecutionId>, StoreError>>;
+
+    /// Whether other processes may use this store at the same time (a NATS object store
+    /// that a cloud runtime's nodes share). A hub takes up the executions of a store that
+    /// is its own when it starts; on a shared one, that is left to whoever runs them (the
+    /// cloud runtime's wakes and take-overs). Default: `false`.
+    fn is_shared(&self) -> bool {
+        false
+    }
 }

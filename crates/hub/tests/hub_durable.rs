@@ -415,8 +415,8 @@ async fn a_hub_started_again_on_its_store_finishes_what_the_last_one_left() {
     drop(first);
     assert_eq!(steps.load(Ordering::SeqCst), 1);
 
+    // Built on the same store, the hub takes up the execution by itself.
     let second = build(steps.clone());
-    second.recover_durable().await.unwrap();
     let out = tokio::time::timeout(
         std::time::Duration::from_secs(30),
         second.durable_outcome(id),
@@ -427,5 +427,107 @@ async fn a_hub_started_again_on_its_store_finishes_what_the_last_one_left() {
     .unwrap();
     assert_eq!(out, Bytes::from("parcel-9"));
     assert_eq!(steps.load(Ordering::SeqCst), 11, "charge once, ship once");
+    // Asked again, the hub answers its one pass: the sleeping execution waited again,
+    // nothing was running to hand back, and nothing runs twice.
+    assert_eq!(second.recover_durable().await.unwrap(), 0);
+    assert_eq!(steps.load(Ordering::SeqCst), 11);
+    second.shutdown().await;
+}
+
+/// A hub whose execution is in the middle of a step when it goes (its run never ends), and a
+/// new hub built on the same checkpoint folder: the new one takes the execution over by
+/// itself, as an invocation of its function on one of its workers, and finishes it from
+/// its journal without running the completed step again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hub_built_on_the_store_of_one_that_died_mid_step_carries_the_execution_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let charged = Arc::new(AtomicU32::new(0));
+    // `stuck`: the hub's second step never returns, as if its process died in it.
+    let build = |charged: Arc<AtomicU32>, stuck: bool| {
+        let (store, _) = fnhub::libs::checkpoint::DirStore::open(dir.path()).unwrap();
+        EdgeHub::builder()
+            .checkpoint_store(Arc::new(store))
+            .durable(
+                FunctionSpec::in_process(FunctionName::new("settle").unwrap()),
+                durable_fn(move |ctx: DurableContext, input: Bytes| {
+                    let charged = charged.clone();
+                    async move {
+                        ctx.step("charge", || async move {
+                            charged.fetch_add(1, Ordering::SeqCst);
+                            Ok(Bytes::new())
+                        })
+                        .await?;
+                        ctx.step("ship", || async move {
+                            if stuck {
+                                std::future::pending::<()>().await;
+                            }
+                            Ok(input)
+                        })
+                        .await
+                    }
+                }),
+            )
+            .build()
+            .unwrap()
+    };
+    let first = build(charged.clone(), true);
+    let invocation = fnhub::Invocation::new("settle".parse().unwrap(), "parcel-7");
+    let id: ExecutionId = invocation.id.into();
+    let call = tokio::spawn({
+        let first = first.clone();
+        async move { first.call(invocation).await }
+    });
+    // The charge is journaled before the second step starts; then the run is stuck.
+    let listed = |dir: &std::path::Path| std::fs::read_dir(dir).unwrap().count();
+    for _ in 0..500 {
+        if charged.load(Ordering::SeqCst) == 1 && listed(dir.path()) > 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(charged.load(Ordering::SeqCst), 1);
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert!(
+        !call.is_finished(),
+        "the first hub's run is stuck in its second step"
+    );
+
+    let second = build(charged.clone(), false);
+    let out = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        second.durable_outcome(id),
+    )
+    .await
+    .expect("the execution was never taken over")
+    .unwrap()
+    .unwrap();
+    assert_eq!(out, Bytes::from("parcel-7"));
+    assert_eq!(
+        charged.load(Ordering::SeqCst),
+        1,
+        "the charge was not repeated"
+    );
+    assert_eq!(
+        second.recover_durable().await.unwrap(),
+        1,
+        "one execution was handed back to run"
+    );
+    // The take-over ran as an invocation of settle (counted once it returns, just after
+    // the execution's outcome).
+    let runs = || {
+        second
+            .stats()
+            .functions
+            .get("settle")
+            .map(|f| f.invocations)
+    };
+    for _ in 0..500 {
+        if runs() == Some(1) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(runs(), Some(1), "one run of settle on the second hub");
+    call.abort();
     second.shutdown().await;
 }

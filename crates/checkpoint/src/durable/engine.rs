@@ -466,12 +466,14 @@ impl Engine {
         woken
     }
 
-    /// After a restart, takes up every execution in the store: those waiting for a timer or
-    /// an event wait again; those that were running, or waiting for a child (whose result
-    /// died with the process), run again from their journal — completed steps are not
-    /// redone, and the child is invoked again under the same deterministic id. Returns the
-    /// executions that ran again and how each run ended.
-    pub async fn recover(&self) -> Result<Vec<(ExecutionId, RunResult)>, EngineError> {
+    /// After a restart, takes up every execution in the store: those waiting for a timer,
+    /// an event or lower load wait again; those that were running, or waiting for a child
+    /// (whose result died with the process), run again from their journal, each handed to
+    /// the host as a wake that takes the execution over (see
+    /// [`DurableHost::run_resumed`]): completed steps are not redone, and the child is
+    /// invoked again under the same deterministic id. Returns the executions that run again;
+    /// [`Engine::outcome`] tells how each ends.
+    pub async fn recover(&self) -> Result<Vec<ExecutionId>, EngineError> {
         self.recover_except(|_| false).await
     }
 
@@ -481,7 +483,7 @@ impl Engine {
     pub async fn recover_except(
         &self,
         others: impl Fn(&Checkpoint) -> bool,
-    ) -> Result<Vec<(ExecutionId, RunResult)>, EngineError> {
+    ) -> Result<Vec<ExecutionId>, EngineError> {
         let mut ran = Vec::new();
         for id in self.shared.store.list().await? {
             let Some(mut checkpoint) = self.shared.store.load(id).await? else {
@@ -492,15 +494,21 @@ impl Engine {
             }
             let target = (checkpoint.function.clone(), checkpoint.version);
             let at = checkpoint.journal.len() as u32;
-            match checkpoint.pending.clone() {
+            match checkpoint.pending.take() {
                 Some(
                     p @ (PendingDependency::Timer(_)
                     | PendingDependency::Event { .. }
                     | PendingDependency::Load),
                 ) => self.shared.schedule(id, &target, &p, at),
-                _ => {
-                    checkpoint.pending = None;
-                    ran.push((id, self.drive(checkpoint, true).await?));
+                pending => {
+                    if pending.is_some() {
+                        // A child's result died with the process: the operation runs
+                        // again. Stored first, so the take-over finds it waiting for nothing.
+                        self.shared.store.save(&checkpoint).await?;
+                    }
+                    let wake = Wake::new(id, at, Ok(Bytes::new())).taking_over();
+                    self.shared.resume_later(&target, wake);
+                    ran.push(id);
                 }
             }
         }

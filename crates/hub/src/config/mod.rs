@@ -812,16 +812,6 @@ impl HubConfig {
         // One environment per function now: what cannot start is said here and in
         // /healthz, not on its first call.
         hub.check_functions().await;
-        // A hub started again on its checkpoint folder takes up the durable executions a
-        // stopped or killed one left (a cloud node leaves that to the deployment).
-        if self.checkpoint_dir.is_some() && self.cloud.is_none() {
-            let hub = hub.clone();
-            tokio::spawn(async move {
-                if let Err(error) = hub.recover_durable().await {
-                    tracing::warn!(%error, "durable executions could not be taken up");
-                }
-            });
-        }
         #[cfg(feature = "mqtt")]
         if let Some(m) = &self.mqtt {
             crate::bridge::Bridge::new(m.clone())

@@ -495,7 +495,8 @@ impl EdgeHubBuilder {
             scheduler.downgrade(),
         ));
         let mut functions = self.functions;
-        if !self.durables.is_empty() {
+        let has_durables = !self.durables.is_empty();
+        if has_durables {
             functions.extend(register_durables(
                 &engine,
                 &host,
@@ -531,6 +532,7 @@ impl EdgeHubBuilder {
                 store,
                 services,
                 dex,
+                taken_up: tokio::sync::Mutex::new(None),
                 start_failures: parking_lot::Mutex::new(std::collections::BTreeMap::new()),
                 best_effort: self.best_effort,
                 clock: self.clock,
@@ -555,9 +557,20 @@ impl EdgeHubBuilder {
             tokio::spawn(crate::events::replay(hub.downgrade(), log, pending));
         }
         hub.services_handle().set_hub(hub.downgrade());
-        // The Lambda executions in the store are taken up at once (requests about them
-        // wait until they are); those a hub killed mid-way was running carry on: their
-        // functions replay. The engine's own wait for `EdgeHub::recover_durable`.
+        // What the store holds is taken up at once, both kinds: a hub started again on the
+        // store of one that stopped or died carries on with its executions. The engine's,
+        // when the store is the hub's own (see `EdgeHub::recover_durable`).
+        if has_durables && !hub.parts.store.is_shared() {
+            let weak = hub.downgrade();
+            tokio::spawn(async move {
+                let Some(hub) = weak.upgrade() else { return };
+                if let Err(error) = hub.recover_durable().await {
+                    tracing::error!(%error, "the durable executions in the checkpoint store could not be taken up");
+                }
+            });
+        }
+        // The Lambda executions: requests about them wait until they are taken up; those
+        // a hub killed mid-way was running carry on: their functions replay.
         let (dex, weak) = (hub.dex().clone(), hub.downgrade());
         let (legacy, hold) = (self.legacy_durable_dir, self.hold_lambda_drivers);
         tokio::spawn(async move {

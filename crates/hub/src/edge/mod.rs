@@ -74,6 +74,9 @@ struct Parts {
     services: Arc<HubServices>,
     /// Lambda durable functions and their executions.
     dex: Arc<crate::dex::Dex>,
+    /// How many durable executions the take-up of the store handed back to run, once it
+    /// has run (see [`EdgeHub::recover_durable`]).
+    taken_up: tokio::sync::Mutex<Option<usize>>,
     /// The functions that could not start an environment when last checked, and why.
     start_failures: parking_lot::Mutex<std::collections::BTreeMap<String, String>>,
     /// Whether process functions run with best-effort confinement.
@@ -151,27 +154,36 @@ impl EdgeHub {
     }
 
     /// Takes up the durable executions its checkpoint store holds, as a hub started again on
-    /// the store of one that stopped or died must: timers and event waits are scheduled
-    /// again, and executions that were running (or waiting for a child) continue from their
-    /// journals, so no completed step runs again. The number that ran to an end or a new
-    /// suspension. A hub serving a cloud runtime leaves this to the deployment's wakes.
-    /// The Lambda durable executions in the same store are taken up by the hub itself when
-    /// it is built (requests about them wait for it).
+    /// the store of one that stopped or died must: timers, event waits and executions shed
+    /// under load wait again, and executions that were running (or waiting for a child)
+    /// continue from their journals, each as an invocation of its function, so no completed
+    /// step runs again. Returns how many were handed back to run.
+    ///
+    /// A hub on a store of its own (a `DirStore`, the default memory store) does this
+    /// itself when it is built, once; this waits for that pass and answers its count (a
+    /// pass that failed runs again). On a shared store
+    /// ([`CheckpointStore::is_shared`](fnhub_core::CheckpointStore::is_shared)) the hub
+    /// leaves it to its caller, and a hub serving a cloud runtime to the deployment's
+    /// wakes and take-overs (this answers 0). The Lambda durable executions in the same
+    /// store are taken up by the hub itself when it is built (requests about them wait for
+    /// it).
     pub async fn recover_durable(&self) -> Result<usize, EngineError> {
-        if self.parts.host.cloud.get().is_some() {
+        let parts = &*self.parts;
+        if parts.store.is_shared() && parts.host.cloud.get().is_some() {
             return Ok(0);
         }
-        let ran = self
-            .parts
-            .engine
-            .recover_except(crate::dex::is_lambda)
-            .await?;
-        if !ran.is_empty() || self.parts.engine.is_waiting_for_events() {
+        let mut taken_up = parts.taken_up.lock().await;
+        if let Some(count) = *taken_up {
+            return Ok(count);
+        }
+        let ran = parts.engine.recover_except(crate::dex::is_lambda).await?;
+        if !ran.is_empty() || parts.engine.is_waiting_for_events() {
             tracing::info!(
                 ran = ran.len(),
                 "durable executions taken up from the checkpoint store"
             );
         }
+        *taken_up = Some(ran.len());
         Ok(ran.len())
     }
 
