@@ -15,6 +15,7 @@ use fnhub_scheduler::{Scheduler, SubmitError, WeakScheduler};
 use parking_lot::Mutex;
 
 use crate::edge::route::{Routes, too_deep};
+use crate::wakes::{Due, Timers};
 
 /// Runs children where a hub attached to a cloud runtime sends them (any node), and wakes
 /// its durable executions on any node.
@@ -66,6 +67,8 @@ pub(crate) struct HubHost {
     tracked: Mutex<HashMap<InvocationId, Option<DurableEnd>>>,
     /// Each durable function's timeout, which bounds each of its runs.
     run_timeouts: Mutex<HashMap<(FunctionName, Version), Duration>>,
+    /// The hub's timer table, which wakes the executions suspended in a sleep.
+    pub(crate) timers: Arc<Timers>,
 }
 
 /// How long after a durable function's timeout its invocation is cut, if the engine has not
@@ -81,10 +84,11 @@ pub(crate) const BACKSTOP: Duration = Duration::from_secs(1);
 pub const RESUME_FUNCTION: &str = "fnhub-resume";
 
 impl HubHost {
-    pub(crate) fn new(scheduler: WeakScheduler, max_depth: u32) -> HubHost {
+    pub(crate) fn new(scheduler: WeakScheduler, max_depth: u32, timers: Arc<Timers>) -> HubHost {
         HubHost {
             scheduler,
             max_depth,
+            timers,
             cloud: OnceLock::new(),
             tracked: Mutex::default(),
             run_timeouts: Mutex::default(),
@@ -194,6 +198,26 @@ impl DurableHost for HubHost {
                 }
             }
         }
+    }
+
+    /// The hub's one timer table (see [`crate::wakes`]), rather than a task per sleep.
+    fn wake_at(
+        &self,
+        at: std::time::SystemTime,
+        function: &FunctionName,
+        version: Version,
+        wake: Wake,
+    ) -> Result<(), Wake> {
+        let function = function.clone();
+        self.timers.arm(
+            at,
+            Due::Engine {
+                function,
+                version,
+                wake,
+            },
+        );
+        Ok(())
     }
 
     /// Attached to a cloud runtime, every suspended execution is woken through it, on any

@@ -104,6 +104,7 @@ pub mod services;
 pub mod shadow;
 mod shadows;
 mod stats;
+mod wakes;
 
 pub use describe::describe_metrics;
 pub use dex::{DurableConfig, DurableExecution, DurableStartError};

@@ -47,6 +47,9 @@ pub(crate) struct Shared {
     /// position it stopped at.
     pub(super) shed: Mutex<Vec<(Target, u32, ExecutionId)>>,
     pub(super) on_complete: Mutex<Option<CompletionHook>>,
+    /// False while starts wait for a recovery to list the store (see
+    /// [`Engine::hold_starts`]).
+    pub(super) starts_open: tokio::sync::watch::Sender<bool>,
     /// The latest outcomes, for callers that ask after the fact.
     pub(super) finished: Mutex<std::collections::VecDeque<(ExecutionId, Outcome)>>,
     pub(super) me: Weak<Shared>,
@@ -126,8 +129,8 @@ impl Shared {
 
     /// Arranges for `execution`, suspended at journal position `at` waiting for `pending`,
     /// to be woken: by its host, when the host takes charge of it (a cloud runtime), else
-    /// here — a timer, an entry in the table of event waits, the list of executions shed
-    /// under load. A child's wake is armed when the execution suspends on it (see
+    /// here — a timer (the host's, or a task of the engine's), an entry in the table of
+    /// event waits, the list of executions shed under load. A child's wake is armed when the execution suspends on it (see
     /// [`Shared::resume_when_done`]).
     pub(super) fn schedule(
         &self,
@@ -141,6 +144,10 @@ impl Shared {
         }
         match pending {
             PendingDependency::Timer(due) => {
+                let wake = Wake::new(execution, at, Ok(Bytes::new()));
+                let Err(wake) = self.host.wake_at(*due, &target.0, target.1, wake) else {
+                    return;
+                };
                 let left = due
                     .duration_since(self.clock.system_time())
                     .unwrap_or(Duration::ZERO);
@@ -149,7 +156,7 @@ impl Shared {
                 tokio::spawn(async move {
                     tokio::time::sleep(left).await;
                     if let Some(shared) = me.upgrade() {
-                        shared.resume_later(&target, Wake::new(execution, at, Ok(Bytes::new())));
+                        shared.resume_later(&target, wake);
                     }
                 });
             }
@@ -263,6 +270,7 @@ impl Engine {
                 pressure_since: Mutex::new(None),
                 shed: Mutex::new(Vec::new()),
                 on_complete: Mutex::new(None),
+                starts_open: tokio::sync::watch::Sender::new(true),
                 me: me.clone(),
             }),
         }
@@ -294,6 +302,7 @@ impl Engine {
         version: Version,
     ) -> Result<RunResult, EngineError> {
         let execution: ExecutionId = invocation.id.into();
+        self.starts_opened().await;
         if let Some(mut stored) = self.shared.store.load(execution).await? {
             if let Some(pending) = stored.pending.clone() {
                 // Only a host that wakes executions itself can be asked twice; an engine
@@ -477,6 +486,22 @@ impl Engine {
         self.recover_except(|_| false).await
     }
 
+    /// Makes starts and imports wait until the next [`Engine::recover`] has listed the
+    /// store, so that it takes up only what was there before: an execution started here
+    /// meanwhile is not taken for one left by an earlier engine. For a host that recovers
+    /// on a task of its own as it starts.
+    pub fn hold_starts(&self) {
+        self.shared.starts_open.send_replace(false);
+    }
+
+    /// Resolves once starts are not held (see [`Engine::hold_starts`]).
+    pub(super) async fn starts_opened(&self) {
+        if !*self.shared.starts_open.borrow() {
+            let mut open = self.shared.starts_open.subscribe();
+            let _ = open.wait_for(|open| *open).await;
+        }
+    }
+
     /// [`Engine::recover`], leaving alone the checkpoints `others` says are not the
     /// engine's: a store shared with another kind of execution (a hub keeps its Lambda
     /// durable executions in the same store).
@@ -484,8 +509,11 @@ impl Engine {
         &self,
         others: impl Fn(&Checkpoint) -> bool,
     ) -> Result<Vec<ExecutionId>, EngineError> {
+        let listed = self.shared.store.list().await;
+        // Held starts go on now, whether the store could be listed or not.
+        self.shared.starts_open.send_replace(true);
         let mut ran = Vec::new();
-        for id in self.shared.store.list().await? {
+        for id in listed? {
             let Some(mut checkpoint) = self.shared.store.load(id).await? else {
                 continue;
             };

@@ -42,6 +42,7 @@ impl Engine {
     /// arranges for it to resume (its timer, or its event).
     pub async fn import(&self, bytes: &[u8]) -> Result<ExecutionId, EngineError> {
         let checkpoint = format::decode(bytes)?;
+        self.starts_opened().await;
         let key = (checkpoint.function.clone(), checkpoint.version);
         if !self.shared.functions.read().contains_key(&key) {
             return Err(EngineError::UnknownFunction(key.0, key.1));

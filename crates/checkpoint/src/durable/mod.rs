@@ -145,6 +145,21 @@ pub trait DurableHost: Send + Sync + 'static {
         Err(wake)
     }
 
+    /// Arms a timer: `wake` is to go to [`DurableHost::run_resumed`] for `function` at
+    /// `version` when `at` comes (an execution suspended in a sleep). `Err` hands it back,
+    /// and the engine arms one of its own, a task that sleeps until then: the default. A
+    /// hub keeps one table of timers for all its executions instead.
+    fn wake_at(
+        &self,
+        at: std::time::SystemTime,
+        function: &fnhub_core::FunctionName,
+        version: fnhub_core::Version,
+        wake: Wake,
+    ) -> Result<(), Wake> {
+        let _ = (at, function, version);
+        Err(wake)
+    }
+
     /// Whether the host takes charge of waking `execution`, just suspended (its checkpoint
     /// saved) waiting for `pending`. A host whose executions may resume on another machine
     /// sharing the checkpoint store (a cloud runtime) answers `true` for what it can wake

@@ -210,11 +210,7 @@ impl Executions {
         tracing::info!(execution = %id, function = %saved.exec.function, from = %from, "took up a durable execution whose node is gone");
         metrics::counter!("fnhub_cloud_executions_taken_up_total").increment(1);
         if dex.adopt(saved.exec) {
-            tokio::spawn(crate::dex::drive(
-                dex.clone(),
-                hub.downgrade(),
-                id.to_owned(),
-            ));
+            dex.kick(id);
         }
         true
     }
@@ -256,7 +252,7 @@ impl Executions {
         // Those the hub held for this claim (see `EdgeHubBuilder::hold_lambda_drivers`)
         // and kept: their functions are invoked again now.
         for id in dex.unhold() {
-            tokio::spawn(crate::dex::drive(dex.clone(), hub.downgrade(), id));
+            dex.kick(&id);
         }
     }
 

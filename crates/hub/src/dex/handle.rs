@@ -98,7 +98,7 @@ impl EdgeHub {
         let (id, started, done) =
             dex.start(spec.name.as_str(), spec.version.get(), input.into(), name)?;
         if started {
-            tokio::spawn(super::drive(dex.clone(), self.downgrade(), id.clone()));
+            dex.kick(&id);
         }
         let arn = dex.snapshot(&id).map(|e| e.arn).ok_or_else(not_durable)?;
         if !dex.flushed().await {

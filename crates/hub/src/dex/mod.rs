@@ -34,7 +34,10 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use tokio::sync::{Notify, watch};
+use tokio::sync::watch;
+
+use crate::edge::WeakHub;
+use crate::wakes::{Due, Timers};
 
 pub use handle::{DurableExecution, DurableStartError};
 pub(crate) use model::ErrorObject;
@@ -210,7 +213,17 @@ pub(crate) struct Dex {
     held: Mutex<Vec<String>>,
     /// The cloud runtime's copy, when the hub is one of its nodes.
     replica: OnceLock<Arc<dyn replica::Replica>>,
+    /// What runs the executions' rounds, once the hub is built (see [`Dex::set_driver`]).
+    driver: OnceLock<Driver>,
     clock: Arc<dyn fnhub_core::Clock>,
+}
+
+/// What the dex needs to run rounds of its executions: the hub that invokes their
+/// functions, and the hub's timer table that wakes them.
+struct Driver {
+    me: std::sync::Weak<Dex>,
+    hub: WeakHub,
+    timers: Arc<Timers>,
 }
 
 #[derive(Default)]
@@ -222,10 +235,15 @@ struct State {
     callbacks: HashMap<String, (String, String)>,
 }
 
-/// An execution and what wakes and awaits it.
+/// An execution, whether a round of it runs, and who awaits its end.
 struct Live {
     exec: Execution,
-    wake: Arc<Notify>,
+    /// A task runs rounds of it now (see [`Dex::kick`]).
+    driving: bool,
+    /// It changed while a round ran: the task runs one more before it stops.
+    again: bool,
+    /// Invocations in a row that did not answer as the SDK does.
+    failures: u32,
     done: watch::Sender<bool>,
 }
 
@@ -246,6 +264,7 @@ impl Dex {
             held: Mutex::new(Vec::new()),
             store: store.map(|s| store::Saver::new(s, hub)),
             replica: OnceLock::new(),
+            driver: OnceLock::new(),
             clock,
         }
     }
@@ -393,7 +412,6 @@ impl Dex {
                 .by_name
                 .remove(&(live.exec.function.clone(), live.exec.name.clone()));
             state.callbacks.retain(|_, (e, _)| e != id);
-            live.wake.notify_one();
             live.done.send_replace(true);
             if let Some(store) = &self.store {
                 store.remove(id);
@@ -522,8 +540,26 @@ impl Dex {
         }
     }
 
-    /// Runs `f` on execution `id`, saves it when `f` says it changed, and wakes its driver.
+    /// Runs `f` on execution `id`, saves it when `f` says it changed, and then runs a
+    /// round of it (see [`Dex::kick`]): what changed from outside may be for its function
+    /// to see.
     pub(crate) fn with<T>(
+        &self,
+        id: &str,
+        f: impl FnOnce(&mut Execution, u64) -> (T, bool),
+    ) -> Option<T> {
+        let (out, changed) = self.update(id, |exec, now| {
+            let (out, changed) = f(exec, now);
+            ((out, changed), changed)
+        })?;
+        if changed {
+            self.kick(id);
+        }
+        Some(out)
+    }
+
+    /// [`Dex::with`] without the round: what a round itself changes.
+    pub(crate) fn update<T>(
         &self,
         id: &str,
         f: impl FnOnce(&mut Execution, u64) -> (T, bool),
@@ -534,7 +570,6 @@ impl Dex {
         let (out, changed) = f(&mut live.exec, now);
         if changed {
             self.save(&live.exec, now);
-            live.wake.notify_one();
             if live.exec.status.is_terminal() {
                 live.done.send_replace(true);
             }
@@ -567,8 +602,74 @@ impl Dex {
         self.state.lock().executions.get(id).map(|l| l.exec.clone())
     }
 
-    pub(crate) fn wake_of(&self, id: &str) -> Option<Arc<Notify>> {
-        self.state.lock().executions.get(id).map(|l| l.wake.clone())
+    /// Lets the dex run rounds of its executions: `hub` invokes their functions, `timers`
+    /// wakes them when something is due. Set once, when the hub is built.
+    pub(crate) fn set_driver(self: &Arc<Self>, hub: WeakHub, timers: Arc<Timers>) {
+        let me = Arc::downgrade(self);
+        let _ = self.driver.set(Driver { me, hub, timers });
+    }
+
+    /// Runs rounds of execution `id` on a task of their own until it waits or ends: each
+    /// marks what has come due, invokes the function when there is something for it to
+    /// see, and arms the hub's timer for the next thing due. A round already running runs
+    /// once more instead; an execution held for a cloud node's claim (see [`Dex::hold`])
+    /// is left alone. Between rounds an execution holds no task.
+    pub(crate) fn kick(&self, id: &str) {
+        let Some(driver) = self.driver.get() else {
+            return;
+        };
+        {
+            let mut state = self.state.lock();
+            let Some(live) = state.executions.get_mut(id) else {
+                return;
+            };
+            if live.driving {
+                live.again = true;
+                return;
+            }
+            if self.held.lock().iter().any(|h| h == id) {
+                return;
+            }
+            live.driving = true;
+        }
+        let Some(dex) = driver.me.upgrade() else {
+            return;
+        };
+        tokio::spawn(run::drive(dex, driver.hub.clone(), id.to_owned()));
+    }
+
+    /// Ends a task's rounds of `id`, unless it changed meanwhile and `anyway` is false:
+    /// false then, and the task runs another.
+    pub(crate) fn park(&self, id: &str, anyway: bool) -> bool {
+        let mut state = self.state.lock();
+        let Some(live) = state.executions.get_mut(id) else {
+            return true;
+        };
+        if std::mem::take(&mut live.again) && !anyway {
+            return false;
+        }
+        live.driving = false;
+        true
+    }
+
+    /// Arms the hub's timer for execution `id` at `at_ms` (Unix milliseconds, the dex's
+    /// clock): its next round then. Replaces the one armed before.
+    pub(crate) fn wake_at(&self, id: &str, at_ms: u64) {
+        if let Some(driver) = self.driver.get() {
+            let at = std::time::UNIX_EPOCH + Duration::from_millis(at_ms);
+            driver.timers.arm(at, Due::Lambda(id.to_owned()));
+        }
+    }
+
+    /// Counts an invocation of `id` that did not answer as the SDK does (`failed`), or
+    /// clears the count; the count now.
+    pub(crate) fn count_failure(&self, id: &str, failed: bool) -> u32 {
+        let mut state = self.state.lock();
+        let Some(live) = state.executions.get_mut(id) else {
+            return 0;
+        };
+        live.failures = if failed { live.failures + 1 } else { 0 };
+        live.failures
     }
 
     /// Executions of `function`, oldest first.
@@ -612,7 +713,9 @@ impl State {
             exec.id.clone(),
             Live {
                 exec,
-                wake: Arc::new(Notify::new()),
+                driving: false,
+                again: false,
+                failures: 0,
                 done,
             },
         );
@@ -639,5 +742,3 @@ pub(crate) fn random_id() -> String {
     }
     raw.iter().map(|b| format!("{b:02x}")).collect()
 }
-
-pub(crate) use run::drive;

@@ -3,7 +3,6 @@
 //! chained invokes, stop).
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use fnhub_core::{Invocation, InvocationContext};
@@ -16,36 +15,43 @@ use crate::edge::WeakHub;
 /// Invocation failures (not `FAILED` answers) an execution survives before it fails.
 const INVOKE_ATTEMPTS: u32 = 3;
 
-/// Drives execution `id` until it ends.
+/// Runs rounds of execution `id` (see [`Dex::kick`], which starts this on a task) until
+/// it waits or ends and nothing changed meanwhile.
 pub(crate) async fn drive(dex: Arc<Dex>, hub: WeakHub, id: String) {
-    let Some(wake) = dex.wake_of(&id) else { return };
-    let mut failures = 0u32;
     loop {
-        let wakes_at = wake.notified();
-        tokio::pin!(wakes_at);
-        wakes_at.as_mut().enable();
+        let retrying = rounds(&dex, &hub, &id).await;
+        // A retry waits out its delay, whatever its invocation changed meanwhile.
+        if dex.park(&id, retrying) {
+            return;
+        }
+    }
+}
+
+/// Invokes the function of execution `id` for as long as there is something for it to see;
+/// returns once the execution waits (its timer armed), ends or is gone: true when it waits
+/// to invoke the function again after one that failed.
+async fn rounds(dex: &Dex, hub: &WeakHub, id: &str) -> bool {
+    loop {
         // What is due now, and whether the function must run.
-        let step = dex.with(&id, prepare);
-        let Some(step) = step else { return };
+        let Some(step) = dex.update(id, prepare) else {
+            return false;
+        };
         let payload = match step {
-            Prepared::Ended => return,
+            Prepared::Ended => return false,
             Prepared::Sleep(until_ms) => {
-                let now = dex.now_ms();
-                let sleep = Duration::from_millis(until_ms.saturating_sub(now).max(1));
-                tokio::select! {
-                    () = &mut wakes_at => {}
-                    () = tokio::time::sleep(sleep) => {}
-                }
-                continue;
+                dex.wake_at(id, until_ms);
+                return false;
             }
             Prepared::Invoke(payload) => payload,
         };
-        let Some(hub) = hub.upgrade() else { return };
-        let Some(exec) = dex.snapshot(&id) else {
-            return;
+        let Some(hub) = hub.upgrade() else {
+            return false;
+        };
+        let Some(exec) = dex.snapshot(id) else {
+            return false;
         };
         let Ok(target) = format!("{}:{}", exec.function, exec.version).parse() else {
-            return;
+            return false;
         };
         let mut invocation = Invocation::new(target, Bytes::from(payload.to_string()));
         invocation.context = InvocationContext::default();
@@ -62,7 +68,7 @@ pub(crate) async fn drive(dex: Arc<Dex>, hub: WeakHub, id: String) {
             Err(e) => Answer::Retry(ErrorObject::new("ServiceException", e.to_string())),
         };
         let retry = dex
-            .with(&id, |exec, now| {
+            .update(id, |exec, now| {
                 exec.tokens.clear();
                 exec.token = None;
                 if exec.status.is_terminal() {
@@ -84,25 +90,28 @@ pub(crate) async fn drive(dex: Arc<Dex>, hub: WeakHub, id: String) {
                     // What changed during the invocation (a callback answered, a
                     // chained invoke ended) left `needs_invoke` set.
                     Answer::Pending => (None, true),
-                    Answer::Retry(error) => (Some(error), false),
+                    // Invoked again after a delay: the function has not seen what it was
+                    // invoked for.
+                    Answer::Retry(error) => {
+                        exec.needs_invoke = true;
+                        (Some(error), false)
+                    }
                 }
             })
             .flatten();
-        if let Some(error) = retry {
-            failures += 1;
-            tracing::warn!(execution = %id, attempt = failures, error = ?error.error_message, "a durable execution's invocation failed");
-            if failures >= INVOKE_ATTEMPTS {
-                dex.with(&id, |exec, now| {
-                    exec.error = Some(error);
-                    exec.finish(ExecStatus::Failed, now);
-                    ((), true)
-                });
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(200 * u64::from(failures))).await;
-        } else {
-            failures = 0;
+        let failures = dex.count_failure(id, retry.is_some());
+        let Some(error) = retry else { continue };
+        tracing::warn!(execution = %id, attempt = failures, error = ?error.error_message, "a durable execution's invocation failed");
+        if failures >= INVOKE_ATTEMPTS {
+            dex.update(id, |exec, now| {
+                exec.error = Some(error);
+                exec.finish(ExecStatus::Failed, now);
+                ((), true)
+            });
+            return false;
         }
+        dex.wake_at(id, dex.now_ms() + 200 * u64::from(failures));
+        return true;
     }
 }
 
@@ -370,7 +379,7 @@ async fn chained_execution(
     );
     let (child, _, mut done) =
         started.map_err(|e| ErrorObject::new("InvalidParameterValueException", e.to_string()))?;
-    tokio::spawn(drive(dex.clone(), hub.clone(), child.clone()));
+    dex.kick(&child);
     let _ = done.wait_for(|d| *d).await;
     match dex.snapshot(&child) {
         Some(exec) if exec.status == ExecStatus::Succeeded => Ok(exec.result),
@@ -430,6 +439,8 @@ pub(crate) fn spawn_chained(
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
     use crate::dex::DurableConfig;
 
@@ -540,5 +551,92 @@ mod tests {
         let ended = dex.with(&id, |e, _| prepare(e, t0 + 61_000)).unwrap();
         assert!(matches!(ended, Prepared::Ended));
         assert_eq!(dex.snapshot(&id).unwrap().status, ExecStatus::TimedOut);
+    }
+
+    /// A hub with one in-process function `name` declared Lambda-durable, answering with
+    /// `answer` (given the hub's dex, the invocation's payload and how many calls came
+    /// before).
+    fn hub_with(
+        name: &str,
+        answer: impl Fn(&Dex, &Value, u32) -> String + Send + Sync + 'static,
+    ) -> (crate::EdgeHub, Arc<std::sync::atomic::AtomicU32>) {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        let calls = Arc::new(AtomicU32::new(0));
+        let dex_slot: Arc<std::sync::OnceLock<Arc<Dex>>> = Arc::default();
+        let (counted, slot, answer) = (calls.clone(), dex_slot.clone(), Arc::new(answer));
+        let hub = crate::EdgeHub::builder()
+            .function(
+                fnhub_core::FunctionSpec::in_process(fnhub_core::FunctionName::new(name).unwrap()),
+                fnhub_core::from_fn(move |inv: Invocation| {
+                    let n = counted.fetch_add(1, Ordering::SeqCst);
+                    let payload: Value = serde_json::from_slice(&inv.payload).unwrap();
+                    let out = answer(slot.get().unwrap(), &payload, n);
+                    async move { Ok(Bytes::from(out)) }
+                }),
+            )
+            .lambda_durable(name, DurableConfig::default())
+            .build()
+            .unwrap();
+        let _ = dex_slot.set(hub.dex().clone());
+        (hub, calls)
+    }
+
+    /// An invocation that does not answer as the SDK does is invoked again, after a delay,
+    /// and after `INVOKE_ATTEMPTS` of them the execution fails with the last error.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn invocations_that_do_not_answer_as_the_sdk_are_retried_then_fail_it() {
+        let (hub, calls) = hub_with("garbled", |_, _, _| "not json".to_owned());
+        let started = hub.start_durable("garbled", "{}", None).await.unwrap();
+        let outcome = tokio::time::timeout(Duration::from_secs(30), started.outcome())
+            .await
+            .expect("the execution never ended");
+        let error = outcome.unwrap_err();
+        assert_eq!(error.error_type.as_deref(), Some("Runtime.InvalidOutput"));
+        assert_eq!(
+            calls.load(std::sync::atomic::Ordering::SeqCst),
+            INVOKE_ATTEMPTS
+        );
+        hub.shutdown().await;
+    }
+
+    /// An execution waiting holds no task: its wait is an entry in the hub's timer table,
+    /// and the table's task invokes the function again when it is due.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_waiting_execution_is_an_entry_in_the_timer_table_not_a_task() {
+        let (hub, calls) = hub_with("napper", |dex, payload, n| {
+            if n > 0 {
+                return r#"{"Status":"SUCCEEDED","Result":"rested"}"#.to_owned();
+            }
+            // The first call starts a one-second wait, as the SDK does, and answers PENDING.
+            let arn = payload["DurableExecutionArn"].as_str().unwrap();
+            let token = payload["CheckpointToken"].as_str().unwrap();
+            let id = dex.id_of_arn(arn).unwrap();
+            let wait = updates(
+                r#"[{"Id":"w","Type":"WAIT","Action":"START","WaitOptions":{"WaitSeconds":1}}]"#,
+            );
+            checkpoint(dex, &id, token, None, &wait).unwrap();
+            r#"{"Status":"PENDING"}"#.to_owned()
+        });
+        let started = hub.start_durable("napper", "{}", None).await.unwrap();
+        let id = started.arn.rsplit('/').next().unwrap().to_owned();
+        let parked = || {
+            let state = hub.dex().state.lock();
+            state.executions.get(&id).is_some_and(|l| !l.driving)
+        };
+        for _ in 0..500 {
+            if calls.load(std::sync::atomic::Ordering::SeqCst) == 1 && parked() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        assert!(parked(), "no round runs while it waits");
+        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert_eq!(hub.armed_timers(), 1, "its wait is armed in the table");
+        let outcome = tokio::time::timeout(Duration::from_secs(30), started.outcome())
+            .await
+            .expect("the wait never ended");
+        assert_eq!(outcome.unwrap(), "rested");
+        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 2);
+        hub.shutdown().await;
     }
 }

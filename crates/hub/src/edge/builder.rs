@@ -19,6 +19,7 @@ use super::route::{HubObserver, Routes};
 use super::{EdgeHub, Parts};
 use crate::durable::{self, HubHost};
 use crate::services::HubServices;
+use crate::wakes::Timers;
 
 /// The hub could not be built or changed.
 #[derive(Debug, thiserror::Error)]
@@ -481,7 +482,13 @@ impl EdgeHubBuilder {
             self.clock.clone(),
         )));
         let store = self.store.unwrap_or_else(|| Arc::new(MemoryStore::new()));
-        let host = Arc::new(HubHost::new(scheduler.downgrade(), self.max_depth));
+        // One timer table for the hub's suspended executions, both kinds (`crate::wakes`).
+        let timers = Timers::new(self.clock.clone());
+        let host = Arc::new(HubHost::new(
+            scheduler.downgrade(),
+            self.max_depth,
+            timers.clone(),
+        ));
         let engine = Engine::new(
             self.name.clone(),
             store.clone(),
@@ -557,10 +564,19 @@ impl EdgeHubBuilder {
             tokio::spawn(crate::events::replay(hub.downgrade(), log, pending));
         }
         hub.services_handle().set_hub(hub.downgrade());
+        hub.dex().set_driver(hub.downgrade(), timers.clone());
+        let weak = hub.downgrade();
+        tokio::spawn(Timers::serve(Arc::downgrade(&timers), move |due| {
+            if let Some(hub) = weak.upgrade() {
+                hub.fire(due);
+            }
+        }));
         // What the store holds is taken up at once, both kinds: a hub started again on the
         // store of one that stopped or died carries on with its executions. The engine's,
         // when the store is the hub's own (see `EdgeHub::recover_durable`).
         if has_durables && !hub.parts.store.is_shared() {
+            // Only what was there before: starts wait until the store is listed.
+            hub.parts.engine.hold_starts();
             let weak = hub.downgrade();
             tokio::spawn(async move {
                 let Some(hub) = weak.upgrade() else { return };
@@ -571,14 +587,14 @@ impl EdgeHubBuilder {
         }
         // The Lambda executions: requests about them wait until they are taken up; those
         // a hub killed mid-way was running carry on: their functions replay.
-        let (dex, weak) = (hub.dex().clone(), hub.downgrade());
+        let dex = hub.dex().clone();
         let (legacy, hold) = (self.legacy_durable_dir, self.hold_lambda_drivers);
         tokio::spawn(async move {
             match dex.take_up(legacy.as_deref()).await {
                 Ok(running) if hold => dex.hold(running),
                 Ok(running) => {
                     for id in running {
-                        tokio::spawn(crate::dex::drive(dex.clone(), weak.clone(), id));
+                        dex.kick(&id);
                     }
                 }
                 Err(error) => {

@@ -247,6 +247,38 @@ impl EdgeHub {
         parts.host.wake(&parts.engine, admit, wake).await
     }
 
+    /// How many entries the hub's timer table holds.
+    #[cfg(test)]
+    pub(crate) fn armed_timers(&self) -> usize {
+        self.parts.host.timers.len()
+    }
+
+    /// Runs what a timer of the hub's table woke (see [`crate::wakes`]): an engine
+    /// execution's wake, as an invocation of its function (on a task when the hub does not
+    /// admit it), or a Lambda execution's next round.
+    pub(crate) fn fire(&self, due: crate::wakes::Due) {
+        let parts = &*self.parts;
+        match due {
+            crate::wakes::Due::Engine {
+                function,
+                version,
+                wake,
+            } => {
+                use fnhub_checkpoint::durable::DurableHost;
+                if let Err(wake) = parts.host.run_resumed(&function, version, wake) {
+                    let engine = parts.engine.clone();
+                    tokio::spawn(async move {
+                        let execution = wake.execution;
+                        if let Err(error) = engine.run_wake(wake).await {
+                            tracing::warn!(%execution, %error, "could not resume after a timer");
+                        }
+                    });
+                }
+            }
+            crate::wakes::Due::Lambda(id) => parts.dex.kick(&id),
+        }
+    }
+
     /// Whether durable executions of low priority are being shed now, under load (see
     /// [`EdgeHubBuilder::load_policy`]).
     pub fn is_shedding(&self) -> bool {
