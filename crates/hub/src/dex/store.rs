@@ -1,9 +1,9 @@
 //! Lambda durable executions in the hub's checkpoint store, the one the engine keeps the
 //! Rust `DurableContext` executions in (a `DirStore` in the config file's `checkpoint_dir`;
 //! the cloud runtime's own store on a node): one store, one format (checksummed, two slots,
-//! group commit). A hub takes up its Lambda executions from it when it is built
-//! ([`Dex::take_up`](super::Dex::take_up)), and the engine's with
-//! [`EdgeHub::recover_durable`], which leaves the Lambda ones alone ([`is_lambda`]).
+//! group commit). A hub takes up both kinds from it when it is built: its Lambda
+//! executions ([`Dex::take_up`](super::Dex::take_up)), and the engine's on a store of its
+//! own ([`EdgeHub::recover_durable`], which leaves the Lambda ones alone: [`is_lambda`]).
 //!
 //! Each execution is one [`Checkpoint`] whose `state` is the execution as JSON behind
 //! [`TAG`]. A change is queued under the hub's lock of its executions and written by one
