@@ -417,14 +417,7 @@ async fn a_hub_started_again_on_its_store_finishes_what_the_last_one_left() {
 
     // Built on the same store, the hub takes up the execution by itself.
     let second = build(steps.clone());
-    let out = tokio::time::timeout(
-        std::time::Duration::from_secs(30),
-        second.durable_outcome(id),
-    )
-    .await
-    .expect("the execution was never taken up")
-    .unwrap()
-    .unwrap();
+    let out = output_of(&second, id).await;
     assert_eq!(out, Bytes::from("parcel-9"));
     assert_eq!(steps.load(Ordering::SeqCst), 11, "charge once, ship once");
     // Asked again, the hub answers its one pass: the sleeping execution waited again,
@@ -493,14 +486,7 @@ async fn a_hub_built_on_the_store_of_one_that_died_mid_step_carries_the_executio
     );
 
     let second = build(charged.clone(), false);
-    let out = tokio::time::timeout(
-        std::time::Duration::from_secs(30),
-        second.durable_outcome(id),
-    )
-    .await
-    .expect("the execution was never taken over")
-    .unwrap()
-    .unwrap();
+    let out = output_of(&second, id).await;
     assert_eq!(out, Bytes::from("parcel-7"));
     assert_eq!(
         charged.load(Ordering::SeqCst),
@@ -530,4 +516,13 @@ async fn a_hub_built_on_the_store_of_one_that_died_mid_step_carries_the_executio
     assert_eq!(runs(), Some(1), "one run of settle on the second hub");
     call.abort();
     second.shutdown().await;
+}
+
+/// The output of durable execution `id`, once the hub has finished it.
+async fn output_of(hub: &EdgeHub, id: ExecutionId) -> Bytes {
+    tokio::time::timeout(std::time::Duration::from_secs(30), hub.durable_outcome(id))
+        .await
+        .expect("the hub never finished the execution")
+        .expect("an outcome")
+        .expect("a successful one")
 }
