@@ -257,6 +257,23 @@ async fn workload(
 
 /// Every result in the result stream, by invocation: a second one would be a duplicate.
 async fn results_in_stream(client: &CloudClient, count: u64) -> (u64, u64) {
+    // A consumer on a cluster that just took a server back can stall before its first
+    // delivery (once for over 15 s): a stalled read starts over on a new consumer, three
+    // times at most. Only a result that is not in the stream fails every one.
+    let mut last = (0, 0);
+    for attempt in 1..=3 {
+        last = read_results(client, count).await;
+        if last.0 == count {
+            break;
+        }
+        eprintln!("results read: {} of {count} on attempt {attempt}", last.0);
+    }
+    last
+}
+
+/// One read of the results stream through a new consumer: how many results, and how many
+/// of those were duplicates.
+async fn read_results(client: &CloudClient, count: u64) -> (u64, u64) {
     let duplicates = Arc::new(AtomicU64::new(0));
     // A cluster that just took a server back may time out a consumer's creation.
     let mut tries = 0;
@@ -275,7 +292,7 @@ async fn results_in_stream(client: &CloudClient, count: u64) -> (u64, u64) {
     let mut seen = 0;
     // Patient: a consumer on a cluster that took a server back can pause for seconds
     // between deliveries (once 2 s was not enough, and a result that was there read as
-    // missing). Only a result that is not in the stream makes this wait run out.
+    // missing).
     while seen < count {
         match tokio::time::timeout(Duration::from_secs(15), results.next()).await {
             Ok(Some(_)) => seen += 1,
