@@ -103,6 +103,15 @@ impl Timers {
         }
     }
 
+    /// Removes the entry of Lambda execution `id`, if it has one (it ended, or went to
+    /// another node).
+    pub(crate) fn disarm(&self, id: &str) {
+        let mut table = self.table.lock();
+        if let Some(key) = table.lambda.remove(id) {
+            table.due.remove(&key);
+        }
+    }
+
     /// How many entries are armed.
     #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) fn len(&self) -> usize {
@@ -202,6 +211,9 @@ mod tests {
                 wake: Wake::new(execution, 2, Ok(bytes::Bytes::new())),
             },
         );
+        timers.arm(now + Duration::from_secs(12), lambda("ended"));
+        timers.disarm("ended");
+        timers.disarm("never armed");
         assert_eq!(timers.len(), 3);
         let start = Instant::now();
         let (fired, next) = timers.take_due(start + Duration::from_secs(16));

@@ -413,6 +413,7 @@ impl Dex {
                 .remove(&(live.exec.function.clone(), live.exec.name.clone()));
             state.callbacks.retain(|_, (e, _)| e != id);
             live.done.send_replace(true);
+            self.disarm(id);
             if let Some(store) = &self.store {
                 store.remove(id);
             }
@@ -658,6 +659,13 @@ impl Dex {
         if let Some(driver) = self.driver.get() {
             let at = std::time::UNIX_EPOCH + Duration::from_millis(at_ms);
             driver.timers.arm(at, Due::Lambda(id.to_owned()));
+        }
+    }
+
+    /// Removes execution `id`'s entry from the hub's timer table: nothing is due for it.
+    pub(crate) fn disarm(&self, id: &str) {
+        if let Some(driver) = self.driver.get() {
+            driver.timers.disarm(id);
         }
     }
 

@@ -37,7 +37,10 @@ async fn rounds(dex: &Dex, hub: &WeakHub, id: &str) -> bool {
             return false;
         };
         let payload = match step {
-            Prepared::Ended => return false,
+            Prepared::Ended => {
+                dex.disarm(id);
+                return false;
+            }
             Prepared::Sleep(until_ms) => {
                 dex.wake_at(id, until_ms);
                 return false;
@@ -108,7 +111,8 @@ async fn rounds(dex: &Dex, hub: &WeakHub, id: &str) -> bool {
                 exec.finish(ExecStatus::Failed, now);
                 ((), true)
             });
-            return false;
+            // Ended: the next round says so and disarms its timer.
+            continue;
         }
         dex.wake_at(id, dex.now_ms() + 200 * u64::from(failures));
         return true;
@@ -637,6 +641,45 @@ mod tests {
             .expect("the wait never ended");
         assert_eq!(outcome.unwrap(), "rested");
         assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 2);
+        // Ended, it leaves nothing in the table (its timeout is not armed for a day).
+        for _ in 0..500 {
+            if hub.armed_timers() == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        assert_eq!(hub.armed_timers(), 0);
+        hub.shutdown().await;
+    }
+
+    /// An execution stopped while it waits for its timeout takes its entry out of the
+    /// table, rather than leaving it there until the timeout.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_execution_stopped_while_it_waits_leaves_no_timer() {
+        let (hub, calls) = hub_with("idle", |_, _, _| r#"{"Status":"PENDING"}"#.to_owned());
+        let started = hub.start_durable("idle", "{}", None).await.unwrap();
+        let id = started.arn.rsplit('/').next().unwrap().to_owned();
+        for _ in 0..500 {
+            if calls.load(std::sync::atomic::Ordering::SeqCst) == 1 && hub.armed_timers() == 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        assert_eq!(hub.armed_timers(), 1, "armed for its timeout");
+        // As StopDurableExecution does.
+        hub.dex().with(&id, |exec, now| {
+            exec.finish(ExecStatus::Stopped, now);
+            ((), true)
+        });
+        let outcome = started.outcome().await;
+        assert_eq!(outcome.unwrap_err().kind, fnhub_core::ErrorKind::Cancelled);
+        for _ in 0..500 {
+            if hub.armed_timers() == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        assert_eq!(hub.armed_timers(), 0);
         hub.shutdown().await;
     }
 }
