@@ -36,6 +36,8 @@ pub(crate) struct Shared {
     pub(super) any_waiting: std::sync::atomic::AtomicBool,
     /// Executions being driven now: a second resume of one of them is refused.
     pub(super) running: Mutex<HashSet<ExecutionId>>,
+    /// Told whenever a run ends (see [`Engine::wake`], which may wait for one).
+    pub(super) run_ended: tokio::sync::Notify,
     /// Callers waiting for an execution's final outcome.
     pub(super) watchers: Mutex<HashMap<ExecutionId, Vec<oneshot::Sender<Outcome>>>>,
     /// Whether low-priority executions are being shed.
@@ -216,6 +218,7 @@ struct RunningGuard<'a> {
 impl Drop for RunningGuard<'_> {
     fn drop(&mut self) {
         self.shared.running.lock().remove(&self.id);
+        self.shared.run_ended.notify_waiters();
     }
 }
 
@@ -263,6 +266,7 @@ impl Engine {
                 waiting: Mutex::new(Vec::new()),
                 any_waiting: std::sync::atomic::AtomicBool::new(false),
                 running: Mutex::new(HashSet::new()),
+                run_ended: tokio::sync::Notify::new(),
                 watchers: Mutex::new(HashMap::new()),
                 finished: Mutex::new(std::collections::VecDeque::new()),
                 shedding: std::sync::atomic::AtomicBool::new(false),
@@ -382,9 +386,21 @@ impl Engine {
         at: u32,
         result: Result<Bytes, FunctionError>,
     ) -> Result<Woken, EngineError> {
-        let Some(mut checkpoint) = self.shared.store.load(execution).await? else {
-            // A checkpoint is saved before anything can wait: none means it finished.
-            return Ok(Woken::Finished);
+        let mut checkpoint = loop {
+            let Some(checkpoint) = self.shared.store.load(execution).await? else {
+                // A checkpoint is saved before anything can wait: none means it finished.
+                return Ok(Woken::Finished);
+            };
+            // Saved as suspended at `at` and still counted as running: its run saved the
+            // suspension and is stopping (a child that finished at once woke it this
+            // soon). Once it has stopped, look again.
+            let stopping = checkpoint.pending.is_some()
+                && checkpoint.journal.len() == at as usize
+                && self.is_running(execution);
+            if stopping && self.run_ends(execution).await {
+                continue;
+            }
+            break checkpoint;
         };
         let recorded = checkpoint.journal.len();
         match checkpoint.pending.clone() {
@@ -451,6 +467,25 @@ impl Engine {
 
     fn is_running(&self, execution: ExecutionId) -> bool {
         self.shared.running.lock().contains(&execution)
+    }
+
+    /// Waits until `execution` no longer runs here, for as long as a run takes to stop
+    /// (five seconds at most): false if it still runs then.
+    async fn run_ends(&self, execution: ExecutionId) -> bool {
+        let patience = tokio::time::sleep(Duration::from_secs(5));
+        tokio::pin!(patience);
+        loop {
+            let ended = self.shared.run_ended.notified();
+            tokio::pin!(ended);
+            ended.as_mut().enable();
+            if !self.is_running(execution) {
+                return true;
+            }
+            tokio::select! {
+                () = &mut ended => {}
+                () = &mut patience => return !self.is_running(execution),
+            }
+        }
     }
 
     /// Delivers an event: every execution waiting for a matching topic is woken with its
@@ -685,5 +720,71 @@ impl Engine {
                 })
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fnhub_core::{BoxFuture, SystemClock};
+
+    struct NoChildren;
+
+    impl DurableHost for NoChildren {
+        fn invoke(&self, _: Invocation) -> BoxFuture<'static, Outcome> {
+            Box::pin(async { Ok(Bytes::new()) })
+        }
+    }
+
+    /// A wake that comes while the run that suspended is still stopping (a child that
+    /// finished at once) waits for it to stop, then runs the replay: it is not taken for a
+    /// second run and dropped.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_wake_during_the_stop_of_the_run_that_suspended_waits_for_it() {
+        let store = Arc::new(crate::MemoryStore::new());
+        let engine = Engine::new(
+            "hub",
+            store.clone(),
+            Arc::new(NoChildren),
+            Arc::new(SystemClock),
+            SuspendPolicy::default(),
+        );
+        let name = FunctionName::new("f").unwrap();
+        engine.register(
+            name.clone(),
+            Version::FIRST,
+            super::super::durable_fn(|_ctx: DurableContext, _input: Bytes| async {
+                Ok(Bytes::from_static(b"replayed"))
+            }),
+        );
+        // Saved as suspended at position 0, and still counted as running.
+        let id = ExecutionId::random();
+        let mut checkpoint = Checkpoint::new(
+            id,
+            name,
+            Version::FIRST,
+            Bytes::new(),
+            "hub",
+            std::time::SystemTime::now(),
+        );
+        checkpoint.pending = Some(PendingDependency::Child(fnhub_core::InvocationId::random()));
+        store.save(&checkpoint).await.unwrap();
+        engine.shared.running.lock().insert(id);
+        let woken = tokio::spawn({
+            let engine = engine.clone();
+            async move { engine.wake(id, 0, Ok(Bytes::new())).await }
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!woken.is_finished(), "it waits for the run to stop");
+        // The run stops.
+        drop(RunningGuard {
+            shared: &engine.shared,
+            id,
+        });
+        let woken = woken.await.unwrap().unwrap();
+        assert!(
+            matches!(woken, Woken::Ran { run: RunResult::Completed(Ok(ref out)) } if out == "replayed"),
+            "{woken:?}"
+        );
     }
 }
