@@ -59,6 +59,8 @@ pub(crate) struct HubHost {
     scheduler: WeakScheduler,
     /// The hub's depth limit, which durable children count against like any child.
     max_depth: u32,
+    /// Where the outputs of resumed executions are published.
+    routes: Arc<Routes>,
     /// Set when the hub serves a cloud runtime: children run there, and suspended
     /// executions are woken there, on whichever node.
     pub(crate) cloud: OnceLock<Arc<dyn CloudLink>>,
@@ -84,9 +86,15 @@ pub(crate) const BACKSTOP: Duration = Duration::from_secs(1);
 pub const RESUME_FUNCTION: &str = "fnhub-resume";
 
 impl HubHost {
-    pub(crate) fn new(scheduler: WeakScheduler, max_depth: u32, timers: Arc<Timers>) -> HubHost {
+    pub(crate) fn new(
+        scheduler: WeakScheduler,
+        routes: Arc<Routes>,
+        max_depth: u32,
+        timers: Arc<Timers>,
+    ) -> HubHost {
         HubHost {
             scheduler,
+            routes,
             max_depth,
             timers,
             cloud: OnceLock::new(),
@@ -233,14 +241,30 @@ impl DurableHost for HubHost {
             .copied()
     }
 
+    /// The outcome goes to the cloud runtime's caller, if the hub serves one; then the
+    /// output of an execution that finished after a suspension is published on its
+    /// function's output topic, like any output (the run that starts an execution returns
+    /// its output through the scheduler). Before the checkpoint is removed, so a hub that
+    /// dies in between publishes it again rather than never.
     fn completed(
         &self,
         finished: &Finished,
     ) -> BoxFuture<'static, Result<(), fnhub_checkpoint::durable::DeliveryError>> {
-        match self.cloud.get() {
-            Some(remote) => remote.completed(finished),
-            None => Box::pin(std::future::ready(Ok(()))),
-        }
+        let remote = self.cloud.get().map(|remote| remote.completed(finished));
+        let output = match (&finished.outcome, finished.resumed) {
+            (Ok(output), true) if !output.is_empty() => Some((finished.clone(), output.clone())),
+            _ => None,
+        };
+        let (routes, scheduler) = (self.routes.clone(), self.scheduler.clone());
+        Box::pin(async move {
+            if let Some(remote) = remote {
+                remote.await?;
+            }
+            if let (Some((done, output)), Some(scheduler)) = (output, scheduler.upgrade()) {
+                publish_resumed_output(&routes, &scheduler, &done, output);
+            }
+            Ok(())
+        })
     }
 
     fn matches(&self, filter: &str, topic: &str) -> bool {
@@ -370,37 +394,13 @@ pub(crate) async fn watch_load(scheduler: WeakScheduler, engine: Engine, clock: 
     }
 }
 
-/// Publishes the output of an execution that finished after a suspension on its
-/// function's output topic, like any output (the run that starts an execution returns
-/// its output through the scheduler).
-pub(crate) fn completion_hook(
-    routes: Arc<Routes>,
-    scheduler: WeakScheduler,
-) -> Arc<dyn Fn(&Finished) + Send + Sync> {
-    Arc::new(move |done: &Finished| {
-        let (Some(scheduler), true, Ok(output)) =
-            (scheduler.upgrade(), done.resumed, &done.outcome)
-        else {
-            return;
-        };
-        publish_resumed_output(&routes, &scheduler, done, output);
-    })
-}
-
-fn publish_resumed_output(routes: &Routes, scheduler: &Scheduler, done: &Finished, output: &Bytes) {
+/// Publishes `output` of `done` on its function's output topic, if it has one.
+fn publish_resumed_output(routes: &Routes, scheduler: &Scheduler, done: &Finished, output: Bytes) {
     let spec = scheduler
         .deployed()
         .into_iter()
         .find(|s| s.name == done.function && s.version == done.version);
-    if let Some(template) = spec.and_then(|s| s.output_topic.clone())
-        && !output.is_empty()
-    {
-        routes.publish_output(
-            scheduler,
-            &done.function,
-            &done.context,
-            &template,
-            output.clone(),
-        );
+    if let Some(template) = spec.and_then(|s| s.output_topic.clone()) {
+        routes.publish_output(scheduler, &done.function, &done.context, &template, output);
     }
 }

@@ -1,8 +1,6 @@
 //! What the engine answers: how a run ended, what a wake did, an execution that finished,
 //! and why an operation failed.
 
-use std::sync::Arc;
-
 use fnhub_core::{ExecutionId, FunctionName, Outcome, PendingDependency, Version};
 
 use crate::format::{self, DecodeError};
@@ -52,7 +50,8 @@ pub enum Woken {
     Finished,
 }
 
-/// A durable execution that finished, as told to the completion hook.
+/// A durable execution that finished, as told to its host
+/// ([`DurableHost::completed`](super::DurableHost::completed)).
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct Finished {
@@ -70,9 +69,6 @@ pub struct Finished {
     /// than in the run that started it.
     pub resumed: bool,
 }
-
-/// Called with every execution that finishes.
-pub type CompletionHook = Arc<dyn Fn(&Finished) + Send + Sync>;
 
 /// What a load check did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -12,7 +12,7 @@ use fnhub_core::{
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::oneshot;
 
-use super::answer::{CompletionHook, EngineError, Finished, RunResult, Woken};
+use super::answer::{EngineError, Finished, RunResult, Woken};
 use super::context::{ChildCall, DurableContext, Stop};
 use super::estimator::Estimator;
 use super::{DurableHost, DynDurable, SuspendPolicy};
@@ -48,7 +48,6 @@ pub(crate) struct Shared {
     /// Executions suspended to relieve load: where each one's wake goes, and the journal
     /// position it stopped at.
     pub(super) shed: Mutex<Vec<(Target, u32, ExecutionId)>>,
-    pub(super) on_complete: Mutex<Option<CompletionHook>>,
     /// False while starts wait for a recovery to list the store (see
     /// [`Engine::hold_starts`]).
     pub(super) starts_open: tokio::sync::watch::Sender<bool>,
@@ -273,7 +272,6 @@ impl Engine {
                 load_policy: Mutex::new(super::LoadPolicy::default()),
                 pressure_since: Mutex::new(None),
                 shed: Mutex::new(Vec::new()),
-                on_complete: Mutex::new(None),
                 starts_open: tokio::sync::watch::Sender::new(true),
                 me: me.clone(),
             }),
@@ -578,12 +576,6 @@ impl Engine {
         Ok(ran)
     }
 
-    /// Calls `hook` with every execution that finishes (a hub publishes the outputs of
-    /// resumed executions this way).
-    pub fn set_completion_hook(&self, hook: CompletionHook) {
-        *self.shared.on_complete.lock() = Some(hook);
-    }
-
     /// Whether some execution waits for an event (so events are worth delivering).
     pub fn is_waiting_for_events(&self) -> bool {
         self.shared
@@ -703,10 +695,6 @@ impl Engine {
                 };
                 for w in waiting {
                     let _ = w.send(outcome.clone());
-                }
-                let hook = self.shared.on_complete.lock().clone();
-                if let Some(hook) = hook {
-                    hook(&finished);
                 }
                 Ok(RunResult::Completed(outcome))
             }

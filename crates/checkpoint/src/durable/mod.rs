@@ -23,7 +23,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use fnhub_core::{BoxFuture, ExecutionId, Invocation, InvocationId, Outcome, Wake};
 
-pub use answer::{CompletionHook, EngineError, Finished, LoadTransition, RunResult, Woken};
+pub use answer::{EngineError, Finished, LoadTransition, RunResult, Woken};
 pub use context::DurableContext;
 pub use engine::Engine;
 
@@ -188,12 +188,13 @@ pub trait DurableHost: Send + Sync + 'static {
         None
     }
 
-    /// Called when an execution finishes, before its checkpoint is removed. A host that
-    /// must deliver the outcome durably (a cloud runtime publishing the caller's result)
-    /// does it here: if its process dies between the two, the checkpoint is still there and
-    /// the execution runs again from its journal to the same outcome, rather than being
-    /// lost. An error keeps the checkpoint, and the run ends with
-    /// [`EngineError::Delivery`]. Default: nothing to do.
+    /// Called when an execution finishes, before its checkpoint is removed: the one place
+    /// its outcome goes, besides the callers waiting in [`Engine::outcome`]. A host
+    /// delivers it here (a cloud runtime publishes the caller's result, a hub publishes a
+    /// resumed execution's output): if its process dies between the two, the checkpoint is
+    /// still there and the execution runs again from its journal to the same outcome, so
+    /// the outcome is delivered at least once rather than lost. An error keeps the
+    /// checkpoint, and the run ends with [`EngineError::Delivery`]. Default: nothing to do.
     fn completed(&self, finished: &Finished) -> BoxFuture<'static, Result<(), DeliveryError>> {
         let _ = finished;
         Box::pin(std::future::ready(Ok(())))

@@ -486,6 +486,7 @@ impl EdgeHubBuilder {
         let timers = Timers::new(self.clock.clone());
         let host = Arc::new(HubHost::new(
             scheduler.downgrade(),
+            routes.clone(),
             self.max_depth,
             timers.clone(),
         ));
@@ -497,10 +498,6 @@ impl EdgeHubBuilder {
             self.suspend_policy,
         );
         engine.set_load_policy(self.load_policy);
-        engine.set_completion_hook(durable::completion_hook(
-            routes.clone(),
-            scheduler.downgrade(),
-        ));
         let mut functions = self.functions;
         let has_durables = !self.durables.is_empty();
         if has_durables {
