@@ -299,7 +299,12 @@ impl EdgeHubBuilder {
         self
     }
 
-    /// Where checkpoints of suspended executions go. Default: a [`MemoryStore`].
+    /// Where checkpoints of suspended executions go, both kinds (Rust durable functions
+    /// and Lambda durable functions). Default: a [`MemoryStore`]. A hub built on a store
+    /// that holds executions takes them up: the Lambda ones always (each hub its own), the
+    /// Rust ones when the store is its own, not shared
+    /// ([`CheckpointStore::is_shared`](fnhub_core::CheckpointStore::is_shared)); see
+    /// [`EdgeHub::recover_durable`].
     pub fn checkpoint_store(mut self, store: Arc<dyn CheckpointStore>) -> Self {
         self.store = Some(store);
         self
