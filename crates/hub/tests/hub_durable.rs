@@ -526,3 +526,64 @@ async fn output_of(hub: &EdgeHub, id: ExecutionId) -> Bytes {
         .expect("an outcome")
         .expect("a successful one")
 }
+
+/// A hub stopped with an execution waiting for an event, and a new hub on the same
+/// checkpoint folder: the new one matches the event with the wait it took up, and the
+/// execution's output is published there, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hub_built_again_on_its_store_takes_up_a_wait_for_an_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let reserved = Arc::new(AtomicU32::new(0));
+    let build = |name: &'static str| {
+        let (store, _) = fnhub::libs::checkpoint::DirStore::open(dir.path()).unwrap();
+        let reserved = reserved.clone();
+        EdgeHub::builder()
+            .name(name)
+            .checkpoint_store(Arc::new(store))
+            .durable(
+                FunctionSpec::in_process(FunctionName::new("order").unwrap())
+                    .with_output_topic("orders/{1}/done"),
+                durable_fn(move |ctx: DurableContext, input: Bytes| {
+                    let reserved = reserved.clone();
+                    async move {
+                        ctx.step("reserve", || async {
+                            reserved.fetch_add(1, Ordering::SeqCst);
+                            Ok(Bytes::new())
+                        })
+                        .await?;
+                        let filter = format!("payments/{}", String::from_utf8_lossy(&input));
+                        ctx.wait_for("payment", &filter).await
+                    }
+                }),
+            )
+            .build()
+            .unwrap()
+    };
+    let first = build("hub-a");
+    let mut invocation = fnhub::Invocation::new("order".parse().unwrap(), "o-5");
+    invocation.context.topic = Some("orders/o-5".to_owned());
+    let id: ExecutionId = invocation.id.into();
+    let reply = first.call(invocation).await.unwrap().outcome.unwrap();
+    assert!(reply.is_empty(), "it waits for its payment");
+    first.shutdown().await;
+    drop(first);
+
+    let second = build("hub-b");
+    let mut done = second.subscribe("orders/+/done", 4).unwrap();
+    // Once taken up (the hub's one pass), the wait is in the table that events meet.
+    assert_eq!(second.recover_durable().await.unwrap(), 0);
+    second
+        .publish(Event::new("payments/o-5", "paid", EventSource::Local))
+        .unwrap();
+    assert_eq!(output_of(&second, id).await, Bytes::from("paid"));
+    let published = tokio::time::timeout(std::time::Duration::from_secs(10), done.recv())
+        .await
+        .expect("the output was never published")
+        .unwrap();
+    assert_eq!(
+        (published.topic.as_str(), &published.payload[..]),
+        ("orders/o-5/done", &b"paid"[..])
+    );
+    assert_eq!(reserved.load(Ordering::SeqCst), 1, "reserved once");
+    second.shutdown().await;
+}
