@@ -12,8 +12,23 @@ use fnhub::{
 };
 
 fn hub(name: &'static str, reserved: Arc<AtomicU32>) -> EdgeHub {
+    hub_on(
+        name,
+        reserved,
+        Arc::new(fnhub::libs::checkpoint::MemoryStore::new()),
+    )
+}
+
+/// `order` on hub `name` with `store`: a step that reserves (answering the hub's name), a
+/// wait for the order's payment, a step that ships; its output is its journal's results.
+fn hub_on(
+    name: &'static str,
+    reserved: Arc<AtomicU32>,
+    store: Arc<dyn fnhub::CheckpointStore>,
+) -> EdgeHub {
     EdgeHub::builder()
         .name(name)
+        .checkpoint_store(store)
         .durable(
             FunctionSpec::in_process(FunctionName::new("order").unwrap())
                 .with_output_topic("orders/{1}/done"),
@@ -536,28 +551,7 @@ async fn a_hub_built_again_on_its_store_takes_up_a_wait_for_an_event() {
     let reserved = Arc::new(AtomicU32::new(0));
     let build = |name: &'static str| {
         let (store, _) = fnhub::libs::checkpoint::DirStore::open(dir.path()).unwrap();
-        let reserved = reserved.clone();
-        EdgeHub::builder()
-            .name(name)
-            .checkpoint_store(Arc::new(store))
-            .durable(
-                FunctionSpec::in_process(FunctionName::new("order").unwrap())
-                    .with_output_topic("orders/{1}/done"),
-                durable_fn(move |ctx: DurableContext, input: Bytes| {
-                    let reserved = reserved.clone();
-                    async move {
-                        ctx.step("reserve", || async {
-                            reserved.fetch_add(1, Ordering::SeqCst);
-                            Ok(Bytes::new())
-                        })
-                        .await?;
-                        let filter = format!("payments/{}", String::from_utf8_lossy(&input));
-                        ctx.wait_for("payment", &filter).await
-                    }
-                }),
-            )
-            .build()
-            .unwrap()
+        hub_on(name, reserved.clone(), Arc::new(store))
     };
     let first = build("hub-a");
     let mut invocation = fnhub::Invocation::new("order".parse().unwrap(), "o-5");
@@ -575,14 +569,16 @@ async fn a_hub_built_again_on_its_store_takes_up_a_wait_for_an_event() {
     second
         .publish(Event::new("payments/o-5", "paid", EventSource::Local))
         .unwrap();
-    assert_eq!(output_of(&second, id).await, Bytes::from("paid"));
+    // Reserved on hub a, paid and shipped on hub b.
+    let out = output_of(&second, id).await;
+    assert_eq!(out, Bytes::from("hub-a,paid,hub-b"));
     let published = tokio::time::timeout(std::time::Duration::from_secs(10), done.recv())
         .await
         .expect("the output was never published")
         .unwrap();
     assert_eq!(
         (published.topic.as_str(), &published.payload[..]),
-        ("orders/o-5/done", &b"paid"[..])
+        ("orders/o-5/done", out.as_ref())
     );
     assert_eq!(reserved.load(Ordering::SeqCst), 1, "reserved once");
     second.shutdown().await;

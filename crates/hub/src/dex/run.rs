@@ -585,6 +585,17 @@ mod tests {
         (hub, calls)
     }
 
+    /// Waits until `done` holds, a second at most (it may not, and the caller's assertion
+    /// then says what did not happen).
+    async fn settle(done: impl Fn() -> bool) {
+        for _ in 0..500 {
+            if done() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
     /// An invocation that does not answer as the SDK does is invoked again, after a delay,
     /// and after `INVOKE_ATTEMPTS` of them the execution fails with the last error.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -627,12 +638,7 @@ mod tests {
             let state = hub.dex().state.lock();
             state.executions.get(&id).is_some_and(|l| !l.driving)
         };
-        for _ in 0..500 {
-            if calls.load(std::sync::atomic::Ordering::SeqCst) == 1 && parked() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
+        settle(|| calls.load(std::sync::atomic::Ordering::SeqCst) == 1 && parked()).await;
         assert!(parked(), "no round runs while it waits");
         assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1);
         assert_eq!(hub.armed_timers(), 1, "its wait is armed in the table");
@@ -642,12 +648,7 @@ mod tests {
         assert_eq!(outcome.unwrap(), "rested");
         assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 2);
         // Ended, it leaves nothing in the table (its timeout is not armed for a day).
-        for _ in 0..500 {
-            if hub.armed_timers() == 0 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
+        settle(|| hub.armed_timers() == 0).await;
         assert_eq!(hub.armed_timers(), 0);
         hub.shutdown().await;
     }
@@ -659,12 +660,8 @@ mod tests {
         let (hub, calls) = hub_with("idle", |_, _, _| r#"{"Status":"PENDING"}"#.to_owned());
         let started = hub.start_durable("idle", "{}", None).await.unwrap();
         let id = started.arn.rsplit('/').next().unwrap().to_owned();
-        for _ in 0..500 {
-            if calls.load(std::sync::atomic::Ordering::SeqCst) == 1 && hub.armed_timers() == 1 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
+        settle(|| calls.load(std::sync::atomic::Ordering::SeqCst) == 1 && hub.armed_timers() == 1)
+            .await;
         assert_eq!(hub.armed_timers(), 1, "armed for its timeout");
         // As StopDurableExecution does.
         hub.dex().with(&id, |exec, now| {
@@ -673,12 +670,7 @@ mod tests {
         });
         let outcome = started.outcome().await;
         assert_eq!(outcome.unwrap_err().kind, fnhub_core::ErrorKind::Cancelled);
-        for _ in 0..500 {
-            if hub.armed_timers() == 0 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
+        settle(|| hub.armed_timers() == 0).await;
         assert_eq!(hub.armed_timers(), 0);
         hub.shutdown().await;
     }
