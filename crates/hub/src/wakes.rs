@@ -17,10 +17,12 @@
 //! function, admitted, queued, limited and counted like any: for the engine's kind one
 //! carrying a [`Wake`](fnhub_core::Wake) ([`Invocation::wake`](fnhub_core::Invocation::wake),
 //! which only the hub sets), for Lambda's the SDK's payload with a fresh checkpoint token.
-//! A hub built on a store of its own takes up both kinds from it when it starts.
+//! A hub built on a store takes up what it holds when it starts: its Lambda executions
+//! always, the engine's when the store is its own (on a shared one, the cloud runtime's
+//! wakes and take-overs see to them).
 //!
 //! On a cloud runtime node the engine's kind is woken through the deployment instead
-//! (JetStream wakes, on any node; see [`crate::cloud`]); a Lambda execution stays with the
+//! (JetStream wakes, on any node; see `fnhub::cloud`); a Lambda execution stays with the
 //! node that runs it, woken from that node's table, and is taken up by another node when
 //! its node is gone.
 //!
