@@ -131,8 +131,8 @@ impl Shared {
     /// Arranges for `execution`, suspended at journal position `at` waiting for `pending`,
     /// to be woken: by its host, when the host takes charge of it (a cloud runtime), else
     /// here — a timer (the host's, or a task of the engine's), an entry in the table of
-    /// event waits, the list of executions shed under load. A child's wake is armed when the execution suspends on it (see
-    /// [`Shared::resume_when_done`]).
+    /// event waits, the list of executions shed under load. A child's wake is armed when
+    /// the execution suspends on it (see [`Shared::resume_when_done`]).
     pub(super) fn schedule(
         &self,
         execution: ExecutionId,
