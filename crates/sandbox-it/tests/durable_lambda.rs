@@ -357,23 +357,20 @@ async fn a_synchronous_call_waits_for_the_execution() {
     hub.shutdown().await;
 }
 
-/// A hub killed with SIGKILL while an execution waits comes back from its config file and
-/// finishes it: the step that ran before the kill is not run again.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_execution_survives_a_sigkill_of_the_hub() {
-    let Some(python) = peers() else { return };
-    let dir = tempfile::tempdir().unwrap();
-    let state = dir.path().join("state");
-    let config = dir.path().join("hub.toml");
+/// A config file for a hub whose checkpoints go to `dir/state`, serving the Lambda API on
+/// a free loopback port without auth, with one durable function `name`: the handler
+/// `durable_app.{name}` under awslambdaric. Its path.
+fn config_file(dir: &std::path::Path, python: &std::path::Path, name: &str) -> PathBuf {
+    let config = dir.join("hub.toml");
     std::fs::write(
         &config,
         format!(
             "[hub]\nname = \"durable\"\ncheckpoint_dir = \"{}\"\n\n\
              [http]\nlisten = \"127.0.0.1:0\"\nauth = \"none\"\n\n\
-             [[function]]\nname = \"slow\"\nruntime = \"process\"\n\
-             command = [\"{}\", \"-m\", \"awslambdaric\", \"durable_app.slow\"]\n\
+             [[function]]\nname = \"{name}\"\nruntime = \"process\"\n\
+             command = [\"{}\", \"-m\", \"awslambdaric\", \"durable_app.{name}\"]\n\
              workdir = \"{}\"\ntimeout_ms = 30000\ndurable = {{ execution_timeout_s = 600 }}\n",
-            state.display(),
+            dir.join("state").display(),
             python.display(),
             PathBuf::from(env!("CARGO_MANIFEST_DIR"))
                 .join("fixtures/python")
@@ -381,6 +378,70 @@ async fn an_execution_survives_a_sigkill_of_the_hub() {
         ),
     )
     .unwrap();
+    config
+}
+
+/// A durable function whose process dies on every invocation, on a hub from its config
+/// file, driven with the AWS CLI: the hub invokes it again a few times, then the execution
+/// ends FAILED with the runtime's error, rather than staying RUNNING until its timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_execution_whose_function_keeps_crashing_fails() {
+    let Some(python) = peers() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_file(dir.path(), &python, "crash");
+    let (mut hub, addr) = common::start_event_hub(&config, &dir.path().join("record"));
+    let addr: SocketAddr = addr.parse().unwrap();
+    let (ok, started, err) = aws(
+        addr,
+        args(&[
+            "invoke",
+            "--function-name",
+            "crash",
+            "--invocation-type",
+            "Event",
+            "--payload",
+            "{}",
+            "out.json",
+        ]),
+    )
+    .await;
+    assert!(ok, "{err}");
+    let arn = started["DurableExecutionArn"].as_str().unwrap().to_owned();
+    let until = std::time::Instant::now() + Duration::from_secs(60);
+    let done = loop {
+        let (_, exec, err) = aws(
+            addr,
+            args(&["get-durable-execution", "--durable-execution-arn", &arn]),
+        )
+        .await;
+        if exec["Status"] != "RUNNING" {
+            break exec;
+        }
+        assert!(
+            std::time::Instant::now() < until,
+            "still running: {exec} {err}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    let _ = hub.kill();
+    let _ = hub.wait();
+    assert_eq!(done["Status"], "FAILED", "{done}");
+    assert!(
+        done["Error"]["ErrorType"]
+            .as_str()
+            .is_some_and(|t| !t.is_empty()),
+        "the runtime's error is kept: {done}"
+    );
+}
+
+/// A hub killed with SIGKILL while an execution waits comes back from its config file and
+/// finishes it: the step that ran before the kill is not run again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_execution_survives_a_sigkill_of_the_hub() {
+    let Some(python) = peers() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let config = config_file(dir.path(), &python, "slow");
     let record = dir.path().join("record");
     let (mut first_hub, addr) = common::start_event_hub(&config, &record);
     let addr: SocketAddr = addr.parse().unwrap();
