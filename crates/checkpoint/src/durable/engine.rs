@@ -423,6 +423,14 @@ impl Engine {
         }
     }
 
+    /// Hands `wake` of an execution of `function` at `version` to the host to run as an
+    /// invocation of that function ([`DurableHost::run_resumed`]), or runs it on a task of
+    /// its own when the host does not take it: what a host's own timer does when it fires
+    /// (see [`DurableHost::wake_at`]).
+    pub fn resume_later(&self, function: &FunctionName, version: Version, wake: Wake) {
+        self.shared.resume_later(&(function.clone(), version), wake);
+    }
+
     /// Carries out `wake`: [`Engine::wake`], then, with [`Wake::take_over`], continues an
     /// execution found neither suspended at its position nor running here from its journal
     /// ([`Engine::take_over`]). What the handler of a durable function runs for an

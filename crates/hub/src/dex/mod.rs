@@ -240,7 +240,7 @@ struct Live {
     exec: Execution,
     /// A task runs rounds of it now (see [`Dex::kick`]).
     driving: bool,
-    /// It changed while a round ran: the task runs one more before it stops.
+    /// It changed since its round began: the task runs one more before it stops.
     again: bool,
     /// Invocations in a row that did not answer as the SDK does.
     failures: u32,
@@ -637,6 +637,13 @@ impl Dex {
             return;
         };
         tokio::spawn(run::drive(dex, driver.hub.clone(), id.to_owned()));
+    }
+
+    /// Starts a round of `id`: what changed so far, the round sees (see [`Dex::park`]).
+    pub(crate) fn begin_round(&self, id: &str) {
+        if let Some(live) = self.state.lock().executions.get_mut(id) {
+            live.again = false;
+        }
     }
 
     /// Ends a task's rounds of `id`, unless it changed meanwhile and `anyway` is false:

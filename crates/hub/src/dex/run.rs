@@ -33,6 +33,7 @@ pub(crate) async fn drive(dex: Arc<Dex>, hub: WeakHub, id: String) {
 async fn rounds(dex: &Dex, hub: &WeakHub, id: &str) -> bool {
     loop {
         // What is due now, and whether the function must run.
+        dex.begin_round(id);
         let Some(step) = dex.update(id, prepare) else {
             return false;
         };

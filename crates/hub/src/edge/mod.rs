@@ -263,18 +263,7 @@ impl EdgeHub {
                 function,
                 version,
                 wake,
-            } => {
-                use fnhub_checkpoint::durable::DurableHost;
-                if let Err(wake) = parts.host.run_resumed(&function, version, wake) {
-                    let engine = parts.engine.clone();
-                    tokio::spawn(async move {
-                        let execution = wake.execution;
-                        if let Err(error) = engine.run_wake(wake).await {
-                            tracing::warn!(%execution, %error, "could not resume after a timer");
-                        }
-                    });
-                }
-            }
+            } => parts.engine.resume_later(&function, version, wake),
             crate::wakes::Due::Lambda(id) => parts.dex.kick(&id),
         }
     }
