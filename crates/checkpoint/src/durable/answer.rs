@@ -68,6 +68,10 @@ pub struct Finished {
     /// Whether it finished in a resumed run (after a suspension, import or recovery) rather
     /// than in the run that started it.
     pub resumed: bool,
+    /// When it started.
+    pub started: std::time::SystemTime,
+    /// When it ended.
+    pub ended: std::time::SystemTime,
 }
 
 /// What a load check did.

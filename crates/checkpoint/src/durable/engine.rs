@@ -51,8 +51,10 @@ pub(crate) struct Shared {
     /// False while starts wait for a recovery to list the store (see
     /// [`Engine::hold_starts`]).
     pub(super) starts_open: tokio::sync::watch::Sender<bool>,
-    /// The latest outcomes, for callers that ask after the fact.
-    pub(super) finished: Mutex<std::collections::VecDeque<(ExecutionId, Outcome)>>,
+    /// The latest executions that ended, for callers that ask after the fact.
+    pub(super) finished: Mutex<std::collections::VecDeque<Finished>>,
+    /// How to stop each run going on now (see [`Engine::stop`]).
+    pub(super) stops: Mutex<HashMap<ExecutionId, oneshot::Sender<FunctionError>>>,
     pub(super) me: Weak<Shared>,
 }
 
@@ -209,9 +211,16 @@ fn timed_out(limit: Duration) -> FunctionError {
 }
 
 /// Removes an execution from the running set when its run ends, however it ends.
-struct RunningGuard<'a> {
+pub(super) struct RunningGuard<'a> {
     shared: &'a Shared,
     id: ExecutionId,
+}
+
+impl<'a> RunningGuard<'a> {
+    /// The guard of `id`, which the caller has just put in the running set.
+    pub(super) fn new(shared: &'a Shared, id: ExecutionId) -> RunningGuard<'a> {
+        RunningGuard { shared, id }
+    }
 }
 
 impl Drop for RunningGuard<'_> {
@@ -268,6 +277,7 @@ impl Engine {
                 run_ended: tokio::sync::Notify::new(),
                 watchers: Mutex::new(HashMap::new()),
                 finished: Mutex::new(std::collections::VecDeque::new()),
+                stops: Mutex::new(HashMap::new()),
                 shedding: std::sync::atomic::AtomicBool::new(false),
                 load_policy: Mutex::new(super::LoadPolicy::default()),
                 pressure_since: Mutex::new(None),
@@ -471,13 +481,13 @@ impl Engine {
         Ok(Woken::Ran { run })
     }
 
-    fn is_running(&self, execution: ExecutionId) -> bool {
+    pub(super) fn is_running(&self, execution: ExecutionId) -> bool {
         self.shared.running.lock().contains(&execution)
     }
 
     /// Waits until `execution` no longer runs here, for as long as a run takes to stop
     /// (five seconds at most): false if it still runs then.
-    async fn run_ends(&self, execution: ExecutionId) -> bool {
+    pub(super) async fn run_ends(&self, execution: ExecutionId) -> bool {
         let patience = tokio::time::sleep(Duration::from_secs(5));
         tokio::pin!(patience);
         loop {
@@ -598,14 +608,8 @@ impl Engine {
         let rx = {
             // Checked under the watchers' lock, which completion takes before recording.
             let mut watchers = self.shared.watchers.lock();
-            if let Some((_, o)) = self
-                .shared
-                .finished
-                .lock()
-                .iter()
-                .find(|(id, _)| *id == execution)
-            {
-                return Some(o.clone());
+            if let Some(done) = self.shared.finished_of(execution) {
+                return Some(done.outcome);
             }
             let (tx, rx) = oneshot::channel();
             watchers.entry(execution).or_default().push(tx);
@@ -639,9 +643,24 @@ impl Engine {
             shared: &self.shared,
             id,
         };
+        // It ended already (stopped while a wake saved it again): it does not run again.
+        if let Some(done) = self.shared.finished_of(id) {
+            self.shared.store.remove(id).await?;
+            return Ok(RunResult::Completed(done.outcome));
+        }
+        let (stop_me, stop_asked) = oneshot::channel();
+        self.shared.stops.lock().insert(id, stop_me);
+        let stop_asked = async move {
+            match stop_asked.await {
+                Ok(reason) => reason,
+                // No longer asked for: the run ended some other way.
+                Err(_) => std::future::pending().await,
+            }
+        };
         let restored = !checkpoint.journal.is_empty() || checkpoint.resolution.is_some();
         let input = checkpoint.input.clone();
         let context = checkpoint.context.clone();
+        let started = checkpoint.created_at;
         let (stop_tx, stop_rx) = oneshot::channel();
         let ctx = DurableContext::new(checkpoint, stored, stop_tx, self.shared.clone());
         let state = ctx.state.clone();
@@ -667,12 +686,14 @@ impl Engine {
             biased;
             stop = &mut stop_rx => stopped(stop),
             outcome = run => Ok(Ok(outcome)),
+            reason = stop_asked => Ok(Ok(Err(reason))),
             () = overrun => match stop_rx.try_recv() {
                 // It suspended in the same poll that the limit passed: the suspension holds.
                 Ok(stop) => stopped(Ok(stop)),
                 Err(_) => Ok(Ok(Err(timed_out(limit.unwrap_or_default())))),
             },
         };
+        self.shared.stops.lock().remove(&id);
         drop(running);
         match ended? {
             Ok(outcome) => {
@@ -683,27 +704,11 @@ impl Engine {
                     context,
                     outcome: outcome.clone(),
                     resumed: restored,
+                    started,
+                    ended: self.shared.clock.system_time(),
                 };
-                if let Err(reason) = self.shared.host.completed(&finished).await {
-                    // Kept, so that the execution can run again from its journal to the
-                    // same outcome and deliver it then.
-                    let checkpoint = state.lock().checkpoint.clone();
-                    self.shared.store.save(&checkpoint).await?;
-                    return Err(EngineError::Delivery(reason));
-                }
-                self.shared.store.remove(id).await?;
-                let waiting = {
-                    let mut watchers = self.shared.watchers.lock();
-                    let mut finished = self.shared.finished.lock();
-                    if finished.len() >= Self::REMEMBERED_OUTCOMES {
-                        finished.pop_front();
-                    }
-                    finished.push_back((id, outcome.clone()));
-                    watchers.remove(&id).unwrap_or_default()
-                };
-                for w in waiting {
-                    let _ = w.send(outcome.clone());
-                }
+                self.conclude(finished, || Some(state.lock().checkpoint.clone()))
+                    .await?;
                 Ok(RunResult::Completed(outcome))
             }
             Err(pending) => {
@@ -716,6 +721,61 @@ impl Engine {
                 })
             }
         }
+    }
+    /// Ends execution `finished.execution` with its outcome: delivered through the host
+    /// ([`DurableHost::completed`]), then its checkpoint removed, then told to whoever
+    /// waits ([`Engine::outcome`]). When the host cannot deliver it, the checkpoint
+    /// `unsaved` gives (as the run left it) is kept, so that the execution can run again
+    /// to the same outcome and deliver it then.
+    pub(super) async fn conclude(
+        &self,
+        finished: Finished,
+        unsaved: impl FnOnce() -> Option<Checkpoint>,
+    ) -> Result<(), EngineError> {
+        let id = finished.execution;
+        if let Err(reason) = self.shared.host.completed(&finished).await {
+            if let Some(checkpoint) = unsaved() {
+                self.shared.store.save(&checkpoint).await?;
+            }
+            return Err(EngineError::Delivery(reason));
+        }
+        self.shared.store.remove(id).await?;
+        let outcome = finished.outcome.clone();
+        let waiting = {
+            let mut watchers = self.shared.watchers.lock();
+            let mut ended = self.shared.finished.lock();
+            if ended.len() >= Self::REMEMBERED_OUTCOMES {
+                ended.pop_front();
+            }
+            ended.push_back(finished);
+            watchers.remove(&id).unwrap_or_default()
+        };
+        for w in waiting {
+            let _ = w.send(outcome.clone());
+        }
+        Ok(())
+    }
+}
+
+impl Shared {
+    /// Takes `execution` out of the table of event waits and the list of executions shed
+    /// under load (a timer that fires for it later finds it finished).
+    pub(super) fn forget_waits(&self, execution: ExecutionId) {
+        let mut waiting = self.waiting.lock();
+        waiting.retain(|w| w.execution != execution);
+        self.mark_waiting(&waiting);
+        drop(waiting);
+        self.shed.lock().retain(|(.., id)| *id != execution);
+    }
+
+    /// How `execution` ended, if it is among the latest to end here.
+    pub(super) fn finished_of(&self, execution: ExecutionId) -> Option<Finished> {
+        self.finished
+            .lock()
+            .iter()
+            .rev()
+            .find(|f| f.execution == execution)
+            .cloned()
     }
 }
 

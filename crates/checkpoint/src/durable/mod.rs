@@ -16,6 +16,7 @@ mod engine;
 mod estimator;
 mod load;
 mod migrate;
+mod stop;
 
 use std::future::Future;
 use std::time::Duration;
@@ -26,6 +27,7 @@ use fnhub_core::{BoxFuture, ExecutionId, Invocation, InvocationId, Outcome, Wake
 pub use answer::{EngineError, Finished, LoadTransition, RunResult, Woken};
 pub use context::DurableContext;
 pub use engine::Engine;
+pub use stop::StopResult;
 
 /// The id of the child that the operation at journal position `at` of `parent` invokes:
 /// deterministic, so a replay names the same child (and a child submitted twice is one

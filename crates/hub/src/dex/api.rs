@@ -20,7 +20,7 @@ pub(crate) struct ApiError {
     pub(crate) message: String,
 }
 
-fn error(status: u16, kind: &'static str, message: impl Into<String>) -> ApiError {
+pub(super) fn error(status: u16, kind: &'static str, message: impl Into<String>) -> ApiError {
     ApiError {
         status,
         kind,
@@ -47,11 +47,11 @@ pub(crate) fn known_kind(kind: &str) -> &'static str {
         .unwrap_or("ServiceException")
 }
 
-fn invalid(message: impl Into<String>) -> ApiError {
+pub(super) fn invalid(message: impl Into<String>) -> ApiError {
     error(400, "InvalidParameterValueException", message)
 }
 
-fn not_found(what: &str) -> ApiError {
+pub(super) fn not_found(what: &str) -> ApiError {
     error(
         404,
         "ResourceNotFoundException",
@@ -75,7 +75,7 @@ fn query_param(query: &str, key: &str) -> Option<String> {
         .and_then(|(_, v)| decode(v))
 }
 
-fn body_json(body: &[u8]) -> Result<Value, ApiError> {
+pub(super) fn body_json(body: &[u8]) -> Result<Value, ApiError> {
     if body.is_empty() {
         return Ok(json!({}));
     }
@@ -116,7 +116,7 @@ fn page<T: Clone>(items: &[T], query: &str) -> Result<(Vec<T>, Option<String>), 
 }
 
 /// The function's name in a name, `name:qualifier` or an ARN.
-fn function_name(text: &str) -> String {
+pub(super) fn function_name(text: &str) -> String {
     let parts: Vec<&str> = text.split(':').collect();
     match parts.iter().position(|p| *p == "function") {
         Some(at) if text.starts_with("arn:") => parts.get(at + 1).copied().unwrap_or_default(),
@@ -127,7 +127,7 @@ fn function_name(text: &str) -> String {
 
 /// The operations that only read an execution (`GetDurableExecution`,
 /// `GetDurableExecutionHistory`), answered from `exec`.
-fn read_only(
+pub(super) fn read_only(
     exec: &super::Execution,
     method: &str,
     tail: &[&str],
@@ -185,7 +185,17 @@ pub(crate) async fn serve_anywhere(
     body: &bytes::Bytes,
 ) -> Result<(u16, Value), ApiError> {
     dex.ready().await;
-    let answer = match serve(dex, hub, asker, method, rest, query, body) {
+    let mut answer = serve(dex, hub, asker, method, rest, query, body);
+    // Not a Lambda execution or function: perhaps one of the engine's (a Rust function).
+    if let (Err(e), Some(hub)) = (&answer, hub.upgrade())
+        && e.status == 404
+        && !asker.from_function
+        && let Some(engine_answer) =
+            super::journal::serve(&hub, asker, method, rest, query, body).await
+    {
+        answer = engine_answer;
+    }
+    let answer = match answer {
         Err(e) if e.status == 404 && !asker.from_function => {
             match (dex.replica(), super::replica::execution_named(rest)) {
                 (Some(replica), Some(id)) => match replica.locate(&id).await {
@@ -316,16 +326,7 @@ pub(crate) fn serve(
                     Ok((200, v))
                 }
                 ("POST", ["stop"]) => {
-                    let given = body_json(body)?;
-                    let reason: Option<ErrorObject> =
-                        if given.as_object().is_some_and(|o| o.is_empty()) {
-                            None
-                        } else {
-                            Some(
-                                serde_json::from_value(given)
-                                    .map_err(|e| invalid(format!("Error: {e}")))?,
-                            )
-                        };
+                    let reason = stop_reason(body)?;
                     let stopped = dex.with(&id, |exec, now| {
                         if exec.status.is_terminal() {
                             return (None, false);
@@ -383,6 +384,17 @@ pub(crate) fn serve(
         }
         _ => Err(unknown()),
     }
+}
+
+/// The `Error` a `StopDurableExecution` gives (its body is the `ErrorObject`, or `{}`).
+pub(super) fn stop_reason(body: &[u8]) -> Result<Option<ErrorObject>, ApiError> {
+    let given = body_json(body)?;
+    if given.as_object().is_some_and(|o| o.is_empty()) {
+        return Ok(None);
+    }
+    serde_json::from_value(given)
+        .map(Some)
+        .map_err(|e| invalid(format!("Error: {e}")))
 }
 
 fn checkpoint(
@@ -468,7 +480,10 @@ fn list(dex: &Dex, function: &str, query: &str) -> Result<(u16, Value), ApiError
 }
 
 /// The page `query` asks for of `all` (one function's executions, oldest first).
-fn list_of(mut all: Vec<super::Execution>, query: &str) -> Result<(u16, Value), ApiError> {
+pub(super) fn list_of(
+    mut all: Vec<super::Execution>,
+    query: &str,
+) -> Result<(u16, Value), ApiError> {
     let statuses: Vec<String> = query
         .split('&')
         .filter_map(|kv| kv.split_once('='))
@@ -550,13 +565,14 @@ fn payload(value: Option<impl serde::Serialize>) -> Value {
 fn started_event(exec: &super::Execution, op: &super::model::Operation) -> (&'static str, Value) {
     use super::model::OpType;
     match op.op_type {
-        OpType::Execution => (
-            "ExecutionStarted",
-            json!({
-                "Input": payload(op.input.as_deref()),
-                "ExecutionTimeout": exec.deadline_ms.saturating_sub(exec.start_ms) / 1000,
-            }),
-        ),
+        OpType::Execution => {
+            let mut details = json!({"Input": payload(op.input.as_deref())});
+            if exec.deadline_ms > 0 {
+                details["ExecutionTimeout"] =
+                    json!(exec.deadline_ms.saturating_sub(exec.start_ms) / 1000);
+            }
+            ("ExecutionStarted", details)
+        }
         OpType::Context => ("ContextStarted", json!({})),
         OpType::Step => ("StepStarted", json!({})),
         OpType::Wait => {

@@ -19,6 +19,7 @@
 //! invoking their functions again (the SDK replays).
 
 mod handle;
+mod journal;
 mod model;
 mod run;
 mod store;
@@ -186,7 +187,10 @@ impl Execution {
                 v["Error"] = json!(e);
             }
             v["ExecutionDataIncluded"] = json!(true);
-            v["ExpectedExecutionTimeoutTimestamp"] = json!(self.deadline_ms as f64 / 1000.0);
+            // An engine execution has no timeout of its own (each run has its function's).
+            if self.deadline_ms > 0 {
+                v["ExpectedExecutionTimeoutTimestamp"] = json!(self.deadline_ms as f64 / 1000.0);
+            }
         }
         v
     }

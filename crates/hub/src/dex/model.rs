@@ -193,7 +193,7 @@ impl Operation {
         Operation::new(id, OpType::Execution, OpStatus::Started, now_ms).with_input(input)
     }
 
-    fn new(id: &str, op_type: OpType, status: OpStatus, now_ms: u64) -> Operation {
+    pub(crate) fn new(id: &str, op_type: OpType, status: OpStatus, now_ms: u64) -> Operation {
         Operation {
             id: id.to_owned(),
             parent_id: None,

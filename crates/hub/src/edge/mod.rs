@@ -501,6 +501,11 @@ impl EdgeHub {
         self.parts.best_effort
     }
 
+    /// The engine of the hub's durable Rust functions.
+    pub(crate) fn engine(&self) -> &Engine {
+        &self.parts.engine
+    }
+
     /// Lambda durable functions and their executions.
     pub(crate) fn dex(&self) -> &Arc<crate::dex::Dex> {
         &self.parts.dex

@@ -1,0 +1,145 @@
+//! Stopping an execution from outside it, and reading the executions of a function: what
+//! an operator needs (the hub serves both as Lambda's `StopDurableExecution`,
+//! `GetDurableExecution` and `ListDurableExecutionsByFunction`).
+
+use fnhub_core::{Checkpoint, ExecutionId, FunctionError, FunctionName};
+
+use super::answer::{EngineError, Finished};
+use super::engine::{Engine, RunningGuard};
+
+/// What [`Engine::stop`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StopResult {
+    /// It ended with the reason given: its outcome went to its host and to whoever waits,
+    /// and its checkpoint is gone.
+    Stopped,
+    /// It had ended before, with this outcome (or in the same moment, on its own).
+    Ended(Box<fnhub_core::Outcome>),
+    /// No execution of this id is known here: none in the store, none ended lately.
+    Unknown,
+}
+
+impl Engine {
+    /// Stops `execution`, which ends with `reason` as its outcome, delivered like any
+    /// outcome ([`DurableHost::completed`](super::DurableHost::completed), then
+    /// [`Engine::outcome`]). One that waits (a timer, a child, an event, lower load) is
+    /// taken out of its wait; one running here stops at once (its run is dropped where it
+    /// is: the operation in flight is abandoned, a child it invoked runs on). A wake that
+    /// comes for it later finds it finished.
+    ///
+    /// On a store shared with other engines (a cloud runtime's), an execution that runs on
+    /// another engine is refused with [`EngineError::NotSuspended`]: stop it while it waits.
+    pub async fn stop(
+        &self,
+        execution: ExecutionId,
+        reason: FunctionError,
+    ) -> Result<StopResult, EngineError> {
+        // Three times at most: a run asked to stop may suspend, or end, in the same moment.
+        for _ in 0..3 {
+            let signal = self.shared.stops.lock().remove(&execution);
+            if let Some(signal) = signal {
+                let _ = signal.send(reason.clone());
+                self.run_ends(execution).await;
+                match self.shared.finished_of(execution) {
+                    Some(done) if done.outcome.as_ref().err() == Some(&reason) => {
+                        return Ok(StopResult::Stopped);
+                    }
+                    Some(done) => return Ok(StopResult::Ended(Box::new(done.outcome))),
+                    // It suspended instead: stop it as it waits.
+                    None => continue,
+                }
+            }
+            if !self.shared.running.lock().insert(execution) {
+                // A run began just now: ask it to stop.
+                tokio::task::yield_now().await;
+                continue;
+            }
+            let claimed = RunningGuard::new(&self.shared, execution);
+            let Some(checkpoint) = self.shared.store.load(execution).await? else {
+                drop(claimed);
+                return Ok(match self.shared.finished_of(execution) {
+                    Some(done) => StopResult::Ended(Box::new(done.outcome)),
+                    None => StopResult::Unknown,
+                });
+            };
+            if checkpoint.pending.is_none() && self.shared.store.is_shared() {
+                // Not waiting, not running here: another engine runs it.
+                return Err(EngineError::NotSuspended(execution));
+            }
+            self.shared.forget_waits(execution);
+            let finished = Finished {
+                execution,
+                function: checkpoint.function.clone(),
+                version: checkpoint.version,
+                context: checkpoint.context.clone(),
+                outcome: Err(reason),
+                resumed: true,
+                started: checkpoint.created_at,
+                ended: self.shared.clock.system_time(),
+            };
+            self.conclude(finished, || None).await?;
+            drop(claimed);
+            return Ok(StopResult::Stopped);
+        }
+        Err(EngineError::NotSuspended(execution))
+    }
+
+    /// The checkpoints of `function`'s executions in the store, each one running or
+    /// waiting (one that ended is no longer there: see [`Engine::ended`]), oldest first.
+    /// `others` leaves out checkpoints that are not the engine's (a hub keeps its Lambda
+    /// durable executions in the same store). One that cannot be read is left out.
+    pub async fn executions_of(
+        &self,
+        function: &FunctionName,
+        others: impl Fn(&Checkpoint) -> bool,
+    ) -> Result<Vec<Checkpoint>, EngineError> {
+        let mut found = Vec::new();
+        for id in self.shared.store.list().await? {
+            match self.shared.store.load(id).await {
+                Ok(Some(c)) if c.function == *function && !others(&c) => found.push(c),
+                Ok(_) => {}
+                Err(error) => {
+                    tracing::warn!(execution = %id, %error, "a checkpoint that cannot be read is not listed");
+                }
+            }
+        }
+        found.sort_by_key(|c| (c.created_at, c.execution_id));
+        Ok(found)
+    }
+
+    /// How `execution` ended, if it is among the latest
+    /// [`Engine::REMEMBERED_OUTCOMES`] to end on this engine.
+    pub fn ended(&self, execution: ExecutionId) -> Option<Finished> {
+        self.shared.finished_of(execution)
+    }
+
+    /// The executions of `function` that ended lately on this engine, oldest first.
+    pub fn ended_of(&self, function: &FunctionName) -> Vec<Finished> {
+        self.shared
+            .finished
+            .lock()
+            .iter()
+            .filter(|f| f.function == *function)
+            .cloned()
+            .collect()
+    }
+
+    /// Forgets `execution`, which ended here: [`Engine::ended`] and [`Engine::outcome`] no
+    /// longer know it. Whether it was remembered.
+    pub fn forget(&self, execution: ExecutionId) -> bool {
+        let mut ended = self.shared.finished.lock();
+        let before = ended.len();
+        ended.retain(|f| f.execution != execution);
+        ended.len() != before
+    }
+
+    /// Whether some version of `function` is registered here.
+    pub fn runs(&self, function: &FunctionName) -> bool {
+        self.shared
+            .functions
+            .read()
+            .keys()
+            .any(|(name, _)| name == function)
+    }
+}
