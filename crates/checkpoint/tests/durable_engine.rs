@@ -11,7 +11,7 @@ use bytes::Bytes;
 use fnhub_checkpoint::MemoryStore;
 use fnhub_checkpoint::durable::{
     DurableContext, DurableFunction, DurableHost, Engine, EngineError, RunResult, SuspendPolicy,
-    durable_fn,
+    Suspension, durable_fn,
 };
 use fnhub_core::{
     BoxFuture, CheckpointStore, ErrorKind, Event, EventSource, FunctionName, Invocation, Outcome,
@@ -472,13 +472,14 @@ impl DurableHost for WakingHost {
         })
     }
 
-    fn wakes(&self, _execution: fnhub_core::ExecutionId, pending: &PendingDependency) -> bool {
-        self.asked.lock().push(pending.clone());
-        self.everything
+    fn arm(&self, suspension: Suspension) -> Result<(), Suspension> {
+        self.asked.lock().push(suspension.pending.clone());
+        let takes = self.everything
             || matches!(
-                pending,
+                suspension.pending,
                 PendingDependency::Timer(_) | PendingDependency::Child(_)
-            )
+            );
+        if takes { Ok(()) } else { Err(suspension) }
     }
 }
 

@@ -5,7 +5,9 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
-use fnhub_checkpoint::durable::{DurableHost, Engine, EngineError, Finished, RunResult, Woken};
+use fnhub_checkpoint::durable::{
+    DurableHost, Engine, EngineError, Finished, RunResult, Suspension, Woken,
+};
 use fnhub_core::{
     BoxFuture, Clock, ErrorKind, ExecutionId, FunctionError, FunctionName, FunctionSpec,
     Invocation, InvocationId, LoadProbe, Outcome, PendingDependency, Version, Wake,
@@ -208,30 +210,29 @@ impl DurableHost for HubHost {
         }
     }
 
-    /// The hub's one timer table (see [`crate::wakes`]), rather than a task per sleep.
-    fn wake_at(
-        &self,
-        at: std::time::SystemTime,
-        function: &FunctionName,
-        version: Version,
-        wake: Wake,
-    ) -> Result<(), Wake> {
-        let function = function.clone();
+    /// The hub's wake strategy. Attached to a cloud runtime, the hub takes every
+    /// suspension, and the cloud runtime wakes it on any node (the node records it once
+    /// the run has ended: see [`HubHost::ended`]): timers, children, events, executions
+    /// shed under load. Otherwise a timer goes in the hub's one table of timers (see
+    /// [`crate::wakes`]), and the engine keeps the rest: its table of event waits, its list
+    /// of shed executions, a task that awaits the child.
+    fn arm(&self, suspension: Suspension) -> Result<(), Suspension> {
+        if self.cloud.get().is_some() {
+            return Ok(());
+        }
+        let PendingDependency::Timer(at) = suspension.pending else {
+            return Err(suspension);
+        };
+        let wake = suspension.wake(Ok(Bytes::new()));
         self.timers.arm(
             at,
             Due::Engine {
-                function,
-                version,
+                function: suspension.function,
+                version: suspension.version,
                 wake,
             },
         );
         Ok(())
-    }
-
-    /// Attached to a cloud runtime, every suspended execution is woken through it, on any
-    /// node: timers, children, events, and executions shed under load.
-    fn wakes(&self, _execution: ExecutionId, _pending: &PendingDependency) -> bool {
-        self.cloud.get().is_some()
     }
 
     fn run_timeout(&self, function: &FunctionName, version: Version) -> Option<Duration> {

@@ -21,10 +21,18 @@
 //! always, the engine's when the store is its own (on a shared one, the cloud runtime's
 //! wakes and take-overs see to them).
 //!
-//! On a cloud runtime node the engine's kind is woken through the deployment instead
-//! (JetStream wakes, on any node; see `fnhub::cloud`); a Lambda execution stays with the
-//! node that runs it, woken from that node's table, and is taken up by another node when
-//! its node is gone.
+//! Which of these wakes an engine execution is the hub's wake strategy, one method:
+//! `HubHost::arm` (the engine's [`DurableHost::arm`], asked once as the execution
+//! suspends). On a cloud runtime node it takes every suspension, and the engine's kind is
+//! woken through the deployment instead (JetStream wakes, on any node; see
+//! `fnhub::cloud`); a Lambda execution stays with the node that runs it, woken from that
+//! node's table, and is taken up by another node when its node is gone.
+//!
+//! Both kinds answer the same operations of the durable execution API: a Rust function's
+//! executions are listed, read (their journal as Lambda's operations) and stopped like a
+//! Lambda function's (see `dex::journal`).
+//!
+//! [`DurableHost::arm`]: fnhub_checkpoint::durable::DurableHost::arm
 //!
 //! [`DurableContext`]: fnhub_checkpoint::durable::DurableContext
 

@@ -15,7 +15,7 @@ use tokio::sync::oneshot;
 use super::answer::{EngineError, Finished, RunResult, Woken};
 use super::context::{ChildCall, DurableContext, Stop};
 use super::estimator::Estimator;
-use super::{DurableHost, DynDurable, SuspendPolicy};
+use super::{DurableHost, DynDurable, SuspendPolicy, Suspension};
 
 /// The function and version an execution runs: where its replays go (see
 /// [`DurableHost::run_resumed`]).
@@ -112,7 +112,14 @@ impl Shared {
         child: fnhub_core::InvocationId,
         call: ChildCall,
     ) {
-        if self.host.wakes(execution, &PendingDependency::Child(child)) {
+        let suspension = Suspension {
+            execution,
+            function: target.0.clone(),
+            version: target.1,
+            at,
+            pending: PendingDependency::Child(child),
+        };
+        if self.host.arm(suspension).is_ok() {
             // Whoever runs the child wakes the execution, wherever it is by then.
             return;
         }
@@ -131,10 +138,11 @@ impl Shared {
     }
 
     /// Arranges for `execution`, suspended at journal position `at` waiting for `pending`,
-    /// to be woken: by its host, when the host takes charge of it (a cloud runtime), else
-    /// here — a timer (the host's, or a task of the engine's), an entry in the table of
-    /// event waits, the list of executions shed under load. A child's wake is armed when
-    /// the execution suspends on it (see [`Shared::resume_when_done`]).
+    /// to be woken: by its host, when the host takes it ([`DurableHost::arm`]: a cloud
+    /// runtime, a hub's table of timers), else here — a task that sleeps until the timer,
+    /// an entry in the table of event waits, the list of executions shed under load. A
+    /// child's wake is armed when the execution suspends on it (see
+    /// [`Shared::resume_when_done`]).
     pub(super) fn schedule(
         &self,
         execution: ExecutionId,
@@ -142,15 +150,23 @@ impl Shared {
         pending: &PendingDependency,
         at: u32,
     ) {
-        if !matches!(pending, PendingDependency::Child(_)) && self.host.wakes(execution, pending) {
+        // A child's wake is armed as the execution suspends on it (see `resume_when_done`).
+        if matches!(pending, PendingDependency::Child(_)) {
             return;
         }
-        match pending {
+        let suspension = Suspension {
+            execution,
+            function: target.0.clone(),
+            version: target.1,
+            at,
+            pending: pending.clone(),
+        };
+        let Err(suspension) = self.host.arm(suspension) else {
+            return;
+        };
+        match &suspension.pending {
             PendingDependency::Timer(due) => {
-                let wake = Wake::new(execution, at, Ok(Bytes::new()));
-                let Err(wake) = self.host.wake_at(*due, &target.0, target.1, wake) else {
-                    return;
-                };
+                let wake = suspension.wake(Ok(Bytes::new()));
                 let left = due
                     .duration_since(self.clock.system_time())
                     .unwrap_or(Duration::ZERO);
@@ -186,7 +202,6 @@ impl Shared {
                     }
                 }
             }
-            // Woken by the task that waits for the child (see `resume_when_done`).
             _ => {}
         }
     }
@@ -317,9 +332,14 @@ impl Engine {
         self.starts_opened().await;
         if let Some(mut stored) = self.shared.store.load(execution).await? {
             if let Some(pending) = stored.pending.clone() {
-                // Only a host that wakes executions itself can be asked twice; an engine
-                // that waits here already does.
-                let _ = self.shared.host.wakes(execution, &pending);
+                // The host is asked again; what it hands back already waits here.
+                let _ = self.shared.host.arm(Suspension {
+                    execution,
+                    function: stored.function.clone(),
+                    version: stored.version,
+                    at: stored.journal.len() as u32,
+                    pending: pending.clone(),
+                });
                 return Ok(RunResult::Suspended {
                     execution,
                     waiting_for: pending,
@@ -385,7 +405,7 @@ impl Engine {
     /// that fired, a child that finished, an event that came (its payload is `result`).
     /// An execution shed under load at `at` runs on from there, and `result` is not used.
     /// For hosts that wake executions themselves (see
-    /// [`DurableHost::wakes`]); any engine that shares the checkpoint store and has the
+    /// [`DurableHost::arm`]); any engine that shares the checkpoint store and has the
     /// function registered can be the one called. Only an execution suspended at `at`
     /// runs; calling it twice for one operation runs the replay once.
     pub async fn wake(
@@ -436,7 +456,7 @@ impl Engine {
     /// Hands `wake` of an execution of `function` at `version` to the host to run as an
     /// invocation of that function ([`DurableHost::run_resumed`]), or runs it on a task of
     /// its own when the host does not take it: what a host's own timer does when it fires
-    /// (see [`DurableHost::wake_at`]).
+    /// (see [`DurableHost::arm`]).
     pub fn resume_later(&self, function: &FunctionName, version: Version, wake: Wake) {
         self.shared.resume_later(&(function.clone(), version), wake);
     }

@@ -147,34 +147,20 @@ pub trait DurableHost: Send + Sync + 'static {
         Err(wake)
     }
 
-    /// Arms a timer: `wake` is to go to [`DurableHost::run_resumed`] for `function` at
-    /// `version` when `at` comes (an execution suspended in a sleep). `Err` hands it back,
-    /// and the engine arms one of its own, a task that sleeps until then: the default. A
-    /// hub keeps one table of timers for all its executions instead.
-    fn wake_at(
-        &self,
-        at: std::time::SystemTime,
-        function: &fnhub_core::FunctionName,
-        version: fnhub_core::Version,
-        wake: Wake,
-    ) -> Result<(), Wake> {
-        let _ = (at, function, version);
-        Err(wake)
-    }
-
-    /// Whether the host takes charge of waking `execution`, just suspended (its checkpoint
-    /// saved) waiting for `pending`. A host whose executions may resume on another machine
-    /// sharing the checkpoint store (a cloud runtime) answers `true` for what it can wake
-    /// there: the engine here then neither arms a timer nor keeps waiting for the child,
-    /// and the host sees to it that [`Engine::wake`](crate::durable::Engine::wake) is
-    /// called on some engine when `pending` is met. Default: `false`, the engine waits here.
-    fn wakes(
-        &self,
-        execution: fnhub_core::ExecutionId,
-        pending: &fnhub_core::PendingDependency,
-    ) -> bool {
-        let _ = (execution, pending);
-        false
+    /// The wake strategy: `suspension` has just been saved (the execution waits for a
+    /// timer, a child, an event or lower load); `Ok` means the host sees to it that the
+    /// execution is woken when that comes — [`DurableHost::run_resumed`] here, or
+    /// [`Engine::wake`](crate::durable::Engine::wake) on whichever engine shares the
+    /// store — and `Err` hands it back, for the engine to wake it here: a task that sleeps
+    /// until the timer, its table of event waits, its list of executions shed under load,
+    /// a task that awaits the child. The default hands everything back.
+    ///
+    /// A hub arms timers in its one table of timers and hands the rest back; a hub that
+    /// serves a cloud runtime takes everything, and the cloud runtime wakes the execution
+    /// on any node. A start delivered again for an execution that is already suspended
+    /// asks again (a host that wakes executions elsewhere may have lost the first).
+    fn arm(&self, suspension: Suspension) -> Result<(), Suspension> {
+        Err(suspension)
     }
 
     /// How long one run (the first, or a replay) of `function` at `version` may last; past
@@ -200,6 +186,30 @@ pub trait DurableHost: Send + Sync + 'static {
     fn completed(&self, finished: &Finished) -> BoxFuture<'static, Result<(), DeliveryError>> {
         let _ = finished;
         Box::pin(std::future::ready(Ok(())))
+    }
+}
+
+/// An execution that has just suspended, as its host is asked to wake it
+/// ([`DurableHost::arm`]).
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Suspension {
+    /// The execution.
+    pub execution: ExecutionId,
+    /// The function it runs, and the exact version: where its replay goes.
+    pub function: fnhub_core::FunctionName,
+    /// The version.
+    pub version: fnhub_core::Version,
+    /// The journal position of the operation that waits.
+    pub at: u32,
+    /// What it waits for.
+    pub pending: fnhub_core::PendingDependency,
+}
+
+impl Suspension {
+    /// The wake that carries the result of what it waits for (empty for a timer).
+    pub fn wake(&self, result: Outcome) -> Wake {
+        Wake::new(self.execution, self.at, result)
     }
 }
 
