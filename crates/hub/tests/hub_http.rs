@@ -740,7 +740,8 @@ fn durable_hub() -> EdgeHub {
             durable_fn(|ctx: DurableContext, input: Bytes| async move {
                 ctx.step("reserve", || async { Ok(Bytes::from_static(b"\"held\"")) })
                     .await?;
-                let filter = format!("payments/{}", String::from_utf8_lossy(&input));
+                let order = String::from_utf8_lossy(&input).trim_matches('"').to_owned();
+                let filter = format!("payments/{order}");
                 let paid = ctx.wait_for("payment", &filter).await?;
                 ctx.step("ship", || async move { Ok(paid) }).await
             }),
@@ -953,6 +954,72 @@ async fn the_cli_lists_reads_and_stops_the_executions_of_a_rust_durable_function
     assert!(err.contains("ResourceNotFoundException"), "{err}");
     open.shutdown().await;
     assert_eq!(list(&[]).await.len(), 1);
+
+    // Invoked with the CLI, it answers as a Lambda durable function: the execution's ARN,
+    // and a call that waits for the execution's end (here, its payment).
+    let call = tokio::spawn(invoke(
+        addr,
+        KEY_A,
+        &["--function-name", "order", "--payload", r#""o-3""#],
+    ));
+    let started = loop {
+        let running = list(&["--statuses", "RUNNING"]).await;
+        if let Some(e) = running.first() {
+            break arn(e);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(!call.is_finished(), "the call waits for the execution");
+    hub.publish(fnhub::Event::new(
+        "payments/o-3",
+        "\"paid 3\"",
+        fnhub::EventSource::Local,
+    ))
+    .unwrap();
+    let answered = call.await.unwrap();
+    assert_eq!(answered.status, 0, "{}", answered.stderr);
+    assert_eq!(answered.stdout["DurableExecutionArn"], started.as_str());
+    assert_eq!(answered.file, b"\"paid 3\"");
+    let queued = invoke(
+        addr,
+        KEY_A,
+        &[
+            "--function-name",
+            "order",
+            "--invocation-type",
+            "Event",
+            "--payload",
+            r#""o-4""#,
+        ],
+    )
+    .await;
+    assert_eq!(queued.stdout["StatusCode"], 202, "{}", queued.stderr);
+    assert!(
+        queued.stdout["DurableExecutionArn"]
+            .as_str()
+            .is_some_and(|a| a.contains(":function:order:1/durable-execution/")),
+        "{}",
+        queued.stdout
+    );
+    let named = invoke(
+        addr,
+        KEY_A,
+        &[
+            "--function-name",
+            "order",
+            "--durable-execution-name",
+            "o-5",
+            "--payload",
+            r#""o-5""#,
+        ],
+    )
+    .await;
+    assert_ne!(named.status, 0);
+    assert!(
+        named.stderr.contains("InvalidParameterValueException"),
+        "{}",
+        named.stderr
+    );
     server.shutdown().await;
     hub.shutdown().await;
 }

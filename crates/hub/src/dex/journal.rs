@@ -203,6 +203,15 @@ fn ms(t: SystemTime) -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+/// The ARN of engine execution `id` of `function` at `version`: named by its id as the hub
+/// writes it, and ending with its 32 hex digits, as a Lambda execution's ends with its id.
+pub(crate) fn arn(id: ExecutionId, function: &str, version: u32) -> String {
+    format!(
+        "arn:aws:lambda:{REGION}:{ACCOUNT}:function:{function}:{version}/durable-execution/{id}/{:032x}",
+        id.as_u128()
+    )
+}
+
 /// An execution of the engine as the API shows one, without its operations.
 fn shell(
     id: ExecutionId,
@@ -214,9 +223,7 @@ fn shell(
     let hex = format!("{:032x}", id.as_u128());
     let start_ms = ms(started);
     Execution {
-        arn: format!(
-            "arn:aws:lambda:{REGION}:{ACCOUNT}:function:{function}:{version}/durable-execution/{id}/{hex}"
-        ),
+        arn: arn(id, function.as_str(), version),
         ops: vec![Op::execution(
             &hex,
             String::from_utf8_lossy(input).into_owned(),

@@ -19,7 +19,7 @@
 //! invoking their functions again (the SDK replays).
 
 mod handle;
-mod journal;
+pub(crate) mod journal;
 mod model;
 mod run;
 mod store;

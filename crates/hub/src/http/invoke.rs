@@ -420,6 +420,28 @@ pub(super) async fn invoke(
     invocation.context = call_context(&parts.headers, principal);
     invocation.context.client_context = client_context;
     let id = invocation.id;
+    // A durable Rust function (the engine's): its execution's ARN on the answer, and a call
+    // that suspends waits for the execution to end, as one of a Lambda durable function does.
+    let durable_arn = front
+        .hub
+        .engine()
+        .runs(&target.name)
+        .then(|| crate::dex::journal::arn(id.into(), target.name.as_str(), spec.version.get()));
+    if durable_arn.is_some() && parts.headers.contains_key("x-amz-durable-execution-name") {
+        return invalid(
+            "X-Amz-Durable-Execution-Name names executions of Lambda durable functions; an \
+             execution of a Rust durable function is named by its invocation's id",
+        );
+    }
+    let with_arn = |mut r: Response| {
+        if let Some(v) = durable_arn
+            .as_deref()
+            .and_then(|a| HeaderValue::from_str(a).ok())
+        {
+            r.headers_mut().insert("x-amz-durable-execution-arn", v);
+        }
+        r
+    };
     let tail = match parts
         .headers
         .get("x-amz-log-type")
@@ -431,7 +453,10 @@ pub(super) async fn invoke(
     };
     if kind == "Event" {
         return match front.hub.submit_event(invocation).await {
-            Ok(_) => request_id(StatusCode::ACCEPTED.into_response(), &id.to_string()),
+            Ok(_) => with_arn(request_id(
+                StatusCode::ACCEPTED.into_response(),
+                &id.to_string(),
+            )),
             Err(crate::EventError::Refused(e)) => refused(e),
             Err(e) => aws_error(
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -441,7 +466,11 @@ pub(super) async fn invoke(
         };
     }
     let tail = tail.then(|| LogTail::watch(&front.hub, id, spec.version.get()));
-    let completion = match front.hub.call(invocation).await {
+    let called = match durable_arn {
+        Some(_) => front.hub.call_tracked(invocation).await,
+        None => front.hub.call(invocation).await.map(|c| (c, None)),
+    };
+    let (completion, ended) = match called {
         Ok(c) => c,
         Err(e) => {
             if let Some(tail) = tail {
@@ -461,7 +490,18 @@ pub(super) async fn invoke(
         }
     };
     let log_result = tail.map(|t| t.finish(&front.hub));
-    let response = outcome_response(completion.outcome, &completion.id.to_string());
+    let response = match ended {
+        Some(crate::durable::DurableEnd::Suspended(..)) => {
+            let outcome = durable_end(&front.hub, id.into()).await;
+            // A durable execution's error is the function's, whatever its kind.
+            match outcome {
+                Ok(output) => outcome_response(Ok(output), &id.to_string()),
+                Err(e) => function_error(&e, &id.to_string()),
+            }
+        }
+        _ => outcome_response(completion.outcome, &completion.id.to_string()),
+    };
+    let response = with_arn(response);
     let mut response = request_id(
         with_version(response, &target, completion.version.get()),
         &completion.id.to_string(),
@@ -470,6 +510,27 @@ pub(super) async fn invoke(
         response.headers_mut().insert("x-amz-log-result", v);
     }
     response
+}
+
+/// The end of a durable Rust function's execution whose first run suspended, waited for as
+/// long as a Lambda durable function's is ([`super::MAX_SYNC_WAIT`]).
+async fn durable_end(hub: &EdgeHub, execution: fnhub_core::ExecutionId) -> fnhub_core::Outcome {
+    let waited = tokio::time::timeout(super::MAX_SYNC_WAIT, hub.engine().outcome(execution)).await;
+    match waited {
+        Ok(Some(outcome)) => outcome,
+        Ok(None) => Err(fnhub_core::FunctionError::new(
+            ErrorKind::Cancelled,
+            "the hub closed before the execution ended",
+        )),
+        Err(_) => Err(fnhub_core::FunctionError::new(
+            ErrorKind::Timeout,
+            format!(
+                "the execution is still running after {}s; follow it with GetDurableExecution",
+                super::MAX_SYNC_WAIT.as_secs()
+            ),
+        )
+        .with_type("Durable.SynchronousWaitExceeded")),
+    }
 }
 
 /// The context of a call from outside: its principal, and the caller's trace (W3C
