@@ -605,3 +605,105 @@ async fn a_node_that_sheds_load_hands_executions_to_one_that_does_not() {
     assert_eq!(a.stats().resumed, 0, "{:?}", a.stats());
     checkpoints_gone(&hub_b).await;
 }
+
+/// `method path` on the front door at `addr`, plain HTTP/1.1: the status and the body.
+#[cfg(feature = "http")]
+async fn http(addr: std::net::SocketAddr, method: &str, path: &str) -> (u16, serde_json::Value) {
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: hub\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+    );
+    tokio::task::spawn_blocking(move || {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        s.write_all(request.as_bytes()).unwrap();
+        let mut raw = String::new();
+        s.read_to_string(&mut raw).unwrap();
+        let (head, body) = raw.split_once("\r\n\r\n").unwrap();
+        let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+        (status, serde_json::from_str(body).unwrap_or_default())
+    })
+    .await
+    .unwrap()
+}
+
+/// An execution that waits on one node is listed, read and stopped through another node's
+/// front door (the store is the deployment's): the caller's result is the stop's error,
+/// and the event it waited for, when it comes, wakes nothing.
+#[cfg(feature = "http")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_execution_waiting_on_one_node_is_stopped_from_another() {
+    let Some(server) = server() else { return };
+    let url = server.url().to_owned();
+    let config = CloudConfig::default().with_ack_wait(Duration::from_secs(3));
+    let opened = Arc::new(AtomicU64::new(0));
+    let hub_a = payment_hub(&url, opened.clone()).await;
+    let a = CloudRuntime::start(&url, "node-a", hub_a.clone(), config.clone())
+        .await
+        .unwrap();
+    let client = CloudClient::connect(&url, &config).await.unwrap();
+    let inv = Invocation::new("pay".parse().unwrap(), "7");
+    client.submit(&inv).await.unwrap();
+    until("node A to suspend the payment", || a.stats().suspended == 1).await;
+
+    let hub_b = payment_hub(&url, opened.clone()).await;
+    let b = CloudRuntime::start(&url, "node-b", hub_b.clone(), config.clone())
+        .await
+        .unwrap();
+    let door = fnhub::http::serve(
+        &hub_b,
+        "127.0.0.1:0".parse().unwrap(),
+        fnhub::http::HttpConfig::unauthenticated_loopback(),
+    )
+    .await
+    .unwrap();
+    let addr = door.local_addr();
+    let (status, listed) = http(addr, "GET", "/2025-12-01/functions/pay/durable-executions").await;
+    assert_eq!(status, 200, "{listed}");
+    let executions = listed["DurableExecutions"].as_array().unwrap();
+    assert_eq!(executions.len(), 1, "{listed}");
+    assert_eq!(executions[0]["Status"], "RUNNING");
+    assert_eq!(
+        executions[0]["DurableExecutionName"],
+        inv.id.to_string(),
+        "named by the invocation that started it"
+    );
+    let arn = executions[0]["DurableExecutionArn"].as_str().unwrap();
+    let path = format!(
+        "/2025-12-01/durable-executions/{}",
+        arn.replace(':', "%3A").replace('/', "%2F")
+    );
+    let (status, history) = http(addr, "GET", &format!("{path}/history")).await;
+    assert_eq!(status, 200, "{history}");
+    assert_eq!(history["Events"].as_array().unwrap().len(), 4, "{history}");
+
+    let (status, stopped) = http(addr, "POST", &format!("{path}/stop")).await;
+    assert_eq!(status, 200, "{stopped}");
+    let result = result_within_30s(&client, inv.id).await;
+    let error = result.outcome.unwrap_err();
+    assert_eq!(error.error_type.as_deref(), Some("Stopped"), "{error:?}");
+    checkpoints_gone(&hub_b).await;
+    let (status, _) = http(addr, "POST", &format!("{path}/stop")).await;
+    assert_eq!(status, 409, "it has ended");
+
+    // The payment comes after all: its wake finds no execution, and nothing runs again.
+    client.publish("orders/7/paid", "late").await.unwrap();
+    for _ in 0..300 {
+        if waits(&url).await == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(waits(&url).await, 0, "the payment met the wait");
+    // Its wake, sent when the wait was met, finds the execution ended.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(a.stats().resumed + b.stats().resumed, 0);
+    assert_eq!(opened.load(Ordering::SeqCst), 1, "its first step ran once");
+    assert!(
+        within("a list", hub_a.checkpoint_store().list())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    door.shutdown().await;
+}

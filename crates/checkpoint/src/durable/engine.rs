@@ -663,8 +663,9 @@ impl Engine {
             shared: &self.shared,
             id,
         };
-        // It ended already (stopped while a wake saved it again): it does not run again.
-        if let Some(done) = self.shared.finished_of(id) {
+        // A stored one that ended already (stopped while a wake saved it again) does not
+        // run again. (A first run has nothing stored, so nothing to look up.)
+        if let Some(done) = stored.then(|| self.shared.finished_of(id)).flatten() {
             self.shared.store.remove(id).await?;
             return Ok(RunResult::Completed(done.outcome));
         }

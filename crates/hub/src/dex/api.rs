@@ -185,15 +185,16 @@ pub(crate) async fn serve_anywhere(
     body: &bytes::Bytes,
 ) -> Result<(u16, Value), ApiError> {
     dex.ready().await;
-    let mut answer = serve(dex, hub, asker, method, rest, query, body);
-    // Not a Lambda execution or function: perhaps one of the engine's (a Rust function).
+    let answer = serve(dex, hub, asker, method, rest, query, body);
+    // Not a Lambda execution or function: perhaps one of the engine's (a Rust function),
+    // answered from the checkpoint store (the deployment's, on a cloud runtime node).
     if let (Err(e), Some(hub)) = (&answer, hub.upgrade())
         && e.status == 404
         && !asker.from_function
         && let Some(engine_answer) =
             super::journal::serve(&hub, asker, method, rest, query, body).await
     {
-        answer = engine_answer;
+        return engine_answer;
     }
     let answer = match answer {
         Err(e) if e.status == 404 && !asker.from_function => {
