@@ -207,3 +207,45 @@ async fn a_running_execution_stops_at_once_with_the_reason() {
     );
     assert_eq!(steps.load(Ordering::SeqCst), 1);
 }
+
+#[tokio::test]
+async fn a_wait_for_an_event_is_answered_from_outside_once() {
+    let store = Arc::new(MemoryStore::new());
+    let steps = Arc::new(AtomicU32::new(0));
+    let engine = engine(store.clone(), steps.clone());
+    let (waiting, _) = start(&engine, "waiter").await;
+    let (sleeping, _) = start(&engine, "sleeper").await;
+    // Not where it waits, or not a wait for an event: refused.
+    assert!(!engine.send(waiting, 0, Ok(Bytes::new())).await.unwrap());
+    assert!(!engine.send(sleeping, 1, Ok(Bytes::new())).await.unwrap());
+    assert!(
+        !engine
+            .send(ExecutionId::random(), 1, Ok(Bytes::new()))
+            .await
+            .unwrap()
+    );
+    let outcome = tokio::spawn({
+        let engine = engine.clone();
+        async move { engine.outcome(waiting).await }
+    });
+    assert!(
+        engine
+            .send(waiting, 1, Ok(Bytes::from_static(b"by hand")))
+            .await
+            .unwrap()
+    );
+    assert!(!engine.is_waiting_for_events(), "its wait is taken out");
+    assert!(
+        !engine.send(waiting, 1, Ok(Bytes::new())).await.unwrap(),
+        "answered once"
+    );
+    assert_eq!(outcome.await.unwrap().unwrap().unwrap(), "by hand");
+    // An event that comes later wakes nothing.
+    assert_eq!(
+        engine
+            .deliver(&Event::new("acks/1", "late", EventSource::Local))
+            .await,
+        0
+    );
+    assert_eq!(steps.load(Ordering::SeqCst), 2);
+}

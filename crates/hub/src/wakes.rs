@@ -9,7 +9,7 @@
 //! | what it waits for | engine execution | Lambda execution |
 //! | --- | --- | --- |
 //! | a time (a sleep, a wait, a retry delay, a callback's timeout, the execution's timeout) | the hub's timer table ([`Timers`]) | the same table: its next due time |
-//! | something sent to it (an event on a topic; a callback through the API) | the engine's table of event waits, matched on every publish | the dex's table of callbacks, answered by `SendDurableExecutionCallback*` |
+//! | something sent to it (an event on a topic; a callback through the API) | the engine's table of event waits, matched on every publish, or answered through the callback API | the dex's table of callbacks, answered by `SendDurableExecutionCallback*` |
 //! | a call it made (a child; a chained invoke) | a task awaiting the child | a task awaiting the chained call |
 //! | lower load | the engine's list of shed executions | — |
 //!
@@ -29,8 +29,8 @@
 //! node's table, and is taken up by another node when its node is gone.
 //!
 //! Both kinds answer the same operations of the durable execution API: a Rust function's
-//! executions are listed, read (their journal as Lambda's operations) and stopped like a
-//! Lambda function's (see `dex::journal`).
+//! executions are listed, read (their journal as Lambda's operations), stopped, and their
+//! waits for events answered as callbacks, like a Lambda function's (see `dex::journal`).
 //!
 //! [`DurableHost::arm`]: fnhub_checkpoint::durable::DurableHost::arm
 //!

@@ -1020,6 +1020,84 @@ async fn the_cli_lists_reads_and_stops_the_executions_of_a_rust_durable_function
         "{}",
         named.stderr
     );
+
+    // A wait for an event is a callback too: its id is in the history, and the callback
+    // API answers it as the event would (here o-4, queued above, waits for its payment).
+    let o4 = queued.stdout["DurableExecutionArn"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let callback = loop {
+        let (status, history, err) = aws_lambda(
+            addr,
+            KEY_A,
+            &[
+                "get-durable-execution-history",
+                "--durable-execution-arn",
+                &o4,
+            ],
+        )
+        .await;
+        assert_eq!(status, 0, "{err}");
+        let started = history["Events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["EventType"] == "CallbackStarted")
+            .map(|e| {
+                e["CallbackStartedDetails"]["CallbackId"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            });
+        if let Some(id) = started {
+            break id;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let send = |verb: &'static str, extra: &'static [&'static str]| {
+        let callback = callback.clone();
+        async move {
+            let mut args = vec![verb, "--callback-id", callback.as_str()];
+            args.extend(extra);
+            aws_lambda(addr, KEY_A, &args).await
+        }
+    };
+    let (status, _, err) = send("send-durable-execution-callback-heartbeat", &[]).await;
+    assert_eq!(status, 0, "{err}");
+    let (status, _, err) = aws_lambda(
+        addr,
+        KEY_B,
+        &[
+            "send-durable-execution-callback-success",
+            "--callback-id",
+            &callback,
+            "--result",
+            "x",
+        ],
+    )
+    .await;
+    assert_ne!(status, 0, "tenant B may not invoke order");
+    assert!(err.contains("AccessDeniedException"), "{err}");
+    let o4_id: fnhub::ExecutionId = o4.rsplit('/').nth(1).unwrap().parse().unwrap();
+    let ended = tokio::spawn({
+        let hub = hub.clone();
+        async move { hub.durable_outcome(o4_id).await }
+    });
+    let (status, _, err) = send(
+        "send-durable-execution-callback-success",
+        &["--result", r#""paid by hand""#],
+    )
+    .await;
+    assert_eq!(status, 0, "{err}");
+    assert_eq!(ended.await.unwrap().unwrap().unwrap(), r#""paid by hand""#);
+    let (status, _, err) = send(
+        "send-durable-execution-callback-success",
+        &["--result", r#""twice""#],
+    )
+    .await;
+    assert_ne!(status, 0, "a callback is answered once");
+    assert!(err.contains("CallbackTimeoutException"), "{err}");
     server.shutdown().await;
     hub.shutdown().await;
 }

@@ -1,6 +1,7 @@
-//! Stopping an execution from outside it, and reading the executions of a function: what
-//! an operator needs (the hub serves both as Lambda's `StopDurableExecution`,
-//! `GetDurableExecution` and `ListDurableExecutionsByFunction`).
+//! Reaching an execution from outside it: stopping it, answering what it waits for, and
+//! reading the executions of a function — what an operator needs (the hub serves them as
+//! Lambda's `StopDurableExecution`, `SendDurableExecutionCallback*`, `GetDurableExecution`
+//! and `ListDurableExecutionsByFunction`).
 
 use fnhub_core::{Checkpoint, ExecutionId, FunctionError, FunctionName};
 
@@ -83,6 +84,46 @@ impl Engine {
             return Ok(StopResult::Stopped);
         }
         Err(EngineError::NotSuspended(execution))
+    }
+
+    /// Answers the wait for an event of `execution` at journal position `at` with `result`
+    /// from outside, as if the event had come (an operator's callback): its wait is taken
+    /// out, and the wake goes where the host runs replays. `false` when it does not wait
+    /// for an event there (it never did, or the wait was answered already, by an event or
+    /// an earlier call). On a store shared with other engines, where the host keeps the
+    /// waits (a cloud runtime), a second answer may pass this check, and its wake then
+    /// does nothing ([`Engine::wake`] runs one replay per operation).
+    pub async fn send(
+        &self,
+        execution: ExecutionId,
+        at: u32,
+        result: fnhub_core::Outcome,
+    ) -> Result<bool, EngineError> {
+        let Some(checkpoint) = self.shared.store.load(execution).await? else {
+            return Ok(false);
+        };
+        let waits_here = matches!(
+            checkpoint.pending,
+            Some(fnhub_core::PendingDependency::Event { .. })
+        ) && checkpoint.journal.len() == at as usize;
+        if !waits_here {
+            return Ok(false);
+        }
+        let taken = {
+            let mut waiting = self.shared.waiting.lock();
+            let before = waiting.len();
+            waiting.retain(|w| !(w.execution == execution && w.at == at));
+            self.shared.mark_waiting(&waiting);
+            waiting.len() != before
+        };
+        if !taken && !self.shared.store.is_shared() {
+            // Kept here, and no longer in the table: answered already.
+            return Ok(false);
+        }
+        let target = (checkpoint.function, checkpoint.version);
+        self.shared
+            .resume_later(&target, fnhub_core::Wake::new(execution, at, result));
+        Ok(true)
     }
 
     /// The checkpoints of `function`'s executions in the store, each one running or

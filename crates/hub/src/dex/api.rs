@@ -190,7 +190,7 @@ pub(crate) async fn serve_anywhere(
     // answered from the checkpoint store (the deployment's, on a cloud runtime node).
     if let (Err(e), Some(hub)) = (&answer, hub.upgrade())
         && e.status == 404
-        && !asker.from_function
+        && (!asker.from_function || rest.starts_with("durable-execution-callbacks/"))
         && let Some(engine_answer) =
             super::journal::serve(&hub, asker, method, rest, query, body).await
     {

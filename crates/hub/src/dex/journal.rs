@@ -14,6 +14,11 @@
 //!   suspended;
 //! - `StopDurableExecution`: [`Engine::stop`]; the execution ends with the given `Error`
 //!   (kind `Cancelled`), delivered like any outcome;
+//! - `SendDurableExecutionCallbackSuccess` / `Failure` / `Heartbeat`: a wait for an event
+//!   is a callback whose id is `{execution}-{journal position}` (its history shows it);
+//!   success answers it with the result as the event's payload, failure with the error
+//!   ([`Engine::send`]), once; the right to invoke the function is asked (the id is no
+//!   secret, unlike a Lambda callback's);
 //! - `DeleteDurableExecution` of one that ended forgets it; pausing is not offered (409).
 //!
 //! The execution's id in its ARN is the execution id's 32 hex digits; its name is the
@@ -59,6 +64,31 @@ pub(super) async fn serve(
             }
             Some(list(engine, &function, query).await)
         }
+        ("POST", ["durable-execution-callbacks", callback, verb]) => {
+            let callback = fnhub_core::percent_decode(callback)?;
+            let (hex, at) = callback.split_once('-')?;
+            let (id, at) = (execution_id(hex)?, at.parse::<u32>().ok()?);
+            let (function, waits_there) = match hub.checkpoint_store().load(id).await {
+                Ok(Some(c)) if !super::is_lambda(&c) => {
+                    let waits = c.journal.len() == at as usize
+                        && matches!(c.pending, Some(PendingDependency::Event { .. }));
+                    (c.function, waits)
+                }
+                Ok(Some(_)) => return None,
+                Ok(None) => (engine.ended(id)?.function, false),
+                Err(e) => return Some(Err(unavailable(e))),
+            };
+            // The id is no secret (the execution's, and a position): the right to invoke
+            // the function is asked, also of a function through its endpoint.
+            if !(asker.may_invoke)(function.as_str()) {
+                return Some(Err(error(
+                    403,
+                    "AccessDeniedException",
+                    format!("not authorized for the executions of {function}"),
+                )));
+            }
+            Some(answer_wait(engine, (id, at), waits_there, verb, body).await)
+        }
         (_, ["durable-executions", arn, tail @ ..]) => {
             let arn = fnhub_core::percent_decode(arn)?;
             let id = execution_id(arn.rsplit('/').next()?)?;
@@ -81,6 +111,56 @@ pub(super) async fn serve(
         }
         _ => None,
     }
+}
+
+/// `SendDurableExecutionCallbackSuccess`, `…Failure` and `…Heartbeat` for a wait for an
+/// event: the callback id is `{execution}-{journal position}` (as the history shows it).
+async fn answer_wait(
+    engine: &Engine,
+    (id, at): (ExecutionId, u32),
+    waits_there: bool,
+    verb: &str,
+    body: &[u8],
+) -> Result<(u16, Value), ApiError> {
+    let result = match verb {
+        "succeed" => Ok(bytes::Bytes::copy_from_slice(body)),
+        "fail" => {
+            let e: ErrorObject = serde_json::from_value(super::api::body_json(body)?)
+                .map_err(|e| super::api::invalid(format!("Error: {e}")))?;
+            Err(FunctionError {
+                error_type: e.error_type,
+                stack_trace: e.stack_trace.unwrap_or_default(),
+                ..FunctionError::new(
+                    ErrorKind::Handled,
+                    e.error_message
+                        .unwrap_or_else(|| "the callback failed".into()),
+                )
+            })
+        }
+        // No heartbeat timeout on a wait for an event: one still waiting is answered.
+        "heartbeat" if waits_there => return Ok((200, json!({}))),
+        "heartbeat" => return Err(closed()),
+        _ => {
+            return Err(error(
+                404,
+                "UnknownOperationException",
+                format!("{verb} is not a callback operation"),
+            ));
+        }
+    };
+    match engine.send(id, at, result).await {
+        Ok(true) => Ok((200, json!({}))),
+        Ok(false) => Err(closed()),
+        Err(e) => Err(unavailable(e)),
+    }
+}
+
+fn closed() -> ApiError {
+    error(
+        400,
+        "CallbackTimeoutException",
+        "the callback has timed out or is closed",
+    )
 }
 
 /// Lists, reads and stops need the right to invoke the function, at the front door (a
@@ -258,8 +338,9 @@ fn view(c: &Checkpoint) -> Execution {
         c.created_at,
     );
     let start = exec.start_ms;
+    let hex = exec.id.clone();
     exec.ops
-        .extend(c.journal.iter().map(|entry| done(entry, start)));
+        .extend(c.journal.iter().map(|entry| done(entry, start, &hex)));
     let at = c.journal.len().to_string();
     let since = ms(c.updated_at);
     let waiting = match &c.pending {
@@ -278,6 +359,7 @@ fn view(c: &Checkpoint) -> Execution {
             let mut op = Op::new(&at, OpType::Callback, OpStatus::Started, since);
             op.sub_type = Some("WaitForEvent".into());
             op.name = Some(filter.clone());
+            op.callback_id = Some(format!("{}-{at}", exec.id));
             Some(op)
         }
         // Shed under load, it waits before an operation it has not begun.
@@ -288,7 +370,7 @@ fn view(c: &Checkpoint) -> Execution {
 }
 
 /// A journal entry as the operation it was.
-fn done(entry: &JournalEntry, at_ms: u64) -> Op {
+fn done(entry: &JournalEntry, at_ms: u64, execution: &str) -> Op {
     let (op_type, sub_type, target) = match &entry.operation {
         Operation::Invoke { function, .. } => (OpType::ChainedInvoke, None, Some(function)),
         Operation::Sleep => (OpType::Wait, None, None),
@@ -299,8 +381,10 @@ fn done(entry: &JournalEntry, at_ms: u64) -> Op {
     op.name = Some(entry.name.clone());
     op.sub_type = sub_type.map(str::to_owned);
     op.invoke_target = target.map(ToString::to_string);
-    if op_type == OpType::Step {
-        op.attempt = 1;
+    match op_type {
+        OpType::Step => op.attempt = 1,
+        OpType::Callback => op.callback_id = Some(format!("{execution}-{}", entry.seq)),
+        _ => {}
     }
     match &entry.result {
         Ok(result) => {
