@@ -420,6 +420,21 @@ async fn payment_hub(url: &str, opened: Arc<AtomicU64>) -> EdgeHub {
         .unwrap()
 }
 
+/// Node A of a test of payments: its config (a 3 s ack wait), its hub, the node, and a
+/// client of the deployment.
+async fn payment_node_a(
+    url: &str,
+    opened: &Arc<AtomicU64>,
+) -> (CloudConfig, EdgeHub, CloudRuntime, CloudClient) {
+    let config = CloudConfig::default().with_ack_wait(Duration::from_secs(3));
+    let hub = payment_hub(url, opened.clone()).await;
+    let node = CloudRuntime::start(url, "node-a", hub.clone(), config.clone())
+        .await
+        .unwrap();
+    let client = CloudClient::connect(url, &config).await.unwrap();
+    (config, hub, node, client)
+}
+
 /// How many event waits the deployment holds.
 async fn waits(url: &str) -> usize {
     let js = async_nats::jetstream::new(async_nats::connect(url).await.unwrap());
@@ -431,15 +446,10 @@ async fn waits(url: &str) -> usize {
 async fn events_wake_executions_that_wait_for_them_on_any_node() {
     let Some(server) = server() else { return };
     let url = server.url().to_owned();
-    let config = CloudConfig::default().with_ack_wait(Duration::from_secs(3));
     let opened = Arc::new(AtomicU64::new(0));
 
     // Node A starts two payments; each waits for its event, and A goes away.
-    let hub_a = payment_hub(&url, opened.clone()).await;
-    let a = CloudRuntime::start(&url, "node-a", hub_a.clone(), config.clone())
-        .await
-        .unwrap();
-    let client = CloudClient::connect(&url, &config).await.unwrap();
+    let (config, hub_a, a, client) = payment_node_a(&url, &opened).await;
     let mut ids = Vec::new();
     for order in ["1", "2"] {
         let inv = Invocation::new("pay".parse().unwrap(), order);
@@ -635,13 +645,8 @@ async fn http(addr: std::net::SocketAddr, method: &str, path: &str) -> (u16, ser
 async fn an_execution_waiting_on_one_node_is_stopped_from_another() {
     let Some(server) = server() else { return };
     let url = server.url().to_owned();
-    let config = CloudConfig::default().with_ack_wait(Duration::from_secs(3));
     let opened = Arc::new(AtomicU64::new(0));
-    let hub_a = payment_hub(&url, opened.clone()).await;
-    let a = CloudRuntime::start(&url, "node-a", hub_a.clone(), config.clone())
-        .await
-        .unwrap();
-    let client = CloudClient::connect(&url, &config).await.unwrap();
+    let (config, hub_a, a, client) = payment_node_a(&url, &opened).await;
     let inv = Invocation::new("pay".parse().unwrap(), "7");
     client.submit(&inv).await.unwrap();
     until("node A to suspend the payment", || a.stats().suspended == 1).await;
