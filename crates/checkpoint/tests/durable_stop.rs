@@ -17,11 +17,27 @@ use fnhub_core::{
     FunctionName, Invocation, Outcome, SystemClock, Version,
 };
 
-struct NoChildren;
+/// Runs no children; counts the outcomes delivered to it, each in 5 ms.
+#[derive(Default)]
+struct Host {
+    delivered: AtomicU32,
+}
 
-impl DurableHost for NoChildren {
+impl DurableHost for Host {
     fn invoke(&self, _: Invocation) -> BoxFuture<'static, Outcome> {
         Box::pin(async { Ok(Bytes::new()) })
+    }
+
+    fn completed(
+        &self,
+        _: &fnhub_checkpoint::durable::Finished,
+    ) -> BoxFuture<'static, Result<(), fnhub_checkpoint::durable::DeliveryError>> {
+        self.delivered.fetch_add(1, Ordering::SeqCst);
+        // Delivering takes a while, as a publish does.
+        Box::pin(async {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            Ok(())
+        })
     }
 }
 
@@ -36,11 +52,11 @@ fn stopping() -> FunctionError {
 /// An engine with three functions: "sleeper" sleeps an hour after a step, "waiter" waits
 /// for an event on `acks/#`, "stuck" runs a step that never ends. Each counts its first
 /// step's runs in `steps`.
-fn engine(store: Arc<MemoryStore>, steps: Arc<AtomicU32>) -> Engine {
+fn engine(store: Arc<MemoryStore>, steps: Arc<AtomicU32>, host: Arc<Host>) -> Engine {
     let engine = Engine::new(
         "hub",
         store,
-        Arc::new(NoChildren),
+        host,
         Arc::new(SystemClock),
         SuspendPolicy::with_threshold(Duration::from_millis(50)),
     );
@@ -97,7 +113,8 @@ async fn start(engine: &Engine, function: &str) -> (ExecutionId, RunResult) {
 async fn an_execution_that_waits_is_stopped_and_never_runs_again() {
     let store = Arc::new(MemoryStore::new());
     let steps = Arc::new(AtomicU32::new(0));
-    let engine = engine(store.clone(), steps.clone());
+    let host = Arc::new(Host::default());
+    let engine = engine(store.clone(), steps.clone(), host.clone());
     let (sleeping, run) = start(&engine, "sleeper").await;
     assert!(matches!(run, RunResult::Suspended { .. }), "{run:?}");
     let (waiting, run) = start(&engine, "waiter").await;
@@ -154,6 +171,11 @@ async fn an_execution_that_waits_is_stopped_and_never_runs_again() {
         0
     );
     assert_eq!(steps.load(Ordering::SeqCst), 2, "no step ran again");
+    assert_eq!(
+        host.delivered.load(Ordering::SeqCst),
+        2,
+        "each outcome delivered once"
+    );
     assert!(store.list().await.unwrap().is_empty());
     assert_eq!(
         engine
@@ -168,7 +190,8 @@ async fn an_execution_that_waits_is_stopped_and_never_runs_again() {
 async fn a_running_execution_stops_at_once_with_the_reason() {
     let store = Arc::new(MemoryStore::new());
     let steps = Arc::new(AtomicU32::new(0));
-    let engine = engine(store.clone(), steps.clone());
+    let host = Arc::new(Host::default());
+    let engine = engine(store.clone(), steps.clone(), host.clone());
     let invocation = Invocation::new("stuck".parse().unwrap(), "in");
     let id: ExecutionId = invocation.id.into();
     let run = tokio::spawn({
@@ -199,6 +222,7 @@ async fn a_running_execution_stops_at_once_with_the_reason() {
     );
     assert!(store.load(id).await.unwrap().is_none());
     assert_eq!(engine.outcome(id).await.unwrap(), Err(stopping()));
+    assert_eq!(host.delivered.load(Ordering::SeqCst), 1, "delivered once");
     // A take-over (as after a node died) finds it ended.
     let taken = engine.take_over(id).await.unwrap();
     assert!(
@@ -212,7 +236,8 @@ async fn a_running_execution_stops_at_once_with_the_reason() {
 async fn a_wait_for_an_event_is_answered_from_outside_once() {
     let store = Arc::new(MemoryStore::new());
     let steps = Arc::new(AtomicU32::new(0));
-    let engine = engine(store.clone(), steps.clone());
+    let host = Arc::new(Host::default());
+    let engine = engine(store.clone(), steps.clone(), host.clone());
     let (waiting, _) = start(&engine, "waiter").await;
     let (sleeping, _) = start(&engine, "sleeper").await;
     // Not where it waits, or not a wait for an event: refused.

@@ -68,6 +68,21 @@ pub struct Finished {
     /// Whether it finished in a resumed run (after a suspension, import or recovery) rather
     /// than in the run that started it.
     pub resumed: bool,
+}
+
+/// An execution that ended, as the engine remembers it for a while
+/// ([`Engine::ended`](super::Engine::ended)): its outcome, not its journal.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Ended {
+    /// The execution.
+    pub execution: ExecutionId,
+    /// Its function.
+    pub function: FunctionName,
+    /// The exact version it ran on.
+    pub version: Version,
+    /// Its outcome.
+    pub outcome: Outcome,
     /// When it started.
     pub started: std::time::SystemTime,
     /// When it ended.

@@ -20,12 +20,17 @@ pub(crate) enum Stop {
     Suspended(PendingDependency),
     /// The journal could not be saved.
     Store(fnhub_core::StoreError),
+    /// Stopped from outside ([`Engine::stop`](super::Engine::stop)): the execution ends
+    /// with this error.
+    Stopped(FunctionError),
 }
 
 pub(crate) struct RunState {
     pub(crate) checkpoint: Checkpoint,
     cursor: usize,
-    stop: Option<oneshot::Sender<Stop>>,
+    /// Tells the engine the run stops without an outcome of its own; taken by the first
+    /// to tell it.
+    pub(crate) stop: Option<oneshot::Sender<Stop>>,
     /// Whether the checkpoint is in the store (a fresh execution's is not, until its first
     /// save).
     stored: bool,

@@ -1,6 +1,6 @@
 //! The engine: runs durable functions, suspends them, resumes them by replay.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
@@ -12,8 +12,8 @@ use fnhub_core::{
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::oneshot;
 
-use super::answer::{EngineError, Finished, RunResult, Woken};
-use super::context::{ChildCall, DurableContext, Stop};
+use super::answer::{Ended, EngineError, Finished, RunResult, Woken};
+use super::context::{ChildCall, DurableContext, RunState, Stop};
 use super::estimator::Estimator;
 use super::{DurableHost, DynDurable, SuspendPolicy, Suspension};
 
@@ -34,8 +34,9 @@ pub(crate) struct Shared {
     /// Whether `waiting` is non-empty, readable without its lock (a hub asks on every
     /// publish).
     pub(super) any_waiting: std::sync::atomic::AtomicBool,
-    /// Executions being driven now: a second resume of one of them is refused.
-    pub(super) running: Mutex<HashSet<ExecutionId>>,
+    /// Executions being driven now, each with its run's state (`None` while
+    /// [`Engine::stop`] holds it): a second resume of one of them is refused.
+    pub(super) running: Mutex<HashMap<ExecutionId, Option<Arc<Mutex<RunState>>>>>,
     /// Told whenever a run ends (see [`Engine::wake`], which may wait for one).
     pub(super) run_ended: tokio::sync::Notify,
     /// Callers waiting for an execution's final outcome.
@@ -52,9 +53,7 @@ pub(crate) struct Shared {
     /// [`Engine::hold_starts`]).
     pub(super) starts_open: tokio::sync::watch::Sender<bool>,
     /// The latest executions that ended, for callers that ask after the fact.
-    pub(super) finished: Mutex<std::collections::VecDeque<Finished>>,
-    /// How to stop each run going on now (see [`Engine::stop`]).
-    pub(super) stops: Mutex<HashMap<ExecutionId, oneshot::Sender<FunctionError>>>,
+    pub(super) finished: Mutex<std::collections::VecDeque<Ended>>,
     pub(super) me: Weak<Shared>,
 }
 
@@ -288,11 +287,10 @@ impl Engine {
                 functions: RwLock::new(HashMap::new()),
                 waiting: Mutex::new(Vec::new()),
                 any_waiting: std::sync::atomic::AtomicBool::new(false),
-                running: Mutex::new(HashSet::new()),
+                running: Mutex::new(HashMap::new()),
                 run_ended: tokio::sync::Notify::new(),
                 watchers: Mutex::new(HashMap::new()),
                 finished: Mutex::new(std::collections::VecDeque::new()),
-                stops: Mutex::new(HashMap::new()),
                 shedding: std::sync::atomic::AtomicBool::new(false),
                 load_policy: Mutex::new(super::LoadPolicy::default()),
                 pressure_since: Mutex::new(None),
@@ -346,7 +344,7 @@ impl Engine {
                     at: stored.journal.len() as u32,
                 });
             }
-            if self.shared.running.lock().contains(&execution) {
+            if self.shared.running.lock().contains_key(&execution) {
                 return Err(EngineError::NotSuspended(execution));
             }
             stored.pending = None;
@@ -376,7 +374,7 @@ impl Engine {
             .load(execution)
             .await?
             .ok_or(EngineError::UnknownExecution(execution))?;
-        if checkpoint.pending.is_none() || self.shared.running.lock().contains(&execution) {
+        if checkpoint.pending.is_none() || self.shared.running.lock().contains_key(&execution) {
             return Err(EngineError::NotSuspended(execution));
         }
         checkpoint.pending = None;
@@ -502,7 +500,7 @@ impl Engine {
     }
 
     pub(super) fn is_running(&self, execution: ExecutionId) -> bool {
-        self.shared.running.lock().contains(&execution)
+        self.shared.running.lock().contains_key(&execution)
     }
 
     /// Waits until `execution` no longer runs here, for as long as a run takes to stop
@@ -654,8 +652,20 @@ impl Engine {
             .get(&key)
             .cloned()
             .ok_or_else(|| EngineError::UnknownFunction(key.0.clone(), key.1))?;
-        if !self.shared.running.lock().insert(id) {
-            return Err(EngineError::NotSuspended(id));
+        let restored = !checkpoint.journal.is_empty() || checkpoint.resolution.is_some();
+        let input = checkpoint.input.clone();
+        let context = checkpoint.context.clone();
+        let started = checkpoint.created_at;
+        let (stop_tx, stop_rx) = oneshot::channel();
+        let ctx = DurableContext::new(checkpoint, stored, stop_tx, self.shared.clone());
+        let state = ctx.state.clone();
+        match self.shared.running.lock().entry(id) {
+            std::collections::hash_map::Entry::Occupied(_) => {
+                return Err(EngineError::NotSuspended(id));
+            }
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                slot.insert(Some(state.clone()));
+            }
         }
         // A run whose future is dropped (its invocation timed out or was cancelled) stops
         // counting as running, so that it can be taken over or recovered from its journal.
@@ -669,22 +679,6 @@ impl Engine {
             self.shared.store.remove(id).await?;
             return Ok(RunResult::Completed(done.outcome));
         }
-        let (stop_me, stop_asked) = oneshot::channel();
-        self.shared.stops.lock().insert(id, stop_me);
-        let stop_asked = async move {
-            match stop_asked.await {
-                Ok(reason) => reason,
-                // No longer asked for: the run ended some other way.
-                Err(_) => std::future::pending().await,
-            }
-        };
-        let restored = !checkpoint.journal.is_empty() || checkpoint.resolution.is_some();
-        let input = checkpoint.input.clone();
-        let context = checkpoint.context.clone();
-        let started = checkpoint.created_at;
-        let (stop_tx, stop_rx) = oneshot::channel();
-        let ctx = DurableContext::new(checkpoint, stored, stop_tx, self.shared.clone());
-        let state = ctx.state.clone();
         if restored {
             function.on_restore_boxed(&ctx).await;
         }
@@ -700,6 +694,7 @@ impl Engine {
         let mut stop_rx = stop_rx;
         let stopped = |stop: Result<Stop, oneshot::error::RecvError>| match stop {
             Ok(Stop::Suspended(pending)) => Ok(Err(pending)),
+            Ok(Stop::Stopped(reason)) => Ok(Ok(Err(reason))),
             Ok(Stop::Store(e)) => Err(EngineError::Store(e)),
             Err(_) => Err(EngineError::NotSuspended(id)),
         };
@@ -707,15 +702,12 @@ impl Engine {
             biased;
             stop = &mut stop_rx => stopped(stop),
             outcome = run => Ok(Ok(outcome)),
-            reason = stop_asked => Ok(Ok(Err(reason))),
             () = overrun => match stop_rx.try_recv() {
                 // It suspended in the same poll that the limit passed: the suspension holds.
                 Ok(stop) => stopped(Ok(stop)),
                 Err(_) => Ok(Ok(Err(timed_out(limit.unwrap_or_default())))),
             },
         };
-        self.shared.stops.lock().remove(&id);
-        drop(running);
         match ended? {
             Ok(outcome) => {
                 let finished = Finished {
@@ -725,14 +717,16 @@ impl Engine {
                     context,
                     outcome: outcome.clone(),
                     resumed: restored,
-                    started,
-                    ended: self.shared.clock.system_time(),
                 };
-                self.conclude(finished, || Some(state.lock().checkpoint.clone()))
+                // Still counted as running until its end is recorded, so that whoever
+                // waits for the run to end ([`Engine::stop`]) finds how it ended.
+                self.conclude(finished, started, || Some(state.lock().checkpoint.clone()))
                     .await?;
+                drop(running);
                 Ok(RunResult::Completed(outcome))
             }
             Err(pending) => {
+                drop(running);
                 let at = state.lock().checkpoint.journal.len() as u32;
                 self.shared.schedule(id, &key, &pending, at);
                 Ok(RunResult::Suspended {
@@ -743,6 +737,7 @@ impl Engine {
             }
         }
     }
+
     /// Ends execution `finished.execution` with its outcome: delivered through the host
     /// ([`DurableHost::completed`]), then its checkpoint removed, then told to whoever
     /// waits ([`Engine::outcome`]). When the host cannot deliver it, the checkpoint
@@ -751,6 +746,7 @@ impl Engine {
     pub(super) async fn conclude(
         &self,
         finished: Finished,
+        started: std::time::SystemTime,
         unsaved: impl FnOnce() -> Option<Checkpoint>,
     ) -> Result<(), EngineError> {
         let id = finished.execution;
@@ -762,6 +758,14 @@ impl Engine {
         }
         self.shared.store.remove(id).await?;
         let outcome = finished.outcome.clone();
+        let finished = Ended {
+            execution: id,
+            function: finished.function,
+            version: finished.version,
+            outcome: finished.outcome,
+            started,
+            ended: self.shared.clock.system_time(),
+        };
         let waiting = {
             let mut watchers = self.shared.watchers.lock();
             let mut ended = self.shared.finished.lock();
@@ -790,7 +794,7 @@ impl Shared {
     }
 
     /// How `execution` ended, if it is among the latest to end here.
-    pub(super) fn finished_of(&self, execution: ExecutionId) -> Option<Finished> {
+    pub(super) fn finished_of(&self, execution: ExecutionId) -> Option<Ended> {
         self.finished
             .lock()
             .iter()
@@ -846,7 +850,7 @@ mod tests {
         );
         checkpoint.pending = Some(PendingDependency::Child(fnhub_core::InvocationId::random()));
         store.save(&checkpoint).await.unwrap();
-        engine.shared.running.lock().insert(id);
+        engine.shared.running.lock().insert(id, None);
         let woken = tokio::spawn({
             let engine = engine.clone();
             async move { engine.wake(id, 0, Ok(Bytes::new())).await }

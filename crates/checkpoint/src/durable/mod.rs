@@ -24,7 +24,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use fnhub_core::{BoxFuture, ExecutionId, Invocation, InvocationId, Outcome, Wake};
 
-pub use answer::{EngineError, Finished, LoadTransition, RunResult, Woken};
+pub use answer::{Ended, EngineError, Finished, LoadTransition, RunResult, Woken};
 pub use context::DurableContext;
 pub use engine::Engine;
 pub use stop::StopResult;

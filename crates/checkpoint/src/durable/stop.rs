@@ -5,7 +5,8 @@
 
 use fnhub_core::{Checkpoint, ExecutionId, FunctionError, FunctionName};
 
-use super::answer::{EngineError, Finished};
+use super::answer::{Ended, EngineError, Finished};
+use super::context::Stop;
 use super::engine::{Engine, RunningGuard};
 
 /// What [`Engine::stop`] did.
@@ -38,23 +39,38 @@ impl Engine {
     ) -> Result<StopResult, EngineError> {
         // Three times at most: a run asked to stop may suspend, or end, in the same moment.
         for _ in 0..3 {
-            let signal = self.shared.stops.lock().remove(&execution);
-            if let Some(signal) = signal {
-                let _ = signal.send(reason.clone());
-                self.run_ends(execution).await;
-                match self.shared.finished_of(execution) {
-                    Some(done) if done.outcome.as_ref().err() == Some(&reason) => {
-                        return Ok(StopResult::Stopped);
+            let run = self.shared.running.lock().get(&execution).cloned();
+            match run {
+                // Running here: its run is told to stop, and ends with `reason`.
+                Some(Some(state)) => {
+                    let told = state.lock().stop.take();
+                    if let Some(told) = told {
+                        let _ = told.send(Stop::Stopped(reason.clone()));
                     }
-                    Some(done) => return Ok(StopResult::Ended(Box::new(done.outcome))),
-                    // It suspended instead: stop it as it waits.
-                    None => continue,
+                    self.run_ends(execution).await;
+                    match self.shared.finished_of(execution) {
+                        Some(done) if done.outcome.as_ref().err() == Some(&reason) => {
+                            return Ok(StopResult::Stopped);
+                        }
+                        Some(done) => return Ok(StopResult::Ended(Box::new(done.outcome))),
+                        // It suspended in the same moment: stop it as it waits.
+                        None => continue,
+                    }
                 }
+                // Another stop holds it: once that is done, look again.
+                Some(None) => {
+                    self.run_ends(execution).await;
+                    continue;
+                }
+                None => {}
             }
-            if !self.shared.running.lock().insert(execution) {
-                // A run began just now: ask it to stop.
-                tokio::task::yield_now().await;
-                continue;
+            {
+                let mut running = self.shared.running.lock();
+                if running.contains_key(&execution) {
+                    // A run began just now.
+                    continue;
+                }
+                running.insert(execution, None);
             }
             let claimed = RunningGuard::new(&self.shared, execution);
             let Some(checkpoint) = self.shared.store.load(execution).await? else {
@@ -76,10 +92,9 @@ impl Engine {
                 context: checkpoint.context.clone(),
                 outcome: Err(reason),
                 resumed: true,
-                started: checkpoint.created_at,
-                ended: self.shared.clock.system_time(),
             };
-            self.conclude(finished, || None).await?;
+            self.conclude(finished, checkpoint.created_at, || None)
+                .await?;
             drop(claimed);
             return Ok(StopResult::Stopped);
         }
@@ -151,12 +166,12 @@ impl Engine {
 
     /// How `execution` ended, if it is among the latest
     /// [`Engine::REMEMBERED_OUTCOMES`] to end on this engine.
-    pub fn ended(&self, execution: ExecutionId) -> Option<Finished> {
+    pub fn ended(&self, execution: ExecutionId) -> Option<Ended> {
         self.shared.finished_of(execution)
     }
 
     /// The executions of `function` that ended lately on this engine, oldest first.
-    pub fn ended_of(&self, function: &FunctionName) -> Vec<Finished> {
+    pub fn ended_of(&self, function: &FunctionName) -> Vec<Ended> {
         self.shared
             .finished
             .lock()

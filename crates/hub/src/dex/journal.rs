@@ -26,7 +26,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use fnhub_checkpoint::durable::{Engine, EngineError, Finished, StopResult};
+use fnhub_checkpoint::durable::{Ended, Engine, EngineError, StopResult};
 use fnhub_core::{
     Checkpoint, ErrorKind, ExecutionId, FunctionError, FunctionName, JournalEntry, Operation,
     PendingDependency,
@@ -414,7 +414,7 @@ fn error_object(e: &FunctionError) -> ErrorObject {
 
 /// An execution that ended lately, as the engine remembers it (its outcome; the journal
 /// and the input are gone with the checkpoint).
-fn ended(f: &Finished) -> Execution {
+fn ended(f: &Ended) -> Execution {
     outcome_view(
         f.execution,
         &f.function,
