@@ -84,7 +84,6 @@ impl Engine {
                 // Not waiting, not running here: another engine runs it.
                 return Err(EngineError::NotSuspended(execution));
             }
-            self.shared.forget_waits(execution);
             let finished = Finished {
                 execution,
                 function: checkpoint.function.clone(),
@@ -95,6 +94,8 @@ impl Engine {
             };
             self.conclude(finished, checkpoint.created_at, || None)
                 .await?;
+            // Once it has ended (an outcome the host could not take leaves it waiting).
+            self.shared.forget_waits(execution);
             drop(claimed);
             return Ok(StopResult::Stopped);
         }
@@ -188,6 +189,14 @@ impl Engine {
         let before = ended.len();
         ended.retain(|f| f.execution != execution);
         ended.len() != before
+    }
+
+    /// Whether version `version` of `function` is registered here.
+    pub fn registered(&self, function: &FunctionName, version: fnhub_core::Version) -> bool {
+        self.shared
+            .functions
+            .read()
+            .contains_key(&(function.clone(), version))
     }
 
     /// Whether some version of `function` is registered here.

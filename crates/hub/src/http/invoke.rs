@@ -425,7 +425,7 @@ pub(super) async fn invoke(
     let durable_arn = front
         .hub
         .engine()
-        .runs(&target.name)
+        .registered(&target.name, spec.version)
         .then(|| crate::dex::journal::arn(id.into(), target.name.as_str(), spec.version.get()));
     if durable_arn.is_some() && parts.headers.contains_key("x-amz-durable-execution-name") {
         return invalid(
