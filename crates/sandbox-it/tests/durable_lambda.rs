@@ -254,22 +254,7 @@ async fn a_durable_function_waits_takes_a_callback_and_calls_another() {
     assert!(!ok && err.contains("CallbackTimeoutException"), "{err}");
 
     // Then it calls `plain` and ends.
-    let until = std::time::Instant::now() + Duration::from_secs(60);
-    let done = loop {
-        let (_, exec, err) = aws(
-            addr,
-            args(&["get-durable-execution", "--durable-execution-arn", &arn]),
-        )
-        .await;
-        if exec["Status"] != "RUNNING" {
-            break exec;
-        }
-        assert!(
-            std::time::Instant::now() < until,
-            "still running: {exec} {err}"
-        );
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    };
+    let done = finished(addr, &arn).await;
     assert_eq!(done["Status"], "SUCCEEDED", "{done}");
     let result: Value = serde_json::from_str(done["Result"].as_str().unwrap()).unwrap();
     // A callback's result reaches the function as sent (the SDK passes it through).
@@ -407,22 +392,7 @@ async fn an_execution_whose_function_keeps_crashing_fails() {
     .await;
     assert!(ok, "{err}");
     let arn = started["DurableExecutionArn"].as_str().unwrap().to_owned();
-    let until = std::time::Instant::now() + Duration::from_secs(60);
-    let done = loop {
-        let (_, exec, err) = aws(
-            addr,
-            args(&["get-durable-execution", "--durable-execution-arn", &arn]),
-        )
-        .await;
-        if exec["Status"] != "RUNNING" {
-            break exec;
-        }
-        assert!(
-            std::time::Instant::now() < until,
-            "still running: {exec} {err}"
-        );
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    };
+    let done = finished(addr, &arn).await;
     let _ = hub.kill();
     let _ = hub.wait();
     assert_eq!(done["Status"], "FAILED", "{done}");
@@ -512,22 +482,7 @@ async fn an_execution_survives_a_sigkill_of_the_hub() {
 
     let (mut second_hub, addr) = common::start_event_hub(&config, &record);
     let addr: SocketAddr = addr.parse().unwrap();
-    let until = std::time::Instant::now() + Duration::from_secs(60);
-    let done = loop {
-        let (_, exec, err) = aws(
-            addr,
-            args(&["get-durable-execution", "--durable-execution-arn", &arn]),
-        )
-        .await;
-        if exec["Status"] != "RUNNING" {
-            break exec;
-        }
-        assert!(
-            std::time::Instant::now() < until,
-            "still running: {exec} {err}"
-        );
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    };
+    let done = finished(addr, &arn).await;
     let _ = second_hub.kill();
     let _ = second_hub.wait();
     assert_eq!(done["Status"], "SUCCEEDED", "{done}");

@@ -191,12 +191,14 @@ impl Engine {
         ended.len() != before
     }
 
-    /// Whether version `version` of `function` is registered here.
+    /// Whether version `version` of `function` is registered here. Asked on every call at
+    /// a hub's front door, so it looks without making a key (a name is an allocation).
     pub fn registered(&self, function: &FunctionName, version: fnhub_core::Version) -> bool {
         self.shared
             .functions
             .read()
-            .contains_key(&(function.clone(), version))
+            .keys()
+            .any(|(name, v)| *v == version && name == function)
     }
 
     /// Whether some version of `function` is registered here.

@@ -68,15 +68,14 @@ pub(super) async fn serve(
             let callback = fnhub_core::percent_decode(callback)?;
             let (hex, at) = callback.split_once('-')?;
             let (id, at) = (execution_id(hex)?, at.parse::<u32>().ok()?);
-            let (function, waits_there) = match hub.checkpoint_store().load(id).await {
-                Ok(Some(c)) if !super::is_lambda(&c) => {
+            let (function, waits_there) = match find(hub, id).await? {
+                Ok(Found::Stored(c)) => {
                     let waits = c.journal.len() == at as usize
                         && matches!(c.pending, Some(PendingDependency::Event { .. }));
                     (c.function, waits)
                 }
-                Ok(Some(_)) => return None,
-                Ok(None) => (engine.ended(id)?.function, false),
-                Err(e) => return Some(Err(unavailable(e))),
+                Ok(Found::Ended(e)) => (e.function, false),
+                Err(e) => return Some(Err(e)),
             };
             // The id is no secret (the execution's, and a position): the right to invoke
             // the function is asked, also of a function through its endpoint.
@@ -92,11 +91,10 @@ pub(super) async fn serve(
         (_, ["durable-executions", arn, tail @ ..]) => {
             let arn = fnhub_core::percent_decode(arn)?;
             let id = execution_id(arn.rsplit('/').next()?)?;
-            let exec = match hub.checkpoint_store().load(id).await {
-                Ok(Some(c)) if !super::is_lambda(&c) => view(&c),
-                Ok(Some(_)) => return None,
-                Ok(None) => ended(&engine.ended(id)?),
-                Err(e) => return Some(Err(unavailable(e))),
+            let exec = match find(hub, id).await? {
+                Ok(Found::Stored(c)) => view(&c),
+                Ok(Found::Ended(e)) => ended(&e),
+                Err(e) => return Some(Err(e)),
             };
             if exec.arn != arn {
                 return None;
@@ -110,6 +108,25 @@ pub(super) async fn serve(
             Some(change(engine, &exec, id, method, tail, body).await)
         }
         _ => None,
+    }
+}
+
+/// An engine execution, as the hub knows it.
+enum Found {
+    /// In the checkpoint store: running or waiting.
+    Stored(Box<Checkpoint>),
+    /// Ended lately on this hub.
+    Ended(Ended),
+}
+
+/// Engine execution `id`: its checkpoint, or how it ended; `None` when the hub knows no
+/// engine execution of that id (none, or a Lambda one).
+async fn find(hub: &EdgeHub, id: ExecutionId) -> Option<Result<Found, ApiError>> {
+    match hub.checkpoint_store().load(id).await {
+        Ok(Some(c)) if !super::is_lambda(&c) => Some(Ok(Found::Stored(Box::new(c)))),
+        Ok(Some(_)) => None,
+        Ok(None) => hub.engine().ended(id).map(|e| Ok(Found::Ended(e))),
+        Err(e) => Some(Err(unavailable(e))),
     }
 }
 
